@@ -1,0 +1,111 @@
+/* Option parsing, error printing, progress lines and SIGINT handling shared by the commands. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "cli.h"
+
+volatile int cli_interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    cli_interrupted = 1;
+}
+
+void cli_install_sigint(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0') return 0;
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "%s needs a value", name);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+int cli_flag(char **argv, int i, const char *name) { return strcmp(argv[i], name) == 0; }
+
+int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s %s: expected an integer in [%ld, %ld]", opt, s, lo, hi);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "semalign3d %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nsee 'semalign3d %s --help'\n", cmd);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+int cli_run_error(const char *cmd, const sa3d_error *err) {
+    fprintf(stderr, "semalign3d %s: %s\n", cmd, err->msg[0] ? err->msg : sa3d_status_name(err->code));
+    return err->code == SA3D_ERR_CANCELLED ? EXIT_INTERRUPTED : EXIT_RUN;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_progress_start(cli_progress *p, const char *what, long total, int quiet) {
+    memset(p, 0, sizeof *p);
+    p->what = what;
+    p->total = total;
+    p->quiet = quiet;
+    p->tty = isatty(STDERR_FILENO);
+    p->t0 = p->last = now_s();
+}
+
+void cli_progress_step(cli_progress *p, const char *item) {
+    p->done++;
+    if (p->quiet) return;
+    double t = now_s(), el = t - p->t0;
+    int final = p->done == p->total;
+    if (!p->tty && !final && t - p->last < 5.0) return;
+    p->last = t;
+    double eta = p->done ? el / (double)p->done * (double)(p->total - p->done) : 0.0;
+    fprintf(stderr, "%s%s %ld/%ld (%.0f%%) %s  elapsed %.0fs  eta %.0fs%s", p->tty ? "\r\033[K" : "", p->what,
+            p->done, p->total, p->total ? 100.0 * (double)p->done / (double)p->total : 100.0, item ? item : "",
+            el, eta, p->tty ? "" : "\n");
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p) {
+    if (!p->quiet && p->tty) fputc('\n', stderr);
+}
+
+void cli_stem(const char *path, char *buf, size_t n) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(buf, n, "%s", b);
+    char *dot = strrchr(buf, '.');
+    if (dot && dot != buf) *dot = '\0';
+}

@@ -1,0 +1,123 @@
+/* semalign3d: the networks - DINOv2 (with or without registers) and Depth Anything V2, run from Hugging Face
+ * model folders (config.json + model.safetensors, or shards + model.safetensors.index.json).
+ *
+ *     sa3d_model_params p = sa3d_model_params_default();
+ *     sa3d_model *m;  sa3d_workspace *ws;  sa3d_error err;
+ *     if (sa3d_model_open(&m, "models/dinov2-base", &p, &err)) { fprintf(stderr, "%s\n", err.msg); ... }
+ *     sa3d_workspace_new(&ws, m, 840, 840, 0, &err);            // activations for one input size, once
+ *     sa3d_model_forward(m, ws, pixels, &err);                   // pixels: [3][840][840], normalised
+ *     const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");   // [1][768][60][60]
+ *     sa3d_workspace_free(ws);  sa3d_model_free(m);
+ *
+ * Outputs keep the Hugging Face names: DINOv2 gives "last_hidden_state" [1][T][D], "pooler_output" [1][D],
+ * "hidden_states.0" .. "hidden_states.L" [1][T][D] (only with SA3D_WS_HIDDEN_STATES; .0 is the embedding
+ * output, .i the output of block i before the final norm) and "feature_map" [1][D][h][w]: the last block's
+ * patch tokens before the final norm as a channel-first grid (what GeoAware-SC uses, METHOD.md 3.1).
+ * Depth Anything gives "predicted_depth" [1][H][W] (relative inverse depth, or metric depth in metres).
+ * T = 1 + registers + h*w with h = H/14, w = W/14 (the patch convolution floors like PyTorch's).
+ *
+ * A model is immutable once open and may be shared by threads; each thread uses its own workspace. A forward
+ * pass allocates nothing. */
+#ifndef SEMALIGN3D_NN_H
+#define SEMALIGN3D_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "semalign3d/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sa3d_model_kind { SA3D_MODEL_DINOV2 = 1, SA3D_MODEL_DEPTH_ANYTHING = 2 } sa3d_model_kind;
+
+typedef enum sa3d_activation { SA3D_ACT_GELU, SA3D_ACT_GELU_TANH, SA3D_ACT_RELU, SA3D_ACT_SILU } sa3d_activation;
+
+/* Everything in a DINOv2 config.json that changes the computation. */
+typedef struct sa3d_vit_config {
+    int hidden_size;         /* D */
+    int n_layers;            /* L */
+    int n_heads;
+    int mlp_hidden;          /* int(D * mlp_ratio), or the SwiGLU width (int(D*r*2/3)+7)//8*8 */
+    int patch_size;          /* 14 */
+    int image_size;          /* pretraining size; the position grid is image_size / patch_size */
+    int pos_grid;            /* sqrt(number of position embeddings - 1) */
+    int n_channels;          /* 3 */
+    int n_registers;         /* 0, or 4 for dinov2-with-registers */
+    int use_swiglu;
+    int qkv_bias;
+    int pos_antialias;       /* with-registers models interpolate positions with antialiased bicubic */
+    int apply_layernorm;     /* backbone use: final norm on each stage output */
+    float ln_eps;
+    sa3d_activation act;
+} sa3d_vit_config;
+
+/* Depth Anything (DPT neck + head) settings. */
+typedef struct sa3d_dpt_config {
+    int n_stages;                  /* 4 */
+    int out_indices[4];            /* backbone hidden_states index per stage (1..L) */
+    int neck_hidden_sizes[4];
+    int reassemble_num[4];         /* factor = num/den: 4, 2, 1, 1/2 -> (4,1),(2,1),(1,1),(1,2) */
+    int reassemble_den[4];
+    int fusion_hidden_size;
+    int head_hidden_size;
+    int metric;                    /* 0: relative (ReLU), 1: metric (sigmoid) */
+    float max_depth;
+} sa3d_dpt_config;
+
+typedef struct sa3d_model_params {
+    const char *device;   /* "cpu" (default) or "cuda" */
+    int n_threads;        /* 0 = all cores */
+} sa3d_model_params;
+SA3D_API sa3d_model_params sa3d_model_params_default(void);
+
+typedef struct sa3d_model sa3d_model;           /* opaque: owns the mapping and converted weights */
+typedef struct sa3d_workspace sa3d_workspace;   /* opaque: activations for one input size */
+
+/* Opens a Hugging Face model folder. Reads config.json ("architectures"/"model_type" pick the network), checks
+ * every expected tensor exists with the exact shape (extra keys such as mask_token are ignored). On failure
+ * *out is NULL and err names the file and the key. */
+SA3D_API sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_params *p,
+                                     sa3d_error *err);
+SA3D_API void sa3d_model_free(sa3d_model *m);
+SA3D_API sa3d_model_kind sa3d_model_get_kind(const sa3d_model *m);
+SA3D_API const sa3d_vit_config *sa3d_model_vit_config(const sa3d_model *m);   /* the backbone for DA */
+SA3D_API const sa3d_dpt_config *sa3d_model_dpt_config(const sa3d_model *m);   /* NULL for DINOv2 */
+/* Short stable identity (16 hex digits) of config.json and the weight files' headers, for cache keys. */
+SA3D_API const char *sa3d_model_id(const sa3d_model *m);
+/* Number of parameters (float elements of all used weights). */
+SA3D_API size_t sa3d_model_n_params(const sa3d_model *m);
+
+#define SA3D_WS_HIDDEN_STATES 1u   /* keep hidden_states.0..L (L+1 copies of [T][D]) */
+
+/* Allocates the activations for pixel inputs of size H x W (both >= patch size). */
+SA3D_API sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H, int W, unsigned flags,
+                                        sa3d_error *err);
+SA3D_API void sa3d_workspace_free(sa3d_workspace *ws);
+/* Bytes the workspace holds (activations). */
+SA3D_API size_t sa3d_workspace_bytes(const sa3d_workspace *ws);
+
+/* Runs the model on pixels [3][H][W] (already normalised) into the workspace outputs. Fails with
+ * SA3D_ERR_NUMERIC if an output is not finite. */
+SA3D_API sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels,
+                                        sa3d_error *err);
+
+typedef struct sa3d_tensor_view {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    const float *data;
+} sa3d_tensor_view;
+/* Outputs of the last forward pass, valid until the next pass or sa3d_workspace_free. */
+SA3D_API int sa3d_workspace_n_outputs(const sa3d_workspace *ws);
+SA3D_API const sa3d_tensor_view *sa3d_workspace_output_at(const sa3d_workspace *ws, int i);
+SA3D_API const sa3d_tensor_view *sa3d_workspace_output(const sa3d_workspace *ws, const char *name);
+
+/* Depth Anything output to image resolution (METHOD.md 3.2): bicubic (align_corners=False, as torch's
+ * F.interpolate) from the network's [ph][pw] map to [H][W]. */
+SA3D_API void sa3d_depth_upsample(float *out, int W, int H, const float *pred, int pw, int ph);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,139 @@
+/* File helpers: whole-file reads with a size cap, atomic writes (temp file + fsync + rename), paths,
+ * and the process-wide thread count for OpenMP and OpenBLAS. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "base.h"
+
+sa3d_status sa3d_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len, sa3d_error *err) {
+    *out = NULL;
+    if (out_len) *out_len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        fclose(f);
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,
+                         (long long)st.st_size, max_bytes);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = sa3d_malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        fclose(f);
+        sa3d_free(buf);
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *out = buf;
+    if (out_len) *out_len = n;
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error *err) {
+    memset(af, 0, sizeof *af);
+    size_t n = strlen(path) + 32;
+    af->path = sa3d_strdup(path);
+    af->tmp_path = sa3d_malloc(n);
+    if (!af->path || !af->tmp_path) {
+        sa3d_atomic_abort(af);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(af->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
+    af->f = fopen(af->tmp_path, "wb");
+    if (!af->f) {
+        sa3d_status s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+        sa3d_atomic_abort(af);
+        return s;
+    }
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_atomic_write(sa3d_atomic_file *af, const void *data, size_t n, sa3d_error *err) {
+    if (n && fwrite(data, 1, n, af->f) != n)
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: write failed: %s", af->path, strerror(errno));
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_atomic_commit(sa3d_atomic_file *af, sa3d_error *err) {
+    sa3d_status s = SA3D_OK;
+    if (fflush(af->f) != 0 || fsync(fileno(af->f)) != 0)
+        s = sa3d_fail(err, SA3D_ERR_IO, "%s: flush failed: %s", af->path, strerror(errno));
+    if (fclose(af->f) != 0 && s == SA3D_OK)
+        s = sa3d_fail(err, SA3D_ERR_IO, "%s: close failed: %s", af->path, strerror(errno));
+    af->f = NULL;
+    if (s == SA3D_OK && rename(af->tmp_path, af->path) != 0)
+        s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot rename into place: %s", af->path, strerror(errno));
+    if (s != SA3D_OK) remove(af->tmp_path);
+    sa3d_free(af->tmp_path);
+    sa3d_free(af->path);
+    af->tmp_path = af->path = NULL;
+    return s;
+}
+
+void sa3d_atomic_abort(sa3d_atomic_file *af) {
+    if (af->f) fclose(af->f);
+    if (af->tmp_path) remove(af->tmp_path);
+    sa3d_free(af->tmp_path);
+    sa3d_free(af->path);
+    memset(af, 0, sizeof *af);
+}
+
+char *sa3d_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = sa3d_malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+int sa3d_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int sa3d_dir_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void openblas_set_num_threads(int num_threads);   /* from OpenBLAS; declared here to keep cblas.h local */
+
+int sa3d_set_threads(int n_threads) {
+    int n = n_threads;
+    if (n <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (int)c : 1;
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+    return n;
+}
+
+double sa3d_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,385 @@
+/* Model folders: config.json + checkpoint -> sa3d_model (weights bound by Hugging Face key with exact shapes),
+ * workspaces sized once per input size, and the forward dispatch with a finiteness check on every output. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "nn/model.h"
+#include "tensor/kernels.h"
+
+sa3d_model_params sa3d_model_params_default(void) {
+    sa3d_model_params p = { "cpu", 0 };
+    return p;
+}
+
+/* ---- weight binding ---- */
+
+typedef struct binding { const float **dst; const sa3d_st_tensor *t; } binding;
+
+typedef struct loader {
+    sa3d_model *m;
+    binding *b;
+    int n, cap;
+    sa3d_status status;
+    sa3d_error *err;
+} loader;
+
+#define SHAPE(...) ((const int64_t[]){ __VA_ARGS__ })
+
+/* Finds the tensor named by fmt, checks its shape, and records where its float pointer goes. optional: a
+ * missing tensor leaves *dst NULL. The first failure sticks in L->status. */
+static void need(loader *L, const float **dst, int optional, int ndim, const int64_t *shape, const char *fmt, ...) {
+    if (L->status != SA3D_OK) return;
+    char key[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    *dst = NULL;
+    const sa3d_st_tensor *t = sa3d_checkpoint_find(L->m->ck, key);
+    if (!t) {
+        if (optional) return;
+        L->status = sa3d_fail(L->err, SA3D_ERR_FORMAT, "%s: tensor '%s' is missing", L->m->dir, key);
+        return;
+    }
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        char got[128] = "", want[128] = "";
+        for (int i = 0; i < t->ndim; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        for (int i = 0; i < ndim; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? ", " : "", (long long)shape[i]);
+        L->status = sa3d_fail(L->err, SA3D_ERR_FORMAT, "%s: tensor '%s': wrong shape; expected [%s], got [%s]",
+                              t->file, key, want, got);
+        return;
+    }
+    if (t->dtype != SA3D_DTYPE_F32 && t->dtype != SA3D_DTYPE_F16 && t->dtype != SA3D_DTYPE_BF16) {
+        L->status = sa3d_fail(L->err, SA3D_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s; expected F32, F16 or BF16",
+                              t->file, key, sa3d_dtype_name(t->dtype));
+        return;
+    }
+    if (L->n == L->cap) {
+        int cap = L->cap ? 2 * L->cap : 256;
+        binding *nb = sa3d_realloc(L->b, (size_t)cap * sizeof *nb);
+        if (!nb) { L->status = sa3d_fail(L->err, SA3D_ERR_NOMEM, "%s: out of memory binding weights", L->m->dir); return; }
+        L->b = nb;
+        L->cap = cap;
+    }
+    L->b[L->n].dst = dst;
+    L->b[L->n].t = t;
+    L->n++;
+}
+
+static void bind_vit(loader *L, const char *p, const sa3d_vit_config *c, sa3d_vit_weights *w) {
+    int64_t D = c->hidden_size, M = c->mlp_hidden, P = c->patch_size, G = c->pos_grid;
+    need(L, &w->patch_w, 0, 4, SHAPE(D, c->n_channels, P, P), "%sembeddings.patch_embeddings.projection.weight", p);
+    need(L, &w->patch_b, 0, 1, SHAPE(D), "%sembeddings.patch_embeddings.projection.bias", p);
+    need(L, &w->cls, 0, 3, SHAPE(1, 1, D), "%sembeddings.cls_token", p);
+    need(L, &w->pos, 0, 3, SHAPE(1, 1 + G * G, D), "%sembeddings.position_embeddings", p);
+    if (c->n_registers > 0)
+        need(L, &w->registers, 0, 3, SHAPE(1, c->n_registers, D), "%sembeddings.register_tokens", p);
+    need(L, &w->ln_w, 0, 1, SHAPE(D), "%slayernorm.weight", p);
+    need(L, &w->ln_b, 0, 1, SHAPE(D), "%slayernorm.bias", p);
+    for (int l = 0; l < c->n_layers; l++) {
+        sa3d_vit_layer *y = &w->layer[l];
+        const char *a = "attention.attention";
+        need(L, &y->ln1_w, 0, 1, SHAPE(D), "%sencoder.layer.%d.norm1.weight", p, l);
+        need(L, &y->ln1_b, 0, 1, SHAPE(D), "%sencoder.layer.%d.norm1.bias", p, l);
+        need(L, &y->wq, 0, 2, SHAPE(D, D), "%sencoder.layer.%d.%s.query.weight", p, l, a);
+        need(L, &y->wk, 0, 2, SHAPE(D, D), "%sencoder.layer.%d.%s.key.weight", p, l, a);
+        need(L, &y->wv, 0, 2, SHAPE(D, D), "%sencoder.layer.%d.%s.value.weight", p, l, a);
+        if (c->qkv_bias) {
+            need(L, &y->bq, 0, 1, SHAPE(D), "%sencoder.layer.%d.%s.query.bias", p, l, a);
+            need(L, &y->bk, 0, 1, SHAPE(D), "%sencoder.layer.%d.%s.key.bias", p, l, a);
+            need(L, &y->bv, 0, 1, SHAPE(D), "%sencoder.layer.%d.%s.value.bias", p, l, a);
+        }
+        need(L, &y->wo, 0, 2, SHAPE(D, D), "%sencoder.layer.%d.attention.output.dense.weight", p, l);
+        need(L, &y->bo, 0, 1, SHAPE(D), "%sencoder.layer.%d.attention.output.dense.bias", p, l);
+        need(L, &y->ls1, 0, 1, SHAPE(D), "%sencoder.layer.%d.layer_scale1.lambda1", p, l);
+        need(L, &y->ln2_w, 0, 1, SHAPE(D), "%sencoder.layer.%d.norm2.weight", p, l);
+        need(L, &y->ln2_b, 0, 1, SHAPE(D), "%sencoder.layer.%d.norm2.bias", p, l);
+        if (c->use_swiglu) {
+            need(L, &y->fc1_w, 0, 2, SHAPE(2 * M, D), "%sencoder.layer.%d.mlp.weights_in.weight", p, l);
+            need(L, &y->fc1_b, 0, 1, SHAPE(2 * M), "%sencoder.layer.%d.mlp.weights_in.bias", p, l);
+            need(L, &y->fc2_w, 0, 2, SHAPE(D, M), "%sencoder.layer.%d.mlp.weights_out.weight", p, l);
+            need(L, &y->fc2_b, 0, 1, SHAPE(D), "%sencoder.layer.%d.mlp.weights_out.bias", p, l);
+        } else {
+            need(L, &y->fc1_w, 0, 2, SHAPE(M, D), "%sencoder.layer.%d.mlp.fc1.weight", p, l);
+            need(L, &y->fc1_b, 0, 1, SHAPE(M), "%sencoder.layer.%d.mlp.fc1.bias", p, l);
+            need(L, &y->fc2_w, 0, 2, SHAPE(D, M), "%sencoder.layer.%d.mlp.fc2.weight", p, l);
+            need(L, &y->fc2_b, 0, 1, SHAPE(D), "%sencoder.layer.%d.mlp.fc2.bias", p, l);
+        }
+        need(L, &y->ls2, 0, 1, SHAPE(D), "%sencoder.layer.%d.layer_scale2.lambda1", p, l);
+    }
+}
+
+static void bind_dpt(loader *L, const sa3d_vit_config *v, const sa3d_dpt_config *c, sa3d_dpt_weights *w) {
+    int64_t D = v->hidden_size, F = c->fusion_hidden_size, Hh = c->head_hidden_size;
+    for (int i = 0; i < 4; i++) {
+        int64_t N = c->neck_hidden_sizes[i];
+        need(L, &w->reasm_proj_w[i], 0, 4, SHAPE(N, D, 1, 1), "neck.reassemble_stage.layers.%d.projection.weight", i);
+        need(L, &w->reasm_proj_b[i], 0, 1, SHAPE(N), "neck.reassemble_stage.layers.%d.projection.bias", i);
+        if (c->reassemble_num[i] > 1) {
+            int64_t f = c->reassemble_num[i];
+            need(L, &w->reasm_resize_w[i], 0, 4, SHAPE(N, N, f, f), "neck.reassemble_stage.layers.%d.resize.weight", i);
+            need(L, &w->reasm_resize_b[i], 0, 1, SHAPE(N), "neck.reassemble_stage.layers.%d.resize.bias", i);
+        } else if (c->reassemble_den[i] > 1) {
+            need(L, &w->reasm_resize_w[i], 0, 4, SHAPE(N, N, 3, 3), "neck.reassemble_stage.layers.%d.resize.weight", i);
+            need(L, &w->reasm_resize_b[i], 0, 1, SHAPE(N), "neck.reassemble_stage.layers.%d.resize.bias", i);
+        }
+        need(L, &w->neck_conv_w[i], 0, 4, SHAPE(F, N, 3, 3), "neck.convs.%d.weight", i);
+        sa3d_fusion_layer *f = &w->fusion[i];
+        const char *fs = "neck.fusion_stage.layers";
+        need(L, &f->proj_w, 0, 4, SHAPE(F, F, 1, 1), "%s.%d.projection.weight", fs, i);
+        need(L, &f->proj_b, 0, 1, SHAPE(F), "%s.%d.projection.bias", fs, i);
+        need(L, &f->r1c1_w, 0, 4, SHAPE(F, F, 3, 3), "%s.%d.residual_layer1.convolution1.weight", fs, i);
+        need(L, &f->r1c1_b, 0, 1, SHAPE(F), "%s.%d.residual_layer1.convolution1.bias", fs, i);
+        need(L, &f->r1c2_w, 0, 4, SHAPE(F, F, 3, 3), "%s.%d.residual_layer1.convolution2.weight", fs, i);
+        need(L, &f->r1c2_b, 0, 1, SHAPE(F), "%s.%d.residual_layer1.convolution2.bias", fs, i);
+        need(L, &f->r2c1_w, 0, 4, SHAPE(F, F, 3, 3), "%s.%d.residual_layer2.convolution1.weight", fs, i);
+        need(L, &f->r2c1_b, 0, 1, SHAPE(F), "%s.%d.residual_layer2.convolution1.bias", fs, i);
+        need(L, &f->r2c2_w, 0, 4, SHAPE(F, F, 3, 3), "%s.%d.residual_layer2.convolution2.weight", fs, i);
+        need(L, &f->r2c2_b, 0, 1, SHAPE(F), "%s.%d.residual_layer2.convolution2.bias", fs, i);
+    }
+    need(L, &w->head_c1_w, 0, 4, SHAPE(F / 2, F, 3, 3), "head.conv1.weight");
+    need(L, &w->head_c1_b, 0, 1, SHAPE(F / 2), "head.conv1.bias");
+    need(L, &w->head_c2_w, 0, 4, SHAPE(Hh, F / 2, 3, 3), "head.conv2.weight");
+    need(L, &w->head_c2_b, 0, 1, SHAPE(Hh), "head.conv2.bias");
+    need(L, &w->head_c3_w, 0, 4, SHAPE(1, Hh, 1, 1), "head.conv3.weight");
+    need(L, &w->head_c3_b, 0, 1, SHAPE(1), "head.conv3.bias");
+}
+
+/* Points every binding at usable float32 data: aligned F32 in place, everything else converted once into
+ * one block the model owns. */
+static sa3d_status finish_bindings(loader *L) {
+    sa3d_model *m = L->m;
+    size_t convert = 0;
+    for (int i = 0; i < L->n; i++) {
+        const sa3d_st_tensor *t = L->b[i].t;
+        m->n_params += t->numel;
+        if (t->dtype != SA3D_DTYPE_F32 || ((uintptr_t)t->data & 3u)) convert += t->numel;
+    }
+    if (convert) {
+        size_t bytes;
+        if (!sa3d_mul_ok(convert, sizeof(float), &bytes) || !(m->converted = sa3d_malloc(bytes)))
+            return sa3d_fail(L->err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu floats for converted weights", m->dir, convert);
+    }
+    size_t off = 0;
+    for (int i = 0; i < L->n; i++) {
+        const sa3d_st_tensor *t = L->b[i].t;
+        if (t->dtype == SA3D_DTYPE_F32 && !((uintptr_t)t->data & 3u)) {
+            *L->b[i].dst = (const float *)t->data;
+            continue;
+        }
+        sa3d_status s = sa3d_st_read_f32(t, m->converted + off, t->numel, L->err);
+        if (s) return s;
+        *L->b[i].dst = m->converted + off;
+        off += t->numel;
+    }
+    return SA3D_OK;
+}
+
+/* FNV-1a over config.json and, per tensor, its name, shape and first 256 bytes: a cheap identity that changes
+ * whenever the checkpoint or its configuration does. */
+static void compute_id(sa3d_model *m, const char *config_text) {
+    uint64_t h = 1469598103934665603ull;
+#define FNV(ptr, len) do { const unsigned char *q_ = (const unsigned char *)(ptr); \
+        for (size_t i_ = 0; i_ < (len); i_++) { h ^= q_[i_]; h *= 1099511628211ull; } } while (0)
+    FNV(config_text, strlen(config_text));
+    for (int i = 0; i < sa3d_checkpoint_count(m->ck); i++) {
+        const sa3d_st_tensor *t = sa3d_checkpoint_get(m->ck, i);
+        FNV(t->name, strlen(t->name));
+        FNV(t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        FNV(t->data, t->nbytes < 256 ? t->nbytes : 256);
+    }
+#undef FNV
+    snprintf(m->id, sizeof m->id, "%016llx", (unsigned long long)h);
+}
+
+sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_params *p, sa3d_error *err) {
+    *out = NULL;
+    sa3d_model_params defaults = sa3d_model_params_default();
+    if (!p) p = &defaults;
+    if (p->device && strcmp(p->device, "cpu") != 0)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device '%s' is not available in this build (cpu only)", dir,
+                         p->device);
+    sa3d_status s;
+    char *config_path = NULL, *text = NULL;
+    loader L = { 0 };
+    sa3d_model *m = sa3d_calloc(1, sizeof *m);
+    if (!m || !(m->dir = sa3d_strdup(dir)) || !(config_path = sa3d_path_join(dir, "config.json"))) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    m->n_threads = p->n_threads;
+    if ((s = sa3d_read_file(config_path, 16u << 20, &text, NULL, err))) goto fail;
+    if ((s = sa3d_parse_model_config(text, config_path, &m->kind, &m->vit, &m->dpt, err))) goto fail;
+    if ((s = sa3d_checkpoint_open(&m->ck, dir, err))) goto fail;
+    m->prefix = m->kind == SA3D_MODEL_DEPTH_ANYTHING ? "backbone." : "";
+    if (!(m->vw.layer = sa3d_calloc((size_t)m->vit.n_layers, sizeof *m->vw.layer))) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    L.m = m;
+    L.err = err;
+    bind_vit(&L, m->prefix, &m->vit, &m->vw);
+    if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) bind_dpt(&L, &m->vit, &m->dpt, &m->dw);
+    if ((s = L.status) || (s = finish_bindings(&L))) goto fail;
+    compute_id(m, text);
+    sa3d_free(L.b);
+    sa3d_free(text);
+    sa3d_free(config_path);
+    *out = m;
+    return SA3D_OK;
+fail:
+    sa3d_free(L.b);
+    sa3d_free(text);
+    sa3d_free(config_path);
+    sa3d_model_free(m);
+    return s;
+}
+
+void sa3d_model_free(sa3d_model *m) {
+    if (!m) return;
+    sa3d_checkpoint_close(m->ck);
+    sa3d_free(m->converted);
+    sa3d_free(m->vw.layer);
+    sa3d_free(m->dir);
+    sa3d_free(m);
+}
+
+sa3d_model_kind sa3d_model_get_kind(const sa3d_model *m) { return m->kind; }
+const sa3d_vit_config *sa3d_model_vit_config(const sa3d_model *m) { return &m->vit; }
+const sa3d_dpt_config *sa3d_model_dpt_config(const sa3d_model *m) {
+    return m->kind == SA3D_MODEL_DEPTH_ANYTHING ? &m->dpt : NULL;
+}
+const char *sa3d_model_id(const sa3d_model *m) { return m->id; }
+size_t sa3d_model_n_params(const sa3d_model *m) { return m->n_params; }
+
+/* ---- workspaces ---- */
+
+static void add_output(sa3d_workspace *ws, const char *name, const float *data, int ndim, int64_t a, int64_t b,
+                       int64_t c, int64_t d) {
+    sa3d_tensor_view *v = &ws->out[ws->n_out];
+    snprintf(ws->out_names[ws->n_out], sizeof ws->out_names[0], "%s", name);
+    v->name = ws->out_names[ws->n_out];
+    v->ndim = ndim;
+    v->shape[0] = a; v->shape[1] = b; v->shape[2] = c; v->shape[3] = d;
+    v->data = data;
+    ws->n_out++;
+}
+
+sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H, int W, unsigned flags,
+                               sa3d_error *err) {
+    *out = NULL;
+    const sa3d_vit_config *c = &m->vit;
+    if (H < c->patch_size || W < c->patch_size || H > 16384 || W > 16384)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: input %d x %d: each side must be in [%d, 16384]", m->dir, W, H,
+                         c->patch_size);
+    if (c->pos_antialias && c->pos_grid > 512)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: position grid %d is larger than 512", m->dir, c->pos_grid);
+    if (c->n_layers + 1 + 4 > SA3D_MAX_OUTPUTS)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: %d layers is more than this build lists as outputs", m->dir,
+                         c->n_layers);
+    sa3d_workspace *ws = sa3d_calloc(1, sizeof *ws);
+    if (!ws) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
+    ws->m = m;
+    ws->H = H;
+    ws->W = W;
+    ws->flags = m->kind == SA3D_MODEL_DINOV2 ? flags : 0;
+    ws->gh = H / c->patch_size;
+    ws->gw = W / c->patch_size;
+    ws->n_prefix = 1 + c->n_registers;
+    ws->T = ws->n_prefix + ws->gh * ws->gw;
+    int n_stages = m->kind == SA3D_MODEL_DEPTH_ANYTHING ? 4 : 0;
+    size_t floats = sa3d_vit_workspace_floats(c, H, W, ws->flags, n_stages);
+    if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) floats += sa3d_dpt_workspace_floats(m, H, W);
+    size_t bytes;
+    if (!sa3d_mul_ok(floats + 64 * 64, sizeof(float), &bytes) || !(ws->block = sa3d_malloc(bytes))) {
+        sa3d_free(ws);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of activations for %d x %d", m->dir,
+                         (floats * sizeof(float)) >> 20, W, H);
+    }
+    ws->bytes = bytes;
+    /* carve: each array starts on a 64-byte boundary */
+    float *cur = (float *)ws->block;
+    size_t D = (size_t)c->hidden_size, T = (size_t)ws->T, Np = (size_t)ws->gh * ws->gw;
+    size_t M = (size_t)c->mlp_hidden, P = (size_t)c->patch_size;
+#define TAKE(ptr, n) do { (ptr) = cur; cur += ((size_t)(n) + 15) & ~(size_t)15; } while (0)
+    TAKE(ws->x, T * D); TAKE(ws->xn, T * D); TAKE(ws->q, T * D); TAKE(ws->k, T * D); TAKE(ws->v, T * D);
+    TAKE(ws->ctx, T * D); TAKE(ws->tmp, T * D);
+    TAKE(ws->mlp, T * M * (c->use_swiglu ? 2 : 1));
+    if (c->use_swiglu) TAKE(ws->mlp2, T * M);
+    TAKE(ws->scores, sa3d_attention_scratch_floats(ws->T));
+    TAKE(ws->patches, Np * c->n_channels * P * P);
+    TAKE(ws->pos, (1 + Np) * D);
+    if (c->pos_antialias) TAKE(ws->pos_tmp, D * (size_t)c->pos_grid * ws->gw);
+    TAKE(ws->pos_grid, D * ((size_t)c->pos_grid * c->pos_grid + Np));
+    if (ws->flags & SA3D_WS_HIDDEN_STATES) TAKE(ws->hidden, (size_t)(c->n_layers + 1) * T * D);
+    if (n_stages) TAKE(ws->stage, (size_t)n_stages * T * D);
+    if (m->kind == SA3D_MODEL_DINOV2) {
+        TAKE(ws->last, T * D); TAKE(ws->pooler, D); TAKE(ws->fmap, D * Np);
+    } else {
+        sa3d_dpt_carve(m, ws, &cur);
+    }
+#undef TAKE
+    sa3d_vit_prepare_positions(m, ws);
+
+    if (m->kind == SA3D_MODEL_DINOV2) {
+        add_output(ws, "last_hidden_state", ws->last, 3, 1, (int64_t)T, (int64_t)D, 0);
+        add_output(ws, "pooler_output", ws->pooler, 2, 1, (int64_t)D, 0, 0);
+        add_output(ws, "feature_map", ws->fmap, 4, 1, (int64_t)D, ws->gh, ws->gw);
+        if (ws->hidden)
+            for (int l = 0; l <= c->n_layers; l++) {
+                char name[32];
+                snprintf(name, sizeof name, "hidden_states.%d", l);
+                add_output(ws, name, ws->hidden + (size_t)l * T * D, 3, 1, (int64_t)T, (int64_t)D, 0);
+            }
+    } else {
+        add_output(ws, "predicted_depth", ws->depth, 3, 1, (int64_t)ws->gh * c->patch_size,
+                   (int64_t)ws->gw * c->patch_size, 0);
+    }
+    *out = ws;
+    return SA3D_OK;
+}
+
+void sa3d_workspace_free(sa3d_workspace *ws) {
+    if (!ws) return;
+    sa3d_free(ws->block);
+    sa3d_free(ws);
+}
+
+size_t sa3d_workspace_bytes(const sa3d_workspace *ws) { return ws->bytes; }
+int sa3d_workspace_n_outputs(const sa3d_workspace *ws) { return ws->n_out; }
+const sa3d_tensor_view *sa3d_workspace_output_at(const sa3d_workspace *ws, int i) {
+    return i >= 0 && i < ws->n_out ? &ws->out[i] : NULL;
+}
+const sa3d_tensor_view *sa3d_workspace_output(const sa3d_workspace *ws, const char *name) {
+    for (int i = 0; i < ws->n_out; i++)
+        if (!strcmp(ws->out[i].name, name)) return &ws->out[i];
+    return NULL;
+}
+
+sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
+    if (ws->m != m) return sa3d_fail(err, SA3D_ERR_ARG, "%s: workspace belongs to another model", m->dir);
+    size_t n_in = (size_t)m->vit.n_channels * ws->H * ws->W;
+    long bad_in = sa3d_first_nonfinite(pixels, n_in);
+    if (bad_in >= 0)
+        return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: pixel_values: non-finite value at index %ld", m->dir, bad_in);
+    sa3d_set_threads(m->n_threads);
+    if (m->kind == SA3D_MODEL_DINOV2) {
+        sa3d_vit_encode(m, ws, pixels, NULL, 0);
+        sa3d_vit_finish(m, ws);
+    } else {
+        sa3d_vit_encode(m, ws, pixels, m->dpt.out_indices, 4);
+        sa3d_dpt_forward(m, ws);
+    }
+    for (int i = 0; i < ws->n_out; i++) {
+        const sa3d_tensor_view *v = &ws->out[i];
+        size_t n = 1;
+        for (int d = 0; d < v->ndim; d++) n *= (size_t)v->shape[d];
+        long bad_at = sa3d_first_nonfinite(v->data, n);
+        if (bad_at >= 0)
+            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: output %s: non-finite value at index %ld", m->dir, v->name,
+                             bad_at);
+    }
+    return SA3D_OK;
+}

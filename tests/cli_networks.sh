@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# CLI contract of the network commands: exit codes 0/1/2, --help on stdout, outputs with Hugging Face names,
+# no partial output file after a failure. Args: path to the semalign3d binary, fixture root.
+set -u
+BIN="$1"
+FIX="${SEMALIGN3D_FIXTURES:-$2}"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() {   # check NAME EXPECTED_RC ACTUAL_RC
+  if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1; else echo "ok   $1"; fi
+}
+
+"$BIN" --help >"$T/help" 2>/dev/null; check "top-level --help" 0 $?
+grep -q forward "$T/help" || { echo "FAIL --help lists no commands"; fail=1; }
+for c in forward features depth; do
+  "$BIN" $c --help >"$T/h" 2>"$T/e"; check "$c --help" 0 $?
+  [ -s "$T/h" ] && [ ! -s "$T/e" ] || { echo "FAIL $c --help is not on stdout"; fail=1; }
+done
+"$BIN" >/dev/null 2>&1; check "no command" 2 $?
+"$BIN" frobnicate >/dev/null 2>&1; check "unknown command" 2 $?
+"$BIN" forward --model x >/dev/null 2>&1; check "forward missing options" 2 $?
+"$BIN" forward --bogus >/dev/null 2>&1; check "forward unknown option" 2 $?
+"$BIN" features --model x --out "$T" --size 841 a.jpg 2>"$T/e" >/dev/null; check "features --size 841" 2 $?
+grep -q "multiple of 14" "$T/e" || { echo "FAIL --size message"; fail=1; }
+"$BIN" forward --model "$T/none" --input "$T/none.st" --output "$T/out.st" 2>"$T/e"; check "forward missing input" 1 $?
+grep -q "none.st" "$T/e" || { echo "FAIL missing-input message does not name the file"; fail=1; }
+[ ! -e "$T/out.st" ] || { echo "FAIL partial output after failure"; fail=1; }
+
+n=0
+for d in "$FIX"/*/; do
+  [ -f "$d/config.json" ] && [ -f "$d/reference.safetensors" ] || continue
+  name=$(basename "$d")
+  "$BIN" forward --model "$d" --input "$d/reference.safetensors" --output "$T/$name.st" 2>/dev/null
+  check "forward $name" 0 $?
+  [ -s "$T/$name.st" ] || { echo "FAIL forward $name wrote nothing"; fail=1; }
+  # wrong input key: clear error, no output
+  "$BIN" forward --model "$d" --input "$d/reference.safetensors" --input-key nope --output "$T/$name.bad" 2>"$T/e"
+  check "forward $name bad key" 1 $?
+  [ ! -e "$T/$name.bad" ] || { echo "FAIL partial output"; fail=1; }
+  n=$((n + 1))
+done
+[ $n -gt 0 ] || { echo "FAIL no model fixtures under $FIX"; fail=1; }
+
+# features/depth on a real image, and a truncated image gives exit 1 and no output
+img="$FIX/preprocess_depth_anything/input.png"
+dino=$(grep -l '"Dinov2Model"' "$FIX"/*/config.json | head -1 | xargs dirname)
+da=$(grep -l '"model_type": "depth_anything"' "$FIX"/*/config.json | head -1 | xargs dirname)
+if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
+  mkdir -p "$T/o"
+  "$BIN" features --model "$dino" --out "$T/o" --size 112 --flip --quiet "$img"; check "features" 0 $?
+  [ -s "$T/o/input.features.safetensors" ] || { echo "FAIL no feature file"; fail=1; }
+  "$BIN" depth --model "$da" --out "$T/o" --quiet "$img"; check "depth" 0 $?
+  [ -s "$T/o/input.depth.png" ] && [ -s "$T/o/input.depth.safetensors" ] || { echo "FAIL no depth files"; fail=1; }
+  head -c 3000 "$img" > "$T/trunc.png"
+  "$BIN" depth --model "$da" --out "$T/o" --quiet "$T/trunc.png" 2>"$T/e"; check "depth truncated image" 1 $?
+  grep -q "trunc.png" "$T/e" || { echo "FAIL truncated-image message does not name the file"; fail=1; }
+  [ ! -e "$T/o/trunc.depth.png" ] || { echo "FAIL partial output for a bad image"; fail=1; }
+else
+  echo "FAIL image or model fixtures missing"; fail=1
+fi
+exit $fail

@@ -1,0 +1,318 @@
+/* Networks: parity of every model fixture directory with its Hugging Face reference outputs, kernel twins,
+ * determinism, a forward pass that allocates nothing, and config/loader rejections. */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "base/base.h"
+#include "semalign3d/nn.h"
+#include "semalign3d/safetensors.h"
+#include "t.h"
+#include "tensor/kernels.h"
+
+/* STYLE.md section 7: network output vs HF reference, optimised kernel vs ref_ twin. */
+#define PARITY_REL 1e-4
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
+    return m;
+}
+
+/* Max |a - b| and its index. */
+static double max_err(const float *a, const float *b, size_t n, size_t *worst) {
+    double m = -1.0;
+    *worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) { m = d; *worst = i; }   /* NaN counts as worst */
+    }
+    return m;
+}
+
+static float *read_all(const sa3d_st_tensor *t) {
+    float *x = malloc(t->numel * sizeof(float) + 1);
+    sa3d_error err;
+    if (x && sa3d_st_read_f32(t, x, t->numel, &err) != SA3D_OK) { free(x); return NULL; }
+    return x;
+}
+
+/* Runs one model fixture: every reference tensor but pixel_values must match the output of the same name. */
+static int check_model_fixture(const char *dir, const char *name) {
+    sa3d_error err = { 0 };
+    char ref_path[8192];
+    snprintf(ref_path, sizeof ref_path, "%s/reference.safetensors", dir);
+    sa3d_safetensors *ref = NULL;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    float *pixels = NULL;
+    int checked = 0;
+    T_OK(sa3d_st_open(&ref, ref_path, &err), &err);
+    if (!ref) return 0;
+    sa3d_model_params p = sa3d_model_params_default();
+    T_OK(sa3d_model_open(&m, dir, &p, &err), &err);
+    const sa3d_st_tensor *px = sa3d_st_find(ref, "pixel_values");
+    T_CHECK(px && px->ndim == 4 && px->shape[0] == 1);
+    if (!m || !px || px->ndim != 4) goto done;
+    int H = (int)px->shape[2], W = (int)px->shape[3];
+    pixels = read_all(px);
+    T_OK(sa3d_workspace_new(&ws, m, H, W, SA3D_WS_HIDDEN_STATES, &err), &err);
+    if (!ws) goto done;
+    T_OK(sa3d_model_forward(m, ws, pixels, &err), &err);
+    for (int i = 0; i < sa3d_st_count(ref); i++) {
+        const sa3d_st_tensor *rt = sa3d_st_get(ref, i);
+        if (!strcmp(rt->name, "pixel_values")) continue;
+        const sa3d_tensor_view *o = sa3d_workspace_output(ws, rt->name);
+        if (!o) { T_FAIL("%s: reference key %s has no output", name, rt->name); continue; }
+        size_t n = 1;
+        int same = o->ndim == rt->ndim;
+        for (int d = 0; d < o->ndim; d++) { n *= (size_t)o->shape[d]; same = same && o->shape[d] == rt->shape[d]; }
+        if (!same) { T_FAIL("%s: %s: shape differs from the reference", name, rt->name); continue; }
+        float *want = read_all(rt);
+        size_t worst;
+        double e = max_err(o->data, want, n, &worst), bound = PARITY_REL * fmax(1.0, max_abs(want, n));
+        printf("  %-34s %-20s max|err| %.3g  bound %.3g  worst index %zu\n", name, rt->name, e, bound, worst);
+        if (!(e <= bound)) T_FAIL("%s: %s: max error %.6g > %.6g at index %zu (got %.9g, want %.9g)", name, rt->name,
+                                  e, bound, worst, (double)o->data[worst], (double)want[worst]);
+        free(want);
+        checked++;
+    }
+    T_CHECK(checked > 0);
+done:
+    free(pixels);
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+    sa3d_st_close(ref);
+    return checked;
+}
+
+static void case_parity(void) {
+    const char *root = t_fixtures_root();
+    DIR *d = opendir(root);
+    if (!d) { T_FAIL("fixture root %s cannot be opened", root); return; }
+    int n_dirs = 0;
+    struct dirent *e;
+    char **names = NULL;
+    int n_names = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        names = realloc(names, (size_t)(n_names + 1) * sizeof *names);
+        names[n_names++] = strdup(e->d_name);
+    }
+    closedir(d);
+    for (int i = 0; i < n_names; i++) {
+        char dir[4096], a[4200], b[4200], c[4200];
+        snprintf(dir, sizeof dir, "%s/%s", root, names[i]);
+        snprintf(a, sizeof a, "%s/config.json", dir);
+        snprintf(b, sizeof b, "%s/reference.safetensors", dir);
+        snprintf(c, sizeof c, "%s/model.safetensors", dir);
+        snprintf(c, sizeof c, "%s/model.safetensors", dir);
+        int has_model = sa3d_file_exists(c);
+        snprintf(c, sizeof c, "%s/model.safetensors.index.json", dir);
+        has_model = has_model || sa3d_file_exists(c);
+        if (sa3d_file_exists(a) && sa3d_file_exists(b) && has_model) {
+            n_dirs++;
+            check_model_fixture(dir, names[i]);
+        }
+        free(names[i]);
+    }
+    free(names);
+    printf("  %d model fixture directories under %s\n", n_dirs, root);
+    T_CHECK(n_dirs > 0);
+}
+
+static void fill_random(float *x, size_t n, uint64_t seed, float scale) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x[i] = scale * ((float)(s >> 40) / (float)(1u << 24) * 2.0f - 1.0f);
+    }
+}
+
+static void case_attention_twin(void) {
+    int T = 157, H = 3, Dh = 16, ld = H * Dh;
+    size_t n = (size_t)T * ld;
+    float *q = malloc(n * 4), *k = malloc(n * 4), *v = malloc(n * 4), *o = malloc(n * 4), *r = malloc(n * 4);
+    float *scores = malloc(sa3d_attention_scratch_floats(T) * 4);
+    fill_random(q, n, 1, 2.0f); fill_random(k, n, 2, 2.0f); fill_random(v, n, 3, 1.0f);
+    sa3d_attention(o, q, k, v, T, H, Dh, ld, 0.25f, scores);
+    sa3d_ref_attention(r, q, k, v, T, H, Dh, ld, 0.25f);
+    size_t worst;
+    double e = max_err(o, r, n, &worst);
+    printf("  attention vs ref: max|err| %.3g\n", e);
+    T_CHECK(e <= PARITY_REL);
+    free(q); free(k); free(v); free(o); free(r); free(scores);
+}
+
+static void case_conv_twin(void) {
+    int Ci = 5, H = 23, W = 17, Co = 7;
+    for (int stride = 1; stride <= 2; stride++) {
+        int Ho = (H + 2 - 3) / stride + 1, Wo = (W + 2 - 3) / stride + 1;
+        float *in = malloc((size_t)Ci * H * W * 4), *w = malloc((size_t)Co * Ci * 9 * 4), *b = malloc((size_t)Co * 4);
+        float *o = malloc((size_t)Co * Ho * Wo * 4), *r = malloc((size_t)Co * Ho * Wo * 4);
+        size_t colf = 64;   /* tiny scratch: forces many bands */
+        float *col = malloc((size_t)Ci * 9 * Wo * colf * 4);
+        fill_random(in, (size_t)Ci * H * W, 4, 1.0f); fill_random(w, (size_t)Co * Ci * 9, 5, 0.5f); fill_random(b, Co, 6, 1.0f);
+        sa3d_conv2d(o, in, w, b, Ci, H, W, Co, 3, stride, 1, col, (size_t)Ci * 9 * Wo * 2);
+        sa3d_ref_conv2d(r, in, w, b, Ci, H, W, Co, 3, stride, 1);
+        size_t worst;
+        double e = max_err(o, r, (size_t)Co * Ho * Wo, &worst);
+        printf("  conv2d stride %d vs ref: max|err| %.3g\n", stride, e);
+        T_CHECK(e <= PARITY_REL);
+        free(in); free(w); free(b); free(o); free(r); free(col);
+    }
+}
+
+/* First model fixture directory whose config names the given model_type, or NULL. */
+static const char *find_fixture(const char *model_type, char *buf, size_t n) {
+    const char *root = t_fixtures_root();
+    DIR *d = opendir(root);
+    struct dirent *e;
+    const char *found = NULL;
+    while (d && (e = readdir(d)) && !found) {
+        if (e->d_name[0] == '.') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s/config.json", root, e->d_name);
+        char *text = NULL;
+        sa3d_error err;
+        if (sa3d_read_file(path, 1 << 20, &text, NULL, &err) != SA3D_OK) continue;
+        cJSON *cfg = cJSON_Parse(text);
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");   /* top level only */
+        if (cJSON_IsString(mt) && !strcmp(mt->valuestring, model_type)) {
+            snprintf(buf, n, "%s/%s", root, e->d_name);
+            found = buf;
+        }
+        cJSON_Delete(cfg);
+        sa3d_free(text);
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+/* Same inputs twice: bit-identical; a forward pass performs no allocation through sa3d_malloc. */
+static void case_determinism_no_alloc(void) {
+    const char *types[] = { "dinov2", "depth_anything" };
+    for (int k = 0; k < 2; k++) {
+        char dir[4096];
+        if (!find_fixture(types[k], dir, sizeof dir)) { T_FAIL("no %s fixture", types[k]); continue; }
+        sa3d_error err;
+        sa3d_model *m = NULL;
+        sa3d_workspace *ws = NULL;
+        T_OK(sa3d_model_open(&m, dir, NULL, &err), &err);
+        if (!m) continue;
+        int H = 98, W = 126;
+        T_OK(sa3d_workspace_new(&ws, m, H, W, 0, &err), &err);
+        size_t n = (size_t)3 * H * W;
+        float *px = malloc(n * 4);
+        fill_random(px, n, 7, 2.0f);
+        const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
+        size_t numel = 1;
+        for (int d = 0; d < o->ndim; d++) numel *= (size_t)o->shape[d];
+        float *first = malloc(numel * 4);
+        long live = sa3d_alloc_live_blocks();
+        sa3d_alloc_fail_after(1);   /* any allocation inside forward would fail it */
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+        sa3d_alloc_fail_after(0);
+        T_CHECK(sa3d_alloc_live_blocks() == live);
+        memcpy(first, o->data, numel * 4);
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+        T_CHECK(memcmp(first, o->data, numel * 4) == 0);
+        free(first);
+        free(px);
+        sa3d_workspace_free(ws);
+        sa3d_model_free(m);
+    }
+}
+
+/* Copies a fixture model folder into a temp dir with a replaced config.json. */
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (f) { fputs(text, f); fclose(f); }
+}
+
+static void expect_config_error(const char *model_dir, const char *config, sa3d_status want, const char *needle) {
+    char tmp[] = "/tmp/sa3d_nn_XXXXXX";
+    if (!mkdtemp(tmp)) { T_FAIL("mkdtemp"); return; }
+    char path[512], src[4200];
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    write_text(path, config);
+    snprintf(src, sizeof src, "%s/model.safetensors", model_dir);
+    char dst[512];
+    snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
+    if (symlink(src, dst) != 0) { T_FAIL("symlink"); return; }
+    sa3d_model *m = (sa3d_model *)1;
+    sa3d_error err = { 0 };
+    T_STATUS(sa3d_model_open(&m, tmp, NULL, &err), want, &err);
+    T_CHECK(m == NULL);
+    T_CONTAINS(err.msg, needle);
+    unlink(dst);
+    unlink(path);
+    rmdir(tmp);
+}
+
+static void case_config_errors(void) {
+    char dir[4096];
+    if (!find_fixture("dinov2", dir, sizeof dir)) { T_FAIL("no dinov2 fixture"); return; }
+    expect_config_error(dir, "{", SA3D_ERR_FORMAT, "config.json: not valid JSON");
+    expect_config_error(dir, "[1, 2]", SA3D_ERR_FORMAT, "expected a JSON object");
+    expect_config_error(dir, "{\"model_type\": \"vit\"}", SA3D_ERR_UNSUPPORTED, "model_type: unsupported value vit");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 5}",
+                        SA3D_ERR_UNSUPPORTED, "num_attention_heads");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": \"big\"}", SA3D_ERR_FORMAT, "hidden_size");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"hidden_act\": \"mish\"}", SA3D_ERR_UNSUPPORTED, "hidden_act: unsupported value mish");
+    /* the checkpoint has 3 layers of width 32: a config asking for width 64 names the first mismatching key */
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 64, \"num_attention_heads\": 4, "
+                             "\"image_size\": 56, \"num_hidden_layers\": 3}", SA3D_ERR_FORMAT, "wrong shape");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"image_size\": 56, \"num_hidden_layers\": 4}", SA3D_ERR_FORMAT,
+                        "tensor 'encoder.layer.3.norm1.weight' is missing");
+    expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
+                             "\"out_indices\": [1, 2]}}", SA3D_ERR_UNSUPPORTED, "exactly 4 stages");
+    expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
+                             "\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
+                             "\"reassemble_factors\": [4, 2, 1, 0.3]}", SA3D_ERR_UNSUPPORTED, "reassemble_factors");
+    expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"depth_estimation_type\": \"absolute\", "
+                             "\"backbone_config\": {\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
+                             "\"reassemble_factors\": [4, 2, 1, 0.5]}", SA3D_ERR_UNSUPPORTED, "depth_estimation_type");
+    /* missing folder */
+    sa3d_model *m;
+    sa3d_error err;
+    T_STATUS(sa3d_model_open(&m, "/nonexistent/model", NULL, &err), SA3D_ERR_IO, &err);
+    T_CONTAINS(err.msg, "/nonexistent/model/config.json");
+}
+
+static void case_bad_inputs(void) {
+    char dir[4096];
+    if (!find_fixture("dinov2", dir, sizeof dir)) { T_FAIL("no dinov2 fixture"); return; }
+    sa3d_error err;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    T_OK(sa3d_model_open(&m, dir, NULL, &err), &err);
+    if (!m) return;
+    T_STATUS(sa3d_workspace_new(&ws, m, 13, 28, 0, &err), SA3D_ERR_ARG, &err);
+    T_STATUS(sa3d_workspace_new(&ws, m, 28, 100000, 0, &err), SA3D_ERR_ARG, &err);
+    T_OK(sa3d_workspace_new(&ws, m, 28, 28, 0, &err), &err);
+    float px[3 * 28 * 28] = { 0 };
+    px[100] = NAN;
+    T_STATUS(sa3d_model_forward(m, ws, px, &err), SA3D_ERR_NUMERIC, &err);
+    T_CONTAINS(err.msg, "pixel_values: non-finite value at index 100");
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    static const t_case cases[] = {
+        { "1.1", "every model fixture matches its reference", case_parity },
+        { "2.1", "blocked attention equals the naive twin", case_attention_twin },
+        { "2.2", "banded im2col conv2d equals the naive twin", case_conv_twin },
+        { "3.1", "forward is deterministic and allocates nothing", case_determinism_no_alloc },
+        { "4.1", "config and checkpoint mismatches are named", case_config_errors },
+        { "4.2", "bad sizes and NaN pixels are rejected", case_bad_inputs },
+    };
+    return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
+}
