@@ -57,7 +57,7 @@ static sa3d_status run_one(const sa3d_model *m, sa3d_workspace *ws, const char *
     }
     sa3d_pixels_free(px);
     sa3d_image_free(&img);
-    if (s) sa3d_error_prefix(err, image_path);
+    if (s) sa3d_error_prefix(err, "%s", image_path);
     return s;
 }
 

@@ -18,7 +18,7 @@ static void turbo(double t, uint8_t *rgb) {
 }
 
 void sa3d_colormap(uint8_t *rgb, const float *x, size_t n) {
-    double lo = INFINITY, hi = -INFINITY;
+    double lo = HUGE_VAL, hi = -HUGE_VAL;
     for (size_t i = 0; i < n; i++)
         if (isfinite(x[i])) {
             lo = fmin(lo, (double)x[i]);

@@ -183,7 +183,7 @@ void sa3d_ref_attention(float *ctx, const float *q, const float *k, const float 
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < T; i++) {
             const float *qi = q + (size_t)i * ld + (size_t)h * Dh;
-            double mx = -INFINITY, sum = 0.0;
+            double mx = -HUGE_VAL, sum = 0.0;
             for (int j = 0; j < T; j++) {
                 double s = 0.0;
                 for (int d = 0; d < Dh; d++) s += (double)qi[d] * (double)k[(size_t)j * ld + (size_t)h * Dh + d];

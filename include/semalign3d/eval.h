@@ -1,0 +1,84 @@
+/* semalign3d: evaluation - PCK exactly as the field computes it (METHOD.md 7.1), every variant reported and
+ * labelled so no two protocols can be confused:
+ *   - a keypoint is correct when |pred - gt| < alpha x threshold_base (strict), alpha in {0.10, 0.05, 0.01},
+ *     threshold_base = max(w, h) of the target bbox for SPair (sa3d_pair.threshold_base);
+ *   - per-image PCK: for each pair the fraction of its keypoints that are correct, then the mean over pairs;
+ *   - per-keypoint PCK: all keypoints pooled;
+ *   - "All" per-image both as the plain mean of the category scores (category_mean) and as the mean over all
+ *     pairs (pair_weighted, GeoAware-SC's convention);
+ *   - the same split by each SPair difficulty flag value.
+ * Percentages are 0-100. The library formats text and JSON; the CLI prints. */
+#ifndef SEMALIGN3D_EVAL_H
+#define SEMALIGN3D_EVAL_H
+
+#include <stddef.h>
+#include "semalign3d/data.h"
+#include "semalign3d/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SA3D_PCK_N_ALPHA 3
+extern SA3D_API const double sa3d_pck_alphas[SA3D_PCK_N_ALPHA];   /* 0.10, 0.05, 0.01 */
+
+/* Counts for one group of pairs (a category, a difficulty value, or everything). */
+typedef struct sa3d_pck_cell {
+    long pairs;                                /* pairs with at least one keypoint */
+    long keypoints;
+    double per_image_sum[SA3D_PCK_N_ALPHA];   /* sum over pairs of the fraction correct */
+    long correct[SA3D_PCK_N_ALPHA];           /* keypoints correct */
+} sa3d_pck_cell;
+
+#define SA3D_PCK_MAX_CATEGORIES 64
+#define SA3D_PCK_N_FLAGS 5                      /* viewpoint, scale, truncation, occlusion, mirror */
+#define SA3D_PCK_FLAG_VALUES 4
+
+typedef struct sa3d_pck_report {
+    int n_categories;                          /* in first-seen order; sorted by sa3d_pck_finish */
+    char category[SA3D_PCK_MAX_CATEGORIES][32];
+    sa3d_pck_cell cat[SA3D_PCK_MAX_CATEGORIES];
+    sa3d_pck_cell overall;
+    sa3d_pck_cell by_flag[SA3D_PCK_N_FLAGS][SA3D_PCK_FLAG_VALUES];
+    long skipped_empty;                        /* pairs with no keypoint (not counted) */
+} sa3d_pck_report;
+
+SA3D_API const char *sa3d_pck_flag_name(int flag);   /* "viewpoint_variation", ... */
+
+SA3D_API void sa3d_pck_init(sa3d_pck_report *r);
+/* Adds one pair: pred[i] is the prediction for pair->trg_kps[i] (original target pixels). Returns
+ * SA3D_ERR_UNSUPPORTED when the category table is full, SA3D_ERR_NUMERIC for a non-finite prediction. */
+SA3D_API sa3d_status sa3d_pck_add(sa3d_pck_report *r, const sa3d_pair *pair, const float (*pred)[2],
+                                  sa3d_error *err);
+/* Sorts categories by name. */
+SA3D_API void sa3d_pck_finish(sa3d_pck_report *r);
+
+/* Derived percentages (NaN for an empty cell). */
+SA3D_API double sa3d_pck_per_image(const sa3d_pck_cell *c, int alpha_index);
+SA3D_API double sa3d_pck_per_keypoint(const sa3d_pck_cell *c, int alpha_index);
+SA3D_API double sa3d_pck_category_mean(const sa3d_pck_report *r, int alpha_index);
+
+/* The human table (UTF-8 text, caller frees with free()). title heads it. */
+SA3D_API char *sa3d_pck_format(const sa3d_pck_report *r, const char *title);
+/* The JSON report (keys in eval.h's comment and the README), written atomically. meta: extra string pairs
+ * (key, value, key, value, ..., NULL) recorded under "meta". */
+SA3D_API sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *path, const char *const *meta,
+                                         sa3d_error *err);
+
+/* Predictions file (JSON lines): {"pair": "<pair id>", "trg_kps": [[x, y], ...]} with one point per src_kps
+ * entry of the pair, in original target pixels. Reads and scores every pair of the split; pairs with no line
+ * are an error unless allow_missing (then they are left out and counted in *missing). Errors name file:line. */
+SA3D_API sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, const char *split,
+                                         const char *path, int allow_missing, long *missing, sa3d_error *err);
+
+/* Window soft-argmax on a similarity map S[h][w] (METHOD.md 6.2 step 4; GeoAware-SC / SemAlign3D flow utils):
+ * argmax cell, keep S within |dx|,|dy| <= radius of it and set the rest to 0 (not -inf), softmax of S / beta
+ * over all cells, expected position under linspace(-1, 1, n) per axis mapped back to cells and clamped.
+ * Returns the argmax cell in (ax, ay) and the sub-cell position in (x, y), in cell units. */
+SA3D_API void sa3d_window_soft_argmax(const float *S, int w, int h, int radius, float beta, int *ax, int *ay,
+                                      float *x, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
