@@ -48,5 +48,8 @@ void cli_stem(const char *path, char *buf, size_t n);
 int cmd_forward(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_depth(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_pck(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 #endif

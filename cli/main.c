@@ -9,6 +9,9 @@ static const cli_command commands[] = {
     { "forward", cmd_forward, "run a network (DINOv2 or Depth Anything V2) on a pixel tensor" },
     { "features", cmd_features, "DINOv2 feature maps of images (GeoAware-SC input convention)" },
     { "depth", cmd_depth, "Depth Anything V2 depth maps of images, plus a coloured PNG" },
+    { "eval", cmd_eval, "run a matching method over a dataset split and report PCK" },
+    { "synth-spair", cmd_synth, "write a synthetic dataset in the SPair-71k layout with known matches" },
+    { "pck", cmd_pck, "score a predictions file (JSON lines) against a dataset split" },
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -43,7 +43,7 @@ static int t_run(const t_case *cases, int n, int argc, char **argv) {
 }
 
 /* The fixture root: $SEMALIGN3D_FIXTURES, else the directory CMake compiled in. */
-static const char *t_fixtures_root(void) {
+__attribute__((unused)) static const char *t_fixtures_root(void) {
     const char *env = getenv("SEMALIGN3D_FIXTURES");
     if (env && *env) return env;
 #ifdef SA3D_FIXTURES_DIR

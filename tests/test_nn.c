@@ -228,6 +228,44 @@ static void case_determinism_no_alloc(void) {
     }
 }
 
+/* 1 thread against 2 threads: the linear layers' BLAS may split sums differently, so equal within the parity
+ * bound; attention, norms and activations do not depend on the thread count. */
+static void case_threads(void) {
+    char dir[4096];
+    if (!find_fixture("dinov2", dir, sizeof dir)) { T_FAIL("no dinov2 fixture"); return; }
+    sa3d_error err;
+    float *out[2] = { NULL, NULL };
+    size_t numel = 0;
+    int H = 140, W = 98;
+    float *px = malloc((size_t)3 * H * W * 4);
+    fill_random(px, (size_t)3 * H * W, 11, 2.0f);
+    for (int k = 0; k < 2; k++) {
+        sa3d_model_params p = sa3d_model_params_default();
+        p.n_threads = k + 1;
+        sa3d_model *m = NULL;
+        sa3d_workspace *ws = NULL;
+        T_OK(sa3d_model_open(&m, dir, &p, &err), &err);
+        if (!m) break;
+        T_OK(sa3d_workspace_new(&ws, m, H, W, 0, &err), &err);
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+        const sa3d_tensor_view *o = sa3d_workspace_output(ws, "last_hidden_state");
+        numel = (size_t)o->shape[1] * (size_t)o->shape[2];
+        out[k] = malloc(numel * 4);
+        memcpy(out[k], o->data, numel * 4);
+        sa3d_workspace_free(ws);
+        sa3d_model_free(m);
+    }
+    if (out[0] && out[1]) {
+        size_t worst;
+        double e = max_err(out[0], out[1], numel, &worst), bound = PARITY_REL * fmax(1.0, max_abs(out[0], numel));
+        printf("  1 vs 2 threads: max|diff| %.3g (bound %.3g)\n", e, bound);
+        T_CHECK(e <= bound);
+    }
+    free(out[0]);
+    free(out[1]);
+    free(px);
+}
+
 /* Copies a fixture model folder into a temp dir with a replaced config.json. */
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
@@ -311,6 +349,7 @@ int main(int argc, char **argv) {
         { "2.1", "blocked attention equals the naive twin", case_attention_twin },
         { "2.2", "banded im2col conv2d equals the naive twin", case_conv_twin },
         { "3.1", "forward is deterministic and allocates nothing", case_determinism_no_alloc },
+        { "3.2", "1 and 2 threads agree", case_threads },
         { "4.1", "config and checkpoint mismatches are named", case_config_errors },
         { "4.2", "bad sizes and NaN pixels are rejected", case_bad_inputs },
     };

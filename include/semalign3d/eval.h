@@ -71,6 +71,28 @@ SA3D_API sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *p
 SA3D_API sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, const char *split,
                                          const char *path, int allow_missing, long *missing, sa3d_error *err);
 
+/* Running a matcher over a split (the `eval` command). A matcher fills pred[i] for pair->src_kps[i]. */
+typedef sa3d_status (*sa3d_pair_matcher)(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err);
+/* Progress: called after each pair; a non-zero return cancels the run (SA3D_ERR_CANCELLED). */
+typedef int (*sa3d_progress_fn)(void *user, long done, long total, const char *item);
+
+typedef struct sa3d_eval_params {
+    const char *split;            /* "test" */
+    const char *out_dir;          /* predictions.jsonl, parts/<category>.jsonl (resume state) */
+    const char *method;           /* recorded in the outputs */
+    long limit;                   /* 0: every pair; else the first `limit` pairs of each category */
+    sa3d_progress_fn progress;
+    void *progress_user;
+} sa3d_eval_params;
+SA3D_API sa3d_eval_params sa3d_eval_params_default(void);
+
+/* Runs the matcher on every pair of the split, category by category (sorted). Each finished category is
+ * written to out_dir/parts/<category>.jsonl atomically; a rerun reuses complete, valid part files (resume)
+ * and recomputes the rest. At the end all predictions go to out_dir/predictions.jsonl (atomically) and are
+ * scored into r. The split must be loaded. */
+SA3D_API sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair_matcher match, void *ctx,
+                                   sa3d_pck_report *r, long *resumed_pairs, sa3d_error *err);
+
 /* Window soft-argmax on a similarity map S[h][w] (METHOD.md 6.2 step 4; GeoAware-SC / SemAlign3D flow utils):
  * argmax cell, keep S within |dx|,|dy| <= radius of it and set the rest to 0 (not -inf), softmax of S / beta
  * over all cells, expected position under linspace(-1, 1, n) per axis mapped back to cells and clamped.

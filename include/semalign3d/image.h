@@ -58,6 +58,11 @@ SA3D_API void sa3d_image_flip_lr(sa3d_image *img);
  * is unchanged. */
 SA3D_API sa3d_status sa3d_png_write(const char *path, const uint8_t *pixels, int w, int h, int channels,
                                     sa3d_error *err);
+/* Writes a baseline 8-bit JPEG (libjpeg defaults: YCbCr 4:2:0, integer slow DCT, no optimised Huffman tables)
+ * with 1 (grey) or 3 (RGB) channels; pixels is [h][w][channels]; quality in [1, 100]. The bytes depend only on
+ * the arguments and the libjpeg build. Atomic and with the same failure contract as sa3d_png_write. */
+SA3D_API sa3d_status sa3d_jpeg_write(const char *path, const uint8_t *pixels, int w, int h, int channels,
+                                     int quality, sa3d_error *err);
 
 /* Pillow-exact 8-bit resampling (Image.resize on an RGB/L image): separable, horizontal pass then vertical,
  * fixed-point coefficients and uint8 rounding after each pass, exactly as Pillow's Resample.c. A pass whose

@@ -227,26 +227,36 @@ void sa3d_window_soft_argmax(const float *S, int w, int h, int radius, float bet
     for (int i = 1; i < w * h; i++)
         if (S[i] > S[best]) best = i;
     int bx = best % w, by = best / w;
-    /* softmax over all cells of S' / beta, S' = S in the window, 0 outside; max subtracted for stability */
-    float mx = 0.0f;
-    for (int i = 0; i < w * h; i++) {
-        int cx = i % w, cy = i / w;
-        int in = abs(cx - bx) <= radius && abs(cy - by) <= radius;
-        float v = in ? S[i] : 0.0f;
-        if (i == 0 || v > mx) mx = v;
+    int x0 = bx - radius < 0 ? 0 : bx - radius, x1 = bx + radius > w - 1 ? w - 1 : bx + radius;
+    int y0 = by - radius < 0 ? 0 : by - radius, y1 = by + radius > h - 1 ? h - 1 : by + radius;
+    long n_in = (long)(x1 - x0 + 1) * (y1 - y0 + 1), n_out = (long)w * h - n_in;
+    /* softmax over all cells of S' / beta with S' = S in the window and 0 outside. The outside cells share one
+     * weight, so they are summed in closed form: the cost is the window's, not the grid's. */
+    double mx = (double)S[best];
+    if (n_out > 0 && mx < 0.0) mx = 0.0;
+    /* grid coordinates: linspace(-1, 1, n) in float32 */
+#define GX(c) (w > 1 ? (double)(-1.0f + 2.0f * (float)(c) / (float)(w - 1)) : 0.0)
+#define GY(c) (h > 1 ? (double)(-1.0f + 2.0f * (float)(c) / (float)(h - 1)) : 0.0)
+    double sum = 0.0, ex = 0.0, ey = 0.0, in_gx = 0.0, in_gy = 0.0, all_gx = 0.0, all_gy = 0.0;
+    for (int cy = y0; cy <= y1; cy++)
+        for (int cx = x0; cx <= x1; cx++) {
+            double q = exp(((double)S[cy * w + cx] - mx) / (double)beta);
+            sum += q;
+            ex += q * GX(cx);
+            ey += q * GY(cy);
+            in_gx += GX(cx);
+            in_gy += GY(cy);
+        }
+    if (n_out > 0) {
+        for (int c = 0; c < w; c++) all_gx += GX(c) * h;
+        for (int c = 0; c < h; c++) all_gy += GY(c) * w;
+        double q = exp((0.0 - mx) / (double)beta);
+        sum += q * (double)n_out;
+        ex += q * (all_gx - in_gx);
+        ey += q * (all_gy - in_gy);
     }
-    double sum = 0.0, ex = 0.0, ey = 0.0;
-    for (int i = 0; i < w * h; i++) {
-        int cx = i % w, cy = i / w;
-        int in = abs(cx - bx) <= radius && abs(cy - by) <= radius;
-        double p = exp(((double)(in ? S[i] : 0.0f) - (double)mx) / (double)beta);
-        /* grid coordinates: linspace(-1, 1, n) in float32 */
-        float gx = w > 1 ? -1.0f + 2.0f * (float)cx / (float)(w - 1) : 0.0f;
-        float gy = h > 1 ? -1.0f + 2.0f * (float)cy / (float)(h - 1) : 0.0f;
-        sum += p;
-        ex += p * (double)gx;
-        ey += p * (double)gy;
-    }
+#undef GX
+#undef GY
     float fx = (float)(ex / sum), fy = (float)(ey / sum);
     fx = (fx + 1.0f) * (float)(w - 1) / 2.0f;
     fy = (fy + 1.0f) * (float)(h - 1) / 2.0f;

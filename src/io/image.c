@@ -1,8 +1,8 @@
 /* Image files: JPEG decoding through libjpeg-turbo and PNG decoding/encoding through libpng, both behind
  * setjmp error handlers so a corrupt or truncated file becomes SA3D_ERR_FORMAT naming the file (the
  * libraries' default handlers print and exit). Output is 8-bit RGB [h][w][3] matching Pillow's
- * convert("RGB"); PNG output goes through sa3d_atomic_* so a failed write leaves no partial file. Also the
- * left-right mirror. */
+ * convert("RGB"); PNG and JPEG output go through sa3d_atomic_* so a failed write leaves no partial file.
+ * Also the left-right mirror. */
 #include <limits.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -396,5 +396,111 @@ sa3d_status sa3d_png_write(const char *path, const uint8_t *pixels, int w, int h
             sa3d_atomic_abort(&pw->af);
     }
     sa3d_free(pw);
+    return s;
+}
+
+/* ---- JPEG writing: encode into a growing memory buffer we own, then one atomic file write ----------------- */
+
+typedef struct jpeg_writer {
+    struct jpeg_compress_struct cinfo;
+    struct jpeg_error_mgr mgr;
+    struct jpeg_destination_mgr dest;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+    unsigned char *buf; /* sa3d_malloc'd: the encoded bytes */
+    size_t cap, len;    /* len is set when the encoder finishes */
+} jpeg_writer;
+
+#define JPEG_WRITE_CHUNK ((size_t)64 << 10)
+
+static jpeg_writer *jpeg_writer_of(j_compress_ptr c) {
+    return (jpeg_writer *)((char *)c - offsetof(jpeg_writer, cinfo));
+}
+
+static void jpeg_dest_init(j_compress_ptr c) {
+    jpeg_writer *jw = jpeg_writer_of(c);
+    if (!(jw->buf = sa3d_malloc(JPEG_WRITE_CHUNK))) ERREXIT(c, JERR_OUT_OF_MEMORY);
+    jw->cap = JPEG_WRITE_CHUNK;
+    jw->dest.next_output_byte = jw->buf;
+    jw->dest.free_in_buffer = jw->cap;
+}
+
+static boolean jpeg_dest_empty(j_compress_ptr c) { /* the whole buffer is full: double it */
+    jpeg_writer *jw = jpeg_writer_of(c);
+    unsigned char *nb = sa3d_realloc(jw->buf, 2 * jw->cap);
+    if (!nb) ERREXIT(c, JERR_OUT_OF_MEMORY);
+    jw->buf = nb;
+    jw->dest.next_output_byte = nb + jw->cap;
+    jw->dest.free_in_buffer = jw->cap;
+    jw->cap *= 2;
+    return TRUE;
+}
+
+static void jpeg_dest_term(j_compress_ptr c) {
+    jpeg_writer *jw = jpeg_writer_of(c);
+    jw->len = jw->cap - jw->dest.free_in_buffer;
+}
+
+static void jpeg_write_on_error(j_common_ptr c) {
+    jpeg_writer *jw = (jpeg_writer *)((char *)c->err - offsetof(jpeg_writer, mgr));
+    c->err->format_message(c, jw->msg);
+    longjmp(jw->jump, 1);
+}
+
+static sa3d_status jpeg_encode(jpeg_writer *jw, const char *path, const uint8_t *pixels, int w, int h,
+                               int channels, int quality, sa3d_error *err) {
+    struct jpeg_compress_struct *ci = &jw->cinfo;
+    ci->err = jpeg_std_error(&jw->mgr);
+    jw->mgr.error_exit = jpeg_write_on_error;
+    jw->mgr.output_message = jpeg_no_output;
+    if (setjmp(jw->jump))
+        return sa3d_fail(err, jw->mgr.msg_code == JERR_OUT_OF_MEMORY ? SA3D_ERR_NOMEM : SA3D_ERR_IO,
+                         "%s: JPEG encoder: %s", path, jw->msg);
+    jpeg_create_compress(ci);
+    jw->dest.init_destination = jpeg_dest_init;
+    jw->dest.empty_output_buffer = jpeg_dest_empty;
+    jw->dest.term_destination = jpeg_dest_term;
+    ci->dest = &jw->dest;
+    ci->image_width = (JDIMENSION)w;
+    ci->image_height = (JDIMENSION)h;
+    ci->input_components = channels;
+    ci->in_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(ci);
+    jpeg_set_quality(ci, quality, TRUE);
+    jpeg_start_compress(ci, TRUE);
+    size_t stride = (size_t)w * (size_t)channels;
+    while (ci->next_scanline < ci->image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + (size_t)ci->next_scanline * stride);
+        jpeg_write_scanlines(ci, &row, 1);
+    }
+    jpeg_finish_compress(ci);
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_jpeg_write(const char *path, const uint8_t *pixels, int w, int h, int channels, int quality,
+                            sa3d_error *err) {
+    if (!path || !pixels) return sa3d_fail(err, SA3D_ERR_ARG, "sa3d_jpeg_write: path or pixels is NULL");
+    if (w <= 0 || h <= 0 || w > SA3D_IMAGE_MAX_SIDE || h > SA3D_IMAGE_MAX_SIDE)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: image is %d x %d; each side must be in [1, %d]", path, w, h,
+                         SA3D_IMAGE_MAX_SIDE);
+    if (channels != 1 && channels != 3)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: %d channels; expected 1 or 3", path, channels);
+    if (quality < 1 || quality > 100)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: JPEG quality %d; expected 1 to 100", path, quality);
+    jpeg_writer *jw = sa3d_calloc(1, sizeof *jw);
+    if (!jw) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate the JPEG encoder", path);
+    sa3d_status s = jpeg_encode(jw, path, pixels, w, h, channels, quality, err);
+    jpeg_destroy_compress(&jw->cinfo); /* safe on the zeroed struct if creation failed */
+    if (s == SA3D_OK) {
+        sa3d_atomic_file af;
+        if ((s = sa3d_atomic_open(&af, path, err)) == SA3D_OK) {
+            if ((s = sa3d_atomic_write(&af, jw->buf, jw->len, err)) == SA3D_OK)
+                s = sa3d_atomic_commit(&af, err);
+            else
+                sa3d_atomic_abort(&af);
+        }
+    }
+    sa3d_free(jw->buf);
+    sa3d_free(jw);
     return s;
 }

@@ -138,7 +138,7 @@ static void softmax_row(float *row, int n) {
  * that stays in cache between the two GEMMs. With the OpenMP OpenBLAS build, tasks run in parallel and each GEMM
  * runs single-threaded inside its task (OpenBLAS does so inside a parallel region), so every output element is
  * computed the same way whatever the thread count. With another BLAS, tasks run in order and BLAS threads. */
-#define ATT_QB 64
+#define ATT_QB 128
 
 static int attention_threads(void) {
 #if defined(SA3D_BLAS_OPENMP) && defined(_OPENMP)

@@ -1,0 +1,76 @@
+/* semalign3d: per-image inputs behind one interface each (ARCHITECTURE.md "providers"), with an on-disk cache.
+ *
+ *   features: F [C][g][g], every cell a unit vector, over GeoAware's padded square (METHOD.md 2.4, 3.1)
+ *             - computed by our DINOv2 (sa3d_model) from the dataset's JPEG, or
+ *             - imported: <dir>/<category>/<id>.features.safetensors or <dir>/<id>.features.safetensors
+ *               (key "feature_map", and "feature_map_flip" for the mirrored image: what `semalign3d features`
+ *               writes), or NumPy files <dir>[/<category>]/<id>.npy and <id>_flip.npy holding [C][g][g] or
+ *               [1][C][g][g] float32/float16 (scripts/convert_geoaware_features.py makes them from GeoAware-SC's
+ *               .pt files);
+ *   depth:    disparity d [H][W] at image size (METHOD.md 3.2) - computed by Depth Anything V2, or imported
+ *             (<dir>[/<category>]/<id>.depth.safetensors, key "depth"); the mirrored image uses the flipped map;
+ *   masks:    object mask [H][W] in {0, 1} - SPair Segmentation/<cat>/<id>.png (non-zero = object), the
+ *             annotation's bounding box, or imported PNG files (<dir>[/<category>]/<id>.png).
+ *
+ * Cache: with a cache directory, every computed map is stored as <cache>/<kind>/<category>/<id>[.flip].safetensors
+ * with the full key (image, mirror flag, model identity, settings) in its metadata. An entry is used only when
+ * its key matches and its tensor has the right shape and finite values; a stale or corrupt entry is recomputed
+ * and replaced (atomically), never silently used. Interrupted runs therefore resume without recomputation. */
+#ifndef SEMALIGN3D_PROVIDERS_H
+#define SEMALIGN3D_PROVIDERS_H
+
+#include <stddef.h>
+#include "semalign3d/data.h"
+#include "semalign3d/nn.h"
+#include "semalign3d/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sa3d_source_kind { SA3D_SOURCE_COMPUTE, SA3D_SOURCE_IMPORT, SA3D_SOURCE_SEGMENTATION, SA3D_SOURCE_BBOX }
+    sa3d_source_kind;
+
+typedef struct sa3d_provider_params {
+    sa3d_source_kind kind;
+    const char *import_dir;       /* SA3D_SOURCE_IMPORT */
+    const sa3d_model *model;      /* SA3D_SOURCE_COMPUTE: DINOv2 (features) or Depth Anything (depth); borrowed */
+    int input_size;               /* features: GeoAware square side (840) */
+    const char *cache_dir;        /* NULL: no cache */
+} sa3d_provider_params;
+SA3D_API sa3d_provider_params sa3d_provider_params_default(void);
+
+typedef struct sa3d_provider sa3d_provider;   /* opaque; one thread at a time (owns a network workspace) */
+
+SA3D_API sa3d_status sa3d_feature_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
+                                               sa3d_error *err);
+SA3D_API sa3d_status sa3d_depth_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
+                                             sa3d_error *err);
+SA3D_API sa3d_status sa3d_mask_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
+                                            sa3d_error *err);
+SA3D_API void sa3d_provider_free(sa3d_provider *pr);
+
+/* A map for one image: data is owned by the caller (free with free()). Features: shape (C, g, g); depth and
+ * masks: (1, H, W) at the annotation's image size. flip: the left-right mirrored image. */
+typedef struct sa3d_map {
+    int c, h, w;
+    float *data;
+} sa3d_map;
+SA3D_API sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const char *id, int flip,
+                                       sa3d_map *out, sa3d_error *err);
+
+/* Counters since creation: maps served from the cache, computed (or imported), and cache entries rejected as
+ * stale or corrupt. */
+typedef struct sa3d_provider_stats { long cache_hits, computed, rejected; } sa3d_provider_stats;
+SA3D_API sa3d_provider_stats sa3d_provider_get_stats(const sa3d_provider *pr);
+
+/* NumPy .npy reader (format versions 1-3, little-endian f4/f2/f8, C order). dims: shape, ndim <= 4. Hostile
+ * headers give SA3D_ERR_FORMAT naming the file. data: caller frees with free(). */
+SA3D_API sa3d_status sa3d_npy_read(const char *path, float **data, int *ndim, long long dims[4], sa3d_error *err);
+SA3D_API sa3d_status sa3d_npy_parse(const void *buf, size_t len, const char *label, float **data, int *ndim,
+                                    long long dims[4], sa3d_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,419 @@
+/* Feature, depth and mask providers (providers.h): one get() per image and mirror flag, from our networks,
+ * from imported files, from SPair segmentations or boxes; computed maps go through a validated on-disk cache. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "base/base.h"
+#include "semalign3d/image.h"
+#include "semalign3d/match.h"
+#include "semalign3d/providers.h"
+#include "semalign3d/safetensors.h"
+
+typedef enum { KIND_FEATURES, KIND_DEPTH, KIND_MASK } provider_kind;
+static const char *kind_names[] = { "features", "depth", "masks" };
+
+struct sa3d_provider {
+    provider_kind kind;
+    sa3d_provider_params p;
+    sa3d_dataset *ds;
+    char *import_dir, *cache_dir;
+    sa3d_workspace *ws;          /* network workspace for the current input size */
+    char settings[256];          /* cache key part: source, model identity, sizes */
+    sa3d_provider_stats stats;
+};
+
+sa3d_provider_params sa3d_provider_params_default(void) {
+    sa3d_provider_params p = { SA3D_SOURCE_IMPORT, NULL, NULL, 840, NULL };
+    return p;
+}
+
+static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_dataset *ds,
+                                const sa3d_provider_params *p, sa3d_error *err) {
+    *out = NULL;
+    const char *what = kind_names[kind];
+    if (p->kind == SA3D_SOURCE_IMPORT && !p->import_dir)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: import needs a directory", what);
+    if (p->kind == SA3D_SOURCE_COMPUTE) {
+        if (!p->model) return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: compute needs a model", what);
+        sa3d_model_kind want = kind == KIND_FEATURES ? SA3D_MODEL_DINOV2 : SA3D_MODEL_DEPTH_ANYTHING;
+        if (kind == KIND_MASK || sa3d_model_get_kind(p->model) != want)
+            return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: the model is not a %s network", what,
+                             kind == KIND_FEATURES ? "DINOv2" : "Depth Anything");
+    }
+    if ((p->kind == SA3D_SOURCE_SEGMENTATION || p->kind == SA3D_SOURCE_BBOX) && kind != KIND_MASK)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: segmentation and bbox sources give masks only", what);
+    if (kind == KIND_FEATURES && (p->input_size < 14 || p->input_size % 14))
+        return sa3d_fail(err, SA3D_ERR_ARG, "features provider: input size %d is not a positive multiple of 14",
+                         p->input_size);
+    sa3d_provider *pr = sa3d_calloc(1, sizeof *pr);
+    if (!pr) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s provider: out of memory", what);
+    pr->kind = kind;
+    pr->p = *p;
+    pr->ds = ds;
+    if ((p->import_dir && !(pr->import_dir = sa3d_strdup(p->import_dir))) ||
+        (p->cache_dir && !(pr->cache_dir = sa3d_strdup(p->cache_dir)))) {
+        sa3d_provider_free(pr);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s provider: out of memory", what);
+    }
+    pr->p.import_dir = pr->import_dir;
+    pr->p.cache_dir = pr->cache_dir;
+    static const char *src_names[] = { "compute", "import", "segmentation", "bbox" };
+    snprintf(pr->settings, sizeof pr->settings, "source=%s;model=%s;size=%d", src_names[p->kind],
+             p->model ? sa3d_model_id(p->model) : "-", kind == KIND_FEATURES ? p->input_size : 0);
+    *out = pr;
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_feature_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
+                                      sa3d_error *err) {
+    return provider_new(out, KIND_FEATURES, ds, p, err);
+}
+sa3d_status sa3d_depth_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
+                                    sa3d_error *err) {
+    return provider_new(out, KIND_DEPTH, ds, p, err);
+}
+sa3d_status sa3d_mask_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
+                                   sa3d_error *err) {
+    return provider_new(out, KIND_MASK, ds, p, err);
+}
+
+void sa3d_provider_free(sa3d_provider *pr) {
+    if (!pr) return;
+    sa3d_workspace_free(pr->ws);
+    sa3d_free(pr->import_dir);
+    sa3d_free(pr->cache_dir);
+    sa3d_free(pr);
+}
+
+sa3d_provider_stats sa3d_provider_get_stats(const sa3d_provider *pr) { return pr->stats; }
+
+/* ---- helpers ---- */
+
+/* Left-right mirror of every row of x[c][h][w]. */
+static void flip_rows(float *x, int c, int h, int w) {
+    for (int k = 0; k < c; k++)
+        for (int y = 0; y < h; y++) {
+            float *r = x + ((size_t)k * h + y) * w;
+            for (int i = 0, j = w - 1; i < j; i++, j--) {
+                float t = r[i];
+                r[i] = r[j];
+                r[j] = t;
+            }
+        }
+}
+
+/* mkdir -p; 0 on success. */
+static int mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *q = buf + 1; *q; q++)
+        if (*q == '/') {
+            *q = '\0';
+            mkdir(buf, 0777);
+            *q = '/';
+        }
+    return (mkdir(buf, 0777) == 0 || sa3d_dir_exists(buf)) ? 0 : -1;
+}
+
+static void cache_paths(const sa3d_provider *pr, const char *cat, const char *id, int flip, char *dir, size_t nd,
+                        char *path, size_t np, char *key, size_t nk) {
+    snprintf(dir, nd, "%s/%s/%s", pr->cache_dir, kind_names[pr->kind], cat);
+    snprintf(path, np, "%s/%s%s.safetensors", dir, id, flip ? ".flip" : "");
+    snprintf(key, nk, "%s;image=%s/%s;flip=%d;%s", kind_names[pr->kind], cat, id, flip, pr->settings);
+}
+
+/* 1 and *out filled when a valid entry with this key exists; an existing entry that is not valid (other key,
+ * unreadable, wrong shape, non-finite) is counted as rejected and will be overwritten. */
+static int cache_load(sa3d_provider *pr, const char *path, const char *key, sa3d_map *out) {
+    if (!sa3d_file_exists(path)) return 0;
+    sa3d_safetensors *st = NULL;
+    int ok = 0;
+    if (sa3d_st_open(&st, path, NULL) == SA3D_OK) {
+        const char *k = sa3d_st_metadata(st, "key");
+        const sa3d_st_tensor *t = sa3d_st_find(st, "map");
+        if (k && !strcmp(k, key) && t && t->ndim == 3 && t->shape[0] > 0 && t->shape[1] > 0 && t->shape[2] > 0) {
+            float *d = malloc(t->numel * sizeof(float));
+            if (d && sa3d_st_read_f32(t, d, t->numel, NULL) == SA3D_OK) {
+                ok = 1;
+                for (size_t i = 0; i < t->numel && ok; i++) ok = isfinite(d[i]);
+            }
+            if (ok) {
+                out->c = (int)t->shape[0];
+                out->h = (int)t->shape[1];
+                out->w = (int)t->shape[2];
+                out->data = d;
+            } else {
+                free(d);
+            }
+        }
+        sa3d_st_close(st);
+    }
+    if (!ok) pr->stats.rejected++;
+    return ok;
+}
+
+static sa3d_status cache_store(const char *dir, const char *path, const char *key, const sa3d_map *m,
+                               sa3d_error *err) {
+    if (mkdirs(dir) != 0) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create the cache directory", dir);
+    sa3d_st_writer *w = sa3d_st_writer_new();
+    if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+    int64_t shape[3] = { m->c, m->h, m->w };
+    sa3d_status s;
+    if (!(s = sa3d_st_writer_add_f32(w, "map", 3, shape, m->data, err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "key", key, err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)))
+        s = sa3d_st_writer_write(w, path, err);
+    sa3d_st_writer_free(w);
+    return s;
+}
+
+/* ---- sources ---- */
+
+/* First existing file among <dir>/<cat>/<name> and <dir>/<name>; returns 1 and fills buf. */
+static int find_import(const char *dir, const char *cat, const char *name, char *buf, size_t n) {
+    snprintf(buf, n, "%s/%s/%s", dir, cat, name);
+    if (sa3d_file_exists(buf)) return 1;
+    snprintf(buf, n, "%s/%s", dir, name);
+    return sa3d_file_exists(buf);
+}
+
+/* Reads tensor key ([C][H][W] or [H][W], optionally with a leading 1) from a safetensors file. */
+static sa3d_status import_safetensors(const char *path, const char *key, int want_ndim, sa3d_map *out,
+                                      sa3d_error *err) {
+    sa3d_safetensors *st;
+    sa3d_status s = sa3d_st_open(&st, path, err);
+    if (s) return s;
+    const sa3d_st_tensor *t = sa3d_st_find(st, key);
+    if (!t) {
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor '%s'", path, key);
+    } else if (t->ndim != want_ndim && !(t->ndim == want_ndim + 1 && t->shape[0] == 1)) {
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s: tensor '%s' has %d dimensions; expected %d", path, key, t->ndim,
+                      want_ndim);
+    } else {
+        const int64_t *sh = t->shape + (t->ndim - want_ndim);
+        out->c = want_ndim == 3 ? (int)sh[0] : 1;
+        out->h = (int)sh[want_ndim - 2];
+        out->w = (int)sh[want_ndim - 1];
+        if (!(out->data = malloc(t->numel * sizeof(float) + 1))) {
+            s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+        } else if ((s = sa3d_st_read_f32(t, out->data, t->numel, err))) {
+            free(out->data);
+            out->data = NULL;
+        }
+    }
+    sa3d_st_close(st);
+    return s;
+}
+
+static sa3d_status import_features(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out,
+                                   sa3d_error *err) {
+    char name[256], path[4096];
+    snprintf(name, sizeof name, "%s.features.safetensors", id);
+    if (find_import(pr->import_dir, cat, name, path, sizeof path))
+        return import_safetensors(path, flip ? "feature_map_flip" : "feature_map", 3, out, err);
+    snprintf(name, sizeof name, "%s%s.npy", id, flip ? "_flip" : "");
+    if (find_import(pr->import_dir, cat, name, path, sizeof path)) {
+        int nd;
+        long long dims[4];
+        sa3d_status s = sa3d_npy_read(path, &out->data, &nd, dims, err);
+        if (s) return s;
+        if (nd == 4 && dims[0] == 1) {
+            dims[0] = dims[1];
+            dims[1] = dims[2];
+            dims[2] = dims[3];
+            nd = 3;
+        }
+        if (nd != 3 || dims[1] != dims[2] || dims[0] <= 0 || dims[1] <= 0) {
+            free(out->data);
+            out->data = NULL;
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: expected a [C][g][g] feature map", path);
+        }
+        out->c = (int)dims[0];
+        out->h = out->w = (int)dims[1];
+        return SA3D_OK;
+    }
+    return sa3d_fail(err, SA3D_ERR_IO, "%s: no feature file for %s/%s (%s.features.safetensors or %s%s.npy)",
+                     pr->import_dir, cat, id, id, id, flip ? "_flip" : "");
+}
+
+static sa3d_status load_image(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_image *img,
+                              sa3d_error *err) {
+    char *path = sa3d_dataset_image_path(pr->ds, cat, id);
+    if (!path) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+    sa3d_status s = sa3d_image_load(img, path, err);
+    free(path);
+    if (!s && flip) sa3d_image_flip_lr(img);
+    return s;
+}
+
+/* DINOv2 on the GeoAware square of the (mirrored) image: the mirror is a separate network run (METHOD.md 3.1). */
+static sa3d_status compute_features(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out,
+                                    sa3d_error *err) {
+    sa3d_image img = { 0 };
+    float *px = NULL;
+    int S = pr->p.input_size;
+    sa3d_status s;
+    if ((s = load_image(pr, cat, id, flip, &img, err)) || (s = sa3d_geoaware_preprocess(&img, S, &px, err)) ||
+        (!pr->ws && (s = sa3d_workspace_new(&pr->ws, pr->p.model, S, S, 0, err))) ||
+        (s = sa3d_model_forward(pr->p.model, pr->ws, px, err)))
+        goto done;
+    const sa3d_tensor_view *f = sa3d_workspace_output(pr->ws, "feature_map");
+    size_t n = (size_t)f->shape[1] * f->shape[2] * f->shape[3];
+    if (!(out->data = malloc(n * sizeof(float)))) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+        goto done;
+    }
+    memcpy(out->data, f->data, n * sizeof(float));
+    out->c = (int)f->shape[1];
+    out->h = (int)f->shape[2];
+    out->w = (int)f->shape[3];
+done:
+    sa3d_pixels_free(px);
+    sa3d_image_free(&img);
+    return s;
+}
+
+/* Depth Anything on the original image, upsampled to its size (the mirror flips this map, METHOD.md 3.2). */
+static sa3d_status compute_depth(sa3d_provider *pr, const char *cat, const char *id, sa3d_map *out,
+                                 sa3d_error *err) {
+    sa3d_image img = { 0 };
+    float *px = NULL;
+    int pw, ph;
+    sa3d_status s;
+    sa3d_dpt_preprocess_params pp = sa3d_dpt_preprocess_params_default();
+    if ((s = load_image(pr, cat, id, 0, &img, err)) || (s = sa3d_dpt_preprocess(&img, &pp, &px, &pw, &ph, err)))
+        goto done;
+    if (pr->ws) {   /* the processor keeps the aspect ratio, so the input size changes between images */
+        const sa3d_tensor_view *d = sa3d_workspace_output(pr->ws, "predicted_depth");
+        if (d->shape[1] != (ph / 14) * 14 || d->shape[2] != (pw / 14) * 14) {
+            sa3d_workspace_free(pr->ws);
+            pr->ws = NULL;
+        }
+    }
+    if ((!pr->ws && (s = sa3d_workspace_new(&pr->ws, pr->p.model, ph, pw, 0, err))) ||
+        (s = sa3d_model_forward(pr->p.model, pr->ws, px, err)))
+        goto done;
+    const sa3d_tensor_view *d = sa3d_workspace_output(pr->ws, "predicted_depth");
+    if (!(out->data = malloc((size_t)img.w * img.h * sizeof(float)))) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+        goto done;
+    }
+    sa3d_depth_upsample(out->data, img.w, img.h, d->data, (int)d->shape[2], (int)d->shape[1]);
+    out->c = 1;
+    out->h = img.h;
+    out->w = img.w;
+done:
+    sa3d_pixels_free(px);
+    sa3d_image_free(&img);
+    return s;
+}
+
+/* Any non-zero pixel is object (SPair Segmentation PNGs hold instance ids). */
+static sa3d_status mask_from_png(const char *path, sa3d_map *out, sa3d_error *err) {
+    sa3d_image img = { 0 };
+    sa3d_status s = sa3d_image_load(&img, path, err);
+    if (s) return s;
+    size_t n = (size_t)img.w * img.h;
+    if (!(out->data = malloc(n * sizeof(float)))) {
+        sa3d_image_free(&img);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (size_t i = 0; i < n; i++)
+        out->data[i] = (img.rgb[3 * i] | img.rgb[3 * i + 1] | img.rgb[3 * i + 2]) ? 1.0f : 0.0f;
+    out->c = 1;
+    out->h = img.h;
+    out->w = img.w;
+    sa3d_image_free(&img);
+    return SA3D_OK;
+}
+
+static sa3d_status bbox_mask(sa3d_provider *pr, const char *cat, const char *id, sa3d_map *out, sa3d_error *err) {
+    const sa3d_image_anno *a = NULL;
+    sa3d_status s = sa3d_dataset_image(pr->ds, cat, id, &a, err);
+    if (s) return s;
+    size_t n = (size_t)a->width * a->height;
+    if (!(out->data = calloc(n, sizeof(float)))) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+    for (int y = 0; y < a->height; y++)
+        for (int x = 0; x < a->width; x++)
+            if ((float)x >= a->bbox[0] && (float)x <= a->bbox[2] && (float)y >= a->bbox[1] && (float)y <= a->bbox[3])
+                out->data[(size_t)y * a->width + x] = 1.0f;
+    out->c = 1;
+    out->h = a->height;
+    out->w = a->width;
+    return SA3D_OK;
+}
+
+static sa3d_status get_uncached(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out,
+                                sa3d_error *err) {
+    sa3d_status s;
+    char name[256], path[4096];
+    switch (pr->kind) {
+    case KIND_FEATURES:
+        s = pr->p.kind == SA3D_SOURCE_IMPORT ? import_features(pr, cat, id, flip, out, err)
+                                             : compute_features(pr, cat, id, flip, out, err);
+        if (!s) sa3d_features_normalize(out->data, out->c, out->h * out->w);
+        return s;
+    case KIND_DEPTH:
+        if (pr->p.kind == SA3D_SOURCE_IMPORT) {
+            snprintf(name, sizeof name, "%s.depth.safetensors", id);
+            if (!find_import(pr->import_dir, cat, name, path, sizeof path))
+                return sa3d_fail(err, SA3D_ERR_IO, "%s: no depth file for %s/%s", pr->import_dir, cat, id);
+            s = import_safetensors(path, "depth", 2, out, err);
+        } else {
+            s = compute_depth(pr, cat, id, out, err);
+        }
+        if (!s && flip) flip_rows(out->data, 1, out->h, out->w);
+        return s;
+    case KIND_MASK:
+        if (pr->p.kind == SA3D_SOURCE_BBOX) {
+            s = bbox_mask(pr, cat, id, out, err);
+        } else if (pr->p.kind == SA3D_SOURCE_SEGMENTATION) {
+            char *p = sa3d_dataset_mask_path(pr->ds, cat, id);
+            if (!p) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+            s = mask_from_png(p, out, err);
+            free(p);
+        } else {
+            snprintf(name, sizeof name, "%s.png", id);
+            if (!find_import(pr->import_dir, cat, name, path, sizeof path))
+                return sa3d_fail(err, SA3D_ERR_IO, "%s: no mask file for %s/%s", pr->import_dir, cat, id);
+            s = mask_from_png(path, out, err);
+        }
+        if (!s && flip) flip_rows(out->data, 1, out->h, out->w);
+        return s;
+    }
+    return SA3D_ERR_ARG;
+}
+
+sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const char *id, int flip, sa3d_map *out,
+                              sa3d_error *err) {
+    memset(out, 0, sizeof *out);
+    int cacheable = pr->cache_dir && pr->p.kind == SA3D_SOURCE_COMPUTE;
+    char dir[4096], path[4400], key[1024];
+    if (cacheable) {
+        cache_paths(pr, category, id, flip, dir, sizeof dir, path, sizeof path, key, sizeof key);
+        if (cache_load(pr, path, key, out)) {
+            pr->stats.cache_hits++;
+            return SA3D_OK;
+        }
+    }
+    sa3d_status s = get_uncached(pr, category, id, flip, out, err);
+    if (s) return s;
+    long bad = -1;
+    for (size_t i = 0; i < (size_t)out->c * out->h * out->w && bad < 0; i++)
+        if (!isfinite(out->data[i])) bad = (long)i;
+    if (bad >= 0) {
+        free(out->data);
+        memset(out, 0, sizeof *out);
+        return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s/%s: %s: non-finite value at index %ld", category, id,
+                         kind_names[pr->kind], bad);
+    }
+    pr->stats.computed++;
+    if (cacheable && (s = cache_store(dir, path, key, out, err))) {
+        free(out->data);
+        memset(out, 0, sizeof *out);
+        return s;
+    }
+    return SA3D_OK;
+}

@@ -1,0 +1,183 @@
+/* Running a matcher over a dataset split with per-category resume files, then scoring (eval.h). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "base/base.h"
+#include "semalign3d/eval.h"
+
+sa3d_eval_params sa3d_eval_params_default(void) {
+    sa3d_eval_params p = { "test", "eval-out", "baseline", 0, NULL, NULL };
+    return p;
+}
+
+typedef struct pred_row { float kps[SA3D_MAX_KPS][2]; } pred_row;
+
+/* Appends one JSON line for pair into buf (grown with realloc). */
+static int append_line(char **buf, size_t *len, size_t *cap, const sa3d_pair *pair, const float (*pred)[2]) {
+    size_t need = 200 + strlen(pair->id) + (size_t)pair->n_kps * 40;
+    if (*len + need > *cap) {
+        size_t nc = (*cap + need) * 2;
+        char *nb = realloc(*buf, nc);
+        if (!nb) return 0;
+        *buf = nb;
+        *cap = nc;
+    }
+    *len += (size_t)snprintf(*buf + *len, *cap - *len, "{\"pair\": \"%s\", \"trg_kps\": [", pair->id);
+    for (int i = 0; i < pair->n_kps; i++)
+        *len += (size_t)snprintf(*buf + *len, *cap - *len, "%s[%.3f, %.3f]", i ? ", " : "", (double)pred[i][0],
+                                 (double)pred[i][1]);
+    *len += (size_t)snprintf(*buf + *len, *cap - *len, "]}\n");
+    return 1;
+}
+
+static sa3d_status write_text(const char *path, const char *text, size_t len, sa3d_error *err) {
+    sa3d_atomic_file af;
+    sa3d_status s = sa3d_atomic_open(&af, path, err);
+    if (s) return s;
+    if ((s = sa3d_atomic_write(&af, text, len, err))) {
+        sa3d_atomic_abort(&af);
+        return s;
+    }
+    return sa3d_atomic_commit(&af, err);
+}
+
+/* Loads a part file holding exactly the pairs idx[0..n) in order; returns 1 when complete and valid. */
+static int load_part(const char *path, const sa3d_dataset *ds, const char *split, const int *idx, int n, pred_row *rows) {
+    char *text = NULL;
+    size_t len;
+    if (!sa3d_file_exists(path) || sa3d_read_file(path, (size_t)1 << 30, &text, &len, NULL) != SA3D_OK) return 0;
+    int k = 0, ok = 1;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line && ok; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "pair"), *kps = cJSON_GetObjectItemCaseSensitive(o, "trg_kps");
+        const sa3d_pair *p = k < n ? sa3d_dataset_pair(ds, split, idx[k]) : NULL;
+        ok = p && cJSON_IsString(id) && !strcmp(id->valuestring, p->id) && cJSON_IsArray(kps) &&
+             cJSON_GetArraySize(kps) == p->n_kps;
+        for (int i = 0; ok && i < p->n_kps; i++) {
+            const cJSON *pt = cJSON_GetArrayItem(kps, i);
+            const cJSON *x = cJSON_GetArrayItem(pt, 0), *y = cJSON_GetArrayItem(pt, 1);
+            ok = cJSON_IsNumber(x) && cJSON_IsNumber(y) && isfinite(x->valuedouble) && isfinite(y->valuedouble);
+            if (ok) {
+                rows[k].kps[i][0] = (float)x->valuedouble;
+                rows[k].kps[i][1] = (float)y->valuedouble;
+            }
+        }
+        cJSON_Delete(o);
+        k++;
+    }
+    sa3d_free(text);
+    return ok && k == n;
+}
+
+sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair_matcher match, void *ctx,
+                          sa3d_pck_report *r, long *resumed_pairs, sa3d_error *err) {
+    *resumed_pairs = 0;
+    int n = sa3d_dataset_n_pairs(ds, p->split);
+    if (n <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "split %s has no pairs", p->split);
+    char parts[2048];
+    snprintf(parts, sizeof parts, "%s/parts", p->out_dir);
+    mkdir(p->out_dir, 0777);
+    mkdir(parts, 0777);
+    if (!sa3d_dir_exists(parts)) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create the output directory", parts);
+
+    int *idx = sa3d_malloc((size_t)n * sizeof *idx);
+    pred_row *rows = sa3d_malloc((size_t)n * sizeof *rows);
+    unsigned char *done = sa3d_calloc((size_t)n, 1);
+    char *all = NULL, *buf = NULL;
+    size_t all_len = 0, all_cap = 0, len = 0, cap = 0;
+    sa3d_status s = SA3D_OK;
+    if (!idx || !rows || !done) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory for %d pairs", n); goto out; }
+    long total = 0, progressed = 0;
+    /* the split's categories, sorted; total work = per category min(limit, pairs) */
+    char cats[SA3D_PCK_MAX_CATEGORIES][32];
+    int n_cats = 0;
+    for (int i = 0; i < n; i++) {
+        const sa3d_pair *pr = sa3d_dataset_pair(ds, p->split, i);
+        int found = 0;
+        for (int c = 0; c < n_cats && !found; c++) found = !strcmp(cats[c], pr->category);
+        if (!found) {
+            if (n_cats == SA3D_PCK_MAX_CATEGORIES) { s = sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "eval: too many categories"); goto out; }
+            snprintf(cats[n_cats++], sizeof cats[0], "%s", pr->category);
+        }
+    }
+    for (int a = 1; a < n_cats; a++)   /* sorted category order */
+        for (int b = a; b > 0 && strcmp(cats[b - 1], cats[b]) > 0; b--) {
+            char t[32];
+            memcpy(t, cats[b], 32); memcpy(cats[b], cats[b - 1], 32); memcpy(cats[b - 1], t, 32);
+        }
+    for (int c = 0; c < n_cats; c++) {
+        long k = 0;
+        for (int i = 0; i < n; i++) k += !strcmp(sa3d_dataset_pair(ds, p->split, i)->category, cats[c]);
+        total += p->limit > 0 && k > p->limit ? p->limit : k;
+    }
+    for (int c = 0; c < n_cats; c++) {
+        int m = 0;
+        for (int i = 0; i < n && (p->limit <= 0 || m < p->limit); i++)
+            if (!strcmp(sa3d_dataset_pair(ds, p->split, i)->category, cats[c])) idx[m++] = i;
+        char part[4096];
+        snprintf(part, sizeof part, "%.2047s/%.31s.jsonl", parts, cats[c]);
+        pred_row *stage = sa3d_malloc((size_t)m * sizeof *stage);
+        if (!stage) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory"); goto out; }
+        if (load_part(part, ds, p->split, idx, m, stage)) {
+            *resumed_pairs += m;
+            progressed += m;
+            if (p->progress && p->progress(p->progress_user, progressed, total, cats[c])) {
+                sa3d_free(stage);
+                s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled");
+                goto out;
+            }
+        } else {
+            len = 0;
+            for (int j = 0; j < m; j++) {
+                const sa3d_pair *pr = sa3d_dataset_pair(ds, p->split, idx[j]);
+                if ((s = match(ctx, pr, stage[j].kps, err))) {
+                    sa3d_error_prefix(err, "%s", pr->id);
+                    sa3d_free(stage);
+                    goto out;
+                }
+                if (!append_line(&buf, &len, &cap, pr, (const float (*)[2])stage[j].kps)) {
+                    sa3d_free(stage);
+                    s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory");
+                    goto out;
+                }
+                progressed++;
+                if (p->progress && p->progress(p->progress_user, progressed, total, pr->id)) {
+                    sa3d_free(stage);
+                    s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
+                    goto out;
+                }
+            }
+            if ((s = write_text(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
+        }
+        for (int j = 0; j < m; j++) {
+            rows[idx[j]] = stage[j];
+            done[idx[j]] = 1;
+        }
+        sa3d_free(stage);
+    }
+    /* all predictions in split order, then the score */
+    for (int i = 0; i < n; i++) {
+        if (!done[i]) continue;
+        const sa3d_pair *pr = sa3d_dataset_pair(ds, p->split, i);
+        if (!append_line(&all, &all_len, &all_cap, pr, (const float (*)[2])rows[i].kps)) {
+            s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory");
+            goto out;
+        }
+        if ((s = sa3d_pck_add(r, pr, (const float (*)[2])rows[i].kps, err))) goto out;
+    }
+    sa3d_pck_finish(r);
+    char path[2200];
+    snprintf(path, sizeof path, "%s/predictions.jsonl", p->out_dir);
+    s = write_text(path, all ? all : "", all_len, err);
+out:
+    free(all);
+    free(buf);
+    sa3d_free(idx);
+    sa3d_free(rows);
+    sa3d_free(done);
+    return s;
+}

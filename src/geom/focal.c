@@ -1,0 +1,207 @@
+/* Focal-length estimation of the training images (METHOD.md 3.3; core/losses/focal_length_loss.py,
+ * utils/opt_utils.opt_data): the variance over images of every triple's cosine and length ratio, its exact
+ * gradient w.r.t. phi = 1/f (forward mode per image through |phi|), PyTorch's AdamW step, and the full-batch
+ * optimisation loop. The loss is parallel over the first triple index in fixed chunks summed in order. */
+#include <math.h>
+#include <string.h>
+#include "base/base.h"
+#include "geom/geom.h"
+
+#define FOCAL_EPS 1e-6   /* compute_angles_and_ratios_parallel: + 1e-6 in both denominators */
+
+size_t sa3d_focal_loss_work_bytes(int n_img, int n_kpts) {
+    if (n_img <= 0 || n_kpts <= 0) return 0;
+    size_t N = (size_t)n_img, K = (size_t)n_kpts, a, b, e, total;
+    /* P, Q [N][K][3]; edges [K][K][N][8]; per first index i: values [K][4][N], partial gradient [K][N],
+     * partial losses [K][2]. */
+    if (!sa3d_mul3_ok(N, K, 6, &a) || !sa3d_mul3_ok(K, N, 5, &b) || !sa3d_mul3_ok(K * K, N, 8, &e)) return 0;
+    total = a + b + e + 2 * K;
+    if (total < e || !sa3d_mul_ok(total, sizeof(double), &total)) return 0;
+    return total;
+}
+
+static inline double dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /* [K][K][K] */,
+                     double *ratio_var /* [K][K][K] */, const double *phi /* [N] */,
+                     const double *img_hw /* [N][2] */, const double *xy_norm /* [N][K][2] */,
+                     const double *depth /* [N][K] */, const uint8_t *visible /* [N][K] */, int n_img,
+                     int n_kpts, void *work) {
+    const size_t N = (size_t)n_img, K = (size_t)n_kpts;
+    double *P = work;                 /* [N][K][3] back-projected keypoints */
+    double *Q = P + N * K * 3;        /* [N][K][3] dP / d|phi| */
+    double *E = Q + N * K * 3;        /* [K][K][N][8] e_ij = P_j - P_i, |e_ij|, de_ij/d|phi|, d|e_ij|/d|phi| */
+    double *vals = E + K * K * N * 8; /* [K][4][N] c, r, dc, dr of the current triple, per i */
+    double *pgrad = vals + K * 4 * N; /* [K][N] */
+    double *ploss = pgrad + K * N;    /* [K][2] */
+    sa3d_backproject_kpts(P, phi, img_hw, xy_norm, depth, n_img, n_kpts);
+    for (size_t b = 0; b < N; b++) {
+        double h = img_hw[2 * b], w = img_hw[2 * b + 1], s = fmax(h, w);
+        double px = w / s / 2.0, py = h / s / 2.0;
+        for (size_t k = 0; k < K; k++) {
+            size_t o = b * K + k;
+            double z = depth[o];
+            Q[3 * o + 0] = xy_norm[2 * o] * z - px * z;
+            Q[3 * o + 1] = xy_norm[2 * o + 1] * z - py * z;
+            Q[3 * o + 2] = 0.0;
+        }
+    }
+    const int want_grad = grad_phi != NULL;
+    #pragma omp parallel for schedule(static)
+    for (int ii = 0; ii < n_kpts; ii++) {
+        size_t i = (size_t)ii;
+        for (size_t j = 0; j < K; j++)
+            for (size_t b = 0; b < N; b++) {
+                const double *Pb = P + b * K * 3, *Qb = Q + b * K * 3;
+                double *o = E + ((i * K + j) * N + b) * 8;
+                for (int a = 0; a < 3; a++) {
+                    o[a] = Pb[3 * j + a] - Pb[3 * i + a];
+                    o[4 + a] = Qb[3 * j + a] - Qb[3 * i + a];
+                }
+                o[3] = sqrt(dot3(o, o));
+                o[7] = o[3] > 0.0 ? dot3(o, o + 4) / o[3] : 0.0;   /* torch's norm backward is 0 at 0 */
+            }
+    }
+    #pragma omp parallel for schedule(static)
+    for (int ii = 0; ii < n_kpts; ii++) {
+        size_t i = (size_t)ii;
+        double *c = vals + i * 4 * N, *r = c + N, *dc = r + N, *dr = dc + N;
+        double *pg = pgrad + i * N;
+        double lc = 0.0, lr = 0.0;
+        memset(pg, 0, N * sizeof(double));
+        for (size_t j = 0; j < K; j++) {
+            for (size_t k = 0; k < K; k++) {
+                size_t m = 0;
+                const double *Ej = E + (i * K + j) * N * 8, *Ek = E + (i * K + k) * N * 8;
+                for (size_t b = 0; b < N; b++) {
+                    const uint8_t *vis = visible + b * K;
+                    c[b] = r[b] = dc[b] = dr[b] = 0.0;
+                    if (!(vis[i] && vis[j] && vis[k])) continue;
+                    m++;
+                    const double *e1 = Ej + 8 * b, *e2 = Ek + 8 * b, *d1 = e1 + 4, *d2 = e2 + 4;
+                    double n1 = e1[3], n2 = e2[3], dt = dot3(e1, e2);
+                    double den_c = n1 * n2 + FOCAL_EPS, den_r = n1 + n2 + FOCAL_EPS;
+                    c[b] = dt / den_c;
+                    r[b] = n1 / den_r;
+                    if (want_grad) {   /* forward mode in |phi_b| */
+                        double dn1 = e1[7], dn2 = e2[7];
+                        double ddt = dot3(d1, e2) + dot3(e1, d2);
+                        dc[b] = (ddt * den_c - dt * (dn1 * n2 + n1 * dn2)) / (den_c * den_c);
+                        dr[b] = (dn1 * den_r - n1 * (dn1 + dn2)) / (den_r * den_r);
+                    }
+                }
+                /* torch_utils.masked_var_mean: mean = sum x mask / max(m, 1),
+                 * var = sum (x - mean)^2 mask / max(m - 1, 1). */
+                double fa = 1.0 / (double)(m > 0 ? m : 1), fv = 1.0 / (double)(m > 1 ? m - 1 : 1);
+                double mc = 0.0, mr = 0.0;
+                for (size_t b = 0; b < N; b++) { mc += c[b] * fa; mr += r[b] * fa; }
+                double vc = 0.0, vr = 0.0, sc = 0.0, sr = 0.0;
+                for (size_t b = 0; b < N; b++) {
+                    const uint8_t *vis = visible + b * K;
+                    if (!(vis[i] && vis[j] && vis[k])) continue;
+                    double xc = c[b] - mc, xr = r[b] - mr;
+                    vc += xc * xc * fv;
+                    vr += xr * xr * fv;
+                    sc += 2.0 * xc * fv;
+                    sr += 2.0 * xr * fv;
+                }
+                size_t o = (i * K + j) * K + k;
+                if (cos_var) cos_var[o] = vc;
+                if (ratio_var) ratio_var[o] = vr;
+                lc += vc;
+                lr += vr;
+                if (want_grad) {   /* dvar/dx_b = 2 fv (x_b - mean) - fa sum_b' 2 fv (x_b' - mean) */
+                    for (size_t b = 0; b < N; b++) {
+                        const uint8_t *vis = visible + b * K;
+                        if (!(vis[i] && vis[j] && vis[k])) continue;
+                        double gc = 2.0 * (c[b] - mc) * fv - fa * sc;
+                        double gr = 2.0 * (r[b] - mr) * fv - fa * sr;
+                        pg[b] += gc * dc[b] + gr * dr[b];
+                    }
+                }
+            }
+        }
+        ploss[2 * i] = lc;
+        ploss[2 * i + 1] = lr;
+    }
+    double lc = 0.0, lr = 0.0;
+    for (size_t i = 0; i < K; i++) { lc += ploss[2 * i]; lr += ploss[2 * i + 1]; }
+    *loss = lc + lr;
+    if (want_grad) {
+        for (size_t b = 0; b < N; b++) {
+            double g = 0.0;
+            for (size_t i = 0; i < K; i++) g += pgrad[i * N + b];
+            double sgn = phi[b] > 0.0 ? 1.0 : (phi[b] < 0.0 ? -1.0 : 0.0);   /* d|phi|/dphi */
+            grad_phi[b] = sgn * g;
+        }
+    }
+}
+
+sa3d_adamw_params sa3d_adamw_params_default(void) {
+    sa3d_adamw_params p = { 1e-3, 0.9, 0.999, 1e-8, 0.01 };
+    return p;
+}
+
+/* torch.optim.adamw._single_tensor_adamw (PyTorch 1.13), operation for operation. */
+void sa3d_adamw_step(double *x /* [n] */, double *m /* [n] */, double *v /* [n] */, const double *g /* [n] */,
+                     size_t n, long step, const sa3d_adamw_params *p) {
+    double bc1 = 1.0 - pow(p->beta1, (double)step);
+    double bc2 = 1.0 - pow(p->beta2, (double)step);
+    double step_size = p->lr / bc1, bc2_sqrt = sqrt(bc2);
+    for (size_t i = 0; i < n; i++) {
+        x[i] *= 1.0 - p->lr * p->weight_decay;
+        m[i] = m[i] * p->beta1 + g[i] * (1.0 - p->beta1);
+        v[i] = v[i] * p->beta2 + (1.0 - p->beta2) * g[i] * g[i];
+        double denom = sqrt(v[i]) / bc2_sqrt + p->eps;
+        x[i] += -step_size * (m[i] / denom);
+    }
+}
+
+sa3d_focal_opt_params sa3d_focal_opt_params_default(void) {
+    sa3d_focal_opt_params p;
+    p.n_iter = 1000;
+    p.adam = sa3d_adamw_params_default();
+    return p;
+}
+
+sa3d_status sa3d_focal_optimize(double *phi /* [N] */, double *final_loss, const double *img_hw /* [N][2] */,
+                                const double *xy_norm /* [N][K][2] */, const double *depth /* [N][K] */,
+                                const uint8_t *visible /* [N][K] */, int n_img, int n_kpts,
+                                const sa3d_focal_opt_params *p, sa3d_error *err) {
+    if (final_loss) *final_loss = (double)NAN;
+    if (n_img <= 0 || n_kpts <= 0 || p->n_iter < 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "focal optimisation: bad sizes (%d images, %d keypoints, %d iterations)",
+                         n_img, n_kpts, p->n_iter);
+    size_t wb = sa3d_focal_loss_work_bytes(n_img, n_kpts);
+    size_t N = (size_t)n_img;
+    void *work = wb ? sa3d_malloc(wb) : NULL;
+    double *buf = sa3d_malloc(4 * N * sizeof(double));   /* grad, m, v, last finite phi */
+    if (!work || !buf) {
+        sa3d_free(work);
+        sa3d_free(buf);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "focal optimisation: cannot allocate %zu bytes of scratch", wb);
+    }
+    double *g = buf, *m = buf + N, *v = buf + 2 * N, *keep = buf + 3 * N;
+    memset(m, 0, 2 * N * sizeof(double));
+    memcpy(keep, phi, N * sizeof(double));
+    sa3d_status st = SA3D_OK;
+    double loss = (double)NAN;
+    for (int it = 0; it <= p->n_iter; it++) {
+        sa3d_focal_loss(&loss, it < p->n_iter ? g : NULL, NULL, NULL, phi, img_hw, xy_norm, depth, visible, n_img,
+                        n_kpts, work);
+        int bad = !isfinite(loss);
+        for (size_t b = 0; it < p->n_iter && b < N && !bad; b++) bad = !isfinite(g[b]);
+        if (bad) {
+            memcpy(phi, keep, N * sizeof(double));
+            st = sa3d_fail(err, SA3D_ERR_NUMERIC, "focal optimisation: iteration %d: loss or gradient not finite", it);
+            break;
+        }
+        if (it == p->n_iter) break;
+        memcpy(keep, phi, N * sizeof(double));
+        sa3d_adamw_step(phi, m, v, g, N, (long)it + 1, &p->adam);
+    }
+    if (st == SA3D_OK && final_loss) *final_loss = loss;
+    sa3d_free(work);
+    sa3d_free(buf);
+    return st;
+}

@@ -1,0 +1,790 @@
+/* Synthetic SPair-71k datasets with a known answer (synth.h): rendered images and masks, image and pair
+ * records in the release's exact JSON layout (METHOD.md 1.1-1.6), Layout lists, and GeoAware-frame feature maps
+ * whose keypoint cells hold per-keypoint codes (cells as in METHOD.md 2.4-2.5 and sa3d_match_baseline).
+ * Owns its random streams (splitmix64 seeding xoshiro256**, one stream per item, so the output does not depend
+ * on the thread count); every file goes through the io layer's atomic writers. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "base/base.h"
+#include "semalign3d/data.h"
+#include "semalign3d/image.h"
+#include "semalign3d/match.h"
+#include "semalign3d/safetensors.h"
+#include "semalign3d/synth.h"
+
+#define N_KEYS 30            /* SPair records carry kps keys "0".."29" for every category (METHOD.md 1.2) */
+#define CANON_RADIUS 0.40    /* canonical slots lie in this disk around the box centre (box units) */
+#define CANON_MIN_SEP 0.10   /* minimum distance between two canonical slots (box units) */
+#define JITTER 0.02          /* per-image displacement of a slot, each axis (box units) */
+#define PLACE_TRIES 20       /* re-jitters of a keypoint whose feature cell is taken */
+#define JPEG_QUALITY 90
+#define MAX_IMAGES 1000      /* per category: the pair sampler keeps images^2 entries */
+#define MAX_PAIRS 999999     /* per split: pair numbers have 6 digits */
+
+static const char *const split_names[3] = { "trn", "val", "test" };
+static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";  /* as cmd_features */
+
+/* ---- random streams: splitmix64 seeding xoshiro256** (STYLE.md 6), one per (tag, item) -------------------- */
+
+enum { TAG_CATEGORY = 1, TAG_IMAGE, TAG_RENDER, TAG_BACKGROUND, TAG_NOISE, TAG_CODE, TAG_PAIRS };
+
+typedef struct rng { uint64_t s[4]; } rng;
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static rng rng_for(uint64_t seed, uint64_t tag, uint64_t index) {
+    uint64_t x = seed, h = splitmix64(&x) ^ tag;
+    h = splitmix64(&h) ^ index;
+    h = splitmix64(&h);
+    rng r;
+    for (int i = 0; i < 4; i++) r.s[i] = splitmix64(&h);
+    return r;
+}
+
+static uint64_t rotl(uint64_t v, int k) { return (v << k) | (v >> (64 - k)); }
+
+static uint64_t next_u64(rng *r) {
+    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+static double uniform(rng *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }   /* [0, 1) */
+
+static int uniform_int(rng *r, int lo, int hi) {   /* inclusive */
+    int v = lo + (int)(uniform(r) * ((double)hi - lo + 1.0));
+    return v > hi ? hi : v;
+}
+
+/* Approximately standard normal: the sum of four 16-bit uniforms, centred and scaled to unit variance
+ * (integer arithmetic and one division: the same bits on every machine). */
+static float normal(rng *r) {
+    uint64_t v = next_u64(r);
+    int64_t s = (int64_t)(v & 0xFFFF) + (int64_t)((v >> 16) & 0xFFFF) + (int64_t)((v >> 32) & 0xFFFF) +
+                (int64_t)(v >> 48);
+    return (float)((double)(s - 131070) / 37837.2277);   /* sqrt(4 (65536^2 - 1) / 12) */
+}
+
+/* x[n] = a random unit vector (normal components, normalised). */
+static void random_unit(float *x, int n, rng *r) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = normal(r);
+        ss += (double)x[i] * (double)x[i];
+    }
+    float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* ---- the dataset in memory --------------------------------------------------------------------------------- */
+
+typedef struct synth_category {
+    const char *name;
+    int slots;                    /* METHOD.md 1.5 */
+    int flip[SA3D_MAX_KPS];       /* METHOD.md 1.6 */
+    unsigned char used[N_KEYS];   /* slot in use (bus 8, 9 and bicycle 11, 12 are not) */
+    int n_used;
+    double canon[N_KEYS][2];      /* canonical (a, b) of each slot in box units */
+    float *codes;                 /* [N_KEYS][C] unit code vectors */
+} synth_category;
+
+typedef struct synth_image {
+    char id[32];
+    int cat;
+    int w, h;
+    int bbox[4];                  /* x_min, y_min, x_max, y_max */
+    int mirrored, azimuth, truncated, occluded;
+    int kp[N_KEYS][2];
+    unsigned char vis[N_KEYS];
+} synth_image;
+
+typedef struct synth_pair { int num, src, trg; } synth_pair;   /* src, trg: global image indices */
+
+typedef struct synth {
+    const char *root;
+    sa3d_synth_spair_params p;
+    int n_cats, n_images;
+    synth_category *cats;
+    synth_image *images;
+    synth_pair *pairs[3];
+    int n_pairs[3];
+} synth;
+
+/* ---- small helpers ---------------------------------------------------------------------------------------- */
+
+/* Growing text buffer (sa3d_realloc; free with sa3d_free); on allocation failure `failed` is set and later
+ * appends do nothing. */
+typedef struct sbuf { char *s; size_t len, cap; int failed; } sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) SA3D_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    if (b->failed) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) { b->failed = 1; return; }
+        if (b->s && b->len + (size_t)n < b->cap) { b->len += (size_t)n; return; }
+        size_t cap = (b->cap ? 2 * b->cap : 1024) + (size_t)n;
+        char *ns = sa3d_realloc(b->s, cap);
+        if (!ns) { b->failed = 1; return; }
+        b->s = ns;
+        b->cap = cap;
+    }
+}
+
+static sa3d_status write_text(const char *path, const sbuf *b, sa3d_error *err) {
+    if (b->failed) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+    sa3d_atomic_file af;
+    sa3d_status s = sa3d_atomic_open(&af, path, err);
+    if (s) return s;
+    if ((s = sa3d_atomic_write(&af, b->s ? b->s : "", b->len, err))) {
+        sa3d_atomic_abort(&af);
+        return s;
+    }
+    return sa3d_atomic_commit(&af, err);
+}
+
+/* mkdir -p */
+static sa3d_status make_dirs(const char *path, sa3d_error *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: path too long", path);
+    for (char *q = buf + 1; *q; q++)
+        if (*q == '/') {
+            *q = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+            *q = '/';
+        }
+    if (mkdir(buf, 0777) != 0 && !sa3d_dir_exists(buf))
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return SA3D_OK;
+}
+
+static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) SA3D_PRINTF(4, 5);
+static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= n) return sa3d_fail(err, SA3D_ERR_ARG, "%s...: path too long", buf);
+    return SA3D_OK;
+}
+
+/* The feature cell of original pixel (u, v), exactly as sa3d_match_baseline picks a query cell. */
+static int cell_of(int w, int h, int size, int g, float u, float v) {
+    float x, y, cell_px = (float)size / (float)g;
+    sa3d_geoaware_to_square(w, h, size, u, v, &x, &y);
+    int cx = (int)floorf(x / cell_px), cy = (int)floorf(y / cell_px);
+    cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
+    cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
+    return cy * g + cx;
+}
+
+/* ---- parameters --------------------------------------------------------------------------------------------- */
+
+sa3d_synth_spair_params sa3d_synth_spair_params_default(void) {
+    sa3d_synth_spair_params p;
+    memset(&p, 0, sizeof p);
+    p.seed = 0;
+    p.n_categories = 2;
+    p.images_per_category = 6;
+    p.pairs_trn = 12;
+    p.pairs_val = 4;
+    p.pairs_test = 8;
+    p.min_side = 160;
+    p.max_side = 320;
+    p.kp_visible = 0.7f;
+    p.feature_channels = 32;
+    p.feature_grid = 60;
+    p.input_size = 840;
+    p.feature_noise = 0.1f;
+    p.write_images = p.write_segmentations = p.write_features = p.write_flip_features = 1;
+    p.n_threads = 0;
+    return p;
+}
+
+static sa3d_status check_int(const char *name, long v, long lo, long hi, sa3d_error *err) {
+    if (v < lo || v > hi)
+        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: %s = %ld; expected %ld to %ld", name, v, lo, hi);
+    return SA3D_OK;
+}
+
+static sa3d_status check_params(const sa3d_synth_spair_params *p, sa3d_error *err) {
+    sa3d_status s;
+    if ((s = check_int("n_categories", p->n_categories, 1, SA3D_N_SPAIR_CATEGORIES, err)) ||
+        (s = check_int("images_per_category", p->images_per_category, 2, MAX_IMAGES, err)) ||
+        (s = check_int("pairs_trn", p->pairs_trn, 0, MAX_PAIRS, err)) ||
+        (s = check_int("pairs_val", p->pairs_val, 0, MAX_PAIRS, err)) ||
+        (s = check_int("pairs_test", p->pairs_test, 0, MAX_PAIRS, err)) ||
+        (s = check_int("min_side", p->min_side, 32, 4096, err)) ||
+        (s = check_int("max_side", p->max_side, p->min_side, 4096, err)) ||
+        (s = check_int("feature_channels", p->feature_channels, 1, 4096, err)) ||
+        (s = check_int("feature_grid", p->feature_grid, 1, 512, err)) ||
+        (s = check_int("input_size", p->input_size, p->feature_grid, 16384, err)))
+        return s;
+    if (!(p->kp_visible > 0.0f && p->kp_visible <= 1.0f))
+        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: kp_visible = %g; expected (0, 1]", (double)p->kp_visible);
+    if (!(p->feature_noise >= 0.0f && p->feature_noise <= 10.0f))
+        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: feature_noise = %g; expected 0 to 10",
+                         (double)p->feature_noise);
+    return SA3D_OK;
+}
+
+char *sa3d_synth_spair_params_json(const sa3d_synth_spair_params *p) {
+    sbuf b = { 0 };
+    sb_printf(&b, "{\"generator\": \"sa3d_synth_spair_write\", \"semalign3d_version\": \"%s\", \"seed\": %llu, "
+                  "\"n_categories\": %d, \"categories\": [", sa3d_version(), (unsigned long long)p->seed,
+              p->n_categories);
+    for (int c = 0; c < p->n_categories; c++) {
+        const char *name = sa3d_spair_category(c);
+        sb_printf(&b, "%s\"%s\"", c ? ", " : "", name ? name : "?");
+    }
+    sb_printf(&b, "], \"images_per_category\": %d, \"pairs_trn\": %d, \"pairs_val\": %d, \"pairs_test\": %d, "
+                  "\"min_side\": %d, \"max_side\": %d, \"kp_visible\": %.9g, \"feature_channels\": %d, "
+                  "\"feature_grid\": %d, \"input_size\": %d, \"feature_noise\": %.9g, \"write_images\": %d, "
+                  "\"write_segmentations\": %d, \"write_features\": %d, \"write_flip_features\": %d}\n",
+              p->images_per_category, p->pairs_trn, p->pairs_val, p->pairs_test, p->min_side, p->max_side,
+              (double)p->kp_visible, p->feature_channels, p->feature_grid, p->input_size, (double)p->feature_noise,
+              p->write_images != 0, p->write_segmentations != 0, p->write_features != 0,
+              p->write_flip_features != 0);
+    char *out = b.failed ? NULL : malloc(b.len + 1);   /* the caller frees with free() */
+    if (out) memcpy(out, b.s, b.len + 1);
+    sa3d_free(b.s);
+    return out;
+}
+
+/* ---- geometry ------------------------------------------------------------------------------------------------ */
+
+/* Slots, flip map, used slots, canonical layout and codes of category ci. */
+static sa3d_status make_category(synth *sy, int ci, sa3d_error *err) {
+    synth_category *c = &sy->cats[ci];
+    c->name = sa3d_spair_category(ci);
+    c->slots = c->name ? sa3d_spair_flip_map(c->name, c->flip) : -1;
+    if (c->slots < 1 || c->slots > N_KEYS)
+        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: category %d: no flip map", ci);
+    for (int k = 0; k < c->slots; k++) c->used[k] = 1;
+    if (!strcmp(c->name, "bus")) c->used[8] = c->used[9] = 0;               /* METHOD.md 1.5 */
+    if (!strcmp(c->name, "bicycle")) c->used[11] = c->used[12] = 0;
+    for (int k = 0; k < c->slots; k++) c->n_used += c->used[k];
+
+    rng r = rng_for(sy->p.seed, TAG_CATEGORY, (uint64_t)ci);
+    double sep = CANON_MIN_SEP;
+    for (int k = 0; k < c->slots; k++) {
+        for (int tries = 0;; tries++) {
+            if (tries == 2000) { sep *= 0.9; tries = 0; }   /* cannot happen for 30 slots; kept for safety */
+            double a = 0.5 + CANON_RADIUS * (2.0 * uniform(&r) - 1.0);
+            double b = 0.5 + CANON_RADIUS * (2.0 * uniform(&r) - 1.0);
+            if ((a - 0.5) * (a - 0.5) + (b - 0.5) * (b - 0.5) > CANON_RADIUS * CANON_RADIUS) continue;
+            int ok = 1;
+            for (int j = 0; j < k && ok; j++) {
+                double dx = a - c->canon[j][0], dy = b - c->canon[j][1];
+                ok = dx * dx + dy * dy >= sep * sep;
+            }
+            if (ok) {
+                c->canon[k][0] = a;
+                c->canon[k][1] = b;
+                break;
+            }
+        }
+    }
+    int C = sy->p.feature_channels;
+    if (!(c->codes = sa3d_malloc((size_t)N_KEYS * C * sizeof(float))))
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: %s: out of memory", c->name);
+    for (int k = 0; k < N_KEYS; k++) {
+        rng rc = rng_for(sy->p.seed, TAG_CODE, (uint64_t)ci * 64 + (uint64_t)k);
+        random_unit(c->codes + (size_t)k * C, C, &rc);
+    }
+    return SA3D_OK;
+}
+
+/* Size, bbox, flags and keypoints of global image gi (category ci). */
+static void make_image(synth *sy, int ci, int gi) {
+    const sa3d_synth_spair_params *p = &sy->p;
+    const synth_category *c = &sy->cats[ci];
+    synth_image *im = &sy->images[gi];
+    rng r = rng_for(p->seed, TAG_IMAGE, (uint64_t)gi);
+    snprintf(im->id, sizeof im->id, "synth_%06d", gi + 1);
+    im->cat = ci;
+    int w = im->w = uniform_int(&r, p->min_side, p->max_side);
+    int h = im->h = uniform_int(&r, p->min_side, p->max_side);
+    int bw = (int)floor((0.55 + 0.40 * uniform(&r)) * w + 0.5), bh = (int)floor((0.55 + 0.40 * uniform(&r)) * h + 0.5);
+    int x0 = uniform_int(&r, 1, w - bw - 1 > 1 ? w - bw - 1 : 1), y0 = uniform_int(&r, 1, h - bh - 1 > 1 ? h - bh - 1 : 1);
+    if (uniform(&r) < 0.15) {   /* flush with one border: a truncated object */
+        switch (uniform_int(&r, 0, 3)) {
+        case 0: x0 = 0; break;
+        case 1: x0 = w - bw; break;
+        case 2: y0 = 0; break;
+        default: y0 = h - bh; break;
+        }
+    }
+    if (x0 + bw > w) x0 = w - bw;
+    if (y0 + bh > h) y0 = h - bh;
+    im->bbox[0] = x0;
+    im->bbox[1] = y0;
+    im->bbox[2] = x0 + bw;
+    im->bbox[3] = y0 + bh;
+    im->truncated = x0 == 0 || y0 == 0 || x0 + bw == w || y0 + bh == h;
+    im->mirrored = uniform(&r) < 0.5;
+    im->azimuth = uniform_int(&r, 0, 7);
+    im->occluded = uniform(&r) < 0.2;
+
+    /* visibility: each used slot with probability kp_visible, then more than half of them */
+    int count = 0, need = c->n_used / 2 + 1;
+    for (int k = 0; k < N_KEYS; k++) {
+        double u = uniform(&r);
+        im->vis[k] = k < c->slots && c->used[k] && u < (double)p->kp_visible;
+        count += im->vis[k];
+    }
+    while (count < need) {
+        int k = uniform_int(&r, 0, c->slots - 1);
+        if (c->used[k] && !im->vis[k]) {
+            im->vis[k] = 1;
+            count++;
+        }
+    }
+    /* positions; a keypoint must own its feature cell in the image and in the mirrored image */
+    int cells[N_KEYS] = { 0 }, mcells[N_KEYS] = { 0 }, g = p->feature_grid, S = p->input_size;
+    for (int k = 0; k < N_KEYS; k++) {
+        if (!im->vis[k]) continue;
+        int j = im->mirrored ? c->flip[k] : k, placed = 0;
+        for (int t = 0; t < PLACE_TRIES && !placed; t++) {
+            double a = c->canon[j][0], b = c->canon[j][1];
+            if (im->mirrored) a = 1.0 - a;
+            a += JITTER * (2.0 * uniform(&r) - 1.0);
+            b += JITTER * (2.0 * uniform(&r) - 1.0);
+            int x = x0 + (int)floor(a * bw + 0.5), y = y0 + (int)floor(b * bh + 0.5);
+            x = x < 0 ? 0 : (x > w - 1 ? w - 1 : x);
+            y = y < 0 ? 0 : (y > h - 1 ? h - 1 : y);
+            int cl = cell_of(w, h, S, g, (float)x, (float)y), mc = cell_of(w, h, S, g, (float)(w - 1 - x), (float)y);
+            placed = 1;
+            for (int i = 0; i < k && placed; i++)
+                if (im->vis[i] && (cells[i] == cl || mcells[i] == mc)) placed = 0;
+            if (placed) {
+                im->kp[k][0] = x;
+                im->kp[k][1] = y;
+                cells[k] = cl;
+                mcells[k] = mc;
+            }
+        }
+        if (!placed) im->vis[k] = 0;
+    }
+}
+
+static int common_kps(const synth_image *a, const synth_image *b) {
+    int n = 0;
+    for (int k = 0; k < N_KEYS; k++) n += a->vis[k] && b->vis[k];
+    return n;
+}
+
+/* The pairs of one split and category: ordered (src, trg) pairs sharing a keypoint, drawn without replacement
+ * until all are used, then again. */
+static sa3d_status make_pairs(synth *sy, int split, int ci, int count, synth_pair *out, sa3d_error *err) {
+    if (count == 0) return SA3D_OK;
+    int n = sy->p.images_per_category, first = ci * n, n_valid = 0;
+    int *valid = sa3d_malloc((size_t)n * n * sizeof *valid);
+    if (!valid) return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory for pairs");
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++)
+            if (a != b && common_kps(&sy->images[first + a], &sy->images[first + b]) > 0) valid[n_valid++] = a * n + b;
+    if (n_valid == 0) {
+        sa3d_free(valid);
+        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: %s: no two images share a visible keypoint",
+                         sy->cats[ci].name);
+    }
+    rng r = rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
+    int remaining = n_valid;
+    for (int i = 0; i < count; i++) {
+        if (remaining == 0) remaining = n_valid;
+        int j = uniform_int(&r, 0, remaining - 1), v = valid[j];
+        valid[j] = valid[remaining - 1];
+        valid[--remaining] = v;
+        out[i].src = first + v / n;
+        out[i].trg = first + v % n;
+    }
+    sa3d_free(valid);
+    return SA3D_OK;
+}
+
+/* ---- records -------------------------------------------------------------------------------------------------- */
+
+static const char *pose_name(const synth_image *im) { return im->mirrored ? "Right" : "Left"; }
+
+/* ImageAnnotation/<cat>/<id>.json, fields in the release's order. */
+static sa3d_status write_image_record(const synth *sy, const synth_image *im, sa3d_error *err) {
+    const synth_category *c = &sy->cats[im->cat];
+    char path[4096];
+    sa3d_status s = path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, c->name, im->id);
+    if (s) return s;
+    sbuf b = { 0 };
+    sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic\", \"src_annotation\": "
+                  "\"sa3d_synth_spair_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
+                  "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": %d, "
+                  "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
+              im->id, im->w, im->h, c->name, pose_name(im), im->truncated, im->occluded, im->bbox[0], im->bbox[1],
+              im->bbox[2], im->bbox[3]);
+    for (int k = 0; k < N_KEYS; k++) {
+        if (im->vis[k]) sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
+        else sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
+    }
+    sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth);
+    s = write_text(path, &b, err);
+    sa3d_free(b.s);
+    return s;
+}
+
+static void pair_id(char *buf, size_t n, const synth *sy, const synth_pair *pr) {
+    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
+    snprintf(buf, n, "%06d-%s-%s:%s", pr->num, a->id, t->id, sy->cats[a->cat].name);
+}
+
+/* PairAnnotation/<split>/<pair id>.json, fields in the release's order. */
+static sa3d_status write_pair_record(const synth *sy, int split, const synth_pair *pr, sa3d_error *err) {
+    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
+    char id[160], path[4096];
+    pair_id(id, sizeof id, sy, pr);
+    sa3d_status s = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
+    if (s) return s;
+    int d = abs(a->azimuth - t->azimuth);
+    d = d > 4 ? 8 - d : d;
+    long area_a = (long)(a->bbox[2] - a->bbox[0]) * (a->bbox[3] - a->bbox[1]);
+    long area_t = (long)(t->bbox[2] - t->bbox[0]) * (t->bbox[3] - t->bbox[1]);
+    double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
+                                   : (double)area_t / (double)(area_a > 0 ? area_a : 1);
+    int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
+    sbuf b = { 0 };
+    sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
+                  "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
+                  "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
+                  "\"src_kps\": [",
+              pr->num, id, a->id, t->id, a->w, a->h, t->w, t->h, a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3],
+              t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3], sy->cats[a->cat].name, pose_name(a), pose_name(t));
+    int first = 1;
+    for (int k = 0; k < N_KEYS; k++)
+        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
+    sb_printf(&b, "], \"trg_kps\": [");
+    first = 1;
+    for (int k = 0; k < N_KEYS; k++)
+        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
+    sb_printf(&b, "], \"kps_ids\": [");
+    first = 1;
+    for (int k = 0; k < N_KEYS; k++)
+        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
+    sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
+                  "\"occlusion\": %d}\n",
+              a->mirrored != t->mirrored, viewpoint, scale, a->truncated + 2 * t->truncated,
+              a->occluded + 2 * t->occluded);
+    s = write_text(path, &b, err);
+    sa3d_free(b.s);
+    return s;
+}
+
+/* ---- pixels ------------------------------------------------------------------------------------------------------ */
+
+/* Inside the ellipse inscribed in the bbox, tested at the pixel centre in integer arithmetic. */
+static int in_ellipse(const synth_image *im, int x, int y) {
+    int64_t bw = im->bbox[2] - im->bbox[0], bh = im->bbox[3] - im->bbox[1];
+    int64_t dx = 2 * (int64_t)x + 1 - im->bbox[0] - im->bbox[2], dy = 2 * (int64_t)y + 1 - im->bbox[1] - im->bbox[3];
+    return dx * dx * bh * bh + dy * dy * bw * bw <= bw * bw * bh * bh;
+}
+
+static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
+    const synth_image *im = &sy->images[gi];
+    const char *cat = sy->cats[im->cat].name;
+    size_t n = (size_t)im->w * im->h;
+    uint8_t *rgb = sa3d_malloc(3 * n), *mask = sa3d_malloc(n);
+    char path[4096];
+    sa3d_status s = SA3D_OK;
+    if (!rgb || !mask) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the image", cat, im->id);
+        goto done;
+    }
+    rng r = rng_for(sy->p.seed, TAG_RENDER, (uint64_t)gi);
+    int c1[3], c2[3], obj[3], period = uniform_int(&r, 8, 24);
+    for (int i = 0; i < 3; i++) {
+        c1[i] = uniform_int(&r, 40, 215);
+        c2[i] = uniform_int(&r, 40, 215);
+    }
+    obj[0] = (im->cat * 97 + 60) % 200 + 30;   /* one colour per category */
+    obj[1] = (im->cat * 53 + 120) % 200 + 30;
+    obj[2] = (im->cat * 151 + 20) % 200 + 30;
+    int bw = im->bbox[2] - im->bbox[0];
+    for (int y = 0; y < im->h; y++)
+        for (int x = 0; x < im->w; x++) {
+            size_t i = (size_t)y * im->w + x;
+            uint64_t v = next_u64(&r);
+            int inside = in_ellipse(im, x, y);
+            const int *base = ((x / period + y / period) & 1) ? c1 : c2;
+            mask[i] = (uint8_t)inside;
+            for (int ch = 0; ch < 3; ch++) {
+                int val = inside ? obj[ch] + 40 * (x - im->bbox[0]) / (bw > 0 ? bw : 1) - 20
+                                 : base[ch] + (int)((v >> (8 * ch)) & 0xFF) % 25 - 12;
+                rgb[3 * i + ch] = (uint8_t)(val < 0 ? 0 : (val > 255 ? 255 : val));
+            }
+        }
+    for (int k = 0; k < N_KEYS; k++) {   /* keypoints as 5 x 5 dots, one colour per id */
+        if (!im->vis[k]) continue;
+        int col[3] = { (k * 67 + 30) & 255, (k * 131 + 80) & 255, (k * 29 + 160) & 255 };
+        for (int y = im->kp[k][1] - 2; y <= im->kp[k][1] + 2; y++)
+            for (int x = im->kp[k][0] - 2; x <= im->kp[k][0] + 2; x++)
+                if (x >= 0 && y >= 0 && x < im->w && y < im->h)
+                    for (int ch = 0; ch < 3; ch++) rgb[3 * ((size_t)y * im->w + x) + ch] = (uint8_t)col[ch];
+    }
+    if (sy->p.write_images &&
+        (!(s = path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, cat, im->id))))
+        s = sa3d_jpeg_write(path, rgb, im->w, im->h, 3, JPEG_QUALITY, err);
+    if (!s && sy->p.write_segmentations &&
+        (!(s = path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, cat, im->id))))
+        s = sa3d_png_write(path, mask, im->w, im->h, 1, err);
+done:
+    sa3d_free(rgb);
+    sa3d_free(mask);
+    return s;
+}
+
+/* ---- features ---------------------------------------------------------------------------------------------------- */
+
+/* F[C][cells] cell i = normalise(code + noise of norm sigma). */
+static void put_code(float *F, int C, int cells, int cell, const float *code, float sigma, rng *r, float *tmp) {
+    double ss = 0.0;
+    float scale = sigma / sqrtf((float)C);
+    for (int c = 0; c < C; c++) {
+        tmp[c] = code[c] + scale * normal(r);
+        ss += (double)tmp[c] * (double)tmp[c];
+    }
+    float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
+    for (int c = 0; c < C; c++) F[(size_t)c * cells + cell] = tmp[c] * inv;
+}
+
+static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
+    const synth_image *im = &sy->images[gi];
+    const synth_category *cat = &sy->cats[im->cat];
+    int C = sy->p.feature_channels, g = sy->p.feature_grid, S = sy->p.input_size, cells = g * g;
+    int flip = sy->p.write_flip_features != 0;
+    size_t n = (size_t)C * cells;
+    float *F = sa3d_malloc(n * sizeof(float)), *Ff = flip ? sa3d_malloc(n * sizeof(float)) : NULL;
+    float *tmp = sa3d_malloc((size_t)C * sizeof(float));
+    sa3d_st_writer *w = NULL;
+    char path[4096], image[256], size_s[16];
+    sa3d_status s = SA3D_OK;
+    if (!F || !tmp || (flip && !Ff)) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the feature map", cat->name, im->id);
+        goto done;
+    }
+    rng rb = rng_for(sy->p.seed, TAG_BACKGROUND, (uint64_t)gi);
+    for (int i = 0; i < cells; i++) {   /* background: independent random unit vectors */
+        random_unit(tmp, C, &rb);
+        for (int c = 0; c < C; c++) F[(size_t)c * cells + i] = tmp[c];
+    }
+    if (flip)   /* the mirrored image's background: columns reversed */
+        for (size_t row = 0; row < (size_t)C * g; row++)
+            for (int x = 0; x < g; x++) Ff[row * g + x] = F[row * g + (g - 1 - x)];
+    rng rn = rng_for(sy->p.seed, TAG_NOISE, 2 * (uint64_t)gi), rf = rng_for(sy->p.seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
+    for (int k = 0; k < N_KEYS; k++) {
+        if (!im->vis[k]) continue;
+        int x = im->kp[k][0], y = im->kp[k][1];
+        put_code(F, C, cells, cell_of(im->w, im->h, S, g, (float)x, (float)y), cat->codes + (size_t)k * C,
+                 sy->p.feature_noise, &rn, tmp);
+        if (flip)   /* in the mirrored image keypoint k is at (W - 1 - x, y) and carries label flip(k) */
+            put_code(Ff, C, cells, cell_of(im->w, im->h, S, g, (float)(im->w - 1 - x), (float)y),
+                     cat->codes + (size_t)cat->flip[k] * C, sy->p.feature_noise, &rf, tmp);
+    }
+    int64_t shape[3] = { C, g, g };
+    snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat->name, im->id);
+    snprintf(size_s, sizeof size_s, "%d", S);
+    if ((s = path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat->name, im->id)))
+        goto done;
+    if (!(w = sa3d_st_writer_new())) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    if ((s = sa3d_st_writer_add_f32(w, "feature_map", 3, shape, F, err)) ||
+        (flip && (s = sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, Ff, err))) ||
+        (s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "model_id", "synthetic", err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "model_dir", "-", err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "image", image, err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "size", size_s, err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "flip", flip ? "1" : "0", err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "convention", convention, err)) ||
+        (s = sa3d_st_writer_set_metadata(w, "synthetic", "codes at keypoint cells (sa3d_synth_spair_write)", err)))
+        goto done;
+    s = sa3d_st_writer_write(w, path, err);
+done:
+    sa3d_st_writer_free(w);
+    sa3d_free(F);
+    sa3d_free(Ff);
+    sa3d_free(tmp);
+    return s;
+}
+
+/* ---- driver ------------------------------------------------------------------------------------------------------- */
+
+/* 0 when root is absent or an empty directory. */
+static sa3d_status check_root(const char *root, sa3d_error *err) {
+    struct stat st;
+    if (stat(root, &st) != 0) return SA3D_OK;
+    if (!S_ISDIR(st.st_mode)) return sa3d_fail(err, SA3D_ERR_ARG, "%s: exists and is not a directory", root);
+    DIR *d = opendir(root);
+    if (!d) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", root, strerror(errno));
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) entries++;
+    closedir(d);
+    if (entries)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: not empty; the synthetic dataset is written only into a new or empty "
+                         "directory", root);
+    return SA3D_OK;
+}
+
+static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
+    char path[4096];
+    sa3d_status s;
+    static const char *const per_cat[4] = { "ImageAnnotation", "JPEGImages", "Segmentation", "Features" };
+    const int wanted[4] = { 1, sy->p.write_images, sy->p.write_segmentations, sy->p.write_features };
+    for (int c = 0; c < sy->n_cats; c++)
+        for (int i = 0; i < 4; i++)
+            if (wanted[i] && ((s = path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], sy->cats[c].name)) ||
+                              (s = make_dirs(path, err))))
+                return s;
+    for (int sp = 0; sp < 3; sp++)
+        if ((s = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
+            (s = make_dirs(path, err)))
+            return s;
+    if ((s = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = make_dirs(path, err))) return s;
+    return SA3D_OK;
+}
+
+/* Records the first failure of a parallel loop (smallest item index wins among those attempted). */
+typedef struct first_error { int failed; long index; sa3d_error err; } first_error;
+
+static void note_error(first_error *fe, long index, const sa3d_error *e) {
+    #pragma omp critical(sa3d_synth_error)
+    {
+        if (!fe->failed || index < fe->index) {
+            fe->index = index;
+            fe->err = *e;
+        }
+        fe->failed = 1;
+    }
+}
+
+static int has_failed(first_error *fe) {
+    int f;
+    #pragma omp critical(sa3d_synth_error)
+    f = fe->failed;
+    return f;
+}
+
+static sa3d_status write_all(synth *sy, sa3d_error *err) {
+    first_error fe;
+    memset(&fe, 0, sizeof fe);
+    #pragma omp parallel for schedule(static)
+    for (int gi = 0; gi < sy->n_images; gi++) {
+        if (has_failed(&fe)) continue;
+        sa3d_error e = { SA3D_OK, "" };
+        if (write_image_record(sy, &sy->images[gi], &e) ||
+            ((sy->p.write_images || sy->p.write_segmentations) && write_pixels(sy, gi, &e)) ||
+            (sy->p.write_features && write_features(sy, gi, &e)))
+            note_error(&fe, gi, &e);
+    }
+    for (int sp = 0; sp < 3 && !fe.failed; sp++) {
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < sy->n_pairs[sp]; i++) {
+            if (has_failed(&fe)) continue;
+            sa3d_error e = { SA3D_OK, "" };
+            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) note_error(&fe, i, &e);
+        }
+    }
+    if (fe.failed) {
+        if (err) *err = fe.err;
+        return fe.err.code ? fe.err.code : SA3D_ERR_IO;
+    }
+    char path[4096], id[160];
+    sa3d_status s;
+    for (int sp = 0; sp < 3; sp++) {
+        if ((s = path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return s;
+        sbuf b = { 0 };
+        for (int i = 0; i < sy->n_pairs[sp]; i++) {
+            pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
+            sb_printf(&b, "%s\n", id);
+        }
+        s = write_text(path, &b, err);
+        sa3d_free(b.s);
+        if (s) return s;
+    }
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_params *p, sa3d_error *err) {
+    if (!root || !*root || !p) return sa3d_fail(err, SA3D_ERR_ARG, "sa3d_synth_spair_write: root or params missing");
+    sa3d_status s;
+    if ((s = check_params(p, err))) return s;
+    if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
+    if ((s = check_root(root, err))) return s;
+    synth sy;
+    memset(&sy, 0, sizeof sy);
+    sy.root = root;
+    sy.p = *p;
+    sy.n_cats = p->n_categories;
+    sy.n_images = p->n_categories * p->images_per_category;
+    int totals[3] = { p->pairs_trn, p->pairs_val, p->pairs_test };
+    sa3d_set_threads(p->n_threads);
+    if (!(sy.cats = sa3d_calloc((size_t)sy.n_cats, sizeof *sy.cats)) ||
+        !(sy.images = sa3d_calloc((size_t)sy.n_images, sizeof *sy.images))) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory");
+        goto done;
+    }
+    for (int c = 0; c < sy.n_cats; c++) {
+        if ((s = make_category(&sy, c, err))) goto done;
+        for (int j = 0; j < p->images_per_category; j++) make_image(&sy, c, c * p->images_per_category + j);
+    }
+    for (int sp = 0; sp < 3; sp++) {
+        if (totals[sp] && !(sy.pairs[sp] = sa3d_calloc((size_t)totals[sp], sizeof(synth_pair)))) {
+            s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory for %d pairs", totals[sp]);
+            goto done;
+        }
+        int at = 0;
+        for (int c = 0; c < sy.n_cats; c++) {
+            int count = totals[sp] / sy.n_cats + (c < totals[sp] % sy.n_cats);
+            if ((s = make_pairs(&sy, sp, c, count, sy.pairs[sp] + at, err))) goto done;
+            at += count;
+        }
+        for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
+        sy.n_pairs[sp] = at;
+    }
+    if ((s = make_dirs(root, err)) || (s = make_tree(&sy, err)) || (s = write_all(&sy, err))) goto done;
+    char path[4096];
+    char *manifest = sa3d_synth_spair_params_json(p);
+    if (!manifest) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory");
+        goto done;
+    }
+    sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
+    if (!(s = path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) s = write_text(path, &b, err);
+    free(manifest);
+done:
+    if (sy.cats)
+        for (int c = 0; c < sy.n_cats; c++) sa3d_free(sy.cats[c].codes);
+    sa3d_free(sy.cats);
+    sa3d_free(sy.images);
+    for (int sp = 0; sp < 3; sp++) sa3d_free(sy.pairs[sp]);
+    return s;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# CLI contract of synth-spair, eval and pck: a synthetic SPair-layout dataset whose matches are known, PCK 100 at
+# alpha 0.1, resume, feature cache, predictions-file validation. Args: semalign3d binary, fixture root.
+set -u
+BIN="$1"
+FIX="${SEMALIGN3D_FIXTURES:-$2}"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() { if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1; else echo "ok   $1"; fi; }
+
+"$BIN" synth-spair --out "$T/ds" --categories 2 --pairs-test 12 2>/dev/null; check "synth-spair" 0 $?
+"$BIN" synth-spair --out "$T/ds" 2>/dev/null; check "synth-spair into a non-empty dir" 1 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table" 2>/dev/null
+check "eval baseline" 0 $?
+grep -q "All: pair-weighted" "$T/table" || { echo "FAIL eval table"; fail=1; }
+v=$(grep "All: pair-weighted" "$T/table" | awk '{print $6}')
+[ "$v" = "100.00" ] || { echo "FAIL PCK@0.1 per-image is $v, expected 100.00 (features encode the answer)"; fail=1; }
+[ -s "$T/ev/report.json" ] && [ -s "$T/ev/predictions.jsonl" ] || { echo "FAIL eval outputs missing"; fail=1; }
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >/dev/null 2>"$T/e"
+check "eval rerun" 0 $?
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --json "$T/r.json" >/dev/null 2>&1
+check "pck" 0 $?
+cmp -s <(grep -v semalign3d_version "$T/r.json" | grep -A3 '"per_keypoint"' | head -4) \
+       <(grep -v semalign3d_version "$T/ev/report.json" | grep -A3 '"per_keypoint"' | head -4) ||
+  { echo "FAIL pck and eval reports differ"; fail=1; }
+head -n 3 "$T/ev/predictions.jsonl" > "$T/partial.jsonl"
+"$BIN" pck --dataset "$T/ds" --predictions "$T/partial.jsonl" >/dev/null 2>"$T/e"; check "pck missing pairs" 1 $?
+grep -q "have no prediction" "$T/e" || { echo "FAIL missing-pairs message"; fail=1; }
+"$BIN" pck --dataset "$T/ds" --predictions "$T/partial.jsonl" --allow-missing >/dev/null 2>&1
+check "pck --allow-missing" 0 $?
+{ head -n 1 "$T/ev/predictions.jsonl"; echo '{"pair": "nope", "trg_kps": []}'; } > "$T/bad.jsonl"
+"$BIN" pck --dataset "$T/ds" --predictions "$T/bad.jsonl" --json "$T/bad.json" >/dev/null 2>"$T/e"
+check "pck unknown pair" 1 $?
+grep -q "bad.jsonl:2" "$T/e" || { echo "FAIL message does not name file:line"; fail=1; }
+[ ! -e "$T/bad.json" ] || { echo "FAIL report written after a failure"; fail=1; }
+echo '{"pair": 5' > "$T/bad2.jsonl"
+"$BIN" pck --dataset "$T/ds" --predictions "$T/bad2.jsonl" >/dev/null 2>&1; check "pck malformed JSON" 1 $?
+"$BIN" eval --dataset "$T/ds" >/dev/null 2>&1; check "eval without features" 2 $?
+"$BIN" pck --dataset "$T/nope" --predictions "$T/bad.jsonl" >/dev/null 2>&1; check "pck missing dataset" 1 $?
+
+# computed features with the tiny DINOv2 fixture: a second run is served from the cache
+dino=$(grep -l '"Dinov2Model"' "$FIX"/*/config.json | head -1 | xargs dirname)
+"$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"
+check "eval with computed features" 0 $?
+rm -rf "$T/evm"
+"$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"
+check "eval from the cache" 0 $?
+grep -q "0 computed or imported" "$T/e" || { echo "FAIL second run recomputed features: $(cat "$T/e")"; fail=1; }
+f=$(find "$T/cache" -name '*.safetensors' | head -1)
+echo garbage > "$f"
+rm -rf "$T/evm"
+"$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"
+check "eval with a corrupt cache entry" 0 $?
+grep -q "1 stale cache entries replaced" "$T/e" || { echo "FAIL corrupt cache entry not replaced: $(cat "$T/e")"; fail=1; }
+exit $fail
