@@ -15,13 +15,28 @@ sa3d_baseline_params sa3d_baseline_params_default(void) {
 }
 
 void sa3d_features_normalize(float *F, int C, int n_cells) {
-    #pragma omp parallel for schedule(static)
-    for (int i = 0; i < n_cells; i++) {
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += (double)F[(size_t)c * n_cells + i] * (double)F[(size_t)c * n_cells + i];
-        float inv = (float)(1.0 / (sqrt(s) + 1e-10));
-        for (int c = 0; c < C; c++) F[(size_t)c * n_cells + i] *= inv;
+    /* channel-major passes over [C][cells] (a cell-major loop strides 4 * n_cells bytes per step) */
+    double *ss = calloc((size_t)n_cells, sizeof *ss);
+    if (!ss) {   /* no scratch: the strided loop, same result */
+        for (int i = 0; i < n_cells; i++) {
+            double s = 0.0;
+            for (int c = 0; c < C; c++) s += (double)F[(size_t)c * n_cells + i] * (double)F[(size_t)c * n_cells + i];
+            float inv = (float)(1.0 / (sqrt(s) + 1e-10));
+            for (int c = 0; c < C; c++) F[(size_t)c * n_cells + i] *= inv;
+        }
+        return;
     }
+    for (int c = 0; c < C; c++) {
+        const float *row = F + (size_t)c * n_cells;
+        for (int i = 0; i < n_cells; i++) ss[i] += (double)row[i] * (double)row[i];
+    }
+    float *inv = (float *)ss;   /* reuse the buffer: inv[i] is written after ss[i] is read */
+    for (int i = 0; i < n_cells; i++) inv[i] = (float)(1.0 / (sqrt(ss[i]) + 1e-10));
+    for (int c = 0; c < C; c++) {
+        float *row = F + (size_t)c * n_cells;
+        for (int i = 0; i < n_cells; i++) row[i] *= inv[i];
+    }
+    free(ss);
 }
 
 /* GeoAware-SC utils preprocess_kps_pad: scale = size / max(w, h); the shorter side is centred with
