@@ -38,6 +38,9 @@ void cli_progress_start(cli_progress *p, const char *what, long total, int quiet
 void cli_progress_step(cli_progress *p, const char *item);
 void cli_progress_end(cli_progress *p);
 
+/* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
+void cli_warn(void *user, const char *msg);
+
 /* Set by SIGINT; long loops check it between items. */
 extern volatile int cli_interrupted;
 void cli_install_sigint(void);

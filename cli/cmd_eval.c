@@ -36,11 +36,6 @@ static void help(void) {
            "  semalign3d eval --dataset SPair-71k --split test --method baseline --features geoaware_feats\n");
 }
 
-static void warn(void *user, const char *msg) {
-    (void)user;
-    fprintf(stderr, "semalign3d: warning: %s\n", msg);
-}
-
 static int progress(void *user, long done, long total, const char *item) {
     cli_progress *p = user;
     p->total = total;
@@ -101,7 +96,7 @@ int cmd_eval(int argc, char **argv) {
     sa3d_dataset_params dp = sa3d_dataset_params_default();
     dp.strict = strict;
     dp.categories = cats;
-    dp.warn = warn;
+    dp.warn = cli_warn;
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
     if (sa3d_dataset_open(&ds, root, &dp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;

@@ -26,11 +26,6 @@ static void help(void) {
            "  semalign3d pck --dataset SPair-71k --split test --predictions preds.jsonl --json report.json\n");
 }
 
-static void warn(void *user, const char *msg) {
-    (void)user;
-    fprintf(stderr, "semalign3d: warning: %s\n", msg);
-}
-
 int cmd_pck(int argc, char **argv) {
     const char *cmd = "pck", *root = NULL, *split = "test", *preds = NULL, *json = NULL, *cats = NULL;
     int allow_missing = 0, strict = 0;
@@ -61,7 +56,7 @@ int cmd_pck(int argc, char **argv) {
     sa3d_dataset_params dp = sa3d_dataset_params_default();
     dp.strict = strict;
     dp.categories = cats;
-    dp.warn = warn;
+    dp.warn = cli_warn;
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
     if (sa3d_dataset_open(&ds, root, &dp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;

@@ -109,3 +109,8 @@ void cli_stem(const char *path, char *buf, size_t n) {
     char *dot = strrchr(buf, '.');
     if (dot && dot != buf) *dot = '\0';
 }
+
+void cli_warn(void *user, const char *msg) {
+    (void)user;
+    fprintf(stderr, "semalign3d: warning: %s\n", msg);
+}
