@@ -17,8 +17,9 @@ grep -q "All: pair-weighted" "$T/table" || { echo "FAIL eval table"; fail=1; }
 v=$(grep "All: pair-weighted" "$T/table" | awk '{print $6}')
 [ "$v" = "100.00" ] || { echo "FAIL PCK@0.1 per-image is $v, expected 100.00 (features encode the answer)"; fail=1; }
 [ -s "$T/ev/report.json" ] && [ -s "$T/ev/predictions.jsonl" ] || { echo "FAIL eval outputs missing"; fail=1; }
-"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >/dev/null 2>"$T/e"
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
+grep -q "(12 resumed" "$T/table2" || { echo "FAIL rerun did not resume the finished categories"; fail=1; }
 "$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --json "$T/r.json" >/dev/null 2>&1
 check "pck" 0 $?
 cmp -s <(grep -v semalign3d_version "$T/r.json" | grep -A3 '"per_keypoint"' | head -4) \

@@ -110,7 +110,6 @@ static void case_parity(void) {
         snprintf(a, sizeof a, "%s/config.json", dir);
         snprintf(b, sizeof b, "%s/reference.safetensors", dir);
         snprintf(c, sizeof c, "%s/model.safetensors", dir);
-        snprintf(c, sizeof c, "%s/model.safetensors", dir);
         int has_model = sa3d_file_exists(c);
         snprintf(c, sizeof c, "%s/model.safetensors.index.json", dir);
         has_model = has_model || sa3d_file_exists(c);

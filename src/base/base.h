@@ -44,6 +44,8 @@ sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error 
 sa3d_status sa3d_atomic_write(sa3d_atomic_file *af, const void *data, size_t n, sa3d_error *err);
 sa3d_status sa3d_atomic_commit(sa3d_atomic_file *af, sa3d_error *err);   /* closes; renames into place */
 void sa3d_atomic_abort(sa3d_atomic_file *af);                             /* closes; removes the temp file */
+/* The whole sequence for one buffer: open, write len bytes, commit (abort on failure). */
+sa3d_status sa3d_write_file_atomic(const char *path, const void *data, size_t len, sa3d_error *err);
 
 /* Joins dir and name with one '/'. Caller frees. NULL on allocation failure. */
 char *sa3d_path_join(const char *dir, const char *name);

@@ -96,6 +96,17 @@ void sa3d_atomic_abort(sa3d_atomic_file *af) {
     memset(af, 0, sizeof *af);
 }
 
+sa3d_status sa3d_write_file_atomic(const char *path, const void *data, size_t len, sa3d_error *err) {
+    sa3d_atomic_file af;
+    sa3d_status s = sa3d_atomic_open(&af, path, err);
+    if (s) return s;
+    if ((s = sa3d_atomic_write(&af, data, len, err))) {
+        sa3d_atomic_abort(&af);
+        return s;
+    }
+    return sa3d_atomic_commit(&af, err);
+}
+
 char *sa3d_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *p = sa3d_malloc(a + b + 2);

@@ -209,13 +209,16 @@ sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *path, cons
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory formatting the report", path);
-    sa3d_atomic_file af;
-    sa3d_status s = sa3d_atomic_open(&af, path, err);
-    if (!s) s = sa3d_atomic_write(&af, text, strlen(text), err);
-    if (!s) s = sa3d_atomic_write(&af, "\n", 1, err);
-    if (!s) s = sa3d_atomic_commit(&af, err);
-    else sa3d_atomic_abort(&af);
-    free(text);
+    size_t n = strlen(text);
+    char *line = realloc(text, n + 2);   /* the report ends with a newline */
+    if (!line) {
+        free(text);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory formatting the report", path);
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    sa3d_status s = sa3d_write_file_atomic(path, line, n + 1, err);
+    free(line);
     return s;
 }
 

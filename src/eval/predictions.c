@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/base.h"
+#include "eval/eval_internal.h"
 #include "semalign3d/eval.h"
 
-/* Parses one line into pts; returns the pair or NULL with err filled. */
-static const sa3d_pair *parse_line(const sa3d_dataset *ds, const char *split, const char *path, long lineno,
+const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split, const char *path, long lineno,
                                    const char *line, float (*pts)[2], sa3d_error *err) {
     cJSON *o = cJSON_Parse(line);
     const sa3d_pair *pair = NULL;
@@ -74,7 +74,7 @@ sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, cons
         for (ssize_t k = 0; k < len && blank; k++) blank = line[k] == ' ' || line[k] == '\t' || line[k] == '\n' || line[k] == '\r';
         if (blank) continue;
         float pts[SA3D_MAX_KPS][2];
-        const sa3d_pair *p = parse_line(ds, split, path, lineno, line, pts, err);
+        const sa3d_pair *p = sa3d_pred_parse_line(ds, split, path, lineno, line, pts, err);
         if (!p) { s = err ? err->code : SA3D_ERR_FORMAT; goto done; }
         int lo = 0, hi = n - 1, idx = -1;   /* a split's pairs are sorted by id (data.h) */
         while (lo <= hi && idx < 0) {

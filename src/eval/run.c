@@ -1,11 +1,10 @@
 /* Running a matcher over a dataset split with per-category resume files, then scoring (eval.h). */
-#include <cjson/cJSON.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "base/base.h"
+#include "eval/eval_internal.h"
 #include "semalign3d/eval.h"
 
 sa3d_eval_params sa3d_eval_params_default(void) {
@@ -33,17 +32,6 @@ static int append_line(char **buf, size_t *len, size_t *cap, const sa3d_pair *pa
     return 1;
 }
 
-static sa3d_status write_text(const char *path, const char *text, size_t len, sa3d_error *err) {
-    sa3d_atomic_file af;
-    sa3d_status s = sa3d_atomic_open(&af, path, err);
-    if (s) return s;
-    if ((s = sa3d_atomic_write(&af, text, len, err))) {
-        sa3d_atomic_abort(&af);
-        return s;
-    }
-    return sa3d_atomic_commit(&af, err);
-}
-
 /* Loads a part file holding exactly the pairs idx[0..n) in order; returns 1 when complete and valid. */
 static int load_part(const char *path, const sa3d_dataset *ds, const char *split, const int *idx, int n, pred_row *rows) {
     char *text = NULL;
@@ -52,21 +40,9 @@ static int load_part(const char *path, const sa3d_dataset *ds, const char *split
     int k = 0, ok = 1;
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line && ok; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "pair"), *kps = cJSON_GetObjectItemCaseSensitive(o, "trg_kps");
-        const sa3d_pair *p = k < n ? sa3d_dataset_pair(ds, split, idx[k]) : NULL;
-        ok = p && cJSON_IsString(id) && !strcmp(id->valuestring, p->id) && cJSON_IsArray(kps) &&
-             cJSON_GetArraySize(kps) == p->n_kps;
-        for (int i = 0; ok && i < p->n_kps; i++) {
-            const cJSON *pt = cJSON_GetArrayItem(kps, i);
-            const cJSON *x = cJSON_GetArrayItem(pt, 0), *y = cJSON_GetArrayItem(pt, 1);
-            ok = cJSON_IsNumber(x) && cJSON_IsNumber(y) && isfinite(x->valuedouble) && isfinite(y->valuedouble);
-            if (ok) {
-                rows[k].kps[i][0] = (float)x->valuedouble;
-                rows[k].kps[i][1] = (float)y->valuedouble;
-            }
-        }
-        cJSON_Delete(o);
+        /* the same validation as a scored predictions file, and the pairs in the expected order */
+        ok = k < n && sa3d_pred_parse_line(ds, split, path, k + 1, line, rows[k].kps, NULL) ==
+                          sa3d_dataset_pair(ds, split, idx[k]);
         k++;
     }
     sa3d_free(text);
@@ -151,7 +127,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                     goto out;
                 }
             }
-            if ((s = write_text(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
+            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
         }
         for (int j = 0; j < m; j++) {
             rows[idx[j]] = stage[j];
@@ -172,7 +148,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
     sa3d_pck_finish(r);
     char path[2200];
     snprintf(path, sizeof path, "%s/predictions.jsonl", p->out_dir);
-    s = write_text(path, all ? all : "", all_len, err);
+    s = sa3d_write_file_atomic(path, all ? all : "", all_len, err);
 out:
     free(all);
     free(buf);

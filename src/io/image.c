@@ -491,15 +491,7 @@ sa3d_status sa3d_jpeg_write(const char *path, const uint8_t *pixels, int w, int 
     if (!jw) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate the JPEG encoder", path);
     sa3d_status s = jpeg_encode(jw, path, pixels, w, h, channels, quality, err);
     jpeg_destroy_compress(&jw->cinfo); /* safe on the zeroed struct if creation failed */
-    if (s == SA3D_OK) {
-        sa3d_atomic_file af;
-        if ((s = sa3d_atomic_open(&af, path, err)) == SA3D_OK) {
-            if ((s = sa3d_atomic_write(&af, jw->buf, jw->len, err)) == SA3D_OK)
-                s = sa3d_atomic_commit(&af, err);
-            else
-                sa3d_atomic_abort(&af);
-        }
-    }
+    if (s == SA3D_OK) s = sa3d_write_file_atomic(path, jw->buf, jw->len, err);
     sa3d_free(jw->buf);
     sa3d_free(jw);
     return s;

@@ -151,14 +151,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
 
 static sa3d_status write_text(const char *path, const sbuf *b, sa3d_error *err) {
     if (b->failed) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-    sa3d_atomic_file af;
-    sa3d_status s = sa3d_atomic_open(&af, path, err);
-    if (s) return s;
-    if ((s = sa3d_atomic_write(&af, b->s ? b->s : "", b->len, err))) {
-        sa3d_atomic_abort(&af);
-        return s;
-    }
-    return sa3d_atomic_commit(&af, err);
+    return sa3d_write_file_atomic(path, b->s ? b->s : "", b->len, err);
 }
 
 /* mkdir -p */
