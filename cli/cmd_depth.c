@@ -20,6 +20,8 @@ static void help(void) {
            "  --model DIR      Depth Anything V2 folder (depth-anything/Depth-Anything-V2-*-hf)\n"
            "  --out DIR        output folder (must exist)\n"
            "  --threads N      threads (default 0 = all cores)\n"
+           "  --device NAME    cpu (default) or cuda (builds with -DSEMALIGN3D_CUDA=ON)\n"
+           "  --dtype NAME     fp32 (default), fp16 or bf16 (cuda only)\n"
            "  --quiet          no progress lines\n"
            "example:\n"
            "  semalign3d depth --model models/Depth-Anything-V2-Small-hf --out depth JPEGImages/cat/*.jpg\n");
@@ -81,6 +83,7 @@ done:
 
 int cmd_depth(int argc, char **argv) {
     const char *cmd = "depth", *model_dir = NULL, *out_dir = NULL, *threads_s = NULL;
+    const char *device = "cpu", *dtype = "fp32";
     int quiet = 0, n_images = 0, threads = 0;
     char **images = calloc((size_t)argc, sizeof *images);
     for (int i = 1; i < argc; i++) {
@@ -89,7 +92,9 @@ int cmd_depth(int argc, char **argv) {
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
         if ((r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out_dir)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype))) {
             if (r < 0) { free(images); return EXIT_USAGE; }
             continue;
         }
@@ -107,6 +112,8 @@ int cmd_depth(int argc, char **argv) {
     int rc = EXIT_RUN, failed = 0;
     sa3d_model_params p = sa3d_model_params_default();
     p.n_threads = threads;
+    p.device = device;
+    p.dtype = dtype;
     if (sa3d_model_open(&m, model_dir, &p, &err)) goto done;
     if (sa3d_model_get_kind(m) != SA3D_MODEL_DEPTH_ANYTHING) {
         snprintf(err.msg, sizeof err.msg, "%s: not a Depth Anything model (config.json model_type)", model_dir);

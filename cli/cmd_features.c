@@ -22,6 +22,8 @@ static void help(void) {
            "  --size N         square input size, a multiple of 14 (default 840: a 60 x 60 grid)\n"
            "  --flip           also compute the mirrored image's features\n"
            "  --threads N      threads (default 0 = all cores)\n"
+           "  --device NAME    cpu (default) or cuda (builds with -DSEMALIGN3D_CUDA=ON)\n"
+           "  --dtype NAME     fp32 (default), fp16 or bf16 (cuda only)\n"
            "  --quiet          no progress lines\n"
            "example:\n"
            "  semalign3d features --model models/dinov2-base --out feats --flip JPEGImages/aeroplane/*.jpg\n");
@@ -63,6 +65,7 @@ static sa3d_status run_one(const sa3d_model *m, sa3d_workspace *ws, const char *
 
 int cmd_features(int argc, char **argv) {
     const char *cmd = "features", *model_dir = NULL, *out_dir = NULL, *size_s = "840", *threads_s = NULL;
+    const char *device = "cpu", *dtype = "fp32";
     int flip = 0, quiet = 0;
     char **images = calloc((size_t)argc, sizeof *images);
     int n_images = 0;
@@ -74,7 +77,9 @@ int cmd_features(int argc, char **argv) {
         if ((r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype))) {
             if (r < 0) { free(images); return EXIT_USAGE; }
             continue;
         }
@@ -96,6 +101,8 @@ int cmd_features(int argc, char **argv) {
     int rc = EXIT_RUN, failed = 0;
     sa3d_model_params p = sa3d_model_params_default();
     p.n_threads = threads;
+    p.device = device;
+    p.dtype = dtype;
     if (sa3d_model_open(&m, model_dir, &p, &err)) goto done;
     if (sa3d_model_get_kind(m) != SA3D_MODEL_DINOV2) {
         snprintf(err.msg, sizeof err.msg, "%s: not a DINOv2 model (config.json model_type)", model_dir);

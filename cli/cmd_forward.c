@@ -19,14 +19,15 @@ static void help(void) {
            "  --input-key NAME     tensor to read (default pixel_values)\n"
            "  --output FILE        where to write the outputs (written atomically)\n"
            "  --threads N          threads (default 0 = all cores)\n"
-           "  --device cpu         compute device (default cpu)\n"
+           "  --device NAME        cpu (default) or cuda (builds with -DSEMALIGN3D_CUDA=ON)\n"
+           "  --dtype NAME         fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
            "example:\n"
            "  semalign3d forward --model models/dinov2-base --input px.safetensors --output out.safetensors\n");
 }
 
 int cmd_forward(int argc, char **argv) {
     const char *cmd = "forward", *model_dir = NULL, *input = NULL, *key = "pixel_values", *output = NULL,
-               *threads_s = NULL, *device = "cpu";
+               *threads_s = NULL, *device = "cpu", *dtype = "fp32";
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
@@ -35,7 +36,8 @@ int cmd_forward(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--input-key", &key)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--output", &output)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--device", &device))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -66,6 +68,7 @@ int cmd_forward(int argc, char **argv) {
     sa3d_model_params p = sa3d_model_params_default();
     p.n_threads = threads;
     p.device = device;
+    p.dtype = dtype;
     if (sa3d_model_open(&m, model_dir, &p, &err)) goto fail;
     int C = (int)t->shape[nd - 3];
     int64_t H = t->shape[nd - 2], W = t->shape[nd - 1];

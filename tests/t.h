@@ -3,10 +3,12 @@
 #ifndef SA3D_T_H
 #define SA3D_T_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int t_failures;
 static const char *t_case_id = "";
@@ -51,6 +53,37 @@ __attribute__((unused)) static const char *t_fixtures_root(void) {
 #else
     return "../shared/fixtures";
 #endif
+}
+
+static int t_cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Every model fixture directory under the fixture root (config.json, reference.safetensors, and
+ * model.safetensors or its shard index), sorted, as malloc'd paths in *out (free each and the array).
+ * Returns the count, or -1 when the root cannot be opened. New fixture directories need no code change. */
+__attribute__((unused)) static int t_model_fixture_dirs(char ***out) {
+    const char *root = t_fixtures_root();
+    *out = NULL;
+    DIR *d = opendir(root);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[4096], a[4200], b[4200], c[4200], i[4200];
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        snprintf(a, sizeof a, "%s/config.json", dir);
+        snprintf(b, sizeof b, "%s/reference.safetensors", dir);
+        snprintf(c, sizeof c, "%s/model.safetensors", dir);
+        snprintf(i, sizeof i, "%s/model.safetensors.index.json", dir);
+        if (access(a, R_OK) || access(b, R_OK) || (access(c, R_OK) && access(i, R_OK))) continue;
+        char **grown = realloc(*out, (size_t)(n + 1) * sizeof *grown);
+        if (!grown) break;
+        *out = grown;
+        (*out)[n++] = strdup(dir);
+    }
+    closedir(d);
+    if (n) qsort(*out, (size_t)n, sizeof **out, t_cmp_str);
+    return n;
 }
 
 #endif

@@ -91,36 +91,16 @@ done:
 }
 
 static void case_parity(void) {
-    const char *root = t_fixtures_root();
-    DIR *d = opendir(root);
-    if (!d) { T_FAIL("fixture root %s cannot be opened", root); return; }
-    int n_dirs = 0;
-    struct dirent *e;
-    char **names = NULL;
-    int n_names = 0;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        names = realloc(names, (size_t)(n_names + 1) * sizeof *names);
-        names[n_names++] = strdup(e->d_name);
+    char **dirs;
+    int n_dirs = t_model_fixture_dirs(&dirs);
+    if (n_dirs < 0) { T_FAIL("fixture root %s cannot be opened", t_fixtures_root()); return; }
+    for (int i = 0; i < n_dirs; i++) {
+        const char *slash = strrchr(dirs[i], '/');
+        check_model_fixture(dirs[i], slash ? slash + 1 : dirs[i]);
+        free(dirs[i]);
     }
-    closedir(d);
-    for (int i = 0; i < n_names; i++) {
-        char dir[4096], a[4200], b[4200], c[4200];
-        snprintf(dir, sizeof dir, "%s/%s", root, names[i]);
-        snprintf(a, sizeof a, "%s/config.json", dir);
-        snprintf(b, sizeof b, "%s/reference.safetensors", dir);
-        snprintf(c, sizeof c, "%s/model.safetensors", dir);
-        int has_model = sa3d_file_exists(c);
-        snprintf(c, sizeof c, "%s/model.safetensors.index.json", dir);
-        has_model = has_model || sa3d_file_exists(c);
-        if (sa3d_file_exists(a) && sa3d_file_exists(b) && has_model) {
-            n_dirs++;
-            check_model_fixture(dir, names[i]);
-        }
-        free(names[i]);
-    }
-    free(names);
-    printf("  %d model fixture directories under %s\n", n_dirs, root);
+    free(dirs);
+    printf("  %d model fixture directories under %s\n", n_dirs, t_fixtures_root());
     T_CHECK(n_dirs > 0);
 }
 
@@ -342,6 +322,47 @@ static void case_bad_inputs(void) {
     sa3d_model_free(m);
 }
 
+/* A batch of three images gives, for every output, exactly what three single-image passes give. */
+static void case_batch(void) {
+    const char *types[] = { "dinov2", "depth_anything" };
+    for (int k = 0; k < 2; k++) {
+        char dir[4096];
+        if (!find_fixture(types[k], dir, sizeof dir)) { T_FAIL("no %s fixture", types[k]); continue; }
+        sa3d_error err;
+        sa3d_model *m = NULL;
+        sa3d_workspace *one = NULL, *three = NULL;
+        T_OK(sa3d_model_open(&m, dir, NULL, &err), &err);
+        if (!m) continue;
+        int H = 70, W = 84, B = 3;
+        T_OK(sa3d_workspace_new(&one, m, H, W, SA3D_WS_HIDDEN_STATES, &err), &err);
+        T_OK(sa3d_workspace_new_batch(&three, m, H, W, B, SA3D_WS_HIDDEN_STATES, &err), &err);
+        if (!one || !three) { sa3d_workspace_free(one); sa3d_model_free(m); continue; }
+        size_t n_img = (size_t)3 * H * W;
+        float *px = malloc(B * n_img * 4);
+        fill_random(px, B * n_img, 11, 2.0f);
+        T_OK(sa3d_model_forward(m, three, px, &err), &err);
+        T_CHECK(sa3d_workspace_n_outputs(one) == sa3d_workspace_n_outputs(three));
+        for (int b = 0; b < B; b++) {
+            T_OK(sa3d_model_forward(m, one, px + b * n_img, &err), &err);
+            for (int i = 0; i < sa3d_workspace_n_outputs(one); i++) {
+                const sa3d_tensor_view *o1 = sa3d_workspace_output_at(one, i), *o3 = sa3d_workspace_output_at(three, i);
+                size_t per = 1;
+                for (int d = 1; d < o1->ndim; d++) per *= (size_t)o1->shape[d];
+                T_CHECK(o1->shape[0] == 1 && o3->shape[0] == B);
+                if (memcmp(o1->data, o3->data + b * per, per * 4))
+                    T_FAIL("%s: output %s of image %d differs in the batch", types[k], o1->name, b);
+            }
+        }
+        sa3d_workspace *bad = NULL;
+        T_STATUS(sa3d_workspace_new_batch(&bad, m, H, W, 0, 0, &err), SA3D_ERR_ARG, &err);
+        T_CHECK(bad == NULL);
+        free(px);
+        sa3d_workspace_free(one);
+        sa3d_workspace_free(three);
+        sa3d_model_free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "every model fixture matches its reference", case_parity },
@@ -349,6 +370,7 @@ int main(int argc, char **argv) {
         { "2.2", "banded im2col conv2d equals the naive twin", case_conv_twin },
         { "3.1", "forward is deterministic and allocates nothing", case_determinism_no_alloc },
         { "3.2", "1 and 2 threads agree", case_threads },
+        { "3.3", "a batch equals single-image passes", case_batch },
         { "4.1", "config and checkpoint mismatches are named", case_config_errors },
         { "4.2", "bad sizes and NaN pixels are rejected", case_bad_inputs },
     };

@@ -66,8 +66,10 @@ typedef struct sa3d_dpt_config {
 } sa3d_dpt_config;
 
 typedef struct sa3d_model_params {
-    const char *device;   /* "cpu" (default) or "cuda" */
-    int n_threads;        /* 0 = all cores */
+    const char *device;   /* "cpu" (default) or "cuda" (builds with -DSEMALIGN3D_CUDA=ON) */
+    int n_threads;        /* 0 = all cores (CPU work) */
+    const char *dtype;    /* "fp32" (default; TF32 matrix products on cuda), "fp16" or "bf16" (cuda only: matrix
+                             products and activations in 16 bits, sums and the residual stream in fp32) */
 } sa3d_model_params;
 SA3D_API sa3d_model_params sa3d_model_params_default(void);
 
@@ -87,17 +89,32 @@ SA3D_API const sa3d_dpt_config *sa3d_model_dpt_config(const sa3d_model *m);   /*
 SA3D_API const char *sa3d_model_id(const sa3d_model *m);
 /* Number of parameters (float elements of all used weights). */
 SA3D_API size_t sa3d_model_n_params(const sa3d_model *m);
+/* The backend the model runs on: "cpu" or "cuda". */
+SA3D_API const char *sa3d_model_device(const sa3d_model *m);
 
 #define SA3D_WS_HIDDEN_STATES 1u   /* keep hidden_states.0..L (L+1 copies of [T][D]) */
+#define SA3D_WS_NO_DOWNLOAD 2u     /* GPU: leave the outputs on the device after a pass until
+                                      sa3d_workspace_download (to time or chain passes); no effect on the CPU */
 
 /* Allocates the activations for pixel inputs of size H x W (both >= patch size). */
 SA3D_API sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H, int W, unsigned flags,
                                         sa3d_error *err);
+/* The same for batches of `batch` images per pass (1..4096): pixels [batch][3][H][W], every output view gets the
+ * batch as its leading dimension. The GPU runs the batch at once; the CPU runs its images one after another. */
+SA3D_API sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, int H, int W, int batch,
+                                              unsigned flags, sa3d_error *err);
+/* A host buffer for the pixels of one pass, [batch][3][H][W], owned by the workspace (page-locked memory on the
+ * GPU, so the upload is one DMA): fill it, then call sa3d_model_forward with pixels = NULL. NULL when out of
+ * memory. */
+SA3D_API float *sa3d_workspace_input(sa3d_workspace *ws);
+/* Copies the outputs of the last pass to the host views (only needed with SA3D_WS_NO_DOWNLOAD). */
+SA3D_API sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err);
 SA3D_API void sa3d_workspace_free(sa3d_workspace *ws);
 /* Bytes the workspace holds (activations). */
 SA3D_API size_t sa3d_workspace_bytes(const sa3d_workspace *ws);
 
-/* Runs the model on pixels [3][H][W] (already normalised) into the workspace outputs. Fails with
+/* Runs the model on pixels [batch][3][H][W] (already normalised; NULL: the sa3d_workspace_input buffer) into the
+ * workspace outputs. Fails with
  * SA3D_ERR_NUMERIC if an output is not finite. */
 SA3D_API sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels,
                                         sa3d_error *err);

@@ -8,7 +8,7 @@
 
 /* Size of the reassembled map of stage s: ConvTranspose (k = s = f) multiplies, a 3x3 conv with stride 1/f and
  * padding 1 divides rounding up, factor 1 keeps the patch grid. */
-static void reassembled_size(const sa3d_dpt_config *c, int s, int gh, int gw, int *h, int *w) {
+void sa3d_dpt_reassembled_size(const sa3d_dpt_config *c, int s, int gh, int gw, int *h, int *w) {
     if (c->reassemble_num[s] > 1) { *h = gh * c->reassemble_num[s]; *w = gw * c->reassemble_num[s]; }
     else if (c->reassemble_den[s] > 1) { *h = (gh - 1) / c->reassemble_den[s] + 1; *w = (gw - 1) / c->reassemble_den[s] + 1; }
     else { *h = gh; *w = gw; }
@@ -29,7 +29,7 @@ static void dpt_plan(const sa3d_model *m, int H, int W, dpt_sizes *z) {
     size_t col = 0, max_map = 0;
     for (int s = 0; s < 4; s++) {
         int N = c->neck_hidden_sizes[s], f = c->reassemble_num[s];
-        reassembled_size(c, s, gh, gw, &z->rh[s], &z->rw[s]);
+        sa3d_dpt_reassembled_size(c, s, gh, gw, &z->rh[s], &z->rw[s]);
         size_t hw = (size_t)z->rh[s] * z->rw[s];
         z->proj = max_sz(z->proj, (size_t)N * gh * gw);
         z->reasm[s] = (size_t)N * hw;

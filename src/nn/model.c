@@ -3,11 +3,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include "nn/model.h"
+#include "nn/backend.h"
 #include "tensor/kernels.h"
 
 sa3d_model_params sa3d_model_params_default(void) {
-    sa3d_model_params p = { "cpu", 0 };
+    sa3d_model_params p = { "cpu", 0, "fp32" };
     return p;
 }
 
@@ -198,9 +198,18 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
     *out = NULL;
     sa3d_model_params defaults = sa3d_model_params_default();
     if (!p) p = &defaults;
-    if (p->device && strcmp(p->device, "cpu") != 0)
-        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device '%s' is not available in this build (cpu only)", dir,
-                         p->device);
+    const sa3d_backend *be = sa3d_backend_find(p->device ? p->device : "cpu");
+    if (!be)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device '%s' is not available in this build (built: %s)", dir,
+                         p->device, sa3d_backend_names());
+    sa3d_nn_dtype dtype;
+    const char *dt = p->dtype ? p->dtype : "fp32";
+    if (!strcmp(dt, "fp32")) dtype = SA3D_NN_FP32;
+    else if (!strcmp(dt, "fp16")) dtype = SA3D_NN_FP16;
+    else if (!strcmp(dt, "bf16")) dtype = SA3D_NN_BF16;
+    else return sa3d_fail(err, SA3D_ERR_ARG, "%s: dtype '%s': expected fp32, fp16 or bf16", dir, dt);
+    if (dtype != SA3D_NN_FP32 && be == &sa3d_backend_cpu)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: dtype %s needs device cuda (the CPU backend is fp32)", dir, dt);
     sa3d_status s;
     char *config_path = NULL, *text = NULL;
     loader L = { 0 };
@@ -210,6 +219,8 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
         goto fail;
     }
     m->n_threads = p->n_threads;
+    m->be = be;
+    m->dtype = dtype;
     if ((s = sa3d_read_file(config_path, 16u << 20, &text, NULL, err))) goto fail;
     if ((s = sa3d_parse_model_config(text, config_path, &m->kind, &m->vit, &m->dpt, err))) goto fail;
     if ((s = sa3d_checkpoint_open(&m->ck, dir, err))) goto fail;
@@ -224,6 +235,7 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
     if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) bind_dpt(&L, &m->vit, &m->dpt, &m->dw);
     if ((s = L.status) || (s = finish_bindings(&L))) goto fail;
     compute_id(m, text);
+    if ((s = m->be->model_init(m, err))) goto fail;
     sa3d_free(L.b);
     sa3d_free(text);
     sa3d_free(config_path);
@@ -239,6 +251,7 @@ fail:
 
 void sa3d_model_free(sa3d_model *m) {
     if (!m) return;
+    if (m->be && m->be->model_release) m->be->model_release(m);
     sa3d_checkpoint_close(m->ck);
     sa3d_free(m->converted);
     sa3d_free(m->vw.layer);
@@ -256,24 +269,41 @@ size_t sa3d_model_n_params(const sa3d_model *m) { return m->n_params; }
 
 /* ---- workspaces ---- */
 
-static void add_output(sa3d_workspace *ws, const char *name, const float *data, int ndim, int64_t a, int64_t b,
+/* Declares output view n_out: per image `src` (the array a CPU pass writes; NULL on other backends) of
+ * `per_image` floats; the view's leading dimension is the batch. data is set once all views are declared. */
+static void add_output(sa3d_workspace *ws, const char *name, const float *src, int ndim, int64_t a, int64_t b,
                        int64_t c, int64_t d) {
-    sa3d_tensor_view *v = &ws->out[ws->n_out];
-    snprintf(ws->out_names[ws->n_out], sizeof ws->out_names[0], "%s", name);
-    v->name = ws->out_names[ws->n_out];
+    int i = ws->n_out++;
+    sa3d_tensor_view *v = &ws->out[i];
+    snprintf(ws->out_names[i], sizeof ws->out_names[0], "%s", name);
+    v->name = ws->out_names[i];
     v->ndim = ndim;
     v->shape[0] = a; v->shape[1] = b; v->shape[2] = c; v->shape[3] = d;
-    v->data = data;
-    ws->n_out++;
+    v->data = src;
+    ws->out_src[i] = src;
+}
+
+size_t sa3d_output_floats_per_image(const sa3d_workspace *ws, int i) {
+    const sa3d_tensor_view *v = &ws->out[i];
+    size_t n = 1;
+    for (int d = 1; d < v->ndim; d++) n *= (size_t)v->shape[d];
+    return n;
 }
 
 sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H, int W, unsigned flags,
                                sa3d_error *err) {
+    return sa3d_workspace_new_batch(out, m, H, W, 1, flags, err);
+}
+
+sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, int H, int W, int batch,
+                                     unsigned flags, sa3d_error *err) {
     *out = NULL;
     const sa3d_vit_config *c = &m->vit;
     if (H < c->patch_size || W < c->patch_size || H > 16384 || W > 16384)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s: input %d x %d: each side must be in [%d, 16384]", m->dir, W, H,
                          c->patch_size);
+    if (batch < 1 || batch > 4096)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: batch %d: must be in [1, 4096]", m->dir, batch);
     if (c->pos_antialias && c->pos_grid > 512)
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: position grid %d is larger than 512", m->dir, c->pos_grid);
     if (c->n_layers + 1 + 4 > SA3D_MAX_OUTPUTS)
@@ -284,14 +314,23 @@ sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H,
     ws->m = m;
     ws->H = H;
     ws->W = W;
-    ws->flags = m->kind == SA3D_MODEL_DINOV2 ? flags : 0;
+    ws->batch = batch;
+    ws->flags = m->kind == SA3D_MODEL_DINOV2 ? flags : flags & ~SA3D_WS_HIDDEN_STATES;
     ws->gh = H / c->patch_size;
     ws->gw = W / c->patch_size;
     ws->n_prefix = 1 + c->n_registers;
     ws->T = ws->n_prefix + ws->gh * ws->gw;
+    /* The CPU backend computes in the host block; other backends keep their activations on the device and need
+     * only the position scratch here. */
+    int on_host = m->be == &sa3d_backend_cpu;
     int n_stages = m->kind == SA3D_MODEL_DEPTH_ANYTHING ? 4 : 0;
-    size_t floats = sa3d_vit_workspace_floats(c, H, W, ws->flags, n_stages);
-    if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) floats += sa3d_dpt_workspace_floats(m, H, W);
+    size_t D = (size_t)c->hidden_size, T = (size_t)ws->T, Np = (size_t)ws->gh * ws->gw;
+    size_t M = (size_t)c->mlp_hidden, P = (size_t)c->patch_size, G = (size_t)c->pos_grid;
+    size_t floats = (1 + Np) * D + D * (G * G + Np) + (c->pos_antialias ? D * G * ws->gw : 0) + 64;
+    if (on_host) {
+        floats = sa3d_vit_workspace_floats(c, H, W, ws->flags, n_stages);
+        if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) floats += sa3d_dpt_workspace_floats(m, H, W);
+    }
     size_t bytes;
     if (!sa3d_mul_ok(floats + 64 * 64, sizeof(float), &bytes) || !(ws->block = sa3d_malloc(bytes))) {
         sa3d_free(ws);
@@ -301,41 +340,66 @@ sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H,
     ws->bytes = bytes;
     /* carve: each array starts on a 64-byte boundary */
     float *cur = (float *)ws->block;
-    size_t D = (size_t)c->hidden_size, T = (size_t)ws->T, Np = (size_t)ws->gh * ws->gw;
-    size_t M = (size_t)c->mlp_hidden, P = (size_t)c->patch_size;
 #define TAKE(ptr, n) do { (ptr) = cur; cur += ((size_t)(n) + 15) & ~(size_t)15; } while (0)
-    TAKE(ws->x, T * D); TAKE(ws->xn, T * D); TAKE(ws->q, T * D); TAKE(ws->k, T * D); TAKE(ws->v, T * D);
-    TAKE(ws->ctx, T * D); TAKE(ws->tmp, T * D);
-    TAKE(ws->mlp, T * M * (c->use_swiglu ? 2 : 1));
-    if (c->use_swiglu) TAKE(ws->mlp2, T * M);
-    TAKE(ws->scores, sa3d_attention_scratch_floats(ws->T));
-    TAKE(ws->patches, Np * c->n_channels * P * P);
     TAKE(ws->pos, (1 + Np) * D);
-    if (c->pos_antialias) TAKE(ws->pos_tmp, D * (size_t)c->pos_grid * ws->gw);
-    TAKE(ws->pos_grid, D * ((size_t)c->pos_grid * c->pos_grid + Np));
-    if (ws->flags & SA3D_WS_HIDDEN_STATES) TAKE(ws->hidden, (size_t)(c->n_layers + 1) * T * D);
-    if (n_stages) TAKE(ws->stage, (size_t)n_stages * T * D);
-    if (m->kind == SA3D_MODEL_DINOV2) {
-        TAKE(ws->last, T * D); TAKE(ws->pooler, D); TAKE(ws->fmap, D * Np);
-    } else {
-        sa3d_dpt_carve(m, ws, &cur);
+    if (c->pos_antialias) TAKE(ws->pos_tmp, D * G * ws->gw);
+    TAKE(ws->pos_grid, D * (G * G + Np));
+    if (on_host) {
+        TAKE(ws->x, T * D); TAKE(ws->xn, T * D); TAKE(ws->q, T * D); TAKE(ws->k, T * D); TAKE(ws->v, T * D);
+        TAKE(ws->ctx, T * D); TAKE(ws->tmp, T * D);
+        TAKE(ws->mlp, T * M * (c->use_swiglu ? 2 : 1));
+        if (c->use_swiglu) TAKE(ws->mlp2, T * M);
+        TAKE(ws->scores, sa3d_attention_scratch_floats(ws->T));
+        TAKE(ws->patches, Np * c->n_channels * P * P);
+        if (ws->flags & SA3D_WS_HIDDEN_STATES) TAKE(ws->hidden, (size_t)(c->n_layers + 1) * T * D);
+        if (n_stages) TAKE(ws->stage, (size_t)n_stages * T * D);
+        if (m->kind == SA3D_MODEL_DINOV2) {
+            TAKE(ws->last, T * D); TAKE(ws->pooler, D); TAKE(ws->fmap, D * Np);
+        } else {
+            sa3d_dpt_carve(m, ws, &cur);
+        }
     }
 #undef TAKE
-    sa3d_vit_prepare_positions(m, ws);
+    sa3d_vit_positions(m, ws->gh, ws->gw, H == W, ws->pos, ws->pos_grid, ws->pos_tmp);
 
+    int64_t B = batch;
     if (m->kind == SA3D_MODEL_DINOV2) {
-        add_output(ws, "last_hidden_state", ws->last, 3, 1, (int64_t)T, (int64_t)D, 0);
-        add_output(ws, "pooler_output", ws->pooler, 2, 1, (int64_t)D, 0, 0);
-        add_output(ws, "feature_map", ws->fmap, 4, 1, (int64_t)D, ws->gh, ws->gw);
-        if (ws->hidden)
+        add_output(ws, "last_hidden_state", ws->last, 3, B, (int64_t)T, (int64_t)D, 0);
+        add_output(ws, "pooler_output", ws->pooler, 2, B, (int64_t)D, 0, 0);
+        add_output(ws, "feature_map", ws->fmap, 4, B, (int64_t)D, ws->gh, ws->gw);
+        if (ws->flags & SA3D_WS_HIDDEN_STATES)
             for (int l = 0; l <= c->n_layers; l++) {
                 char name[32];
                 snprintf(name, sizeof name, "hidden_states.%d", l);
-                add_output(ws, name, ws->hidden + (size_t)l * T * D, 3, 1, (int64_t)T, (int64_t)D, 0);
+                add_output(ws, name, ws->hidden ? ws->hidden + (size_t)l * T * D : NULL, 3, B, (int64_t)T,
+                           (int64_t)D, 0);
             }
     } else {
-        add_output(ws, "predicted_depth", ws->depth, 3, 1, (int64_t)ws->gh * c->patch_size,
+        add_output(ws, "predicted_depth", ws->depth, 3, B, (int64_t)ws->gh * c->patch_size,
                    (int64_t)ws->gw * c->patch_size, 0);
+    }
+    /* Batched views (or any backend other than the CPU's) get their own host block: image b of view i at
+     * data + b * sa3d_output_floats_per_image(ws, i). */
+    if (!on_host || batch > 1) {
+        size_t total = 0;
+        for (int i = 0; i < ws->n_out; i++) total += sa3d_output_floats_per_image(ws, i) * (size_t)batch;
+        size_t ob;
+        if (!sa3d_mul_ok(total, sizeof(float), &ob) || !(ws->out_block = sa3d_malloc(ob))) {
+            sa3d_workspace_free(ws);
+            return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of outputs for batch %d", m->dir,
+                             (total * sizeof(float)) >> 20, batch);
+        }
+        ws->bytes += ob;
+        size_t off = 0;
+        for (int i = 0; i < ws->n_out; i++) {
+            ws->out[i].data = ws->out_block + off;
+            off += sa3d_output_floats_per_image(ws, i) * (size_t)batch;
+        }
+    }
+    sa3d_status s = m->be->workspace_init(ws, err);
+    if (s) {
+        sa3d_workspace_free(ws);
+        return s;
     }
     *out = ws;
     return SA3D_OK;
@@ -343,6 +407,9 @@ sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H,
 
 void sa3d_workspace_free(sa3d_workspace *ws) {
     if (!ws) return;
+    if (ws->m->be->workspace_release) ws->m->be->workspace_release(ws);
+    sa3d_free(ws->input_own);
+    sa3d_free(ws->out_block);
     sa3d_free(ws->block);
     sa3d_free(ws);
 }
@@ -360,26 +427,22 @@ const sa3d_tensor_view *sa3d_workspace_output(const sa3d_workspace *ws, const ch
 
 sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
     if (ws->m != m) return sa3d_fail(err, SA3D_ERR_ARG, "%s: workspace belongs to another model", m->dir);
-    size_t n_in = (size_t)m->vit.n_channels * ws->H * ws->W;
-    long bad_in = sa3d_first_nonfinite(pixels, n_in);
-    if (bad_in >= 0)
-        return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: pixel_values: non-finite value at index %ld", m->dir, bad_in);
-    sa3d_set_threads(m->n_threads);
-    if (m->kind == SA3D_MODEL_DINOV2) {
-        sa3d_vit_encode(m, ws, pixels, NULL, 0);
-        sa3d_vit_finish(m, ws);
-    } else {
-        sa3d_vit_encode(m, ws, pixels, m->dpt.out_indices, 4);
-        sa3d_dpt_forward(m, ws);
-    }
-    for (int i = 0; i < ws->n_out; i++) {
-        const sa3d_tensor_view *v = &ws->out[i];
-        size_t n = 1;
-        for (int d = 0; d < v->ndim; d++) n *= (size_t)v->shape[d];
-        long bad_at = sa3d_first_nonfinite(v->data, n);
-        if (bad_at >= 0)
-            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: output %s: non-finite value at index %ld", m->dir, v->name,
-                             bad_at);
-    }
-    return SA3D_OK;
+    if (!pixels) pixels = ws->input;
+    if (!pixels) return sa3d_fail(err, SA3D_ERR_ARG, "%s: no pixels (NULL, and no sa3d_workspace_input buffer)", m->dir);
+    return m->be->forward(m, ws, pixels, err);   /* the backend checks that the pixels are finite */
 }
+
+float *sa3d_workspace_input(sa3d_workspace *ws) {
+    if (!ws->input) {
+        size_t n = (size_t)ws->batch * ws->m->vit.n_channels * ws->H * ws->W, bytes;
+        if (sa3d_mul_ok(n, sizeof(float), &bytes)) ws->input = ws->input_own = sa3d_malloc(bytes);
+    }
+    return ws->input;
+}
+
+sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err) {
+    if (!ws->out_stale || !ws->m->be->download) return SA3D_OK;
+    return ws->m->be->download(ws, err);
+}
+
+const char *sa3d_model_device(const sa3d_model *m) { return m->be->name; }

@@ -49,8 +49,17 @@ typedef struct sa3d_dpt_weights {
     const float *head_c3_w, *head_c3_b;               /* head.conv3 [1][Hh][1][1] */
 } sa3d_dpt_weights;
 
+struct sa3d_backend;
+
+/* Arithmetic of a pass: fp32 everywhere (TF32 matrix products on CUDA), or fp16/bf16 matrix products and
+ * activations (CUDA only; the residual stream, norms, softmax sums and the DPT head stay fp32). */
+typedef enum sa3d_nn_dtype { SA3D_NN_FP32, SA3D_NN_FP16, SA3D_NN_BF16 } sa3d_nn_dtype;
+
 struct sa3d_model {
     sa3d_model_kind kind;
+    const struct sa3d_backend *be;
+    sa3d_nn_dtype dtype;
+    void *dev;                      /* backend state (device weights); NULL on the CPU */
     char *dir;
     char id[17];
     int n_threads;
@@ -73,7 +82,9 @@ sa3d_status sa3d_parse_model_config(const char *text, const char *path, sa3d_mod
 struct sa3d_workspace {
     const sa3d_model *m;
     int H, W, gh, gw, T, n_prefix;
+    int batch;                      /* images per pass */
     unsigned flags;
+    void *dev;                      /* backend state (device activations, graph); NULL on the CPU */
     char *block;                    /* one allocation, carved below */
     size_t bytes;
     /* ViT activations */
@@ -90,16 +101,30 @@ struct sa3d_workspace {
     int n_out;
     sa3d_tensor_view out[SA3D_MAX_OUTPUTS];
     char out_names[SA3D_MAX_OUTPUTS][32];
+    /* batch > 1 on the CPU: each image's outputs are produced in the arrays above (out_src) and copied to image
+     * b's slot of the batched views, which live in out_block. */
+    const float *out_src[SA3D_MAX_OUTPUTS];
+    float *out_block;
+    int out_stale;                  /* outputs of the last pass are still on the device (SA3D_WS_NO_DOWNLOAD) */
+    float *input;                   /* sa3d_workspace_input: [batch][C][H][W] (page-locked on the GPU) */
+    float *input_own;               /* ... when model.c allocated it */
 };
+
+/* model.c: number of floats of output view i for one image. */
+size_t sa3d_output_floats_per_image(const sa3d_workspace *ws, int i);
 
 /* vit.c */
 size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigned flags, int n_stages);
-void sa3d_vit_prepare_positions(const sa3d_model *m, sa3d_workspace *ws);
+/* Position embeddings for a gh x gw grid into pos [1 + gh*gw][D]; grid: D*(G*G + gh*gw) floats of scratch, tmp:
+ * D*G*gw (antialiased models only). The CUDA backend computes them on the host once per workspace too. */
+void sa3d_vit_positions(const sa3d_model *m, int gh, int gw, int square, float *pos, float *grid, float *tmp);
 /* Runs the encoder; stores normed stage outputs for out_idx[0..n_stages) when n_stages > 0. */
 void sa3d_vit_encode(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, const int *out_idx, int n_stages);
 void sa3d_vit_finish(const sa3d_model *m, sa3d_workspace *ws);
 
 /* dpt.c */
+/* Size of the reassembled map of stage s for a gh x gw patch grid. */
+void sa3d_dpt_reassembled_size(const sa3d_dpt_config *c, int s, int gh, int gw, int *h, int *w);
 size_t sa3d_dpt_workspace_floats(const sa3d_model *m, int H, int W);
 void sa3d_dpt_carve(const sa3d_model *m, sa3d_workspace *ws, float **cursor);
 void sa3d_dpt_forward(const sa3d_model *m, sa3d_workspace *ws);

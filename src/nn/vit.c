@@ -20,25 +20,25 @@ size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigne
     return n + 32 * 16;            /* alignment slack of the carving */
 }
 
-/* Position embeddings for the workspace's grid (Dinov2Embeddings.interpolate_pos_encoding): used as stored
- * when the grid matches and the input is square, else the G x G patch part is resized with bicubic
- * (align_corners=False; antialiased for the with-registers model, as Hugging Face does) to gh x gw. */
-void sa3d_vit_prepare_positions(const sa3d_model *m, sa3d_workspace *ws) {
+/* Position embeddings for a gh x gw grid (Dinov2Embeddings.interpolate_pos_encoding): used as stored when the
+ * grid matches and the input is square, else the G x G patch part is resized with bicubic (align_corners=False;
+ * antialiased for the with-registers model, as Hugging Face does) to gh x gw. */
+void sa3d_vit_positions(const sa3d_model *m, int gh, int gw, int square, float *pos_out, float *grid, float *tmp) {
     const sa3d_vit_config *c = &m->vit;
-    size_t D = (size_t)c->hidden_size, Np = (size_t)ws->gh * ws->gw;
+    size_t D = (size_t)c->hidden_size, Np = (size_t)gh * gw;
     int G = c->pos_grid;
     const float *pos = m->vw.pos;   /* [1 + G*G][D] */
-    if (Np == (size_t)G * G && ws->H == ws->W) {
-        memcpy(ws->pos, pos, (1 + Np) * D * sizeof(float));
+    if (Np == (size_t)G * G && square) {
+        memcpy(pos_out, pos, (1 + Np) * D * sizeof(float));
         return;
     }
-    memcpy(ws->pos, pos, D * sizeof(float));   /* the CLS position is kept */
-    float *grid = ws->pos_grid, *res = ws->pos_grid + D * (size_t)G * G;   /* [D][G][G] -> [D][gh][gw] */
+    memcpy(pos_out, pos, D * sizeof(float));   /* the CLS position is kept */
+    float *res = grid + D * (size_t)G * G;     /* [D][G][G] -> [D][gh][gw] */
     for (size_t p = 0; p < (size_t)G * G; p++)
         for (size_t d = 0; d < D; d++) grid[d * G * G + p] = pos[(1 + p) * D + d];
-    sa3d_resize_bicubic(res, grid, (int)D, G, G, ws->gh, ws->gw, c->pos_antialias, ws->pos_tmp);
+    sa3d_resize_bicubic(res, grid, (int)D, G, G, gh, gw, c->pos_antialias, tmp);
     for (size_t p = 0; p < Np; p++)
-        for (size_t d = 0; d < D; d++) ws->pos[(1 + p) * D + d] = res[d * Np + p];
+        for (size_t d = 0; d < D; d++) pos_out[(1 + p) * D + d] = res[d * Np + p];
 }
 
 static void activation(float *x, size_t n, sa3d_activation act) {

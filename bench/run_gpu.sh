@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU check of issue 6, as one script for a machine with an NVIDIA GPU, PyTorch and transformers (the
+# `device` machine of this workplace): the CUDA parity tests, then the side-by-side benchmark with PyTorch.
+#
+#   bench/run_gpu.sh [STAGE]     STAGE (default .devrun) holds what was built elsewhere:
+#       STAGE/bin/{test_nn_cuda,test_nn,bench_gpu}   from a -DSEMALIGN3D_CUDA=ON build
+#       STAGE/lib/*.so*                               their non-CUDA shared libraries (OpenBLAS, cJSON, ...)
+#       STAGE/fixtures/<model fixture dirs>           copies of ../shared/fixtures model folders
+# With a full build tree on the GPU machine itself, point STAGE at a folder of links instead.
+# Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, bench.log, bench_gpu.json.
+set -uo pipefail
+stage="${1:-.devrun}"
+out="${OUT:-/tmp/sa3d-gpu-out}"
+mkdir -p "$out"
+cublas_dir="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null || true)"
+export LD_LIBRARY_PATH="$PWD/$stage/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+ldd "$stage/bin/bench_gpu" | grep "not found" && echo "missing libraries (above)"
+echo "== parity (GPU vs CPU on every fixture, fp32/fp16/bf16)"
+SEMALIGN3D_FIXTURES="$PWD/$stage/fixtures" timeout 120 "$stage/bin/test_nn_cuda" 2>&1 | tee "$out/parity.log"
+echo "test_nn_cuda exit: ${PIPESTATUS[0]}"
+echo "== benchmark"
+PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-240}" python3 bench/peers/torch_gpu.py --bench "$stage/bin/bench_gpu" \
+    --json "$out/bench_gpu.json" --dir /tmp/sa3d-gpu "${@:2}" 2>&1 | tee "$out/bench.log"
+echo "bench exit: ${PIPESTATUS[0]}"

@@ -1,0 +1,35 @@
+/* The backend seam of the networks (STYLE.md section 8, as amended in docs/STYLE.md): a backend runs a whole
+ * forward pass of an opened model into a workspace. The CPU backend is the reference (src/nn/vit.c, dpt.c over
+ * the kernels of src/tensor); the CUDA backend (src/nn/cuda/, built only with -DSEMALIGN3D_CUDA=ON) mirrors the
+ * same steps on the GPU. The seam is one pass, not one op, because a GPU pass keeps its activations in device
+ * memory and in fp16/bf16, and replays the whole pass as one CUDA graph: none of that fits float* kernels.
+ *
+ * Lifecycle: model_init after the weights are bound (the CUDA backend uploads them once), workspace_init after
+ * the host-side workspace fields are set (sizes, batch, output views), forward per batch of images, then the
+ * release functions. The registry (backend.c) is the only place that knows which backends were built. */
+#ifndef SA3D_NN_BACKEND_H
+#define SA3D_NN_BACKEND_H
+
+#include "nn/model.h"
+
+typedef struct sa3d_backend {
+    const char *name;
+    sa3d_status (*model_init)(sa3d_model *m, sa3d_error *err);
+    void (*model_release)(sa3d_model *m);
+    sa3d_status (*workspace_init)(sa3d_workspace *ws, sa3d_error *err);
+    void (*workspace_release)(sa3d_workspace *ws);
+    /* pixels: [batch][C][H][W] host floats, checked finite. Fills the output views (or, with
+     * SA3D_WS_NO_DOWNLOAD, leaves them on the device until download). SA3D_ERR_NUMERIC if an output is not
+     * finite, SA3D_ERR_IO for a device failure. */
+    sa3d_status (*forward)(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err);
+    sa3d_status (*download)(sa3d_workspace *ws, sa3d_error *err);   /* NULL: outputs are always on the host */
+} sa3d_backend;
+
+/* NULL when the name is unknown or that backend was not built. */
+const sa3d_backend *sa3d_backend_find(const char *name);
+/* Comma-separated names of the backends in this build ("cpu" or "cpu, cuda"). */
+const char *sa3d_backend_names(void);
+
+extern const sa3d_backend sa3d_backend_cpu;
+
+#endif

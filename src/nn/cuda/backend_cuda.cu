@@ -1,0 +1,703 @@
+/* CUDA backend (-DSEMALIGN3D_CUDA=ON, `--device cuda`): DINOv2 and Depth Anything V2 forward passes on one
+ * NVIDIA GPU, step for step as src/nn/vit.c and src/nn/dpt.c do them on the CPU.
+ *
+ *   - Weights are uploaded once at model open: matrices in the pass's dtype (fp32, fp16 or bf16), vectors
+ *     (biases, norms, layer scales, tokens) in fp32; query/key/value are fused into one [3D][D] matrix.
+ *   - Matrix products go to cuBLAS (cublasGemmEx): TF32 tensor cores for fp32 (SA3D_CUDA_TF32=0 turns them off),
+ *     fp16/bf16 inputs with fp32 accumulation otherwise. Attention is two strided-batched products around a
+ *     row softmax; the residual stream, norms and softmax sums stay fp32 in every dtype.
+ *   - The DPT neck and head run in fp32 (TF32): convolutions as im2col + GEMM in row bands.
+ *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
+ *     eagerly), so small models are not bound by launch overhead.
+ *   - The batch runs at once through the backbone (the token rows of all images are one GEMM operand); the
+ *     attention and the DPT head loop over the images.
+ * Every output is checked for non-finite values on the device, then downloaded (unless SA3D_WS_NO_DOWNLOAD). */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+extern "C" {
+#include "nn/backend.h"
+}
+#include "kernels.cuh"
+
+/* ---- device memory bookkeeping ---- */
+
+typedef struct dmem {
+    void **p;
+    int n, cap;
+    cudaError_t first;   /* first failure, sticky */
+} dmem;
+
+static void *dalloc(dmem *d, size_t bytes) {
+    if (d->first != cudaSuccess) return NULL;
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 64;
+        void **np = (void **)realloc(d->p, (size_t)cap * sizeof *np);
+        if (!np) { d->first = cudaErrorMemoryAllocation; return NULL; }
+        d->p = np;
+        d->cap = cap;
+    }
+    void *ptr = NULL;
+    cudaError_t e = cudaMalloc(&ptr, bytes ? bytes : 16);
+    if (e != cudaSuccess) { d->first = e; return NULL; }
+    d->p[d->n++] = ptr;
+    return ptr;
+}
+
+static void dmem_free(dmem *d) {
+    for (int i = 0; i < d->n; i++) cudaFree(d->p[i]);
+    free(d->p);
+    memset(d, 0, sizeof *d);
+}
+
+/* Leading dimensions handed to cuBLAS are padded to a multiple of 8 elements: with an odd pitch (T = 3601 tokens
+ * at 840 px, a 588-wide patch row) cuBLAS cannot use its tensor-core kernels and falls back to far slower ones
+ * (measured: fp16 attention no faster than fp32). */
+static int pad8(int n) { return (n + 7) & ~7; }
+
+static unsigned nblocks(size_t n) {
+    size_t b = (n + 255) / 256;
+    return (unsigned)(b < 8192 ? (b ? b : 1) : 8192);
+}
+
+/* ---- model: device weights ---- */
+
+typedef struct dlayer {
+    float *ln1_w, *ln1_b, *bqkv, *bo, *ls1, *ln2_w, *ln2_b, *fc1_b, *fc2_b, *ls2;
+    void *wqkv, *wo, *fc1_w, *fc2_w;   /* pass dtype */
+} dlayer;
+
+typedef struct dfusion {
+    float *proj_w, *proj_b, *r1c1_w, *r1c1_b, *r1c2_w, *r1c2_b, *r2c1_w, *r2c1_b, *r2c2_w, *r2c2_b;
+} dfusion;
+
+typedef struct dmodel {
+    dmem mem;
+    cudaDataType_t at;             /* activation / matrix dtype of the backbone */
+    size_t es;                     /* its element size */
+    cublasComputeType_t ct;        /* backbone GEMMs */
+    cublasComputeType_t ct32;      /* fp32 GEMMs (DPT): TF32 unless disabled */
+    float *stage32;                /* fp32 conversion scratch during upload, freed after */
+    void *patch_w;
+    float *patch_b, *cls, *reg, *ln_w, *ln_b;
+    dlayer *L;
+    float *reasm_proj_w[4], *reasm_proj_b[4], *reasm_resize_w[4], *reasm_resize_b[4], *neck_conv_w[4];
+    dfusion fu[4];
+    float *head_c1_w, *head_c1_b, *head_c2_w, *head_c2_b, *head_c3_w, *head_c3_b;
+} dmodel;
+
+template <typename A>
+__global__ void k_convert(A *out, const float *in, size_t n) { SA3D_GRID_STRIDE(i, n) out[i] = from_f<A>(in[i]); }
+
+static float *up_f32(dmodel *d, const float *h, size_t n) {
+    if (!h) return NULL;
+    float *p = (float *)dalloc(&d->mem, n * sizeof(float));
+    if (p) {
+        cudaError_t e = cudaMemcpy(p, h, n * sizeof(float), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
+    }
+    return p;
+}
+
+/* Uploads up to three host matrices stacked (rows of a, then b, then c) in the backbone dtype. */
+static void *up_mat(dmodel *d, const float *a, const float *b, const float *c, size_t n_each) {
+    size_t n = n_each * (1 + (b != NULL) + (c != NULL));
+    void *p = dalloc(&d->mem, n * d->es);
+    if (!p) return NULL;
+    const float *parts[3] = { a, b, c };
+    float *dst = d->at == CUDA_R_32F ? (float *)p : d->stage32;
+    for (int i = 0; i < 3 && parts[i]; i++) {
+        cudaError_t e = cudaMemcpy(dst + i * n_each, parts[i], n_each * sizeof(float), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
+    }
+    if (d->at == CUDA_R_16F) k_convert<__half><<<nblocks(n), 256>>>((__half *)p, d->stage32, n);
+    if (d->at == CUDA_R_16BF) k_convert<__nv_bfloat16><<<nblocks(n), 256>>>((__nv_bfloat16 *)p, d->stage32, n);
+    return p;
+}
+
+/* A [rows][cols] host matrix as [rows][cols_p] on the device (zero columns beyond cols), in the backbone dtype. */
+static void *up_mat_padded(dmodel *d, const float *h, size_t rows, size_t cols, size_t cols_p) {
+    void *p = dalloc(&d->mem, rows * cols_p * d->es);
+    if (!p) return NULL;
+    float *dst = d->at == CUDA_R_32F ? (float *)p : d->stage32;
+    cudaError_t e = cudaMemset(dst, 0, rows * cols_p * sizeof(float));
+    if (e == cudaSuccess)
+        e = cudaMemcpy2D(dst, cols_p * sizeof(float), h, cols * sizeof(float), cols * sizeof(float), rows,
+                         cudaMemcpyHostToDevice);
+    if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
+    size_t n = rows * cols_p;
+    if (d->at == CUDA_R_16F) k_convert<__half><<<nblocks(n), 256>>>((__half *)p, d->stage32, n);
+    if (d->at == CUDA_R_16BF) k_convert<__nv_bfloat16><<<nblocks(n), 256>>>((__nv_bfloat16 *)p, d->stage32, n);
+    return p;
+}
+
+/* Three bias vectors stacked ([3D]); a missing one is zeros (qkv_bias = false gives no bias at all). */
+static float *up_bias3(dmodel *d, const float *a, const float *b, const float *c, size_t n) {
+    if (!a) return NULL;
+    float *p = (float *)dalloc(&d->mem, 3 * n * sizeof(float));
+    if (!p) return NULL;
+    const float *parts[3] = { a, b, c };
+    for (int i = 0; i < 3; i++) {
+        cudaError_t e = parts[i] ? cudaMemcpy(p + i * n, parts[i], n * sizeof(float), cudaMemcpyHostToDevice)
+                                 : cudaMemset(p + i * n, 0, n * sizeof(float));
+        if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
+    }
+    return p;
+}
+
+static sa3d_status cuda_fail(sa3d_error *err, const char *where, const char *what, cudaError_t e) {
+    return sa3d_fail(err, e == cudaErrorMemoryAllocation ? SA3D_ERR_NOMEM : SA3D_ERR_IO, "%s: cuda: %s: %s", where,
+                     what, cudaGetErrorString(e));
+}
+
+static void cuda_model_release(sa3d_model *m) {
+    dmodel *d = (dmodel *)m->dev;
+    if (!d) return;
+    dmem_free(&d->mem);
+    free(d->L);
+    free(d);
+    m->dev = NULL;
+}
+
+static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device cuda: no usable GPU (%s)", m->dir,
+                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    const sa3d_vit_config *c = &m->vit;
+    dmodel *d = (dmodel *)calloc(1, sizeof *d);
+    if (!d || !(d->L = (dlayer *)calloc((size_t)c->n_layers, sizeof *d->L))) {
+        free(d);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
+    }
+    m->dev = d;
+    const char *tf32 = getenv("SA3D_CUDA_TF32");
+    d->ct32 = tf32 && !strcmp(tf32, "0") ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    d->at = m->dtype == SA3D_NN_FP16 ? CUDA_R_16F : m->dtype == SA3D_NN_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    d->es = d->at == CUDA_R_32F ? 4 : 2;
+    d->ct = d->at == CUDA_R_32F ? d->ct32 : CUBLAS_COMPUTE_32F;
+    size_t D = (size_t)c->hidden_size, M = (size_t)c->mlp_hidden * (c->use_swiglu ? 2 : 1);
+    size_t K = (size_t)c->n_channels * c->patch_size * c->patch_size, Kp = (size_t)pad8((int)K);
+    size_t stage = 3 * D * D > M * D ? 3 * D * D : M * D;
+    if (Kp * D > stage) stage = Kp * D;
+    if (d->at != CUDA_R_32F) d->stage32 = (float *)dalloc(&d->mem, stage * sizeof(float));
+
+    const sa3d_vit_weights *w = &m->vw;
+    d->patch_w = up_mat_padded(d, w->patch_w, D, K, Kp);
+    d->patch_b = up_f32(d, w->patch_b, D);
+    d->cls = up_f32(d, w->cls, D);
+    d->reg = up_f32(d, w->registers, (size_t)c->n_registers * D);
+    d->ln_w = up_f32(d, w->ln_w, D);
+    d->ln_b = up_f32(d, w->ln_b, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        const sa3d_vit_layer *h = &w->layer[l];
+        dlayer *y = &d->L[l];
+        y->ln1_w = up_f32(d, h->ln1_w, D); y->ln1_b = up_f32(d, h->ln1_b, D);
+        y->wqkv = up_mat(d, h->wq, h->wk, h->wv, D * D);
+        y->bqkv = up_bias3(d, h->bq, h->bk, h->bv, D);
+        y->wo = up_mat(d, h->wo, NULL, NULL, D * D); y->bo = up_f32(d, h->bo, D);
+        y->ls1 = up_f32(d, h->ls1, D);
+        y->ln2_w = up_f32(d, h->ln2_w, D); y->ln2_b = up_f32(d, h->ln2_b, D);
+        y->fc1_w = up_mat(d, h->fc1_w, NULL, NULL, M * D); y->fc1_b = up_f32(d, h->fc1_b, M);
+        y->fc2_w = up_mat(d, h->fc2_w, NULL, NULL, D * (size_t)c->mlp_hidden); y->fc2_b = up_f32(d, h->fc2_b, D);
+        y->ls2 = up_f32(d, h->ls2, D);
+    }
+    if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) {
+        const sa3d_dpt_config *p = &m->dpt;
+        const sa3d_dpt_weights *v = &m->dw;
+        size_t F = (size_t)p->fusion_hidden_size, Fh = F / 2, Hh = (size_t)p->head_hidden_size;
+        for (int s = 0; s < 4; s++) {
+            size_t N = (size_t)p->neck_hidden_sizes[s], f = (size_t)p->reassemble_num[s];
+            d->reasm_proj_w[s] = up_f32(d, v->reasm_proj_w[s], N * D);
+            d->reasm_proj_b[s] = up_f32(d, v->reasm_proj_b[s], N);
+            d->reasm_resize_w[s] = up_f32(d, v->reasm_resize_w[s], f > 1 ? N * N * f * f : N * N * 9);
+            d->reasm_resize_b[s] = up_f32(d, v->reasm_resize_b[s], N);
+            d->neck_conv_w[s] = up_f32(d, v->neck_conv_w[s], F * N * 9);
+            const sa3d_fusion_layer *h = &v->fusion[s];
+            dfusion *y = &d->fu[s];
+            y->proj_w = up_f32(d, h->proj_w, F * F); y->proj_b = up_f32(d, h->proj_b, F);
+            y->r1c1_w = up_f32(d, h->r1c1_w, F * F * 9); y->r1c1_b = up_f32(d, h->r1c1_b, F);
+            y->r1c2_w = up_f32(d, h->r1c2_w, F * F * 9); y->r1c2_b = up_f32(d, h->r1c2_b, F);
+            y->r2c1_w = up_f32(d, h->r2c1_w, F * F * 9); y->r2c1_b = up_f32(d, h->r2c1_b, F);
+            y->r2c2_w = up_f32(d, h->r2c2_w, F * F * 9); y->r2c2_b = up_f32(d, h->r2c2_b, F);
+        }
+        d->head_c1_w = up_f32(d, v->head_c1_w, Fh * F * 9); d->head_c1_b = up_f32(d, v->head_c1_b, Fh);
+        d->head_c2_w = up_f32(d, v->head_c2_w, Hh * Fh * 9); d->head_c2_b = up_f32(d, v->head_c2_b, Hh);
+        d->head_c3_w = up_f32(d, v->head_c3_w, Hh); d->head_c3_b = up_f32(d, v->head_c3_b, 1);
+    }
+    e = d->mem.first != cudaSuccess ? d->mem.first : cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        cuda_model_release(m);
+        return cuda_fail(err, m->dir, "uploading the weights", e);
+    }
+    return SA3D_OK;
+}
+
+/* ---- workspace: device activations ---- */
+
+typedef struct dws {
+    dmem mem;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    cublasStatus_t bstat;          /* first cuBLAS failure of the pass */
+    float *pixels, *pos, *x, *stage;
+    void *patches, *tok, *xn, *qkv, *scores, *ctx, *tmp, *mlp, *mlp2;
+    float *out[SA3D_MAX_OUTPUTS];  /* device copies of the output views, same layout */
+    unsigned long long *bad, bad_host[SA3D_MAX_OUTPUTS + 1];   /* first non-finite index per output, then input */
+    /* DPT, one image at a time */
+    float *proj, *reasm[4], *feat[4], *res_a, *res_b, *fused, *up, *convt_tmp, *col, *band, *head1, *head_up, *head2;
+    size_t col_floats, band_floats;
+    int rh[4], rw[4];
+    cudaGraphExec_t exec;
+    int graph;                     /* 0 not tried, 1 captured, -1 eager */
+    /* SA3D_CUDA_PROFILE=1: the pass runs eagerly with an event after every step, and the time of each kind of
+     * step is printed to stderr after each pass (to see where a pass goes without a profiler). */
+    int flash;                     /* fused attention allowed */
+    int prof, n_ev;
+    cudaEvent_t ev[1024];
+    const char *ev_name[1024];
+} dws;
+
+/* Marks the end of a step of kind `name` (profiling only). */
+static void mark(dws *w, const char *name) {
+    if (!w->prof || w->n_ev >= 1024) return;
+    cudaEventRecord(w->ev[w->n_ev], w->st);
+    w->ev_name[w->n_ev++] = name;
+}
+
+static void profile_report(dws *w) {
+    const char *names[64];
+    float ms[64];
+    int n = 0;
+    for (int i = 1; i < w->n_ev; i++) {
+        float t = 0.0f;
+        cudaEventElapsedTime(&t, w->ev[i - 1], w->ev[i]);
+        int k = 0;
+        while (k < n && strcmp(names[k], w->ev_name[i])) k++;
+        if (k == n && n < 64) { names[n] = w->ev_name[i]; ms[n++] = 0.0f; }
+        if (k < n) ms[k] += t;
+    }
+    float total = 0.0f;
+    for (int k = 0; k < n; k++) total += ms[k];
+    fprintf(stderr, "cuda profile (eager, ms):");
+    for (int k = 0; k < n; k++) fprintf(stderr, " %s %.3f", names[k], ms[k]);
+    fprintf(stderr, " | total %.3f\n", total);
+}
+
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
+/* im2col scratch for one k x k convolution: the whole map when it fits the cap, else bands of rows. */
+#define COL_CAP ((size_t)32 << 20)   /* floats (128 MiB) */
+static size_t col_need(size_t Ci, size_t Ho, size_t Wo) {
+    size_t full = Ci * 9 * Ho * Wo, row = Ci * 9 * Wo;
+    return full <= COL_CAP ? full : zmax(row, COL_CAP);
+}
+
+static void cuda_workspace_release(sa3d_workspace *ws) {
+    dws *w = (dws *)ws->dev;
+    if (!w) return;
+    if (w->exec) cudaGraphExecDestroy(w->exec);
+    if (w->prof)
+        for (int i = 0; i < 1024; i++) cudaEventDestroy(w->ev[i]);
+    if (ws->input && ws->input != ws->input_own) cudaFreeHost(ws->input);
+    ws->input = NULL;
+    if (w->blas) cublasDestroy(w->blas);
+    if (w->st) cudaStreamDestroy(w->st);
+    dmem_free(&w->mem);
+    free(w);
+    ws->dev = NULL;
+}
+
+static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
+    const sa3d_model *m = ws->m;
+    const dmodel *d = (const dmodel *)m->dev;
+    const sa3d_vit_config *c = &m->vit;
+    dws *w = (dws *)calloc(1, sizeof *w);
+    if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
+    ws->dev = w;
+    const char *g = getenv("SA3D_CUDA_GRAPH"), *pr = getenv("SA3D_CUDA_PROFILE");
+    w->graph = g && !strcmp(g, "0") ? -1 : 0;
+    w->prof = pr && !strcmp(pr, "1");
+    const char *fl = getenv("SA3D_CUDA_FLASH");
+    w->flash = !(fl && !strcmp(fl, "0"));
+    if (w->prof) {
+        w->graph = -1;
+        for (int i = 0; i < 1024; i++) cudaEventCreate(&w->ev[i]);
+    }
+    cudaError_t e = cudaStreamCreateWithFlags(&w->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) { cuda_workspace_release(ws); return cuda_fail(err, m->dir, "creating a stream", e); }
+    if (cublasCreate(&w->blas) != CUBLAS_STATUS_SUCCESS) {
+        w->blas = NULL;
+        cuda_workspace_release(ws);
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: cuBLAS could not be initialised", m->dir);
+    }
+    cublasSetStream(w->blas, w->st);
+    size_t blas_ws = (size_t)32 << 20;   /* a fixed cuBLAS workspace, so graph capture never allocates */
+    void *bw = dalloc(&w->mem, blas_ws);
+    if (bw) cublasSetWorkspace(w->blas, bw, blas_ws);
+
+    size_t B = (size_t)ws->batch, T = (size_t)ws->T, D = (size_t)c->hidden_size, Np = (size_t)ws->gh * ws->gw;
+    size_t M = (size_t)c->mlp_hidden, K = (size_t)c->n_channels * c->patch_size * c->patch_size, es = d->es;
+    size_t H = (size_t)c->n_heads;
+    w->pixels = (float *)dalloc(&w->mem, B * c->n_channels * ws->H * ws->W * sizeof(float));
+    w->pos = (float *)dalloc(&w->mem, (1 + Np) * D * sizeof(float));
+    w->x = (float *)dalloc(&w->mem, B * T * D * sizeof(float));
+    w->patches = dalloc(&w->mem, B * Np * (size_t)pad8((int)K) * es);
+    w->tok = dalloc(&w->mem, B * Np * D * es);
+    w->xn = dalloc(&w->mem, B * T * D * es);
+    w->qkv = dalloc(&w->mem, (B * T + 8) * 3 * D * es);   /* + the key/value rows the padded products read */
+    w->scores = dalloc(&w->mem, H * T * (size_t)pad8((int)T) * es);
+    w->ctx = dalloc(&w->mem, B * T * D * es);
+    w->tmp = dalloc(&w->mem, B * T * D * es);
+    w->mlp = dalloc(&w->mem, B * T * M * (c->use_swiglu ? 2 : 1) * es);
+    if (c->use_swiglu) w->mlp2 = dalloc(&w->mem, B * T * M * es);
+    for (int i = 0; i < ws->n_out; i++)
+        w->out[i] = (float *)dalloc(&w->mem, sa3d_output_floats_per_image(ws, i) * B * sizeof(float));
+    w->bad = (unsigned long long *)dalloc(&w->mem, (SA3D_MAX_OUTPUTS + 1) * sizeof(unsigned long long));
+    if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) {
+        const sa3d_dpt_config *p = &m->dpt;
+        int gh = ws->gh, gw = ws->gw, P = c->patch_size;
+        size_t F = (size_t)p->fusion_hidden_size, Fh = F / 2, Hh = (size_t)p->head_hidden_size;
+        size_t proj = 0, convt = 0, max_map = 0, col = 0;
+        w->stage = (float *)dalloc(&w->mem, 4 * B * T * D * sizeof(float));
+        for (int s = 0; s < 4; s++) {
+            size_t N = (size_t)p->neck_hidden_sizes[s], f = (size_t)p->reassemble_num[s];
+            sa3d_dpt_reassembled_size(p, s, gh, gw, &w->rh[s], &w->rw[s]);
+            size_t hw = (size_t)w->rh[s] * w->rw[s];
+            proj = zmax(proj, N * Np);
+            if (f > 1) convt = zmax(convt, N * f * f * Np);
+            max_map = zmax(max_map, hw);
+            w->reasm[s] = (float *)dalloc(&w->mem, N * hw * sizeof(float));
+            w->feat[s] = (float *)dalloc(&w->mem, F * hw * sizeof(float));
+            col = zmax(col, col_need(N, w->rh[s], w->rw[s]));   /* resize conv (output size) and neck conv */
+            col = zmax(col, col_need(F, w->rh[s], w->rw[s]));   /* residual units */
+        }
+        size_t th = 2 * (size_t)w->rh[0], tw = 2 * (size_t)w->rw[0], OH = (size_t)gh * P, OW = (size_t)gw * P;
+        col = zmax(col, col_need(F, th, tw));
+        col = zmax(col, col_need(Fh, OH, OW));
+        /* Bands are sized on col_floats / band_floats; the pitch padding of one band (< 8 columns per row of the
+         * GEMM operand) and a forced one-row band fit in the slack. */
+        size_t maxc = zmax(F, Hh);
+        for (int s = 0; s < 4; s++) maxc = zmax(maxc, (size_t)p->neck_hidden_sizes[s]);
+        size_t slack = 9 * maxc * 8;
+        w->col_floats = col;
+        w->band_floats = col;
+        w->band = (float *)dalloc(&w->mem, (w->band_floats + slack) * sizeof(float));
+        w->proj = (float *)dalloc(&w->mem, proj * sizeof(float));
+        w->convt_tmp = (float *)dalloc(&w->mem, zmax(convt, 1) * sizeof(float));
+        w->res_a = (float *)dalloc(&w->mem, F * max_map * sizeof(float));
+        w->res_b = (float *)dalloc(&w->mem, F * max_map * sizeof(float));
+        w->fused = (float *)dalloc(&w->mem, F * zmax(max_map, th * tw) * sizeof(float));
+        w->up = (float *)dalloc(&w->mem, F * zmax(max_map, th * tw) * sizeof(float));
+        w->col = (float *)dalloc(&w->mem, (col + slack) * sizeof(float));
+        w->head1 = (float *)dalloc(&w->mem, Fh * th * tw * sizeof(float));
+        w->head_up = (float *)dalloc(&w->mem, Fh * OH * OW * sizeof(float));
+        w->head2 = (float *)dalloc(&w->mem, Hh * OH * OW * sizeof(float));
+    }
+    e = w->mem.first;
+    if (e == cudaSuccess) e = cudaMemset(w->qkv, 0, (B * T + 8) * 3 * D * es);
+    if (e == cudaSuccess)
+        e = cudaHostAlloc((void **)&ws->input, B * c->n_channels * ws->H * ws->W * sizeof(float), cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaMemcpy(w->pos, ws->pos, (1 + Np) * D * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        cuda_workspace_release(ws);
+        return cuda_fail(err, m->dir, "allocating the activations", e);
+    }
+    return SA3D_OK;
+}
+
+/* ---- matrix products (row-major views of cuBLAS's column-major ones) ---- */
+
+/* C[M][N] = alpha op(A) op(B) + beta C with op(A) [M][K], op(B) [K][N], row-major, leading dimensions as
+ * stored. cuBLAS is column-major, so it computes C^T = op(B)^T op(A)^T on the same memory. */
+static void gemm(dws *w, cudaDataType_t t, cublasComputeType_t ct, int ta, int tb, int M, int N, int K,
+                 float alpha, const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc) {
+    cublasStatus_t s = cublasGemmEx(w->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+                                    K, &alpha, B, t, ldb, A, t, lda, &beta, C, t, ldc, ct, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS && w->bstat == CUBLAS_STATUS_SUCCESS) w->bstat = s;
+}
+
+static void gemm_batched(dws *w, cudaDataType_t t, cublasComputeType_t ct, int ta, int tb, int M, int N, int K,
+                         float alpha, const void *A, int lda, long long sa, const void *B, int ldb, long long sb,
+                         void *C, int ldc, long long sc, int batch) {
+    float beta = 0.0f;
+    cublasStatus_t s = cublasGemmStridedBatchedEx(w->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                  ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, t, ldb, sb, A,
+                                                  t, lda, sa, &beta, C, t, ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS && w->bstat == CUBLAS_STATUS_SUCCESS) w->bstat = s;
+}
+
+/* nn.Linear without bias: y[rows][N] = x[rows][K] . W[N][K]^T (the bias is fused into the next kernel). */
+static void linear(dws *w, const dmodel *d, void *y, const void *x, const void *W, int rows, int K, int N) {
+    gemm(w, d->at, d->ct, 0, 1, rows, N, K, 1.0f, x, K, W, K, 0.0f, y, N);
+}
+
+/* ---- the ViT pass (vit.c's sa3d_vit_encode / sa3d_vit_finish) ---- */
+
+/* The fused attention kernel serves fp16/bf16 with head size 64 (SA3D_CUDA_FLASH=0 forces the two-GEMM path). */
+template <typename A> static int fused_attention(const dws *w, const sa3d_vit_config *c) {
+    return w->flash && c->hidden_size / c->n_heads == 64 && c->hidden_size % 8 == 0;
+}
+template <> int fused_attention<float>(const dws *w, const sa3d_vit_config *c) { (void)w; (void)c; return 0; }
+
+template <typename A>
+static void flash_attention(dws *w, A *ctx, const A *qkv, int B, int T, int D, int H, float scale) {
+    dim3 grid((unsigned)((T + FA_ROWS - 1) / FA_ROWS), (unsigned)H, (unsigned)B);
+    k_flash_attn<A><<<grid, 128, 0, w->st>>>(ctx, qkv, T, D, scale);
+}
+template <> void flash_attention<float>(dws *, float *, const float *, int, int, int, int, float) {}
+
+template <typename A>
+static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d, const int *out_idx,
+                     int n_stages) {
+    const sa3d_vit_config *c = &m->vit;
+    cudaStream_t st = w->st;
+    int B = ws->batch, T = ws->T, D = c->hidden_size, M = c->mlp_hidden, H = c->n_heads, Dh = D / H;
+    int P = c->patch_size, Np = ws->gh * ws->gw, K = pad8(c->n_channels * P * P), rows = B * T, Tp = pad8(T);
+    size_t TD = (size_t)T * D, n_x = (size_t)B * TD;
+    float scale = (float)(1.0 / sqrt((double)Dh));
+    unsigned ln_blocks = (unsigned)((rows + 7) / 8);
+
+    k_patches<A><<<nblocks((size_t)B * Np * K), 256, 0, st>>>((A *)w->patches, w->pixels, B, c->n_channels, ws->H,
+                                                               ws->W, P, ws->gh, ws->gw, K);
+    linear(w, d, w->tok, w->patches, d->patch_w, B * Np, K, D);
+    mark(w, "patch_gemm");
+    k_embed<A><<<nblocks(n_x), 256, 0, st>>>(w->x, (const A *)w->tok, d->patch_b, d->cls, d->reg, w->pos, B, T, D,
+                                             ws->n_prefix, c->n_registers);
+    mark(w, "elementwise");
+    int hidden = (ws->flags & SA3D_WS_HIDDEN_STATES) != 0;
+    if (hidden) cudaMemcpyAsync(w->out[3], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
+    for (int l = 0; l < c->n_layers; l++) {
+        const dlayer *L = &d->L[l];
+        k_layernorm<A><<<ln_blocks, 256, 0, st>>>((A *)w->xn, w->x, L->ln1_w, L->ln1_b, rows, D, c->ln_eps);
+        mark(w, "layernorm");
+        linear(w, d, w->qkv, w->xn, L->wqkv, rows, D, 3 * D);                       /* [B*T][3D] */
+        mark(w, "linear_gemm");
+        if (L->bqkv) k_bias_act<A><<<rows, 256, 0, st>>>((A *)w->qkv, L->bqkv, 3 * D, ACT_NONE);
+        mark(w, "elementwise");
+        /* Per image: scores_h = softmax(q_h k_h^T scale), ctx_h = scores_h v_h. cuBLAS picks its fast kernels only
+         * when the contiguous extents are multiples of 8, so the key count is padded to Tp: the extra score columns
+         * come from the next rows of qkv (the next image, or the zeroed slack after the last), the softmax zeroes
+         * them, and the value rows they meet are finite, so they add exactly 0. */
+        if (fused_attention<A>(w, c)) {
+            flash_attention<A>(w, (A *)w->ctx, (const A *)w->qkv, B, T, D, H, scale);
+            mark(w, "attention");
+        } else for (int b = 0; b < B; b++) {
+            const A *q = (const A *)w->qkv + (size_t)b * T * 3 * D;
+            gemm_batched(w, d->at, d->ct, 0, 1, T, Tp, Dh, scale, q, 3 * D, Dh, q + D, 3 * D, Dh, w->scores, Tp,
+                         (long long)T * Tp, H);
+            mark(w, "scores_gemm");
+            k_softmax<A><<<(unsigned)(H * T), 256, 0, st>>>((A *)w->scores, T, Tp);
+            mark(w, "softmax");
+            gemm_batched(w, d->at, d->ct, 0, 0, T, Dh, Tp, 1.0f, w->scores, Tp, (long long)T * Tp, q + 2 * D, 3 * D,
+                         Dh, (A *)w->ctx + (size_t)b * TD, D, Dh, H);
+            mark(w, "pv_gemm");
+        }
+        linear(w, d, w->tmp, w->ctx, L->wo, rows, D, D);
+        mark(w, "linear_gemm");
+        k_residual<A><<<rows, 256, 0, st>>>(w->x, (const A *)w->tmp, L->bo, L->ls1, D);
+        k_layernorm<A><<<ln_blocks, 256, 0, st>>>((A *)w->xn, w->x, L->ln2_w, L->ln2_b, rows, D, c->ln_eps);
+        mark(w, "elementwise");
+        if (c->use_swiglu) {
+            linear(w, d, w->mlp, w->xn, L->fc1_w, rows, D, 2 * M);
+            k_swiglu<A><<<rows, 256, 0, st>>>((A *)w->mlp2, (const A *)w->mlp, L->fc1_b, M);
+            linear(w, d, w->tmp, w->mlp2, L->fc2_w, rows, M, D);
+        } else {
+            linear(w, d, w->mlp, w->xn, L->fc1_w, rows, D, M);
+            mark(w, "linear_gemm");
+            k_bias_act<A><<<rows, 256, 0, st>>>((A *)w->mlp, L->fc1_b, M, (int)c->act);
+            mark(w, "elementwise");
+            linear(w, d, w->tmp, w->mlp, L->fc2_w, rows, M, D);
+            mark(w, "linear_gemm");
+        }
+        k_residual<A><<<rows, 256, 0, st>>>(w->x, (const A *)w->tmp, L->fc2_b, L->ls2, D);
+        mark(w, "elementwise");
+        if (hidden) cudaMemcpyAsync(w->out[4 + l], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
+        for (int s = 0; s < n_stages; s++) {   /* Dinov2Backbone stage outputs, normed when apply_layernorm */
+            if (out_idx[s] != l + 1) continue;
+            float *dst = w->stage + (size_t)s * n_x;
+            if (c->apply_layernorm)
+                k_layernorm<float><<<ln_blocks, 256, 0, st>>>(dst, w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
+            else
+                cudaMemcpyAsync(dst, w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
+        }
+    }
+    if (m->kind == SA3D_MODEL_DINOV2) {   /* last_hidden_state, pooler_output, feature_map */
+        k_layernorm<float><<<ln_blocks, 256, 0, st>>>(w->out[0], w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
+        k_cls_rows<<<nblocks((size_t)B * D), 256, 0, st>>>(w->out[1], w->out[0], B, T, D);
+        k_tokens_to_channels<<<nblocks((size_t)B * D * Np), 256, 0, st>>>(w->out[2], w->x, B, T, D, ws->n_prefix, Np);
+    }
+}
+
+/* ---- the DPT pass (dpt.c), fp32 ---- */
+
+/* nn.Conv2d as im2col + GEMM in row bands, then bias and activation. The GEMM of a band runs on pitches padded
+ * to 8 (col and the band result), then the band is copied into the unpadded map. */
+static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const float *wt, const float *b, int Ci,
+                   int H, int W, int Co, int k, int stride, int pad, int act) {
+    int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, Kc = Ci * k * k;
+    if (k == 1 && stride == 1 && pad == 0) {
+        gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, Ho * Wo, Ci, 1.0f, wt, Ci, in, Ho * Wo, 0.0f, out, Ho * Wo);
+    } else {
+        int band = (int)(w->col_floats / ((size_t)Kc * pad8(Wo)));
+        int band2 = (int)(w->band_floats / ((size_t)Co * pad8(Wo)));
+        if (band2 < band) band = band2;
+        if (band < 1) band = 1;
+        for (int y0 = 0; y0 < Ho; y0 += band) {
+            int y1 = y0 + band < Ho ? y0 + band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
+            k_im2col<<<nblocks((size_t)Kc * nc), 256, 0, w->st>>>(w->col, in, Ci, H, W, k, stride, pad, Wo, y0, y1, ncp);
+            gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, w->col, ncp, 0.0f, w->band, ncp);
+            k_copy_band<<<nblocks((size_t)Co * nc), 256, 0, w->st>>>(out, (size_t)Ho * Wo, (size_t)y0 * Wo, w->band, ncp,
+                                                                     Co, nc);
+        }
+    }
+    if (b || act != ACT_NONE)
+        k_channel_bias_act<<<nblocks((size_t)Co * Ho * Wo), 256, 0, w->st>>>(out, b, Co, (size_t)Ho * Wo, act);
+}
+
+/* DepthAnythingPreActResidualLayer: out = x + conv2(relu(conv1(relu(x)))). */
+static void preact_residual(dws *w, const dmodel *d, float *out, const float *x, const float *c1w, const float *c1b,
+                            const float *c2w, const float *c2b, int F, int h, int wd, float *tmp) {
+    size_t n = (size_t)F * h * wd;
+    k_relu_copy<<<nblocks(n), 256, 0, w->st>>>(tmp, x, n);
+    conv2d(w, d, out, tmp, c1w, c1b, F, h, wd, F, 3, 1, 1, 2 /* ReLU */);
+    conv2d(w, d, tmp, out, c2w, c2b, F, h, wd, F, 3, 1, 1, ACT_NONE);
+    k_add<<<nblocks(n), 256, 0, w->st>>>(out, tmp, x, n);
+}
+
+static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d, int b) {
+    const sa3d_dpt_config *c = &m->dpt;
+    cudaStream_t st = w->st;
+    int D = m->vit.hidden_size, gh = ws->gh, gw = ws->gw, HW = gh * gw, P = m->vit.patch_size;
+    int F = c->fusion_hidden_size, Fh = F / 2, Hh = c->head_hidden_size;
+    size_t n_x = (size_t)ws->batch * ws->T * D;
+    for (int s = 0; s < 4; s++) {   /* reassemble + neck.convs */
+        int N = c->neck_hidden_sizes[s];
+        const float *tok = w->stage + (size_t)s * n_x + ((size_t)b * ws->T + ws->n_prefix) * D;
+        gemm(w, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, tok, D, 0.0f, w->proj, HW);
+        k_channel_bias_act<<<nblocks((size_t)N * HW), 256, 0, st>>>(w->proj, d->reasm_proj_b[s], N, HW, ACT_NONE);
+        int f = c->reassemble_num[s];
+        if (f > 1) {
+            gemm(w, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s], N * f * f, w->proj, HW,
+                 0.0f, w->convt_tmp, HW);
+            k_convt_scatter<<<nblocks((size_t)N * HW * f * f), 256, 0, st>>>(w->reasm[s], w->convt_tmp,
+                                                                              d->reasm_resize_b[s], N, gh, gw, f);
+        } else if (c->reassemble_den[s] > 1) {
+            conv2d(w, d, w->reasm[s], w->proj, d->reasm_resize_w[s], d->reasm_resize_b[s], N, gh, gw, N, 3,
+                   c->reassemble_den[s], 1, ACT_NONE);
+        } else {
+            cudaMemcpyAsync(w->reasm[s], w->proj, (size_t)N * HW * sizeof(float), cudaMemcpyDeviceToDevice, st);
+        }
+        conv2d(w, d, w->feat[s], w->reasm[s], d->neck_conv_w[s], NULL, N, w->rh[s], w->rw[s], F, 3, 1, 1, ACT_NONE);
+    }
+    int fh = w->rh[3], fw = w->rw[3];
+    for (int idx = 0; idx < 4; idx++) {   /* fusion, coarsest first */
+        int s = 3 - idx;
+        const dfusion *L = &d->fu[idx];
+        const float *x = w->feat[s];
+        if (idx > 0) {
+            preact_residual(w, d, w->res_a, w->feat[s], L->r1c1_w, L->r1c1_b, L->r1c2_w, L->r1c2_b, F, fh, fw, w->res_b);
+            size_t n = (size_t)F * fh * fw;
+            k_add<<<nblocks(n), 256, 0, st>>>(w->fused, w->fused, w->res_a, n);
+            x = w->fused;
+        }
+        preact_residual(w, d, w->res_a, x, L->r2c1_w, L->r2c1_b, L->r2c2_w, L->r2c2_b, F, fh, fw, w->res_b);
+        int th = idx < 3 ? w->rh[s - 1] : 2 * fh, tw = idx < 3 ? w->rw[s - 1] : 2 * fw;
+        k_resize_bilinear_ac<<<nblocks((size_t)F * th * tw), 256, 0, st>>>(w->up, w->res_a, F, fh, fw, th, tw);
+        conv2d(w, d, w->fused, w->up, L->proj_w, L->proj_b, F, th, tw, F, 1, 1, 0, ACT_NONE);
+        fh = th;
+        fw = tw;
+    }
+    int OH = gh * P, OW = gw * P;
+    float *depth = w->out[0] + (size_t)b * OH * OW;
+    conv2d(w, d, w->head1, w->fused, d->head_c1_w, d->head_c1_b, F, fh, fw, Fh, 3, 1, 1, ACT_NONE);
+    k_resize_bilinear_ac<<<nblocks((size_t)Fh * OH * OW), 256, 0, st>>>(w->head_up, w->head1, Fh, fh, fw, OH, OW);
+    conv2d(w, d, w->head2, w->head_up, d->head_c2_w, d->head_c2_b, Fh, OH, OW, Hh, 3, 1, 1, 2 /* ReLU */);
+    conv2d(w, d, depth, w->head2, d->head_c3_w, d->head_c3_b, Hh, OH, OW, 1, 1, 1, 0, ACT_NONE);
+    k_depth_out<<<nblocks((size_t)OH * OW), 256, 0, st>>>(depth, (size_t)OH * OW, c->metric, c->max_depth);
+}
+
+/* Everything between the pixel upload and the flag download: what the graph captures. */
+static void whole_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w) {
+    const dmodel *d = (const dmodel *)m->dev;
+    w->n_ev = 0;
+    mark(w, "start");
+    size_t n_in = (size_t)ws->batch * m->vit.n_channels * ws->H * ws->W;
+    cudaMemsetAsync(w->bad, 0xff, (size_t)(ws->n_out + 1) * sizeof(unsigned long long), w->st);
+    k_first_nonfinite<<<nblocks(n_in), 256, 0, w->st>>>(w->pixels, n_in, w->bad + ws->n_out);
+    int da = m->kind == SA3D_MODEL_DEPTH_ANYTHING;
+    const int *idx = da ? m->dpt.out_indices : NULL;
+    int n_stages = da ? 4 : 0;
+    if (d->at == CUDA_R_16F) vit_pass<__half>(m, ws, w, d, idx, n_stages);
+    else if (d->at == CUDA_R_16BF) vit_pass<__nv_bfloat16>(m, ws, w, d, idx, n_stages);
+    else vit_pass<float>(m, ws, w, d, idx, n_stages);
+    mark(w, "elementwise");
+    if (da)
+        for (int b = 0; b < ws->batch; b++) dpt_pass(m, ws, w, d, b);
+    mark(w, "dpt");
+    for (int i = 0; i < ws->n_out; i++) {
+        size_t n = sa3d_output_floats_per_image(ws, i) * ws->batch;
+        k_first_nonfinite<<<nblocks(n), 256, 0, w->st>>>(w->out[i], n, w->bad + i);
+    }
+}
+
+static sa3d_status cuda_download(sa3d_workspace *ws, sa3d_error *err) {
+    dws *w = (dws *)ws->dev;
+    for (int i = 0; i < ws->n_out; i++)
+        cudaMemcpyAsync((void *)ws->out[i].data, w->out[i],
+                        sa3d_output_floats_per_image(ws, i) * ws->batch * sizeof(float), cudaMemcpyDeviceToHost, w->st);
+    cudaError_t e = cudaStreamSynchronize(w->st);
+    if (e != cudaSuccess) return cuda_fail(err, ws->m->dir, "downloading the outputs", e);
+    ws->out_stale = 0;
+    return SA3D_OK;
+}
+
+static sa3d_status cuda_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
+    dws *w = (dws *)ws->dev;
+    size_t n_in = (size_t)ws->batch * m->vit.n_channels * ws->H * ws->W;
+    cudaMemcpyAsync(w->pixels, pixels, n_in * sizeof(float), cudaMemcpyHostToDevice, w->st);
+    w->bstat = CUBLAS_STATUS_SUCCESS;
+    if (w->graph == 0) {   /* first pass: capture it; if capture fails the pass runs eagerly from now on */
+        cudaGraph_t g = NULL;
+        w->graph = -1;
+        if (cudaStreamBeginCapture(w->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+            whole_pass(m, ws, w);
+            cudaError_t e = cudaStreamEndCapture(w->st, &g);
+            if (e == cudaSuccess && g && w->bstat == CUBLAS_STATUS_SUCCESS &&
+                cudaGraphInstantiate(&w->exec, g, 0) == cudaSuccess)
+                w->graph = 1;
+            if (g) cudaGraphDestroy(g);
+        }
+        cudaGetLastError();   /* a failed capture leaves an error behind; the eager pass reports its own */
+        w->bstat = CUBLAS_STATUS_SUCCESS;
+    }
+    if (w->graph == 1) cudaGraphLaunch(w->exec, w->st);
+    else whole_pass(m, ws, w);
+    cudaMemcpyAsync(w->bad_host, w->bad, (size_t)(ws->n_out + 1) * sizeof(unsigned long long),
+                    cudaMemcpyDeviceToHost, w->st);
+    cudaError_t e = cudaStreamSynchronize(w->st);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_fail(err, m->dir, "forward pass", e);
+    if (w->prof) profile_report(w);
+    if (w->bstat != CUBLAS_STATUS_SUCCESS)
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: cuBLAS failed in the forward pass (status %d)", m->dir, (int)w->bstat);
+    if (w->bad_host[ws->n_out] != ~0ull)
+        return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: pixel_values: non-finite value at index %llu", m->dir,
+                         w->bad_host[ws->n_out]);
+    for (int i = 0; i < ws->n_out; i++)
+        if (w->bad_host[i] != ~0ull)
+            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: output %s: non-finite value at index %llu", m->dir,
+                             ws->out[i].name, w->bad_host[i]);
+    ws->out_stale = 1;
+    if (ws->flags & SA3D_WS_NO_DOWNLOAD) return SA3D_OK;
+    return cuda_download(ws, err);
+}
+
+extern "C" const sa3d_backend sa3d_backend_cuda = {
+    "cuda", cuda_model_init, cuda_model_release, cuda_workspace_init, cuda_workspace_release, cuda_forward,
+    cuda_download,
+};

@@ -1,0 +1,412 @@
+/* CUDA kernels of the networks: the element-wise, row-wise and layout steps between the cuBLAS matrix products.
+ * Each mirrors the CPU kernel named beside it (src/tensor/kernels.c); `A` is the activation type (float, __half
+ * or __nv_bfloat16), and every reduction and transcendental is evaluated in fp32. Shapes are written
+ * [outer]...[inner], row-major, as on the CPU. */
+#ifndef SA3D_CUDA_KERNELS_CUH
+#define SA3D_CUDA_KERNELS_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename A> __device__ __forceinline__ A from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+#define SA3D_GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); \
+                                    i += (size_t)gridDim.x * blockDim.x)
+
+enum { ACT_NONE = -1 };   /* besides sa3d_activation's values */
+
+__device__ __forceinline__ float activate(float v, int act) {
+    switch (act) {
+    case 0: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));                            /* GELU */
+    case 1: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));  /* tanh */
+    case 2: return v > 0.0f ? v : 0.0f;                                                           /* ReLU */
+    case 3: return v / (1.0f + expf(-v));                                                         /* SiLU */
+    default: return v;
+    }
+}
+
+/* Patch im2col (the CPU embed's copy): patches[b][p][ch][y][x] from pixels[b][ch][H][W], p = py * gw + px, rows
+ * padded with zeros to Kp (>= C * P * P) elements. */
+template <typename A>
+__global__ void k_patches(A *patches, const float *pixels, int B, int C, int H, int W, int P, int gh, int gw, int Kp) {
+    size_t K = (size_t)C * P * P, n = (size_t)B * gh * gw * Kp;
+    SA3D_GRID_STRIDE(i, n) {
+        size_t k = i % Kp, bp = i / Kp;
+        if (k >= K) { patches[i] = from_f<A>(0.0f); continue; }
+        int x = (int)(k % P), y = (int)((k / P) % P), ch = (int)(k / ((size_t)P * P));
+        int p = (int)(bp % ((size_t)gh * gw)), b = (int)(bp / ((size_t)gh * gw));
+        int py = p / gw, px = p % gw;
+        patches[i] = from_f<A>(pixels[(((size_t)b * C + ch) * H + (size_t)py * P + y) * W + (size_t)px * P + x]);
+    }
+}
+
+/* Dinov2Embeddings: x[b] = [cls + pos0, registers..., tok_p + patch_b + pos_p]; x fp32 [B][T][D]. */
+template <typename A>
+__global__ void k_embed(float *x, const A *tok, const float *patch_b, const float *cls, const float *reg,
+                        const float *pos, int B, int T, int D, int n_prefix, int n_reg) {
+    size_t n = (size_t)B * T * D;
+    SA3D_GRID_STRIDE(i, n) {
+        int d = (int)(i % D), t = (int)((i / D) % T), b = (int)(i / ((size_t)T * D));
+        float v;
+        if (t == 0) v = cls[d] + pos[d];
+        else if (t < 1 + n_reg) v = reg[(size_t)(t - 1) * D + d];
+        else {
+            int p = t - n_prefix;
+            v = to_f(tok[((size_t)b * (T - n_prefix) + p) * D + d]) + patch_b[d] + pos[(size_t)(1 + p) * D + d];
+        }
+        x[i] = v;
+    }
+}
+
+/* nn.LayerNorm over rows of x fp32 [rows][D] into y (A or fp32): one warp per row, two passes (mean, then the
+ * centred variance), as torch computes it. */
+template <typename O>
+__global__ void k_layernorm(O *y, const float *x, const float *g, const float *b, int rows, int D, float eps) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32), lane = threadIdx.x % 32;
+    if (warp >= rows) return;
+    const float *xr = x + (size_t)warp * D;
+    float s = 0.0f;
+    for (int d = lane; d < D; d += 32) s += xr[d];
+    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    float mean = s / (float)D, v = 0.0f;
+    for (int d = lane; d < D; d += 32) { float c = xr[d] - mean; v += c * c; }
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    float rstd = rsqrtf(v / (float)D + eps);
+    O *yr = y + (size_t)warp * D;
+    for (int d = lane; d < D; d += 32) yr[d] = from_f<O>((xr[d] - mean) * rstd * g[d] + b[d]);
+}
+
+/* Row-wise kernels run one block per row and loop over its columns, so no thread computes a 64-bit modulo. */
+
+/* y[rows][N] = act(y + bias) in place (bias may be NULL): the Linear bias and the MLP activation fused. */
+template <typename A>
+__global__ void k_bias_act(A *y, const float *bias, int N, int act) {
+    A *row = y + (size_t)blockIdx.x * N;
+    for (int j = threadIdx.x; j < N; j += blockDim.x)
+        row[j] = from_f<A>(activate(to_f(row[j]) + (bias ? bias[j] : 0.0f), act));
+}
+
+/* Layer scale + residual (sa3d_add_scaled) with the Linear bias fused: x[r][d] += s[d] * (y[r][d] + b[d]). */
+template <typename A>
+__global__ void k_residual(float *x, const A *y, const float *bias, const float *s, int D) {
+    float *xr = x + (size_t)blockIdx.x * D;
+    const A *yr = y + (size_t)blockIdx.x * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) xr[d] += s[d] * (to_f(yr[d]) + bias[d]);
+}
+
+/* SwiGLU with the bias of weights_in fused: out[r][j] = silu(a + ba) * (g + bg), in [rows][2M]. */
+template <typename A>
+__global__ void k_swiglu(A *out, const A *in, const float *bias, int M) {
+    const A *a = in + (size_t)blockIdx.x * 2 * M, *g = a + M;
+    A *o = out + (size_t)blockIdx.x * M;
+    for (int j = threadIdx.x; j < M; j += blockDim.x) {
+        float u = to_f(a[j]) + bias[j], v = to_f(g[j]) + bias[M + j];
+        o[j] = from_f<A>(u / (1.0f + expf(-u)) * v);
+    }
+}
+
+/* Block-wide max or sum of one value per thread (blockDim.x a multiple of 32, at most 1024). */
+__device__ __forceinline__ float block_reduce(float v, int is_max, float *red) {
+    for (int o = 16; o; o >>= 1) {
+        float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+    __syncthreads();   /* red may still be read from the previous reduction */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
+    for (int o = 16; o; o >>= 1) {
+        float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    return v;
+}
+
+/* Row softmax in place over the first n of every pitch elements, zeros in [n, pitch) (the padding columns the
+ * next product reads). The scores were scaled by the GEMM's alpha. One block per row; a row of up to
+ * SOFTMAX_CACHE x blockDim.x elements is read once into registers, longer rows are re-read. Sums in fp32. */
+#define SOFTMAX_CACHE 16
+template <typename A>
+__global__ void k_softmax(A *s, int n, int pitch) {
+    __shared__ float red[32];
+    A *row = s + (size_t)blockIdx.x * pitch;
+    int tid = threadIdx.x, nt = blockDim.x;
+    if (n <= SOFTMAX_CACHE * nt) {
+        float v[SOFTMAX_CACHE];
+        float mx = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_CACHE; k++) {
+            int j = tid + k * nt;
+            v[k] = j < n ? to_f(row[j]) : -INFINITY;
+            mx = fmaxf(mx, v[k]);
+        }
+        mx = block_reduce(mx, 1, red);
+        float sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_CACHE; k++) {
+            v[k] = expf(v[k] - mx);   /* exp(-inf) = 0 beyond n */
+            sum += v[k];
+        }
+        float inv = 1.0f / block_reduce(sum, 0, red);
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_CACHE; k++) {
+            int j = tid + k * nt;
+            if (j < pitch) row[j] = from_f<A>(v[k] * inv);
+        }
+        for (int j = tid + SOFTMAX_CACHE * nt; j < pitch; j += nt) row[j] = from_f<A>(0.0f);
+        return;
+    }
+    float mx = -INFINITY;
+    for (int j = tid; j < n; j += nt) mx = fmaxf(mx, to_f(row[j]));
+    mx = block_reduce(mx, 1, red);
+    float sum = 0.0f;
+    for (int j = tid; j < n; j += nt) sum += expf(to_f(row[j]) - mx);
+    float inv = 1.0f / block_reduce(sum, 0, red);
+    for (int j = tid; j < pitch; j += nt) row[j] = from_f<A>(j < n ? expf(to_f(row[j]) - mx) * inv : 0.0f);
+}
+
+/* ---- fused attention for fp16/bf16, head size 64 (every DINOv2 size) ----
+ *
+ * softmax(q k^T scale) v without materialising the scores (the FlashAttention-2 scheme): a block of 4 warps takes
+ * 64 query rows of one head of one image; each warp keeps its 16 rows' running max m, sum l and output O (16 x 64,
+ * fp32) in registers while 64-key tiles of K and V pass through shared memory. Products are mma.sync m16n8k16 with
+ * fp32 accumulation; the score accumulators are reused directly as the A operand of P V (their register layout
+ * is the A layout), so P never leaves registers. Exponentials are base 2 with the scale folded in. */
+#define FA_ROWS 64      /* queries per block (16 per warp) */
+#define FA_KEYS 64      /* keys per tile */
+#define FA_LD 72        /* shared row pitch in elements: 144 bytes, so fragment loads hit distinct banks */
+
+template <typename A> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+/* Two raw 16-bit values as one 32-bit register (lo in the low half), no conversion. */
+template <typename A> __device__ __forceinline__ uint32_t pack_raw(A lo, A hi) {
+    return (uint32_t)*(const uint16_t *)&lo | ((uint32_t)*(const uint16_t *)&hi << 16);
+}
+
+template <typename A> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], uint32_t b0,
+                                                                     uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* rows [r0, r0 + 64) x 64 columns of src (row pitch ld elements) into sm [64][FA_LD]; rows >= T are zeros. */
+template <typename A>
+__device__ __forceinline__ void fa_load_tile(A *sm, const A *src, int ld, int r0, int T) {
+    for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {   /* 16-byte pieces: 8 per row */
+        int r = i / 8, c = (i % 8) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r0 + r < T) v = *(const uint4 *)(src + (size_t)(r0 + r) * ld + c);
+        *(uint4 *)(sm + r * FA_LD + c) = v;
+    }
+}
+
+/* qkv: one image's [T][3D] (q, k, v of head h at columns h*64, D + h*64, 2D + h*64); ctx: its [T][D].
+ * grid (ceil(T / 64), heads, images), 128 threads; per image the pointers advance by T*3D and T*D. */
+template <typename A>
+__global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, int T, int D, float scale) {
+    __shared__ __align__(16) A qs[FA_ROWS * FA_LD];
+    __shared__ __align__(16) A ks[FA_KEYS * FA_LD];
+    __shared__ __align__(16) A vs[FA_KEYS * FA_LD];
+    const int h = blockIdx.y, b = blockIdx.z, q0 = blockIdx.x * FA_ROWS;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int ld = 3 * D;
+    qkv += (size_t)b * T * ld;
+    ctx += (size_t)b * T * D;
+    fa_load_tile(qs, qkv + h * 64, ld, q0, T);
+    __syncthreads();
+    uint32_t qa[4][4];   /* A fragments of this warp's 16 rows, 4 k-steps over the head dimension */
+    const A *qw = qs + warp * 16 * FA_LD;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        qa[kk][0] = *(const uint32_t *)(qw + g * FA_LD + kk * 16 + 2 * t);
+        qa[kk][1] = *(const uint32_t *)(qw + (g + 8) * FA_LD + kk * 16 + 2 * t);
+        qa[kk][2] = *(const uint32_t *)(qw + g * FA_LD + kk * 16 + 8 + 2 * t);
+        qa[kk][3] = *(const uint32_t *)(qw + (g + 8) * FA_LD + kk * 16 + 8 + 2 * t);
+    }
+    const float sl2 = scale * 1.4426950408889634f;   /* scores in log2 units */
+    float o[8][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   /* rows g and g + 8 */
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    for (int k0 = 0; k0 < T; k0 += FA_KEYS) {
+        __syncthreads();   /* the previous tile is no longer read */
+        fa_load_tile(ks, qkv + D + h * 64, ld, k0, T);
+        fa_load_tile(vs, qkv + 2 * D + h * 64, ld, k0, T);
+        __syncthreads();
+        float s[8][4];   /* S = Q K^T for 8 tiles of 8 keys */
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            const A *kr = ks + (j * 8 + g) * FA_LD + 2 * t;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                mma16816<A>(s[j], qa[kk], *(const uint32_t *)(kr + kk * 16), *(const uint32_t *)(kr + kk * 16 + 8));
+        }
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = k0 + j * 8 + 2 * t + (e & 1);
+                float v = key < T ? s[j][e] * sl2 : -INFINITY;
+                s[j][e] = v;
+                if (e < 2) mx0 = fmaxf(mx0, v); else mx1 = fmaxf(mx1, v);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);   /* finite: key k0 < T is in every tile */
+        float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
+        m0 = n0;
+        m1 = n1;
+        l0 *= a0;
+        l1 *= a1;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = exp2f(s[j][0] - n0); s[j][1] = exp2f(s[j][1] - n0);
+            s[j][2] = exp2f(s[j][2] - n1); s[j][3] = exp2f(s[j][3] - n1);
+            l0 += s[j][0] + s[j][1];
+            l1 += s[j][2] + s[j][3];
+            o[j][0] *= a0; o[j][1] *= a0; o[j][2] *= a1; o[j][3] *= a1;
+        }
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {   /* O += P V, P's A fragment straight from the score registers */
+            uint32_t pa[4] = { pack2<A>(s[2 * kk][0], s[2 * kk][1]), pack2<A>(s[2 * kk][2], s[2 * kk][3]),
+                               pack2<A>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               pack2<A>(s[2 * kk + 1][2], s[2 * kk + 1][3]) };
+            const A *vr = vs + (kk * 16 + 2 * t) * FA_LD + g;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                A v00 = vr[j * 8], v01 = vr[FA_LD + j * 8], v10 = vr[8 * FA_LD + j * 8], v11 = vr[9 * FA_LD + j * 8];
+                uint32_t b0 = pack_raw<A>(v00, v01), b1 = pack_raw<A>(v10, v11);
+                mma16816<A>(o[j], pa, b0, b1);
+            }
+        }
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        int col = h * 64 + j * 8 + 2 * t;
+        if (r0 < T) *(uint32_t *)(ctx + (size_t)r0 * D + col) = pack2<A>(o[j][0] * i0, o[j][1] * i0);
+        if (r1 < T) *(uint32_t *)(ctx + (size_t)r1 * D + col) = pack2<A>(o[j][2] * i1, o[j][3] * i1);
+    }
+}
+
+/* DINOv2 feature map: fmap[b][d][p] = x[b][n_prefix + p][d] (channel-first patch tokens). */
+__global__ void k_tokens_to_channels(float *fmap, const float *x, int B, int T, int D, int n_prefix, int Np) {
+    size_t n = (size_t)B * D * Np;
+    SA3D_GRID_STRIDE(i, n) {
+        int p = (int)(i % Np), d = (int)((i / Np) % D), b = (int)(i / ((size_t)Np * D));
+        fmap[i] = x[((size_t)b * T + n_prefix + p) * D + d];
+    }
+}
+
+/* pooler_output[b] = last_hidden_state[b][0]. */
+__global__ void k_cls_rows(float *pool, const float *last, int B, int T, int D) {
+    size_t n = (size_t)B * D;
+    SA3D_GRID_STRIDE(i, n) pool[i] = last[(i / D) * (size_t)T * D + i % D];
+}
+
+/* ---- DPT (fp32) ---- */
+
+/* im2col of output rows [y0, y1) for a k x k convolution: col[(ci, ky, kx)][(y - y0) * Wo + x], rows `pitch`
+ * elements apart. */
+__global__ void k_im2col(float *col, const float *in, int Ci, int H, int W, int k, int stride, int pad, int Wo,
+                         int y0, int y1, int pitch) {
+    size_t cols = (size_t)(y1 - y0) * Wo, n = (size_t)Ci * k * k * cols;
+    SA3D_GRID_STRIDE(i, n) {
+        size_t c = i % cols, r = i / cols;
+        int x = (int)(c % Wo), y = y0 + (int)(c / Wo);
+        int kx = (int)(r % k), ky = (int)((r / k) % k), ci = (int)(r / ((size_t)k * k));
+        int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
+        col[r * pitch + c] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? in[((size_t)ci * H + iy) * W + ix] : 0.0f;
+    }
+}
+
+/* A band of a convolution's output, from the padded GEMM result: out[c][off + j] = tmp[c][j], j < n. */
+__global__ void k_copy_band(float *out, size_t out_pitch, size_t off, const float *tmp, int pitch, int C, int n) {
+    size_t total = (size_t)C * n;
+    SA3D_GRID_STRIDE(i, total) {
+        size_t c = i / n, j = i % n;
+        out[c * out_pitch + off + j] = tmp[c * pitch + j];
+    }
+}
+
+/* out[c][i] += b[c] over [C][HW]; then act. */
+__global__ void k_channel_bias_act(float *out, const float *b, int C, size_t HW, int act) {
+    size_t n = (size_t)C * HW;
+    SA3D_GRID_STRIDE(i, n) out[i] = activate(out[i] + (b ? b[i / HW] : 0.0f), act);
+}
+
+/* ConvTranspose2d (k = s = f) scatter: out[co][y f + i][x f + j] = tmp[(co, i, j)][y W + x] + b[co]. */
+__global__ void k_convt_scatter(float *out, const float *tmp, const float *b, int Co, int H, int W, int f) {
+    size_t n = (size_t)Co * H * f * W * f;
+    SA3D_GRID_STRIDE(o, n) {
+        int Wf = W * f, Hf = H * f;
+        int ox = (int)(o % Wf), oy = (int)((o / Wf) % Hf), co = (int)(o / ((size_t)Wf * Hf));
+        int y = oy / f, i = oy % f, x = ox / f, j = ox % f;
+        out[o] = tmp[((size_t)(co * f + i) * f + j) * H * W + (size_t)y * W + x] + (b ? b[co] : 0.0f);
+    }
+}
+
+/* y = relu(x) copy, and y = a + b. */
+__global__ void k_relu_copy(float *y, const float *x, size_t n) { SA3D_GRID_STRIDE(i, n) y[i] = fmaxf(x[i], 0.0f); }
+__global__ void k_add(float *y, const float *a, const float *b, size_t n) { SA3D_GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
+
+/* F.interpolate(mode="bilinear", align_corners=True) on [C][H][W] (sa3d_resize_bilinear). */
+__global__ void k_resize_bilinear_ac(float *out, const float *in, int C, int H, int W, int Ho, int Wo) {
+    float sh = Ho > 1 ? (float)(H - 1) / (float)(Ho - 1) : 0.0f, sw = Wo > 1 ? (float)(W - 1) / (float)(Wo - 1) : 0.0f;
+    size_t n = (size_t)C * Ho * Wo;
+    SA3D_GRID_STRIDE(i, n) {
+        int x = (int)(i % Wo), y = (int)((i / Wo) % Ho), c = (int)(i / ((size_t)Wo * Ho));
+        const float *src = in + (size_t)c * H * W;
+        float ry = sh * (float)y, rx = sw * (float)x;
+        int y0 = (int)ry, y1 = y0 + (y0 < H - 1), x0 = (int)rx, x1 = x0 + (x0 < W - 1);
+        float ly1 = ry - (float)y0, ly0 = 1.0f - ly1, lx1 = rx - (float)x0, lx0 = 1.0f - lx1;
+        out[i] = ly0 * (lx0 * src[(size_t)y0 * W + x0] + lx1 * src[(size_t)y0 * W + x1]) +
+                 ly1 * (lx0 * src[(size_t)y1 * W + x0] + lx1 * src[(size_t)y1 * W + x1]);
+    }
+}
+
+/* Depth head output: ReLU (relative) or sigmoid (metric), times max_depth. */
+__global__ void k_depth_out(float *d, size_t n, int metric, float max_depth) {
+    SA3D_GRID_STRIDE(i, n) d[i] = metric ? max_depth / (1.0f + expf(-d[i])) : fmaxf(d[i], 0.0f) * max_depth;
+}
+
+/* first[0] = min index i with x[i] not finite (stays at ~0 when all are). */
+__global__ void k_first_nonfinite(const float *x, size_t n, unsigned long long *first) {
+    SA3D_GRID_STRIDE(i, n)
+        if (!isfinite(x[i])) atomicMin(first, (unsigned long long)i);
+}
+
+#endif

@@ -1,0 +1,298 @@
+/* CUDA backend parity: on every model fixture directory, the GPU's outputs against the CPU backend's (and the
+ * Hugging Face reference) for fp32/TF32, fp16 and bf16, batched and not. Skips (exit 77) in builds without the
+ * CUDA backend or on machines without a GPU, so the CPU CI runs it as "skipped".
+ *
+ * Bounds, relative to the largest magnitude of the tensor (max |gpu - cpu| <= rel * max(1, max |cpu|)):
+ *   fp32 (TF32 matrix products)  1e-3   (issue 6)
+ *   fp16                          2e-2   (11-bit significand in every matrix operand and activation)
+ *   bf16                          8e-2   (8-bit significand)
+ * The fp16/bf16 bounds are documented in README.md; they hold on the fixtures with margin and are not tuned
+ * to pass: a kernel bug gives errors of order 1. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "semalign3d/nn.h"
+#include "semalign3d/safetensors.h"
+#include "t.h"
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
+    return m;
+}
+
+static double max_err(const float *a, const float *b, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;   /* NaN propagates as the worst */
+    }
+    return m;
+}
+
+static size_t numel(const sa3d_tensor_view *v) {
+    size_t n = 1;
+    for (int d = 0; d < v->ndim; d++) n *= (size_t)v->shape[d];
+    return n;
+}
+
+static int cuda_available(void) {
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    int ok = 0;
+    if (n > 0) {
+        sa3d_model_params p = sa3d_model_params_default();
+        p.device = "cuda";
+        sa3d_model *m = NULL;
+        sa3d_error err;
+        ok = sa3d_model_open(&m, dirs[0], &p, &err) == SA3D_OK;
+        if (!ok) printf("CUDA backend not usable here: %s\n", err.msg);
+        sa3d_model_free(m);
+    }
+    for (int i = 0; i < n; i++) free(dirs[i]);
+    free(dirs);
+    return ok;
+}
+
+static void fill_random(float *x, size_t n, uint64_t seed) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x[i] = 2.0f * ((float)(s >> 40) / (float)(1u << 24) * 2.0f - 1.0f);
+    }
+}
+
+/* One fixture, one dtype, batch B: CPU pass per image vs one GPU pass over the batch, every output. */
+static void compare(const char *dir, const char *dtype, double rel, int B, int H, int W) {
+    sa3d_error err;
+    sa3d_model *cpu = NULL, *gpu = NULL;
+    sa3d_workspace *wc = NULL, *wg = NULL;
+    sa3d_model_params pc = sa3d_model_params_default(), pg = pc;
+    pg.device = "cuda";
+    pg.dtype = dtype;
+    T_OK(sa3d_model_open(&cpu, dir, &pc, &err), &err);
+    T_OK(sa3d_model_open(&gpu, dir, &pg, &err), &err);
+    if (!cpu || !gpu) goto done;
+    T_OK(sa3d_workspace_new(&wc, cpu, H, W, SA3D_WS_HIDDEN_STATES, &err), &err);
+    T_OK(sa3d_workspace_new_batch(&wg, gpu, H, W, B, SA3D_WS_HIDDEN_STATES, &err), &err);
+    if (!wc || !wg) goto done;
+    size_t n_img = (size_t)3 * H * W;
+    float *px = malloc((size_t)B * n_img * sizeof(float));
+    fill_random(px, (size_t)B * n_img, 5);
+    T_OK(sa3d_model_forward(gpu, wg, px, &err), &err);
+    T_CHECK(sa3d_workspace_n_outputs(wc) == sa3d_workspace_n_outputs(wg));
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int b = 0; b < B; b++) {
+        T_OK(sa3d_model_forward(cpu, wc, px + (size_t)b * n_img, &err), &err);
+        for (int i = 0; i < sa3d_workspace_n_outputs(wc); i++) {
+            const sa3d_tensor_view *c = sa3d_workspace_output_at(wc, i), *g = sa3d_workspace_output_at(wg, i);
+            size_t n = numel(c);
+            T_CHECK(g->shape[0] == B && numel(g) == n * (size_t)B);
+            double e = max_err(g->data + (size_t)b * n, c->data, n) / fmax(1.0, max_abs(c->data, n));
+            if (!(e <= worst)) { worst = e; worst_name = c->name; }
+            if (!(e <= rel))
+                T_FAIL("%s %s batch %d image %d: %s: relative error %.3g > %.3g", dir, dtype, B, b, c->name, e, rel);
+        }
+    }
+    const char *slash = strrchr(dir, '/');
+    printf("  %-30s %-4s batch %d  %dx%d: worst relative error %.3g (%s), bound %.0e\n", slash ? slash + 1 : dir,
+           dtype, B, H, W, worst, worst_name, rel);
+    free(px);
+done:
+    sa3d_workspace_free(wc);
+    sa3d_workspace_free(wg);
+    sa3d_model_free(cpu);
+    sa3d_model_free(gpu);
+}
+
+static void case_parity_all(void) {
+    static const struct { const char *dtype; double rel; } kinds[] = {
+        { "fp32", 1e-3 }, { "fp16", 2e-2 }, { "bf16", 8e-2 },
+    };
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    T_CHECK(n > 0);
+    for (int i = 0; i < n; i++) {
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            compare(dirs[i], kinds[k].dtype, kinds[k].rel, 1, 56, 70);
+            compare(dirs[i], kinds[k].dtype, kinds[k].rel, 3, 98, 84);
+        }
+        free(dirs[i]);
+    }
+    free(dirs);
+}
+
+/* The GPU against the fixture's own Hugging Face reference (fp32/TF32), at the reference's input size. */
+static void case_reference(void) {
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    for (int i = 0; i < n; i++) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/reference.safetensors", dirs[i]);
+        sa3d_error err;
+        sa3d_safetensors *ref = NULL;
+        sa3d_model *m = NULL;
+        sa3d_workspace *ws = NULL;
+        sa3d_model_params p = sa3d_model_params_default();
+        p.device = "cuda";
+        T_OK(sa3d_st_open(&ref, path, &err), &err);
+        T_OK(sa3d_model_open(&m, dirs[i], &p, &err), &err);
+        const sa3d_st_tensor *px = ref ? sa3d_st_find(ref, "pixel_values") : NULL;
+        if (m && px && px->ndim == 4) {
+            float *pixels = malloc(px->numel * sizeof(float));
+            T_OK(sa3d_st_read_f32(px, pixels, px->numel, &err), &err);
+            T_OK(sa3d_workspace_new(&ws, m, (int)px->shape[2], (int)px->shape[3], SA3D_WS_HIDDEN_STATES, &err), &err);
+            if (ws) T_OK(sa3d_model_forward(m, ws, pixels, &err), &err);
+            for (int t = 0; ws && t < sa3d_st_count(ref); t++) {
+                const sa3d_st_tensor *rt = sa3d_st_get(ref, t);
+                const sa3d_tensor_view *o = sa3d_workspace_output(ws, rt->name);
+                if (!o) continue;
+                float *want = malloc(rt->numel * sizeof(float));
+                T_OK(sa3d_st_read_f32(rt, want, rt->numel, &err), &err);
+                double e = max_err(o->data, want, rt->numel) / fmax(1.0, max_abs(want, rt->numel));
+                if (!(e <= 1e-3)) T_FAIL("%s: %s vs reference: relative error %.3g > 1e-3", dirs[i], rt->name, e);
+                free(want);
+            }
+            free(pixels);
+        }
+        sa3d_workspace_free(ws);
+        sa3d_model_free(m);
+        sa3d_st_close(ref);
+        free(dirs[i]);
+    }
+    free(dirs);
+}
+
+/* SA3D_WS_NO_DOWNLOAD leaves the views untouched until sa3d_workspace_download; a second pass is identical. */
+static void case_download_and_replay(void) {
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    if (n <= 0) { T_FAIL("no model fixtures"); return; }
+    sa3d_error err;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    sa3d_model_params p = sa3d_model_params_default();
+    p.device = "cuda";
+    T_OK(sa3d_model_open(&m, dirs[0], &p, &err), &err);
+    if (m) T_OK(sa3d_workspace_new(&ws, m, 42, 56, SA3D_WS_NO_DOWNLOAD, &err), &err);
+    if (ws) {
+        size_t n_px = (size_t)3 * 42 * 56;
+        float *px = malloc(n_px * sizeof(float));
+        fill_random(px, n_px, 9);
+        const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
+        size_t k = numel(o);
+        memset((void *)o->data, 0, k * sizeof(float));
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+        T_CHECK(max_abs(o->data, k) == 0.0);   /* not downloaded yet */
+        T_OK(sa3d_workspace_download(ws, &err), &err);
+        T_CHECK(max_abs(o->data, k) > 0.0);
+        float *first = malloc(k * sizeof(float));
+        memcpy(first, o->data, k * sizeof(float));
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);   /* graph replay */
+        T_OK(sa3d_workspace_download(ws, &err), &err);
+        T_CHECK(memcmp(first, o->data, k * sizeof(float)) == 0);
+        px[17] = NAN;
+        T_STATUS(sa3d_model_forward(m, ws, px, &err), SA3D_ERR_NUMERIC, &err);
+        free(first);
+        free(px);
+    }
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+    for (int i = 0; i < n; i++) free(dirs[i]);
+    free(dirs);
+}
+
+/* The fixtures' heads are 8 wide; DINOv2's are 64, the size the fused fp16/bf16 attention kernel serves. This
+ * writes a random two-layer DINOv2 with 64-wide heads (hidden 128, 2 heads) and compares GPU with CPU, so the
+ * fused kernel (query and key counts that are not multiples of its 64-row tiles included) is checked here. */
+static int write_dh64_model(const char *dir) {
+    const int D = 128, L = 2, M = 4 * D, G = 4, K = 3 * 14 * 14;
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    fprintf(f, "{\"architectures\": [\"Dinov2Model\"], \"model_type\": \"dinov2\", \"hidden_size\": %d, "
+               "\"num_hidden_layers\": %d, \"num_attention_heads\": 2, \"mlp_ratio\": 4, \"image_size\": 56, "
+               "\"patch_size\": 14, \"num_channels\": 3, \"hidden_act\": \"gelu\", \"layer_norm_eps\": 1e-06, "
+               "\"layerscale_value\": 1.0, \"qkv_bias\": true, \"use_swiglu_ffn\": false, "
+               "\"apply_layernorm\": true}\n", D, L);
+    fclose(f);
+    sa3d_st_writer *w = sa3d_st_writer_new();
+    sa3d_error err;
+    float *buf = malloc(sizeof(float) * 4000000);
+    size_t used = 0;
+    uint64_t seed = 1;
+    int ok = w && buf;
+#define ADD(name, scale, ...) do { \
+        int64_t sh_[] = { __VA_ARGS__ }; int nd_ = (int)(sizeof sh_ / sizeof sh_[0]); size_t n_ = 1; \
+        for (int d_ = 0; d_ < nd_; d_++) n_ *= (size_t)sh_[d_]; \
+        fill_random(buf + used, n_, seed++); \
+        for (size_t i_ = 0; i_ < n_; i_++) buf[used + i_] *= (scale); \
+        if (ok && sa3d_st_writer_add_f32(w, name, nd_, sh_, buf + used, &err)) ok = 0; \
+        used += n_; } while (0)
+    ADD("embeddings.patch_embeddings.projection.weight", 0.05f, D, 3, 14, 14);
+    ADD("embeddings.patch_embeddings.projection.bias", 0.1f, D);
+    ADD("embeddings.cls_token", 0.5f, 1, 1, D);
+    ADD("embeddings.position_embeddings", 0.5f, 1, 1 + G * G, D);
+    ADD("layernorm.weight", 0.5f, D);
+    ADD("layernorm.bias", 0.1f, D);
+    for (int l = 0; l < L; l++) {
+        char n[128];
+        static const char *vec[] = { "norm1.weight", "norm1.bias", "attention.attention.query.bias",
+                                     "attention.attention.key.bias", "attention.attention.value.bias",
+                                     "attention.output.dense.bias", "layer_scale1.lambda1", "norm2.weight",
+                                     "norm2.bias", "mlp.fc2.bias", "layer_scale2.lambda1" };
+        static const char *mat[] = { "attention.attention.query.weight", "attention.attention.key.weight",
+                                     "attention.attention.value.weight", "attention.output.dense.weight" };
+        for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++) {
+            snprintf(n, sizeof n, "encoder.layer.%d.%s", l, vec[i]);
+            ADD(n, 0.5f, D);
+        }
+        for (size_t i = 0; i < sizeof mat / sizeof mat[0]; i++) {
+            snprintf(n, sizeof n, "encoder.layer.%d.%s", l, mat[i]);
+            ADD(n, 0.15f, D, D);   /* scores of order a few units: a peaked softmax, as trained models give */
+        }
+        snprintf(n, sizeof n, "encoder.layer.%d.mlp.fc1.weight", l);
+        ADD(n, 0.1f, M, D);
+        snprintf(n, sizeof n, "encoder.layer.%d.mlp.fc1.bias", l);
+        ADD(n, 0.1f, M);
+        snprintf(n, sizeof n, "encoder.layer.%d.mlp.fc2.weight", l);
+        ADD(n, 0.05f, D, M);
+    }
+#undef ADD
+    (void)K;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (ok && sa3d_st_writer_write(w, path, &err)) ok = 0;
+    if (!ok && w) printf("writing %s failed: %s\n", path, err.msg);
+    sa3d_st_writer_free(w);
+    free(buf);
+    return ok;
+}
+
+static void case_fused_attention(void) {
+    char dir[] = "/tmp/sa3d-dh64-XXXXXX";
+    if (!mkdtemp(dir)) { T_FAIL("mkdtemp failed"); return; }
+    T_CHECK(write_dh64_model(dir));
+    /* 13 x 17 = 221 patches + 1: four query tiles and key tiles, the last ones partial */
+    compare(dir, "fp16", 2e-2, 1, 182, 238);
+    compare(dir, "bf16", 8e-2, 2, 182, 238);
+    compare(dir, "fp32", 1e-3, 1, 182, 238);   /* the two-GEMM path on the same model */
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir); remove(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir); remove(path);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv) {
+    if (!cuda_available()) return 77;
+    static const t_case cases[] = {
+        { "1.1", "GPU equals CPU on every fixture (fp32, fp16, bf16; batch 1, 3)", case_parity_all },
+        { "1.2", "GPU fp32 equals the Hugging Face reference", case_reference },
+        { "1.3", "fused attention (64-wide heads) equals the CPU", case_fused_attention },
+        { "2.1", "deferred download, graph replay, non-finite input", case_download_and_replay },
+    };
+    return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
+}
