@@ -123,6 +123,7 @@ int cmd_eval(int argc, char **argv) {
     ep.out_dir = out;
     ep.method = method;
     ep.limit = limit;
+    ep.match_batch = sa3d_baseline_matcher_match_batch;   /* grouped by target image; same output as per pair */
     ep.progress = progress;
     ep.progress_user = &prog;
     long resumed = 0;

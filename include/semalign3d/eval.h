@@ -73,7 +73,10 @@ SA3D_API sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset 
 
 /* Running a matcher over a split (the `eval` command). A matcher fills pred[i] for pair->src_kps[i]. */
 typedef sa3d_status (*sa3d_pair_matcher)(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err);
-/* Progress: called after each pair; a non-zero return cancels the run (SA3D_ERR_CANCELLED). */
+/* A matcher for many pairs at once: pred[i] for pairs[i] (the rows hold SA3D_MAX_KPS points). */
+typedef sa3d_status (*sa3d_batch_matcher)(void *ctx, const sa3d_pair *const *pairs, int n,
+                                          float (*pred)[SA3D_MAX_KPS][2], sa3d_error *err);
+/* Progress: called after each pair (with a batch matcher: after each category); a non-zero return cancels the run (SA3D_ERR_CANCELLED). */
 typedef int (*sa3d_progress_fn)(void *user, long done, long total, const char *item);
 
 typedef struct sa3d_eval_params {
@@ -81,6 +84,8 @@ typedef struct sa3d_eval_params {
     const char *out_dir;          /* predictions.jsonl, parts/<category>.jsonl (resume state) */
     const char *method;           /* recorded in the outputs */
     long limit;                   /* 0: every pair; else the first `limit` pairs of each category */
+    sa3d_batch_matcher match_batch;   /* NULL: the pair matcher, pair by pair; else this, one call per category
+                                         (same ctx); the outputs are the same either way */
     sa3d_progress_fn progress;
     void *progress_user;
 } sa3d_eval_params;
