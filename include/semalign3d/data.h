@@ -194,6 +194,11 @@ SA3D_API int sa3d_spair_category_index(const char *name);
  * such as bus 8 and 9). Returns the slot count (largest id in the table + 1, as METHOD.md 1.5) and fills
  * map[0..slots); or -1 for an unknown category (map untouched). map[k] for k >= slots is set to k. */
 SA3D_API int sa3d_spair_flip_map(const char *category, int map[SA3D_MAX_KPS]);
+/* The same for any dataset kind: SPair as above; PF-PASCAL per VOC class (SemAlign3D's PF_PASCAL_FLIP
+ * table, aeroplane made an involution, see spair.c); AP-10K one map for every category (17 keypoints: eyes,
+ * shoulders, elbows, front paws, hips, knees, back paws swap; nose, neck, tail root stay). Returns the slot
+ * count, or -1 for an unknown category or kind (map untouched). */
+SA3D_API int sa3d_flip_map(sa3d_dataset_kind kind, const char *category, int map[SA3D_MAX_KPS]);
 
 #ifdef __cplusplus
 }
