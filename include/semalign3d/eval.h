@@ -41,7 +41,11 @@ typedef struct sa3d_pck_report {
     sa3d_pck_cell overall;
     sa3d_pck_cell by_flag[SA3D_PCK_N_FLAGS][SA3D_PCK_FLAG_VALUES];
     long skipped_empty;                        /* pairs with no keypoint (not counted) */
+    sa3d_dataset_kind kind;                    /* names the threshold rule in the text and JSON (init: SPair) */
 } sa3d_pck_report;
+/* The threshold rule of a dataset kind, for reports: SPair and AP-10K "alpha x max(w, h) of the target bbox",
+ * PF-PASCAL "alpha x max(W, H) of the target image" (data.h, threshold_base). Static, never NULL. */
+SA3D_API const char *sa3d_pck_threshold_rule(sa3d_dataset_kind kind);
 
 SA3D_API const char *sa3d_pck_flag_name(int flag);   /* "viewpoint_variation", ... */
 
