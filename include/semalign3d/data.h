@@ -58,7 +58,8 @@
  * [0, SA3D_MAX_KPS), no id twice; src_kps, trg_kps and kps_ids have equal lengths of at most SA3D_MAX_KPS;
  * SPair categories are the 18 of METHOD.md 1.4 (PF-PASCAL: the 20 VOC classes); a SPair pair file's name
  * agrees with its src_imname, trg_imname, category and filename fields, an image record's with its filename
- * and category; difficulty flags, when present, are integers in their ranges (sa3d_pair). A record file
+ * and category; difficulty flags, when present, are integers in their ranges (sa3d_pair); an image record's
+ * truncated, occluded and difficult are 0 or 1 (PASCAL VOC). A record file
  * larger than SA3D_RECORD_MAX_BYTES is refused unread. Fields not listed in the structs (src_database,
  * image_depth, pose, pair_id, src_pose, ...) are not read.
  *

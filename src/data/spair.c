@@ -434,9 +434,10 @@ static sa3d_status parse_image(const cJSON *root, const char *file, const char *
     if ((s = sa3d_json_int(root, "image_width", file, 1, 1, SA3D_MAX_IMAGE_SIDE, &size[0], err)) ||
         (s = sa3d_json_int(root, "image_height", file, 1, 1, SA3D_MAX_IMAGE_SIDE, &size[1], err)) ||
         (s = read_bbox(root, "bndbox", file, out->bbox, err)) ||
-        (s = sa3d_json_int(root, "truncated", file, 0, 0, 1000, &out->truncated, err)) ||
-        (s = sa3d_json_int(root, "occluded", file, 0, 0, 1000, &out->occluded, err)) ||
-        (s = sa3d_json_int(root, "difficult", file, 0, 0, 1000, &out->difficult, err)) ||
+        /* PASCAL VOC's truncated, occluded and difficult are 0/1 */
+        (s = sa3d_json_int(root, "truncated", file, 0, 0, 1, &out->truncated, err)) ||
+        (s = sa3d_json_int(root, "occluded", file, 0, 0, 1, &out->occluded, err)) ||
+        (s = sa3d_json_int(root, "difficult", file, 0, 0, 1, &out->difficult, err)) ||
         (s = sa3d_json_int(root, "azimuth_id", file, 0, 0, 1000, &out->azimuth_id, err)))
         return s;
     out->width = size[0];
