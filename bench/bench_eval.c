@@ -40,7 +40,7 @@ static void usage(FILE *f) {
                "  --tiny          2 categories, 6 images each, 40 pairs, C = 32 (the ctest smoke run)\n"
                "  --pairs N       test pairs (default 12234)\n"
                "  --categories N  SPair categories, 1..18 (default 18)\n"
-               "  --images N      images per category on disk (default 25)\n"
+               "  --images N      images per category on disk (default 25; 100 = SPair's 1,800 images, 20 GB)\n"
                "  --channels C    feature channels (default 768)\n"
                "  --visible P     keypoint visibility probability (default 0.68: ~8 keypoints a pair)\n"
                "  --threads N     threads (default 2; 0 = all cores)\n"
@@ -49,7 +49,15 @@ static void usage(FILE *f) {
                "                  (DIR must then be new or empty); default: a temporary folder, removed at the end\n"
                "  --repeat N      run the stages N times and report each stage's best (default 1)\n"
                "  --cold          drop each feature file from the page cache before loading (one run)\n"
+               "  --paths LIST    pair,batch (default), batch,pair, pair or batch: the per-pair path (provider maps per\n"
+               "                  category + sa3d_match_baseline per pair) and/or the batched path\n"
+               "                  (sa3d_baseline_matcher_match_batch per category), in this order in each run\n"
                "  --no-e2e        skip the sa3d_eval_run end-to-end measurement\n");
+}
+
+static const char *fmt_s(char *buf, double x) {
+    snprintf(buf, 32, "%.3f", x);
+    return buf;
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -152,6 +160,44 @@ static sa3d_status run_stages(sa3d_dataset *ds, sa3d_provider *fp, const sa3d_sy
     return s;
 }
 
+/* The batched path (sa3d_baseline_matcher_match_batch): per category, every image loaded once (in parallel),
+ * one similarity product per target image; then the same scoring. Load and match times come from the
+ * matcher's own counters (loading includes the query gather). */
+static sa3d_status run_batch(sa3d_dataset *ds, sa3d_provider *fp, const sa3d_synth_spair_params *sp,
+                             const sa3d_baseline_params *bp, float (*preds)[SA3D_MAX_KPS][2], stage_times *st,
+                             sa3d_pck_report *r, long *loads_out, sa3d_error *err) {
+    int n = sa3d_dataset_n_pairs(ds, "test");
+    const sa3d_pair **prs = sa3d_malloc((size_t)n * sizeof *prs);
+    int *idx = sa3d_malloc((size_t)n * sizeof *idx);
+    sa3d_baseline_matcher *bm = NULL;
+    sa3d_status s = SA3D_OK;
+    if (!prs || !idx) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"); goto out; }
+    if ((s = sa3d_baseline_matcher_new(&bm, fp, sp->input_size, bp, err))) goto out;
+    sa3d_pck_init(r);
+    for (int c = 0; c < sp->n_categories && !s; c++) {
+        const char *cat = sa3d_spair_category(c);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(sa3d_dataset_pair(ds, "test", i)->category, cat)) { idx[m] = i; prs[m++] = sa3d_dataset_pair(ds, "test", i); }
+        float (*pc)[SA3D_MAX_KPS][2] = preds + (m ? idx[0] : 0);   /* a category's pairs are contiguous (sorted ids) */
+        for (int j = 0; j < m && !s; j++)
+            if (idx[j] != idx[0] + j) s = sa3d_fail(err, SA3D_ERR_ARG, "%s: pairs of a category not contiguous", cat);
+        if (!s && m) s = sa3d_baseline_matcher_match_batch(bm, prs, m, pc, err);
+        double t = sa3d_now();
+        for (int j = 0; j < m && !s; j++) s = sa3d_pck_add(r, prs[j], (const float (*)[2])pc[j], err);
+        st->pck += sa3d_now() - t;
+    }
+    sa3d_baseline_batch_stats bs = sa3d_baseline_matcher_batch_stats(bm);
+    st->load += bs.load_s;
+    st->match += bs.match_s;
+    *loads_out = bs.maps_loaded;
+out:
+    sa3d_baseline_matcher_free(bm);
+    sa3d_free(prs);
+    sa3d_free(idx);
+    return s;
+}
+
 int main(int argc, char **argv) {
     sa3d_synth_spair_params sp = sa3d_synth_spair_params_default();
     sp.n_categories = 18;
@@ -165,13 +211,21 @@ int main(int argc, char **argv) {
     sp.write_images = sp.write_segmentations = sp.write_flip_features = 0;
     long threads = 2, v;
     const char *dir = NULL;
-    int cold = 0, e2e = 1, tiny = 0, repeat = 1;
+    int cold = 0, e2e = 1, tiny = 0, repeat = 1, run_old = 1, run_new = 1, batch_first = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--tiny")) tiny = 1;
         else if (!strcmp(a, "--cold")) cold = 1;
         else if (!strcmp(a, "--no-e2e")) e2e = 0;
+        else if (!strcmp(a, "--paths") && val) {
+            if (!strcmp(val, "pair,batch")) run_old = run_new = 1, batch_first = 0;
+            else if (!strcmp(val, "batch,pair")) run_old = run_new = 1, batch_first = 1;
+            else if (!strcmp(val, "pair")) run_old = 1, run_new = 0;
+            else if (!strcmp(val, "batch")) run_old = 0, run_new = 1;
+            else { fprintf(stderr, "bench_eval: --paths %s: expected pair,batch | batch,pair | pair | batch\n", val); return 2; }
+            i++;
+        }
         else if (!strcmp(a, "--dir") && val) { dir = val; i++; }
         else if (!strcmp(a, "--pairs")) { if (!parse_long(a, val, 1, 999999, &v)) return 2; sp.pairs_test = (int)v; i++; }
         else if (!strcmp(a, "--categories")) { if (!parse_long(a, val, 1, 18, &v)) return 2; sp.n_categories = (int)v; i++; }
@@ -219,7 +273,7 @@ int main(int argc, char **argv) {
     sa3d_dataset *ds = NULL;
     sa3d_provider *fp = NULL;
     sa3d_baseline_matcher *bm = NULL;
-    float *work = NULL, (*preds)[SA3D_MAX_KPS][2] = NULL;
+    float *work = NULL, (*preds)[SA3D_MAX_KPS][2] = NULL, (*predb)[SA3D_MAX_KPS][2] = NULL;
     sa3d_map *maps = NULL;
     if (!dir) {
         const char *t = getenv("TMPDIR");
@@ -259,8 +313,9 @@ int main(int argc, char **argv) {
     sa3d_baseline_params bp = sa3d_baseline_params_default();
     work = sa3d_malloc(sa3d_baseline_work_floats(sp.feature_channels, sp.feature_grid, SA3D_MAX_KPS) * sizeof(float));
     preds = sa3d_malloc((size_t)n * sizeof *preds);
+    predb = sa3d_malloc((size_t)n * sizeof *predb);
     maps = sa3d_calloc((size_t)sp.images_per_category, sizeof *maps);
-    if (!work || !preds || !maps) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!work || !preds || !predb || !maps) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto fail; }
     if (cold)   /* every test image's feature file out of the page cache (its pages are clean: written + fsync) */
         for (int c = 0; c < sp.n_categories; c++) {
             const char *const *ids;
@@ -276,42 +331,72 @@ int main(int argc, char **argv) {
             }
         }
 
-    sa3d_pck_report r;
-    long keypoints = 0, files = 0;
-    stage_times best = st;
+    /* old (per pair) and new (batched) paths alternate within each repetition, so both see the same machine */
+    sa3d_pck_report r, rb;
+    long keypoints = 0, files = 0, loads = 0;
+    stage_times best = st, bestb = st;
+    int identical = -1;
     for (int rep = 0; rep < repeat; rep++) {
-        stage_times t = { st.annotations, 0, 0, 0, 0 };
-        if (run_stages(ds, fp, &sp, &bp, maps, preds, work, &t, &r, &keypoints, &files, &err)) goto fail;
-        if (repeat > 1)
-            fprintf(stderr, "run %d: load %.3f s, match %.3f s, pck %.3f s\n", rep + 1, t.load, t.match, t.pck);
-        if (rep == 0 || t.load < best.load) best.load = t.load;
-        if (rep == 0 || t.match < best.match) best.match = t.match;
-        if (rep == 0 || t.pck < best.pck) best.pck = t.pck;
+        for (int k = 0; k < 2; k++) {
+            int batch = k == 0 ? batch_first : !batch_first;
+            if (batch ? !run_new : !run_old) continue;
+            stage_times t = { st.annotations, 0, 0, 0, 0 };
+            if (batch) {
+                if (run_batch(ds, fp, &sp, &bp, predb, &t, &rb, &loads, &err)) goto fail;
+            } else if (run_stages(ds, fp, &sp, &bp, maps, preds, work, &t, &r, &keypoints, &files, &err)) {
+                goto fail;
+            }
+            stage_times *bt = batch ? &bestb : &best;
+            if (repeat > 1)
+                fprintf(stderr, "run %d, %s path: load %.3f s, match %.3f s, pck %.3f s\n", rep + 1,
+                        batch ? "batched" : "per-pair", t.load, t.match, t.pck);
+            if (rep == 0 || t.load + t.match + t.pck < bt->load + bt->match + bt->pck) *bt = t;
+        }
     }
-    st = best;
+    if (run_old && run_new) {   /* the two paths' predictions, byte for byte */
+        identical = 1;
+        for (int i = 0; i < n && identical; i++)
+            identical = !memcmp(preds[i], predb[i], (size_t)sa3d_dataset_pair(ds, "test", i)->n_kps * sizeof preds[i][0]);
+    }
+    if (!run_old) r = rb;
+    for (int i = 0; !run_old && i < n; i++) keypoints += sa3d_dataset_pair(ds, "test", i)->n_kps;
+    if (!run_old) for (int c = 0; c < sp.n_categories; c++) {
+        const char *const *ids;
+        int ni = sa3d_dataset_split_images(ds, "test", sa3d_spair_category(c), &ids, &err);
+        files += ni > 0 ? ni : 0;
+    }
     t0 = sa3d_now();
     sa3d_pck_finish(&r);
+    sa3d_pck_finish(&rb);
     char *table = sa3d_pck_format(&r, "PCK of the baseline on the synthetic split (known answer: 100)");
-    st.report = sa3d_now() - t0;
-    double total = st.annotations + st.load + st.match + st.pck + st.report;
-    double per_file = files ? st.load / (double)files : 0.0;
-    double projected = st.annotations + per_file * 100.0 * sp.n_categories + st.match + st.pck + st.report;
+    st.report = best.report = bestb.report = sa3d_now() - t0;
     if (table) fputs(table, stdout);
     free(table);
     double pck = sa3d_pck_per_image(&r.overall, 0);
-    printf("\n%-34s %10s  (best of %d run%s)\n", "stage", "wall s", repeat, repeat > 1 ? "s" : "");
-    printf("%-34s %10.3f  (%d pair records)\n", "annotations (open + load split)", st.annotations, n);
-    printf("%-34s %10.3f  (%ld files, %.1f ms each, %s page cache)\n", "load features", st.load, files,
-           1e3 * per_file, cold ? "cold" : "warm");
-    printf("%-34s %10.3f  (%.1f us per keypoint)\n", "match (sa3d_match_baseline)", st.match,
-           keypoints ? 1e6 * st.match / (double)keypoints : 0.0);
-    printf("%-34s %10.3f\n", "score (sa3d_pck_add)", st.pck);
-    printf("%-34s %10.3f\n", "report (finish + format)", st.report);
-    printf("%-34s %10.3f  (%d pairs, %ld keypoints, %.2f a pair, %d threads)\n", "total", total, n, keypoints,
-           n ? (double)keypoints / n : 0.0, nt);
-    printf("%-34s %10.3f  (load projected to %d files at %.1f ms each)\n", "total, 100 images per category",
-           projected, 100 * sp.n_categories, 1e3 * per_file);
-    printf("PCK@0.1 per-image %.2f, per-keypoint %.2f\n", pck, sa3d_pck_per_keypoint(&r.overall, 0));
+    double tot_old = best.annotations + best.load + best.match + best.pck + best.report;
+    double tot_new = bestb.annotations + bestb.load + bestb.match + bestb.pck + bestb.report;
+    printf("\n%d pairs, %ld keypoints (%.2f a pair), %ld distinct feature files, %d threads, %s page cache; best of %d "
+           "run%s, the two paths alternating\n", n, keypoints, n ? (double)keypoints / n : 0.0, files, nt,
+           cold ? "cold (first path to run only)" : "warm", repeat, repeat > 1 ? "s" : "");
+    printf("%-34s %14s %14s\n", "stage (wall s)", "per-pair path", "batched path");
+    #define ROW(name, a, b) printf("%-34s %14s %14s\n", name, run_old ? fmt_s(bo, a) : "-", run_new ? fmt_s(bn, b) : "-")
+    char bo[32], bn[32];
+    ROW("annotations (open + load split)", best.annotations, bestb.annotations);
+    ROW("load features", best.load, bestb.load);
+    ROW("match", best.match, bestb.match);
+    ROW("score (sa3d_pck_add)", best.pck, bestb.pck);
+    ROW("report (finish + format)", best.report, bestb.report);
+    ROW("total", tot_old, tot_new);
+    #undef ROW
+    if (run_old) printf("per-pair path: %.1f ms a file (%ld loads), %.1f us a keypoint\n", files ? 1e3 * best.load / (double)files : 0.0,
+                        files, keypoints ? 1e6 * best.match / (double)keypoints : 0.0);
+    if (run_new) printf("batched path:  %.1f ms a map (%ld loads incl. query gather), %.1f us a keypoint\n",
+                        loads ? 1e3 * bestb.load / (double)loads : 0.0, loads,
+                        keypoints ? 1e6 * bestb.match / (double)keypoints : 0.0);
+    if (identical >= 0) printf("predictions of the two paths: %s\n", identical ? "identical (memcmp)" : "DIFFERENT");
+    if (!run_old) pck = sa3d_pck_per_image(&rb.overall, 0);
+    printf("PCK@0.1 per-image %.2f, per-keypoint %.2f\n", pck, sa3d_pck_per_keypoint(run_old ? &r.overall : &rb.overall, 0));
+    if (identical == 0) { sa3d_fail(&err, SA3D_ERR_NUMERIC, "batched and per-pair predictions differ"); goto fail; }
 
     if (e2e) {   /* the `eval` command's path: provider -> baseline matcher -> part files -> predictions -> PCK */
         const char *t = getenv("TMPDIR");
@@ -321,6 +406,7 @@ int main(int argc, char **argv) {
         sa3d_pck_init(&r2);
         sa3d_eval_params ep = sa3d_eval_params_default();
         ep.out_dir = out_dir;
+        ep.match_batch = sa3d_baseline_matcher_match_batch;   /* as the eval command */
         long resumed = 0;
         t0 = sa3d_now();
         if (sa3d_baseline_matcher_new(&bm, fp, sp.input_size, &bp, &err) ||
@@ -344,6 +430,7 @@ done:
         for (int i = 0; i < sp.images_per_category; i++) free(maps[i].data);
     sa3d_free(maps);
     sa3d_free(preds);
+    sa3d_free(predb);
     sa3d_free(work);
     sa3d_baseline_matcher_free(bm);
     sa3d_provider_free(fp);

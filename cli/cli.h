@@ -4,6 +4,7 @@
 #define SA3D_CLI_H
 
 #include <stdio.h>
+#include "semalign3d/data.h"
 #include "semalign3d/status.h"
 
 enum { EXIT_OK = 0, EXIT_RUN = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
@@ -23,6 +24,10 @@ int cli_flag(char **argv, int i, const char *name);
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
 
 /* "semalign3d CMD: message" + "--help" hint on stderr; returns EXIT_USAGE. */
+/* --kind spair | pfpascal | ap10k -> *kind; 1, or 0 after printing a usage error. Also checks --split: SPair
+ * and PF-PASCAL know trn, val and test; AP-10K also its other split folders (test_cross_species, ...), which the
+ * reader validates. */
+int cli_dataset_kind(const char *cmd, const char *kind_s, const char *split, sa3d_dataset_kind *kind);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "semalign3d CMD: err->msg" on stderr; returns EXIT_RUN (or EXIT_INTERRUPTED for SA3D_ERR_CANCELLED). */
 int cli_run_error(const char *cmd, const sa3d_error *err);

@@ -20,6 +20,8 @@ static void help(void) {
            "             (15 x 15 window, temperature 0.02)\n\n"
            "options:\n"
            "  --dataset DIR      SPair-71k root (official layout)\n"
+           "  --kind KIND        dataset layout: spair (default), pfpascal (PF-PASCAL; PCK threshold alpha x\n"
+           "                     max(W, H) of the target image) or ap10k (AP-10K, GeoAware-SC's pair benchmark)\n"
            "  --split NAME       trn, val or test (default test: 12,234 pairs on SPair-71k)\n"
            "  --method NAME      baseline (default)\n"
            "  --features DIR     import feature maps: DIR[/<category>]/<id>.features.safetensors or <id>.npy\n"
@@ -47,7 +49,7 @@ static int progress(void *user, long done, long total, const char *item) {
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *root = NULL, *split = "test", *method = "baseline", *feat_dir = NULL,
                *model_dir = NULL, *size_s = "840", *cache = NULL, *out = NULL, *cats = NULL, *limit_s = NULL,
-               *threads_s = NULL;
+               *threads_s = NULL, *kind_s = "spair";
     int strict = 0, quiet = 0, size = 840, threads = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -56,6 +58,7 @@ int cmd_eval(int argc, char **argv) {
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
         if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--kind", &kind_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--method", &method)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--features", &feat_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
@@ -73,8 +76,8 @@ int cmd_eval(int argc, char **argv) {
     if (!root) return cli_usage_error(cmd, "--dataset is required");
     if (strcmp(method, "baseline") != 0) return cli_usage_error(cmd, "--method %s: expected baseline", method);
     if (!!feat_dir == !!model_dir) return cli_usage_error(cmd, "give exactly one of --features and --model");
-    if (strcmp(split, "trn") && strcmp(split, "val") && strcmp(split, "test"))
-        return cli_usage_error(cmd, "--split %s: expected trn, val or test", split);
+    sa3d_dataset_kind kind;
+    if (!cli_dataset_kind(cmd, kind_s, split, &kind)) return EXIT_USAGE;
     if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) ||
         (limit_s && !cli_int(cmd, "--limit", limit_s, 1, 1000000000, &limit)) ||
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
@@ -95,10 +98,12 @@ int cmd_eval(int argc, char **argv) {
     sa3d_set_threads(threads);
     sa3d_dataset_params dp = sa3d_dataset_params_default();
     dp.strict = strict;
+    dp.kind = kind;
     dp.categories = cats;
     dp.warn = cli_warn;
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
+    rep->kind = kind;
     if (sa3d_dataset_open(&ds, root, &dp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;
     sa3d_provider_params pp = sa3d_provider_params_default();
     pp.input_size = size;
@@ -123,6 +128,7 @@ int cmd_eval(int argc, char **argv) {
     ep.out_dir = out;
     ep.method = method;
     ep.limit = limit;
+    ep.match_batch = sa3d_baseline_matcher_match_batch;   /* grouped by target image; same output as per pair */
     ep.progress = progress;
     ep.progress_user = &prog;
     long resumed = 0;
@@ -140,7 +146,7 @@ int cmd_eval(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/report.json", out);
     snprintf(size_str, sizeof size_str, "%d", size);
     snprintf(limit_str, sizeof limit_str, "%d", limit);
-    const char *meta[] = { "method", method, "dataset", root, "split", split, "features", feat_dir ? feat_dir : "computed",
+    const char *meta[] = { "method", method, "dataset", root, "kind", kind_s, "split", split, "features", feat_dir ? feat_dir : "computed",
                            "model", model_dir ? model_dir : "-", "input_size", size_str, "limit_per_category",
                            limit_str, NULL };
     if (sa3d_pck_write_json(rep, path, meta, &err)) goto done;

@@ -11,11 +11,14 @@ static void help(void) {
            "Scores predictions against the ground truth of a split. One JSON object per line:\n"
            "  {\"pair\": \"<PairAnnotation file name without .json>\", \"trg_kps\": [[x, y], ...]}\n"
            "with one point per entry of the pair's src_kps, in the same order, in original target pixels.\n"
-           "A keypoint is correct when its distance to the truth is < alpha x max(w, h) of the target bbox.\n"
+           "A keypoint is correct when its distance to the truth is < alpha x max(w, h) of the target bbox\n"
+           "(PF-PASCAL: alpha x max(W, H) of the target image).\n"
            "Prints per-category and overall PCK at alpha 0.10, 0.05, 0.01: per-image and per-keypoint, and\n"
            "\"All\" both as the category mean and pair-weighted, plus the split by difficulty flags.\n\n"
            "options:\n"
            "  --dataset DIR        SPair-71k root (official layout)\n"
+           "  --kind KIND          dataset layout: spair (default), pfpascal (PF-PASCAL; PCK threshold alpha x\n"
+           "                       max(W, H) of the target image) or ap10k (AP-10K, GeoAware-SC's pair benchmark)\n"
            "  --split NAME         trn, val or test (default test)\n"
            "  --predictions FILE   the JSON-lines predictions\n"
            "  --json FILE          also write the report as JSON (atomically)\n"
@@ -27,7 +30,7 @@ static void help(void) {
 }
 
 int cmd_pck(int argc, char **argv) {
-    const char *cmd = "pck", *root = NULL, *split = "test", *preds = NULL, *json = NULL, *cats = NULL;
+    const char *cmd = "pck", *root = NULL, *split = "test", *preds = NULL, *json = NULL, *cats = NULL, *kind_s = "spair";
     int allow_missing = 0, strict = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -36,6 +39,7 @@ int cmd_pck(int argc, char **argv) {
         if (cli_flag(argv, i, "--strict")) { strict = 1; continue; }
         if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--kind", &kind_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--predictions", &preds)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--categories", &cats))) {
@@ -45,8 +49,8 @@ int cmd_pck(int argc, char **argv) {
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
     if (!root || !preds) return cli_usage_error(cmd, "--dataset and --predictions are required");
-    if (strcmp(split, "trn") && strcmp(split, "val") && strcmp(split, "test"))
-        return cli_usage_error(cmd, "--split %s: expected trn, val or test", split);
+    sa3d_dataset_kind kind;
+    if (!cli_dataset_kind(cmd, kind_s, split, &kind)) return EXIT_USAGE;
 
     sa3d_error err = { 0 };
     sa3d_dataset *ds = NULL;
@@ -55,10 +59,12 @@ int cmd_pck(int argc, char **argv) {
     long missing = 0;
     sa3d_dataset_params dp = sa3d_dataset_params_default();
     dp.strict = strict;
+    dp.kind = kind;
     dp.categories = cats;
     dp.warn = cli_warn;
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
+    rep->kind = kind;
     if (sa3d_dataset_open(&ds, root, &dp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;
     if (sa3d_pck_score_file(rep, ds, split, preds, allow_missing, &missing, &err)) goto done;
     char title[512];
@@ -71,7 +77,7 @@ int cmd_pck(int argc, char **argv) {
     if (json) {
         char miss[32];
         snprintf(miss, sizeof miss, "%ld", missing);
-        const char *meta[] = { "dataset", root, "split", split, "predictions", preds, "missing_pairs", miss, NULL };
+        const char *meta[] = { "dataset", root, "kind", kind_s, "split", split, "predictions", preds, "missing_pairs", miss, NULL };
         if (sa3d_pck_write_json(rep, json, meta, &err)) goto done;
     }
     rc = EXIT_OK;

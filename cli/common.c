@@ -114,3 +114,13 @@ void cli_warn(void *user, const char *msg) {
     (void)user;
     fprintf(stderr, "semalign3d: warning: %s\n", msg);
 }
+
+int cli_dataset_kind(const char *cmd, const char *kind_s, const char *split, sa3d_dataset_kind *kind) {
+    if (!strcmp(kind_s, "spair")) *kind = SA3D_DATASET_SPAIR;
+    else if (!strcmp(kind_s, "pfpascal")) *kind = SA3D_DATASET_PFPASCAL;
+    else if (!strcmp(kind_s, "ap10k")) *kind = SA3D_DATASET_AP10K;
+    else return cli_usage_error(cmd, "--kind %s: expected spair, pfpascal or ap10k", kind_s), 0;
+    if (*kind != SA3D_DATASET_AP10K && strcmp(split, "trn") && strcmp(split, "val") && strcmp(split, "test"))
+        return cli_usage_error(cmd, "--split %s: expected trn, val or test", split), 0;
+    return 1;
+}

@@ -40,6 +40,35 @@ echo '{"pair": 5' > "$T/bad2.jsonl"
 "$BIN" eval --dataset "$T/ds" >/dev/null 2>&1; check "eval without features" 2 $?
 "$BIN" pck --dataset "$T/nope" --predictions "$T/bad.jsonl" >/dev/null 2>&1; check "pck missing dataset" 1 $?
 
+# --kind: PF-PASCAL (threshold from the target image size) built from two synthetic images, and usage errors
+P="$T/pf/PF-dataset-PASCAL"
+mkdir -p "$P/JPEGImages" "$T/pff"
+ia=$(ls "$T/ds/JPEGImages/aeroplane" | sed -n 1p); ib=$(ls "$T/ds/JPEGImages/aeroplane" | sed -n 2p)
+for i in "$ia" "$ib"; do
+  cp "$T/ds/JPEGImages/aeroplane/$i" "$P/JPEGImages/"
+  cp "$T/ds/Features/aeroplane/${i%.jpg}.features.safetensors" "$T/pff/"
+done
+printf 'source_image,target_image,class,XA,YA,XB,YB\nPF-dataset-PASCAL/JPEGImages/%s,PF-dataset-PASCAL/JPEGImages/%s,1,10;40;70,20;50;80,12;42;72,22;52;82\n' \
+  "$ia" "$ib" > "$P/test_pairs_pf_pascal.csv"
+"$BIN" eval --kind pfpascal --dataset "$T/pf" --features "$T/pff" --out "$T/evpf" --quiet >"$T/table" 2>"$T/e"
+check "eval --kind pfpascal" 0 $?
+grep -q "max(W, H) of the target image" "$T/table" || { echo "FAIL PF-PASCAL threshold rule not in the table"; fail=1; }
+grep -Eq '"dataset_kind":[[:space:]]*"pfpascal"' "$T/evpf/report.json" || { echo "FAIL report.json lacks dataset_kind"; fail=1; }
+grep -q "1 pairs" "$T/table" || { echo "FAIL PF-PASCAL pair count: $(head -1 "$T/table")"; fail=1; }
+"$BIN" pck --kind pfpascal --dataset "$T/pf" --predictions "$T/evpf/predictions.jsonl" --json "$T/rpf.json" >"$T/table" 2>&1
+check "pck --kind pfpascal" 0 $?
+grep -q "max(W, H) of the target image" "$T/table" || { echo "FAIL pck PF-PASCAL threshold rule"; fail=1; }
+grep -Eq '"threshold":[[:space:]]*"alpha x max\(W, H\) of the target image, strict <"' "$T/rpf.json" || { echo "FAIL pck JSON threshold"; fail=1; }
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" >"$T/table" 2>&1
+grep -q "max(w, h) of the target bbox" "$T/table" || { echo "FAIL SPair threshold rule"; fail=1; }
+"$BIN" pck --kind pascal --dataset "$T/pf" --predictions "$T/bad.jsonl" >/dev/null 2>"$T/e"; check "pck --kind pascal" 2 $?
+grep -q "expected spair, pfpascal or ap10k" "$T/e" || { echo "FAIL --kind message: $(cat "$T/e")"; fail=1; }
+"$BIN" eval --kind spair --split test_cross_species --dataset "$T/ds" --features "$T/ds/Features" >/dev/null 2>&1
+check "eval --split test_cross_species on SPair" 2 $?
+"$BIN" eval --kind ap10k --split test_cross_species --dataset "$T/nope" --features "$T/ds/Features" --quiet >/dev/null 2>"$T/e"
+check "eval --kind ap10k, missing root" 1 $?
+grep -q "nope" "$T/e" || { echo "FAIL ap10k open message: $(cat "$T/e")"; fail=1; }
+
 # computed features with the tiny DINOv2 fixture: a second run is served from the cache
 dino=$(grep -l '"Dinov2Model"' "$FIX"/*/config.json | head -1 | xargs dirname)
 "$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"

@@ -435,6 +435,41 @@ static void case_flip_pairs(void) {
     T_CHECK(sa3d_spair_flip_map(NULL, map) == -1);
 }
 
+/* PF-PASCAL and AP-10K maps: involutions for every category, and the swaps their sources name */
+static void case_flip_other_kinds(void) {
+    int map[SA3D_MAX_KPS];
+    static const char *const voc[20] = { "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+        "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+        "train", "tvmonitor" };
+    static const int voc_slots[20] = { 16, 11, 12, 11, 8, 8, 14, 16, 10, 16, 8, 16, 16, 10, 17, 6, 7, 12, 7, 8 };
+    for (int c = 0; c < 20; c++) {
+        int slots = sa3d_flip_map(SA3D_DATASET_PFPASCAL, voc[c], map);
+        T_CHECK(slots == voc_slots[c]);
+        for (int k = 0; k < SA3D_MAX_KPS; k++) T_CHECK(map[k] >= 0 && map[k] < SA3D_MAX_KPS && map[map[k]] == k);
+    }
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_PFPASCAL, "aeroplane", map) == 16 && map[12] == 14 && map[14] == 12 &&
+            map[13] == 13 && map[9] == 10);
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_PFPASCAL, "person", map) == 17 && map[0] == 3 && map[8] == 11 &&
+            map[16] == 16);
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_PFPASCAL, "chair", map) == 10 && map[0] == 2 && map[9] == 8);
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_PFPASCAL, "sofa", map) == 12 && sa3d_spair_flip_map("sofa", map) == -1);
+    /* AP-10K: left/right eye, shoulder, elbow, front paw, hip, knee, back paw swap; nose, neck, tail root stay */
+    static const int ap[17] = { 1, 0, 2, 3, 4, 8, 9, 10, 5, 6, 7, 14, 15, 16, 11, 12, 13 };
+    static const char *const species[3] = { "antelope", "Canidae", "all" };
+    for (int i = 0; i < 3; i++) {
+        T_CHECK(sa3d_flip_map(SA3D_DATASET_AP10K, species[i], map) == 17);
+        for (int k = 0; k < 17; k++) T_CHECK(map[k] == ap[k]);
+    }
+    /* SPair through the generic entry equals sa3d_spair_flip_map; unknown names leave map alone */
+    int m2[SA3D_MAX_KPS];
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_SPAIR, "car", map) == sa3d_spair_flip_map("car", m2) &&
+            !memcmp(map, m2, sizeof map));
+    map[0] = 77;
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_PFPASCAL, "giraffe", map) == -1 && map[0] == 77);
+    T_CHECK(sa3d_flip_map(SA3D_DATASET_AP10K, NULL, map) == -1 && map[0] == 77);
+    T_CHECK(sa3d_flip_map((sa3d_dataset_kind)9, "car", map) == -1 && map[0] == 77);
+}
+
 static void case_categories(void) {
     for (int i = 0; i < 18; i++) {
         T_CHECK(!strcmp(sa3d_spair_category(i), slot_table[i].cat)); /* sorted, as METHOD.md 1.4 */
@@ -1581,6 +1616,7 @@ int main(int argc, char **argv) {
         { "2.1", "flip maps: involutions with METHOD.md 1.5 slot counts", case_flip_involution },
         { "2.2", "flip maps: specific swaps of METHOD.md 1.6", case_flip_pairs },
         { "2.3", "the 18 SPair categories, sorted", case_categories },
+        { "2.4", "flip maps of PF-PASCAL (per class) and AP-10K (17 keypoints)", case_flip_other_kinds },
         { "3.1", "synthetic SPair: sorted pairs, split images, find_pair", case_synthetic_lists },
         { "3.2", "synthetic SPair: category filter, Layout lists", case_synthetic_filter_layout },
         { "3.3", "synthetic SPair: image records and paths", case_synthetic_images },

@@ -1,13 +1,19 @@
 /* Evaluation: window soft-argmax parity with the authors' function (every case file found), PCK variants
- * against hand-computed values, the JSON report keys, and predictions-file validation. */
-#define _POSIX_C_SOURCE 200809L
+ * against hand-computed values, the JSON report keys, and predictions-file validation; the batched baseline
+ * (grouped by target image, parallel loads) against the per-pair path, byte for byte. */
+#define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "base/base.h"
 #include "semalign3d/eval.h"
+#include "semalign3d/match.h"
+#include "semalign3d/providers.h"
+#include "semalign3d/synth.h"
+#include "tensor/kernels.h"
 #include "t.h"
 
 /* semalign3d-reference/README.md: window_soft_argmax.json, tolerance abs 1e-4 (cell units). */
@@ -135,10 +141,186 @@ static void case_pck_variants(void) {
     T_CONTAINS(err.msg, "p1");
 }
 
+/* ---- the batched baseline equals the per-pair baseline ---------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+/* fused normalise-and-copy vs in-place normalise: bit-identical, and the first non-finite index found */
+static void case_normalize_copy(void) {
+    int C = 37, cells = 91;
+    float *a = malloc((size_t)C * cells * sizeof(float)), *b = malloc((size_t)C * cells * sizeof(float));
+    uint64_t x = 12345;
+    for (int i = 0; i < C * cells; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        a[i] = (float)((double)(x >> 40) / (double)(1ULL << 24) - 0.5) * 7.0f;
+    }
+    for (int c = 0; c < C; c++) a[(size_t)c * cells + 5] = 0.0f;   /* an all-zero cell: eps, no NaN */
+    long bad = sa3d_features_normalize_copy(b, a, C, cells);
+    sa3d_features_normalize(a, C, cells);
+    T_CHECK(bad == -1);
+    T_CHECK(memcmp(a, b, (size_t)C * cells * sizeof(float)) == 0);
+    a[3 * cells + 7] = INFINITY;
+    T_CHECK(sa3d_features_normalize_copy(b, a, C, cells) == 3 * cells + 7);
+    a[3 * cells + 7] = 1.0f;
+    a[30 * cells + 2] = NAN;   /* a NaN poisons its whole cell: the first bad index is channel 0 of it */
+    T_CHECK(sa3d_features_normalize_copy(b, a, C, cells) == 2);
+    free(a);
+    free(b);
+}
+
+/* the fixed-order product equals its naive twin bit for bit, for any row count and place, at 1 and 2 threads */
+static void case_fixed_order_gemm(void) {
+    int M = 23, K = 77, N = 131;
+    float *A = malloc((size_t)M * K * sizeof(float)), *B = malloc((size_t)K * N * sizeof(float));
+    float *S = malloc((size_t)M * N * sizeof(float)), *R = malloc((size_t)M * N * sizeof(float));
+    uint64_t x = 99;
+    for (int i = 0; i < M * K + K * N; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        float v = (float)((double)(x >> 40) / (double)(1ULL << 24) - 0.5);
+        if (i < M * K) A[i] = v; else B[i - M * K] = v;
+    }
+    sa3d_ref_gemm_fixed_order(R, A, B, M, K, N);
+    double maxd = 0.0;
+    for (int th = 1; th <= 2; th++) {
+        sa3d_set_threads(th);
+        sa3d_gemm_fixed_order(S, A, B, M, K, N);
+        T_CHECK(memcmp(S, R, (size_t)M * N * sizeof(float)) == 0);
+        for (int off = 0; off < M; off += 5) {   /* rows off.. on their own: the same bits as inside the product */
+            int m = M - off < 3 ? M - off : 3;
+            sa3d_gemm_fixed_order(S, A + (size_t)off * K, B, m, K, N);
+            T_CHECK(memcmp(S, R + (size_t)off * N, (size_t)m * N * sizeof(float)) == 0);
+        }
+    }
+    for (int i = 0; i < M; i++)   /* and it is the product: against double sums */
+        for (int j = 0; j < N; j++) {
+            double d = 0.0;
+            for (int k = 0; k < K; k++) d += (double)A[(size_t)i * K + k] * (double)B[(size_t)k * N + j];
+            double e = fabs(d - (double)R[(size_t)i * N + j]);
+            if (e > maxd) maxd = e;
+        }
+    printf("  max |fixed-order - double| = %.3g (bound 1e-4)\n", maxd);
+    T_CHECK(maxd <= 1e-4);
+    sa3d_set_threads(0);
+    free(A); free(B); free(S); free(R);
+}
+
+static int same_preds(const float (*a)[SA3D_MAX_KPS][2], const float (*b)[SA3D_MAX_KPS][2], const sa3d_dataset *ds,
+                      int n) {
+    for (int i = 0; i < n; i++) {
+        const sa3d_pair *pr = sa3d_dataset_pair(ds, "test", i);
+        if (memcmp(a[i], b[i], (size_t)pr->n_kps * sizeof a[i][0]) != 0) {
+            printf("  pair %s differs: (%.9g, %.9g) vs (%.9g, %.9g)\n", pr->id, (double)a[i][0][0],
+                   (double)a[i][0][1], (double)b[i][0][0], (double)b[i][0][1]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void case_batch_equals_pairwise(void) {
+    char root[512];
+    const char *t = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/sa3d_eval_batch_XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return; }
+    sa3d_error err = { 0 };
+    sa3d_synth_spair_params sp = sa3d_synth_spair_params_default();
+    sp.n_categories = 3;
+    sp.images_per_category = 7;
+    sp.pairs_trn = sp.pairs_val = 0;
+    sp.pairs_test = 90;
+    sp.feature_channels = 48;
+    sp.feature_noise = 1.5f;   /* noisy codes: soft-argmax weights spread over the window, not cell centres */
+    sp.write_images = sp.write_segmentations = sp.write_flip_features = 0;
+    T_OK(sa3d_synth_spair_write(root, &sp, &err), &err);
+    sa3d_dataset *ds = NULL;
+    sa3d_provider *fp = NULL;
+    sa3d_baseline_matcher *bm = NULL;
+    T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
+    int n = ds ? sa3d_dataset_load_split(ds, "test", &err) : -1;
+    T_CHECK(n == 90);
+    char fdir[600];
+    snprintf(fdir, sizeof fdir, "%s/Features", root);
+    sa3d_provider_params pp = sa3d_provider_params_default();
+    pp.import_dir = fdir;
+    T_OK(sa3d_feature_provider_new(&fp, ds, &pp, &err), &err);
+    T_CHECK(sa3d_provider_concurrent(fp) == 1);
+    sa3d_baseline_params bp = sa3d_baseline_params_default();
+    T_OK(sa3d_baseline_matcher_new(&bm, fp, sp.input_size, &bp, &err), &err);
+    float (*ref)[SA3D_MAX_KPS][2] = calloc((size_t)n, sizeof *ref), (*got)[SA3D_MAX_KPS][2] = calloc((size_t)n, sizeof *got);
+    const sa3d_pair **prs = calloc((size_t)n, sizeof *prs);
+    for (int i = 0; i < n && bm; i++) {
+        prs[i] = sa3d_dataset_pair(ds, "test", i);
+        T_OK(sa3d_baseline_matcher_match(bm, prs[i], ref[i], &err), &err);
+    }
+    /* all categories in one call at 1 and 2 threads; per category; memory budgets of 0, 1 and 3 maps (reloads) */
+    size_t map_bytes = (size_t)sp.feature_channels * sp.feature_grid * sp.feature_grid * sizeof(float);
+    size_t budgets[4] = { bp.max_cache_bytes, 0, map_bytes, 3 * map_bytes };
+    for (int th = 1; th <= 2 && bm; th++) {
+        sa3d_set_threads(th);
+        for (int b = 0; b < 4; b++) {
+            sa3d_baseline_matcher_free(bm);
+            bp.max_cache_bytes = budgets[b];
+            T_OK(sa3d_baseline_matcher_new(&bm, fp, sp.input_size, &bp, &err), &err);
+            memset(got, 0xff, (size_t)n * sizeof *got);
+            T_OK(sa3d_baseline_matcher_match_batch(bm, prs, n, got, &err), &err);
+            int same = same_preds((const float (*)[SA3D_MAX_KPS][2])ref, (const float (*)[SA3D_MAX_KPS][2])got, ds, n);
+            sa3d_baseline_batch_stats st = sa3d_baseline_matcher_batch_stats(bm);
+            printf("  threads %d, budget %zu bytes: %ld maps loaded for 21 images, predictions %s\n", th, budgets[b],
+                   st.maps_loaded, same ? "identical" : "DIFFER");
+            T_CHECK(same);
+            if (b == 0) T_CHECK(st.maps_loaded == 21);   /* each image once */
+            if (b == 1) T_CHECK(st.maps_loaded > 21);    /* targets read again */
+        }
+    }
+    /* category by category through sa3d_eval_run: predictions.jsonl byte-identical to the pair-by-pair run */
+    char out1[700], out2[700];
+    snprintf(out1, sizeof out1, "%s/ev1", root);
+    snprintf(out2, sizeof out2, "%s/ev2", root);
+    sa3d_pck_report r1, r2;
+    sa3d_pck_init(&r1);
+    sa3d_pck_init(&r2);
+    sa3d_eval_params ep = sa3d_eval_params_default();
+    long resumed;
+    ep.out_dir = out1;
+    T_OK(sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, &r1, &resumed, &err), &err);
+    ep.out_dir = out2;
+    ep.match_batch = sa3d_baseline_matcher_match_batch;
+    T_OK(sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, &r2, &resumed, &err), &err);
+    char p1[800], p2[800], *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    snprintf(p1, sizeof p1, "%s/predictions.jsonl", out1);
+    snprintf(p2, sizeof p2, "%s/predictions.jsonl", out2);
+    T_OK(sa3d_read_file(p1, 1 << 24, &a, &la, &err), &err);
+    T_OK(sa3d_read_file(p2, 1 << 24, &b, &lb, &err), &err);
+    T_CHECK(a && b && la == lb && la > 0 && memcmp(a, b, la) == 0);
+    sa3d_free(a);
+    sa3d_free(b);
+    /* a missing feature file: the failing image is named */
+    char victim[900];
+    snprintf(victim, sizeof victim, "%s/%s/%s.features.safetensors", fdir, prs[n - 1]->category, prs[n - 1]->trg);
+    remove(victim);
+    T_STATUS(sa3d_baseline_matcher_match_batch(bm, prs, n, got, &err), SA3D_ERR_IO, &err);
+    T_CONTAINS(err.msg, prs[n - 1]->trg);
+    sa3d_set_threads(0);
+    free(ref);
+    free(got);
+    free(prs);
+    sa3d_baseline_matcher_free(bm);
+    sa3d_provider_free(fp);
+    sa3d_dataset_close(ds);
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "window soft-argmax equals the authors' function", case_soft_argmax },
         { "2.1", "PCK per-image/per-keypoint, category mean/pair-weighted, flags", case_pck_variants },
+        { "3.1", "fused normalise + copy equals in-place normalise", case_normalize_copy },
+        { "3.3", "fixed-order product = naive twin, any rows, 1 and 2 threads", case_fixed_order_gemm },
+        { "3.2", "batched baseline = per-pair baseline (threads, budgets, eval)", case_batch_equals_pairwise },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

@@ -58,7 +58,8 @@
  * [0, SA3D_MAX_KPS), no id twice; src_kps, trg_kps and kps_ids have equal lengths of at most SA3D_MAX_KPS;
  * SPair categories are the 18 of METHOD.md 1.4 (PF-PASCAL: the 20 VOC classes); a SPair pair file's name
  * agrees with its src_imname, trg_imname, category and filename fields, an image record's with its filename
- * and category; difficulty flags, when present, are integers in their ranges (sa3d_pair). A record file
+ * and category; difficulty flags, when present, are integers in their ranges (sa3d_pair); an image record's
+ * truncated, occluded and difficult are 0 or 1 (PASCAL VOC). A record file
  * larger than SA3D_RECORD_MAX_BYTES is refused unread. Fields not listed in the structs (src_database,
  * image_depth, pose, pair_id, src_pose, ...) are not read.
  *
@@ -194,6 +195,11 @@ SA3D_API int sa3d_spair_category_index(const char *name);
  * such as bus 8 and 9). Returns the slot count (largest id in the table + 1, as METHOD.md 1.5) and fills
  * map[0..slots); or -1 for an unknown category (map untouched). map[k] for k >= slots is set to k. */
 SA3D_API int sa3d_spair_flip_map(const char *category, int map[SA3D_MAX_KPS]);
+/* The same for any dataset kind: SPair as above; PF-PASCAL per VOC class (SemAlign3D's PF_PASCAL_FLIP
+ * table, aeroplane made an involution, see spair.c); AP-10K one map for every category (17 keypoints: eyes,
+ * shoulders, elbows, front paws, hips, knees, back paws swap; nose, neck, tail root stay). Returns the slot
+ * count, or -1 for an unknown category or kind (map untouched). */
+SA3D_API int sa3d_flip_map(sa3d_dataset_kind kind, const char *category, int map[SA3D_MAX_KPS]);
 
 #ifdef __cplusplus
 }

@@ -41,7 +41,11 @@ typedef struct sa3d_pck_report {
     sa3d_pck_cell overall;
     sa3d_pck_cell by_flag[SA3D_PCK_N_FLAGS][SA3D_PCK_FLAG_VALUES];
     long skipped_empty;                        /* pairs with no keypoint (not counted) */
+    sa3d_dataset_kind kind;                    /* names the threshold rule in the text and JSON (init: SPair) */
 } sa3d_pck_report;
+/* The threshold rule of a dataset kind, for reports: SPair and AP-10K "alpha x max(w, h) of the target bbox",
+ * PF-PASCAL "alpha x max(W, H) of the target image" (data.h, threshold_base). Static, never NULL. */
+SA3D_API const char *sa3d_pck_threshold_rule(sa3d_dataset_kind kind);
 
 SA3D_API const char *sa3d_pck_flag_name(int flag);   /* "viewpoint_variation", ... */
 
@@ -73,7 +77,10 @@ SA3D_API sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset 
 
 /* Running a matcher over a split (the `eval` command). A matcher fills pred[i] for pair->src_kps[i]. */
 typedef sa3d_status (*sa3d_pair_matcher)(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err);
-/* Progress: called after each pair; a non-zero return cancels the run (SA3D_ERR_CANCELLED). */
+/* A matcher for many pairs at once: pred[i] for pairs[i] (the rows hold SA3D_MAX_KPS points). */
+typedef sa3d_status (*sa3d_batch_matcher)(void *ctx, const sa3d_pair *const *pairs, int n,
+                                          float (*pred)[SA3D_MAX_KPS][2], sa3d_error *err);
+/* Progress: called after each pair (with a batch matcher: after each category); a non-zero return cancels the run (SA3D_ERR_CANCELLED). */
 typedef int (*sa3d_progress_fn)(void *user, long done, long total, const char *item);
 
 typedef struct sa3d_eval_params {
@@ -81,6 +88,8 @@ typedef struct sa3d_eval_params {
     const char *out_dir;          /* predictions.jsonl, parts/<category>.jsonl (resume state) */
     const char *method;           /* recorded in the outputs */
     long limit;                   /* 0: every pair; else the first `limit` pairs of each category */
+    sa3d_batch_matcher match_batch;   /* NULL: the pair matcher, pair by pair; else this, one call per category
+                                         (same ctx); the outputs are the same either way */
     sa3d_progress_fn progress;
     void *progress_user;
 } sa3d_eval_params;

@@ -40,7 +40,7 @@ typedef struct sa3d_provider_params {
 } sa3d_provider_params;
 SA3D_API sa3d_provider_params sa3d_provider_params_default(void);
 
-typedef struct sa3d_provider sa3d_provider;   /* opaque; one thread at a time (owns a network workspace) */
+typedef struct sa3d_provider sa3d_provider;   /* opaque; one thread at a time unless sa3d_provider_concurrent */
 
 SA3D_API sa3d_status sa3d_feature_provider_new(sa3d_provider **out, sa3d_dataset *ds, const sa3d_provider_params *p,
                                                sa3d_error *err);
@@ -58,6 +58,10 @@ typedef struct sa3d_map {
 } sa3d_map;
 SA3D_API sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const char *id, int flip,
                                        sa3d_map *out, sa3d_error *err);
+
+/* 1 when sa3d_provider_get may be called from several threads at once on this provider (imported features,
+ * depth or masks: each call reads its own file), 0 otherwise (a computing provider owns one workspace). */
+SA3D_API int sa3d_provider_concurrent(const sa3d_provider *pr);
 
 /* Counters since creation: maps served from the cache, computed (or imported), and cache entries rejected as
  * stale or corrupt. */

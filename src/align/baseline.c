@@ -1,16 +1,17 @@
 /* The GeoAware-SC feature-only matcher (METHOD.md 6.2 step 4 and 7.1): cosine similarity of the source cell's
- * feature with every target cell in one GEMM, then the window soft-argmax, mapped back with GeoAware's
+ * feature with every target cell in one fixed-order product (tensor/kernels.h), then the window soft-argmax, mapped back with GeoAware's
  * keypoint padding convention. SemAlign3D's matcher falls back to this when an alignment is implausible. */
-#include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "base/base.h"
 #include "semalign3d/eval.h"
 #include "semalign3d/match.h"
+#include "tensor/kernels.h"
 
 sa3d_baseline_params sa3d_baseline_params_default(void) {
-    sa3d_baseline_params p = { 7, 0.02f };
+    sa3d_baseline_params p = { 7, 0.02f, (size_t)2 << 30 };
     return p;
 }
 
@@ -37,6 +38,40 @@ void sa3d_features_normalize(float *F, int C, int n_cells) {
         for (int i = 0; i < n_cells; i++) row[i] *= inv[i];
     }
     free(ss);
+}
+
+long sa3d_features_normalize_copy(float *restrict dst, const float *restrict src, int C, int n_cells) {
+    /* The same arithmetic as sa3d_features_normalize (double sums in channel order, one float inverse per cell,
+     * one product), so both give bit-identical maps; reading src twice beats copying it first (23.5 ms a file
+     * for copy + normalise + finiteness scan, bench_eval). */
+    double *ss = calloc((size_t)n_cells, sizeof *ss);
+    if (!ss) {
+        memcpy(dst, src, (size_t)C * n_cells * sizeof(float));
+        sa3d_features_normalize(dst, C, n_cells);
+    } else {
+        for (int c = 0; c < C; c++) {
+            const float *row = src + (size_t)c * n_cells;
+            for (int i = 0; i < n_cells; i++) ss[i] += (double)row[i] * (double)row[i];
+        }
+        float *inv = (float *)ss;   /* as in sa3d_features_normalize */
+        for (int i = 0; i < n_cells; i++) inv[i] = (float)(1.0 / (sqrt(ss[i]) + 1e-10));
+        for (int c = 0; c < C; c++) {
+            const float *row = src + (size_t)c * n_cells;
+            float *out = dst + (size_t)c * n_cells;
+            for (int i = 0; i < n_cells; i++) out[i] = row[i] * inv[i];
+        }
+        /* A non-finite input makes its cell's inverse 0 or NaN, and then inf * 0 or NaN reaches dst; a finite
+         * cell gives |dst| <= 1. So one scan of the n_cells inverses proves the map finite; only a bad map pays
+         * for the full scan that finds the first bad index. */
+        int all_finite = 1;
+        for (int i = 0; i < n_cells; i++) all_finite &= inv[i] != 0.0f && isfinite(inv[i]);
+        free(ss);
+        if (all_finite) return -1;
+    }
+    size_t n = (size_t)C * n_cells;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i])) return (long)i;
+    return -1;
 }
 
 /* GeoAware-SC utils preprocess_kps_pad: scale = size / max(w, h); the shorter side is centred with
@@ -82,12 +117,10 @@ sa3d_status sa3d_match_baseline(const sa3d_feature_map *src, const sa3d_feature_
         cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
         for (int c = 0; c < C; c++) q[(size_t)i * C + c] = src->data[(size_t)c * cells + (size_t)cy * g + cx];
     }
-    /* S[n][cells] = q[n][C] . trg[C][cells]: cosine similarity (both unit). A pair has ~8 keypoints: at that
-     * size OpenBLAS is 3x slower on 2 threads than on 1 (measured by bench_eval), so small products run on one. */
-    int blas_threads = openblas_get_num_threads();
-    if (n < 64 && blas_threads > 1) openblas_set_num_threads(1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cells, C, 1.0f, q, C, trg->data, cells, 0.0f, S, cells);
-    if (n < 64 && blas_threads > 1) openblas_set_num_threads(blas_threads);
+    /* S[n][cells] = q[n][C] . trg[C][cells]: cosine similarity (both unit). The fixed-order product, not
+     * cblas_sgemm: each element must not depend on n or on the row's place, so that the batched matcher
+     * (all queries of a target in one product) gives these very bits. */
+    sa3d_gemm_fixed_order(S, q, trg->data, n, C, cells);
     float cell_t = (float)trg->input_size / (float)g;
     for (int i = 0; i < n; i++) {
         int ax, ay;
@@ -113,6 +146,7 @@ struct sa3d_baseline_matcher {
     int n_maps, cap_maps;
     float *work;
     size_t work_floats;
+    struct { long loads; double load_s, match_s; } batch;   /* sa3d_baseline_matcher_batch_stats */
 };
 
 sa3d_status sa3d_baseline_matcher_new(sa3d_baseline_matcher **out, sa3d_provider *features, int input_size,
@@ -194,4 +228,263 @@ sa3d_status sa3d_baseline_matcher_match(void *ctx, const sa3d_pair *pair, float 
         bm->work_floats = need;
     }
     return sa3d_match_baseline(&src, &trg, (const float (*)[2])pair->src_kps, pair->n_kps, &bm->p, pred, bm->work, err);
+}
+
+/* ---- many pairs at once, grouped by target image (METHOD.md 6.2 step 4, same arithmetic as above) ----
+ *
+ * Per pair, the product q[n][C] x F_trg[C][g*g] reads the whole 11 MB target map for about 8 queries, so the
+ * split costs one map read per pair (12,234) plus one file load per image and pair. Here every image is
+ * loaded once (in parallel when the provider allows it), each source image hands its queries to every pair
+ * that uses it, and each target image runs one product for all queries that map onto it. Every element is
+ * the same fixed-order dot product of the same unit vectors as in sa3d_match_baseline (which is why neither
+ * uses cblas_sgemm, whose rounding depends on the row's place), and the soft-argmax sees the same row, so
+ * the predictions equal the per-pair path's (tests/test_eval.c checks this byte for byte). */
+
+#define BATCH_MAX_ROWS 1024   /* queries per product: bounds S at 1024 x g*g floats (14.7 MB for g = 60) */
+
+typedef struct batch_ref { const char *cat, *id; int pair, role; } batch_ref;   /* role 0 source, 1 target */
+
+static int cmp_ref(const void *a, const void *b) {
+    const batch_ref *x = a, *y = b;
+    int c = strcmp(x->cat, y->cat);
+    if (!c) c = strcmp(x->id, y->id);
+    if (!c) c = x->role - y->role;
+    if (!c) c = x->pair - y->pair;
+    return c;
+}
+
+typedef struct batch_image {
+    const char *cat, *id;
+    int first_ref, n_src, n_trg;      /* refs[first_ref ..] : n_src source refs, then n_trg target refs */
+    int keep;                         /* map kept from pass 1 to pass 2 */
+    float *map;                       /* [C][g*g], normalised; NULL when not resident */
+    sa3d_status status;
+    sa3d_error err;
+} batch_image;
+
+typedef struct batch_ctx {
+    sa3d_baseline_matcher *bm;
+    const sa3d_pair *const *pairs;
+    const batch_ref *refs;
+    size_t *qoff;                     /* [n_pairs] first row of each pair in q */
+    float *q;                         /* [total keypoints][C] */
+    int C, g;
+} batch_ctx;
+
+/* Writes the queries of every pair that has im as its source (rows qoff[pair] ..., which no other image
+ * writes), each the cell sa3d_match_baseline picks. Channel-outer: one pass down the map's rows instead of
+ * one column walk with a 14 KB stride per query. */
+static void gather_queries(batch_ctx *bc, const batch_image *im, const float *map) {
+    int C = bc->C, g = bc->g, cells = g * g, in = bc->bm->input_size;
+    float cell_px = (float)in / (float)g;
+    size_t cell[SA3D_MAX_KPS];
+    for (int r = 0; r < im->n_src; r++) {
+        int pi = bc->refs[im->first_ref + r].pair;
+        const sa3d_pair *pr = bc->pairs[pi];
+        for (int k = 0; k < pr->n_kps; k++) {
+            float x, y;
+            sa3d_geoaware_to_square(pr->src_size[0], pr->src_size[1], in, pr->src_kps[k][0], pr->src_kps[k][1], &x,
+                                    &y);
+            int cx = (int)floorf(x / cell_px), cy = (int)floorf(y / cell_px);
+            cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
+            cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
+            cell[k] = (size_t)cy * g + cx;
+        }
+        float *q = bc->q + bc->qoff[pi] * (size_t)C;
+        for (int c = 0; c < C; c++) {
+            const float *row = map + (size_t)c * cells;
+            for (int k = 0; k < pr->n_kps; k++) q[(size_t)k * C + c] = row[cell[k]];
+        }
+    }
+}
+
+/* Loads image im into im->map, with its own error slot so that threads never share one; with want_queries,
+ * also gathers its queries. */
+static void batch_load(batch_ctx *bc, batch_image *im, int want_queries) {
+    sa3d_map m;
+    im->status = sa3d_provider_get(bc->bm->features, im->cat, im->id, 0, &m, &im->err);
+    if (im->status) return;
+    if (m.h != m.w || (bc->C && (m.c != bc->C || m.h != bc->g))) {
+        im->status = sa3d_fail(&im->err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d x %d; expected %d x %d x %d",
+                               im->cat, im->id, m.c, m.h, m.w, bc->C, bc->g, bc->g);
+        free(m.data);
+        return;
+    }
+    if (want_queries) gather_queries(bc, im, m.data);
+    im->map = m.data;
+}
+
+/* Loads list[0..n) in parallel when the provider allows it; returns the first failure in list order. */
+static sa3d_status batch_load_all(batch_ctx *bc, batch_image *ims, const int *list, int n, int want_queries,
+                                  sa3d_error *err) {
+    int par = sa3d_provider_concurrent(bc->bm->features);
+    #pragma omp parallel for schedule(dynamic, 1) if (par && n > 1)
+    for (int i = 0; i < n; i++) batch_load(bc, &ims[list[i]], want_queries);
+    bc->bm->batch.loads += n;
+    for (int i = 0; i < n; i++)
+        if (ims[list[i]].status) {
+            if (err) *err = ims[list[i]].err;
+            return ims[list[i]].status;
+        }
+    return SA3D_OK;
+}
+
+/* All queries whose target is im: gathered rows, one product per BATCH_MAX_ROWS, soft-argmax per row. */
+static sa3d_status batch_match_target(batch_ctx *bc, const batch_image *im, float (*pred)[SA3D_MAX_KPS][2],
+                                      float *qt, float *S, int *row_pair, int *row_kp) {
+    int C = bc->C, g = bc->g, cells = g * g;
+    const sa3d_baseline_params *p = &bc->bm->p;
+    float cell_t = (float)bc->bm->input_size / (float)g;
+    int r = 0, rows = 0;
+    while (r < im->n_trg || rows > 0) {
+        /* fill up to BATCH_MAX_ROWS rows with whole pairs (a pair has at most SA3D_MAX_KPS < BATCH_MAX_ROWS) */
+        while (r < im->n_trg) {
+            int pi = bc->refs[im->first_ref + im->n_src + r].pair;
+            int nk = bc->pairs[pi]->n_kps;
+            if (rows + nk > BATCH_MAX_ROWS) break;
+            memcpy(qt + (size_t)rows * C, bc->q + bc->qoff[pi] * (size_t)C, (size_t)nk * C * sizeof(float));
+            for (int k = 0; k < nk; k++) { row_pair[rows + k] = pi; row_kp[rows + k] = k; }
+            rows += nk;
+            r++;
+        }
+        if (rows > 0) {
+            sa3d_gemm_fixed_order(S, qt, im->map, rows, C, cells);   /* [rows][C] x [C][cells], one product */
+            #pragma omp parallel for schedule(static)
+            for (int i = 0; i < rows; i++) {
+                const sa3d_pair *pr = bc->pairs[row_pair[i]];
+                int ax, ay;
+                float sx, sy;
+                sa3d_window_soft_argmax(S + (size_t)i * cells, g, g, p->window_radius, p->temperature, &ax, &ay, &sx,
+                                        &sy);
+                float *out = pred[row_pair[i]][row_kp[i]];
+                sa3d_geoaware_from_square(pr->trg_size[0], pr->trg_size[1], bc->bm->input_size, (sx + 0.5f) * cell_t,
+                                          (sy + 0.5f) * cell_t, &out[0], &out[1]);
+            }
+        }
+        rows = 0;
+    }
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_baseline_matcher_match_batch(void *ctx, const sa3d_pair *const *pairs, int n,
+                                              float (*pred)[SA3D_MAX_KPS][2], sa3d_error *err) {
+    sa3d_baseline_matcher *bm = ctx;
+    if (n < 0) return sa3d_fail(err, SA3D_ERR_ARG, "baseline batch: %d pairs", n);
+    if (n == 0) return SA3D_OK;
+    sa3d_status s = SA3D_OK;
+    batch_ref *refs = sa3d_malloc((size_t)2 * n * sizeof *refs);
+    batch_image *ims = sa3d_calloc((size_t)2 * n, sizeof *ims);
+    int *list = sa3d_malloc((size_t)2 * n * sizeof *list);
+    size_t *qoff = sa3d_malloc((size_t)n * sizeof *qoff);
+    float *q = NULL, *qt = NULL, *S = NULL;
+    int *row_pair = NULL, *row_kp = NULL, n_ims = 0;
+    if (!refs || !ims || !list || !qoff) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "baseline batch: out of memory"); goto out; }
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        refs[2 * i] = (batch_ref){ pairs[i]->category, pairs[i]->src, i, 0 };
+        refs[2 * i + 1] = (batch_ref){ pairs[i]->category, pairs[i]->trg, i, 1 };
+        qoff[i] = total;
+        total += (size_t)pairs[i]->n_kps;
+        memset(pred[i], 0, sizeof pred[i]);
+    }
+    /* distinct images in (category, id) order: the order of loads and products never depends on threads */
+    qsort(refs, (size_t)2 * n, sizeof *refs, cmp_ref);
+    for (int i = 0; i < 2 * n; i++) {
+        if (i == 0 || strcmp(refs[i].cat, refs[i - 1].cat) || strcmp(refs[i].id, refs[i - 1].id)) {
+            ims[n_ims].cat = refs[i].cat;
+            ims[n_ims].id = refs[i].id;
+            ims[n_ims].first_ref = i;
+            n_ims++;
+        }
+        if (refs[i].role == 0) ims[n_ims - 1].n_src++;
+        else ims[n_ims - 1].n_trg++;
+    }
+    batch_ctx bc = { bm, pairs, refs, qoff, NULL, 0, 0 };
+
+    /* The first source image alone: it fixes C and g, hence the query buffer and the number of maps that fit
+     * in the memory budget. */
+    double t0 = sa3d_now();
+    int first = 0;
+    while (ims[first].n_src == 0) first++;   /* every pair has a source */
+    sa3d_map m0;
+    if ((s = sa3d_provider_get(bm->features, ims[first].cat, ims[first].id, 0, &m0, err))) goto out;
+    bm->batch.loads++;
+    if (m0.h != m0.w) {
+        free(m0.data);
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d, not square", ims[first].cat,
+                      ims[first].id, m0.h, m0.w);
+        goto out;
+    }
+    bc.C = m0.c;
+    bc.g = m0.h;
+    size_t map_bytes = (size_t)bc.C * bc.g * bc.g * sizeof(float), need;
+    if (!sa3d_mul_ok(total ? total : 1, (size_t)bc.C * sizeof(float), &need) || !(q = sa3d_malloc(need)) ||
+        !(qt = sa3d_malloc((size_t)BATCH_MAX_ROWS * bc.C * sizeof(float))) ||
+        !(S = sa3d_malloc((size_t)BATCH_MAX_ROWS * bc.g * bc.g * sizeof(float))) ||
+        !(row_pair = sa3d_malloc(BATCH_MAX_ROWS * sizeof *row_pair)) ||
+        !(row_kp = sa3d_malloc(BATCH_MAX_ROWS * sizeof *row_kp))) {
+        free(m0.data);
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "baseline batch: out of memory for %zu queries", total);
+        goto out;
+    }
+    bc.q = q;
+    ims[first].map = m0.data;
+    gather_queries(&bc, &ims[first], ims[first].map);
+    /* Budget: the first `kept` target images (in order) stay in memory from pass 1 to pass 2; the others are
+     * loaded again in pass 2, `kept` (at least 1) at a time. */
+    size_t budget_maps = bm->p.max_cache_bytes / map_bytes;
+    int kept = budget_maps > (size_t)INT_MAX ? INT_MAX : (int)budget_maps, k_left = kept;
+    for (int i = 0; i < n_ims; i++)
+        if (ims[i].n_trg > 0 && k_left > 0) { ims[i].keep = 1; k_left--; }
+    if (!ims[first].keep) {
+        free(ims[first].map);
+        ims[first].map = NULL;
+    }
+    /* pass 1: every other image that is a source or a kept target */
+    int nl = 0;
+    for (int i = 0; i < n_ims; i++)
+        if (i != first && (ims[i].n_src > 0 || ims[i].keep)) list[nl++] = i;
+    if ((s = batch_load_all(&bc, ims, list, nl, 1, err))) goto out;
+    for (int i = 0; i < nl; i++)
+        if (!ims[list[i]].keep) {
+            free(ims[list[i]].map);
+            ims[list[i]].map = NULL;
+        }
+    bm->batch.load_s += sa3d_now() - t0;
+    /* pass 2: targets in order; the ones not kept are reloaded in groups of max(kept, 1) */
+    int group = kept > 0 ? kept : 1;
+    for (int i = 0; i < n_ims && !s;) {
+        int j = i, nr = 0;
+        while (j < n_ims && nr < group) {
+            if (ims[j].n_trg > 0 && !ims[j].map) list[nr++] = j;
+            j++;
+        }
+        t0 = sa3d_now();
+        if ((s = batch_load_all(&bc, ims, list, nr, 0, err))) goto out;
+        double t1 = sa3d_now();
+        bm->batch.load_s += t1 - t0;
+        for (; i < j; i++) {
+            if (ims[i].n_trg > 0) batch_match_target(&bc, &ims[i], pred, qt, S, row_pair, row_kp);
+            free(ims[i].map);
+            ims[i].map = NULL;
+        }
+        bm->batch.match_s += sa3d_now() - t1;
+    }
+out:
+    for (int i = 0; ims && i < n_ims; i++) free(ims[i].map);
+    sa3d_free(refs);
+    sa3d_free(ims);
+    sa3d_free(list);
+    sa3d_free(qoff);
+    sa3d_free(q);
+    sa3d_free(qt);
+    sa3d_free(S);
+    sa3d_free(row_pair);
+    sa3d_free(row_kp);
+    return s;
+}
+
+sa3d_baseline_batch_stats sa3d_baseline_matcher_batch_stats(const sa3d_baseline_matcher *bm) {
+    sa3d_baseline_batch_stats st = { bm->batch.loads, bm->batch.load_s, bm->batch.match_s };
+    return st;
 }

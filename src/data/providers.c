@@ -1,6 +1,8 @@
 /* Feature, depth and mask providers (providers.h): one get() per image and mirror flag, from our networks,
  * from imported files, from SPair segmentations or boxes; computed maps go through a validated on-disk cache. */
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,13 @@ void sa3d_provider_free(sa3d_provider *pr) {
 }
 
 sa3d_provider_stats sa3d_provider_get_stats(const sa3d_provider *pr) { return pr->stats; }
+
+/* Imported features and masks touch no workspace and no cache; the only shared state is the stats counters,
+ * updated atomically. Computing sources own one network workspace; bbox masks read the dataset's record
+ * cache, which is not locked. */
+int sa3d_provider_concurrent(const sa3d_provider *pr) {
+    return pr && pr->p.kind == SA3D_SOURCE_IMPORT && !pr->cache_dir;
+}
 
 /* ---- helpers ---- */
 
@@ -207,12 +216,53 @@ static sa3d_status import_safetensors(const char *path, const char *key, int wan
     return s;
 }
 
+/* Feature maps stored as aligned float32 (what `semalign3d features` and synth-spair write) are normalised
+ * straight from the mapping into the output: one read of the file's pages, one write, no intermediate copy
+ * and no separate finiteness pass (sa3d_features_normalize_copy). *done = 0 leaves the file to the general
+ * path (other dtypes, unaligned data). */
+static sa3d_status import_features_st(const char *path, const char *key, const char *cat, const char *id,
+                                      sa3d_map *out, int *done, sa3d_error *err) {
+    *done = 0;
+    sa3d_safetensors *st;
+    sa3d_status s = sa3d_st_open(&st, path, err);
+    if (s) return s;
+    const sa3d_st_tensor *t = sa3d_st_find(st, key);
+    if (t && t->dtype == SA3D_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0 && t->numel > 0 &&
+        (t->ndim == 3 || (t->ndim == 4 && t->shape[0] == 1))) {
+        const int64_t *sh = t->shape + (t->ndim - 3);
+        if (sh[0] <= INT_MAX && sh[1] * sh[2] <= INT_MAX) {   /* numel fits in memory, so the dims are small */
+            *done = 1;
+            out->c = (int)sh[0];
+            out->h = (int)sh[1];
+            out->w = (int)sh[2];
+            if (!(out->data = malloc(t->numel * sizeof(float) + 1))) {
+                s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+            } else {
+                long bad = sa3d_features_normalize_copy(out->data, t->data, out->c, out->h * out->w);
+                if (bad >= 0) {
+                    /* the message sa3d_provider_get gives for any non-finite map */
+                    s = sa3d_fail(err, SA3D_ERR_NUMERIC, "%s/%s: features: non-finite value at index %ld", cat, id,
+                                  bad);
+                    free(out->data);
+                    out->data = NULL;
+                }
+            }
+        }
+    }
+    sa3d_st_close(st);
+    return s;
+}
+
 static sa3d_status import_features(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out,
-                                   sa3d_error *err) {
+                                   int *normalized, sa3d_error *err) {
     char name[256], path[4096];
     snprintf(name, sizeof name, "%s.features.safetensors", id);
-    if (find_import(pr->import_dir, cat, name, path, sizeof path))
-        return import_safetensors(path, flip ? "feature_map_flip" : "feature_map", 3, out, err);
+    if (find_import(pr->import_dir, cat, name, path, sizeof path)) {
+        const char *key = flip ? "feature_map_flip" : "feature_map";
+        sa3d_status s = import_features_st(path, key, cat, id, out, normalized, err);
+        if (s || *normalized) return s;
+        return import_safetensors(path, key, 3, out, err);
+    }
     snprintf(name, sizeof name, "%s%s.npy", id, flip ? "_flip" : "");
     if (find_import(pr->import_dir, cat, name, path, sizeof path)) {
         int nd;
@@ -345,15 +395,17 @@ static sa3d_status bbox_mask(sa3d_provider *pr, const char *cat, const char *id,
     return SA3D_OK;
 }
 
+/* *checked = 1: the map is already normalised and known to be finite. */
 static sa3d_status get_uncached(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out,
-                                sa3d_error *err) {
+                                int *checked, sa3d_error *err) {
     sa3d_status s;
     char name[256], path[4096];
+    *checked = 0;
     switch (pr->kind) {
     case KIND_FEATURES:
-        s = pr->p.kind == SA3D_SOURCE_IMPORT ? import_features(pr, cat, id, flip, out, err)
+        s = pr->p.kind == SA3D_SOURCE_IMPORT ? import_features(pr, cat, id, flip, out, checked, err)
                                              : compute_features(pr, cat, id, flip, out, err);
-        if (!s) sa3d_features_normalize(out->data, out->c, out->h * out->w);
+        if (!s && !*checked) sa3d_features_normalize(out->data, out->c, out->h * out->w);
         return s;
     case KIND_DEPTH:
         if (pr->p.kind == SA3D_SOURCE_IMPORT) {
@@ -398,10 +450,11 @@ sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const cha
             return SA3D_OK;
         }
     }
-    sa3d_status s = get_uncached(pr, category, id, flip, out, err);
+    int checked = 0;
+    sa3d_status s = get_uncached(pr, category, id, flip, out, &checked, err);
     if (s) return s;
     long bad = -1;
-    for (size_t i = 0; i < (size_t)out->c * out->h * out->w && bad < 0; i++)
+    for (size_t i = 0; !checked && i < (size_t)out->c * out->h * out->w && bad < 0; i++)
         if (!isfinite(out->data[i])) bad = (long)i;
     if (bad >= 0) {
         free(out->data);
@@ -409,7 +462,8 @@ sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const cha
         return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s/%s: %s: non-finite value at index %ld", category, id,
                          kind_names[pr->kind], bad);
     }
-    pr->stats.computed++;
+#pragma omp atomic
+    pr->stats.computed++;   /* import providers may be called from several threads (sa3d_provider_concurrent) */
     if (cacheable && (s = cache_store(dir, path, key, out, err))) {
         free(out->data);
         memset(out, 0, sizeof *out);

@@ -54,12 +54,47 @@ static const char *const spair_flip[SA3D_N_SPAIR_CATEGORIES] = {
     /* tvmonitor   */ "[0 2] [4 6] 1 5 [3 7] [8 10] [12 14] 9 13 [11 15]",
 };
 
-int sa3d_spair_flip_map(const char *category, int map[SA3D_MAX_KPS]) {
-    int c = sa3d_spair_category_index(category);
-    if (c < 0 || !map) return -1;
+/* PF-PASCAL, the 20 VOC classes in PASCAL order (the class numbers 1..20 of the pair lists). Source: the
+ * PF_PASCAL_FLIP table of SemAlign3D's released code (its PF-PASCAL dataset utilities, marked "Our
+ * contribution"); PF-PASCAL keypoint ids are the rows of each class's Annotations .mat (the PASCAL
+ * keypoint definitions of Proposal Flow), which the release does not name, so the table is transcribed, not
+ * re-derived from names. One deviation: its aeroplane row lists [12 14] and then 14 alone, which in its
+ * loop leaves 12 -> 14 but 14 -> 14; a mirror is an involution, so here 12 <-> 14. */
+static const char *const pfpascal_flip[20] = {
+    /* aeroplane   */ "0 1 [2 3] [4 5] 6 7 8 [9 10] 11 [12 14] 13 15",
+    /* bicycle     */ "[0 1] 2 3 4 5 6 7 8 9 10",
+    /* bird        */ "[0 1] 2 3 4 5 6 [7 8] [9 10] 11",
+    /* boat        */ "0 1 2 3 [4 6] [5 7] 8 9 10",
+    /* bottle      */ "[0 1] [2 3] [4 5] [6 7]",
+    /* bus         */ "[0 1] [2 3] [4 5] [6 7]",
+    /* car         */ "[0 1] [2 3] [4 5] [6 7] [8 9] [10 11] [12 13]",
+    /* cat         */ "[0 1] 2 [3 4] 5 6 7 [8 9] [10 11] [12 13] [14 15]",
+    /* chair       */ "[0 2] [1 3] [4 6] [5 7] [8 9]",
+    /* cow         */ "[0 1] 2 [3 4] 5 6 7 [8 9] [10 11] [12 13] [14 15]",
+    /* diningtable */ "[0 2] [1 3] [4 6] [5 7]",
+    /* dog         */ "[0 1] 2 [3 4] 5 6 7 [8 9] [10 11] [12 13] [14 15]",
+    /* horse       */ "[0 1] 2 [3 4] 5 6 7 [8 9] [10 11] [12 13] [14 15]",
+    /* motorbike   */ "[0 1] 2 3 4 5 6 7 8 9",
+    /* person      */ "[0 3] [1 4] [2 5] [6 9] [7 10] [8 11] [12 13] [14 15] 16",
+    /* pottedplant */ "[0 1] 2 3 [4 5]",
+    /* sheep       */ "[0 1] 2 [3 4] 5 6",
+    /* sofa        */ "[0 1] [2 3] [4 5] [6 7] [8 9] [10 11]",
+    /* train       */ "[0 1] 2 [3 5] [4 6]",
+    /* tvmonitor   */ "[0 1] [2 3] [4 5] [6 7]",
+};
+
+/* AP-10K: one skeleton for every species, the 17 keypoints of the AP-10K paper (Yu et al., NeurIPS 2021
+ * Datasets, Table 1; the order of the COCO-style "keypoints" array in its annotations): 0 left eye, 1 right
+ * eye, 2 nose, 3 neck, 4 root of tail, 5 left shoulder, 6 left elbow, 7 left front paw, 8 right shoulder,
+ * 9 right elbow, 10 right front paw, 11 left hip, 12 left knee, 13 left back paw, 14 right hip, 15 right
+ * knee, 16 right back paw. Mirroring swaps each left with its right; nose, neck and tail root stay. */
+static const char ap10k_flip[] = "[0 1] 2 3 4 [5 8] [6 9] [7 10] [11 14] [12 15] [13 16]";
+
+/* Parses a flip table ("k" maps to itself, "[a b]" swap) into map; returns the largest id + 1. */
+static int parse_flip(const char *table, int map[SA3D_MAX_KPS]) {
     for (int k = 0; k < SA3D_MAX_KPS; k++) map[k] = k;
     int slots = 0, group[2], ng = 0, open = 0;
-    for (const char *s = spair_flip[c]; *s;) {
+    for (const char *s = table; *s;) {
         if (*s == '[') {
             open = 1;
             ng = 0;
@@ -86,6 +121,22 @@ int sa3d_spair_flip_map(const char *category, int map[SA3D_MAX_KPS]) {
         s++;
     }
     return slots;
+}
+
+int sa3d_spair_flip_map(const char *category, int map[SA3D_MAX_KPS]) {
+    int c = sa3d_spair_category_index(category);
+    if (c < 0 || !map) return -1;
+    return parse_flip(spair_flip[c], map);
+}
+
+int sa3d_flip_map(sa3d_dataset_kind kind, const char *category, int map[SA3D_MAX_KPS]) {
+    if (!map || !category) return -1;
+    if (kind == SA3D_DATASET_SPAIR) return sa3d_spair_flip_map(category, map);
+    if (kind == SA3D_DATASET_AP10K) return parse_flip(ap10k_flip, map);   /* every species, family or "all" */
+    if (kind == SA3D_DATASET_PFPASCAL)
+        for (int c = 0; c < 20; c++)
+            if (!strcmp(sa3d_pfpascal_category(c + 1), category)) return parse_flip(pfpascal_flip[c], map);
+    return -1;
 }
 
 /* ---- JSON field readers ---- */
@@ -383,9 +434,10 @@ static sa3d_status parse_image(const cJSON *root, const char *file, const char *
     if ((s = sa3d_json_int(root, "image_width", file, 1, 1, SA3D_MAX_IMAGE_SIDE, &size[0], err)) ||
         (s = sa3d_json_int(root, "image_height", file, 1, 1, SA3D_MAX_IMAGE_SIDE, &size[1], err)) ||
         (s = read_bbox(root, "bndbox", file, out->bbox, err)) ||
-        (s = sa3d_json_int(root, "truncated", file, 0, 0, 1000, &out->truncated, err)) ||
-        (s = sa3d_json_int(root, "occluded", file, 0, 0, 1000, &out->occluded, err)) ||
-        (s = sa3d_json_int(root, "difficult", file, 0, 0, 1000, &out->difficult, err)) ||
+        /* PASCAL VOC's truncated, occluded and difficult are 0/1 */
+        (s = sa3d_json_int(root, "truncated", file, 0, 0, 1, &out->truncated, err)) ||
+        (s = sa3d_json_int(root, "occluded", file, 0, 0, 1, &out->occluded, err)) ||
+        (s = sa3d_json_int(root, "difficult", file, 0, 0, 1, &out->difficult, err)) ||
         (s = sa3d_json_int(root, "azimuth_id", file, 0, 0, 1000, &out->azimuth_id, err)))
         return s;
     out->width = size[0];

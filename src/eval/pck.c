@@ -16,7 +16,14 @@ static const char *flag_names[SA3D_PCK_N_FLAGS] = { "viewpoint_variation", "scal
 
 const char *sa3d_pck_flag_name(int flag) { return flag >= 0 && flag < SA3D_PCK_N_FLAGS ? flag_names[flag] : "?"; }
 
-void sa3d_pck_init(sa3d_pck_report *r) { memset(r, 0, sizeof *r); }
+void sa3d_pck_init(sa3d_pck_report *r) { memset(r, 0, sizeof *r); r->kind = SA3D_DATASET_SPAIR; }
+
+const char *sa3d_pck_threshold_rule(sa3d_dataset_kind kind) {
+    /* GeoAware-SC evaluates PF-PASCAL against the image size (load_pascal_data), SPair and AP-10K against the
+     * target box (load_spair_data, load_ap10k_data); the readers store the matching threshold_base */
+    return kind == SA3D_DATASET_PFPASCAL ? "alpha x max(W, H) of the target image"
+                                         : "alpha x max(w, h) of the target bbox";
+}
 
 static int category_slot(sa3d_pck_report *r, const char *name) {
     for (int i = 0; i < r->n_categories; i++)
@@ -129,7 +136,7 @@ static void row(strbuf *b, const char *name, const sa3d_pck_cell *c) {
 char *sa3d_pck_format(const sa3d_pck_report *r, const char *title) {
     strbuf b = { 0 };
     sb_printf(&b, "%s\n", title ? title : "PCK");
-    sb_printf(&b, "correct: |pred - gt| < alpha x max(w, h) of the target bbox; values in %%\n");
+    sb_printf(&b, "correct: |pred - gt| < %s; values in %%\n", sa3d_pck_threshold_rule(r->kind));
     sb_printf(&b, "per-image: mean over pairs of each pair's fraction correct; per-keypoint: all keypoints pooled\n\n");
     sb_printf(&b, "%-22s %7s %8s | %-20s | %-20s\n", "", "", "", "per-image PCK @", "per-keypoint PCK @");
     sb_printf(&b, "%-22s %7s %8s |  %5s  %5s  %5s |  %5s  %5s  %5s\n", "category", "pairs", "keypts", "0.10",
@@ -204,7 +211,11 @@ sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *path, cons
     }
     cJSON *m = cJSON_AddObjectToObject(root, "meta");
     cJSON_AddStringToObject(m, "semalign3d_version", sa3d_version());
-    cJSON_AddStringToObject(m, "threshold", "alpha x max(w, h) of the target bbox, strict <");
+    char rule[128];
+    snprintf(rule, sizeof rule, "%s, strict <", sa3d_pck_threshold_rule(r->kind));
+    cJSON_AddStringToObject(m, "threshold", rule);
+    cJSON_AddStringToObject(m, "dataset_kind", r->kind == SA3D_DATASET_PFPASCAL ? "pfpascal"
+                                               : r->kind == SA3D_DATASET_AP10K  ? "ap10k" : "spair");
     for (int i = 0; meta && meta[i] && meta[i + 1]; i += 2) cJSON_AddStringToObject(m, meta[i], meta[i + 1]);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);

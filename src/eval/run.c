@@ -8,7 +8,7 @@
 #include "semalign3d/eval.h"
 
 sa3d_eval_params sa3d_eval_params_default(void) {
-    sa3d_eval_params p = { "test", "eval-out", "baseline", 0, NULL, NULL };
+    sa3d_eval_params p = { "test", "eval-out", "baseline", 0, NULL, NULL, NULL };
     return p;
 }
 
@@ -104,6 +104,28 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
             if (p->progress && p->progress(p->progress_user, progressed, total, cats[c])) {
                 sa3d_free(stage);
                 s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled");
+                goto out;
+            }
+        } else if (p->match_batch) {   /* the whole category in one call, then its lines in pair order */
+            const sa3d_pair **prs = sa3d_malloc((size_t)(m > 0 ? m : 1) * sizeof *prs);
+            if (!prs) { sa3d_free(stage); s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory"); goto out; }
+            for (int j = 0; j < m; j++) prs[j] = sa3d_dataset_pair(ds, p->split, idx[j]);
+            s = p->match_batch(ctx, prs, m, (float (*)[SA3D_MAX_KPS][2])stage, err);
+            sa3d_free(prs);
+            if (s) { sa3d_error_prefix(err, "%s", cats[c]); sa3d_free(stage); goto out; }
+            len = 0;
+            for (int j = 0; j < m; j++)
+                if (!append_line(&buf, &len, &cap, sa3d_dataset_pair(ds, p->split, idx[j]),
+                                 (const float (*)[2])stage[j].kps)) {
+                    sa3d_free(stage);
+                    s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory");
+                    goto out;
+                }
+            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
+            progressed += m;   /* after the part file, so a cancel here keeps this category */
+            if (p->progress && p->progress(p->progress_user, progressed, total, cats[c])) {
+                sa3d_free(stage);
+                s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
                 goto out;
             }
         } else {

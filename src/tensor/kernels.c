@@ -420,3 +420,68 @@ long sa3d_first_nonfinite(const float *x, size_t n) {
         if (!isfinite(x[i])) return (long)i;
     return -1;
 }
+
+/* ---- fixed-order product (the baseline matcher's similarity, METHOD.md 6.2 step 4) ----
+ * OpenBLAS rounds an element of A.B differently depending on where its row falls in the product (its tail
+ * kernels and thread split change the order): a 1-row product differs from the same row inside a 64-row one
+ * in 137 of 3,600 elements (OpenBLAS 0.3.21, Zen). The batched matcher must equal the per-pair one, so both
+ * use this: every element is the chain acc = fmaf(a[k], b[k], acc) for k = 0..K-1 from 0, the same whatever
+ * M, the tiling, the vector width or the thread count (fmaf rounds once, like the FMA instruction). */
+#if defined(__AVX__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#define FO_MR 4    /* rows of A per tile */
+#define FO_NR 16   /* columns of B per tile: 4 x 2 AVX accumulators + 2 loads + 1 broadcast in 16 registers */
+
+static void fo_tile(float *S, const float *A, const float *B, int i0, int j0, int mr, int nr, int K, int N) {
+#if defined(__AVX__) && defined(__FMA__)
+    if (mr == FO_MR && nr == FO_NR) {
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+               c31 = c00;
+        const float *a0 = A + (size_t)i0 * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
+        for (int k = 0; k < K; k++) {
+            const float *b = B + (size_t)k * N + j0;
+            __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), a;
+            a = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+            a = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+            a = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+            a = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+        }
+        float *s = S + (size_t)i0 * N + j0;
+        _mm256_storeu_ps(s, c00); _mm256_storeu_ps(s + 8, c01); s += N;
+        _mm256_storeu_ps(s, c10); _mm256_storeu_ps(s + 8, c11); s += N;
+        _mm256_storeu_ps(s, c20); _mm256_storeu_ps(s + 8, c21); s += N;
+        _mm256_storeu_ps(s, c30); _mm256_storeu_ps(s + 8, c31);
+        return;
+    }
+#endif
+    float acc[FO_MR][FO_NR] = { { 0.0f } };
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * N + j0;
+        for (int r = 0; r < mr; r++) {
+            float a = A[(size_t)(i0 + r) * K + k];
+            for (int j = 0; j < nr; j++) acc[r][j] = fmaf(a, b[j], acc[r][j]);
+        }
+    }
+    for (int r = 0; r < mr; r++) memcpy(S + (size_t)(i0 + r) * N + j0, acc[r], (size_t)nr * sizeof(float));
+}
+
+void sa3d_gemm_fixed_order(float *S, const float *A, const float *B, int M, int K, int N) {
+    int mb = (M + FO_MR - 1) / FO_MR, nb = (N + FO_NR - 1) / FO_NR;
+    /* column block outer: a thread's consecutive tiles share B's K x 16 column block (48 KB for K = 768) */
+    #pragma omp parallel for schedule(static)
+    for (long t = 0; t < (long)mb * nb; t++) {
+        int i0 = (int)(t % mb) * FO_MR, j0 = (int)(t / mb) * FO_NR;
+        fo_tile(S, A, B, i0, j0, M - i0 < FO_MR ? M - i0 : FO_MR, N - j0 < FO_NR ? N - j0 : FO_NR, K, N);
+    }
+}
+
+void sa3d_ref_gemm_fixed_order(float *S, const float *A, const float *B, int M, int K, int N) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++) acc = fmaf(A[(size_t)i * K + k], B[(size_t)k * N + j], acc);
+            S[(size_t)i * N + j] = acc;
+        }
+}

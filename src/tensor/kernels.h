@@ -23,6 +23,12 @@ void sa3d_swiglu(float *out, const float *in, int T, int M);
 /* Layer scale + residual: x[T][D] += s[D] * y[T][D]. */
 void sa3d_add_scaled(float *x, const float *y, const float *s, int T, int D);
 
+/* S[M][N] = A[M][K] . B[K][N] with every element the fmaf chain over k = 0..K-1 in order: bit-identical for
+ * any M, any row position, any thread count and the naive twin (OpenBLAS is not; see kernels.c). OpenMP over
+ * 4 x 16 tiles; call it outside parallel regions. */
+void sa3d_gemm_fixed_order(float *S, const float *A, const float *B, int M, int K, int N);
+void sa3d_ref_gemm_fixed_order(float *S, const float *A, const float *B, int M, int K, int N);
+
 /* Multi-head self-attention, eager PyTorch semantics: per head h, softmax(q_h k_h^T * scale) v_h.
  * q, k, v, ctx: [T][ld] with head h in columns [h*Dh, (h+1)*Dh). scores: sa3d_attention_scratch_floats(T). */
 size_t sa3d_attention_scratch_floats(int T);
