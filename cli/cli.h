@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include "semalign3d/data.h"
+#include "semalign3d/nn.h"
 #include "semalign3d/status.h"
 
 enum { EXIT_OK = 0, EXIT_RUN = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
@@ -23,11 +24,11 @@ int cli_flag(char **argv, int i, const char *name);
 /* Parses an integer option value in [lo, hi]; prints a usage error for cmd and returns 0 on failure. */
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
 
-/* "semalign3d CMD: message" + "--help" hint on stderr; returns EXIT_USAGE. */
 /* --kind spair | pfpascal | ap10k -> *kind; 1, or 0 after printing a usage error. Also checks --split: SPair
  * and PF-PASCAL know trn, val and test; AP-10K also its other split folders (test_cross_species, ...), which the
  * reader validates. */
 int cli_dataset_kind(const char *cmd, const char *kind_s, const char *split, sa3d_dataset_kind *kind);
+/* "semalign3d CMD: message" + "--help" hint on stderr; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "semalign3d CMD: err->msg" on stderr; returns EXIT_RUN (or EXIT_INTERRUPTED for SA3D_ERR_CANCELLED). */
 int cli_run_error(const char *cmd, const sa3d_error *err);
@@ -49,6 +50,26 @@ void cli_warn(void *user, const char *msg);
 /* Set by SIGINT; long loops check it between items. */
 extern volatile int cli_interrupted;
 void cli_install_sigint(void);
+
+/* Commands that run a network over image files (features, depth): the options they share, the model, and the
+ * loop over images with progress, resume (the callback skips images whose output is up to date), per-image
+ * failures counted and SIGINT honoured between images. */
+typedef struct cli_net_args {
+    const char *model_dir, *out_dir, *threads_s, *device, *dtype;
+    int quiet;
+    const char **images;          /* the positional arguments */
+    int n_images;
+} cli_net_args;
+/* Matches argv[*i] against the shared options (--model, --out, --threads, --device, --dtype, --quiet) or takes it
+ * as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
+int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a);
+/* Checks the shared arguments and opens the model (which must be of `kind`); EXIT_OK, EXIT_USAGE (message
+ * printed) or EXIT_RUN (err set). */
+int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);
+/* Calls run(ctx, image path, stem, err) for every image; EXIT_OK, or EXIT_RUN / EXIT_INTERRUPTED with the
+ * message printed. */
+int cli_net_each_image(const char *cmd, const cli_net_args *a,
+                       sa3d_status (*run)(void *ctx, const char *image, const char *stem, sa3d_error *err), void *ctx);
 
 /* Basename without directory and extension ("a/b/2008_00.jpg" -> "2008_00"), into buf. */
 void cli_stem(const char *path, char *buf, size_t n);

@@ -124,3 +124,67 @@ int cli_dataset_kind(const char *cmd, const char *kind_s, const char *split, sa3
         return cli_usage_error(cmd, "--split %s: expected trn, val or test", split), 0;
     return 1;
 }
+
+/* ---- network commands over image files ---- */
+
+int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a) {
+    int r;
+    if (cli_flag(argv, *i, "--quiet")) { a->quiet = 1; return 1; }
+    if ((r = cli_opt(cmd, argc, argv, i, "--model", &a->model_dir)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--out", &a->out_dir)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--threads", &a->threads_s)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--device", &a->device)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--dtype", &a->dtype)))
+        return r;
+    if (argv[*i][0] == '-' && argv[*i][1]) return 0;
+    a->images[a->n_images++] = argv[*i];   /* images has room for argc entries */
+    return 1;
+}
+
+int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err) {
+    int threads = 0;
+    if (!a->model_dir || !a->out_dir) return cli_usage_error(cmd, "--model and --out are required");
+    if (!a->n_images) return cli_usage_error(cmd, "no images given");
+    if (a->threads_s && !cli_int(cmd, "--threads", a->threads_s, 0, 1024, &threads)) return EXIT_USAGE;
+    sa3d_model_params p = sa3d_model_params_default();
+    p.n_threads = threads;
+    if (a->device) p.device = a->device;
+    if (a->dtype) p.dtype = a->dtype;
+    if (sa3d_model_open(m, a->model_dir, &p, err)) return EXIT_RUN;
+    if (sa3d_model_get_kind(*m) != kind) {
+        snprintf(err->msg, sizeof err->msg, "%s: not a %s model (config.json model_type)", a->model_dir,
+                 kind == SA3D_MODEL_DINOV2 ? "DINOv2" : "Depth Anything");
+        sa3d_model_free(*m);
+        *m = NULL;
+        return EXIT_RUN;
+    }
+    return EXIT_OK;
+}
+
+int cli_net_each_image(const char *cmd, const cli_net_args *a,
+                       sa3d_status (*run)(void *ctx, const char *image, const char *stem, sa3d_error *err), void *ctx) {
+    cli_install_sigint();
+    int failed = 0;
+    cli_progress prog;
+    cli_progress_start(&prog, cmd, a->n_images, a->quiet);
+    for (int i = 0; i < a->n_images && !cli_interrupted; i++) {
+        char stem[512];
+        sa3d_error e = { 0 };
+        cli_stem(a->images[i], stem, sizeof stem);
+        if (run(ctx, a->images[i], stem, &e)) {
+            fprintf(stderr, "semalign3d %s: %s\n", cmd, e.msg[0] ? e.msg : "out of memory");
+            failed++;
+        }
+        cli_progress_step(&prog, stem);
+    }
+    cli_progress_end(&prog);
+    sa3d_error err = { 0 };
+    if (cli_interrupted) {
+        err.code = SA3D_ERR_CANCELLED;
+        snprintf(err.msg, sizeof err.msg, "interrupted");
+        return cli_run_error(cmd, &err);
+    }
+    if (!failed) return EXIT_OK;
+    snprintf(err.msg, sizeof err.msg, "%d of %d images failed", failed, a->n_images);
+    return cli_run_error(cmd, &err);
+}
