@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "base/base.h"
+#include "base/rng.h"
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
@@ -33,58 +34,12 @@ static const char *const convention = "geoaware-sc: fit into square, centred, ze
 
 enum { TAG_CATEGORY = 1, TAG_IMAGE, TAG_RENDER, TAG_BACKGROUND, TAG_NOISE, TAG_CODE, TAG_PAIRS };
 
-typedef struct rng { uint64_t s[4]; } rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static rng rng_for(uint64_t seed, uint64_t tag, uint64_t index) {
-    uint64_t x = seed, h = splitmix64(&x) ^ tag;
-    h = splitmix64(&h) ^ index;
-    h = splitmix64(&h);
-    rng r;
-    for (int i = 0; i < 4; i++) r.s[i] = splitmix64(&h);
-    return r;
-}
-
-static uint64_t rotl(uint64_t v, int k) { return (v << k) | (v >> (64 - k)); }
-
-static uint64_t next_u64(rng *r) {
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static double uniform(rng *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }   /* [0, 1) */
-
-static int uniform_int(rng *r, int lo, int hi) {   /* inclusive */
-    int v = lo + (int)(uniform(r) * ((double)hi - lo + 1.0));
-    return v > hi ? hi : v;
-}
-
-/* Approximately standard normal: the sum of four 16-bit uniforms, centred and scaled to unit variance
- * (integer arithmetic and one division: the same bits on every machine). */
-static float normal(rng *r) {
-    uint64_t v = next_u64(r);
-    int64_t s = (int64_t)(v & 0xFFFF) + (int64_t)((v >> 16) & 0xFFFF) + (int64_t)((v >> 32) & 0xFFFF) +
-                (int64_t)(v >> 48);
-    return (float)((double)(s - 131070) / 37837.2277);   /* sqrt(4 (65536^2 - 1) / 12) */
-}
 
 /* x[n] = a random unit vector (normal components, normalised). */
-static void random_unit(float *x, int n, rng *r) {
+static void random_unit(float *x, int n, sa3d_rng *r) {
     double ss = 0.0;
     for (int i = 0; i < n; i++) {
-        x[i] = normal(r);
+        x[i] = sa3d_rng_normal_portable(r);
         ss += (double)x[i] * (double)x[i];
     }
     float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
@@ -278,13 +233,13 @@ static sa3d_status make_category(synth *sy, int ci, sa3d_error *err) {
     if (!strcmp(c->name, "bicycle")) c->used[11] = c->used[12] = 0;
     for (int k = 0; k < c->slots; k++) c->n_used += c->used[k];
 
-    rng r = rng_for(sy->p.seed, TAG_CATEGORY, (uint64_t)ci);
+    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_CATEGORY, (uint64_t)ci);
     double sep = CANON_MIN_SEP;
     for (int k = 0; k < c->slots; k++) {
         for (int tries = 0;; tries++) {
             if (tries == 2000) { sep *= 0.9; tries = 0; }   /* cannot happen for 30 slots; kept for safety */
-            double a = 0.5 + CANON_RADIUS * (2.0 * uniform(&r) - 1.0);
-            double b = 0.5 + CANON_RADIUS * (2.0 * uniform(&r) - 1.0);
+            double a = 0.5 + CANON_RADIUS * (2.0 * sa3d_rng_uniform(&r) - 1.0);
+            double b = 0.5 + CANON_RADIUS * (2.0 * sa3d_rng_uniform(&r) - 1.0);
             if ((a - 0.5) * (a - 0.5) + (b - 0.5) * (b - 0.5) > CANON_RADIUS * CANON_RADIUS) continue;
             int ok = 1;
             for (int j = 0; j < k && ok; j++) {
@@ -302,7 +257,7 @@ static sa3d_status make_category(synth *sy, int ci, sa3d_error *err) {
     if (!(c->codes = sa3d_malloc((size_t)N_KEYS * C * sizeof(float))))
         return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: %s: out of memory", c->name);
     for (int k = 0; k < N_KEYS; k++) {
-        rng rc = rng_for(sy->p.seed, TAG_CODE, (uint64_t)ci * 64 + (uint64_t)k);
+        sa3d_rng rc = sa3d_rng_for(sy->p.seed, TAG_CODE, (uint64_t)ci * 64 + (uint64_t)k);
         random_unit(c->codes + (size_t)k * C, C, &rc);
     }
     return SA3D_OK;
@@ -313,15 +268,15 @@ static void make_image(synth *sy, int ci, int gi) {
     const sa3d_synth_spair_params *p = &sy->p;
     const synth_category *c = &sy->cats[ci];
     synth_image *im = &sy->images[gi];
-    rng r = rng_for(p->seed, TAG_IMAGE, (uint64_t)gi);
+    sa3d_rng r = sa3d_rng_for(p->seed, TAG_IMAGE, (uint64_t)gi);
     snprintf(im->id, sizeof im->id, "synth_%06d", gi + 1);
     im->cat = ci;
-    int w = im->w = uniform_int(&r, p->min_side, p->max_side);
-    int h = im->h = uniform_int(&r, p->min_side, p->max_side);
-    int bw = (int)floor((0.55 + 0.40 * uniform(&r)) * w + 0.5), bh = (int)floor((0.55 + 0.40 * uniform(&r)) * h + 0.5);
-    int x0 = uniform_int(&r, 1, w - bw - 1 > 1 ? w - bw - 1 : 1), y0 = uniform_int(&r, 1, h - bh - 1 > 1 ? h - bh - 1 : 1);
-    if (uniform(&r) < 0.15) {   /* flush with one border: a truncated object */
-        switch (uniform_int(&r, 0, 3)) {
+    int w = im->w = sa3d_rng_int(&r, p->min_side, p->max_side);
+    int h = im->h = sa3d_rng_int(&r, p->min_side, p->max_side);
+    int bw = (int)floor((0.55 + 0.40 * sa3d_rng_uniform(&r)) * w + 0.5), bh = (int)floor((0.55 + 0.40 * sa3d_rng_uniform(&r)) * h + 0.5);
+    int x0 = sa3d_rng_int(&r, 1, w - bw - 1 > 1 ? w - bw - 1 : 1), y0 = sa3d_rng_int(&r, 1, h - bh - 1 > 1 ? h - bh - 1 : 1);
+    if (sa3d_rng_uniform(&r) < 0.15) {   /* flush with one border: a truncated object */
+        switch (sa3d_rng_int(&r, 0, 3)) {
         case 0: x0 = 0; break;
         case 1: x0 = w - bw; break;
         case 2: y0 = 0; break;
@@ -335,19 +290,19 @@ static void make_image(synth *sy, int ci, int gi) {
     im->bbox[2] = x0 + bw;
     im->bbox[3] = y0 + bh;
     im->truncated = x0 == 0 || y0 == 0 || x0 + bw == w || y0 + bh == h;
-    im->mirrored = uniform(&r) < 0.5;
-    im->azimuth = uniform_int(&r, 0, 7);
-    im->occluded = uniform(&r) < 0.2;
+    im->mirrored = sa3d_rng_uniform(&r) < 0.5;
+    im->azimuth = sa3d_rng_int(&r, 0, 7);
+    im->occluded = sa3d_rng_uniform(&r) < 0.2;
 
     /* visibility: each used slot with probability kp_visible, then more than half of them */
     int count = 0, need = c->n_used / 2 + 1;
     for (int k = 0; k < N_KEYS; k++) {
-        double u = uniform(&r);
+        double u = sa3d_rng_uniform(&r);
         im->vis[k] = k < c->slots && c->used[k] && u < (double)p->kp_visible;
         count += im->vis[k];
     }
     while (count < need) {
-        int k = uniform_int(&r, 0, c->slots - 1);
+        int k = sa3d_rng_int(&r, 0, c->slots - 1);
         if (c->used[k] && !im->vis[k]) {
             im->vis[k] = 1;
             count++;
@@ -361,8 +316,8 @@ static void make_image(synth *sy, int ci, int gi) {
         for (int t = 0; t < PLACE_TRIES && !placed; t++) {
             double a = c->canon[j][0], b = c->canon[j][1];
             if (im->mirrored) a = 1.0 - a;
-            a += JITTER * (2.0 * uniform(&r) - 1.0);
-            b += JITTER * (2.0 * uniform(&r) - 1.0);
+            a += JITTER * (2.0 * sa3d_rng_uniform(&r) - 1.0);
+            b += JITTER * (2.0 * sa3d_rng_uniform(&r) - 1.0);
             int x = x0 + (int)floor(a * bw + 0.5), y = y0 + (int)floor(b * bh + 0.5);
             x = x < 0 ? 0 : (x > w - 1 ? w - 1 : x);
             y = y < 0 ? 0 : (y > h - 1 ? h - 1 : y);
@@ -402,11 +357,11 @@ static sa3d_status make_pairs(synth *sy, int split, int ci, int count, synth_pai
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: %s: no two images share a visible keypoint",
                          sy->cats[ci].name);
     }
-    rng r = rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
+    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
     int remaining = n_valid;
     for (int i = 0; i < count; i++) {
         if (remaining == 0) remaining = n_valid;
-        int j = uniform_int(&r, 0, remaining - 1), v = valid[j];
+        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
         valid[j] = valid[remaining - 1];
         valid[--remaining] = v;
         out[i].src = first + v / n;
@@ -509,11 +464,11 @@ static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the image", cat, im->id);
         goto done;
     }
-    rng r = rng_for(sy->p.seed, TAG_RENDER, (uint64_t)gi);
-    int c1[3], c2[3], obj[3], period = uniform_int(&r, 8, 24);
+    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_RENDER, (uint64_t)gi);
+    int c1[3], c2[3], obj[3], period = sa3d_rng_int(&r, 8, 24);
     for (int i = 0; i < 3; i++) {
-        c1[i] = uniform_int(&r, 40, 215);
-        c2[i] = uniform_int(&r, 40, 215);
+        c1[i] = sa3d_rng_int(&r, 40, 215);
+        c2[i] = sa3d_rng_int(&r, 40, 215);
     }
     obj[0] = (im->cat * 97 + 60) % 200 + 30;   /* one colour per category */
     obj[1] = (im->cat * 53 + 120) % 200 + 30;
@@ -522,7 +477,7 @@ static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
     for (int y = 0; y < im->h; y++)
         for (int x = 0; x < im->w; x++) {
             size_t i = (size_t)y * im->w + x;
-            uint64_t v = next_u64(&r);
+            uint64_t v = sa3d_rng_u64(&r);
             int inside = in_ellipse(im, x, y);
             const int *base = ((x / period + y / period) & 1) ? c1 : c2;
             mask[i] = (uint8_t)inside;
@@ -555,11 +510,11 @@ done:
 /* ---- features ---------------------------------------------------------------------------------------------------- */
 
 /* F[C][cells] cell i = normalise(code + noise of norm sigma). */
-static void put_code(float *F, int C, int cells, int cell, const float *code, float sigma, rng *r, float *tmp) {
+static void put_code(float *F, int C, int cells, int cell, const float *code, float sigma, sa3d_rng *r, float *tmp) {
     double ss = 0.0;
     float scale = sigma / sqrtf((float)C);
     for (int c = 0; c < C; c++) {
-        tmp[c] = code[c] + scale * normal(r);
+        tmp[c] = code[c] + scale * sa3d_rng_normal_portable(r);
         ss += (double)tmp[c] * (double)tmp[c];
     }
     float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
@@ -581,7 +536,7 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the feature map", cat->name, im->id);
         goto done;
     }
-    rng rb = rng_for(sy->p.seed, TAG_BACKGROUND, (uint64_t)gi);
+    sa3d_rng rb = sa3d_rng_for(sy->p.seed, TAG_BACKGROUND, (uint64_t)gi);
     for (int i = 0; i < cells; i++) {   /* background: independent random unit vectors */
         random_unit(tmp, C, &rb);
         for (int c = 0; c < C; c++) F[(size_t)c * cells + i] = tmp[c];
@@ -589,7 +544,7 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
     if (flip)   /* the mirrored image's background: columns reversed */
         for (size_t row = 0; row < (size_t)C * g; row++)
             for (int x = 0; x < g; x++) Ff[row * g + x] = F[row * g + (g - 1 - x)];
-    rng rn = rng_for(sy->p.seed, TAG_NOISE, 2 * (uint64_t)gi), rf = rng_for(sy->p.seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
+    sa3d_rng rn = sa3d_rng_for(sy->p.seed, TAG_NOISE, 2 * (uint64_t)gi), rf = sa3d_rng_for(sy->p.seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
     for (int k = 0; k < N_KEYS; k++) {
         if (!im->vis[k]) continue;
         int x = im->kp[k][0], y = im->kp[k][1];
