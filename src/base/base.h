@@ -50,6 +50,8 @@ sa3d_status sa3d_write_file_atomic(const char *path, const void *data, size_t le
 /* Joins dir and name with one '/'. Caller frees. NULL on allocation failure. */
 char *sa3d_path_join(const char *dir, const char *name);
 int sa3d_file_exists(const char *path);
+/* mkdir -p: creates path and its missing parents (mode 0777 & umask); an existing directory is fine. */
+sa3d_status sa3d_mkdirs(const char *path, sa3d_error *err);
 int sa3d_dir_exists(const char *path);
 
 /* Thread count: 0 means all online cores. Applies to OpenMP and OpenBLAS; returns the count used. */

@@ -148,3 +148,19 @@ double sa3d_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+sa3d_status sa3d_mkdirs(const char *path, sa3d_error *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: path too long", path);
+    for (char *q = buf + 1; *q; q++)
+        if (*q == '/') {
+            *q = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+            *q = '/';
+        }
+    if (mkdir(buf, 0777) != 0 && !sa3d_dir_exists(buf))
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    return SA3D_OK;
+}

@@ -109,23 +109,6 @@ static sa3d_status write_text(const char *path, const sbuf *b, sa3d_error *err) 
     return sa3d_write_file_atomic(path, b->s ? b->s : "", b->len, err);
 }
 
-/* mkdir -p */
-static sa3d_status make_dirs(const char *path, sa3d_error *err) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return sa3d_fail(err, SA3D_ERR_ARG, "%s: path too long", path);
-    for (char *q = buf + 1; *q; q++)
-        if (*q == '/') {
-            *q = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-            *q = '/';
-        }
-    if (mkdir(buf, 0777) != 0 && !sa3d_dir_exists(buf))
-        return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-    return SA3D_OK;
-}
-
 static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) SA3D_PRINTF(4, 5);
 static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) {
     va_list ap;
@@ -610,13 +593,13 @@ static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
     for (int c = 0; c < sy->n_cats; c++)
         for (int i = 0; i < 4; i++)
             if (wanted[i] && ((s = path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], sy->cats[c].name)) ||
-                              (s = make_dirs(path, err))))
+                              (s = sa3d_mkdirs(path, err))))
                 return s;
     for (int sp = 0; sp < 3; sp++)
         if ((s = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
-            (s = make_dirs(path, err)))
+            (s = sa3d_mkdirs(path, err)))
             return s;
-    if ((s = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = make_dirs(path, err))) return s;
+    if ((s = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = sa3d_mkdirs(path, err))) return s;
     return SA3D_OK;
 }
 
@@ -718,7 +701,7 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
         for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
         sy.n_pairs[sp] = at;
     }
-    if ((s = make_dirs(root, err)) || (s = make_tree(&sy, err)) || (s = write_all(&sy, err))) goto done;
+    if ((s = sa3d_mkdirs(root, err)) || (s = make_tree(&sy, err)) || (s = write_all(&sy, err))) goto done;
     char path[4096];
     char *manifest = sa3d_synth_spair_params_json(p);
     if (!manifest) {
