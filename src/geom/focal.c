@@ -12,9 +12,9 @@
 size_t sa3d_focal_loss_work_bytes(int n_img, int n_kpts) {
     if (n_img <= 0 || n_kpts <= 0) return 0;
     size_t N = (size_t)n_img, K = (size_t)n_kpts, a, b, e, total;
-    /* P, Q [N][K][3]; edges [K][K][N][8]; per first index i: values [K][4][N], partial gradient [K][N],
+    /* P, Q [N][K][3]; edges [K][K][N][8]; per first index i: values [K][6][N], partial gradient [K][N],
      * partial losses [K][2]. */
-    if (!sa3d_mul3_ok(N, K, 6, &a) || !sa3d_mul3_ok(K, N, 5, &b) || !sa3d_mul3_ok(K * K, N, 8, &e)) return 0;
+    if (!sa3d_mul3_ok(N, K, 6, &a) || !sa3d_mul3_ok(K, N, 7, &b) || !sa3d_mul3_ok(K * K, N, 8, &e)) return 0;
     total = a + b + e + 2 * K;
     if (total < e || !sa3d_mul_ok(total, sizeof(double), &total)) return 0;
     return total;
@@ -31,8 +31,8 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
     double *P = work;                 /* [N][K][3] back-projected keypoints */
     double *Q = P + N * K * 3;        /* [N][K][3] dP / d|phi| */
     double *E = Q + N * K * 3;        /* [K][K][N][8] e_ij = P_j - P_i, |e_ij|, de_ij/d|phi|, d|e_ij|/d|phi| */
-    double *vals = E + K * K * N * 8; /* [K][4][N] c, r, dc, dr of the current triple, per i */
-    double *pgrad = vals + K * 4 * N; /* [K][N] */
+    double *vals = E + K * K * N * 8; /* [K][6][N] c, r, dc, dr, r', dr' of the current triple pair, per i */
+    double *pgrad = vals + K * 6 * N; /* [K][N] */
     double *ploss = pgrad + K * N;    /* [K][2] */
     sa3d_backproject_kpts(P, phi, img_hw, xy_norm, depth, n_img, n_kpts);
     for (size_t b = 0; b < N; b++) {
@@ -62,20 +62,28 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
                 o[7] = o[3] > 0.0 ? dot3(o, o + 4) / o[3] : 0.0;   /* torch's norm backward is 0 at 0 */
             }
     }
+    /* Per first index i, the pairs j <= k: the cosine is symmetric in (j, k), so one pass serves the triples
+     * (i, j, k) and (i, k, j) - the same variance twice - and gives both length ratios, n1 / D and n2 / D with
+     * the same denominator. The triple (i, i, i) has e = 0 on both sides: cosine and ratio are exactly 0 in
+     * every image, so it adds exactly 0 and is skipped. */
     #pragma omp parallel for schedule(static)
     for (int ii = 0; ii < n_kpts; ii++) {
         size_t i = (size_t)ii;
-        double *c = vals + i * 4 * N, *r = c + N, *dc = r + N, *dr = dc + N;
+        double *c = vals + i * 6 * N, *r = c + N, *dc = r + N, *dr = dc + N;
+        double *rb = dr + N, *drb = rb + N;   /* the ratio of (i, k, j) and its derivative */
         double *pg = pgrad + i * N;
         double lc = 0.0, lr = 0.0;
         memset(pg, 0, N * sizeof(double));
+        if (cos_var) cos_var[(i * K + i) * K + i] = 0.0;
+        if (ratio_var) ratio_var[(i * K + i) * K + i] = 0.0;
         for (size_t j = 0; j < K; j++) {
-            for (size_t k = 0; k < K; k++) {
+            for (size_t k = j; k < K; k++) {
+                if (j == i && k == i) continue;
                 size_t m = 0;
                 const double *Ej = E + (i * K + j) * N * 8, *Ek = E + (i * K + k) * N * 8;
                 for (size_t b = 0; b < N; b++) {
                     const uint8_t *vis = visible + b * K;
-                    c[b] = r[b] = dc[b] = dr[b] = 0.0;
+                    c[b] = r[b] = dc[b] = dr[b] = rb[b] = drb[b] = 0.0;
                     if (!(vis[i] && vis[j] && vis[k])) continue;
                     m++;
                     const double *e1 = Ej + 8 * b, *e2 = Ek + 8 * b, *d1 = e1 + 4, *d2 = e2 + 4;
@@ -83,40 +91,50 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
                     double den_c = n1 * n2 + FOCAL_EPS, den_r = n1 + n2 + FOCAL_EPS;
                     c[b] = dt / den_c;
                     r[b] = n1 / den_r;
+                    rb[b] = n2 / den_r;
                     if (want_grad) {   /* forward mode in |phi_b| */
                         double dn1 = e1[7], dn2 = e2[7];
                         double ddt = dot3(d1, e2) + dot3(e1, d2);
                         dc[b] = (ddt * den_c - dt * (dn1 * n2 + n1 * dn2)) / (den_c * den_c);
                         dr[b] = (dn1 * den_r - n1 * (dn1 + dn2)) / (den_r * den_r);
+                        drb[b] = (dn2 * den_r - n2 * (dn1 + dn2)) / (den_r * den_r);
                     }
                 }
                 /* torch_utils.masked_var_mean: mean = sum x mask / max(m, 1),
                  * var = sum (x - mean)^2 mask / max(m - 1, 1). */
                 double fa = 1.0 / (double)(m > 0 ? m : 1), fv = 1.0 / (double)(m > 1 ? m - 1 : 1);
-                double mc = 0.0, mr = 0.0;
-                for (size_t b = 0; b < N; b++) { mc += c[b] * fa; mr += r[b] * fa; }
-                double vc = 0.0, vr = 0.0, sc = 0.0, sr = 0.0;
+                double mc = 0.0, mr = 0.0, mrb = 0.0;
+                for (size_t b = 0; b < N; b++) { mc += c[b] * fa; mr += r[b] * fa; mrb += rb[b] * fa; }
+                double vc = 0.0, vr = 0.0, vrb = 0.0, sc = 0.0, sr = 0.0, srb = 0.0;
                 for (size_t b = 0; b < N; b++) {
                     const uint8_t *vis = visible + b * K;
                     if (!(vis[i] && vis[j] && vis[k])) continue;
-                    double xc = c[b] - mc, xr = r[b] - mr;
+                    double xc = c[b] - mc, xr = r[b] - mr, xrb = rb[b] - mrb;
                     vc += xc * xc * fv;
                     vr += xr * xr * fv;
+                    vrb += xrb * xrb * fv;
                     sc += 2.0 * xc * fv;
                     sr += 2.0 * xr * fv;
+                    srb += 2.0 * xrb * fv;
                 }
-                size_t o = (i * K + j) * K + k;
-                if (cos_var) cos_var[o] = vc;
-                if (ratio_var) ratio_var[o] = vr;
-                lc += vc;
-                lr += vr;
+                int twin = k != j;   /* (i, k, j) is a distinct triple */
+                if (cos_var) cos_var[(i * K + j) * K + k] = cos_var[(i * K + k) * K + j] = vc;
+                if (ratio_var) {
+                    ratio_var[(i * K + j) * K + k] = vr;
+                    ratio_var[(i * K + k) * K + j] = twin ? vrb : vr;
+                }
+                lc += twin ? 2.0 * vc : vc;
+                lr += twin ? vr + vrb : vr;
                 if (want_grad) {   /* dvar/dx_b = 2 fv (x_b - mean) - fa sum_b' 2 fv (x_b' - mean) */
+                    double wc = twin ? 2.0 : 1.0;
                     for (size_t b = 0; b < N; b++) {
                         const uint8_t *vis = visible + b * K;
                         if (!(vis[i] && vis[j] && vis[k])) continue;
                         double gc = 2.0 * (c[b] - mc) * fv - fa * sc;
                         double gr = 2.0 * (r[b] - mr) * fv - fa * sr;
-                        pg[b] += gc * dc[b] + gr * dr[b];
+                        double g = wc * gc * dc[b] + gr * dr[b];
+                        if (twin) g += (2.0 * (rb[b] - mrb) * fv - fa * srb) * drb[b];
+                        pg[b] += g;
                     }
                 }
             }
