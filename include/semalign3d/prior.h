@@ -90,6 +90,12 @@ SA3D_API sa3d_status sa3d_prior_save(const sa3d_prior *p, const char *path, cons
  * the file and the tensor. */
 SA3D_API sa3d_status sa3d_prior_load(sa3d_prior **out, const char *path, sa3d_error *err);
 
+/* Looking at a prior. PLY (ASCII): the dense points coloured by the first three principal components of their
+ * features, then the used anchors in black. PNG: an orthographic rendering (azimuth 35, elevation 20 degrees)
+ * of the same, size x size pixels, anchors as white discs with black rims. Both written atomically. */
+SA3D_API sa3d_status sa3d_prior_write_ply(const sa3d_prior *p, const char *path, sa3d_error *err);
+SA3D_API sa3d_status sa3d_prior_render_png(const sa3d_prior *p, const char *path, int size, sa3d_error *err);
+
 #ifdef __cplusplus
 }
 #endif
