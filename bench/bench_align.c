@@ -112,7 +112,7 @@ int main(int argc, char **argv) {
             good += e <= 1.0;
         }
         printf("%5d %6d %6d | %10.3f | %12.3f %12.3f %5d/%d%s\n", p.n_hyp, p.n_iter, p.prune_keep, tsum / n_poses,
-               esum / n_poses, emax, good, n_poses, k == 0 ? "   <- defaults" : "");
+               esum / n_poses, emax, good, n_poses, (!tiny && k == 0) ? "   <- defaults" : "");
     }
     for (int q = 0; q < n_poses; q++) {
         synth_prior_free(cs[q].prior);

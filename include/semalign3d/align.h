@@ -51,11 +51,11 @@ typedef struct sa3d_align_params {
     double outlier_logp;    /* -12: log density of the per-cell outlier component (background cells) */
     double sem_sd_floor;    /* 0.05: floor on a point's attn sd in p_sem */
     int use_tets;           /* 1: L_geom includes the tetrahedron relations */
-    int max_pairs, max_tets;   /* 600, 600: evenly strided subset of the prior's relations (0 = all) */
+    int max_pairs, max_tets;   /* 400, 400: evenly strided subset of the prior's relations (0 = all) */
     double init_scale;      /* 1.0: canonical extent = init_scale x the extent of the back-projected mask */
     double focal_init;      /* 0: start at the prior's focal_mean (1.5 when the prior has none) */
     double depth_default;   /* 1.0: depth of every cell when no depth map is given, and then d* */
-    double prune_at;        /* 0.5: after this share of the iterations keep only ... */
+    double prune_at;        /* 0.3: after this share of the iterations keep only ... */
     int prune_keep;         /* 10 ... the best hypotheses (0 = never prune) */
 } sa3d_align_params;
 SA3D_API sa3d_align_params sa3d_align_params_default(void);

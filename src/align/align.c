@@ -36,12 +36,12 @@ sa3d_align_params sa3d_align_params_default(void) {
     p.outlier_logp = -12.0;
     p.sem_sd_floor = 0.05;
     p.use_tets = 1;
-    p.max_pairs = 600;
-    p.max_tets = 600;
+    p.max_pairs = 400;
+    p.max_tets = 400;
     p.init_scale = 1.0;
     p.focal_init = 0.0;
     p.depth_default = 1.0;
-    p.prune_at = 0.5;
+    p.prune_at = 0.3;
     p.prune_keep = 10;
     return p;
 }
@@ -374,14 +374,15 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
                     if (a[k] > mx) mx = a[k];
                 }
                 double sum = exp(lo - mx);
-                for (int k = 0; k < Kc; k++) sum += exp(a[k] - mx);
+                for (int k = 0; k < Kc; k++) { a[k] = exp(a[k] - mx); sum += a[k]; }   /* a_k -> exp(a_k - mx) */
                 double lse = mx + log(sum);
                 double w = c->act_w[q];
                 L_rec -= w * p->tau * lse;
                 /* d(-tau lse)/d proj_k = -r_k (cell - proj_k) / sigma^2, r_k = exp(a_k - lse) */
+                double rs = w * p->w_rec * is2 / sum;
                 for (int k = 0; k < Kc; k++) {
                     if (id[k] < 0) continue;
-                    double r = exp(a[k] - lse) * w * p->w_rec * is2;
+                    double r = a[k] * rs;
                     dp[2 * id[k]] -= r * (cx - pr[2 * id[k]]);
                     dp[2 * id[k] + 1] -= r * (cy - pr[2 * id[k] + 1]);
                 }
