@@ -78,7 +78,8 @@ SA3D_API void sa3d_alignment_free(sa3d_alignment *a);   /* NULL is a no-op */
 
 /* Aligns the prior with one image: similarity maps once (one fixed-order product [N][C] x [C][g*g]), then
  * params.n_hyp hypotheses optimised together with Adam, the best by final energy. Deterministic for a seed
- * and bit-identical at any thread count. SA3D_ERR_ARG for mismatched sizes (prior C vs F C, n_used < 2),
+ * and bit-identical at any thread count; sets the process-wide thread count to params.n_threads
+ * (sa3d_set_threads), so call it from one thread at a time. SA3D_ERR_ARG for mismatched sizes (prior C vs F C, n_used < 2),
  * SA3D_ERR_NUMERIC when every hypothesis ends non-finite, SA3D_ERR_NOMEM. *out is NULL on failure. */
 SA3D_API sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, const sa3d_align_input *in,
                                       const sa3d_align_params *p, sa3d_error *err);
