@@ -1,0 +1,123 @@
+/* bench_align: time per image of sa3d_align_image (METHOD.md 5) on a synthetic category (tests/align_synth.h)
+ * at real sizes - N ~ 1000 dense points, g = 60, C = 768 - and an accuracy/speed table over the number of
+ * hypotheses B and iterations. Accuracy: mean distance in cells between the aligned and the true projected
+ * anchors, over several poses.
+ *
+ *     bench_align [--threads N] [--dense N] [--poses K] [--tiny]
+ *
+ * --tiny (ctest bench smoke): g = 20, C = 32, N = 100, two small configurations. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../tests/align_synth.h"
+#include "align/align_internal.h"
+#include "base/base.h"
+#include "semalign3d/align.h"
+
+typedef struct bcase { sa3d_prior *prior; float *F, *mask, *depth; sa3d_feature_map fm; synth_pose pose; } bcase;
+
+static double anchor_err(const bcase *b, const sa3d_alignment *a, int g) {
+    double e = 0.0;
+    for (int k = 0; k < a->n_used; k++) {
+        double gx, gy;
+        synth_project(&b->pose, g, b->prior->anchors + 3 * b->prior->used[k], &gx, &gy);
+        e += hypot(gx - (double)a->proj_anchor[2 * k], gy - (double)a->proj_anchor[2 * k + 1]);
+    }
+    return e / a->n_used;
+}
+
+int main(int argc, char **argv) {
+    int threads = 2, n_dense = 1000, n_poses = 4, tiny = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dense") && i + 1 < argc) n_dense = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--poses") && i + 1 < argc) n_poses = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tiny")) tiny = 1;
+        else { fprintf(stderr, "usage: bench_align [--threads N] [--dense N] [--poses K] [--tiny]\n"); return 2; }
+    }
+    int g = tiny ? 20 : 60, C = tiny ? 32 : 768;
+    if (tiny) { n_dense = 100; n_poses = 1; }
+    if (n_poses < 1 || n_poses > 8 || n_dense < 20) { fprintf(stderr, "bench_align: bad sizes\n"); return 2; }
+    int n_extra = n_dense - (SYNTH_SLOTS - 1);
+    static const synth_pose poses[8] = {
+        { 0.6, 0.25, { 0.02, -0.01, 1.0 }, 1.2 },  { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 },
+        { 3.0, -0.2, { 0.0, 0.03, 1.1 }, 1.1 },    { 1.6, 0.5, { 0.01, 0.0, 1.0 }, 1.3 },
+        { -0.9, 0.1, { 0.0, -0.02, 0.95 }, 1.25 }, { 2.4, 0.3, { 0.03, 0.0, 1.05 }, 1.15 },
+        { -1.5, -0.3, { -0.01, 0.01, 1.0 }, 1.2 }, { 0.1, 0.6, { 0.0, 0.0, 1.0 }, 1.35 } };
+    bcase *cs = calloc((size_t)n_poses, sizeof *cs);
+    for (int q = 0; q < n_poses; q++) {
+        bcase *b = &cs[q];
+        b->pose = poses[q];
+        b->prior = synth_make_prior(C, n_extra, 0, poses[q].f, 1234);
+        b->F = malloc((size_t)C * g * g * sizeof(float));
+        b->mask = malloc((size_t)g * g * sizeof(float));
+        b->depth = malloc((size_t)g * g * sizeof(float));
+        synth_render(b->prior, &b->pose, g, 0.02, 100 + q, b->F, b->mask, b->depth);
+        b->fm = (sa3d_feature_map){ .C = C, .g = g, .data = b->F, .img_w = 14 * g, .img_h = 14 * g,
+                                    .input_size = 14 * g };
+    }
+    sa3d_set_threads(threads);
+    printf("bench_align: synthetic category, N = %d dense points, %d used anchors, g = %d, C = %d, %d threads, "
+           "%d poses (times: best of 2 per pose, summed over poses / poses)\n", n_dense, SYNTH_SLOTS - 1, g, C,
+           threads, n_poses);
+
+    /* per-image setup: similarity product + candidate lists + relations */
+    sa3d_align_params dp = sa3d_align_params_default();
+    dp.n_threads = threads;
+    {
+        sa3d_align_input in = { &cs[0].fm, cs[0].mask, cs[0].depth };
+        sa3d_align_ctx c;
+        sa3d_error err;
+        double best = 1e30;
+        for (int r = 0; r < 2; r++) {
+            double t0 = sa3d_now();
+            if (sa3d_align_ctx_init(&c, cs[0].prior, &in, &dp, &err) != SA3D_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            double dt = sa3d_now() - t0;
+            if (dt < best) best = dt;
+            if (r == 1) printf("setup (similarity maps [N][C]x[C][g*g], top-%d candidates, %d active cells): %.3f s\n",
+                               dp.top_k, c.n_act, best);
+            sa3d_align_ctx_free(&c);
+        }
+    }
+    struct { int B, iters, keep; } cfg_full[] = {
+        { 100, 100, 10 }, { 25, 100, 5 }, { 50, 100, 10 }, { 100, 50, 10 }, { 100, 200, 10 }, { 100, 100, 0 },
+        { 200, 100, 10 } };
+    struct { int B, iters, keep; } cfg_tiny[] = { { 10, 30, 3 }, { 20, 30, 0 } };
+    int n_cfg = tiny ? 2 : (int)(sizeof cfg_full / sizeof cfg_full[0]);
+    printf("%5s %6s %6s | %10s | %12s %12s %8s\n", "B", "iters", "keep", "s/image", "mean err", "worst err",
+           "<=1 cell");
+    for (int k = 0; k < n_cfg; k++) {
+        sa3d_align_params p = dp;
+        p.n_hyp = tiny ? cfg_tiny[k].B : cfg_full[k].B;
+        p.n_iter = tiny ? cfg_tiny[k].iters : cfg_full[k].iters;
+        p.prune_keep = tiny ? cfg_tiny[k].keep : cfg_full[k].keep;
+        double tsum = 0.0, esum = 0.0, emax = 0.0;
+        int good = 0;
+        for (int q = 0; q < n_poses; q++) {
+            sa3d_align_input in = { &cs[q].fm, cs[q].mask, cs[q].depth };
+            double best = 1e30, e = 0.0;
+            for (int r = 0; r < 2; r++) {
+                sa3d_alignment *a = NULL;
+                sa3d_error err;
+                double t0 = sa3d_now();
+                if (sa3d_align_image(&a, cs[q].prior, &in, &p, &err) != SA3D_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
+                double dt = sa3d_now() - t0;
+                if (dt < best) best = dt;
+                e = anchor_err(&cs[q], a, g);
+                sa3d_alignment_free(a);
+            }
+            tsum += best;
+            esum += e;
+            if (e > emax) emax = e;
+            good += e <= 1.0;
+        }
+        printf("%5d %6d %6d | %10.3f | %12.3f %12.3f %5d/%d%s\n", p.n_hyp, p.n_iter, p.prune_keep, tsum / n_poses,
+               esum / n_poses, emax, good, n_poses, (!tiny && k == 0) ? "   <- defaults" : "");
+    }
+    for (int q = 0; q < n_poses; q++) {
+        synth_prior_free(cs[q].prior);
+        free(cs[q].F); free(cs[q].mask); free(cs[q].depth);
+    }
+    free(cs);
+    return 0;
+}

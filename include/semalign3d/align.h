@@ -1,0 +1,112 @@
+/* semalign3d: aligning the 3D object-class representation with one image (METHOD.md 5) and matching through
+ * two alignments (METHOD.md 6.2). Every choice the sources leave open is listed with its default in
+ * docs/ALIGN.md.
+ *
+ *     sa3d_align_input in = { &F, mask, depth };           // F: [C][g][g] unit cells, GeoAware square
+ *     sa3d_align_params ap = sa3d_align_params_default();
+ *     sa3d_alignment *a1, *a2;
+ *     sa3d_align_image(&a1, prior, &in1, &ap, &err);       // and a2 for the second image
+ *     sa3d_match_params mp = sa3d_match_params_default();
+ *     sa3d_match_sa3d(prior, a1, &F1, a2, &F2, src_kps, n, &mp, pred, NULL, &err);
+ *
+ * Frames. The optimisation runs in the camera frame of the image, in units of S = max(W, H) (METHOD.md 2.3).
+ * Points project straight onto the g x g grid over the GeoAware padded square with K_embd (METHOD.md 2.8):
+ * gx = g f X / Z + g/2, gy = g f Y / Z + g/2 ("grid coordinates": continuous, cell c covers [c, c + 1), its
+ * centre is c + 0.5; a square pixel x maps to x / (input_size / g)). The focal length is optimised as
+ * phi = 1 / f, as the authors store it. */
+#ifndef SEMALIGN3D_ALIGN_H
+#define SEMALIGN3D_ALIGN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "semalign3d/match.h"
+#include "semalign3d/prior.h"
+#include "semalign3d/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What one image brings. F is required; mask and depth may be NULL. */
+typedef struct sa3d_align_input {
+    const sa3d_feature_map *F;   /* [C][g][g] unit cell features over the GeoAware padded square */
+    const float *mask;           /* [g][g] object foreground fraction of each cell in [0, 1], or NULL */
+    const float *depth;          /* [g][g] relative depth z of each cell (METHOD.md 3.2: about 0.7 - 1), or NULL */
+} sa3d_align_input;
+
+enum { SA3D_REC_MIXTURE = 0,     /* METHOD.md 5.3 reading (a): per-cell soft-max mixture over points (default) */
+       SA3D_REC_POINT = 1 };     /* reading (b): per-point likelihood of the similarity sampled at its projection */
+
+typedef struct sa3d_align_params {
+    int n_hyp;              /* B = 100 random rotations (METHOD.md 5.2) */
+    int n_iter;             /* 100 Adam iterations (opt_data's default) */
+    double lr;              /* 0.01: Adam step on Y (units of S) and on phi */
+    uint64_t seed;          /* 0: the rotations; stream b of the seed for hypothesis b */
+    int n_threads;          /* 0 = all cores; results do not depend on it */
+    int rec_mode;           /* SA3D_REC_MIXTURE */
+    double w_rec, w_geom, w_bg, w_depth;   /* 1, 0.05, 1, 1 (0 switches a term off) */
+    double sigma_start, sigma_end;         /* p_spatial sd in cells, annealed geometrically: g/8 -> 1 */
+    double tau;             /* 1: soft-max temperature over points (1 = log of the sum, -> 0 = max) */
+    int top_k;              /* 16: candidate points per cell (the best p_sem) in reading (a) */
+    double outlier_logp;    /* -12: log density of the per-cell outlier component (background cells) */
+    double sem_sd_floor;    /* 0.05: floor on a point's attn sd in p_sem */
+    int use_tets;           /* 1: L_geom includes the tetrahedron relations */
+    int max_pairs, max_tets;   /* 400, 400: evenly strided subset of the prior's relations (0 = all) */
+    double init_scale;      /* 1.0: canonical extent = init_scale x the extent of the back-projected mask */
+    double focal_init;      /* 0: start at the prior's focal_mean (1.5 when the prior has none) */
+    double depth_default;   /* 1.0: depth of every cell when no depth map is given, and then d* */
+    double prune_at;        /* 0.3: after this share of the iterations keep only ... */
+    int prune_keep;         /* 10 ... the best hypotheses (0 = never prune) */
+} sa3d_align_params;
+SA3D_API sa3d_align_params sa3d_align_params_default(void);
+
+/* The result for one image: the best hypothesis. Owned by the caller (sa3d_alignment_free). */
+typedef struct sa3d_alignment {
+    int n_used, n_dense, g;
+    double *Y;              /* [n_used][3] anchors in the camera frame (slots prior->used) */
+    double phi, f;          /* focal length f = 1 / phi, units of S */
+    double energy;          /* total at sigma_end, and its terms (unweighted) */
+    double e_rec, e_geom, e_bg, e_depth;
+    float *proj;            /* [n_dense][2] dense points in grid coordinates */
+    float *proj_anchor;     /* [n_used][2] anchors in grid coordinates */
+    double fg_frac;         /* share of dense points projecting onto the mask (>= 0.5; inside the grid if
+                               there is no mask) */
+    int best_hyp;           /* index of the winning hypothesis */
+    int img_w, img_h, input_size;
+} sa3d_alignment;
+SA3D_API void sa3d_alignment_free(sa3d_alignment *a);   /* NULL is a no-op */
+
+/* Aligns the prior with one image: similarity maps once (one fixed-order product [N][C] x [C][g*g]), then
+ * params.n_hyp hypotheses optimised together with Adam, the best by final energy. Deterministic for a seed
+ * and bit-identical at any thread count; sets the process-wide thread count to params.n_threads
+ * (sa3d_set_threads), so call it from one thread at a time. SA3D_ERR_ARG for mismatched sizes (prior C vs F C, n_used < 2),
+ * SA3D_ERR_NUMERIC when every hypothesis ends non-finite, SA3D_ERR_NOMEM. *out is NULL on failure. */
+SA3D_API sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, const sa3d_align_input *in,
+                                      const sa3d_align_params *p, sa3d_error *err);
+
+typedef struct sa3d_match_params {
+    double sigma;           /* 1.5 cells: p_spatial sd when picking the point and the target cell */
+    double sem_sd_floor;    /* 0.05, as in sa3d_align_params */
+    double max_query_dist;  /* 3 cells: a query farther than this from every projected point of alignment 1
+                               goes to the baseline */
+    double max_energy;      /* 1e30 (off): an alignment with a larger energy is implausible */
+    double min_fg_frac;     /* 0.5: an alignment with fewer dense points on the mask is implausible */
+    sa3d_baseline_params baseline;   /* window radius 7, temperature 0.02 (also the fallback) */
+} sa3d_match_params;
+SA3D_API sa3d_match_params sa3d_match_params_default(void);
+
+/* METHOD.md 6.2: each query pixel of image 1 (original pixels) -> the representation point with the highest
+ * p_sem x p_spatial under a1 -> the cell of image 2 with the highest p_sem x p_spatial of that point under a2,
+ * window soft-argmax, original pixels of image 2. When either alignment is implausible (energy above
+ * max_energy or fg_frac below min_fg_frac) every query, and when a query lies off the projected object only
+ * that query, takes the baseline result (sa3d_match_baseline); fallback[i] (may be NULL) says which. The
+ * feature maps must be the ones the alignments were computed on. Thread-safe; allocates its scratch. */
+SA3D_API sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, const sa3d_feature_map *F1,
+                                     const sa3d_alignment *a2, const sa3d_feature_map *F2,
+                                     const float (*src_kps)[2], int n, const sa3d_match_params *p,
+                                     float (*pred)[2], uint8_t *fallback, sa3d_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

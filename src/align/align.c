@@ -1,0 +1,687 @@
+/* Alignment of the 3D object-class representation with one image (METHOD.md 5; issue 5 part B).
+ *
+ * Per image: similarity maps S_i(c) = f_i . F(c) once (one fixed-order product), p_sem from them, and for
+ * reading (a) the top_k candidate points of every active cell. Per hypothesis b: anchors Y_b (camera frame)
+ * and phi_b = 1/f_b; dense X_b = rig . Y_b; grid projection gx = g X / (phi Z) + g/2 (METHOD.md 2.8). The
+ * energy E = w_rec L_rec + w_geom L_geom + w_bg L_bg + w_depth L_depth has an exact analytic gradient
+ * (tests/test_align.c checks every term against central differences). Adam over all hypotheses at once;
+ * the best by final energy wins. Unconfirmed choices: docs/ALIGN.md. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "align/align_internal.h"
+#include "base/base.h"
+#include "tensor/kernels.h"
+
+#define TWO_PI 6.283185307179586
+
+sa3d_align_params sa3d_align_params_default(void) {
+    sa3d_align_params p;
+    memset(&p, 0, sizeof p);
+    p.n_hyp = 100;
+    p.n_iter = 100;
+    p.lr = 0.01;
+    p.seed = 0;
+    p.n_threads = 0;
+    p.rec_mode = SA3D_REC_MIXTURE;
+    p.w_rec = 1.0;
+    p.w_geom = 0.05;
+    p.w_bg = 1.0;
+    p.w_depth = 1.0;
+    p.sigma_start = 0.0;     /* 0 = g / 8 */
+    p.sigma_end = 1.0;
+    p.tau = 1.0;
+    p.top_k = 16;
+    p.outlier_logp = -12.0;
+    p.sem_sd_floor = 0.05;
+    p.use_tets = 1;
+    p.max_pairs = 400;
+    p.max_tets = 400;
+    p.init_scale = 1.0;
+    p.focal_init = 0.0;
+    p.depth_default = 1.0;
+    p.prune_at = 0.3;
+    p.prune_keep = 10;
+    return p;
+}
+
+void sa3d_alignment_free(sa3d_alignment *a) {
+    if (!a) return;
+    sa3d_free(a->Y);
+    sa3d_free(a->proj);
+    sa3d_free(a->proj_anchor);
+    sa3d_free(a);
+}
+
+/* ---- context ------------------------------------------------------------------------------------------ */
+
+void sa3d_align_ctx_free(sa3d_align_ctx *c) {
+    if (!c) return;
+    sa3d_free(c->rig_ptr);
+    sa3d_free(c->rig_idx);
+    sa3d_free(c->rig_w);
+    sa3d_free(c->S);
+    sa3d_free(c->sem_mu);
+    sa3d_free(c->sem_sd);
+    sa3d_free(c->pt_w);
+    sa3d_free(c->act_cell);
+    sa3d_free(c->act_w);
+    sa3d_free(c->cand);
+    sa3d_free(c->cand_lp);
+    sa3d_free(c->g_e1);
+    sa3d_free(c->g_e2);
+    sa3d_free(c->g_t);
+    sa3d_free(c->g_v);
+    sa3d_free(c->g_beta);
+    memset(c, 0, sizeof *c);
+}
+
+/* Relations of the prior whose vertices are all used, renumbered to used indices, then an evenly strided
+ * subset of at most max of them (L_geom is a mean, so a uniform subset estimates the same energy at a fraction
+ * of the cost; the stride keeps it deterministic). */
+static size_t pick_stride(size_t n_valid, int max, size_t k) {
+    if (max <= 0 || n_valid <= (size_t)max) return k;
+    return (size_t)((double)k * (double)n_valid / (double)max);
+}
+
+static sa3d_status ctx_geom(sa3d_align_ctx *c, const sa3d_prior *pr, const int *slot2used, sa3d_error *err) {
+    size_t nv_p = 0, nv_t = 0;
+    size_t *vp = sa3d_malloc((pr->n_pairs + 1) * sizeof *vp), *vt = sa3d_malloc((pr->n_tets + 1) * sizeof *vt);
+    if (!vp || !vt) { sa3d_free(vp); sa3d_free(vt); return sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory"); }
+#define SLOT_OK(s) ((s) >= 0 && (s) < pr->n_slots && slot2used[(s)] >= 0)
+    for (size_t j = 0; j < pr->n_pairs; j++)
+        if (SLOT_OK(pr->pair_e1[2 * j]) && SLOT_OK(pr->pair_e1[2 * j + 1]) && SLOT_OK(pr->pair_e2[2 * j]) &&
+            SLOT_OK(pr->pair_e2[2 * j + 1]))
+            vp[nv_p++] = j;
+    if (c->p.use_tets)
+        for (size_t j = 0; j < pr->n_tets; j++)
+            if (SLOT_OK(pr->tet_t[3 * j]) && SLOT_OK(pr->tet_t[3 * j + 1]) && SLOT_OK(pr->tet_t[3 * j + 2]) &&
+                SLOT_OK(pr->tet_v[j]))
+                vt[nv_t++] = j;
+#undef SLOT_OK
+    size_t np = (c->p.max_pairs > 0 && nv_p > (size_t)c->p.max_pairs) ? (size_t)c->p.max_pairs : nv_p;
+    size_t nt = (c->p.max_tets > 0 && nv_t > (size_t)c->p.max_tets) ? (size_t)c->p.max_tets : nv_t;
+    c->g_e1 = sa3d_malloc((np * 2 + 1) * sizeof(int32_t));
+    c->g_e2 = sa3d_malloc((np * 2 + 1) * sizeof(int32_t));
+    c->g_t = sa3d_malloc((nt * 3 + 1) * sizeof(int32_t));
+    c->g_v = sa3d_malloc((nt + 1) * sizeof(int32_t));
+    c->g_beta = sa3d_malloc((2 * np + 3 * nt + 1) * sizeof(sa3d_beta_term));
+    if (!c->g_e1 || !c->g_e2 || !c->g_t || !c->g_v || !c->g_beta) {
+        sa3d_free(vp);
+        sa3d_free(vt);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+    }
+    sa3d_beta_term *br = c->g_beta, *ba = br + np, *bx = ba + np, *by = bx + nt, *bz = by + nt;
+    for (size_t k = 0; k < np; k++) {
+        size_t j = vp[pick_stride(nv_p, c->p.max_pairs, k)];
+        for (int e = 0; e < 2; e++) {
+            c->g_e1[2 * k + e] = slot2used[pr->pair_e1[2 * j + e]];
+            c->g_e2[2 * k + e] = slot2used[pr->pair_e2[2 * j + e]];
+        }
+        br[k] = sa3d_beta_term_make(pr->pair_ratio[2 * j], pr->pair_ratio[2 * j + 1]);
+        ba[k] = sa3d_beta_term_make(pr->pair_cos[2 * j], pr->pair_cos[2 * j + 1]);
+    }
+    for (size_t k = 0; k < nt; k++) {
+        size_t j = vt[pick_stride(nv_t, c->p.max_tets, k)];
+        for (int e = 0; e < 3; e++) c->g_t[3 * k + e] = slot2used[pr->tet_t[3 * j + e]];
+        c->g_v[k] = slot2used[pr->tet_v[j]];
+        bx[k] = sa3d_beta_term_make(pr->tet_cx[2 * j], pr->tet_cx[2 * j + 1]);
+        by[k] = sa3d_beta_term_make(pr->tet_cy[2 * j], pr->tet_cy[2 * j + 1]);
+        bz[k] = sa3d_beta_term_make(pr->tet_cz[2 * j], pr->tet_cz[2 * j + 1]);
+    }
+    sa3d_free(vp);
+    sa3d_free(vt);
+    c->gt = (sa3d_geom_terms){ .n_pairs = np, .e1 = c->g_e1, .e2 = c->g_e2, .ratio = br, .cosang = ba,
+                               .n_tets = nt, .t = c->g_t, .v = c->g_v, .cx = bx, .cy = by, .cz = bz };
+    return sa3d_geom_terms_check(&c->gt, c->n, err);
+}
+
+/* Keeps the K best (lp, then s, then lower index) of one cell in insertion order. */
+static void topk_insert(int *id, double *lp, float *sv, int K, int *cnt, int i, double l, float s) {
+    int pos = *cnt;
+    while (pos > 0 && (lp[pos - 1] < l || (lp[pos - 1] == l && sv[pos - 1] < s))) pos--;
+    if (pos >= K) return;
+    int last = *cnt < K ? *cnt : K - 1;
+    for (int q = last; q > pos; q--) { id[q] = id[q - 1]; lp[q] = lp[q - 1]; sv[q] = sv[q - 1]; }
+    id[pos] = i;
+    lp[pos] = l;
+    sv[pos] = s;
+    if (*cnt < K) (*cnt)++;
+}
+
+sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const sa3d_align_input *in,
+                                const sa3d_align_params *p, sa3d_error *err) {
+    memset(c, 0, sizeof *c);
+    c->p = *p;
+    const sa3d_feature_map *F = in ? in->F : NULL;
+    if (!pr || !F || !F->data) return sa3d_fail(err, SA3D_ERR_ARG, "align: missing prior or feature map");
+    if (pr->C != F->C)
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: feature channels differ; prior %d, image %d", pr->C, F->C);
+    if (pr->n_used < 2 || pr->n_dense < 1 || F->g < 2)
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: prior has %d used anchors and %d dense points, grid %d",
+                         pr->n_used, pr->n_dense, F->g);
+    if (p->top_k < 1 || p->top_k > 64 || p->tau <= 0.0 || p->sem_sd_floor <= 0.0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: top_k %d, tau %g, sem_sd_floor %g out of range (top_k 1..64)", p->top_k,
+                         p->tau, p->sem_sd_floor);
+    c->N = pr->n_dense;
+    c->n = pr->n_used;
+    c->g = F->g;
+    c->cells = F->g * F->g;
+    c->C = F->C;
+    c->mask = in->mask;
+    int N = c->N, n = c->n, cells = c->cells;
+    sa3d_status st = SA3D_OK;
+    int *slot2used = sa3d_malloc((size_t)pr->n_slots * sizeof(int));
+    c->rig_ptr = sa3d_malloc((size_t)(N + 1) * sizeof(int));
+    c->rig_idx = sa3d_malloc((size_t)N * n * sizeof(int));
+    c->rig_w = sa3d_malloc((size_t)N * n * sizeof(double));
+    c->S = sa3d_malloc((size_t)N * cells * sizeof(float));
+    c->sem_mu = sa3d_malloc((size_t)N * sizeof(double));
+    c->sem_sd = sa3d_malloc((size_t)N * sizeof(double));
+    c->pt_w = sa3d_malloc((size_t)N * sizeof(double));
+    if (!slot2used || !c->rig_ptr || !c->rig_idx || !c->rig_w || !c->S || !c->sem_mu || !c->sem_sd || !c->pt_w) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+    for (int s = 0; s < pr->n_slots; s++) slot2used[s] = -1;
+    for (int k = 0; k < n; k++) {
+        int s = pr->used[k];
+        if (s < 0 || s >= pr->n_slots) {
+            st = sa3d_fail(err, SA3D_ERR_ARG, "align: prior used[%d] = %d out of range", k, s);
+            goto done;
+        }
+        slot2used[s] = k;
+    }
+    /* rig restricted to the used slots, exact zeros dropped */
+    int nnz = 0;
+    for (int i = 0; i < N; i++) {
+        c->rig_ptr[i] = nnz;
+        for (int k = 0; k < n; k++) {
+            float w = pr->rig[(size_t)i * pr->n_slots + pr->used[k]];
+            if (w != 0.0f) { c->rig_idx[nnz] = k; c->rig_w[nnz] = (double)w; nnz++; }
+        }
+    }
+    c->rig_ptr[N] = nnz;
+    double wsum = 0.0;
+    for (int i = 0; i < N; i++) {
+        c->sem_mu[i] = (double)pr->dense_attn_mean[i];
+        double sd = (double)pr->dense_attn_sd[i];
+        c->sem_sd[i] = sd > p->sem_sd_floor ? sd : p->sem_sd_floor;
+        double w = pr->dense_weight ? (double)pr->dense_weight[i] : 1.0;
+        c->pt_w[i] = w > 0.0 ? w : 0.0;
+        wsum += c->pt_w[i];
+    }
+    for (int i = 0; i < N; i++) c->pt_w[i] = wsum > 0.0 ? c->pt_w[i] / wsum : 1.0 / N;
+    /* S[N][cells] = dense_feat[N][C] . F[C][cells]: the fixed-order product, so that S (and everything after
+     * it) is bit-identical at any thread count; cblas_sgemm is not guaranteed to be. */
+    sa3d_gemm_fixed_order(c->S, pr->dense_feat, F->data, N, F->C, cells);
+
+    /* L_depth target: mask-weighted mean depth of the cells, else depth_default */
+    c->d_star = p->depth_default;
+    if (in->depth) {
+        double sw = 0.0, sz = 0.0;
+        for (int q = 0; q < cells; q++) {
+            double w = in->mask ? (double)in->mask[q] : 1.0;
+            sw += w;
+            sz += w * (double)in->depth[q];
+        }
+        if (sw > 0.0) c->d_star = sz / sw;
+    }
+
+    if ((st = ctx_geom(c, pr, slot2used, err)) != SA3D_OK) goto done;
+
+    /* reading (a): top_k candidates per cell; a cell is active when its weight (mask or 1) is positive and its
+     * best candidate's log p_sem is above the outlier level (else the outlier explains it whatever the pose) */
+    int K = p->top_k < N ? p->top_k : N;
+    c->K = K;
+    c->act_cell = sa3d_malloc((size_t)cells * sizeof(int));
+    c->act_w = sa3d_malloc((size_t)cells * sizeof(double));
+    c->cand = sa3d_malloc((size_t)cells * K * sizeof(int));
+    c->cand_lp = sa3d_malloc((size_t)cells * K * sizeof(double));
+    float *sv = sa3d_malloc((size_t)cells * K * sizeof(float));
+    int *cnt = sa3d_malloc((size_t)cells * sizeof(int));
+    if (!c->act_cell || !c->act_w || !c->cand || !c->cand_lp || !sv || !cnt) {
+        sa3d_free(sv);
+        sa3d_free(cnt);
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+#pragma omp parallel for schedule(static)
+    for (int q = 0; q < cells; q++) {
+        int *id = c->cand + (size_t)q * K;
+        double *lp = c->cand_lp + (size_t)q * K;
+        float *s = sv + (size_t)q * K;
+        cnt[q] = 0;
+        for (int k = 0; k < K; k++) { id[k] = -1; lp[k] = -DBL_MAX; }
+        for (int i = 0; i < N; i++) {
+            float si = c->S[(size_t)i * cells + q];
+            double l = sa3d_align_lp((double)si, c->sem_mu[i], c->sem_sd[i], NULL);
+            topk_insert(id, lp, s, K, &cnt[q], i, l, si);
+        }
+    }
+    double aw = 0.0;
+    int na = 0;
+    for (int q = 0; q < cells; q++) {
+        double w = in->mask ? (double)in->mask[q] : 1.0;
+        if (!(w > 0.0) || !(c->cand_lp[(size_t)q * K] > p->outlier_logp)) continue;
+        if (na != q) {
+            memcpy(c->cand + (size_t)na * K, c->cand + (size_t)q * K, (size_t)K * sizeof(int));
+            memcpy(c->cand_lp + (size_t)na * K, c->cand_lp + (size_t)q * K, (size_t)K * sizeof(double));
+        }
+        c->act_cell[na] = q;
+        c->act_w[na] = w;
+        aw += w;
+        na++;
+    }
+    for (int a = 0; a < na; a++) c->act_w[a] /= aw;
+    c->n_act = na;
+    sa3d_free(sv);
+    sa3d_free(cnt);
+done:
+    sa3d_free(slot2used);
+    if (st != SA3D_OK) sa3d_align_ctx_free(c);
+    return st;
+}
+
+/* ---- energy ------------------------------------------------------------------------------------------- */
+
+size_t sa3d_align_work_doubles(const sa3d_align_ctx *c) { return (size_t)c->N * 10; }
+
+/* Bilinear sample of a [g][g] map at grid coordinates (x, y) (cell centres at c + 0.5). zero_pad: outside the
+ * grid reads 0 (the mask: off the image is background); else the border value (similarity maps). d/dx, d/dy
+ * into dx, dy. */
+static double bilinear(const float *m, int g, double x, double y, int zero_pad, double *dx, double *dy) {
+    double u = x - 0.5, v = y - 0.5;
+    double fu = floor(u), fv = floor(v);
+    double a = u - fu, b = v - fv;
+    long i0 = (long)fu, j0 = (long)fv;
+    double val[4];
+    for (int q = 0; q < 4; q++) {
+        long i = i0 + (q & 1), j = j0 + (q >> 1);
+        if (i < 0 || i >= g || j < 0 || j >= g) {
+            if (zero_pad) { val[q] = 0.0; continue; }
+            i = i < 0 ? 0 : (i >= g ? g - 1 : i);
+            j = j < 0 ? 0 : (j >= g ? g - 1 : j);
+        }
+        val[q] = (double)m[(size_t)j * g + (size_t)i];
+    }
+    *dx = (1.0 - b) * (val[1] - val[0]) + b * (val[3] - val[2]);
+    *dy = (1.0 - a) * (val[2] - val[0]) + a * (val[3] - val[1]);
+    return (1.0 - a) * (1.0 - b) * val[0] + a * (1.0 - b) * val[1] + (1.0 - a) * b * val[2] + a * b * val[3];
+}
+
+double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
+                             double *gphi, double terms[3], double *proj_out, double *work) {
+    const sa3d_align_params *p = &c->p;
+    int N = c->N, n = c->n, g = c->g;
+    double *X = work, *pr = X + (size_t)3 * N, *dp = pr + (size_t)2 * N, *zc = dp + (size_t)2 * N;
+    double *zcl = zc + N;   /* 1 where the depth was clamped */
+    double gd = (double)g, half = 0.5 * gd;
+    /* X = rig . Y, then the grid projection */
+    for (int i = 0; i < N; i++) {
+        double x0 = 0.0, x1 = 0.0, x2 = 0.0;
+        for (int j = c->rig_ptr[i]; j < c->rig_ptr[i + 1]; j++) {
+            const double *y = Y + 3 * c->rig_idx[j];
+            double w = c->rig_w[j];
+            x0 += w * y[0];
+            x1 += w * y[1];
+            x2 += w * y[2];
+        }
+        X[3 * i] = x0;
+        X[3 * i + 1] = x1;
+        X[3 * i + 2] = x2;
+        double z = x2 + 1e-9;   /* METHOD.md 2.3 */
+        zcl[i] = 0.0;
+        if (!(z >= SA3D_ALIGN_ZMIN)) { z = SA3D_ALIGN_ZMIN; zcl[i] = 1.0; }
+        zc[i] = z;
+        pr[2 * i] = gd * x0 / (phi * z) + half;
+        pr[2 * i + 1] = gd * x1 / (phi * z) + half;
+        dp[2 * i] = dp[2 * i + 1] = 0.0;
+    }
+    double L_rec = 0.0, L_bg = 0.0, L_depth = 0.0;
+    /* L_reconstruct */
+    if (p->w_rec != 0.0) {
+        if (p->rec_mode == SA3D_REC_POINT) {
+            /* (b): -sum_i w_i log p_sem,i(S_i(proj_i)), S_i bilinearly sampled */
+            for (int i = 0; i < N; i++) {
+                double sx, sy, dlp;
+                double s = bilinear(c->S + (size_t)i * c->cells, g, pr[2 * i], pr[2 * i + 1], 0, &sx, &sy);
+                double lp = sa3d_align_lp(s, c->sem_mu[i], c->sem_sd[i], &dlp);
+                L_rec -= c->pt_w[i] * lp;
+                double k = -p->w_rec * c->pt_w[i] * dlp;
+                dp[2 * i] += k * sx;
+                dp[2 * i + 1] += k * sy;
+            }
+        } else {
+            /* (a): per active cell, -tau log(exp(o / tau) + sum_k exp(l_k / tau)) with
+             * l_k = lp_k - |cell - proj_k|^2 / (2 sigma^2) - log(2 pi sigma^2), o the outlier level */
+            int K = c->K;
+            double is2 = 1.0 / (sigma * sigma), lnorm = log(TWO_PI * sigma * sigma), it = 1.0 / p->tau;
+            double lo = p->outlier_logp * it;
+            double a[64];   /* top_k <= 64 (checked at init) */
+            int Kc = K;
+            for (int q = 0; q < c->n_act; q++) {
+                int cell = c->act_cell[q];
+                double cx = (double)(cell % g) + 0.5, cy = (double)(cell / g) + 0.5;
+                const int *id = c->cand + (size_t)q * K;
+                const double *lp = c->cand_lp + (size_t)q * K;
+                double mx = lo;
+                for (int k = 0; k < Kc; k++) {
+                    if (id[k] < 0) { a[k] = -INFINITY; continue; }
+                    double ex = cx - pr[2 * id[k]], ey = cy - pr[2 * id[k] + 1];
+                    a[k] = (lp[k] - 0.5 * (ex * ex + ey * ey) * is2 - lnorm) * it;
+                    if (a[k] > mx) mx = a[k];
+                }
+                double sum = exp(lo - mx);
+                for (int k = 0; k < Kc; k++) { a[k] = exp(a[k] - mx); sum += a[k]; }   /* a_k -> exp(a_k - mx) */
+                double lse = mx + log(sum);
+                double w = c->act_w[q];
+                L_rec -= w * p->tau * lse;
+                /* d(-tau lse)/d proj_k = -r_k (cell - proj_k) / sigma^2, r_k = exp(a_k - lse) */
+                double rs = w * p->w_rec * is2 / sum;
+                for (int k = 0; k < Kc; k++) {
+                    if (id[k] < 0) continue;
+                    double r = a[k] * rs;
+                    dp[2 * id[k]] -= r * (cx - pr[2 * id[k]]);
+                    dp[2 * id[k] + 1] -= r * (cy - pr[2 * id[k] + 1]);
+                }
+            }
+        }
+    }
+    /* L_background: mean_i (1 - mask(proj_i)) */
+    if (p->w_bg != 0.0 && c->mask) {
+        double inv = 1.0 / N;
+        for (int i = 0; i < N; i++) {
+            double mx_, my_;
+            double m = bilinear(c->mask, g, pr[2 * i], pr[2 * i + 1], 1, &mx_, &my_);
+            L_bg += (1.0 - m) * inv;
+            dp[2 * i] -= p->w_bg * inv * mx_;
+            dp[2 * i + 1] -= p->w_bg * inv * my_;
+        }
+    }
+    /* back through the projection and the rig */
+    if (gY) memset(gY, 0, (size_t)n * 3 * sizeof(double));
+    double gp = 0.0;
+    for (int i = 0; i < N; i++) {
+        double gx = dp[2 * i], gy = dp[2 * i + 1];
+        if (gx == 0.0 && gy == 0.0) continue;
+        double z = zc[i], k = gd / (phi * z);
+        double s = gx * X[3 * i] + gy * X[3 * i + 1];   /* d(proj)/d(phi, z) share this */
+        double dX0 = gx * k, dX1 = gy * k, dZ = zcl[i] != 0.0 ? 0.0 : -s * k / z;
+        gp -= s * k / phi;
+        if (gY)
+            for (int j = c->rig_ptr[i]; j < c->rig_ptr[i + 1]; j++) {
+                double w = c->rig_w[j];
+                double *o = gY + 3 * c->rig_idx[j];
+                o[0] += w * dX0;
+                o[1] += w * dX1;
+                o[2] += w * dZ;
+            }
+    }
+    /* L_depth: (mean anchor z - d*)^2 */
+    if (p->w_depth != 0.0) {
+        double mz = 0.0;
+        for (int k = 0; k < n; k++) mz += Y[3 * k + 2];
+        mz /= n;
+        L_depth = (mz - c->d_star) * (mz - c->d_star);
+        if (gY) {
+            double d = p->w_depth * 2.0 * (mz - c->d_star) / n;
+            for (int k = 0; k < n; k++) gY[3 * k + 2] += d;
+        }
+    }
+    if (gphi) *gphi = gp;
+    if (terms) { terms[0] = L_rec; terms[1] = L_bg; terms[2] = L_depth; }
+    if (proj_out) memcpy(proj_out, pr, (size_t)2 * N * sizeof(double));
+    return p->w_rec * L_rec + p->w_bg * L_bg + p->w_depth * L_depth;
+}
+
+double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
+                               double *gphi, double terms[4], double *work) {
+    double t3[3], eg = 0.0;
+    double E = sa3d_align_energy_one(c, Y, phi, sigma, gY, gphi, t3, NULL, work);
+    double *gg = gY ? work + sa3d_align_work_doubles(c) : NULL;   /* caller sized work for n*3 more */
+    if (c->p.w_geom != 0.0) {
+        sa3d_geom_energy(&eg, gg, Y, 1, c->n, &c->gt, c->p.use_tets);
+        if (gY)
+            for (int k = 0; k < 3 * c->n; k++) gY[k] += c->p.w_geom * gg[k];
+    }
+    if (terms) { terms[0] = t3[0]; terms[1] = eg; terms[2] = t3[1]; terms[3] = t3[2]; }
+    return E + c->p.w_geom * eg;
+}
+
+/* ---- optimisation ------------------------------------------------------------------------------------- */
+
+/* splitmix64: one independent stream per hypothesis, seeded from (seed, b) (STYLE.md 6) */
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t *s) { return (double)(splitmix(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+/* Uniform random rotation (Shoemake's unit quaternion from three uniforms), as a row-major 3x3 matrix. */
+static void random_rotation(double R[9], uint64_t seed, int b) {
+    uint64_t s = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(b + 1));
+    splitmix(&s);
+    double u1 = rng_unit(&s), u2 = rng_unit(&s), u3 = rng_unit(&s);
+    double a = sqrt(1.0 - u1), bb = sqrt(u1);
+    double x = a * sin(TWO_PI * u2), y = a * cos(TWO_PI * u2), z = bb * sin(TWO_PI * u3), w = bb * cos(TWO_PI * u3);
+    R[0] = 1 - 2 * (y * y + z * z); R[1] = 2 * (x * y - z * w);     R[2] = 2 * (x * z + y * w);
+    R[3] = 2 * (x * y + z * w);     R[4] = 1 - 2 * (x * x + z * z); R[5] = 2 * (y * z - x * w);
+    R[6] = 2 * (x * z - y * w);     R[7] = 2 * (y * z + x * w);     R[8] = 1 - 2 * (x * x + y * y);
+}
+
+static double max_pair_dist(const double *P, int m) {
+    double best = 0.0;
+    for (int i = 0; i < m; i++)
+        for (int j = i + 1; j < m; j++) {
+            double dx = P[3 * i] - P[3 * j], dy = P[3 * i + 1] - P[3 * j + 1], dz = P[3 * i + 2] - P[3 * j + 2];
+            double d = dx * dx + dy * dy + dz * dz;
+            if (d > best) best = d;
+        }
+    return sqrt(best);
+}
+
+static int cmp_energy(const void *a, const void *b) {
+    const double *x = a, *y = b;   /* (energy, index) pairs */
+    if (x[0] < y[0]) return -1;
+    if (x[0] > y[0]) return 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, const sa3d_align_input *in,
+                             const sa3d_align_params *p, sa3d_error *err) {
+    *out = NULL;
+    if (p->n_hyp < 1 || p->n_iter < 0 || !(p->lr > 0.0))
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: n_hyp %d, n_iter %d, lr %g out of range", p->n_hyp, p->n_iter,
+                         p->lr);
+    sa3d_set_threads(p->n_threads);
+    sa3d_align_ctx c;
+    sa3d_status st = sa3d_align_ctx_init(&c, prior, in, p, err);
+    if (st != SA3D_OK) return st;
+    int N = c.N, n = c.n, g = c.g, B = p->n_hyp, P3 = 3 * n;
+    size_t wd = sa3d_align_work_doubles(&c);
+    double *Y = sa3d_malloc((size_t)B * P3 * sizeof(double)), *phi = sa3d_malloc((size_t)B * sizeof(double));
+    double *mY = sa3d_calloc((size_t)B * P3, sizeof(double)), *vY = sa3d_calloc((size_t)B * P3, sizeof(double));
+    double *mp = sa3d_calloc((size_t)B, sizeof(double)), *vp = sa3d_calloc((size_t)B, sizeof(double));
+    double *gY = sa3d_malloc((size_t)B * P3 * sizeof(double)), *gg = sa3d_malloc((size_t)B * P3 * sizeof(double));
+    double *E = sa3d_malloc((size_t)B * sizeof(double)), *eg = sa3d_malloc((size_t)B * sizeof(double));
+    double *work = sa3d_malloc(((size_t)B * wd + (size_t)P3) * sizeof(double));   /* + P3: energy_total */
+    double *ref = sa3d_malloc((size_t)c.cells * 3 * sizeof(double));
+    double *dense = sa3d_malloc((size_t)N * 3 * sizeof(double));
+    double *order = sa3d_malloc((size_t)B * 2 * sizeof(double));
+    int *orig = sa3d_malloc((size_t)B * sizeof(int)), *sel = sa3d_malloc((size_t)B * sizeof(int));
+    uint8_t *alive = sa3d_malloc((size_t)B);
+    sa3d_alignment *A = NULL;
+    if (!Y || !phi || !mY || !vY || !mp || !vp || !gY || !gg || !E || !eg || !work || !ref || !dense || !order ||
+        !orig || !sel || !alive) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+
+    /* METHOD.md 5.2 initialisation. Reference set: the foreground cells (mask >= 0.5, else cells whose best
+     * point's similarity is within one sd of its attn mean) back-projected at their depth with phi0. */
+    double phi0 = 1.0 / (p->focal_init > 0.0 ? p->focal_init : (prior->focal_mean > 0.0 ? prior->focal_mean : 1.5));
+    int m = 0;
+    double mean_ref[3] = { 0, 0, 0 };
+    for (int q = 0; q < c.cells; q++) {
+        int fg;
+        if (in->mask) fg = in->mask[q] >= 0.5f;
+        else {
+            int i0 = -1;
+            double best = -DBL_MAX;
+            for (int i = 0; i < N; i++) {
+                double l = sa3d_align_lp((double)c.S[(size_t)i * c.cells + q], c.sem_mu[i], c.sem_sd[i], NULL);
+                if (l > best) { best = l; i0 = i; }
+            }
+            fg = i0 >= 0 && best >= -0.5;
+        }
+        if (!fg) continue;
+        double z = in->depth ? (double)in->depth[q] : p->depth_default;
+        double gx = (double)(q % g) + 0.5, gyc = (double)(q / g) + 0.5;
+        ref[3 * m] = (gx - 0.5 * g) * phi0 * z / g;
+        ref[3 * m + 1] = (gyc - 0.5 * g) * phi0 * z / g;
+        ref[3 * m + 2] = z;
+        for (int d = 0; d < 3; d++) mean_ref[d] += ref[3 * m + d];
+        m++;
+    }
+    double D_ref;
+    if (m >= 2) {
+        for (int d = 0; d < 3; d++) mean_ref[d] /= m;
+        /* the extent in the image plane: depth differences of a pseudo-depth map are not metric */
+        for (int k = 0; k < m; k++) ref[3 * k + 2] = mean_ref[2];
+        D_ref = max_pair_dist(ref, m);
+    } else {   /* nothing looks like the object: centre of the image, half its width */
+        mean_ref[0] = mean_ref[1] = 0.0;
+        mean_ref[2] = c.d_star;
+        D_ref = 0.5 * phi0 * c.d_star;
+    }
+    double c0[3] = { 0, 0, 0 };
+    for (int k = 0; k < n; k++)
+        for (int d = 0; d < 3; d++) c0[d] += prior->anchors[3 * prior->used[k] + d] / n;
+    for (int i = 0; i < 3 * N; i++) dense[i] = (double)prior->dense_xyz[i];
+    double D_can = max_pair_dist(dense, N);
+    double scale = D_can > 0.0 ? p->init_scale * D_ref / D_can : 1.0;
+    for (int b = 0; b < B; b++) {
+        double R[9];
+        random_rotation(R, p->seed, b);
+        for (int k = 0; k < n; k++) {
+            const double *a = prior->anchors + 3 * prior->used[k];
+            double v[3] = { a[0] - c0[0], a[1] - c0[1], a[2] - c0[2] };
+            for (int d = 0; d < 3; d++)
+                Y[(size_t)b * P3 + 3 * k + d] = scale * (R[3 * d] * v[0] + R[3 * d + 1] * v[1] + R[3 * d + 2] * v[2]) +
+                                                mean_ref[d];
+        }
+        phi[b] = phi0;
+        orig[b] = b;
+        alive[b] = 1;
+    }
+
+    /* Adam over all hypotheses; sigma annealed geometrically from sigma_start to sigma_end */
+    sa3d_adamw_params ad = sa3d_adamw_params_default();
+    ad.lr = p->lr;
+    ad.weight_decay = 0.0;   /* a decay would pull the anchors toward the camera centre */
+    double s0 = p->sigma_start > 0.0 ? p->sigma_start : g / 8.0, s1 = p->sigma_end > 0.0 ? p->sigma_end : 1.0;
+    int Bc = B;
+    int prune_iter = (p->prune_keep > 0 && p->prune_keep < B) ? (int)(p->prune_at * p->n_iter) : -1;
+    for (int t = 0; t <= p->n_iter; t++) {
+        int last = t == p->n_iter;   /* the final pass only evaluates, at sigma_end */
+        double sigma = (p->n_iter > 1 && !last) ? s0 * pow(s1 / s0, (double)t / (double)(p->n_iter - 1)) : s1;
+        if (t == prune_iter && t > 0) {
+            for (int b = 0; b < Bc; b++) { order[2 * b] = alive[b] ? E[b] : (double)INFINITY; order[2 * b + 1] = b; }
+            qsort(order, (size_t)Bc, 2 * sizeof(double), cmp_energy);
+            int keep = p->prune_keep;
+            /* keep the survivors in their original order so the result is independent of ties in E */
+            for (int k = 0; k < keep; k++) sel[k] = (int)order[2 * k + 1];
+            for (int k = 1; k < keep; k++)
+                for (int j = k; j > 0 && sel[j - 1] > sel[j]; j--) { int tmp = sel[j]; sel[j] = sel[j - 1]; sel[j - 1] = tmp; }
+            for (int k = 0; k < keep; k++) {
+                int b = sel[k];
+                memmove(Y + (size_t)k * P3, Y + (size_t)b * P3, (size_t)P3 * sizeof(double));
+                memmove(mY + (size_t)k * P3, mY + (size_t)b * P3, (size_t)P3 * sizeof(double));
+                memmove(vY + (size_t)k * P3, vY + (size_t)b * P3, (size_t)P3 * sizeof(double));
+                phi[k] = phi[b]; mp[k] = mp[b]; vp[k] = vp[b]; orig[k] = orig[b]; alive[k] = alive[b];
+            }
+            Bc = keep;
+        }
+        if (p->w_geom != 0.0) sa3d_geom_energy(eg, gg, Y, Bc, n, &c.gt, p->use_tets);
+        else memset(eg, 0, (size_t)Bc * sizeof(double));
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < Bc; b++) {
+            if (!alive[b]) continue;
+            double *yb = Y + (size_t)b * P3, *gb = gY + (size_t)b * P3, gphi;
+            double e = sa3d_align_energy_one(&c, yb, phi[b], sigma, gb, &gphi, NULL, NULL, work + (size_t)b * wd);
+            e += p->w_geom * eg[b];
+            for (int k = 0; k < P3; k++) gb[k] += p->w_geom * gg[(size_t)b * P3 + k];
+            int ok = isfinite(e) && isfinite(gphi);
+            for (int k = 0; k < P3 && ok; k++) ok = isfinite(gb[k]);
+            E[b] = ok ? e : (double)INFINITY;
+            if (!ok) { alive[b] = 0; continue; }
+            if (last) continue;
+            sa3d_adamw_step(yb, mY + (size_t)b * P3, vY + (size_t)b * P3, gb, (size_t)P3, t + 1, &ad);
+            sa3d_adamw_step(phi + b, mp + b, vp + b, &gphi, 1, t + 1, &ad);
+            /* f = 1/phi stays in (0, 20]: phi <= 0 would mirror or blow up the projection */
+            if (phi[b] < SA3D_ALIGN_PHI_MIN) phi[b] = SA3D_ALIGN_PHI_MIN;
+        }
+    }
+    int best = -1;
+    for (int b = 0; b < Bc; b++)
+        if (alive[b] && (best < 0 || E[b] < E[best])) best = b;
+    if (best < 0) {
+        st = sa3d_fail(err, SA3D_ERR_NUMERIC, "align: every hypothesis became non-finite");
+        goto done;
+    }
+
+    A = sa3d_calloc(1, sizeof *A);
+    if (!A || !(A->Y = sa3d_malloc((size_t)P3 * sizeof(double))) ||
+        !(A->proj = sa3d_malloc((size_t)N * 2 * sizeof(float))) ||
+        !(A->proj_anchor = sa3d_malloc((size_t)n * 2 * sizeof(float)))) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+    A->n_used = n;
+    A->n_dense = N;
+    A->g = g;
+    A->img_w = in->F->img_w;
+    A->img_h = in->F->img_h;
+    A->input_size = in->F->input_size;
+    memcpy(A->Y, Y + (size_t)best * P3, (size_t)P3 * sizeof(double));
+    A->phi = phi[best];
+    A->f = 1.0 / phi[best];
+    A->best_hyp = orig[best];
+    double terms[4];
+    double *pj = dense;   /* [N][3] >= [N][2] */
+    A->energy = sa3d_align_energy_total(&c, A->Y, A->phi, s1, gY, NULL, terms, work);
+    sa3d_align_energy_one(&c, A->Y, A->phi, s1, NULL, NULL, NULL, pj, work);
+    A->e_rec = terms[0];
+    A->e_geom = terms[1];
+    A->e_bg = terms[2];
+    A->e_depth = terms[3];
+    int on = 0;
+    for (int i = 0; i < N; i++) {
+        A->proj[2 * i] = (float)pj[2 * i];
+        A->proj[2 * i + 1] = (float)pj[2 * i + 1];
+        double dx, dy;
+        if (in->mask) on += bilinear(in->mask, g, pj[2 * i], pj[2 * i + 1], 1, &dx, &dy) >= 0.5;
+        else on += pj[2 * i] >= 0.0 && pj[2 * i] < g && pj[2 * i + 1] >= 0.0 && pj[2 * i + 1] < g;
+    }
+    A->fg_frac = (double)on / N;
+    for (int k = 0; k < n; k++) {
+        const double *y = A->Y + 3 * k;
+        double z = y[2] + 1e-9;
+        if (!(z >= SA3D_ALIGN_ZMIN)) z = SA3D_ALIGN_ZMIN;
+        A->proj_anchor[2 * k] = (float)(g * y[0] / (A->phi * z) + 0.5 * g);
+        A->proj_anchor[2 * k + 1] = (float)(g * y[1] / (A->phi * z) + 0.5 * g);
+    }
+    *out = A;
+    A = NULL;
+done:
+    sa3d_alignment_free(A);
+    sa3d_free(Y); sa3d_free(phi); sa3d_free(mY); sa3d_free(vY); sa3d_free(mp); sa3d_free(vp);
+    sa3d_free(gY); sa3d_free(gg); sa3d_free(E); sa3d_free(eg); sa3d_free(work); sa3d_free(ref);
+    sa3d_free(dense); sa3d_free(order); sa3d_free(orig); sa3d_free(sel); sa3d_free(alive);
+    sa3d_align_ctx_free(&c);
+    return st;
+}

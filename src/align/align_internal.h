@@ -1,0 +1,62 @@
+/* Internal view of the aligner (src/align/align.c) for the matcher and the tests: the per-image context
+ * (similarity maps, reading (a) candidates, rig, relations) and the energy of one hypothesis with its exact
+ * gradient. Not part of the public API. */
+#ifndef SA3D_ALIGN_INTERNAL_H
+#define SA3D_ALIGN_INTERNAL_H
+
+#include "semalign3d/align.h"
+#include "geom/geom.h"
+
+#define SA3D_ALIGN_PHI_MIN 0.05  /* phi = 1/f is kept above this after each Adam step */
+#define SA3D_ALIGN_ZMIN 1e-3   /* depths below this are clamped (a point behind the camera projects nowhere) */
+
+typedef struct sa3d_align_ctx {
+    sa3d_align_params p;
+    int N, n, g, cells, C;      /* dense points, used anchors, grid side, g*g, channels */
+    /* rig over the used anchors as CSR: X_i = sum_{j in [ptr_i, ptr_i+1)} w_j Y_{idx_j} (exact zeros dropped) */
+    int *rig_ptr, *rig_idx;     /* [N + 1], [nnz] */
+    double *rig_w;              /* [nnz] */
+    float *S;                   /* [N][cells] similarity of dense point i with cell c */
+    double *sem_mu, *sem_sd;    /* [N] attn mean and floored sd */
+    double *pt_w;               /* [N] dense weight normalised to sum 1 (reading (b)) */
+    /* reading (a): active cells, their centre and weight, and top_k candidates each */
+    int n_act, K;
+    int *act_cell;              /* [n_act] */
+    double *act_w;              /* [n_act] weights summing to 1 */
+    int *cand;                  /* [n_act][K] point ids (-1 = none) */
+    double *cand_lp;            /* [n_act][K] log p_sem of the candidate at the cell */
+    const float *mask;          /* [cells] borrowed, or NULL */
+    double d_star;              /* L_depth target */
+    /* L_geom over the used anchors */
+    sa3d_geom_terms gt;
+    int32_t *g_e1, *g_e2, *g_t, *g_v;
+    sa3d_beta_term *g_beta;     /* ratio, cosang ([n_pairs] each), cx, cy, cz ([n_tets] each) */
+} sa3d_align_ctx;
+
+/* log p_sem of similarity s for a point with attn mean mu and sd sd: one-sided Gaussian,
+ * -0.5 max(0, (mu - s) / sd)^2; *dlp (may be NULL) = d/ds. */
+static inline double sa3d_align_lp(double s, double mu, double sd, double *dlp) {
+    double z = (mu - s) / sd;
+    if (z <= 0.0) { if (dlp) *dlp = 0.0; return 0.0; }
+    if (dlp) *dlp = z / sd;
+    return -0.5 * z * z;
+}
+
+sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *prior, const sa3d_align_input *in,
+                                const sa3d_align_params *p, sa3d_error *err);
+void sa3d_align_ctx_free(sa3d_align_ctx *c);
+
+/* Doubles of scratch for sa3d_align_energy_one. */
+size_t sa3d_align_work_doubles(const sa3d_align_ctx *c);
+/* w_rec L_rec + w_bg L_bg + w_depth L_depth of one hypothesis (Y [n][3], phi) at spatial sd sigma (cells);
+ * gY [n][3] and gphi (may both be NULL) get the exact gradient (overwritten); terms[3] (may be NULL) the
+ * unweighted L_rec, L_bg, L_depth; proj [N][2] (may be NULL) the grid coordinates. No allocation; safe to
+ * call concurrently with distinct outputs and work. */
+double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
+                             double *gphi, double terms[3], double *proj, double *work);
+/* The total including w_geom L_geom (terms[4]: rec, geom, bg, depth). Calls sa3d_geom_energy: not from
+ * inside a parallel region. */
+double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
+                               double *gphi, double terms[4], double *work);
+
+#endif

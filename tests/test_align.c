@@ -1,0 +1,333 @@
+/* Tests of the aligner and the SemAlign3D matcher (src/align/align.c, match_sa3d.c; METHOD.md 5, 6.2) on a
+ * synthetic category (tests/align_synth.h): exact gradients against central differences, L_geom's similarity
+ * invariance, pose recovery from random starts, determinism, and matching through two alignments including
+ * mirror-symmetric features where the baseline must fail. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "align/align_internal.h"
+#include "align_synth.h"
+#include "base/base.h"
+#include "semalign3d/align.h"
+#include "t.h"
+
+#define FD_TOL 1e-3     /* STYLE.md 7: |g - g_fd| <= 1e-3 max(1, |g_fd|) */
+#define FD_H 1e-6
+
+enum { G_SMALL = 16, C_SMALL = 16 };
+
+typedef struct scene {
+    sa3d_prior *prior;
+    int g, C;
+    float *F, *mask, *depth;
+    sa3d_feature_map fm;
+    synth_pose pose;
+} scene;
+
+static void scene_make(scene *s, int g, int C, int n_extra, int mirror, const synth_pose *pose, uint64_t seed) {
+    s->g = g;
+    s->C = C;
+    s->pose = *pose;
+    s->prior = synth_make_prior(C, n_extra, mirror, pose->f, 1234);
+    s->F = malloc((size_t)C * g * g * sizeof(float));
+    s->mask = malloc((size_t)g * g * sizeof(float));
+    s->depth = malloc((size_t)g * g * sizeof(float));
+    synth_render(s->prior, pose, g, 0.05, seed, s->F, s->mask, s->depth);
+    s->fm = (sa3d_feature_map){ .C = C, .g = g, .data = s->F, .img_w = 14 * g, .img_h = 14 * g,
+                                .input_size = 14 * g };
+}
+static void scene_free(scene *s) {
+    synth_prior_free(s->prior);
+    free(s->F);
+    free(s->mask);
+    free(s->depth);
+}
+
+/* Y near the true pose, perturbed so that projections sit between cell centres. */
+static void true_anchors(const scene *s, double *Y, uint64_t seed, double jitter) {
+    uint64_t r = seed;
+    for (int k = 0; k < s->prior->n_used; k++) {
+        const double *a = s->prior->anchors + 3 * s->prior->used[k];
+        synth_cam(&s->pose, a, Y + 3 * k);
+        for (int d = 0; d < 3; d++) Y[3 * k + d] += jitter * synth_gauss(&r);
+    }
+}
+
+/* Central differences on every coordinate of Y and on phi. Returns the worst normalised error. */
+static double fd_check(const sa3d_align_ctx *c, const double *Y0, double phi0, double sigma) {
+    int n = c->n;
+    size_t wd = sa3d_align_work_doubles(c) + 3 * (size_t)n;
+    double *work = malloc(wd * sizeof(double)), *gY = malloc(3 * n * sizeof(double)),
+           *Y = malloc(3 * n * sizeof(double));
+    double gphi;
+    sa3d_align_energy_total(c, Y0, phi0, sigma, gY, &gphi, NULL, work);
+    double worst = 0.0;
+    memcpy(Y, Y0, 3 * n * sizeof(double));
+    for (int k = 0; k <= 3 * n; k++) {
+        double fp, fm, an;
+        if (k < 3 * n) {
+            double y = Y[k];
+            Y[k] = y + FD_H; fp = sa3d_align_energy_total(c, Y, phi0, sigma, NULL, NULL, NULL, work);
+            Y[k] = y - FD_H; fm = sa3d_align_energy_total(c, Y, phi0, sigma, NULL, NULL, NULL, work);
+            Y[k] = y;
+            an = gY[k];
+        } else {
+            fp = sa3d_align_energy_total(c, Y, phi0 + FD_H, sigma, NULL, NULL, NULL, work);
+            fm = sa3d_align_energy_total(c, Y, phi0 - FD_H, sigma, NULL, NULL, NULL, work);
+            an = gphi;
+        }
+        double fd = (fp - fm) / (2 * FD_H);
+        double e = fabs(an - fd) / fmax(1.0, fabs(fd));
+        if (e > worst) worst = e;
+    }
+    free(work); free(gY); free(Y);
+    return worst;
+}
+
+static sa3d_align_params only(double wr, double wg, double wb, double wd, int mode) {
+    sa3d_align_params p = sa3d_align_params_default();
+    p.w_rec = wr; p.w_geom = wg; p.w_bg = wb; p.w_depth = wd; p.rec_mode = mode;
+    p.max_pairs = 200; p.max_tets = 200;
+    return p;
+}
+
+static void case_fd(void) {
+    synth_pose pose = { 0.7, 0.3, { 0.02, -0.01, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, G_SMALL, C_SMALL, 40, 0, &pose, 7);
+    sa3d_align_input in = { &s.fm, s.mask, s.depth };
+    struct { const char *name; sa3d_align_params p; double sigma; } cs[] = {
+        { "L_rec (a) sigma 3", only(1, 0, 0, 0, SA3D_REC_MIXTURE), 3.0 },
+        { "L_rec (a) sigma 1", only(1, 0, 0, 0, SA3D_REC_MIXTURE), 1.0 },
+        { "L_rec (b)", only(1, 0, 0, 0, SA3D_REC_POINT), 1.0 },
+        { "L_geom", only(0, 1, 0, 0, 0), 1.0 },
+        { "L_bg", only(0, 0, 1, 0, 0), 1.0 },
+        { "L_depth", only(0, 0, 0, 1, 0), 1.0 },
+        { "total (defaults)", sa3d_align_params_default(), 2.0 },
+    };
+    cs[1].p.tau = 0.3;   /* a sharper soft-max too */
+    sa3d_error err;
+    double Y[3 * SYNTH_SLOTS];
+    for (size_t q = 0; q < sizeof cs / sizeof cs[0]; q++) {
+        sa3d_align_ctx c;
+        T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &cs[q].p, &err), &err);
+        for (int rep = 0; rep < 3; rep++) {
+            true_anchors(&s, Y, 100 + rep, 0.03);
+            double e = fd_check(&c, Y, 1.0 / 1.2 + 0.05 * rep, cs[q].sigma);
+            printf("       FD %-20s rep %d: max normalised error %.2e (bound %.0e)\n", cs[q].name, rep, e, FD_TOL);
+            T_CHECK(e <= FD_TOL);
+        }
+        sa3d_align_ctx_free(&c);
+    }
+    scene_free(&s);
+}
+
+static void case_geom_invariance(void) {
+    synth_pose pose = { 0.4, 0.2, { 0.0, 0.0, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, G_SMALL, C_SMALL, 20, 0, &pose, 3);
+    sa3d_align_input in = { &s.fm, s.mask, NULL };
+    sa3d_align_params p = only(0, 1, 0, 0, 0);
+    sa3d_error err;
+    sa3d_align_ctx c;
+    T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &p, &err), &err);
+    int n = c.n;
+    double Y[3 * SYNTH_SLOTS], Z[3 * SYNTH_SLOTS], e0, e1;
+    true_anchors(&s, Y, 5, 0.02);
+    double ang = 1.1, t[3] = { 0.3, -0.2, 0.5 };
+    /* rigid motion: exact up to rounding; scale 2.7: the 1e-6 of nrm(w) = w / (|w| + 1e-6) and of the ratio
+     * (METHOD.md 4.2) is not scaled, so the bound is that eps over the shortest edge (~0.05): 1e-6 / 0.05 */
+    double scales[2] = { 1.0, 2.7 }, tols[2] = { 1e-10, 2e-5 };
+    for (int q = 0; q < 2; q++) {
+        for (int k = 0; k < n; k++) {   /* rotation about (1,1,1)/sqrt3 via Rodrigues, scale, translate */
+            double a[3] = { 1 / sqrt(3.0), 1 / sqrt(3.0), 1 / sqrt(3.0) }, *y = Y + 3 * k, r[3];
+            double cr[3] = { a[1] * y[2] - a[2] * y[1], a[2] * y[0] - a[0] * y[2], a[0] * y[1] - a[1] * y[0] };
+            double ad = a[0] * y[0] + a[1] * y[1] + a[2] * y[2];
+            for (int d = 0; d < 3; d++) r[d] = y[d] * cos(ang) + cr[d] * sin(ang) + a[d] * ad * (1 - cos(ang));
+            for (int d = 0; d < 3; d++) Z[3 * k + d] = scales[q] * r[d] + t[d];
+        }
+        sa3d_geom_energy(&e0, NULL, Y, 1, n, &c.gt, 1);
+        sa3d_geom_energy(&e1, NULL, Z, 1, n, &c.gt, 1);
+        printf("       L_geom %.12g vs %.12g after rotation, translation, scale %.1f (|d| %.2e, bound %.0e)\n", e0, e1,
+               scales[q], fabs(e0 - e1), tols[q] * fmax(1.0, fabs(e0)));
+        T_NEAR(e0, e1, tols[q] * fmax(1.0, fabs(e0)));
+    }
+    sa3d_align_ctx_free(&c);
+    scene_free(&s);
+}
+
+/* mean distance (cells) between the alignment's projected anchors and the true ones */
+static double anchor_err(const scene *s, const sa3d_alignment *a) {
+    double e = 0.0;
+    for (int k = 0; k < a->n_used; k++) {
+        double gx, gy;
+        synth_project(&s->pose, s->g, s->prior->anchors + 3 * s->prior->used[k], &gx, &gy);
+        e += hypot(gx - (double)a->proj_anchor[2 * k], gy - (double)a->proj_anchor[2 * k + 1]);
+    }
+    return e / a->n_used;
+}
+
+static sa3d_align_params fast_params(void) {
+    sa3d_align_params p = sa3d_align_params_default();
+    p.n_hyp = 32;
+    p.n_iter = 120;
+    p.prune_keep = 6;
+    return p;
+}
+
+static void case_recover(void) {
+    synth_pose poses[] = { { 0.6, 0.25, { 0.02, -0.01, 1.0 }, 1.2 }, { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 },
+                           { 3.0, -0.2, { 0.0, 0.03, 1.1 }, 1.1 } };
+    for (int q = 0; q < 4; q++) {   /* the fourth: pose 0 again without mask and depth */
+        scene s;
+        scene_make(&s, 30, 32, 150, 0, &poses[q % 3], 11 + q);
+        sa3d_align_input in = { &s.fm, q < 3 ? s.mask : NULL, q < 3 ? s.depth : NULL };
+        sa3d_align_params p = fast_params();
+        p.seed = 5 + q;
+        sa3d_error err;
+        sa3d_alignment *a = NULL;
+        double t0 = sa3d_now();
+        T_OK(sa3d_align_image(&a, s.prior, &in, &p, &err), &err);
+        double dt = sa3d_now() - t0;
+        if (a) {
+            double e = anchor_err(&s, a);
+            printf("       pose %d: anchors off by %.3f cells (f %.3f, true %.3f), E %.4f (rec %.4f geom %.4f bg %.4f "
+                   "depth %.5f), fg %.2f, hyp %d, %.2f s\n", q, e, a->f, poses[q % 3].f, a->energy, a->e_rec, a->e_geom,
+                   a->e_bg, a->e_depth, a->fg_frac, a->best_hyp, dt);
+            T_CHECK(e <= 1.0);
+        }
+        sa3d_alignment_free(a);
+        scene_free(&s);
+    }
+}
+
+static void case_determinism(void) {
+    synth_pose pose = { 1.0, 0.3, { 0.0, 0.0, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, 24, 16, 80, 0, &pose, 9);
+    sa3d_align_input in = { &s.fm, s.mask, s.depth };
+    sa3d_align_params p = fast_params();
+    p.n_iter = 40;
+    sa3d_error err;
+    sa3d_alignment *a[3] = { NULL, NULL, NULL };
+    int thr[3] = { 2, 2, 1 };
+    for (int r = 0; r < 3; r++) {
+        p.n_threads = thr[r];
+        T_OK(sa3d_align_image(&a[r], s.prior, &in, &p, &err), &err);
+    }
+    if (a[0] && a[1] && a[2]) {
+        for (int r = 1; r < 3; r++) {
+            T_CHECK(memcmp(a[0]->Y, a[r]->Y, 3 * (size_t)a[0]->n_used * sizeof(double)) == 0);
+            T_CHECK(memcmp(a[0]->proj, a[r]->proj, 2 * (size_t)a[0]->n_dense * sizeof(float)) == 0);
+            T_CHECK(memcmp(&a[0]->energy, &a[r]->energy, sizeof(double)) == 0);
+            T_CHECK(memcmp(&a[0]->phi, &a[r]->phi, sizeof(double)) == 0);
+        }
+        printf("       2 threads twice and 1 thread: identical (E %.17g)\n", a[0]->energy);
+    }
+    for (int r = 0; r < 3; r++) sa3d_alignment_free(a[r]);
+    sa3d_set_threads(0);
+    scene_free(&s);
+}
+
+/* px error in cells between a prediction (original pixels of image 2) and the true anchor projection */
+static double pred_err_cells(const scene *s2, const float pr[2], int slot) {
+    double gx, gy;
+    synth_project(&s2->pose, s2->g, s2->prior->anchors + 3 * slot, &gx, &gy);
+    float xs, ys;
+    sa3d_geoaware_to_square(s2->fm.img_w, s2->fm.img_h, s2->fm.input_size, pr[0], pr[1], &xs, &ys);
+    double cp = (double)s2->fm.input_size / s2->g;
+    return hypot((double)xs / cp - gx, (double)ys / cp - gy);
+}
+
+static void case_match(void) {
+    /* two views of a category whose left/right anchors share features */
+    synth_pose p1 = { 0.5, 0.3, { 0.02, 0.0, 1.0 }, 1.2 }, p2 = { -0.4, 0.25, { -0.02, 0.01, 1.05 }, 1.3 };
+    scene s1, s2;
+    scene_make(&s1, 30, 32, 150, 1, &p1, 21);
+    scene_make(&s2, 30, 32, 150, 1, &p2, 22);
+    sa3d_align_input in1 = { &s1.fm, s1.mask, s1.depth }, in2 = { &s2.fm, s2.mask, s2.depth };
+    sa3d_align_params ap = fast_params();
+    sa3d_error err;
+    sa3d_alignment *a1 = NULL, *a2 = NULL;
+    T_OK(sa3d_align_image(&a1, s1.prior, &in1, &ap, &err), &err);
+    T_OK(sa3d_align_image(&a2, s2.prior, &in2, &ap, &err), &err);
+    if (!a1 || !a2) goto out;
+    printf("       alignment errors: view 1 %.3f cells, view 2 %.3f cells\n", anchor_err(&s1, a1), anchor_err(&s2, a2));
+    /* queries: the visible-ish anchors of view 1, at their true projection in original pixels */
+    int n = s1.prior->n_used;
+    float q[SYNTH_SLOTS][2], pred[SYNTH_SLOTS][2], base[SYNTH_SLOTS][2];
+    uint8_t fb[SYNTH_SLOTS];
+    for (int k = 0; k < n; k++) {
+        double gx, gy;
+        synth_project(&p1, s1.g, s1.prior->anchors + 3 * s1.prior->used[k], &gx, &gy);
+        double cp = (double)s1.fm.input_size / s1.g;
+        sa3d_geoaware_from_square(s1.fm.img_w, s1.fm.img_h, s1.fm.input_size, (float)(gx * cp), (float)(gy * cp),
+                                  &q[k][0], &q[k][1]);
+    }
+    sa3d_match_params mp = sa3d_match_params_default();
+    T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mp, pred, fb, &err), &err);
+    float *work = malloc(sa3d_baseline_work_floats(s1.C, s1.g, n) * sizeof(float));
+    T_OK(sa3d_match_baseline(&s1.fm, &s2.fm, (const float(*)[2])q, n, &mp.baseline, base, work, &err), &err);
+    free(work);
+    int ours_ok = 0, base_ok = 0, mirror_base_wrong = 0, mirror_ours_wrong = 0;
+    for (int k = 0; k < n; k++) {
+        int slot = s1.prior->used[k];
+        double eo = pred_err_cells(&s2, pred[k], slot), eb = pred_err_cells(&s2, base[k], slot);
+        int mirror = slot <= 3 || slot == 6 || slot == 7 || slot == 8 || slot == 9;
+        printf("       slot %2d%s: sa3d %.2f cells%s, baseline %.2f cells\n", slot, mirror ? " (mirror)" : "", eo,
+               fb[k] ? " (fallback)" : "", eb);
+        ours_ok += eo <= 1.5;
+        base_ok += eb <= 1.5;
+        if (mirror) { mirror_base_wrong += eb > 1.5; mirror_ours_wrong += eo > 1.5; }
+    }
+    printf("       within 1.5 cells: sa3d %d/%d, baseline %d/%d; mirror keypoints wrong: sa3d %d, baseline %d\n",
+           ours_ok, n, base_ok, n, mirror_ours_wrong, mirror_base_wrong);
+    T_CHECK(ours_ok == n);
+    T_CHECK(mirror_base_wrong >= 1);
+    T_CHECK(mirror_ours_wrong == 0);
+    /* an implausible alignment sends every query to the baseline */
+    mp.min_fg_frac = 1.01;
+    T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mp, pred, fb, &err), &err);
+    for (int k = 0; k < n; k++) {
+        T_CHECK(fb[k] == 1);
+        T_CHECK(pred[k][0] == base[k][0] && pred[k][1] == base[k][1]);
+    }
+out:
+    sa3d_alignment_free(a1);
+    sa3d_alignment_free(a2);
+    scene_free(&s1);
+    scene_free(&s2);
+}
+
+static void case_args(void) {
+    synth_pose pose = { 0.5, 0.3, { 0.0, 0.0, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, G_SMALL, C_SMALL, 20, 0, &pose, 1);
+    sa3d_feature_map bad = s.fm;
+    bad.C = 8;
+    sa3d_align_input in = { &bad, NULL, NULL };
+    sa3d_align_params p = sa3d_align_params_default();
+    sa3d_error err;
+    sa3d_alignment *a = (sa3d_alignment *)&err;
+    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    T_CHECK(a == NULL);
+    T_CONTAINS(err.msg, "channels");
+    in.F = &s.fm;
+    p.top_k = 100;
+    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    T_CHECK(sa3d_alloc_live_blocks() == 0);
+    scene_free(&s);
+}
+
+int main(int argc, char **argv) {
+    static const t_case cases[] = {
+        { "1.1", "gradients of every term and the total vs central differences", case_fd },
+        { "1.2", "L_geom invariant to a similarity transform", case_geom_invariance },
+        { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
+        { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
+        { "3.1", "matcher through two alignments; mirror features defeat the baseline", case_match },
+        { "4.1", "argument errors", case_args },
+    };
+    return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
+}
