@@ -27,8 +27,11 @@
  *
  * Rendering. A ray through every pixel centre (u, v integer) meets the nearest part surface (an exact z-buffer
  * over the ellipsoids; depth Z = camera z). A keypoint is visible when it is in front of the camera, projects
- * into [0, W - 1] x [0, H - 1], and no surface lies in front of it on the ray through its projection (relative
- * tolerance 1e-6): a keypoint behind the body, or on the far side of its own part, is hidden.
+ * into [0, W - 1] x [0, H - 1], and the nearest surface on the ray through its projection is not in front of
+ * it (relative tolerance 1e-6) - except that when that surface belongs to the keypoint's own part, it may be
+ * up to half that part's smallest semi-axis in front: points on a part's silhouette line (a nose, a back, a
+ * paw seen from the side) count as visible, points on its far side do not. A keypoint behind another part
+ * is hidden.
  *
  * Files under root:
  *   JPEGImages/<cat>/<id>.jpg          Lambert-shaded parts (one colour per part class, canonical stripes) on

@@ -24,6 +24,7 @@
 #define MAX_IMAGES 1000
 #define MAX_PAIRS 999999
 #define VIS_TOL 1e-6            /* relative depth tolerance of the visibility test */
+#define VIS_OWN 0.5             /* depth slack behind the keypoint's own part: x its smallest semi-axis */
 #define CHIRAL_WIDTH 0.08       /* tanh(q.x / this): the chirality term fades on the symmetry plane */
 #define CLASS_WEIGHT 0.5f
 
@@ -130,13 +131,13 @@ static const shape_def shapes[SA3D_SYNTH3D_N_CATEGORIES] = {
       16,
       { { P_HEAD, { 0.55, 0.45, 0.70 } }, { P_HEAD, { -0.55, 0.45, 0.70 } },      /* 0, 1 eyes */
         { P_HEAD, { 0.55, 0.80, -0.25 } }, { P_HEAD, { -0.55, 0.80, -0.25 } },    /* 2, 3 ears */
-        { P_LEG_FL, { 0, -1, 0.25 } }, { P_LEG_FR, { 0, -1, 0.25 } },             /* 4, 5 front paws */
+        { P_LEG_FL, { 0, -0.7, 0.7 } }, { P_LEG_FR, { 0, -0.7, 0.7 } },             /* 4, 5 front paws */
         { P_HEAD, { 0, 0.10, 1 } },                                                /* 6 nose */
         { P_HEAD, { 0, -0.85, 0.50 } },                                            /* 7 chin */
         { P_BODY, { 0, 0.90, 0.45 } },                                             /* 8 withers */
-        { P_LEG_BL, { 0, -1, 0.25 } }, { P_LEG_BR, { 0, -1, 0.25 } },             /* 9, 10 back paws */
+        { P_LEG_BL, { 0, -0.7, 0.7 } }, { P_LEG_BR, { 0, -0.7, 0.7 } },             /* 9, 10 back paws */
         { P_BODY, { 0.85, 0.20, 0.50 } }, { P_BODY, { -0.85, 0.20, 0.50 } },      /* 11, 12 shoulders */
-        { P_TAIL, { 0, 0, -1 } },                                                  /* 13 tail tip */
+        { P_TAIL, { 0, 0.25, -1 } },                                                  /* 13 tail tip */
         { P_BODY, { 0, 1, -0.35 } },                                               /* 14 back */
         { P_BODY, { 0, -1, 0.05 } } },                                             /* 15 belly */
       { { 176, 124, 72 }, { 168, 118, 70 }, { 196, 148, 96 }, { 120, 84, 52 }, { 104, 72, 44 }, { 70, 46, 30 } } },
@@ -154,12 +155,12 @@ static const shape_def shapes[SA3D_SYNTH3D_N_CATEGORIES] = {
       { { P_HEAD, { 0.60, 0.50, 0.55 } }, { P_HEAD, { -0.60, 0.50, 0.55 } },      /* 0, 1 eyes */
         { P_HEAD, { 0.45, 0.85, -0.35 } }, { P_HEAD, { -0.45, 0.85, -0.35 } },    /* 2, 3 ears */
         { P_LEG_FL, { 0, -0.10, 1 } }, { P_LEG_FR, { 0, -0.10, 1 } },             /* 4, 5 front knees */
-        { P_LEG_FL, { 0, -1, 0.20 } }, { P_LEG_FR, { 0, -1, 0.20 } },             /* 6, 7 front hooves */
+        { P_LEG_FL, { 0, -0.7, 0.7 } }, { P_LEG_FR, { 0, -0.7, 0.7 } },             /* 6, 7 front hooves */
         { P_HEAD, { 0, -0.10, 1 } },                                               /* 8 nose */
         { P_NECK, { 0, 1, 0 } },                                                   /* 9 mane */
         { P_LEG_BL, { 0, -0.10, -1 } }, { P_LEG_BR, { 0, -0.10, -1 } },           /* 10, 11 hocks */
-        { P_LEG_BL, { 0, -1, 0.20 } }, { P_LEG_BR, { 0, -1, 0.20 } },             /* 12, 13 back hooves */
-        { P_TAIL, { 0, 0, -1 } },                                                  /* 14 tail tip */
+        { P_LEG_BL, { 0, -0.7, 0.7 } }, { P_LEG_BR, { 0, -0.7, 0.7 } },             /* 12, 13 back hooves */
+        { P_TAIL, { 0, 0.25, -1 } },                                                  /* 14 tail tip */
         { P_BODY, { 0, 1, -0.20 } },                                               /* 15 back */
         { P_BODY, { 0.85, 0.25, 0.55 } }, { P_BODY, { -0.85, 0.25, 0.55 } },      /* 16, 17 shoulders */
         { P_BODY, { 0.85, 0.30, -0.55 } }, { P_BODY, { -0.85, 0.30, -0.55 } } },  /* 18, 19 hips */
@@ -321,7 +322,12 @@ static int keypoints_traced(const tracer *tr, double (*cam)[3], double (*uv)[2],
         for (int i = 0; i < 3; i++) C[i] += s->t[i];
         double u = s->focal * C[0] / C[2] + s->cx, v = s->focal * C[1] / C[2] + s->cy;
         int visible = C[2] > 0.0 && u >= 0.0 && v >= 0.0 && u <= s->width - 1 && v <= s->height - 1;
-        if (visible) visible = trace(tr, u, v, &Zh, eh) >= 0 && Zh >= C[2] * (1.0 - VIS_TOL);
+        if (visible) {   /* the z-buffer test; a point just past its own part's silhouette still counts */
+            int part = sh->kps[k].part, hit = trace(tr, u, v, &Zh, eh);
+            const double *ax = tr->inst.ax[part];
+            double slack = hit == part ? VIS_OWN * fmin(ax[0], fmin(ax[1], ax[2])) : 0.0;
+            visible = hit >= 0 && Zh >= C[2] * (1.0 - VIS_TOL) - slack;
+        }
         if (cam) memcpy(cam[k], C, sizeof C);
         if (uv) { uv[k][0] = u; uv[k][1] = v; }
         if (vis) vis[k] = (unsigned char)visible;
