@@ -62,12 +62,15 @@
  * vector. Otherwise, with q the hit point carried to the CANONICAL shape (same part, same ellipsoid
  * coordinates, canonical scales and hinges, divided by nothing: body half-length 1), n the surface normal in
  * the camera frame and s = (|q.x|, q.y, q.z):
- *   f = rff_A(s) + 0.5 e_class + chirality tanh(q.x / 0.08) rff_B(s) + view_weight (n.x v_x + n.y v_y + n.z v_z)
- *       + noise of norm feature_noise,   normalised,
+ *   f = rff_A(s) + 0.5 e_class + (chirality + view_weight side) tanh(q.x / 0.08) rff_B(s)
+ *       + 0.5 view_weight (n.x v_x + n.y v_y + n.z v_z) + noise of norm feature_noise,   normalised,
  * rff_* = sqrt(2 / C) cos(W s + b) random Fourier features (rows of W normal with spread feature_frequency,
  * so points 0.1 apart correlate about exp(-(0.1 feature_frequency)^2 / 2)), e_class a unit code of the part
- * class (left and right legs share one), v_* fixed unit vectors. Left and right twins thus differ only by the
- * chirality term, and the view term makes a surface point look different from far-apart viewpoints.
+ * class (left and right legs share one), v_* fixed unit vectors, side = -R[2][0] in [-1, 1] (how much the
+ * object's left faces the camera). Left and right twins differ only by the third term: its sign tells them
+ * apart only while chirality > view_weight |side|; beyond that the term says "near side" rather than "left",
+ * so a left point seen from the left matches the right twin seen from the right - the mirror confusion of
+ * real features under large viewpoint change. The normal term adds view-dependent appearance.
  * feature_map_flip is the map of the mirrored image: each cell looks up the mirrored pixel (W - 1 - u, v) and
  * uses q.x -> -q.x, n.x -> -n.x, i.e. the features of the mirrored scene (sa3d_synth3d_scene_mirror), with its
  * own noise; its background cells are fresh random vectors.
@@ -79,8 +82,8 @@
  *
  * Difficulty presets (sa3d_synth3d_params_default):   easy    medium   hard
  *   feature_noise                                      0.15    0.30     0.45
- *   chirality                                          0.60    0.35     0.15
- *   view_weight                                        0.25    0.45     0.65
+ *   chirality                                          0.60    0.20     0.10
+ *   view_weight                                        0.25    0.70     0.90
  *   shape_variation / hinge_variation                  0.05/0.5 0.10/1   0.15/1.5
  *   elevation range (degrees), roll_max                0..30,0 -15..45,5 -30..60,15
  *   depth_noise / depth_distortion                     0.01/0.1 0.02/0.25 0.04/0.4

@@ -535,18 +535,19 @@ static sa3d_status tables_make(feat_tables *t, const sa3d_synth3d_params *p, int
     return SA3D_OK;
 }
 
-/* out[C] = the (unnormalised, noise-free) feature of canonical point q of part class cls with camera normal n. */
+/* out[C] = the (unnormalised, noise-free) feature of canonical point q of part class cls with camera normal n;
+ * side = how much the object's left (+x) faces the camera (-R[2][0]). */
 static void feature_at(const feat_tables *t, const sa3d_synth3d_params *p, const double q[3], int cls,
-                       const double n[3], float *out) {
+                       const double n[3], double side, float *out) {
     int C = t->C;
     float amp = sqrtf(2.0f / (float)C), sx = (float)fabs(q[0]), sy = (float)q[1], sz = (float)q[2];
-    float chi = p->chirality * (float)tanh(q[0] / CHIRAL_WIDTH);
+    float chi = (p->chirality + p->view_weight * (float)side) * (float)tanh(q[0] / CHIRAL_WIDTH);
     float nx = (float)n[0], ny = (float)n[1], nz = (float)n[2];
     for (int c = 0; c < C; c++) {
         float a = amp * cosf(t->Wa[3 * c] * sx + t->Wa[3 * c + 1] * sy + t->Wa[3 * c + 2] * sz + t->ba[c]);
         float b = amp * cosf(t->Wb[3 * c] * sx + t->Wb[3 * c + 1] * sy + t->Wb[3 * c + 2] * sz + t->bb[c]);
         float v = nx * t->view[c] + ny * t->view[C + c] + nz * t->view[2 * C + c];
-        out[c] = a + CLASS_WEIGHT * t->cls[(size_t)cls * C + c] + chi * b + p->view_weight * v;
+        out[c] = a + CLASS_WEIGHT * t->cls[(size_t)cls * C + c] + chi * b + 0.5f * p->view_weight * v;
     }
 }
 
@@ -571,8 +572,9 @@ static void features_traced(const tracer *tr, const feat_tables *t, const sa3d_s
             part_point(&tr->canon, part, e, q);
             mat_vec(tr->G[part], e, n);
             normalize3(n);
-            if (flip) { q[0] = -q[0]; n[0] = -n[0]; }
-            feature_at(t, p, q, tr->sh->parts[part].cls, n, tmp);
+            double side = -s->R[2][0];
+            if (flip) { q[0] = -q[0]; n[0] = -n[0]; side = -side; }
+            feature_at(t, p, q, tr->sh->parts[part].cls, n, side, tmp);
             double ss = 0.0;
             for (int c = 0; c < C; c++) {
                 tmp[c] += nscale * normal(rn);
@@ -611,8 +613,8 @@ sa3d_status sa3d_synth3d_feature_map(const sa3d_synth3d_params *p, const sa3d_sy
 /* ---- parameters ----------------------------------------------------------------------------------------------- */
 
 sa3d_synth3d_params sa3d_synth3d_params_default(int difficulty) {
-    static const float noise[3] = { 0.15f, 0.30f, 0.45f }, chir[3] = { 0.60f, 0.35f, 0.15f },
-                       view[3] = { 0.25f, 0.45f, 0.65f }, shape[3] = { 0.05f, 0.10f, 0.15f },
+    static const float noise[3] = { 0.15f, 0.30f, 0.45f }, chir[3] = { 0.60f, 0.20f, 0.10f },
+                       view[3] = { 0.25f, 0.70f, 0.90f }, shape[3] = { 0.05f, 0.10f, 0.15f },
                        hinge[3] = { 0.5f, 1.0f, 1.5f }, el0[3] = { 0, -15, -30 }, el1[3] = { 30, 45, 60 },
                        roll[3] = { 0, 5, 15 }, dn[3] = { 0.01f, 0.02f, 0.04f }, dd[3] = { 0.1f, 0.25f, 0.4f };
     int d = difficulty >= SA3D_SYNTH3D_EASY && difficulty <= SA3D_SYNTH3D_HARD ? difficulty : SA3D_SYNTH3D_MEDIUM;
