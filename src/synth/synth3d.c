@@ -1,4 +1,4 @@
-/* Ground-truth 3D benchmark in the SPair-71k layout (synth3d.h): articulated ellipsoid quadrupads seen from
+/* Ground-truth 3D benchmark in the SPair-71k layout (synth3d.h): articulated ellipsoid quadrupeds seen from
  * cameras all around, rendered by exact ray casting (a z-buffer over the parts), with SPair records, the
  * ground truth per image, mirror-ambiguous GeoAware-frame feature maps (METHOD.md 3.1) and disparity-like
  * relative depth (METHOD.md 3.2). Owns its random streams (splitmix64 seeding xoshiro256**, one per item, so
@@ -358,9 +358,8 @@ static void look_at(sa3d_synth3d_scene *s, const double target[3]) {
         s->R[1][i] = -sin(ro) * r[i] + cos(ro) * dn[i];
         s->R[2][i] = f[i];
     }
-    double RC[3];
-    mat_vec(s->R, C, RC);
-    for (int i = 0; i < 3; i++) s->t[i] = -RC[i];
+    for (int i = 0; i < 3; i++)   /* t = -R C (written out: GCC's -fsanitize build misjudges mat_vec here) */
+        s->t[i] = -(s->R[i][0] * C[0] + s->R[i][1] * C[1] + s->R[i][2] * C[2]);
 }
 
 void sa3d_synth3d_scene_canonical(int category, double azimuth, double elevation, double distance, double focal,
