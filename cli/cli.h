@@ -80,5 +80,6 @@ int cmd_depth(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_pck(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_synth3d(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@ static const cli_command commands[] = {
     { "depth", cmd_depth, "Depth Anything V2 depth maps of images, plus a coloured PNG" },
     { "eval", cmd_eval, "run a matching method over a dataset split and report PCK" },
     { "synth-spair", cmd_synth, "write a synthetic dataset in the SPair-71k layout with known matches" },
+    { "synth3d", cmd_synth3d, "write the ground-truth 3D benchmark (rendered articulated objects, SPair layout)" },
     { "pck", cmd_pck, "score a predictions file (JSON lines) against a dataset split" },
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
