@@ -19,8 +19,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "semalign3d/data.h"
 #include "semalign3d/match.h"
 #include "semalign3d/prior.h"
+#include "semalign3d/providers.h"
 #include "semalign3d/status.h"
 
 #ifdef __cplusplus
@@ -105,6 +107,35 @@ SA3D_API sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignme
                                      const sa3d_alignment *a2, const sa3d_feature_map *F2,
                                      const float (*src_kps)[2], int n, const sa3d_match_params *p,
                                      float (*pred)[2], uint8_t *fallback, sa3d_error *err);
+
+/* ---- SemAlign3D over a dataset: the `eval --method semalign3d` matcher ---- */
+
+/* The mean of an image-size map img [H][W] over each cell of the GeoAware square (input_size, g x g cells; the
+ * pixel (u, v) falls in the cell of sa3d_geoaware_to_square(u, v)); cells no pixel reaches (the padding) get
+ * `outside`. Used for the aligner's mask (foreground share) and depth (pseudo depth) inputs. */
+SA3D_API void sa3d_image_to_cells(float *out /* [g][g] */, const float *img, int W, int H, int input_size, int g,
+                                  float outside);
+
+typedef struct sa3d_sa3d_matcher_params {
+    sa3d_align_params align;
+    sa3d_match_params match;
+    int input_size;         /* 840: the square the feature maps were computed on */
+} sa3d_sa3d_matcher_params;
+SA3D_API sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void);
+
+typedef struct sa3d_sa3d_matcher sa3d_sa3d_matcher;   /* opaque; one thread at a time */
+typedef struct sa3d_sa3d_matcher_stats { long alignments, queries, fallbacks; } sa3d_sa3d_matcher_stats;
+
+/* features: required; masks, depth: optional providers (without them the aligner runs without L_background /
+ * with its default depth). priors: one per category, matched by prior->category; borrowed, as are the
+ * providers. Each image is aligned once, on its first pair, and the alignment kept for the matcher's life. */
+SA3D_API sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *features, sa3d_provider *masks,
+                                           sa3d_provider *depth, const sa3d_prior *const *priors, int n_priors,
+                                           const sa3d_sa3d_matcher_params *p, sa3d_error *err);
+SA3D_API void sa3d_sa3d_matcher_free(sa3d_sa3d_matcher *m);
+/* sa3d_pair_matcher signature (ctx = the matcher): pred[i] for pair->src_kps[i] in original target pixels. */
+SA3D_API sa3d_status sa3d_sa3d_matcher_match(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err);
+SA3D_API sa3d_sa3d_matcher_stats sa3d_sa3d_matcher_get_stats(const sa3d_sa3d_matcher *m);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,188 @@
+/* SemAlign3D over a dataset (the `eval --method semalign3d` matcher): per image, the inputs of the aligner at
+ * cell resolution - features, the mask's foreground share of each cell, the pseudo depth of each cell - then
+ * one alignment per image, cached (an image takes part in many pairs), and per pair the match through both
+ * alignments (match_sa3d.c). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "base/base.h"
+#include "geom/geom.h"
+#include "semalign3d/align.h"
+
+sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void) {
+    sa3d_sa3d_matcher_params p;
+    p.align = sa3d_align_params_default();
+    p.match = sa3d_match_params_default();
+    p.input_size = 840;
+    return p;
+}
+
+void sa3d_image_to_cells(float *out, const float *img, int W, int H, int input_size, int g, float outside) {
+    size_t cells = (size_t)g * g;
+    double *sum = calloc(cells, sizeof *sum);
+    int *count = calloc(cells, sizeof *count);
+    if (sum && count) {
+        float cell = (float)input_size / (float)g;
+        for (int v = 0; v < H; v++)
+            for (int u = 0; u < W; u++) {
+                float x, y;
+                sa3d_geoaware_to_square(W, H, input_size, (float)u, (float)v, &x, &y);
+                int cx = (int)floorf(x / cell), cy = (int)floorf(y / cell);
+                if (cx < 0 || cy < 0 || cx >= g || cy >= g) continue;
+                sum[(size_t)cy * g + cx] += (double)img[(size_t)v * W + u];
+                count[(size_t)cy * g + cx]++;
+            }
+    }
+    for (size_t c = 0; c < cells; c++)
+        out[c] = sum && count && count[c] ? (float)(sum[c] / count[c]) : outside;
+    free(sum);
+    free(count);
+}
+
+typedef struct aligned_image {
+    char cat[32], id[64];
+    sa3d_alignment *a;
+} aligned_image;
+
+struct sa3d_sa3d_matcher {
+    sa3d_provider *features, *masks, *depth;
+    const sa3d_prior *const *priors;
+    int n_priors;
+    sa3d_sa3d_matcher_params p;
+    aligned_image *cache;
+    int n_cache, cap_cache;
+    sa3d_sa3d_matcher_stats stats;
+};
+
+sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *features, sa3d_provider *masks,
+                                  sa3d_provider *depth, const sa3d_prior *const *priors, int n_priors,
+                                  const sa3d_sa3d_matcher_params *p, sa3d_error *err) {
+    *out = NULL;
+    if (!features || !priors || n_priors < 1)
+        return sa3d_fail(err, SA3D_ERR_ARG, "semalign3d matcher: features and at least one prior are required");
+    sa3d_sa3d_matcher *m = sa3d_calloc(1, sizeof *m);
+    if (!m) return sa3d_fail(err, SA3D_ERR_NOMEM, "semalign3d matcher: out of memory");
+    m->features = features;
+    m->masks = masks;
+    m->depth = depth;
+    m->priors = priors;
+    m->n_priors = n_priors;
+    m->p = p ? *p : sa3d_sa3d_matcher_params_default();
+    *out = m;
+    return SA3D_OK;
+}
+
+void sa3d_sa3d_matcher_free(sa3d_sa3d_matcher *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_cache; i++) sa3d_alignment_free(m->cache[i].a);
+    sa3d_free(m->cache);
+    sa3d_free(m);
+}
+
+sa3d_sa3d_matcher_stats sa3d_sa3d_matcher_get_stats(const sa3d_sa3d_matcher *m) { return m->stats; }
+
+static const sa3d_prior *prior_of(const sa3d_sa3d_matcher *m, const char *cat) {
+    for (int i = 0; i < m->n_priors; i++)
+        if (!strcmp(m->priors[i]->category, cat)) return m->priors[i];
+    return NULL;
+}
+
+/* The feature map of an image (caller frees map->data) in the form the aligner takes. */
+static sa3d_status load_features(sa3d_sa3d_matcher *m, const char *cat, const char *id, int W, int H,
+                                 sa3d_feature_map *F, sa3d_error *err) {
+    sa3d_map fm;
+    sa3d_status s = sa3d_provider_get(m->features, cat, id, 0, &fm, err);
+    if (s) return s;
+    if (fm.h != fm.w) {
+        free(fm.data);
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map %d x %d is not square", cat, id, fm.h, fm.w);
+    }
+    *F = (sa3d_feature_map){ fm.c, fm.h, fm.data, W, H, m->p.input_size };
+    return SA3D_OK;
+}
+
+/* The alignment of category/id, computed on first use. */
+static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, const char *cat, const char *id,
+                                int W, int H, const sa3d_alignment **out, sa3d_error *err) {
+    for (int i = 0; i < m->n_cache; i++)
+        if (!strcmp(m->cache[i].cat, cat) && !strcmp(m->cache[i].id, id)) { *out = m->cache[i].a; return SA3D_OK; }
+    sa3d_feature_map F = { 0 };
+    sa3d_map mask = { 0 }, disp = { 0 };
+    float *mask_c = NULL, *depth_c = NULL, *z = NULL;
+    sa3d_alignment *a = NULL;
+    sa3d_status s = load_features(m, cat, id, W, H, &F, err);
+    if (s) return s;
+    int g = F.g;
+    if (m->masks) {
+        if ((s = sa3d_provider_get(m->masks, cat, id, 0, &mask, err))) goto done;
+        if (!(mask_c = malloc((size_t)g * g * sizeof(float)))) goto nomem;
+        sa3d_image_to_cells(mask_c, mask.data, mask.w, mask.h, m->p.input_size, g, 0.0f);
+    }
+    if (m->depth) {   /* METHOD.md 3.2: z = 1 - 0.3 d / max d, averaged per cell */
+        if ((s = sa3d_provider_get(m->depth, cat, id, 0, &disp, err))) goto done;
+        if (!(z = malloc((size_t)disp.w * disp.h * sizeof(float))) || !(depth_c = malloc((size_t)g * g * sizeof(float))))
+            goto nomem;
+        if ((s = sa3d_pseudo_depth_f32(z, disp.data, disp.h, disp.w, 0, err))) {
+            sa3d_error_prefix(err, "%s/%s", cat, id);
+            goto done;
+        }
+        sa3d_image_to_cells(depth_c, z, disp.w, disp.h, m->p.input_size, g, 1.0f);
+    }
+    sa3d_align_input in = { &F, mask_c, depth_c };
+    if ((s = sa3d_align_image(&a, prior, &in, &m->p.align, err))) {
+        sa3d_error_prefix(err, "%s/%s: alignment", cat, id);
+        goto done;
+    }
+    if (m->n_cache == m->cap_cache) {
+        int cap = m->cap_cache ? 2 * m->cap_cache : 64;
+        aligned_image *c = sa3d_realloc(m->cache, (size_t)cap * sizeof *c);
+        if (!c) goto nomem;
+        m->cache = c;
+        m->cap_cache = cap;
+    }
+    aligned_image *e = &m->cache[m->n_cache++];
+    snprintf(e->cat, sizeof e->cat, "%s", cat);
+    snprintf(e->id, sizeof e->id, "%s", id);
+    e->a = a;
+    a = NULL;
+    *out = e->a;
+    m->stats.alignments++;
+    goto done;
+nomem:
+    s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+done:
+    sa3d_alignment_free(a);
+    free((void *)F.data);
+    free(mask.data);
+    free(disp.data);
+    free(mask_c);
+    free(depth_c);
+    free(z);
+    return s;
+}
+
+sa3d_status sa3d_sa3d_matcher_match(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err) {
+    sa3d_sa3d_matcher *m = ctx;
+    const sa3d_prior *prior = prior_of(m, pair->category);
+    if (!prior) return sa3d_fail(err, SA3D_ERR_ARG, "%s: no prior for category %s", pair->id, pair->category);
+    const sa3d_alignment *a1, *a2;
+    sa3d_feature_map F1 = { 0 }, F2 = { 0 };
+    uint8_t fb[SA3D_MAX_KPS];
+    sa3d_status s;
+    if ((s = alignment_of(m, prior, pair->category, pair->src, pair->src_size[0], pair->src_size[1], &a1, err)) ||
+        (s = alignment_of(m, prior, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &a2, err)) ||
+        (s = load_features(m, pair->category, pair->src, pair->src_size[0], pair->src_size[1], &F1, err)) ||
+        (s = load_features(m, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &F2, err)))
+        goto done;
+    if ((s = sa3d_match_sa3d(prior, a1, &F1, a2, &F2, (const float (*)[2])pair->src_kps, pair->n_kps, &m->p.match,
+                             pred, fb, err))) {
+        sa3d_error_prefix(err, "%s", pair->id);
+        goto done;
+    }
+    for (int k = 0; k < pair->n_kps; k++) m->stats.fallbacks += fb[k];
+    m->stats.queries += pair->n_kps;
+done:
+    free((void *)F1.data);
+    free((void *)F2.data);
+    return s;
+}
