@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "geom/geom.h"
+#include "semalign3d/data.h"
 #include "semalign3d/prior.h"
+#include "semalign3d/prior_build.h"
 #include "semalign3d/status.h"
 
 #define SA3D_PRIOR_MAX_SLOTS SA3D_GEOM_MAX_KPTS   /* 64, the most keypoint slots a prior may have */
@@ -94,5 +96,49 @@ size_t sa3d_prior_energy_scratch(const sa3d_geom_terms *g, int n);
  * seed at any thread count. Returns the iterations run, or -1 (SA3D_ERR_NOMEM / SA3D_ERR_ARG in err). */
 int sa3d_kmeans(double *centres /* [k][3] */, int32_t *assign /* [N] */, const double *pts /* [N][3] */, size_t N,
                 int k, uint64_t seed, int max_iter, double tol, sa3d_error *err);
+
+/* Per centre: the Kz = min(K, N) merged points nearest to it (3D distance; ties to the lower index), their mean
+ * feature normalised (feat), and the mean and population sd of the cosines f_c . f_i (METHOD.md 4.6 b.3).
+ * X [N][3] merged positions, F [N][C] their unit features. Parallel over centres. */
+sa3d_status sa3d_dense_stats(float *feat /* [m][C] */, float *attn_mean /* [m] */, float *attn_sd /* [m] */,
+                             const double *centres /* [m][3] */, int m, const double *X /* [N][3] */,
+                             const float *F /* [N][C] */, size_t N, int C, int K, sa3d_error *err);
+
+/* The rig row of each canonical point (prior.h): barycentric coordinates in every canonical tetrahedron (info from
+ * sa3d_tet_prepare over tets [T][4] of slot ids), inside test at SA3D_TET_THRESH, distance weights, collapsed to
+ * rig[i][k] = sum_T w_T sum_j [T_j = k] b_Tj. in_hull[i] = 0 (row zero) for a point inside no tetrahedron (the
+ * canonical-hull filter of METHOD.md 4.6 b.4). Parallel over points. */
+sa3d_status sa3d_dense_rig(float *rig /* [m][n] */, uint8_t *in_hull /* [m] */, const double *pts /* [m][3] */,
+                           int m, const double *info /* [T][SA3D_TET_INFO] */, const int32_t *tets /* [T][4] */,
+                           size_t T, int n, sa3d_error *err);
+
+/* ---- a synthetic category of known 3D shape, in memory (synth_category.c; tests and bench_prior) ----------------- */
+
+typedef struct sa3d_prior_synth_params {
+    uint64_t seed;
+    int n_slots;          /* 10 keypoint slots: mirror pairs (2j, 2j + 1), flip map swapping them */
+    int n_images;         /* 12 */
+    int w, h;             /* 200 x 150 image size */
+    int C, g;             /* 16 channels on a 60 x 60 grid */
+    double focal;         /* 1.5: the true f (units of max(W, H)) of every image */
+    double shape_noise;   /* 0.01: per-image Gaussian noise on the unit-size shape */
+    double p_hidden;      /* 0.15: chance that a keypoint is not annotated (at least 4 stay) */
+} sa3d_prior_synth_params;
+void sa3d_prior_synth_params_default(sa3d_prior_synth_params *p);
+
+typedef struct sa3d_prior_synth {
+    sa3d_prior_synth_params p;
+    int flip[SA3D_MAX_KPS];
+    double shape[SA3D_MAX_KPS][3];           /* the true canonical shape */
+    sa3d_image_anno *annos;                  /* [n_images] */
+    const sa3d_image_anno **anno_ptrs;       /* [n_images] for sa3d_prior_build */
+    float **disp;                            /* [n_images] disparity [H][W] */
+    uint8_t **mask;                          /* [n_images] mask [H][W] */
+    float *codes;                            /* [n_slots + 61][C] unit vectors */
+} sa3d_prior_synth;
+sa3d_status sa3d_prior_synth_make(sa3d_prior_synth **out, const sa3d_prior_synth_params *p, sa3d_error *err);
+void sa3d_prior_synth_free(sa3d_prior_synth *s);
+/* The source callbacks of sa3d_prior_build over s (borrowed). */
+sa3d_prior_source sa3d_prior_synth_source(sa3d_prior_synth *s);
 
 #endif
