@@ -54,5 +54,7 @@ int cmd_depth(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_pck(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_build_prior(int argc, char **argv);
+int cmd_show_prior(int argc, char **argv);
 
 #endif
