@@ -81,5 +81,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_pck(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_synth3d(int argc, char **argv);
+int cmd_build_prior(int argc, char **argv);
+int cmd_show_prior(int argc, char **argv);
 
 #endif

@@ -13,13 +13,15 @@ static const cli_command commands[] = {
     { "synth-spair", cmd_synth, "write a synthetic dataset in the SPair-71k layout with known matches" },
     { "synth3d", cmd_synth3d, "write the ground-truth 3D benchmark (rendered articulated objects, SPair layout)" },
     { "pck", cmd_pck, "score a predictions file (JSON lines) against a dataset split" },
+    { "build-prior", cmd_build_prior, "build the 3D object-class representation (prior) of a category" },
+    { "show-prior", cmd_show_prior, "summarise a prior file; PLY point cloud and PNG render" },
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
 static void usage(FILE *f) {
     fprintf(f, "semalign3d %s: semantic correspondence by aligning 3D object-class representations\n\n", sa3d_version());
     fprintf(f, "usage: semalign3d <command> [options] [args]\n\ncommands:\n");
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'semalign3d <command> --help' describes a command's options.\n");
 }
 

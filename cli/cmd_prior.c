@@ -1,0 +1,309 @@
+/* semalign3d build-prior: the 3D object-class representation of a category (METHOD.md 4) from its training images,
+ * with features, depth and masks from the providers; writes <out>/<category>.prior.safetensors atomically.
+ * semalign3d show-prior: a prior file as a PLY point cloud coloured by a 3-component PCA of the features, and a
+ * PNG software render (orthographic splats, far to near). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "base/base.h"
+#include "cli.h"
+#include "semalign3d/data.h"
+#include "semalign3d/image.h"
+#include "semalign3d/nn.h"
+#include "semalign3d/prior.h"
+#include "semalign3d/prior_build.h"
+#include "semalign3d/providers.h"
+
+static void help_build(void) {
+    sa3d_prior_build_params p = sa3d_prior_build_params_default();
+    printf("usage: semalign3d build-prior --dataset DIR (--category NAME | --all) --out DIR\n"
+           "                              (--features-dir DIR | --features-model DIR) (--depth-dir DIR | --depth-model DIR)\n"
+           "                              [options]\n\n"
+           "Builds the 3D object-class representation of each category from its trn images and their mirrors\n"
+           "(METHOD.md 4; docs/PRIOR.md) and writes OUT/<category>.prior.safetensors (atomic).\n\n"
+           "options:\n"
+           "  --dataset DIR         SPair-71k root (official layout)\n"
+           "  --category NAME       one category; --all: every category of the dataset in turn\n"
+           "  --out DIR             output folder (created)\n"
+           "  --features-dir DIR    import feature maps (DIR[/<category>]/<id>.features.safetensors or .npy, with flip)\n"
+           "  --features-model DIR  compute DINOv2 features instead (--size N, default 840 -> 60 x 60)\n"
+           "  --depth-dir DIR       import disparity maps (DIR[/<category>]/<id>.depth.safetensors)\n"
+           "  --depth-model DIR     compute them with Depth Anything V2 instead\n"
+           "  --masks KIND          segmentation (SPair Segmentation/, default) or bbox\n"
+           "  --cache DIR           cache computed features and depth maps here\n"
+           "  --split NAME          training split (default trn)\n"
+           "  --max-images N        first N training images (default 200, n_max_imgs)\n"
+           "  --seed N              random seed (default 0)\n"
+           "  --refine-iters N      sparse AdamW refinement iterations (default %d)\n"
+           "  --grid N              grid points per axis of the sparse placement (default %d)\n"
+           "  --focal-iters N       focal-length iterations (default %d)\n"
+           "  --kmeans-k N          dense cluster count (default %d)\n"
+           "  --threads N           threads (default 0 = all cores)\n"
+           "  --quiet               no progress lines\n"
+           "example:\n"
+           "  semalign3d build-prior --dataset SPair-71k --category car --features-dir feats --depth-dir depth --out priors\n",
+           p.refine_iters, p.cube_n, p.focal_iters, p.kmeans_k);
+}
+
+typedef struct source_ctx {
+    const char *category;
+    const sa3d_image_anno *const *images;
+    sa3d_provider *feat, *depth, *mask;
+    int C, g;
+} source_ctx;
+
+static sa3d_status get_map(sa3d_provider *pr, const char *cat, const sa3d_image_anno *a, int flip, int c, int h,
+                           int w, sa3d_map *m, const char *what, sa3d_error *err) {
+    sa3d_status s = sa3d_provider_get(pr, cat, a->id, flip, m, err);
+    if (s) return s;
+    if (m->c != c || m->h != h || m->w != w) {
+        free(m->data);
+        m->data = NULL;
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: %s map is %d x %d x %d; expected %d x %d x %d", cat, a->id, what,
+                         m->c, m->h, m->w, c, h, w);
+    }
+    return SA3D_OK;
+}
+
+static sa3d_status src_maps(void *user, int i, float *disp, uint8_t *mask, sa3d_error *err) {
+    source_ctx *c = user;
+    const sa3d_image_anno *a = c->images[i];
+    sa3d_map m;
+    sa3d_status s = get_map(c->depth, c->category, a, 0, 1, a->height, a->width, &m, "depth", err);
+    if (s) return s;
+    memcpy(disp, m.data, (size_t)a->width * a->height * sizeof(float));
+    free(m.data);
+    if ((s = get_map(c->mask, c->category, a, 0, 1, a->height, a->width, &m, "mask", err))) return s;
+    for (size_t q = 0; q < (size_t)a->width * a->height; q++) mask[q] = m.data[q] > 0.5f;
+    free(m.data);
+    return SA3D_OK;
+}
+
+static sa3d_status src_features(void *user, int i, int flip, float *feat, sa3d_error *err) {
+    source_ctx *c = user;
+    sa3d_map m;
+    sa3d_status s = get_map(c->feat, c->category, c->images[i], flip, c->C, c->g, c->g, &m, "feature", err);
+    if (s) return s;
+    memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
+    free(m.data);
+    return SA3D_OK;
+}
+
+typedef struct prog_ctx { cli_progress bar; const char *stage; int quiet; } prog_ctx;
+
+static int on_progress(void *user, const char *stage, long done, long total) {
+    prog_ctx *p = user;
+    if (!p->stage || strcmp(p->stage, stage) != 0) {
+        if (p->stage) cli_progress_end(&p->bar);
+        p->stage = stage;
+        cli_progress_start(&p->bar, stage, total, p->quiet);
+    }
+    p->bar.total = total;
+    p->bar.done = done - 1;
+    cli_progress_step(&p->bar, "");
+    return cli_interrupted;
+}
+
+/* One category: images of the split, flip map, providers wired to the builder, the prior saved. */
+static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int max_images, const char *out,
+                     sa3d_provider *fp, sa3d_provider *dp, sa3d_provider *mp, sa3d_prior_build_params *bp,
+                     int quiet, sa3d_error *err) {
+    const char *const *ids = NULL;
+    int n = sa3d_dataset_split_images(ds, split, cat, &ids, err);
+    if (n < 0) return 1;
+    if (n > max_images) n = max_images;
+    if (n < 2) { sa3d_fail(err, SA3D_ERR_ARG, "%s: %d %s images; at least 2 are needed", cat, n, split); return 1; }
+    int flip[SA3D_MAX_KPS];
+    int n_slots = sa3d_spair_flip_map(cat, flip);
+    if (n_slots < 0) { sa3d_fail(err, SA3D_ERR_ARG, "%s: no flip map for this category", cat); return 1; }
+    const sa3d_image_anno **imgs = calloc((size_t)n, sizeof *imgs);
+    if (!imgs) { sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"); return 1; }
+    int rc = 1;
+    for (int i = 0; i < n; i++)
+        if (sa3d_dataset_image(ds, cat, ids[i], &imgs[i], err)) goto done;
+    /* the feature map size comes from the first image */
+    sa3d_map m;
+    if (sa3d_provider_get(fp, cat, imgs[0]->id, 0, &m, err)) goto done;
+    free(m.data);
+    if (m.h != m.w) { sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d; expected a square grid", cat, imgs[0]->id, m.h, m.w); goto done; }
+    bp->feat_channels = m.c;
+    bp->feat_grid = m.h;
+    source_ctx sc = { cat, imgs, fp, dp, mp, m.c, m.h };
+    sa3d_prior_source src = { &sc, src_maps, src_features };
+    prog_ctx pc = { .quiet = quiet };
+    bp->progress = on_progress;
+    bp->progress_user = &pc;
+    sa3d_prior *prior = NULL;
+    sa3d_prior_build_report rep;
+    fprintf(stderr, "build-prior: %s: %d training images (x2 with mirrors), %d keypoint slots, features %d x %d x %d\n",
+            cat, n, n_slots, m.c, m.h, m.h);
+    sa3d_status s = sa3d_prior_build(&prior, cat, n_slots, flip, imgs, n, &src, bp, &rep, err);
+    if (pc.stage) cli_progress_end(&pc.bar);
+    if (s) goto done;
+    char path[4200], *meta = sa3d_prior_build_params_json(bp);
+    snprintf(path, sizeof path, "%s/%s.prior.safetensors", out, cat);
+    s = meta ? sa3d_prior_save(prior, path, meta, err) : sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+    free(meta);
+    if (!s) {
+        double total = 0;
+        for (int k = 0; k < SA3D_PRIOR_N_STAGES; k++) total += rep.stage_s[k];
+        printf("%s: %d of %d slots placed, %zu edge pairs and %zu tet relations kept, %d dense points, focal %.3f +- %.3f, "
+               "%.1f s -> %s\n", cat, prior->n_used, prior->n_slots, prior->n_pairs, prior->n_tets, prior->n_dense,
+               prior->focal_mean, prior->focal_sd, total, path);
+        rc = 0;
+    }
+    sa3d_prior_free(prior);
+done:
+    free(imgs);
+    return rc;
+}
+
+int cmd_build_prior(int argc, char **argv) {
+    const char *cmd = "build-prior", *root = NULL, *cat = NULL, *out = NULL, *fdir = NULL, *fmodel = NULL,
+               *ddir = NULL, *dmodel = NULL, *masks = "segmentation", *cache = NULL, *split = "trn", *s_max = NULL,
+               *s_seed = NULL, *s_refine = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL, *s_thr = NULL,
+               *s_size = NULL;
+    int all = 0, quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help_build(); return EXIT_OK; }
+        if (cli_flag(argv, i, "--all")) { all = 1; continue; }
+        if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
+        if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) || (r = cli_opt(cmd, argc, argv, &i, "--category", &cat)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) || (r = cli_opt(cmd, argc, argv, &i, "--features-dir", &fdir)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--features-model", &fmodel)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--depth-dir", &ddir)) || (r = cli_opt(cmd, argc, argv, &i, "--depth-model", &dmodel)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--masks", &masks)) || (r = cli_opt(cmd, argc, argv, &i, "--cache", &cache)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) || (r = cli_opt(cmd, argc, argv, &i, "--max-images", &s_max)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) || (r = cli_opt(cmd, argc, argv, &i, "--refine-iters", &s_refine)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--grid", &s_grid)) || (r = cli_opt(cmd, argc, argv, &i, "--focal-iters", &s_focal)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--kmeans-k", &s_k)) || (r = cli_opt(cmd, argc, argv, &i, "--threads", &s_thr)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--size", &s_size))) {
+            if (r < 0) return EXIT_USAGE;
+            continue;
+        }
+        return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
+    }
+    if (!root) return cli_usage_error(cmd, "--dataset is required");
+    if (!out) return cli_usage_error(cmd, "--out is required");
+    if (!!cat == all) return cli_usage_error(cmd, "give exactly one of --category and --all");
+    if (!!fdir == !!fmodel) return cli_usage_error(cmd, "give exactly one of --features-dir and --features-model");
+    if (!!ddir == !!dmodel) return cli_usage_error(cmd, "give exactly one of --depth-dir and --depth-model");
+    if (strcmp(masks, "segmentation") && strcmp(masks, "bbox"))
+        return cli_usage_error(cmd, "--masks %s: expected segmentation or bbox", masks);
+    sa3d_prior_build_params bp = sa3d_prior_build_params_default();
+    int max_images = 200, seed = 0, size = 840;
+    if ((s_max && !cli_int(cmd, "--max-images", s_max, 2, 1000000, &max_images)) ||
+        (s_seed && !cli_int(cmd, "--seed", s_seed, 0, 2147483647, &seed)) ||
+        (s_refine && !cli_int(cmd, "--refine-iters", s_refine, 0, 100000000, &bp.refine_iters)) ||
+        (s_grid && !cli_int(cmd, "--grid", s_grid, 1, 4096, &bp.cube_n)) ||
+        (s_focal && !cli_int(cmd, "--focal-iters", s_focal, 0, 10000000, &bp.focal_iters)) ||
+        (s_k && !cli_int(cmd, "--kmeans-k", s_k, 1, 1000000, &bp.kmeans_k)) ||
+        (s_thr && !cli_int(cmd, "--threads", s_thr, 0, 1024, &bp.n_threads)) ||
+        (s_size && !cli_int(cmd, "--size", s_size, 14, 8400, &size)))
+        return EXIT_USAGE;
+    if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
+    bp.seed = (uint64_t)seed;
+
+    cli_install_sigint();
+    sa3d_error err = { 0 };
+    sa3d_dataset *ds = NULL;
+    sa3d_model *fm = NULL, *dm = NULL;
+    sa3d_provider *fp = NULL, *dp = NULL, *mp = NULL;
+    int rc = EXIT_RUN;
+    sa3d_set_threads(bp.n_threads);
+    sa3d_dataset_params dsp = sa3d_dataset_params_default();
+    dsp.categories = cat;
+    dsp.warn = cli_warn;
+    if (sa3d_dataset_open(&ds, root, &dsp, &err)) goto done;
+    sa3d_model_params mparams = sa3d_model_params_default();
+    mparams.n_threads = bp.n_threads;
+    sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
+    pf.input_size = size;
+    pf.cache_dir = pd.cache_dir = cache;
+    if (fmodel) {
+        if (sa3d_model_open(&fm, fmodel, &mparams, &err)) goto done;
+        pf.kind = SA3D_SOURCE_COMPUTE;
+        pf.model = fm;
+    } else {
+        pf.kind = SA3D_SOURCE_IMPORT;
+        pf.import_dir = fdir;
+    }
+    if (dmodel) {
+        if (sa3d_model_open(&dm, dmodel, &mparams, &err)) goto done;
+        pd.kind = SA3D_SOURCE_COMPUTE;
+        pd.model = dm;
+    } else {
+        pd.kind = SA3D_SOURCE_IMPORT;
+        pd.import_dir = ddir;
+    }
+    pm.kind = strcmp(masks, "bbox") ? SA3D_SOURCE_SEGMENTATION : SA3D_SOURCE_BBOX;
+    if (sa3d_feature_provider_new(&fp, ds, &pf, &err) || sa3d_depth_provider_new(&dp, ds, &pd, &err) ||
+        sa3d_mask_provider_new(&mp, ds, &pm, &err))
+        goto done;
+    if (sa3d_mkdirs(out, &err)) goto done;
+    int failed = 0;
+    for (int c = 0; c < SA3D_N_SPAIR_CATEGORIES; c++) {
+        const char *name = cat ? cat : sa3d_spair_category(c);
+        if (!cat) {   /* --all: the categories that have training images */
+            const char *const *ids;
+            int n = sa3d_dataset_split_images(ds, split, name, &ids, &err);
+            if (n < 0) goto done;
+            if (n == 0) continue;
+        }
+        if (build_one(ds, name, split, max_images, out, fp, dp, mp, &bp, quiet, &err)) {
+            if (cat || err.code == SA3D_ERR_CANCELLED) goto done;
+            fprintf(stderr, "semalign3d %s: %s\n", cmd, err.msg);   /* --all goes on with the next category */
+            failed++;
+        }
+        if (cat) break;
+    }
+    rc = failed ? EXIT_RUN : EXIT_OK;
+done:
+    if (rc == EXIT_RUN && err.code) rc = cli_run_error(cmd, &err);
+    sa3d_provider_free(fp); sa3d_provider_free(dp); sa3d_provider_free(mp);
+    sa3d_model_free(fm); sa3d_model_free(dm);
+    sa3d_dataset_close(ds);
+    return rc;
+}
+
+/* ---- show-prior ------------------------------------------------------------------------------------------------ */
+
+static void help_show(void) {
+    printf("usage: semalign3d show-prior FILE [--ply OUT.ply] [--png OUT.png] [--size N]\n\n"
+           "Prints a summary of a prior file; --ply writes its dense cloud (anchors included) coloured by a\n"
+           "3-component PCA of the features; --png renders it (orthographic splats, far to near, N x N, default 640).\n");
+}
+
+int cmd_show_prior(int argc, char **argv) {
+    const char *cmd = "show-prior", *file = NULL, *ply = NULL, *png = NULL, *s_size = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help_show(); return EXIT_OK; }
+        if ((r = cli_opt(cmd, argc, argv, &i, "--ply", &ply)) || (r = cli_opt(cmd, argc, argv, &i, "--png", &png)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--size", &s_size))) {
+            if (r < 0) return EXIT_USAGE;
+            continue;
+        }
+        if (argv[i][0] == '-' || file) return cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        file = argv[i];
+    }
+    int size = 640;
+    if (!file) return cli_usage_error(cmd, "a prior file is required");
+    if (s_size && !cli_int(cmd, "--size", s_size, 16, 8192, &size)) return EXIT_USAGE;
+    sa3d_error err = { 0 };
+    sa3d_prior *p = NULL;
+    if (sa3d_prior_load(&p, file, &err)) return cli_run_error(cmd, &err);
+    printf("%s: category %s, seed %llu, %d of %d slots placed, %zu edge pairs, %zu tet relations, %d dense points, "
+           "C = %d, focal %.4f +- %.4f\n", file, p->category, (unsigned long long)p->seed, p->n_used, p->n_slots,
+           p->n_pairs, p->n_tets, p->n_dense, p->C, p->focal_mean, p->focal_sd);
+    int rc = EXIT_OK;
+    if (ply && sa3d_prior_write_ply(p, ply, &err)) rc = cli_run_error(cmd, &err);
+    else if (ply) fprintf(stderr, "wrote %s (%d points)\n", ply, p->n_dense + p->n_used);
+    if (rc == EXIT_OK && png && sa3d_prior_render_png(p, png, size, &err)) rc = cli_run_error(cmd, &err);
+    else if (rc == EXIT_OK && png) fprintf(stderr, "wrote %s (%d x %d)\n", png, size, size);
+    sa3d_prior_free(p);
+    return rc;
+}

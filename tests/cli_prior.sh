@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# CLI contract of build-prior and show-prior: a prior built from a synthetic SPair-layout dataset (imported features,
+# depth computed by the tiny Depth Anything fixture, Segmentation masks, reduced iteration counts), shown as PLY and
+# PNG; bad input (missing dataset, unknown category, corrupt prior file, usage errors) exits non-zero and leaves no
+# output. Args: semalign3d binary, fixture root.
+set -u
+BIN="$1"
+FIX="${SEMALIGN3D_FIXTURES:-$2}"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() { if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1; else echo "ok   $1"; fi; }
+da=$(grep -l '"DepthAnythingForDepthEstimation"\|"depth_anything"' "$FIX"/*/config.json | head -1 | xargs dirname)
+FAST="--max-images 6 --refine-iters 20 --grid 16 --kmeans-k 16 --focal-iters 100 --quiet"
+
+"$BIN" synth-spair --out "$T/ds" --categories 1 --images 8 --pairs-test 4 2>/dev/null; check "synth-spair" 0 $?
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
+  --out "$T/out" $FAST >"$T/stdout" 2>"$T/e"
+check "build-prior" 0 $?
+P="$T/out/aeroplane.prior.safetensors"
+[ -s "$P" ] || { echo "FAIL no prior written: $(cat "$T/e")"; fail=1; }
+grep -q "slots placed" "$T/stdout" || { echo "FAIL summary line missing"; fail=1; }
+grep -q '"refine_iters"' "$P" || { echo "FAIL settings missing from the metadata"; fail=1; }
+ls "$T/out" | grep -q tmp && { echo "FAIL temporary file left behind"; fail=1; }
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
+  --out "$T/out2" --seed 0 $FAST >/dev/null 2>&1
+cmp -s "$P" "$T/out2/aeroplane.prior.safetensors" || { echo "FAIL same seed, different file"; fail=1; }
+"$BIN" show-prior "$P" --ply "$T/a.ply" --png "$T/a.png" >"$T/stdout" 2>/dev/null; check "show-prior" 0 $?
+head -c 4 "$T/a.png" | grep -q PNG || { echo "FAIL PNG not written"; fail=1; }
+n=$(grep "element vertex" "$T/a.ply" | awk '{print $3}')
+[ "$(($(wc -l < "$T/a.ply") - 11))" = "$n" ] || { echo "FAIL PLY has not $n points"; fail=1; }
+
+"$BIN" build-prior --dataset "$T/nope" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
+  --out "$T/o3" $FAST >/dev/null 2>"$T/e"; check "build-prior missing dataset" 1 $?
+[ ! -e "$T/o3/aeroplane.prior.safetensors" ] || { echo "FAIL output after a failure"; fail=1; }
+"$BIN" build-prior --dataset "$T/ds" --category spaceship --features-dir "$T/ds/Features" --depth-model "$da" \
+  --out "$T/o4" $FAST >/dev/null 2>"$T/e"; check "build-prior unknown category" 1 $?
+grep -q spaceship "$T/e" || { echo "FAIL message does not name the category: $(cat "$T/e")"; fail=1; }
+[ -z "$(ls "$T/o4" 2>/dev/null)" ] || { echo "FAIL output after a failure"; fail=1; }
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/nofeat" --depth-model "$da" \
+  --out "$T/o5" $FAST >/dev/null 2>"$T/e"; check "build-prior missing features" 1 $?
+[ -z "$(ls "$T/o5" 2>/dev/null)" ] || { echo "FAIL output after a failure"; fail=1; }
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --out "$T/o6" >/dev/null 2>&1
+check "build-prior without feature/depth sources" 2 $?
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --all --features-dir x --depth-dir y --out "$T/o6" >/dev/null 2>&1
+check "build-prior --category with --all" 2 $?
+
+head -c 2000 "$P" > "$T/cut.safetensors"
+"$BIN" show-prior "$T/cut.safetensors" --ply "$T/b.ply" --png "$T/b.png" >/dev/null 2>"$T/e"
+check "show-prior truncated file" 1 $?
+grep -q "cut.safetensors" "$T/e" || { echo "FAIL message does not name the file"; fail=1; }
+[ ! -e "$T/b.ply" ] && [ ! -e "$T/b.png" ] || { echo "FAIL output after a failure"; fail=1; }
+echo garbage > "$T/bad.safetensors"
+"$BIN" show-prior "$T/bad.safetensors" --png "$T/b.png" >/dev/null 2>&1; check "show-prior corrupt file" 1 $?
+"$BIN" show-prior "$T/ds/Features/aeroplane/$(ls "$T/ds/Features/aeroplane" | head -1)" >/dev/null 2>"$T/e"
+check "show-prior on a feature file" 1 $?
+grep -q "format" "$T/e" || { echo "FAIL message does not say the format tag: $(cat "$T/e")"; fail=1; }
+"$BIN" show-prior >/dev/null 2>&1; check "show-prior without a file" 2 $?
+exit $fail
