@@ -47,50 +47,6 @@ static void help_build(void) {
            p.refine_iters, p.cube_n, p.focal_iters, p.kmeans_k);
 }
 
-typedef struct source_ctx {
-    const char *category;
-    const sa3d_image_anno *const *images;
-    sa3d_provider *feat, *depth, *mask;
-    int C, g;
-} source_ctx;
-
-static sa3d_status get_map(sa3d_provider *pr, const char *cat, const sa3d_image_anno *a, int flip, int c, int h,
-                           int w, sa3d_map *m, const char *what, sa3d_error *err) {
-    sa3d_status s = sa3d_provider_get(pr, cat, a->id, flip, m, err);
-    if (s) return s;
-    if (m->c != c || m->h != h || m->w != w) {
-        free(m->data);
-        m->data = NULL;
-        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: %s map is %d x %d x %d; expected %d x %d x %d", cat, a->id, what,
-                         m->c, m->h, m->w, c, h, w);
-    }
-    return SA3D_OK;
-}
-
-static sa3d_status src_maps(void *user, int i, float *disp, uint8_t *mask, sa3d_error *err) {
-    source_ctx *c = user;
-    const sa3d_image_anno *a = c->images[i];
-    sa3d_map m;
-    sa3d_status s = get_map(c->depth, c->category, a, 0, 1, a->height, a->width, &m, "depth", err);
-    if (s) return s;
-    memcpy(disp, m.data, (size_t)a->width * a->height * sizeof(float));
-    free(m.data);
-    if ((s = get_map(c->mask, c->category, a, 0, 1, a->height, a->width, &m, "mask", err))) return s;
-    for (size_t q = 0; q < (size_t)a->width * a->height; q++) mask[q] = m.data[q] > 0.5f;
-    free(m.data);
-    return SA3D_OK;
-}
-
-static sa3d_status src_features(void *user, int i, int flip, float *feat, sa3d_error *err) {
-    source_ctx *c = user;
-    sa3d_map m;
-    sa3d_status s = get_map(c->feat, c->category, c->images[i], flip, c->C, c->g, c->g, &m, "feature", err);
-    if (s) return s;
-    memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
-    free(m.data);
-    return SA3D_OK;
-}
-
 typedef struct prog_ctx { cli_progress bar; const char *stage; int quiet; } prog_ctx;
 
 static int on_progress(void *user, const char *stage, long done, long total) {
@@ -106,42 +62,18 @@ static int on_progress(void *user, const char *stage, long done, long total) {
     return cli_interrupted;
 }
 
-/* One category: images of the split, flip map, providers wired to the builder, the prior saved. */
+/* One category: the prior built from the providers and saved. */
 static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int max_images, const char *out,
                      sa3d_provider *fp, sa3d_provider *dp, sa3d_provider *mp, sa3d_prior_build_params *bp,
                      int quiet, sa3d_error *err) {
-    const char *const *ids = NULL;
-    int n = sa3d_dataset_split_images(ds, split, cat, &ids, err);
-    if (n < 0) return 1;
-    if (n > max_images) n = max_images;
-    if (n < 2) { sa3d_fail(err, SA3D_ERR_ARG, "%s: %d %s images; at least 2 are needed", cat, n, split); return 1; }
-    int flip[SA3D_MAX_KPS];
-    int n_slots = sa3d_spair_flip_map(cat, flip);
-    if (n_slots < 0) { sa3d_fail(err, SA3D_ERR_ARG, "%s: no flip map for this category", cat); return 1; }
-    const sa3d_image_anno **imgs = calloc((size_t)n, sizeof *imgs);
-    if (!imgs) { sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"); return 1; }
-    int rc = 1;
-    for (int i = 0; i < n; i++)
-        if (sa3d_dataset_image(ds, cat, ids[i], &imgs[i], err)) goto done;
-    /* the feature map size comes from the first image */
-    sa3d_map m;
-    if (sa3d_provider_get(fp, cat, imgs[0]->id, 0, &m, err)) goto done;
-    free(m.data);
-    if (m.h != m.w) { sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d; expected a square grid", cat, imgs[0]->id, m.h, m.w); goto done; }
-    bp->feat_channels = m.c;
-    bp->feat_grid = m.h;
-    source_ctx sc = { cat, imgs, fp, dp, mp, m.c, m.h };
-    sa3d_prior_source src = { &sc, src_maps, src_features };
     prog_ctx pc = { .quiet = quiet };
     bp->progress = on_progress;
     bp->progress_user = &pc;
     sa3d_prior *prior = NULL;
     sa3d_prior_build_report rep;
-    fprintf(stderr, "build-prior: %s: %d training images (x2 with mirrors), %d keypoint slots, features %d x %d x %d\n",
-            cat, n, n_slots, m.c, m.h, m.h);
-    sa3d_status s = sa3d_prior_build(&prior, cat, n_slots, flip, imgs, n, &src, bp, &rep, err);
+    sa3d_status s = sa3d_prior_build_dataset(&prior, ds, split, cat, max_images, fp, dp, mp, bp, &rep, err);
     if (pc.stage) cli_progress_end(&pc.bar);
-    if (s) goto done;
+    if (s) return 1;
     char path[4200], *meta = sa3d_prior_build_params_json(bp);
     snprintf(path, sizeof path, "%s/%s.prior.safetensors", out, cat);
     s = meta ? sa3d_prior_save(prior, path, meta, err) : sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
@@ -149,15 +81,12 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
     if (!s) {
         double total = 0;
         for (int k = 0; k < SA3D_PRIOR_N_STAGES; k++) total += rep.stage_s[k];
-        printf("%s: %d of %d slots placed, %zu edge pairs and %zu tet relations kept, %d dense points, focal %.3f +- %.3f, "
-               "%.1f s -> %s\n", cat, prior->n_used, prior->n_slots, prior->n_pairs, prior->n_tets, prior->n_dense,
-               prior->focal_mean, prior->focal_sd, total, path);
-        rc = 0;
+        printf("%s: %d training instances, %d of %d slots placed, %zu edge pairs and %zu tet relations kept, %d dense "
+               "points, focal %.3f +- %.3f, %.1f s -> %s\n", cat, rep.n_instances, prior->n_used, prior->n_slots,
+               prior->n_pairs, prior->n_tets, prior->n_dense, prior->focal_mean, prior->focal_sd, total, path);
     }
     sa3d_prior_free(prior);
-done:
-    free(imgs);
-    return rc;
+    return s ? 1 : 0;
 }
 
 int cmd_build_prior(int argc, char **argv) {

@@ -149,6 +149,7 @@ typedef struct sa3d_dataset sa3d_dataset;   /* opaque: owns every record it read
 SA3D_API sa3d_status sa3d_dataset_open(sa3d_dataset **out, const char *root, const sa3d_dataset_params *p,
                                        sa3d_error *err);
 SA3D_API void sa3d_dataset_close(sa3d_dataset *ds);     /* NULL is a no-op */
+SA3D_API sa3d_dataset_kind sa3d_dataset_get_kind(const sa3d_dataset *ds);
 
 /* Reads the pairs of a split ("trn", "val", "test"; AP-10K also "test_cross_species" etc.: any name of
  * letters, digits, '_' and '-'), keeps those of the selected categories, sorts them by pair id (strcmp) and

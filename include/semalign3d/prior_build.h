@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include "semalign3d/data.h"
 #include "semalign3d/prior.h"
+#include "semalign3d/providers.h"
 #include "semalign3d/status.h"
 
 #ifdef __cplusplus
@@ -111,6 +112,15 @@ SA3D_API sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, in
                                       const sa3d_image_anno *const *images, int n_images,
                                       const sa3d_prior_source *src, const sa3d_prior_build_params *p,
                                       sa3d_prior_build_report *report, sa3d_error *err);
+
+/* The same over a dataset: the first max_images (0 = all) sorted images of `category` in `split`, the flip map
+ * of the dataset's kind, and the per-image maps from the providers (features with their mirrors, depth as
+ * disparity, masks > 0.5). bp->feat_channels and feat_grid are set from the first feature map. */
+SA3D_API sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const char *split,
+                                              const char *category, int max_images, sa3d_provider *features,
+                                              sa3d_provider *depth, sa3d_provider *masks,
+                                              sa3d_prior_build_params *bp, sa3d_prior_build_report *report,
+                                              sa3d_error *err);
 
 #ifdef __cplusplus
 }

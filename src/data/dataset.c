@@ -296,6 +296,8 @@ static void free_split(ds_split *sp) {
     sa3d_free(sp->cats);
 }
 
+sa3d_dataset_kind sa3d_dataset_get_kind(const sa3d_dataset *ds) { return ds->kind; }
+
 void sa3d_dataset_close(sa3d_dataset *ds) {
     if (!ds) return;
     for (int i = 0; i < ds->n_splits; i++) free_split(&ds->splits[i]);

@@ -1,0 +1,84 @@
+/* sa3d_prior_build over a dataset: the training images of a category in a split, and the builder's per-image
+ * source wired to the feature, depth and mask providers (providers.h). */
+#include <stdlib.h>
+#include <string.h>
+#include "base/base.h"
+#include "semalign3d/prior_build.h"
+
+typedef struct source_ctx {
+    const char *category;
+    const sa3d_image_anno *const *images;
+    sa3d_provider *feat, *depth, *mask;
+    int C, g;
+} source_ctx;
+
+static sa3d_status get_map(sa3d_provider *pr, const char *cat, const sa3d_image_anno *a, int flip, int c, int h,
+                           int w, sa3d_map *m, const char *what, sa3d_error *err) {
+    sa3d_status s = sa3d_provider_get(pr, cat, a->id, flip, m, err);
+    if (s) return s;
+    if (m->c != c || m->h != h || m->w != w) {
+        free(m->data);
+        m->data = NULL;
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: %s map is %d x %d x %d; expected %d x %d x %d", cat, a->id, what,
+                         m->c, m->h, m->w, c, h, w);
+    }
+    return SA3D_OK;
+}
+
+static sa3d_status src_maps(void *user, int i, float *disp, uint8_t *mask, sa3d_error *err) {
+    source_ctx *c = user;
+    const sa3d_image_anno *a = c->images[i];
+    sa3d_map m;
+    sa3d_status s = get_map(c->depth, c->category, a, 0, 1, a->height, a->width, &m, "depth", err);
+    if (s) return s;
+    memcpy(disp, m.data, (size_t)a->width * a->height * sizeof(float));
+    free(m.data);
+    if ((s = get_map(c->mask, c->category, a, 0, 1, a->height, a->width, &m, "mask", err))) return s;
+    for (size_t q = 0; q < (size_t)a->width * a->height; q++) mask[q] = m.data[q] > 0.5f;
+    free(m.data);
+    return SA3D_OK;
+}
+
+static sa3d_status src_features(void *user, int i, int flip, float *feat, sa3d_error *err) {
+    source_ctx *c = user;
+    sa3d_map m;
+    sa3d_status s = get_map(c->feat, c->category, c->images[i], flip, c->C, c->g, c->g, &m, "feature", err);
+    if (s) return s;
+    memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
+    free(m.data);
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const char *split, const char *category,
+                                     int max_images, sa3d_provider *features, sa3d_provider *depth,
+                                     sa3d_provider *masks, sa3d_prior_build_params *bp,
+                                     sa3d_prior_build_report *report, sa3d_error *err) {
+    *out = NULL;
+    const char *const *ids = NULL;
+    int n = sa3d_dataset_split_images(ds, split, category, &ids, err);
+    if (n < 0) return err->code;
+    if (max_images > 0 && n > max_images) n = max_images;
+    if (n < 2) return sa3d_fail(err, SA3D_ERR_ARG, "%s: %d %s images; at least 2 are needed", category, n, split);
+    int flip[SA3D_MAX_KPS];
+    int n_slots = sa3d_flip_map(sa3d_dataset_get_kind(ds), category, flip);
+    if (n_slots < 0) return sa3d_fail(err, SA3D_ERR_ARG, "%s: no flip map for this category", category);
+    const sa3d_image_anno **imgs = calloc((size_t)n, sizeof *imgs);
+    if (!imgs) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+    sa3d_status s = SA3D_OK;
+    for (int i = 0; i < n && !s; i++) s = sa3d_dataset_image(ds, category, ids[i], &imgs[i], err);
+    sa3d_map m = { 0 };
+    if (!s) s = sa3d_provider_get(features, category, imgs[0]->id, 0, &m, err);   /* C and g from the first */
+    free(m.data);
+    if (!s && m.h != m.w)
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d; expected a square grid", category,
+                      imgs[0]->id, m.h, m.w);
+    if (!s) {
+        bp->feat_channels = m.c;
+        bp->feat_grid = m.h;
+        source_ctx sc = { category, imgs, features, depth, masks, m.c, m.h };
+        sa3d_prior_source src = { &sc, src_maps, src_features };
+        s = sa3d_prior_build(out, category, n_slots, flip, imgs, n, &src, bp, report, err);
+    }
+    free(imgs);
+    return s;
+}
