@@ -136,6 +136,10 @@ SA3D_API void sa3d_sa3d_matcher_free(sa3d_sa3d_matcher *m);
 /* sa3d_pair_matcher signature (ctx = the matcher): pred[i] for pair->src_kps[i] in original target pixels. */
 SA3D_API sa3d_status sa3d_sa3d_matcher_match(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err);
 SA3D_API sa3d_sa3d_matcher_stats sa3d_sa3d_matcher_get_stats(const sa3d_sa3d_matcher *m);
+/* The cached alignment of category/id (NULL when that image has not been aligned); valid until the matcher is
+ * freed. */
+SA3D_API const sa3d_alignment *sa3d_sa3d_matcher_alignment(const sa3d_sa3d_matcher *m, const char *cat,
+                                                            const char *id);
 
 #ifdef __cplusplus
 }

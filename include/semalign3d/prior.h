@@ -69,9 +69,10 @@ typedef struct sa3d_prior {
     int32_t *dense_anchor;         /* [n_dense] slot id for the appended anchors, -1 for cluster centres */
     float *rig;                    /* [n_dense][n_slots] X = rig . Y (see above) */
 
-    /* Camera statistics of the training images (METHOD.md 3.3) */
-    double focal_mean;             /* mean optimised focal length f (units of max(W, H)) */
-    double focal_sd;
+    /* Camera statistics of the training images (METHOD.md 3.3), robust: an image whose keypoints barely constrain
+     * its focal length can send 1/f to ~0, so these are the median and 1.4826 x the median absolute deviation */
+    double focal_mean;             /* typical (median) optimised focal length f (units of max(W, H)) */
+    double focal_sd;               /* its robust spread */
 } sa3d_prior;
 
 /* Allocates a prior with every array sized for the given counts and zero-filled (category and seed set by the

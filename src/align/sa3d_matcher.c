@@ -186,3 +186,9 @@ done:
     free((void *)F2.data);
     return s;
 }
+
+const sa3d_alignment *sa3d_sa3d_matcher_alignment(const sa3d_sa3d_matcher *m, const char *cat, const char *id) {
+    for (int i = 0; i < m->n_cache; i++)
+        if (!strcmp(m->cache[i].cat, cat) && !strcmp(m->cache[i].id, id)) return m->cache[i].a;
+    return NULL;
+}

@@ -191,6 +191,13 @@ done:
 }
 
 /* METHOD.md 3.3 and 4.1.2: focal lengths, flip-averaged, then the lifted keypoints. */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_sorted(const double *x, int n) { return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]); }
+
 static sa3d_status stage_focal(build *b, double *focal_mean, double *focal_sd, sa3d_error *err) {
     int I = b->I, n = b->n;
     double *hw = sa3d_malloc((size_t)I * 2 * sizeof(double)), *xy = sa3d_malloc((size_t)I * n * 2 * sizeof(double));
@@ -219,19 +226,27 @@ static sa3d_status stage_focal(build *b, double *focal_mean, double *focal_sd, s
         goto done;
     }
     /* METHOD.md 3.3: an image and its mirror share the average (of |phi|: the loss and the lifting use |phi|) */
-    double s = 0.0, s2 = 0.0;
+    double *f = sa3d_malloc((size_t)b->N * sizeof(double));
+    if (!f) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "focal lengths: out of memory"); goto done; }
     for (int i = 0; i < b->N; i++) {
         double a = 0.5 * (fabs(b->phi[i]) + fabs(b->phi[i + b->N]));
         if (!(a > 0.0) || !isfinite(a)) {
+            sa3d_free(f);
             st = sa3d_fail(err, SA3D_ERR_NUMERIC, "focal lengths: image %d: 1/f = %g after optimisation", i, a);
             goto done;
         }
         b->phi[i] = b->phi[i + b->N] = a;
-        s += 1.0 / a;
-        s2 += 1.0 / (a * a);
+        f[i] = 1.0 / a;
     }
-    *focal_mean = s / b->N;
-    *focal_sd = b->N > 1 ? sqrt(fmax(0.0, (s2 - s * s / b->N) / (b->N - 1))) : 0.0;
+    /* The category's typical focal length for the aligner's start: the median and 1.4826 x the median absolute
+     * deviation, not the mean and sd - an image whose keypoints barely constrain it can drive 1/f to ~0 (f in
+     * the millions), and one such image would make the mean meaningless. */
+    qsort(f, (size_t)b->N, sizeof *f, cmp_double);
+    *focal_mean = median_sorted(f, b->N);
+    for (int i = 0; i < b->N; i++) f[i] = fabs(f[i] - *focal_mean);
+    qsort(f, (size_t)b->N, sizeof *f, cmp_double);
+    *focal_sd = 1.4826 * median_sorted(f, b->N);
+    sa3d_free(f);
     for (int i = 0; i < I; i++)
         for (int k = 0; k < n; k++)
             if (b->inst[i].vis[k])

@@ -7,6 +7,7 @@
 #include "base/base.h"
 #include "semalign3d/image.h"
 #include "semalign3d/prior.h"
+#include "semalign3d/viz.h"
 
 /* The first three principal components of the features, scaled to 0..255 per component (min to max). Power
  * iteration on the centred Gram matrix X X^T (n x n, n <= a few thousand) from fixed start vectors, so the
@@ -96,15 +97,6 @@ static int cmp_splat(const void *a, const void *b) {
     return (x < y) - (x > y);   /* far (large depth) first */
 }
 
-static void disc(uint8_t *img, int S, float cx, float cy, float r, const uint8_t c[3]) {
-    int x0 = (int)floorf(cx - r), x1 = (int)ceilf(cx + r), y0 = (int)floorf(cy - r), y1 = (int)ceilf(cy + r);
-    for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < S; y++)
-        for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < S; x++) {
-            float dx = (float)x - cx, dy = (float)y - cy;
-            if (dx * dx + dy * dy <= r * r) memcpy(img + ((size_t)y * S + x) * 3, c, 3);
-        }
-}
-
 sa3d_status sa3d_prior_render_png(const sa3d_prior *p, const char *path, int size, sa3d_error *err) {
     if (size < 16 || size > 8192) return sa3d_fail(err, SA3D_ERR_ARG, "%s: image size %d: expected 16..8192", path, size);
     int n = p->n_dense, m = p->n_used, total = n + m;
@@ -141,11 +133,11 @@ sa3d_status sa3d_prior_render_png(const sa3d_prior *p, const char *path, int siz
     }
     qsort(sp, (size_t)n, sizeof *sp, cmp_splat);   /* dense points only; anchors go on top */
     float r = (float)size / 160.0f;
-    for (int i = 0; i < n; i++) disc(img, size, sp[i].x, sp[i].y, r, rgb + (size_t)sp[i].idx * 3);
+    for (int i = 0; i < n; i++) sa3d_draw_disc(img, size, size, sp[i].x, sp[i].y, r, rgb + (size_t)sp[i].idx * 3);
     const uint8_t black[3] = { 0, 0, 0 }, white[3] = { 255, 255, 255 };
     for (int i = n; i < total; i++) {
-        disc(img, size, sp[i].x, sp[i].y, 2.2f * r, black);
-        disc(img, size, sp[i].x, sp[i].y, 1.3f * r, white);
+        sa3d_draw_disc(img, size, size, sp[i].x, sp[i].y, 2.2f * r, black);
+        sa3d_draw_disc(img, size, size, sp[i].x, sp[i].y, 1.3f * r, white);
     }
     s = sa3d_png_write(path, img, size, size, 3, err);
 done:
