@@ -8,22 +8,32 @@
 #include "semalign3d/eval.h"
 #include "semalign3d/match.h"
 #include "semalign3d/nn.h"
+#include "semalign3d/align.h"
 #include "semalign3d/providers.h"
 
 static void help(void) {
-    printf("usage: semalign3d eval --dataset DIR --method baseline (--features DIR | --model DIR) [options]\n\n"
+    printf("usage: semalign3d eval --dataset DIR [--method baseline | --method semalign3d --priors DIR]\n"
+           "                       (--features DIR | --model DIR) [options]\n\n"
            "Matches the source keypoints of every pair of a split into the target image and scores them\n"
            "(see 'semalign3d pck --help' for the PCK definitions). Writes OUT/predictions.jsonl, OUT/report.json\n"
            "and OUT/parts/<category>.jsonl; a rerun reuses finished categories (resume).\n\n"
            "methods:\n"
            "  baseline   GeoAware-SC feature matching: cosine similarity on the 60 x 60 grid, window soft-argmax\n"
-           "             (15 x 15 window, temperature 0.02)\n\n"
+           "             (15 x 15 window, temperature 0.02)\n"
+           "  semalign3d the prior of the pair's category (PRIORS/<category>.prior.safetensors, `build-prior`)\n"
+           "             aligned to each image (once per image), then matching through both alignments with the\n"
+           "             baseline as fallback for implausible alignments (docs/ALIGN.md)\n\n"
            "options:\n"
            "  --dataset DIR      SPair-71k root (official layout)\n"
            "  --kind KIND        dataset layout: spair (default), pfpascal (PF-PASCAL; PCK threshold alpha x\n"
            "                     max(W, H) of the target image) or ap10k (AP-10K, GeoAware-SC's pair benchmark)\n"
            "  --split NAME       trn, val or test (default test: 12,234 pairs on SPair-71k)\n"
-           "  --method NAME      baseline (default)\n"
+           "  --method NAME      baseline (default) or semalign3d\n"
+           "  --priors DIR       semalign3d: folder of <category>.prior.safetensors\n"
+           "  --depth DIR        semalign3d: import disparity maps (DIR[/<category>]/<id>.depth.safetensors) for\n"
+           "                     L_depth; without it the aligner uses its default depth\n"
+           "  --masks KIND       semalign3d: segmentation (SPair Segmentation/, default), bbox or none\n"
+           "  --seed N           semalign3d: seed of the pose hypotheses (default 0)\n"
            "  --features DIR     import feature maps: DIR[/<category>]/<id>.features.safetensors or <id>.npy\n"
            "  --model DIR        compute features with this DINOv2 model instead\n"
            "  --size N           feature input square side (default 840 -> 60 x 60 grid)\n"
@@ -49,7 +59,8 @@ static int progress(void *user, long done, long total, const char *item) {
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *root = NULL, *split = "test", *method = "baseline", *feat_dir = NULL,
                *model_dir = NULL, *size_s = "840", *cache = NULL, *out = NULL, *cats = NULL, *limit_s = NULL,
-               *threads_s = NULL, *kind_s = "spair";
+               *threads_s = NULL, *kind_s = "spair", *priors_dir = NULL, *depth_dir = NULL, *masks = "segmentation",
+               *seed_s = "0";
     int strict = 0, quiet = 0, size = 840, threads = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -60,6 +71,10 @@ int cmd_eval(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--kind", &kind_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--method", &method)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--priors", &priors_dir)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--depth", &depth_dir)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--masks", &masks)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--seed", &seed_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--features", &feat_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) ||
@@ -74,7 +89,15 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
     if (!root) return cli_usage_error(cmd, "--dataset is required");
-    if (strcmp(method, "baseline") != 0) return cli_usage_error(cmd, "--method %s: expected baseline", method);
+    int sa3d = !strcmp(method, "semalign3d"), seed = 0;
+    if (!sa3d && strcmp(method, "baseline") != 0)
+        return cli_usage_error(cmd, "--method %s: expected baseline or semalign3d", method);
+    if (sa3d && !priors_dir) return cli_usage_error(cmd, "--method semalign3d needs --priors DIR");
+    if (!sa3d && (priors_dir || depth_dir))
+        return cli_usage_error(cmd, "--priors and --depth belong to --method semalign3d");
+    if (strcmp(masks, "segmentation") && strcmp(masks, "bbox") && strcmp(masks, "none"))
+        return cli_usage_error(cmd, "--masks %s: expected segmentation, bbox or none", masks);
+    if (!cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed)) return EXIT_USAGE;
     if (!!feat_dir == !!model_dir) return cli_usage_error(cmd, "give exactly one of --features and --model");
     sa3d_dataset_kind kind;
     if (!cli_dataset_kind(cmd, kind_s, split, &kind)) return EXIT_USAGE;
@@ -91,8 +114,11 @@ int cmd_eval(int argc, char **argv) {
     sa3d_error err = { 0 };
     sa3d_dataset *ds = NULL;
     sa3d_model *m = NULL;
-    sa3d_provider *fp = NULL;
+    sa3d_provider *fp = NULL, *dpv = NULL, *mpv = NULL;
     sa3d_baseline_matcher *bm = NULL;
+    sa3d_sa3d_matcher *sm = NULL;
+    sa3d_prior *priors[SA3D_N_SPAIR_CATEGORIES + 64] = { 0 };
+    int n_priors = 0;
     sa3d_pck_report *rep = malloc(sizeof *rep);
     int rc = EXIT_RUN;
     sa3d_set_threads(threads);
@@ -120,6 +146,39 @@ int cmd_eval(int argc, char **argv) {
     }
     sa3d_baseline_params bp = sa3d_baseline_params_default();
     if (sa3d_feature_provider_new(&fp, ds, &pp, &err) || sa3d_baseline_matcher_new(&bm, fp, size, &bp, &err)) goto done;
+    if (sa3d) {   /* one prior per category of the split, providers for the aligner's mask and depth */
+        for (int i = 0; i < sa3d_dataset_n_pairs(ds, split); i++) {
+            const char *cat = sa3d_dataset_pair(ds, split, i)->category;
+            int have = 0;
+            for (int k = 0; k < n_priors; k++) have |= !strcmp(priors[k]->category, cat);
+            if (have) continue;
+            if (n_priors == (int)(sizeof priors / sizeof priors[0])) {
+                snprintf(err.msg, sizeof err.msg, "more than %d categories", n_priors);
+                goto done;
+            }
+            char pp_path[4200];
+            snprintf(pp_path, sizeof pp_path, "%s/%s.prior.safetensors", priors_dir, cat);
+            if (sa3d_prior_load(&priors[n_priors], pp_path, &err)) goto done;
+            n_priors++;
+        }
+        sa3d_provider_params dq = sa3d_provider_params_default(), mq = dq;
+        if (depth_dir) {
+            dq.kind = SA3D_SOURCE_IMPORT;
+            dq.import_dir = depth_dir;
+            if (sa3d_depth_provider_new(&dpv, ds, &dq, &err)) goto done;
+        }
+        if (strcmp(masks, "none")) {
+            mq.kind = strcmp(masks, "bbox") ? SA3D_SOURCE_SEGMENTATION : SA3D_SOURCE_BBOX;
+            if (sa3d_mask_provider_new(&mpv, ds, &mq, &err)) goto done;
+        }
+        sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
+        smp.input_size = size;
+        smp.align.seed = (uint64_t)seed;
+        smp.align.n_threads = threads;
+        smp.match.baseline = bp;
+        if (sa3d_sa3d_matcher_new(&sm, fp, mpv, dpv, (const sa3d_prior *const *)priors, n_priors, &smp, &err))
+            goto done;
+    }
 
     cli_progress prog;
     cli_progress_start(&prog, "eval", sa3d_dataset_n_pairs(ds, split), quiet);
@@ -128,11 +187,12 @@ int cmd_eval(int argc, char **argv) {
     ep.out_dir = out;
     ep.method = method;
     ep.limit = limit;
-    ep.match_batch = sa3d_baseline_matcher_match_batch;   /* grouped by target image; same output as per pair */
+    ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */
     ep.progress = progress;
     ep.progress_user = &prog;
     long resumed = 0;
-    sa3d_status s = sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);
+    sa3d_status s = sa3d ? sa3d_eval_run(ds, &ep, sa3d_sa3d_matcher_match, sm, rep, &resumed, &err)
+                         : sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);
     cli_progress_end(&prog);
     if (s) goto done;
     char title[512];
@@ -157,8 +217,12 @@ int cmd_eval(int argc, char **argv) {
 done:
     if (rc != EXIT_OK) rc = cli_run_error(cmd, &err);
     free(rep);
+    sa3d_sa3d_matcher_free(sm);
+    for (int k = 0; k < n_priors; k++) sa3d_prior_free(priors[k]);
     sa3d_baseline_matcher_free(bm);
     sa3d_provider_free(fp);
+    sa3d_provider_free(dpv);
+    sa3d_provider_free(mpv);
     sa3d_model_free(m);
     sa3d_dataset_close(ds);
     return rc;

@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# The main job on an embedded default (no download): installs what is missing, builds, and runs the networks
-# end to end on the bundled test models and image - DINOv2 features (with the mirrored image) and a Depth
-# Anything V2 depth map with its PNG - into out/. With real checkpoints (scripts/download-models.sh) pass
-# MODELS=models to use models/dinov2-base and models/Depth-Anything-V2-Large-hf instead.
+# The main job on an embedded default (no download): installs what is missing, builds, and runs
+# `semalign3d demo`: a synthetic category with known 3D truth, its prior built from the training split, and the
+# GeoAware baseline against SemAlign3D on the test split - the PCK table, pictures and out/demo.json.
+# Arguments go to the demo (e.g. --seed 3). With real checkpoints, the networks run end to end with
+# MODELS=models (DINOv2 features and Depth Anything V2 depth of IMAGE into out/networks/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
-FIX="${SEMALIGN3D_FIXTURES:-../shared/fixtures}"
-if [ -n "${MODELS:-}" ]; then
-  dino="$MODELS/dinov2-base"; da="$MODELS/Depth-Anything-V2-Large-hf"; size=840
-else
-  dino="$FIX/dinov2_tiny"; da="$FIX/depth_anything_v2_tiny"; size=112
-fi
-img="${IMAGE:-$FIX/preprocess_depth_anything/input.png}"
+rm -rf out/demo
 mkdir -p out
-./build/semalign3d features --model "$dino" --size "$size" --flip --out out "$img"
-./build/semalign3d depth --model "$da" --out out "$img"
-echo "outputs:"; ls -l out
+./build/semalign3d demo --out out/demo --json out/demo.json "$@"
+if [ -n "${MODELS:-}" ]; then
+  img="${IMAGE:?set IMAGE to a JPEG or PNG}"
+  mkdir -p out/networks
+  ./build/semalign3d features --model "$MODELS/dinov2-base" --size 840 --flip --out out/networks "$img"
+  ./build/semalign3d depth --model "$MODELS/Depth-Anything-V2-Large-hf" --out out/networks "$img"
+fi

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The demo end to end (synthetic category -> prior -> baseline and SemAlign3D on the test split): exit 0, the
+# JSON keys with finite values, SemAlign3D above the baseline, the pictures; bad arguments exit 2 and write
+# nothing. Usage: cli_demo.sh BIN FIXTURES
+set -u
+BIN="$1"
+T="$(mktemp -d)"
+trap 'rm -rf "$T"' EXIT
+fail=0
+check() { if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1; else echo "ok   $1"; fi; }
+
+"$BIN" demo --seed 1 --out "$T/d" --json "$T/d.json" --quiet > "$T/log" 2>&1; check "demo" 0 $?
+for k in baseline_pck10 semalign3d_pck10 baseline_pck10_hard semalign3d_pck10_hard; do
+  grep -q "\"$k\": [0-9]" "$T/d.json" || { echo "FAIL key $k missing or not a number"; fail=1; }
+done
+b=$(sed 's/.*"baseline_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
+s=$(sed 's/.*"semalign3d_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
+awk -v b="$b" -v s="$s" 'BEGIN { exit !(s > b) }' || { echo "FAIL SemAlign3D $s not above the baseline $b"; fail=1; }
+for f in matches_baseline.png matches_semalign3d.png aligned.png dog.prior.safetensors semalign3d/predictions.jsonl; do
+  [ -s "$T/d/$f" ] || { echo "FAIL $f missing"; fail=1; }
+done
+grep -q "viewpoint variation 2" "$T/log" || { echo "FAIL no viewpoint table"; fail=1; }
+
+# eval --method semalign3d with the demo's prior: the same kind of numbers through the eval command
+D="$T/d/dataset"
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev" --quiet > "$T/ev.log" 2>&1; check "eval --method semalign3d" 0 $?
+[ -s "$T/ev/predictions.jsonl" ] && [ -s "$T/ev/report.json" ] || { echo "FAIL eval outputs missing"; fail=1; }
+"$BIN" eval --dataset "$D" --method semalign3d --features "$D/Features" > /dev/null 2>&1; check "eval semalign3d without --priors" 2 $?
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/none" --features "$D/Features" --out "$T/ev2" > /dev/null 2>"$T/e"
+check "eval semalign3d, no prior file" 1 $?
+grep -q "prior.safetensors" "$T/e" || { echo "FAIL the missing prior file is not named"; fail=1; }
+
+"$BIN" demo --seed x > /dev/null 2>&1; check "demo --seed x" 2 $?
+"$BIN" demo --difficulty extreme > /dev/null 2>&1; check "demo --difficulty extreme" 2 $?
+mkdir -p "$T/full/dataset"; touch "$T/full/dataset/x"
+"$BIN" demo --out "$T/full" --json "$T/full.json" --quiet > /dev/null 2>&1; check "demo into a used folder" 1 $?
+[ ! -e "$T/full.json" ] || { echo "FAIL JSON written after a failure"; fail=1; }
+exit $fail
