@@ -546,10 +546,10 @@ done:
 }
 
 /* METHOD.md 4.5 step 5: per slot, the normalised mean keypoint feature and the cosine statistics. */
-static void keypoint_features(sa3d_prior *pr, const build *b, const merged *mg) {
+static sa3d_status keypoint_features(sa3d_prior *pr, const build *b, const merged *mg, sa3d_error *err) {
     int n = b->n, C = b->C;
     double *acc = sa3d_calloc((size_t)C, sizeof(double));
-    if (!acc) return;   /* only reached after the allocations above; the caller checks NOMEM on pr */
+    if (!acc) return sa3d_fail(err, SA3D_ERR_NOMEM, "keypoint features: out of memory");
     for (int k = 0; k < n; k++) {
         float *mu = pr->anchor_feat + (size_t)k * C;
         int cnt = 0;
@@ -589,6 +589,7 @@ static void keypoint_features(sa3d_prior *pr, const build *b, const merged *mg) 
         pr->anchor_attn_sd[k] = cnt > 1 ? (float)sqrt(fmax(0.0, (s2 - s * m) / (cnt - 1))) : 0.01f;
     }
     sa3d_free(acc);
+    return SA3D_OK;
 }
 
 /* ---- the whole build ----------------------------------------------------------------------------------------------- */
@@ -772,7 +773,7 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     pr->focal_sd = focal_sd;
     for (int q = 0; q < nu; q++) pr->used[q] = ids[q];
     memcpy(pr->anchors, b.anchors, (size_t)b.n * 3 * sizeof(double));
-    keypoint_features(pr, &b, &mg);
+    if ((st = keypoint_features(pr, &b, &mg, err))) { sa3d_free(cnt); goto fail; }
     for (size_t e = 0; e < fr.n_pairs; e++) {
         memcpy(pr->pair_e1 + 2 * e, fr.e1 + 2 * e, 2 * sizeof(int32_t));
         memcpy(pr->pair_e2 + 2 * e, fr.e2 + 2 * e, 2 * sizeof(int32_t));
