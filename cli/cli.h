@@ -84,5 +84,6 @@ int cmd_synth3d(int argc, char **argv);
 int cmd_build_prior(int argc, char **argv);
 int cmd_show_prior(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_match(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const cli_command commands[] = {
     { "pck", cmd_pck, "score a predictions file (JSON lines) against a dataset split" },
     { "build-prior", cmd_build_prior, "build the 3D object-class representation (prior) of a category" },
     { "show-prior", cmd_show_prior, "summarise a prior file; PLY point cloud and PNG render" },
+    { "match", cmd_match, "SemAlign3D matches of points between two images through a prior" },
     { "demo", cmd_demo, "the main job without downloads: synthetic category, prior, baseline vs SemAlign3D" },
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

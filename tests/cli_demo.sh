@@ -31,6 +31,19 @@ D="$T/d/dataset"
 check "eval semalign3d, no prior file" 1 $?
 grep -q "prior.safetensors" "$T/e" || { echo "FAIL the missing prior file is not named"; fail=1; }
 
+# match on two images of the dataset through the demo's prior (imported features)
+ids=$(ls "$D/JPEGImages/dog" | head -2 | sed 's/\.jpg$//')
+a=$(echo "$ids" | sed -n 1p); b=$(echo "$ids" | sed -n 2p)
+margs=("$D/JPEGImages/dog/$a.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.prior.safetensors"
+       --features1 "$D/Features/dog/$a.features.safetensors" --features2 "$D/Features/dog/$b.features.safetensors")
+"$BIN" match "${margs[@]}" --points "100,100;120,90" --json "$T/m.json" --png "$T/m.png"; check "match" 0 $?
+grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match outputs"; fail=1; }
+"$BIN" match "${margs[@]}" --points "100,abc" --json "$T/m2.json" 2>/dev/null; check "match malformed points" 2 $?
+"$BIN" match "${margs[@]}" --points "100,100;9999,1" --json "$T/m2.json" 2>/dev/null; check "match point outside" 1 $?
+"$BIN" match "$T/none.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.prior.safetensors" --points "1,1" \
+  --features1 x --features2 y --json "$T/m2.json" 2>/dev/null; check "match missing image" 1 $?
+[ ! -e "$T/m2.json" ] || { echo "FAIL match wrote JSON after a failure"; fail=1; }
+
 "$BIN" demo --seed x > /dev/null 2>&1; check "demo --seed x" 2 $?
 "$BIN" demo --difficulty extreme > /dev/null 2>&1; check "demo --difficulty extreme" 2 $?
 mkdir -p "$T/full/dataset"; touch "$T/full/dataset/x"

@@ -1,0 +1,219 @@
+/* semalign3d match: SemAlign3D on two arbitrary images (METHOD.md 5, 6): the prior aligned to each image, query
+ * points of image 1 matched into image 2 through both alignments; the matches as JSON and a side-by-side PNG. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "base/base.h"
+#include "cli.h"
+#include "semalign3d/align.h"
+#include "semalign3d/image.h"
+#include "semalign3d/match.h"
+#include "semalign3d/nn.h"
+#include "semalign3d/prior.h"
+#include "semalign3d/safetensors.h"
+#include "semalign3d/viz.h"
+
+static void help(void) {
+    printf("usage: semalign3d match IMAGE1 IMAGE2 --points \"x,y;x,y;...\" --prior FILE\n"
+           "                        (--model DIR | --features1 FILE --features2 FILE) [options]\n\n"
+           "Aligns the prior (`build-prior`) to both images and matches each point of IMAGE1 (original pixels) into\n"
+           "IMAGE2 through the two alignments (METHOD.md 6.2; docs/ALIGN.md), with the GeoAware baseline as the\n"
+           "fallback where an alignment is implausible. Prints the matches as JSON (or writes --json) and draws\n"
+           "IMAGE1 | IMAGE2 with a line per match (blue: through the alignments, grey: baseline fallback).\n\n"
+           "options:\n"
+           "  --points LIST       query points of IMAGE1: x,y pairs separated by ';' (at most %d)\n"
+           "  --prior FILE        the category's prior (<category>.prior.safetensors)\n"
+           "  --model DIR         DINOv2 model to compute the features (GeoAware-SC input, --size square)\n"
+           "  --features1 FILE    or import them: `semalign3d features` output (key feature_map) for IMAGE1 ...\n"
+           "  --features2 FILE    ... and IMAGE2\n"
+           "  --size N            feature input square side (default 840 -> 60 x 60)\n"
+           "  --device NAME       cpu (default) or cuda, for --model\n"
+           "  --seed N            seed of the pose hypotheses (default 0)\n"
+           "  --json FILE         write the JSON here (atomic) instead of stdout\n"
+           "  --png FILE          the side-by-side picture (atomic)\n"
+           "  --threads N         threads (default 0 = all cores)\n"
+           "example:\n"
+           "  semalign3d match a.jpg b.jpg --points \"120,80;140,95\" --prior priors/car.prior.safetensors \\\n"
+           "      --model models/dinov2-base --png ab.png\n", SA3D_MAX_KPS);
+}
+
+/* "x,y;x,y": 1..SA3D_MAX_KPS finite points; returns the count or -1 with a usage error printed. */
+static int parse_points(const char *cmd, const char *s, float (*pts)[2]) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        if (n == SA3D_MAX_KPS) { cli_usage_error(cmd, "--points: more than %d points", SA3D_MAX_KPS); return -1; }
+        double x = strtod(p, &end);
+        if (end == p || *end != ',') { cli_usage_error(cmd, "--points: point %d: expected x,y", n + 1); return -1; }
+        p = end + 1;
+        double y = strtod(p, &end);
+        if (end == p || (*end && *end != ';') || !isfinite(x) || !isfinite(y)) {
+            cli_usage_error(cmd, "--points: point %d: expected x,y with finite numbers", n + 1);
+            return -1;
+        }
+        pts[n][0] = (float)x;
+        pts[n][1] = (float)y;
+        n++;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) { cli_usage_error(cmd, "--points: no point given"); return -1; }
+    return n;
+}
+
+/* The unit feature map of an image: computed by the model or read from a `features` file. */
+static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, const char *file,
+                               int size, sa3d_feature_map *F, sa3d_error *err) {
+    float *data = NULL;
+    int C, g;
+    sa3d_status s;
+    if (m) {
+        float *px = NULL;
+        if ((s = sa3d_geoaware_preprocess(img, size, &px, err)) || (s = sa3d_model_forward(m, ws, px, err))) {
+            sa3d_pixels_free(px);
+            return s;
+        }
+        sa3d_pixels_free(px);
+        const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");
+        C = (int)f->shape[1];
+        g = (int)f->shape[2];
+        if (!(data = malloc((size_t)C * g * g * sizeof(float)))) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+        memcpy(data, f->data, (size_t)C * g * g * sizeof(float));
+    } else {
+        sa3d_safetensors *st;
+        if ((s = sa3d_st_open(&st, file, err))) return s;
+        const sa3d_st_tensor *t = sa3d_st_find(st, "feature_map");
+        if (!t || !((t->ndim == 3 && t->shape[1] == t->shape[2]) || (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]))) {
+            sa3d_st_close(st);
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor feature_map of shape [C][g][g]", file);
+        }
+        C = (int)t->shape[t->ndim - 3];
+        g = (int)t->shape[t->ndim - 1];
+        if (!(data = malloc(t->numel * sizeof(float)))) { sa3d_st_close(st); return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"); }
+        s = sa3d_st_read_f32(t, data, t->numel, err);
+        sa3d_st_close(st);
+        if (s) { free(data); return s; }
+        long bad = -1;
+        for (size_t i = 0; i < t->numel && bad < 0; i++) if (!isfinite(data[i])) bad = (long)i;
+        if (bad >= 0) { free(data); return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: feature_map: non-finite value at %ld", file, bad); }
+    }
+    sa3d_features_normalize(data, C, g * g);
+    *F = (sa3d_feature_map){ C, g, data, img->w, img->h, size };
+    return SA3D_OK;
+}
+
+int cmd_match(int argc, char **argv) {
+    const char *cmd = "match", *img_path[2] = { NULL, NULL }, *points = NULL, *prior_path = NULL, *model_dir = NULL,
+               *feat_path[2] = { NULL, NULL }, *size_s = "840", *device = "cpu", *seed_s = "0", *json = NULL,
+               *png = NULL, *threads_s = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
+        if ((r = cli_opt(cmd, argc, argv, &i, "--points", &points)) || (r = cli_opt(cmd, argc, argv, &i, "--prior", &prior_path)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--features1", &feat_path[0])) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--features2", &feat_path[1])) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) || (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--seed", &seed_s)) || (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--png", &png)) || (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
+            if (r < 0) return EXIT_USAGE;
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        if (img_path[1]) return cli_usage_error(cmd, "more than two images given");
+        img_path[img_path[0] ? 1 : 0] = argv[i];
+    }
+    if (!img_path[1]) return cli_usage_error(cmd, "two images are required");
+    if (!points || !prior_path) return cli_usage_error(cmd, "--points and --prior are required");
+    if (!model_dir == !(feat_path[0] && feat_path[1]) || (!!feat_path[0] != !!feat_path[1]))
+        return cli_usage_error(cmd, "give either --model or both --features1 and --features2");
+    int size, seed, threads = 0;
+    if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) || !cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed) ||
+        (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
+        return EXIT_USAGE;
+    if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
+    float pts[SA3D_MAX_KPS][2], pred[SA3D_MAX_KPS][2];
+    int n = parse_points(cmd, points, pts);
+    if (n < 0) return EXIT_USAGE;
+
+    sa3d_error err = { 0 };
+    sa3d_image img[2] = { { 0 }, { 0 } };
+    sa3d_feature_map F[2] = { { 0 }, { 0 } };
+    sa3d_alignment *a[2] = { NULL, NULL };
+    sa3d_prior *prior = NULL;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    uint8_t fallback[SA3D_MAX_KPS], *canvas = NULL;
+    char *text = NULL;
+    int rc = EXIT_RUN;
+    for (int k = 0; k < 2; k++)
+        if (sa3d_image_load(&img[k], img_path[k], &err)) goto done;
+    for (int q = 0; q < n; q++)
+        if (pts[q][0] < 0 || pts[q][1] < 0 || pts[q][0] > (float)img[0].w || pts[q][1] > (float)img[0].h) {
+            sa3d_fail(&err, SA3D_ERR_ARG, "--points: point %d (%g, %g) is outside %s (%d x %d)", q + 1,
+                      (double)pts[q][0], (double)pts[q][1], img_path[0], img[0].w, img[0].h);
+            goto done;
+        }
+    if (sa3d_prior_load(&prior, prior_path, &err)) goto done;
+    if (model_dir) {
+        sa3d_model_params mp = sa3d_model_params_default();
+        mp.device = device;
+        mp.n_threads = threads;
+        if (sa3d_model_open(&m, model_dir, &mp, &err) || sa3d_workspace_new(&ws, m, size, size, 0, &err)) goto done;
+    }
+    sa3d_align_params ap = sa3d_align_params_default();
+    ap.seed = (uint64_t)seed;
+    ap.n_threads = threads;
+    for (int k = 0; k < 2; k++) {
+        if (features_of(m, ws, &img[k], feat_path[k], size, &F[k], &err)) goto done;
+        sa3d_align_input in = { &F[k], NULL, NULL };   /* no mask or depth for arbitrary images */
+        if (sa3d_align_image(&a[k], prior, &in, &ap, &err)) {
+            sa3d_error_prefix(&err, "%s", img_path[k]);
+            goto done;
+        }
+    }
+    sa3d_match_params mp = sa3d_match_params_default();
+    if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &mp, pred, fallback, &err)) goto done;
+    size_t cap = 512 + (size_t)n * 96, len = 0;
+    if (!(text = malloc(cap))) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
+    len += (size_t)snprintf(text + len, cap - len, "{\"category\": \"%s\", \"points\": [", prior->category);
+    for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pts[q][0], (double)pts[q][1]);
+    len += (size_t)snprintf(text + len, cap - len, "], \"matches\": [");
+    for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pred[q][0], (double)pred[q][1]);
+    len += (size_t)snprintf(text + len, cap - len, "], \"fallback\": [");
+    for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s%d", q ? ", " : "", fallback[q]);
+    len += (size_t)snprintf(text + len, cap - len, "], \"energy\": [%.6g, %.6g], \"focal\": [%.4f, %.4f]}\n",
+                            a[0]->energy, a[1]->energy, a[0]->f, a[1]->f);
+    if (png) {
+        int w, h;
+        sa3d_side_by_side(&canvas, &w, &h, img[0].rgb, img[0].w, img[0].h, img[1].rgb, img[1].w, img[1].h);
+        if (!canvas) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
+        const uint8_t blue[3] = { 30, 110, 255 }, grey[3] = { 150, 150, 150 };
+        for (int q = 0; q < n; q++) {
+            const uint8_t *c = fallback[q] ? grey : blue;
+            sa3d_draw_line(canvas, w, h, pts[q][0], pts[q][1], (float)img[0].w + pred[q][0], pred[q][1], c);
+            sa3d_draw_disc(canvas, w, h, pts[q][0], pts[q][1], 3.0f, c);
+            sa3d_draw_disc(canvas, w, h, (float)img[0].w + pred[q][0], pred[q][1], 3.0f, c);
+        }
+        if (sa3d_png_write(png, canvas, w, h, 3, &err)) goto done;
+    }
+    if (json) {
+        if (sa3d_write_file_atomic(json, text, len, &err)) goto done;
+    } else {
+        fputs(text, stdout);
+    }
+    rc = EXIT_OK;
+done:
+    if (rc != EXIT_OK) rc = cli_run_error(cmd, &err);
+    free(text);
+    free(canvas);
+    for (int k = 0; k < 2; k++) {
+        sa3d_image_free(&img[k]);
+        free((void *)F[k].data);
+        sa3d_alignment_free(a[k]);
+    }
+    sa3d_prior_free(prior);
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+    return rc;
+}
