@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "base/base.h"
+#include "base/rng.h"
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
@@ -36,57 +37,12 @@ static const double PI = 3.14159265358979323846;
 
 enum { TAG_SCENE = 101, TAG_RENDER, TAG_NOISE, TAG_TABLES, TAG_PAIRS };
 
-typedef struct rng { uint64_t s[4]; } rng;
+static double symmetric(sa3d_rng *r) { return 2.0 * sa3d_rng_uniform(r) - 1.0; }   /* [-1, 1) */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static rng rng_for(uint64_t seed, uint64_t tag, uint64_t index) {
-    uint64_t x = seed, h = splitmix64(&x) ^ tag;
-    h = splitmix64(&h) ^ index;
-    h = splitmix64(&h);
-    rng r;
-    for (int i = 0; i < 4; i++) r.s[i] = splitmix64(&h);
-    return r;
-}
-
-static uint64_t rotl(uint64_t v, int k) { return (v << k) | (v >> (64 - k)); }
-
-static uint64_t next_u64(rng *r) {
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static double uniform(rng *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }   /* [0, 1) */
-static double symmetric(rng *r) { return 2.0 * uniform(r) - 1.0; }                   /* [-1, 1) */
-
-static int uniform_int(rng *r, int lo, int hi) {   /* inclusive */
-    int v = lo + (int)(uniform(r) * ((double)hi - lo + 1.0));
-    return v > hi ? hi : v;
-}
-
-/* Approximately standard normal from integer arithmetic (the same bits everywhere). */
-static float normal(rng *r) {
-    uint64_t v = next_u64(r);
-    int64_t s = (int64_t)(v & 0xFFFF) + (int64_t)((v >> 16) & 0xFFFF) + (int64_t)((v >> 32) & 0xFFFF) +
-                (int64_t)(v >> 48);
-    return (float)((double)(s - 131070) / 37837.2277);
-}
-
-static void random_unit(float *x, int n, rng *r) {
+static void random_unit(float *x, int n, sa3d_rng *r) {
     double ss = 0.0;
     for (int i = 0; i < n; i++) {
-        x[i] = normal(r);
+        x[i] = sa3d_rng_normal_portable(r);
         ss += (double)x[i] * (double)x[i];
     }
     float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
@@ -446,11 +402,11 @@ sa3d_status sa3d_synth3d_scene_of(const sa3d_synth3d_params *p, int index, sa3d_
     if (index < 0 || index >= p->n_categories * p->images_per_category)
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: image index %d out of range", index);
     sa3d_synth3d_scene *s = out;
-    rng r = rng_for(p->seed, TAG_SCENE, (uint64_t)index);
+    sa3d_rng r = sa3d_rng_for(p->seed, TAG_SCENE, (uint64_t)index);
     s->category = index / p->images_per_category;
     const shape_def *sh = &shapes[s->category];
-    s->width = uniform_int(&r, p->min_side, p->max_side);
-    s->height = uniform_int(&r, p->min_side, p->max_side);
+    s->width = sa3d_rng_int(&r, p->min_side, p->max_side);
+    s->height = sa3d_rng_int(&r, p->min_side, p->max_side);
     s->cx = (s->width - 1) / 2.0;
     s->cy = (s->height - 1) / 2.0;
     s->size = 1.0 + 0.1 * symmetric(&r);
@@ -460,12 +416,12 @@ sa3d_status sa3d_synth3d_scene_of(const sa3d_synth3d_params *p, int index, sa3d_
         s->scale[q] = sh->parts[q].mirror < q ? s->scale[sh->parts[q].mirror] : sc;
         s->hinge[q] = sh->parts[q].hinge0 + sh->parts[q].range * (double)p->hinge_variation * symmetric(&r);
     }
-    s->azimuth = 360.0 * uniform(&r);
-    s->elevation = (double)p->elevation_min + ((double)p->elevation_max - (double)p->elevation_min) * uniform(&r);
+    s->azimuth = 360.0 * sa3d_rng_uniform(&r);
+    s->elevation = (double)p->elevation_min + ((double)p->elevation_max - (double)p->elevation_min) * sa3d_rng_uniform(&r);
     s->roll = (double)p->roll_max * symmetric(&r);
     int S = s->width > s->height ? s->width : s->height;
-    s->focal = (1.2 + 1.8 * uniform(&r)) * S;
-    double fill = 0.45 + 0.40 * uniform(&r), ox = symmetric(&r), oy = symmetric(&r);
+    s->focal = (1.2 + 1.8 * sa3d_rng_uniform(&r)) * S;
+    double fill = 0.45 + 0.40 * sa3d_rng_uniform(&r), ox = symmetric(&r), oy = symmetric(&r);
 
     posed P;
     pose_parts(sh, s->size, s->scale, s->hinge, &P);
@@ -524,11 +480,11 @@ static sa3d_status tables_make(feat_tables *t, const sa3d_synth3d_params *p, int
     t->bb = t->Wb + 3 * C;
     t->cls = t->bb + C;
     t->view = t->cls + N_CLASSES * C;
-    rng r = rng_for(p->seed, TAG_TABLES, (uint64_t)category);
-    for (int i = 0; i < 3 * C; i++) t->Wa[i] = p->feature_frequency * normal(&r);
-    for (int i = 0; i < C; i++) t->ba[i] = (float)(2.0 * PI * uniform(&r));
-    for (int i = 0; i < 3 * C; i++) t->Wb[i] = p->feature_frequency * normal(&r);
-    for (int i = 0; i < C; i++) t->bb[i] = (float)(2.0 * PI * uniform(&r));
+    sa3d_rng r = sa3d_rng_for(p->seed, TAG_TABLES, (uint64_t)category);
+    for (int i = 0; i < 3 * C; i++) t->Wa[i] = p->feature_frequency * sa3d_rng_normal_portable(&r);
+    for (int i = 0; i < C; i++) t->ba[i] = (float)(2.0 * PI * sa3d_rng_uniform(&r));
+    for (int i = 0; i < 3 * C; i++) t->Wb[i] = p->feature_frequency * sa3d_rng_normal_portable(&r);
+    for (int i = 0; i < C; i++) t->bb[i] = (float)(2.0 * PI * sa3d_rng_uniform(&r));
     for (int k = 0; k < N_CLASSES; k++) random_unit(t->cls + (size_t)k * C, C, &r);
     for (int k = 0; k < 3; k++) random_unit(t->view + (size_t)k * C, C, &r);
     return SA3D_OK;
@@ -550,7 +506,7 @@ static void feature_at(const feat_tables *t, const sa3d_synth3d_params *p, const
     }
 }
 
-static void features_traced(const tracer *tr, const feat_tables *t, const sa3d_synth3d_params *p, int flip, rng *rn,
+static void features_traced(const tracer *tr, const feat_tables *t, const sa3d_synth3d_params *p, int flip, sa3d_rng *rn,
                             float *F, float *tmp) {
     const sa3d_synth3d_scene *s = tr->s;
     int C = p->feature_channels, g = p->feature_grid, cells = g * g;
@@ -576,7 +532,7 @@ static void features_traced(const tracer *tr, const feat_tables *t, const sa3d_s
             feature_at(t, p, q, tr->sh->parts[part].cls, n, side, tmp);
             double ss = 0.0;
             for (int c = 0; c < C; c++) {
-                tmp[c] += nscale * normal(rn);
+                tmp[c] += nscale * sa3d_rng_normal_portable(rn);
                 ss += (double)tmp[c] * (double)tmp[c];
             }
             float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
@@ -602,7 +558,7 @@ sa3d_status sa3d_synth3d_feature_map(const sa3d_synth3d_params *p, const sa3d_sy
     }
     tracer tr;
     tracer_init(&tr, s);
-    rng rn = rng_for(p->seed, TAG_NOISE, noise_stream);
+    sa3d_rng rn = sa3d_rng_for(p->seed, TAG_NOISE, noise_stream);
     features_traced(&tr, &t, p, flip != 0, &rn, F, tmp);
     sa3d_free(tmp);
     sa3d_free(t.block);
@@ -719,22 +675,6 @@ static sa3d_status write_text(const char *path, const sbuf *b, sa3d_error *err) 
     return sa3d_write_file_atomic(path, b->s ? b->s : "", b->len, err);
 }
 
-static sa3d_status make_dirs(const char *path, sa3d_error *err) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return sa3d_fail(err, SA3D_ERR_ARG, "%s: path too long", path);
-    for (char *q = buf + 1; *q; q++)
-        if (*q == '/') {
-            *q = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-            *q = '/';
-        }
-    if (mkdir(buf, 0777) != 0 && !sa3d_dir_exists(buf))
-        return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-    return SA3D_OK;
-}
-
 static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) SA3D_PRINTF(4, 5);
 static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) {
     va_list ap;
@@ -841,11 +781,11 @@ static sa3d_status make_pairs(s3 *sy, int split, int ci, int count, s3_pair *out
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: %s: no two %s images share a visible keypoint",
                          shapes[ci].name, split_names[split]);
     }
-    rng r = rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
+    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
     int remaining = n_valid;
     for (int i = 0; i < count; i++) {
         if (remaining == 0) remaining = n_valid;
-        int j = uniform_int(&r, 0, remaining - 1), v = valid[j];
+        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
         valid[j] = valid[remaining - 1];
         valid[--remaining] = v;
         out[i].src = first + v / n;
@@ -868,14 +808,14 @@ static sa3d_status render(const s3 *sy, const tracer *tr, int gi, s3_image *im, 
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the image", sh->name, im->id);
         goto done;
     }
-    rng r = rng_for(sy->p.seed, TAG_RENDER, (uint64_t)gi);
+    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_RENDER, (uint64_t)gi);
     int bg0[3], bg1[3];
     for (int i = 0; i < 3; i++) {
-        bg0[i] = uniform_int(&r, 40, 220);
-        bg1[i] = uniform_int(&r, 40, 220);
+        bg0[i] = sa3d_rng_int(&r, 40, 220);
+        bg1[i] = sa3d_rng_int(&r, 40, 220);
     }
-    double gamma = 1.0 + (double)sy->p.depth_distortion * symmetric(&r), da = 0.5 + 1.5 * uniform(&r),
-           db = 0.5 * uniform(&r), dnoise = (double)sy->p.depth_noise * da;
+    double gamma = 1.0 + (double)sy->p.depth_distortion * symmetric(&r), da = 0.5 + 1.5 * sa3d_rng_uniform(&r),
+           db = 0.5 * sa3d_rng_uniform(&r), dnoise = (double)sy->p.depth_noise * da;
     double zn = s->distance - 1.6 * s->size, zf = s->distance + 1.6 * s->size;
     if (zn < 0.1 * s->distance) zn = 0.1 * s->distance;
     double L[3] = { -0.4, -0.5, -0.75 };
@@ -886,8 +826,8 @@ static sa3d_status render(const s3 *sy, const tracer *tr, int gi, s3_image *im, 
             size_t i = (size_t)y * W + x;
             double Z, e[3];
             int part = trace(tr, x, y, &Z, e);
-            uint64_t v = next_u64(&r);
-            float dn = normal(&r);
+            uint64_t v = sa3d_rng_u64(&r);
+            float dn = sa3d_rng_normal_portable(&r);
             if (part < 0) {
                 double a = (double)y / (H > 1 ? H - 1 : 1);
                 for (int c = 0; c < 3; c++) {
@@ -966,7 +906,7 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
         goto done;
     }
     const feat_tables *t = &sy->tables[im->scene.category];
-    rng rn = rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi), rf = rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
+    sa3d_rng rn = sa3d_rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi), rf = sa3d_rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
     features_traced(tr, t, p, 0, &rn, F, tmp);
     features_traced(tr, t, p, 1, &rf, Ff, tmp);
     int64_t shape[3] = { C, g, g };
@@ -1131,13 +1071,13 @@ static sa3d_status make_tree(const s3 *sy, sa3d_error *err) {
     for (int c = 0; c < sy->p.n_categories; c++)
         for (int i = 0; i < 6; i++)
             if ((st = path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], shapes[c].name)) ||
-                (st = make_dirs(path, err)))
+                (st = sa3d_mkdirs(path, err)))
                 return st;
     for (int sp = 0; sp < 3; sp++)
         if ((st = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
-            (st = make_dirs(path, err)))
+            (st = sa3d_mkdirs(path, err)))
             return st;
-    if ((st = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (st = make_dirs(path, err))) return st;
+    if ((st = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (st = sa3d_mkdirs(path, err))) return st;
     return SA3D_OK;
 }
 
@@ -1248,7 +1188,7 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
         for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
         sy.n_pairs[sp] = at;
     }
-    if ((st = make_dirs(root, err)) || (st = make_tree(&sy, err)) || (st = write_all(&sy, err))) goto done;
+    if ((st = sa3d_mkdirs(root, err)) || (st = make_tree(&sy, err)) || (st = write_all(&sy, err))) goto done;
     char path[4096];
     char *manifest = sa3d_synth3d_params_json(p);
     if (!manifest) {
