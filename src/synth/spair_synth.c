@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include "base/base.h"
 #include "base/rng.h"
+#include "synth/synth_io.h"
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
@@ -84,40 +85,6 @@ typedef struct synth {
 
 /* Growing text buffer (sa3d_realloc; free with sa3d_free); on allocation failure `failed` is set and later
  * appends do nothing. */
-typedef struct sbuf { char *s; size_t len, cap; int failed; } sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) SA3D_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->failed) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) { b->failed = 1; return; }
-        if (b->s && b->len + (size_t)n < b->cap) { b->len += (size_t)n; return; }
-        size_t cap = (b->cap ? 2 * b->cap : 1024) + (size_t)n;
-        char *ns = sa3d_realloc(b->s, cap);
-        if (!ns) { b->failed = 1; return; }
-        b->s = ns;
-        b->cap = cap;
-    }
-}
-
-static sa3d_status write_text(const char *path, const sbuf *b, sa3d_error *err) {
-    if (b->failed) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-    return sa3d_write_file_atomic(path, b->s ? b->s : "", b->len, err);
-}
-
-static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) SA3D_PRINTF(4, 5);
-static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-    if (k < 0 || (size_t)k >= n) return sa3d_fail(err, SA3D_ERR_ARG, "%s...: path too long", buf);
-    return SA3D_OK;
-}
 
 /* The feature cell of original pixel (u, v), exactly as sa3d_match_baseline picks a query cell. */
 static int cell_of(int w, int h, int size, int g, float u, float v) {
@@ -180,15 +147,15 @@ static sa3d_status check_params(const sa3d_synth_spair_params *p, sa3d_error *er
 }
 
 char *sa3d_synth_spair_params_json(const sa3d_synth_spair_params *p) {
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"generator\": \"sa3d_synth_spair_write\", \"semalign3d_version\": \"%s\", \"seed\": %llu, "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"generator\": \"sa3d_synth_spair_write\", \"semalign3d_version\": \"%s\", \"seed\": %llu, "
                   "\"n_categories\": %d, \"categories\": [", sa3d_version(), (unsigned long long)p->seed,
               p->n_categories);
     for (int c = 0; c < p->n_categories; c++) {
         const char *name = sa3d_spair_category(c);
-        sb_printf(&b, "%s\"%s\"", c ? ", " : "", name ? name : "?");
+        sa3d_sb_printf(&b, "%s\"%s\"", c ? ", " : "", name ? name : "?");
     }
-    sb_printf(&b, "], \"images_per_category\": %d, \"pairs_trn\": %d, \"pairs_val\": %d, \"pairs_test\": %d, "
+    sa3d_sb_printf(&b, "], \"images_per_category\": %d, \"pairs_trn\": %d, \"pairs_val\": %d, \"pairs_test\": %d, "
                   "\"min_side\": %d, \"max_side\": %d, \"kp_visible\": %.9g, \"feature_channels\": %d, "
                   "\"feature_grid\": %d, \"input_size\": %d, \"feature_noise\": %.9g, \"write_images\": %d, "
                   "\"write_segmentations\": %d, \"write_features\": %d, \"write_flip_features\": %d}\n",
@@ -362,21 +329,21 @@ static const char *pose_name(const synth_image *im) { return im->mirrored ? "Rig
 static sa3d_status write_image_record(const synth *sy, const synth_image *im, sa3d_error *err) {
     const synth_category *c = &sy->cats[im->cat];
     char path[4096];
-    sa3d_status s = path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, c->name, im->id);
+    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, c->name, im->id);
     if (s) return s;
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic\", \"src_annotation\": "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic\", \"src_annotation\": "
                   "\"sa3d_synth_spair_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
                   "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": %d, "
                   "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
               im->id, im->w, im->h, c->name, pose_name(im), im->truncated, im->occluded, im->bbox[0], im->bbox[1],
               im->bbox[2], im->bbox[3]);
     for (int k = 0; k < N_KEYS; k++) {
-        if (im->vis[k]) sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
-        else sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
+        if (im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
+        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
     }
-    sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth);
-    s = write_text(path, &b, err);
+    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth);
+    s = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return s;
 }
@@ -391,7 +358,7 @@ static sa3d_status write_pair_record(const synth *sy, int split, const synth_pai
     const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
     char id[160], path[4096];
     pair_id(id, sizeof id, sy, pr);
-    sa3d_status s = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
+    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
     if (s) return s;
     int d = abs(a->azimuth - t->azimuth);
     d = d > 4 ? 8 - d : d;
@@ -400,8 +367,8 @@ static sa3d_status write_pair_record(const synth *sy, int split, const synth_pai
     double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
                                    : (double)area_t / (double)(area_a > 0 ? area_a : 1);
     int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
                   "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
                   "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
                   "\"src_kps\": [",
@@ -409,20 +376,20 @@ static sa3d_status write_pair_record(const synth *sy, int split, const synth_pai
               t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3], sy->cats[a->cat].name, pose_name(a), pose_name(t));
     int first = 1;
     for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
-    sb_printf(&b, "], \"trg_kps\": [");
+        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
+    sa3d_sb_printf(&b, "], \"trg_kps\": [");
     first = 1;
     for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
-    sb_printf(&b, "], \"kps_ids\": [");
+        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
+    sa3d_sb_printf(&b, "], \"kps_ids\": [");
     first = 1;
     for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
-    sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
+        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
+    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
                   "\"occlusion\": %d}\n",
               a->mirrored != t->mirrored, viewpoint, scale, a->truncated + 2 * t->truncated,
               a->occluded + 2 * t->occluded);
-    s = write_text(path, &b, err);
+    s = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return s;
 }
@@ -479,10 +446,10 @@ static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
                     for (int ch = 0; ch < 3; ch++) rgb[3 * ((size_t)y * im->w + x) + ch] = (uint8_t)col[ch];
     }
     if (sy->p.write_images &&
-        (!(s = path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, cat, im->id))))
+        (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, cat, im->id))))
         s = sa3d_jpeg_write(path, rgb, im->w, im->h, 3, JPEG_QUALITY, err);
     if (!s && sy->p.write_segmentations &&
-        (!(s = path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, cat, im->id))))
+        (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, cat, im->id))))
         s = sa3d_png_write(path, mask, im->w, im->h, 1, err);
 done:
     sa3d_free(rgb);
@@ -540,7 +507,7 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
     int64_t shape[3] = { C, g, g };
     snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat->name, im->id);
     snprintf(size_s, sizeof size_s, "%d", S);
-    if ((s = path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat->name, im->id)))
+    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat->name, im->id)))
         goto done;
     if (!(w = sa3d_st_writer_new())) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -569,21 +536,6 @@ done:
 /* ---- driver ------------------------------------------------------------------------------------------------------- */
 
 /* 0 when root is absent or an empty directory. */
-static sa3d_status check_root(const char *root, sa3d_error *err) {
-    struct stat st;
-    if (stat(root, &st) != 0) return SA3D_OK;
-    if (!S_ISDIR(st.st_mode)) return sa3d_fail(err, SA3D_ERR_ARG, "%s: exists and is not a directory", root);
-    DIR *d = opendir(root);
-    if (!d) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", root, strerror(errno));
-    int entries = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) entries++;
-    closedir(d);
-    if (entries)
-        return sa3d_fail(err, SA3D_ERR_ARG, "%s: not empty; the synthetic dataset is written only into a new or empty "
-                         "directory", root);
-    return SA3D_OK;
-}
 
 static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
     char path[4096];
@@ -592,56 +544,36 @@ static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
     const int wanted[4] = { 1, sy->p.write_images, sy->p.write_segmentations, sy->p.write_features };
     for (int c = 0; c < sy->n_cats; c++)
         for (int i = 0; i < 4; i++)
-            if (wanted[i] && ((s = path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], sy->cats[c].name)) ||
+            if (wanted[i] && ((s = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], sy->cats[c].name)) ||
                               (s = sa3d_mkdirs(path, err))))
                 return s;
     for (int sp = 0; sp < 3; sp++)
-        if ((s = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
             (s = sa3d_mkdirs(path, err)))
             return s;
-    if ((s = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = sa3d_mkdirs(path, err))) return s;
+    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = sa3d_mkdirs(path, err))) return s;
     return SA3D_OK;
 }
 
-/* Records the first failure of a parallel loop (smallest item index wins among those attempted). */
-typedef struct first_error { int failed; long index; sa3d_error err; } first_error;
-
-static void note_error(first_error *fe, long index, const sa3d_error *e) {
-    #pragma omp critical(sa3d_synth_error)
-    {
-        if (!fe->failed || index < fe->index) {
-            fe->index = index;
-            fe->err = *e;
-        }
-        fe->failed = 1;
-    }
-}
-
-static int has_failed(first_error *fe) {
-    int f;
-    #pragma omp critical(sa3d_synth_error)
-    f = fe->failed;
-    return f;
-}
 
 static sa3d_status write_all(synth *sy, sa3d_error *err) {
-    first_error fe;
+    sa3d_first_error fe;
     memset(&fe, 0, sizeof fe);
     #pragma omp parallel for schedule(static)
     for (int gi = 0; gi < sy->n_images; gi++) {
-        if (has_failed(&fe)) continue;
+        if (sa3d_first_error_any(&fe)) continue;
         sa3d_error e = { SA3D_OK, "" };
         if (write_image_record(sy, &sy->images[gi], &e) ||
             ((sy->p.write_images || sy->p.write_segmentations) && write_pixels(sy, gi, &e)) ||
             (sy->p.write_features && write_features(sy, gi, &e)))
-            note_error(&fe, gi, &e);
+            sa3d_first_error_note(&fe, gi, &e);
     }
     for (int sp = 0; sp < 3 && !fe.failed; sp++) {
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            if (has_failed(&fe)) continue;
+            if (sa3d_first_error_any(&fe)) continue;
             sa3d_error e = { SA3D_OK, "" };
-            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) note_error(&fe, i, &e);
+            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) sa3d_first_error_note(&fe, i, &e);
         }
     }
     if (fe.failed) {
@@ -651,13 +583,13 @@ static sa3d_status write_all(synth *sy, sa3d_error *err) {
     char path[4096], id[160];
     sa3d_status s;
     for (int sp = 0; sp < 3; sp++) {
-        if ((s = path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return s;
-        sbuf b = { 0 };
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return s;
+        sa3d_sbuf b = { 0 };
         for (int i = 0; i < sy->n_pairs[sp]; i++) {
             pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
-            sb_printf(&b, "%s\n", id);
+            sa3d_sb_printf(&b, "%s\n", id);
         }
-        s = write_text(path, &b, err);
+        s = sa3d_sb_write(path, &b, err);
         sa3d_free(b.s);
         if (s) return s;
     }
@@ -669,7 +601,7 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
     sa3d_status s;
     if ((s = check_params(p, err))) return s;
     if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
-    if ((s = check_root(root, err))) return s;
+    if ((s = sa3d_synth_check_root(root, err))) return s;
     synth sy;
     memset(&sy, 0, sizeof sy);
     sy.root = root;
@@ -708,8 +640,8 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory");
         goto done;
     }
-    sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
-    if (!(s = path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) s = write_text(path, &b, err);
+    sa3d_sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
+    if (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) s = sa3d_sb_write(path, &b, err);
     free(manifest);
 done:
     if (sy.cats)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include "base/base.h"
 #include "base/rng.h"
+#include "synth/synth_io.h"
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
@@ -650,51 +651,17 @@ static sa3d_status check_params(const sa3d_synth3d_params *p, sa3d_error *err) {
 
 /* ---- text output ---------------------------------------------------------------------------------------------- */
 
-typedef struct sbuf { char *s; size_t len, cap; int failed; } sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) SA3D_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->failed) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) { b->failed = 1; return; }
-        if (b->s && b->len + (size_t)n < b->cap) { b->len += (size_t)n; return; }
-        size_t cap = (b->cap ? 2 * b->cap : 1024) + (size_t)n;
-        char *ns = sa3d_realloc(b->s, cap);
-        if (!ns) { b->failed = 1; return; }
-        b->s = ns;
-        b->cap = cap;
-    }
-}
-
-static sa3d_status write_text(const char *path, const sbuf *b, sa3d_error *err) {
-    if (b->failed) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-    return sa3d_write_file_atomic(path, b->s ? b->s : "", b->len, err);
-}
-
-static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) SA3D_PRINTF(4, 5);
-static sa3d_status path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-    if (k < 0 || (size_t)k >= n) return sa3d_fail(err, SA3D_ERR_ARG, "%s...: path too long", buf);
-    return SA3D_OK;
-}
 
 char *sa3d_synth3d_params_json(const sa3d_synth3d_params *p) {
     static const char *const dnames[3] = { "easy", "medium", "hard" };
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"generator\": \"sa3d_synth3d_write\", \"semalign3d_version\": \"%s\", \"seed\": %llu, "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"generator\": \"sa3d_synth3d_write\", \"semalign3d_version\": \"%s\", \"seed\": %llu, "
                   "\"difficulty\": \"%s\", \"n_categories\": %d, \"categories\": [",
               sa3d_version(), (unsigned long long)p->seed,
               p->difficulty >= 0 && p->difficulty < 3 ? dnames[p->difficulty] : "?", p->n_categories);
     for (int c = 0; c < p->n_categories && c < SA3D_SYNTH3D_N_CATEGORIES; c++)
-        sb_printf(&b, "%s\"%s\"", c ? ", " : "", shapes[c].name);
-    sb_printf(&b, "], \"images_per_category\": %d, \"pairs_trn\": %d, \"pairs_val\": %d, \"pairs_test\": %d, "
+        sa3d_sb_printf(&b, "%s\"%s\"", c ? ", " : "", shapes[c].name);
+    sa3d_sb_printf(&b, "], \"images_per_category\": %d, \"pairs_trn\": %d, \"pairs_val\": %d, \"pairs_test\": %d, "
                   "\"min_side\": %d, \"max_side\": %d, \"feature_channels\": %d, \"feature_grid\": %d, "
                   "\"input_size\": %d, \"feature_noise\": %.9g, \"chirality\": %.9g, \"view_weight\": %.9g, "
                   "\"feature_frequency\": %.9g, \"shape_variation\": %.9g, \"hinge_variation\": %.9g, "
@@ -864,9 +831,9 @@ static sa3d_status render(const s3 *sy, const tracer *tr, int gi, s3_image *im, 
     im->bbox[2] = x1;
     im->bbox[3] = y1;
     im->truncated = x1 >= 0 && (x0 == 0 || y0 == 0 || x1 == W - 1 || y1 == H - 1);
-    if (!(st = path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, sh->name, im->id)))
+    if (!(st = sa3d_path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, sh->name, im->id)))
         st = sa3d_jpeg_write(path, rgb, W, H, 3, JPEG_QUALITY, err);
-    if (!st && !(st = path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, sh->name, im->id)))
+    if (!st && !(st = sa3d_path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, sh->name, im->id)))
         st = sa3d_png_write(path, mask, W, H, 1, err);
 done:
     sa3d_free(rgb);
@@ -877,7 +844,7 @@ done:
 static sa3d_status write_depth(const s3 *sy, const s3_image *im, const float *disp, sa3d_error *err) {
     char path[4096];
     const char *cat = shapes[im->scene.category].name;
-    sa3d_status st = path_fmt(path, sizeof path, err, "%s/Depth/%s/%s.depth.safetensors", sy->root, cat, im->id);
+    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/Depth/%s/%s.depth.safetensors", sy->root, cat, im->id);
     if (st) return st;
     sa3d_st_writer *w = sa3d_st_writer_new();
     if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -912,7 +879,7 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
     int64_t shape[3] = { C, g, g };
     snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat, im->id);
     snprintf(size_s, sizeof size_s, "%d", p->input_size);
-    if ((st = path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat, im->id)))
+    if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat, im->id)))
         goto done;
     if (!(w = sa3d_st_writer_new())) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -942,21 +909,21 @@ done:
 static sa3d_status write_image_record(const s3 *sy, const s3_image *im, sa3d_error *err) {
     const shape_def *sh = &shapes[im->scene.category];
     char path[4096];
-    sa3d_status st = path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, sh->name, im->id);
+    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, sh->name, im->id);
     if (st) return st;
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic 3D\", \"src_annotation\": "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic 3D\", \"src_annotation\": "
                   "\"sa3d_synth3d_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
                   "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": 0, "
                   "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
               im->id, im->scene.width, im->scene.height, sh->name, pose_name(im->azimuth_id), im->truncated,
               im->bbox[0], im->bbox[1], im->bbox[2], im->bbox[3]);
     for (int k = 0; k < N_KEYS; k++) {
-        if (k < sh->n_slots && im->vis[k]) sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
-        else sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
+        if (k < sh->n_slots && im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
+        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
     }
-    sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth_id);
-    st = write_text(path, &b, err);
+    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth_id);
+    st = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return st;
 }
@@ -966,33 +933,33 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
     const sa3d_synth3d_scene *s = &im->scene;
     const shape_def *sh = tr->sh;
     char path[4096];
-    sa3d_status st = path_fmt(path, sizeof path, err, "%s/GroundTruth/%s/%s.json", sy->root, sh->name, im->id);
+    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/GroundTruth/%s/%s.json", sy->root, sh->name, im->id);
     if (st) return st;
     double cam[N_KEYS][3], uv[N_KEYS][2];
     unsigned char vis[N_KEYS];
     int n = keypoints_traced(tr, cam, uv, vis);
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"image\": \"%s\", \"category\": \"%s\", \"width\": %d, \"height\": %d, \"focal\": %.17g, "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"image\": \"%s\", \"category\": \"%s\", \"width\": %d, \"height\": %d, \"focal\": %.17g, "
                   "\"principal_point\": [%.17g, %.17g], \"R\": [",
               im->id, sh->name, s->width, s->height, s->focal, s->cx, s->cy);
     for (int i = 0; i < 3; i++)
-        sb_printf(&b, "%s[%.17g, %.17g, %.17g]", i ? ", " : "", s->R[i][0], s->R[i][1], s->R[i][2]);
-    sb_printf(&b, "], \"t\": [%.17g, %.17g, %.17g], \"azimuth\": %.17g, \"elevation\": %.17g, \"roll\": %.17g, "
+        sa3d_sb_printf(&b, "%s[%.17g, %.17g, %.17g]", i ? ", " : "", s->R[i][0], s->R[i][1], s->R[i][2]);
+    sa3d_sb_printf(&b, "], \"t\": [%.17g, %.17g, %.17g], \"azimuth\": %.17g, \"elevation\": %.17g, \"roll\": %.17g, "
                   "\"distance\": %.17g, \"size\": %.17g, \"parts\": [",
               s->t[0], s->t[1], s->t[2], s->azimuth, s->elevation, s->roll, s->distance, s->size);
-    for (int q = 0; q < sh->n_parts; q++) sb_printf(&b, "%s\"%s\"", q ? ", " : "", sh->parts[q].name);
-    sb_printf(&b, "], \"part_scale\": [");
-    for (int q = 0; q < sh->n_parts; q++) sb_printf(&b, "%s%.17g", q ? ", " : "", s->scale[q]);
-    sb_printf(&b, "], \"hinge_deg\": [");
-    for (int q = 0; q < sh->n_parts; q++) sb_printf(&b, "%s%.17g", q ? ", " : "", s->hinge[q]);
-    sb_printf(&b, "], \"kps_cam\": {");
-    for (int k = 0; k < n; k++) sb_printf(&b, "%s\"%d\": [%.17g, %.17g, %.17g]", k ? ", " : "", k, cam[k][0], cam[k][1], cam[k][2]);
-    sb_printf(&b, "}, \"kps_uv\": {");
-    for (int k = 0; k < n; k++) sb_printf(&b, "%s\"%d\": [%.17g, %.17g]", k ? ", " : "", k, uv[k][0], uv[k][1]);
-    sb_printf(&b, "}, \"kps_visible\": {");
-    for (int k = 0; k < n; k++) sb_printf(&b, "%s\"%d\": %d", k ? ", " : "", k, vis[k]);
-    sb_printf(&b, "}}\n");
-    st = write_text(path, &b, err);
+    for (int q = 0; q < sh->n_parts; q++) sa3d_sb_printf(&b, "%s\"%s\"", q ? ", " : "", sh->parts[q].name);
+    sa3d_sb_printf(&b, "], \"part_scale\": [");
+    for (int q = 0; q < sh->n_parts; q++) sa3d_sb_printf(&b, "%s%.17g", q ? ", " : "", s->scale[q]);
+    sa3d_sb_printf(&b, "], \"hinge_deg\": [");
+    for (int q = 0; q < sh->n_parts; q++) sa3d_sb_printf(&b, "%s%.17g", q ? ", " : "", s->hinge[q]);
+    sa3d_sb_printf(&b, "], \"kps_cam\": {");
+    for (int k = 0; k < n; k++) sa3d_sb_printf(&b, "%s\"%d\": [%.17g, %.17g, %.17g]", k ? ", " : "", k, cam[k][0], cam[k][1], cam[k][2]);
+    sa3d_sb_printf(&b, "}, \"kps_uv\": {");
+    for (int k = 0; k < n; k++) sa3d_sb_printf(&b, "%s\"%d\": [%.17g, %.17g]", k ? ", " : "", k, uv[k][0], uv[k][1]);
+    sa3d_sb_printf(&b, "}, \"kps_visible\": {");
+    for (int k = 0; k < n; k++) sa3d_sb_printf(&b, "%s\"%d\": %d", k ? ", " : "", k, vis[k]);
+    sa3d_sb_printf(&b, "}}\n");
+    st = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return st;
 }
@@ -1008,7 +975,7 @@ static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr,
     const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
     char id[160], path[4096];
     pair_id(id, sizeof id, sy, pr);
-    sa3d_status st = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
+    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
     if (st) return st;
     int d = abs(a->azimuth_id - t->azimuth_id);
     d = d > 4 ? 8 - d : d;
@@ -1018,8 +985,8 @@ static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr,
                                    : (double)area_t / (double)(area_a > 0 ? area_a : 1);
     int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
     int sa = is_side(a->azimuth_id), sb = is_side(t->azimuth_id), mirror = sa && sb && sa != sb;
-    sbuf b = { 0 };
-    sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
                   "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
                   "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
                   "\"src_kps\": [",
@@ -1028,40 +995,25 @@ static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr,
               shapes[a->scene.category].name, pose_name(a->azimuth_id), pose_name(t->azimuth_id));
     int first = 1;
     for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
-    sb_printf(&b, "], \"trg_kps\": [");
+        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
+    sa3d_sb_printf(&b, "], \"trg_kps\": [");
     first = 1;
     for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
-    sb_printf(&b, "], \"kps_ids\": [");
+        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
+    sa3d_sb_printf(&b, "], \"kps_ids\": [");
     first = 1;
     for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
-    sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
+        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
+    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
                   "\"occlusion\": 0}\n",
               mirror, viewpoint, scale, a->truncated + 2 * t->truncated);
-    st = write_text(path, &b, err);
+    st = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return st;
 }
 
 /* ---- driver ------------------------------------------------------------------------------------------------------ */
 
-static sa3d_status check_root(const char *root, sa3d_error *err) {
-    struct stat st;
-    if (stat(root, &st) != 0) return SA3D_OK;
-    if (!S_ISDIR(st.st_mode)) return sa3d_fail(err, SA3D_ERR_ARG, "%s: exists and is not a directory", root);
-    DIR *d = opendir(root);
-    if (!d) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", root, strerror(errno));
-    int entries = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) entries++;
-    closedir(d);
-    if (entries)
-        return sa3d_fail(err, SA3D_ERR_ARG, "%s: not empty; the synthetic dataset is written only into a new or empty "
-                         "directory", root);
-    return SA3D_OK;
-}
 
 static sa3d_status make_tree(const s3 *sy, sa3d_error *err) {
     static const char *const per_cat[6] = { "ImageAnnotation", "JPEGImages", "Segmentation", "Features", "Depth",
@@ -1070,36 +1022,17 @@ static sa3d_status make_tree(const s3 *sy, sa3d_error *err) {
     sa3d_status st;
     for (int c = 0; c < sy->p.n_categories; c++)
         for (int i = 0; i < 6; i++)
-            if ((st = path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], shapes[c].name)) ||
+            if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], shapes[c].name)) ||
                 (st = sa3d_mkdirs(path, err)))
                 return st;
     for (int sp = 0; sp < 3; sp++)
-        if ((st = path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
+        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
             (st = sa3d_mkdirs(path, err)))
             return st;
-    if ((st = path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (st = sa3d_mkdirs(path, err))) return st;
+    if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (st = sa3d_mkdirs(path, err))) return st;
     return SA3D_OK;
 }
 
-typedef struct first_error { int failed; long index; sa3d_error err; } first_error;
-
-static void note_error(first_error *fe, long index, const sa3d_error *e) {
-    #pragma omp critical(sa3d_synth3d_error)
-    {
-        if (!fe->failed || index < fe->index) {
-            fe->index = index;
-            fe->err = *e;
-        }
-        fe->failed = 1;
-    }
-}
-
-static int has_failed(first_error *fe) {
-    int f;
-    #pragma omp critical(sa3d_synth3d_error)
-    f = fe->failed;
-    return f;
-}
 
 /* Everything of one image: pixels, depth, features, ground truth (the image record waits for the bbox). */
 static sa3d_status write_image_files(s3 *sy, int gi, sa3d_error *err) {
@@ -1117,20 +1050,20 @@ static sa3d_status write_image_files(s3 *sy, int gi, sa3d_error *err) {
 }
 
 static sa3d_status write_all(s3 *sy, sa3d_error *err) {
-    first_error fe;
+    sa3d_first_error fe;
     memset(&fe, 0, sizeof fe);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int gi = 0; gi < sy->n_images; gi++) {
-        if (has_failed(&fe)) continue;
+        if (sa3d_first_error_any(&fe)) continue;
         sa3d_error e = { SA3D_OK, "" };
-        if (write_image_files(sy, gi, &e)) note_error(&fe, gi, &e);
+        if (write_image_files(sy, gi, &e)) sa3d_first_error_note(&fe, gi, &e);
     }
     for (int sp = 0; sp < 3 && !fe.failed; sp++) {
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            if (has_failed(&fe)) continue;
+            if (sa3d_first_error_any(&fe)) continue;
             sa3d_error e = { SA3D_OK, "" };
-            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) note_error(&fe, i, &e);
+            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) sa3d_first_error_note(&fe, i, &e);
         }
     }
     if (fe.failed) {
@@ -1140,13 +1073,13 @@ static sa3d_status write_all(s3 *sy, sa3d_error *err) {
     char path[4096], id[160];
     sa3d_status st;
     for (int sp = 0; sp < 3; sp++) {
-        if ((st = path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return st;
-        sbuf b = { 0 };
+        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return st;
+        sa3d_sbuf b = { 0 };
         for (int i = 0; i < sy->n_pairs[sp]; i++) {
             pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
-            sb_printf(&b, "%s\n", id);
+            sa3d_sb_printf(&b, "%s\n", id);
         }
-        st = write_text(path, &b, err);
+        st = sa3d_sb_write(path, &b, err);
         sa3d_free(b.s);
         if (st) return st;
     }
@@ -1158,7 +1091,7 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     sa3d_status st;
     if ((st = check_params(p, err))) return st;
     if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
-    if ((st = check_root(root, err))) return st;
+    if ((st = sa3d_synth_check_root(root, err))) return st;
     s3 sy;
     memset(&sy, 0, sizeof sy);
     sy.root = root;
@@ -1195,8 +1128,8 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");
         goto done;
     }
-    sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
-    if (!(st = path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) st = write_text(path, &b, err);
+    sa3d_sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
+    if (!(st = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) st = sa3d_sb_write(path, &b, err);
     free(manifest);
 done:
     for (int c = 0; c < SA3D_SYNTH3D_N_CATEGORIES; c++) sa3d_free(sy.tables[c].block);
