@@ -103,7 +103,8 @@ static sa3d_status draw_alignment(const char *path, const sa3d_image *img, const
     const uint8_t dot[3] = { 30, 120, 255 }, rim[3] = { 0, 0, 0 }, white[3] = { 255, 255, 255 };
     for (int i = 0; i < a->n_dense; i++) {
         float u, v;
-        sa3d_geoaware_from_square(img->w, img->h, a->input_size, a->proj[2 * i] * cell, a->proj[2 * i + 1] * cell, &u, &v);
+        sa3d_geoaware_from_square(img->w, img->h, a->input_size, a->proj[2 * i] * cell, a->proj[2 * i + 1] * cell, &u,
+                                  &v);
         sa3d_draw_disc(canvas, img->w, img->h, u, v, 1.5f, dot);
     }
     for (int i = 0; i < a->n_used; i++) {
@@ -124,10 +125,14 @@ static sa3d_status pictures(sa3d_dataset *ds, const char *out, sa3d_baseline_mat
     int n = sa3d_dataset_n_pairs(ds, "test");
     const sa3d_pair *pr = n > 0 ? sa3d_dataset_pair(ds, "test", 0) : NULL;
     for (int i = 0; i < n; i++)
-        if (sa3d_dataset_pair(ds, "test", i)->viewpoint_variation == 2) { pr = sa3d_dataset_pair(ds, "test", i); break; }
+        if (sa3d_dataset_pair(ds, "test", i)->viewpoint_variation == 2) {
+            pr = sa3d_dataset_pair(ds, "test", i);
+            break;
+        }
     if (!pr) return SA3D_OK;
     sa3d_image src = { 0 }, trg = { 0 };
-    char *sp = sa3d_dataset_image_path(ds, pr->category, pr->src), *tp = sa3d_dataset_image_path(ds, pr->category, pr->trg);
+    char *sp = sa3d_dataset_image_path(ds, pr->category, pr->src);
+    char *tp = sa3d_dataset_image_path(ds, pr->category, pr->trg);
     float pred[SA3D_MAX_KPS][2];
     char path[4200];
     sa3d_status s = !sp || !tp ? sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory") : SA3D_OK;
@@ -163,7 +168,8 @@ int cmd_demo(int argc, char **argv) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
-        if ((r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) || (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
+        if ((r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--difficulty", &diff))) {
             if (r < 0) return EXIT_USAGE;
@@ -182,7 +188,10 @@ int cmd_demo(int argc, char **argv) {
     cli_install_sigint();
     sa3d_error err = { 0 };
     char tmp[] = "/tmp/semalign3d-demo-XXXXXX", root[4200];
-    if (!out && !(out = mkdtemp(tmp))) { snprintf(err.msg, sizeof err.msg, "cannot create a folder under /tmp"); return cli_run_error(cmd, &err); }
+    if (!out && !(out = mkdtemp(tmp))) {
+        snprintf(err.msg, sizeof err.msg, "cannot create a folder under /tmp");
+        return cli_run_error(cmd, &err);
+    }
     snprintf(root, sizeof root, "%s/dataset", out);
     sa3d_dataset *ds = NULL;
     sa3d_provider *fp = NULL, *dp = NULL, *mp = NULL;
@@ -197,8 +206,8 @@ int cmd_demo(int argc, char **argv) {
     sa3d_synth3d_params sp = sa3d_synth3d_params_default(level);
     sp.seed = (uint64_t)seed;
     if (sa3d_synth3d_write(root, &sp, &err)) goto done;
-    printf("1/4 dataset: %d images of %s, %d/%d/%d trn/val/test pairs (%s, seed %d) in %.1f s\n", sp.images_per_category,
-           "dog", sp.pairs_trn, sp.pairs_val, sp.pairs_test, diff, seed, sa3d_now() - t0);
+    printf("1/4 dataset: %d images of dog, %d/%d/%d trn/val/test pairs (%s, seed %d) in %.1f s\n",
+           sp.images_per_category, sp.pairs_trn, sp.pairs_val, sp.pairs_test, diff, seed, sa3d_now() - t0);
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
     dsp.strict = 1;
     if (sa3d_dataset_open(&ds, root, &dsp, &err) || sa3d_dataset_load_split(ds, "test", &err) < 0) goto done;
@@ -273,7 +282,10 @@ int cmd_demo(int argc, char **argv) {
     rc = EXIT_OK;
 done:
     if (rc != EXIT_OK) {
-        if (cli_interrupted && !err.code) { err.code = SA3D_ERR_CANCELLED; snprintf(err.msg, sizeof err.msg, "interrupted"); }
+        if (cli_interrupted && !err.code) {
+            err.code = SA3D_ERR_CANCELLED;
+            snprintf(err.msg, sizeof err.msg, "interrupted");
+        }
         rc = cli_run_error(cmd, &err);
     }
     sa3d_sa3d_matcher_free(sm);

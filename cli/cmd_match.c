@@ -83,19 +83,27 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
         sa3d_safetensors *st;
         if ((s = sa3d_st_open(&st, file, err))) return s;
         const sa3d_st_tensor *t = sa3d_st_find(st, "feature_map");
-        if (!t || !((t->ndim == 3 && t->shape[1] == t->shape[2]) || (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]))) {
+        int square = t && ((t->ndim == 3 && t->shape[1] == t->shape[2]) ||
+                           (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]));
+        if (!square) {
             sa3d_st_close(st);
             return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor feature_map of shape [C][g][g]", file);
         }
         C = (int)t->shape[t->ndim - 3];
         g = (int)t->shape[t->ndim - 1];
-        if (!(data = malloc(t->numel * sizeof(float)))) { sa3d_st_close(st); return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"); }
+        if (!(data = malloc(t->numel * sizeof(float)))) {
+            sa3d_st_close(st);
+            return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+        }
         s = sa3d_st_read_f32(t, data, t->numel, err);
         sa3d_st_close(st);
         if (s) { free(data); return s; }
         long bad = -1;
         for (size_t i = 0; i < t->numel && bad < 0; i++) if (!isfinite(data[i])) bad = (long)i;
-        if (bad >= 0) { free(data); return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: feature_map: non-finite value at %ld", file, bad); }
+        if (bad >= 0) {
+            free(data);
+            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: feature_map: non-finite value at %ld", file, bad);
+        }
     }
     sa3d_features_normalize(data, C, g * g);
     *F = (sa3d_feature_map){ C, g, data, img->w, img->h, size };
@@ -109,13 +117,17 @@ int cmd_match(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
-        if ((r = cli_opt(cmd, argc, argv, &i, "--points", &points)) || (r = cli_opt(cmd, argc, argv, &i, "--prior", &prior_path)) ||
+        if ((r = cli_opt(cmd, argc, argv, &i, "--points", &points)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--prior", &prior_path)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--features1", &feat_path[0])) ||
             (r = cli_opt(cmd, argc, argv, &i, "--features2", &feat_path[1])) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) || (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--seed", &seed_s)) || (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--png", &png)) || (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--seed", &seed_s)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--png", &png)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -173,13 +185,18 @@ int cmd_match(int argc, char **argv) {
         }
     }
     sa3d_match_params mp = sa3d_match_params_default();
-    if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &mp, pred, fallback, &err)) goto done;
+    if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &mp, pred, fallback, &err))
+        goto done;
     size_t cap = 512 + (size_t)n * 96, len = 0;
     if (!(text = malloc(cap))) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
     len += (size_t)snprintf(text + len, cap - len, "{\"category\": \"%s\", \"points\": [", prior->category);
-    for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pts[q][0], (double)pts[q][1]);
+    for (int q = 0; q < n; q++)
+        len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pts[q][0],
+                                (double)pts[q][1]);
     len += (size_t)snprintf(text + len, cap - len, "], \"matches\": [");
-    for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pred[q][0], (double)pred[q][1]);
+    for (int q = 0; q < n; q++)
+        len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pred[q][0],
+                                (double)pred[q][1]);
     len += (size_t)snprintf(text + len, cap - len, "], \"fallback\": [");
     for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s%d", q ? ", " : "", fallback[q]);
     len += (size_t)snprintf(text + len, cap - len, "], \"energy\": [%.6g, %.6g], \"focal\": [%.4f, %.4f]}\n",
