@@ -281,26 +281,6 @@ sa3d_status sa3d_pfpascal_read_image(const sa3d_dataset *ds, const char *categor
     return SA3D_OK;
 }
 
-/* Image record through the dataset cache (trn pairs take their keypoints from the .mat files). */
-static sa3d_status cached_image(sa3d_dataset *ds, const char *category, const char *id,
-                                const sa3d_image_anno **out, sa3d_error *err) {
-    char key[160];
-    snprintf(key, sizeof key, "%s/%s", category, id);
-    const ds_image *hit = sa3d_ds_image_find(ds, key);
-    if (!hit) {
-        ds_image *img = sa3d_calloc(1, sizeof *img);
-        if (!img) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", ds->root);
-        sa3d_status s = sa3d_pfpascal_read_image(ds, category, id, img, err);
-        if (!s) {
-            memcpy(img->key, key, sizeof key);
-            s = sa3d_ds_image_add(ds, img, &hit, err);
-        }
-        sa3d_free(img);
-        if (s) return s;
-    }
-    *out = &hit->anno;
-    return SA3D_OK;
-}
 
 /* One data row into a pair; problems go to rec (the record is then skipped or fails the load). */
 static sa3d_status row_pair(sa3d_dataset *ds, const sa3d_pf_row *row, int index, const char *where,
@@ -334,7 +314,8 @@ static sa3d_status row_pair(sa3d_dataset *ds, const sa3d_pf_row *row, int index,
         p->n_kps = row->n_kps;
     } else {
         const sa3d_image_anno *a, *b;
-        if ((s = cached_image(ds, cat, row->src, &a, rec)) || (s = cached_image(ds, cat, row->trg, &b, rec)))
+        if ((s = sa3d_dataset_image(ds, cat, row->src, &a, rec)) ||
+            (s = sa3d_dataset_image(ds, cat, row->trg, &b, rec)))
             return s;
         for (int k = 0; k < SA3D_MAX_KPS; k++)
             if (a->visible[k] && b->visible[k]) {
