@@ -43,6 +43,8 @@ typedef struct cli_progress {
 void cli_progress_start(cli_progress *p, const char *what, long total, int quiet);
 void cli_progress_step(cli_progress *p, const char *item);
 void cli_progress_end(cli_progress *p);
+/* sa3d_progress_fn over a cli_progress (user): one step per call; a non-zero return (SIGINT) cancels the run. */
+int cli_eval_progress(void *user, long done, long total, const char *item);
 
 /* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
 void cli_warn(void *user, const char *msg);

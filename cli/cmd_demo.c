@@ -38,14 +38,6 @@ static void help(void) {
            "  --quiet             no progress lines\n");
 }
 
-static int progress(void *user, long done, long total, const char *item) {
-    cli_progress *p = user;
-    (void)total;
-    p->done = done - 1;
-    cli_progress_step(p, item);
-    return cli_interrupted;
-}
-
 typedef struct method_run { const char *name; sa3d_pck_report r; } method_run;
 
 static sa3d_status run_eval(sa3d_dataset *ds, const char *out, const char *name, sa3d_pair_matcher match, void *ctx,
@@ -58,7 +50,7 @@ static sa3d_status run_eval(sa3d_dataset *ds, const char *out, const char *name,
     ep.method = name;
     cli_progress bar;
     cli_progress_start(&bar, name, sa3d_dataset_n_pairs(ds, "test"), quiet);
-    ep.progress = progress;
+    ep.progress = cli_eval_progress;
     ep.progress_user = &bar;
     long resumed = 0;
     sa3d_pck_init(r);

@@ -48,14 +48,6 @@ static void help(void) {
            "  semalign3d eval --dataset SPair-71k --split test --method baseline --features geoaware_feats\n");
 }
 
-static int progress(void *user, long done, long total, const char *item) {
-    cli_progress *p = user;
-    p->total = total;
-    p->done = done - 1;
-    cli_progress_step(p, item);
-    return cli_interrupted;
-}
-
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *root = NULL, *split = "test", *method = "baseline", *feat_dir = NULL,
                *model_dir = NULL, *size_s = "840", *cache = NULL, *out = NULL, *cats = NULL, *limit_s = NULL,
@@ -188,7 +180,7 @@ int cmd_eval(int argc, char **argv) {
     ep.method = method;
     ep.limit = limit;
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */
-    ep.progress = progress;
+    ep.progress = cli_eval_progress;
     ep.progress_user = &prog;
     long resumed = 0;
     sa3d_status s = sa3d ? sa3d_eval_run(ds, &ep, sa3d_sa3d_matcher_match, sm, rep, &resumed, &err)

@@ -188,3 +188,11 @@ int cli_net_each_image(const char *cmd, const cli_net_args *a,
     snprintf(err.msg, sizeof err.msg, "%d of %d images failed", failed, a->n_images);
     return cli_run_error(cmd, &err);
 }
+
+int cli_eval_progress(void *user, long done, long total, const char *item) {
+    cli_progress *p = user;
+    p->total = total;
+    p->done = done - 1;
+    cli_progress_step(p, item);
+    return cli_interrupted;
+}
