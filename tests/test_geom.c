@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "geom/geom.h"
 #include "t.h"
+#include "t_json.h"
 
 /* Tolerances: fixtures/semalign3d-reference/README.md, per file. */
 #define TOL_CAMERA_REL 1e-12       /* camera.json: K, kpt_xyz, K_batched, projected_xy (rel) */
@@ -49,52 +50,6 @@ static cJSON *load_ref(const char *name) {
     return j;
 }
 
-/* Object member by dotted path ("inputs.project.f"); NULL (and a failure) when absent. */
-static const cJSON *jget(const cJSON *o, const char *path) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", path);
-    const cJSON *cur = o;
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save))
-        cur = cJSON_GetObjectItemCaseSensitive(cur, tok);
-    if (!cur) T_FAIL("reference key '%s' missing", path);
-    return cur;
-}
-
-/* Flattens nested arrays of numbers or booleans, row-major; depth capped (no input-driven recursion). */
-static size_t jflat_rec(double *out, size_t cap, size_t n, const cJSON *a, int depth) {
-    if (depth > 8) return n;
-    if (cJSON_IsArray(a)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, a) n = jflat_rec(out, cap, n, e, depth + 1);
-        return n;
-    }
-    if (n < cap) out[n] = cJSON_IsBool(a) ? (cJSON_IsTrue(a) ? 1.0 : 0.0) : a->valuedouble;
-    return n + 1;
-}
-static size_t jcount(const cJSON *a) { return a ? jflat_rec(NULL, 0, 0, a, 0) : 0; }
-/* Malloc'd flat copy of the array at path; *n gets the count. */
-static double *jarr(const cJSON *o, const char *path, size_t *n) {
-    const cJSON *a = jget(o, path);
-    size_t c = jcount(a);
-    double *v = malloc((c + 1) * sizeof(double));
-    jflat_rec(v, c, 0, a, 0);
-    if (n) *n = c;
-    return v;
-}
-/* Shape of a nested array: dims outermost first; returns the rank. */
-static int jshape(const cJSON *a, int *dims, int max) {
-    int r = 0;
-    while (a && cJSON_IsArray(a) && r < max) {
-        dims[r++] = cJSON_GetArraySize(a);
-        a = cJSON_GetArrayItem(a, 0);
-    }
-    return r;
-}
-static int32_t *to_i32(const double *v, size_t n) {
-    int32_t *o = malloc((n + 1) * sizeof(int32_t));
-    for (size_t i = 0; i < n; i++) o[i] = (int32_t)v[i];
-    return o;
-}
 
 /* Max error reports. rel: |d| <= tol max(1, |ref|) per element; abs: |d| <= tol; maxref: |d| <= tol max|ref|. */
 enum { REL, ABS, MAXREF };

@@ -19,6 +19,7 @@
 #include "semalign3d/prior_build.h"
 #include "semalign3d/safetensors.h"
 #include "t.h"
+#include "t_json.h"
 
 /* Tolerances: fixtures/semalign3d-reference/README.md, sparse_topology.json. */
 #define TOL_MODE_REL 1e-6      /* edge_pair_ratio_modes (rel; exact in float32) */
@@ -32,46 +33,6 @@
 /* The focal lengths are only determined through the consistency of the lifted shapes (METHOD.md 3.3); the mean
  * came out 12% above the truth when the case was written (the synthetic depth is a blend between keypoints). */
 #define TOL_FOCAL_REL 0.25
-
-/* ------------------------------------------------------------------------------------------------------ */
-/* JSON helpers                                                                                            */
-
-static const cJSON *jget(const cJSON *o, const char *path) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", path);
-    const cJSON *cur = o;
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save))
-        cur = cJSON_GetObjectItemCaseSensitive(cur, tok);
-    if (!cur) T_FAIL("reference key '%s' missing", path);
-    return cur;
-}
-static size_t jflat_rec(double *out, size_t cap, size_t n, const cJSON *a, int depth) {
-    if (depth > 8) return n;
-    if (cJSON_IsArray(a)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, a) n = jflat_rec(out, cap, n, e, depth + 1);
-        return n;
-    }
-    if (n < cap) out[n] = a->valuedouble;
-    return n + 1;
-}
-static double *jarr(const cJSON *o, const char *path, size_t *n) {
-    const cJSON *a = jget(o, path);
-    size_t c = a ? jflat_rec(NULL, 0, 0, a, 0) : 0;
-    double *v = calloc(c + 1, sizeof(double));
-    if (a) jflat_rec(v, c, 0, a, 0);
-    if (n) *n = c;
-    return v;
-}
-static int32_t *jarr_i32(const cJSON *o, const char *path, size_t *n) {
-    size_t c;
-    double *d = jarr(o, path, &c);
-    int32_t *v = calloc(c + 1, sizeof(int32_t));
-    for (size_t i = 0; i < c; i++) v[i] = (int32_t)d[i];
-    free(d);
-    if (n) *n = c;
-    return v;
-}
 
 /* Every file named sparse_topology*.json one or two levels below the fixture root. */
 static int find_cases(char paths[][2048], int max) {
