@@ -19,6 +19,7 @@
 #include "semalign3d/safetensors.h"
 #include "semalign3d/synth.h"
 #include "t.h"
+#include "t_files.h"
 
 /* A prediction of sa3d_match_baseline is the centre of the argmax cell up to the soft-argmax's weight on the
  * other cells, below e^-20 of a cell here (background cosine <= 0.6 vs >= 0.98 at the code, beta 0.02), and
@@ -28,54 +29,6 @@
 /* ---- helpers ---------------------------------------------------------------------------------------------- */
 
 static int same_file(const char *a, const char *b);
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static void make_tmp(char *buf, size_t n) {
-    const char *t = getenv("TMPDIR");
-    snprintf(buf, n, "%s/sa3d_synth_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(buf)) { T_FAIL("mkdtemp %s failed", buf); buf[0] = '\0'; }
-}
-
-/* Relative paths of every regular file under a root, sorted. */
-static char **g_list;
-static int g_n, g_cap;
-static size_t g_root_len;
-static int collect(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)ftw;
-    if (flag != FTW_F) return 0;
-    if (g_n == g_cap) {
-        g_cap = g_cap ? 2 * g_cap : 256;
-        g_list = realloc(g_list, (size_t)g_cap * sizeof *g_list);
-    }
-    g_list[g_n++] = strdup(path + g_root_len + 1);
-    return 0;
-}
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-static char **list_files(const char *root, int *n) {
-    g_list = NULL;
-    g_n = g_cap = 0;
-    g_root_len = strlen(root);
-    nftw(root, collect, 16, FTW_PHYS);
-    qsort(g_list, (size_t)g_n, sizeof *g_list, cmp_str);
-    *n = g_n;
-    return g_list;
-}
-static void free_list(char **l, int n) {
-    for (int i = 0; i < n; i++) free(l[i]);
-    free(l);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    char *text = NULL;
-    sa3d_error err;
-    if (sa3d_read_file(path, (size_t)1 << 30, &text, len, &err) != SA3D_OK) { T_FAIL("%s", err.msg); return NULL; }
-    return text;
-}
 
 static cJSON *load_json(const char *path) {
     char *text = slurp(path, NULL);

@@ -16,53 +16,7 @@
 #include "semalign3d/providers.h"
 #include "semalign3d/synth3d.h"
 #include "t.h"
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static void make_tmp(char *buf, size_t n) {
-    const char *t = getenv("TMPDIR");
-    snprintf(buf, n, "%s/sa3d_synth3d_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(buf)) { T_FAIL("mkdtemp %s failed", buf); buf[0] = '\0'; }
-}
-
-static char **g_list;
-static int g_n, g_cap;
-static size_t g_root_len;
-static int collect(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)ftw;
-    if (flag != FTW_F) return 0;
-    if (g_n == g_cap) {
-        g_cap = g_cap ? 2 * g_cap : 256;
-        g_list = realloc(g_list, (size_t)g_cap * sizeof *g_list);
-    }
-    g_list[g_n++] = strdup(path + g_root_len + 1);
-    return 0;
-}
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-static char **list_files(const char *root, int *n) {
-    g_list = NULL;
-    g_n = g_cap = 0;
-    g_root_len = strlen(root);
-    nftw(root, collect, 16, FTW_PHYS);
-    qsort(g_list, (size_t)g_n, sizeof *g_list, cmp_str);
-    *n = g_n;
-    return g_list;
-}
-static void free_list(char **l, int n) {
-    for (int i = 0; i < n; i++) free(l[i]);
-    free(l);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    char *text = NULL;
-    sa3d_error err;
-    if (sa3d_read_file(path, (size_t)1 << 30, &text, len, &err) != SA3D_OK) { T_FAIL("%s", err.msg); return NULL; }
-    return text;
-}
+#include "t_files.h"
 
 static int same_file(const char *a, const char *b) {
     size_t la = 0, lb = 0;
