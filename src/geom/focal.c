@@ -9,18 +9,26 @@
 
 #define FOCAL_EPS 1e-6   /* compute_angles_and_ratios_parallel: + 1e-6 in both denominators */
 
+static inline double dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+/* The edges e_ij of every image are stored as separate arrays over the images ([K][K][E_FIELDS][N]), and the
+ * visibility as 0/1 doubles ([K][N]), so that every loop over the images is a plain vectorisable loop: a triple
+ * that an image does not show is multiplied by 0 instead of skipped. */
+enum { EX, EY, EZ, EN, DX, DY, DZ, DN, E_FIELDS };   /* e, |e|, de/d|phi|, d|e|/d|phi| */
+enum { V_MASK, V_C, V_R, V_DC, V_DR, V_RB, V_DRB, V_FIELDS };
+
 size_t sa3d_focal_loss_work_bytes(int n_img, int n_kpts) {
     if (n_img <= 0 || n_kpts <= 0) return 0;
     size_t N = (size_t)n_img, K = (size_t)n_kpts, a, b, e, total;
-    /* P, Q [N][K][3]; edges [K][K][N][8]; per first index i: values [K][6][N], partial gradient [K][N],
-     * partial losses [K][2]. */
-    if (!sa3d_mul3_ok(N, K, 6, &a) || !sa3d_mul3_ok(K, N, 7, &b) || !sa3d_mul3_ok(K * K, N, 8, &e)) return 0;
+    /* P, Q [N][K][3]; edges [K][K][E_FIELDS][N]; visibility [K][N]; per first index i: values [K][V_FIELDS][N],
+     * partial gradient [K][N], partial losses [K][2]. */
+    if (!sa3d_mul3_ok(N, K, 6, &a) || !sa3d_mul3_ok(K, N, V_FIELDS + 2, &b) ||
+        !sa3d_mul3_ok(K * K, N, E_FIELDS, &e))
+        return 0;
     total = a + b + e + 2 * K;
     if (total < e || !sa3d_mul_ok(total, sizeof(double), &total)) return 0;
     return total;
 }
-
-static inline double dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
 
 void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /* [K][K][K] */,
                      double *ratio_var /* [K][K][K] */, const double *phi /* [N] */,
@@ -28,12 +36,13 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
                      const double *depth /* [N][K] */, const uint8_t *visible /* [N][K] */, int n_img,
                      int n_kpts, void *work) {
     const size_t N = (size_t)n_img, K = (size_t)n_kpts;
-    double *P = work;                 /* [N][K][3] back-projected keypoints */
-    double *Q = P + N * K * 3;        /* [N][K][3] dP / d|phi| */
-    double *E = Q + N * K * 3;        /* [K][K][N][8] e_ij = P_j - P_i, |e_ij|, de_ij/d|phi|, d|e_ij|/d|phi| */
-    double *vals = E + K * K * N * 8; /* [K][6][N] c, r, dc, dr, r', dr' of the current triple pair, per i */
-    double *pgrad = vals + K * 6 * N; /* [K][N] */
-    double *ploss = pgrad + K * N;    /* [K][2] */
+    double *P = work;                       /* [N][K][3] back-projected keypoints */
+    double *Q = P + N * K * 3;              /* [N][K][3] dP / d|phi| */
+    double *E = Q + N * K * 3;              /* [K][K][E_FIELDS][N] */
+    double *V = E + K * K * E_FIELDS * N;   /* [K][N] visibility */
+    double *vals = V + K * N;               /* [K][V_FIELDS][N] the current triple's values, per i */
+    double *pgrad = vals + K * V_FIELDS * N;/* [K][N] */
+    double *ploss = pgrad + K * N;          /* [K][2] */
     sa3d_backproject_kpts(P, phi, img_hw, xy_norm, depth, n_img, n_kpts);
     for (size_t b = 0; b < N; b++) {
         double h = img_hw[2 * b], w = img_hw[2 * b + 1], s = fmax(h, w);
@@ -44,23 +53,29 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
             Q[3 * o + 0] = xy_norm[2 * o] * z - px * z;
             Q[3 * o + 1] = xy_norm[2 * o + 1] * z - py * z;
             Q[3 * o + 2] = 0.0;
+            V[k * N + b] = visible[o] ? 1.0 : 0.0;
         }
     }
     const int want_grad = grad_phi != NULL;
     #pragma omp parallel for schedule(static)
     for (int ii = 0; ii < n_kpts; ii++) {
         size_t i = (size_t)ii;
-        for (size_t j = 0; j < K; j++)
+        for (size_t j = 0; j < K; j++) {
+            double *o = E + (i * K + j) * E_FIELDS * N;
             for (size_t b = 0; b < N; b++) {
                 const double *Pb = P + b * K * 3, *Qb = Q + b * K * 3;
-                double *o = E + ((i * K + j) * N + b) * 8;
+                double e[3], d[3];
                 for (int a = 0; a < 3; a++) {
-                    o[a] = Pb[3 * j + a] - Pb[3 * i + a];
-                    o[4 + a] = Qb[3 * j + a] - Qb[3 * i + a];
+                    e[a] = Pb[3 * j + a] - Pb[3 * i + a];
+                    d[a] = Qb[3 * j + a] - Qb[3 * i + a];
+                    o[(EX + a) * N + b] = e[a];
+                    o[(DX + a) * N + b] = d[a];
                 }
-                o[3] = sqrt(dot3(o, o));
-                o[7] = o[3] > 0.0 ? dot3(o, o + 4) / o[3] : 0.0;   /* torch's norm backward is 0 at 0 */
+                double l = sqrt(dot3(e, e));
+                o[EN * N + b] = l;
+                o[DN * N + b] = l > 0.0 ? dot3(e, d) / l : 0.0;   /* torch's norm backward is 0 at 0 */
             }
+        }
     }
     /* Per first index i, the pairs j <= k: the cosine is symmetric in (j, k), so one pass serves the triples
      * (i, j, k) and (i, k, j) - the same variance twice - and gives both length ratios, n1 / D and n2 / D with
@@ -69,9 +84,11 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
     #pragma omp parallel for schedule(static)
     for (int ii = 0; ii < n_kpts; ii++) {
         size_t i = (size_t)ii;
-        double *c = vals + i * 6 * N, *r = c + N, *dc = r + N, *dr = dc + N;
-        double *rb = dr + N, *drb = rb + N;   /* the ratio of (i, k, j) and its derivative */
+        double *v = vals + i * V_FIELDS * N;
+        double *msk = v + V_MASK * N, *c = v + V_C * N, *r = v + V_R * N, *dc = v + V_DC * N, *dr = v + V_DR * N;
+        double *rb = v + V_RB * N, *drb = v + V_DRB * N;   /* the ratio of (i, k, j) and its derivative */
         double *pg = pgrad + i * N;
+        const double *vi = V + i * N;
         double lc = 0.0, lr = 0.0;
         memset(pg, 0, N * sizeof(double));
         if (cos_var) cos_var[(i * K + i) * K + i] = 0.0;
@@ -79,37 +96,41 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
         for (size_t j = 0; j < K; j++) {
             for (size_t k = j; k < K; k++) {
                 if (j == i && k == i) continue;
-                size_t m = 0;
-                const double *Ej = E + (i * K + j) * N * 8, *Ek = E + (i * K + k) * N * 8;
+                const double *Ej = E + (i * K + j) * E_FIELDS * N, *Ek = E + (i * K + k) * E_FIELDS * N;
+                const double *vj = V + j * N, *vk = V + k * N;
+                double mf = 0.0;
+                #pragma omp simd reduction(+ : mf)
                 for (size_t b = 0; b < N; b++) {
-                    const uint8_t *vis = visible + b * K;
-                    c[b] = r[b] = dc[b] = dr[b] = rb[b] = drb[b] = 0.0;
-                    if (!(vis[i] && vis[j] && vis[k])) continue;
-                    m++;
-                    const double *e1 = Ej + 8 * b, *e2 = Ek + 8 * b, *d1 = e1 + 4, *d2 = e2 + 4;
-                    double n1 = e1[3], n2 = e2[3], dt = dot3(e1, e2);
+                    double mb = vi[b] * vj[b] * vk[b];
+                    double n1 = Ej[EN * N + b], n2 = Ek[EN * N + b];
+                    double dt = Ej[EX * N + b] * Ek[EX * N + b] + Ej[EY * N + b] * Ek[EY * N + b] +
+                                Ej[EZ * N + b] * Ek[EZ * N + b];
                     double den_c = n1 * n2 + FOCAL_EPS, den_r = n1 + n2 + FOCAL_EPS;
-                    c[b] = dt / den_c;
-                    r[b] = n1 / den_r;
-                    rb[b] = n2 / den_r;
-                    if (want_grad) {   /* forward mode in |phi_b| */
-                        double dn1 = e1[7], dn2 = e2[7];
-                        double ddt = dot3(d1, e2) + dot3(e1, d2);
-                        dc[b] = (ddt * den_c - dt * (dn1 * n2 + n1 * dn2)) / (den_c * den_c);
-                        dr[b] = (dn1 * den_r - n1 * (dn1 + dn2)) / (den_r * den_r);
-                        drb[b] = (dn2 * den_r - n2 * (dn1 + dn2)) / (den_r * den_r);
-                    }
+                    msk[b] = mb;
+                    mf += mb;
+                    c[b] = mb * (dt / den_c);
+                    r[b] = mb * (n1 / den_r);
+                    rb[b] = mb * (n2 / den_r);
+                    /* forward mode in |phi_b| */
+                    double dn1 = Ej[DN * N + b], dn2 = Ek[DN * N + b];
+                    double ddt = Ej[DX * N + b] * Ek[EX * N + b] + Ej[DY * N + b] * Ek[EY * N + b] +
+                                 Ej[DZ * N + b] * Ek[EZ * N + b] + Ej[EX * N + b] * Ek[DX * N + b] +
+                                 Ej[EY * N + b] * Ek[DY * N + b] + Ej[EZ * N + b] * Ek[DZ * N + b];
+                    dc[b] = mb * ((ddt * den_c - dt * (dn1 * n2 + n1 * dn2)) / (den_c * den_c));
+                    dr[b] = mb * ((dn1 * den_r - n1 * (dn1 + dn2)) / (den_r * den_r));
+                    drb[b] = mb * ((dn2 * den_r - n2 * (dn1 + dn2)) / (den_r * den_r));
                 }
+                size_t m = (size_t)mf;
                 /* torch_utils.masked_var_mean: mean = sum x mask / max(m, 1),
                  * var = sum (x - mean)^2 mask / max(m - 1, 1). */
                 double fa = 1.0 / (double)(m > 0 ? m : 1), fv = 1.0 / (double)(m > 1 ? m - 1 : 1);
                 double mc = 0.0, mr = 0.0, mrb = 0.0;
+                #pragma omp simd reduction(+ : mc, mr, mrb)
                 for (size_t b = 0; b < N; b++) { mc += c[b] * fa; mr += r[b] * fa; mrb += rb[b] * fa; }
                 double vc = 0.0, vr = 0.0, vrb = 0.0, sc = 0.0, sr = 0.0, srb = 0.0;
+                #pragma omp simd reduction(+ : vc, vr, vrb, sc, sr, srb)
                 for (size_t b = 0; b < N; b++) {
-                    const uint8_t *vis = visible + b * K;
-                    if (!(vis[i] && vis[j] && vis[k])) continue;
-                    double xc = c[b] - mc, xr = r[b] - mr, xrb = rb[b] - mrb;
+                    double xc = (c[b] - mc) * msk[b], xr = (r[b] - mr) * msk[b], xrb = (rb[b] - mrb) * msk[b];
                     vc += xc * xc * fv;
                     vr += xr * xr * fv;
                     vrb += xrb * xrb * fv;
@@ -126,15 +147,13 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
                 lc += twin ? 2.0 * vc : vc;
                 lr += twin ? vr + vrb : vr;
                 if (want_grad) {   /* dvar/dx_b = 2 fv (x_b - mean) - fa sum_b' 2 fv (x_b' - mean) */
-                    double wc = twin ? 2.0 : 1.0;
+                    double wc = twin ? 2.0 : 1.0, wb = twin ? 1.0 : 0.0;
+                    #pragma omp simd
                     for (size_t b = 0; b < N; b++) {
-                        const uint8_t *vis = visible + b * K;
-                        if (!(vis[i] && vis[j] && vis[k])) continue;
                         double gc = 2.0 * (c[b] - mc) * fv - fa * sc;
                         double gr = 2.0 * (r[b] - mr) * fv - fa * sr;
-                        double g = wc * gc * dc[b] + gr * dr[b];
-                        if (twin) g += (2.0 * (rb[b] - mrb) * fv - fa * srb) * drb[b];
-                        pg[b] += g;
+                        double g = wc * gc * dc[b] + gr * dr[b] + wb * (2.0 * (rb[b] - mrb) * fv - fa * srb) * drb[b];
+                        pg[b] += msk[b] * g;
                     }
                 }
             }

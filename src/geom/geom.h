@@ -239,7 +239,7 @@ sa3d_status sa3d_focal_optimize(double *phi /* [N] */, double *final_loss, const
 
 #define SA3D_TET_REG 1e-7        /* barycentric_coordinates: M + 1e-7 I */
 #define SA3D_TET_THRESH 0.1      /* transform_point_cloud / points_in_convex_hull thresh (METHOD.md 4.6) */
-#define SA3D_TET_INFO 15         /* doubles per prepared tet: q0[3], inverse of M [3][3], centroid[3] */
+#define SA3D_TET_INFO 15         /* doubles per prepared tet: q0[3], inverse of M [3][3], centroid[3]; field-major */
 
 /* C(n, 4), the number of tetrahedra of n anchors (0 for n < 4). */
 size_t sa3d_tet_count(int n);
@@ -248,12 +248,12 @@ void sa3d_tets_generate(int32_t *tets /* [C(n,4)][4] */, int n);
 
 /* Per tet: q0, inverse of M = [q1 - q0, q2 - q0, q3 - q0] (columns) + 1e-7 I (3x3 adjugate in double), and
  * the centroid. Non-finite anchors (unused +inf slots) give NaN entries, and every test against them fails. */
-void sa3d_tet_prepare(double *info /* [T][SA3D_TET_INFO] */, const double *anchors /* [n][3] */,
+void sa3d_tet_prepare(double *info /* [SA3D_TET_INFO][T] */, const double *anchors /* [n][3] */,
                       const int32_t *tets /* [T][4] */, size_t n_tets);
 
 /* (b1, b2, b3) = M^-1 (p - q0), b0 = 1 - b1 - b2 - b3; stored (b0, b1, b2, b3). */
 void sa3d_tet_bary(double *bary /* [n_pts][T][4] */, const double *pts /* [n_pts][3] */, size_t n_pts,
-                   const double *info /* [T][SA3D_TET_INFO] */, size_t n_tets);
+                   const double *info /* [SA3D_TET_INFO][T] */, size_t n_tets);
 
 /* bary_coords_in_convex_hull: inside[p][T] = all b >= -thresh and |sum b - 1| < thresh; in_hull[p] = any. */
 void sa3d_tet_inside(uint8_t *inside /* [n_pts][T] */, uint8_t *in_hull /* [n_pts] or NULL */,
@@ -262,7 +262,7 @@ void sa3d_tet_inside(uint8_t *inside /* [n_pts][T] */, uint8_t *in_hull /* [n_pt
 /* tetrahedron_weights: d_T = |p - centroid_T|, w_T = min_T' d_T' / (d_T + 1e-6) for inside tets, else 0,
  * then w_T / (sum w + 1e-9). */
 void sa3d_tet_weights(double *w /* [n_pts][T] */, const double *pts /* [n_pts][3] */, size_t n_pts,
-                      const double *info /* [T][SA3D_TET_INFO] */, const uint8_t *inside /* [n_pts][T] */,
+                      const double *info /* [SA3D_TET_INFO][T] */, const uint8_t *inside /* [n_pts][T] */,
                       size_t n_tets);
 
 /* transform_pc: p' = sum_T w_T sum_j b_Tj new_anchors[tets[T][j]]. */
@@ -282,6 +282,6 @@ size_t sa3d_tet_warp(double *out /* [n_pts][3] */, uint8_t *covered /* [n_pts] o
 /* points_in_convex_hull without the barycentric array: in_hull[p] = some tet has all b >= -thresh. Used for
  * the canonical-hull filter of warped points (METHOD.md 4.6 a.8). Returns the count inside. Parallel. */
 size_t sa3d_tet_in_hull(uint8_t *in_hull /* [n_pts] */, const double *pts /* [n_pts][3] */, size_t n_pts,
-                        const double *info /* [T][SA3D_TET_INFO] */, size_t n_tets, double thresh);
+                        const double *info /* [SA3D_TET_INFO][T] */, size_t n_tets, double thresh);
 
 #endif

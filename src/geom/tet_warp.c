@@ -27,10 +27,13 @@ void sa3d_tets_generate(int32_t *tets /* [C(n,4)][4] */, int n) {
                 }
 }
 
-void sa3d_tet_prepare(double *info /* [T][SA3D_TET_INFO] */, const double *anchors /* [n][3] */,
+/* Fields of a prepared tet: q0, the inverse of M (row-major), the centroid. */
+enum { TI_Q0 = 0, TI_INV = 3, TI_CEN = 12 };
+
+void sa3d_tet_prepare(double *info /* [SA3D_TET_INFO][T] */, const double *anchors /* [n][3] */,
                       const int32_t *tets /* [T][4] */, size_t n_tets) {
+    const size_t T = n_tets;
     for (size_t t = 0; t < n_tets; t++) {
-        double *o = info + t * SA3D_TET_INFO;
         const double *q0 = anchors + 3 * tets[4 * t], *q1 = anchors + 3 * tets[4 * t + 1];
         const double *q2 = anchors + 3 * tets[4 * t + 2], *q3 = anchors + 3 * tets[4 * t + 3];
         double M[3][3];
@@ -45,7 +48,7 @@ void sa3d_tet_prepare(double *info /* [T][SA3D_TET_INFO] */, const double *ancho
         double c02 = M[1][0] * M[2][1] - M[1][1] * M[2][0];
         double det = M[0][0] * c00 + M[0][1] * c01 + M[0][2] * c02;
         double id = 1.0 / det;
-        double *inv = o + 3;   /* row-major inverse = adjugate / det */
+        double inv[9];   /* row-major inverse = adjugate / det */
         inv[0] = c00 * id;
         inv[1] = (M[0][2] * M[2][1] - M[0][1] * M[2][2]) * id;
         inv[2] = (M[0][1] * M[1][2] - M[0][2] * M[1][1]) * id;
@@ -55,20 +58,21 @@ void sa3d_tet_prepare(double *info /* [T][SA3D_TET_INFO] */, const double *ancho
         inv[6] = c02 * id;
         inv[7] = (M[0][1] * M[2][0] - M[0][0] * M[2][1]) * id;
         inv[8] = (M[0][0] * M[1][1] - M[0][1] * M[1][0]) * id;
+        for (int k = 0; k < 9; k++) info[(TI_INV + k) * T + t] = inv[k];
         for (int r = 0; r < 3; r++) {
-            o[r] = q0[r];
-            o[12 + r] = (q0[r] + q1[r] + q2[r] + q3[r]) / 4.0;   /* torch.mean over the 4 vertices */
+            info[(TI_Q0 + r) * T + t] = q0[r];
+            info[(TI_CEN + r) * T + t] = (q0[r] + q1[r] + q2[r] + q3[r]) / 4.0;   /* torch.mean over the 4 vertices */
         }
     }
 }
 
-/* Barycentric coordinates (b0, b1, b2, b3) of p in one prepared tet. */
-static inline void bary_one(double *b /* [4] */, const double *p, const double *o) {
-    double r0 = p[0] - o[0], r1 = p[1] - o[1], r2 = p[2] - o[2];
-    const double *inv = o + 3;
-    b[1] = inv[0] * r0 + inv[1] * r1 + inv[2] * r2;
-    b[2] = inv[3] * r0 + inv[4] * r1 + inv[5] * r2;
-    b[3] = inv[6] * r0 + inv[7] * r1 + inv[8] * r2;
+/* Barycentric coordinates (b0, b1, b2, b3) of p in prepared tet t of T. */
+static inline void bary_one(double *b /* [4] */, const double *p, const double *info, size_t T, size_t t) {
+    const double *inv = info + TI_INV * T + t;
+    double r0 = p[0] - info[TI_Q0 * T + t], r1 = p[1] - info[(TI_Q0 + 1) * T + t], r2 = p[2] - info[(TI_Q0 + 2) * T + t];
+    b[1] = inv[0] * r0 + inv[T] * r1 + inv[2 * T] * r2;
+    b[2] = inv[3 * T] * r0 + inv[4 * T] * r1 + inv[5 * T] * r2;
+    b[3] = inv[6 * T] * r0 + inv[7 * T] * r1 + inv[8 * T] * r2;
     b[0] = 1.0 - (b[1] + b[2] + b[3]);
 }
 
@@ -78,16 +82,17 @@ static inline int inside_one(const double *b, double thresh) {
            fabs(b[0] + b[1] + b[2] + b[3] - 1.0) < thresh;
 }
 
-static inline double centroid_dist(const double *p, const double *o) {
-    double d0 = p[0] - o[12], d1 = p[1] - o[13], d2 = p[2] - o[14];
+static inline double centroid_dist(const double *p, const double *info, size_t T, size_t t) {
+    double d0 = p[0] - info[TI_CEN * T + t], d1 = p[1] - info[(TI_CEN + 1) * T + t];
+    double d2 = p[2] - info[(TI_CEN + 2) * T + t];
     return sqrt(d0 * d0 + d1 * d1 + d2 * d2);
 }
 
 void sa3d_tet_bary(double *bary /* [n_pts][T][4] */, const double *pts /* [n_pts][3] */, size_t n_pts,
-                   const double *info /* [T][SA3D_TET_INFO] */, size_t n_tets) {
+                   const double *info /* [SA3D_TET_INFO][T] */, size_t n_tets) {
     for (size_t p = 0; p < n_pts; p++)
         for (size_t t = 0; t < n_tets; t++)
-            bary_one(bary + (p * n_tets + t) * 4, pts + 3 * p, info + t * SA3D_TET_INFO);
+            bary_one(bary + (p * n_tets + t) * 4, pts + 3 * p, info, n_tets, t);
 }
 
 void sa3d_tet_inside(uint8_t *inside /* [n_pts][T] */, uint8_t *in_hull /* [n_pts] */,
@@ -104,13 +109,13 @@ void sa3d_tet_inside(uint8_t *inside /* [n_pts][T] */, uint8_t *in_hull /* [n_pt
 }
 
 void sa3d_tet_weights(double *w /* [n_pts][T] */, const double *pts /* [n_pts][3] */, size_t n_pts,
-                      const double *info /* [T][SA3D_TET_INFO] */, const uint8_t *inside /* [n_pts][T] */,
+                      const double *info /* [SA3D_TET_INFO][T] */, const uint8_t *inside /* [n_pts][T] */,
                       size_t n_tets) {
     for (size_t p = 0; p < n_pts; p++) {
         double *wp = w + p * n_tets;
         double dmin = (double)INFINITY, s = 0.0;
         for (size_t t = 0; t < n_tets; t++) {
-            wp[t] = centroid_dist(pts + 3 * p, info + t * SA3D_TET_INFO);
+            wp[t] = centroid_dist(pts + 3 * p, info, n_tets, t);
             if (wp[t] < dmin) dmin = wp[t];
         }
         for (size_t t = 0; t < n_tets; t++) {
@@ -139,31 +144,43 @@ void sa3d_tet_transform(double *out /* [n_pts][3] */, const double *bary /* [n_p
     }
 }
 
+#define TET_CHUNK 128   /* tets whose weights one vectorised pass computes before the sparse accumulation */
+
 size_t sa3d_tet_warp(double *out /* [n_pts][3] */, uint8_t *covered /* [n_pts] */, const double *pts /* [n_pts][3] */,
-                     size_t n_pts, const double *info /* [T][INFO] */, const double *new_anchors /* [n][3] */,
+                     size_t n_pts, const double *info /* [SA3D_TET_INFO][T] */, const double *new_anchors /* [n][3] */,
                      const int32_t *tets /* [T][4] */, size_t n_tets, double thresh) {
+    const size_t T = n_tets;
     size_t n_cov = 0;
     #pragma omp parallel for schedule(static) reduction(+ : n_cov)
     for (size_t p = 0; p < n_pts; p++) {
         const double *x = pts + 3 * p;
         double dmin = (double)INFINITY;
-        for (size_t t = 0; t < n_tets; t++) {
-            double d = centroid_dist(x, info + t * SA3D_TET_INFO);
-            if (d < dmin) dmin = d;
+        #pragma omp simd reduction(min : dmin)
+        for (size_t t = 0; t < T; t++) {
+            double d = centroid_dist(x, info, T, t);
+            dmin = d < dmin ? d : dmin;
         }
-        double s = 0.0, acc[3] = { 0, 0, 0 };
+        /* Per chunk of tets: the weight of every tet (0 outside) in one vectorised loop, then the few tets that
+         * contain the point are accumulated in tet order. */
+        double s = 0.0, acc[3] = { 0, 0, 0 }, wt[TET_CHUNK], bc[TET_CHUNK][4];
         int any = 0;
-        for (size_t t = 0; t < n_tets; t++) {
-            const double *o = info + t * SA3D_TET_INFO;
-            double b[4];
-            bary_one(b, x, o);
-            if (!inside_one(b, thresh)) continue;
-            any = 1;
-            double wt = dmin / (centroid_dist(x, o) + W_EPS);
-            s += wt;
-            for (int j = 0; j < 4; j++) {
-                const double *y = new_anchors + 3 * tets[4 * t + j];
-                for (int a = 0; a < 3; a++) acc[a] += wt * b[j] * y[a];
+        for (size_t t0 = 0; t0 < T; t0 += TET_CHUNK) {
+            size_t m = T - t0 < TET_CHUNK ? T - t0 : TET_CHUNK;
+            #pragma omp simd
+            for (size_t i = 0; i < m; i++) {
+                double b[4];
+                bary_one(b, x, info, T, t0 + i);
+                for (int j = 0; j < 4; j++) bc[i][j] = b[j];
+                wt[i] = inside_one(b, thresh) ? dmin / (centroid_dist(x, info, T, t0 + i) + W_EPS) : 0.0;
+            }
+            for (size_t i = 0; i < m; i++) {
+                if (wt[i] == 0.0) continue;
+                any = 1;
+                s += wt[i];
+                for (int j = 0; j < 4; j++) {
+                    const double *y = new_anchors + 3 * tets[4 * (t0 + i) + j];
+                    for (int a = 0; a < 3; a++) acc[a] += wt[i] * bc[i][j] * y[a];
+                }
             }
         }
         double inv = 1.0 / (s + SUM_EPS);   /* all weights 0: the origin, as transform_pc gives it */
@@ -175,17 +192,21 @@ size_t sa3d_tet_warp(double *out /* [n_pts][3] */, uint8_t *covered /* [n_pts] *
 }
 
 size_t sa3d_tet_in_hull(uint8_t *in_hull /* [n_pts] */, const double *pts /* [n_pts][3] */, size_t n_pts,
-                        const double *info /* [T][SA3D_TET_INFO] */, size_t n_tets, double thresh) {
+                        const double *info /* [SA3D_TET_INFO][T] */, size_t n_tets, double thresh) {
     size_t n_in = 0;
     #pragma omp parallel for schedule(static) reduction(+ : n_in)
     for (size_t p = 0; p < n_pts; p++) {
-        uint8_t any = 0;
-        for (size_t t = 0; t < n_tets && !any; t++) {
-            double b[4];
-            bary_one(b, pts + 3 * p, info + t * SA3D_TET_INFO);
-            any = (uint8_t)inside_one(b, thresh);
+        int any = 0;
+        for (size_t t0 = 0; t0 < n_tets && !any; t0 += TET_CHUNK) {   /* vectorised chunks, stop at the first hit */
+            size_t m = n_tets - t0 < TET_CHUNK ? n_tets - t0 : TET_CHUNK;
+            #pragma omp simd reduction(| : any)
+            for (size_t i = 0; i < m; i++) {
+                double b[4];
+                bary_one(b, pts + 3 * p, info, n_tets, t0 + i);
+                any |= inside_one(b, thresh);
+            }
         }
-        in_hull[p] = any;
+        in_hull[p] = (uint8_t)any;
         n_in += any;
     }
     return n_in;

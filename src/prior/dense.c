@@ -219,7 +219,7 @@ sa3d_status sa3d_dense_stats(float *feat /* [m][C] */, float *attn_mean /* [m] *
 /* ---- the collapsed rig ---------------------------------------------------------------------------------------------- */
 
 sa3d_status sa3d_dense_rig(float *rig /* [m][n] */, uint8_t *in_hull /* [m] */, const double *pts /* [m][3] */,
-                           int m, const double *info /* [T][SA3D_TET_INFO] */, const int32_t *tets /* [T][4] slot ids */,
+                           int m, const double *info /* [SA3D_TET_INFO][T] */, const int32_t *tets /* [T][4] slot ids */,
                            size_t T, int n, sa3d_error *err) {
     int fail = 0;
     #pragma omp parallel
