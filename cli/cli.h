@@ -23,6 +23,8 @@ int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, co
 int cli_flag(char **argv, int i, const char *name);
 /* Parses an integer option value in [lo, hi]; prints a usage error for cmd and returns 0 on failure. */
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
+/* The same for a finite real number in [lo, hi]. */
+int cli_real(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
 /* --kind spair | pfpascal | ap10k -> *kind; 1, or 0 after printing a usage error. Also checks --split: SPair
  * and PF-PASCAL know trn, val and test; AP-10K also its other split folders (test_cross_species, ...), which the

@@ -28,8 +28,7 @@ static void help(void) {
            "  aligned.png                    the aligned representation drawn over that pair's target image\n"
            "With --json, the numbers under baseline_pck10, semalign3d_pck10, baseline_pck10_hard and\n"
            "semalign3d_pck10_hard (per-image PCK@0.1 in %%, pair-weighted; hard = viewpoint variation 2).\n"
-           "Demo settings (documented in README): the sparse placement grid is 40^3 instead of 100^3 and the\n"
-           "refinement runs 2000 AdamW steps instead of 20000, so the whole run fits in a few minutes on 2 cores.\n\n"
+           "The prior is built with the default settings (100^3 placement grid, refinement to convergence).\n\n"
            "options:\n"
            "  --seed N            dataset, prior and alignment seed (default 0)\n"
            "  --out DIR           output folder (new or empty)\n"
@@ -220,8 +219,6 @@ int cmd_demo(int argc, char **argv) {
     t = sa3d_now();
     sa3d_prior_build_params bp = sa3d_prior_build_params_default();
     bp.seed = (uint64_t)seed;
-    bp.cube_n = 40;
-    bp.refine_iters = 2000;
     sa3d_prior_build_report rep;
     if (sa3d_prior_build_dataset(&prior, ds, "trn", "dog", 0, fp, dp, mp, &bp, &rep, &err)) goto done;
     char path[4300];

@@ -36,7 +36,9 @@ static void help_build(void) {
            "  --split NAME          training split (default trn)\n"
            "  --max-images N        first N training images (default 200, n_max_imgs)\n"
            "  --seed N              random seed (default 0)\n"
-           "  --refine-iters N      sparse AdamW refinement iterations (default %d)\n"
+           "  --refine-iters N      sparse AdamW refinement iterations, at most (default %d)\n"
+           "  --refine-tol X        stop the refinement once L_geom falls by less than X (1 + |L|) over 250 steps\n"
+           "                        (default %g; 0 runs every iteration, as the authors do)\n"
            "  --grid N              grid points per axis of the sparse placement (default %d)\n"
            "  --focal-iters N       focal-length iterations (default %d)\n"
            "  --kmeans-k N          dense cluster count (default %d)\n"
@@ -44,7 +46,7 @@ static void help_build(void) {
            "  --quiet               no progress lines\n"
            "example:\n"
            "  semalign3d build-prior --dataset SPair-71k --category car --features-dir feats --depth-dir depth --out priors\n",
-           p.refine_iters, p.cube_n, p.focal_iters, p.kmeans_k);
+           p.refine_iters, p.refine_tol, p.cube_n, p.focal_iters, p.kmeans_k);
 }
 
 typedef struct prog_ctx { cli_progress bar; const char *stage; int quiet; } prog_ctx;
@@ -92,7 +94,7 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
 int cmd_build_prior(int argc, char **argv) {
     const char *cmd = "build-prior", *root = NULL, *cat = NULL, *out = NULL, *fdir = NULL, *fmodel = NULL,
                *ddir = NULL, *dmodel = NULL, *masks = "segmentation", *cache = NULL, *split = "trn", *s_max = NULL,
-               *s_seed = NULL, *s_refine = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL, *s_thr = NULL,
+               *s_seed = NULL, *s_refine = NULL, *s_tol = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL, *s_thr = NULL,
                *s_size = NULL;
     int all = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -107,6 +109,7 @@ int cmd_build_prior(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--masks", &masks)) || (r = cli_opt(cmd, argc, argv, &i, "--cache", &cache)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) || (r = cli_opt(cmd, argc, argv, &i, "--max-images", &s_max)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) || (r = cli_opt(cmd, argc, argv, &i, "--refine-iters", &s_refine)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--refine-tol", &s_tol)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--grid", &s_grid)) || (r = cli_opt(cmd, argc, argv, &i, "--focal-iters", &s_focal)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--kmeans-k", &s_k)) || (r = cli_opt(cmd, argc, argv, &i, "--threads", &s_thr)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--size", &s_size))) {
@@ -127,6 +130,7 @@ int cmd_build_prior(int argc, char **argv) {
     if ((s_max && !cli_int(cmd, "--max-images", s_max, 2, 1000000, &max_images)) ||
         (s_seed && !cli_int(cmd, "--seed", s_seed, 0, 2147483647, &seed)) ||
         (s_refine && !cli_int(cmd, "--refine-iters", s_refine, 0, 100000000, &bp.refine_iters)) ||
+        (s_tol && !cli_real(cmd, "--refine-tol", s_tol, 0.0, 1.0, &bp.refine_tol)) ||
         (s_grid && !cli_int(cmd, "--grid", s_grid, 1, 4096, &bp.cube_n)) ||
         (s_focal && !cli_int(cmd, "--focal-iters", s_focal, 0, 10000000, &bp.focal_iters)) ||
         (s_k && !cli_int(cmd, "--kmeans-k", s_k, 1, 1000000, &bp.kmeans_k)) ||

@@ -1,6 +1,7 @@
 /* Option parsing, error printing, progress lines and SIGINT handling shared by the commands. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -51,6 +52,18 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, i
         return 0;
     }
     *out = (int)v;
+    return 1;
+}
+
+int cli_real(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s %s: expected a number in [%g, %g]", opt, s, lo, hi);
+        return 0;
+    }
+    *out = v;
     return 1;
 }
 

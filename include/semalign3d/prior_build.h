@@ -70,7 +70,9 @@ typedef struct sa3d_prior_build_params {
     double cube_size;        /* 1.0 (4.5) */
     int cube_n;              /* 100 */
     int n_max_comb;          /* 100 */
+    int grid_exhaustive;     /* 0: branch and bound over the grid; 1: screen every point (same answer, slower) */
     int refine_iters;        /* 20000 */
+    double refine_tol;       /* 1e-6: stop once L_geom falls by less than tol (1 + |L|) over 250 steps; 0 = never */
     double refine_lr;        /* 1e-3 */
     double refine_wd;        /* 0.01 (PyTorch AdamW default; METHOD.md 10.6) */
     int dense_max_src;       /* 10000 mask pixels considered per instance (4.6 a.1) */
@@ -97,6 +99,8 @@ typedef struct sa3d_prior_build_report {
     int n_instances;                       /* 2N */
     size_t n_pairs_all, n_tets_all;        /* relations before the filter */
     double refine_energy[2];               /* L_geom before and after the refinement */
+    int refine_steps;                      /* refinement steps run (< refine_iters when it converged) */
+    long grid_screened, grid_total;        /* grid points screened by the placement, of steps x cube_n^3 */
     size_t n_merged;                       /* warped points over all instances */
     int kmeans_iters;                      /* Lloyd iterations run */
     int n_centres_kept;                    /* k-means centres inside the hull with weight > cutoff */

@@ -34,6 +34,7 @@ sa3d_prior_build_params sa3d_prior_build_params_default(void) {
     p.cube_n = 100;
     p.n_max_comb = 100;
     p.refine_iters = 20000;
+    p.refine_tol = 1e-6;
     p.refine_lr = 1e-3;
     p.refine_wd = 0.01;
     p.dense_max_src = 10000;
@@ -53,12 +54,12 @@ char *sa3d_prior_build_params_json(const sa3d_prior_build_params *p) {
              "{\"seed\": \"%llu\", \"feat_channels\": \"%d\", \"feat_grid\": \"%d\", \"focal_iters\": \"%d\", "
              "\"focal_init\": \"%.17g\", \"noise_samples\": \"%d\", \"noise_rate\": \"%.17g\", \"min_sample_imgs\": "
              "\"%d\", \"cube_size\": \"%.17g\", \"cube_n\": \"%d\", \"n_max_comb\": \"%d\", \"refine_iters\": \"%d\", "
-             "\"refine_lr\": \"%.17g\", \"refine_wd\": \"%.17g\", \"dense_max_src\": \"%d\", \"dense_max_pts\": "
+             "\"refine_tol\": \"%.17g\", \"refine_lr\": \"%.17g\", \"refine_wd\": \"%.17g\", \"dense_max_src\": \"%d\", \"dense_max_pts\": "
              "\"%d\", \"kmeans_k\": \"%d\", \"kmeans_iters\": \"%d\", \"kmeans_tol\": \"%.17g\", \"knn\": \"%d\", "
              "\"cutoff\": \"%.17g\"}",
              (unsigned long long)p->seed, p->feat_channels, p->feat_grid, p->focal_iters, p->focal_init,
              p->noise_samples, p->noise_rate, p->min_sample_imgs, p->cube_size, p->cube_n, p->n_max_comb,
-             p->refine_iters, p->refine_lr, p->refine_wd, p->dense_max_src, p->dense_max_pts, p->kmeans_k,
+             p->refine_iters, p->refine_tol, p->refine_lr, p->refine_wd, p->dense_max_src, p->dense_max_pts, p->kmeans_k,
              p->kmeans_iters, p->kmeans_tol, p->knn, p->cutoff);
     return s;
 }
@@ -599,7 +600,8 @@ static sa3d_status check_params(const sa3d_prior_build_params *p, sa3d_error *er
         { "feat_channels", p->feat_channels, 1, 65536 }, { "feat_grid", p->feat_grid, 1, 1024 },
         { "focal_iters", p->focal_iters, 0, 10000000 }, { "noise_samples", p->noise_samples, 1, 1000 },
         { "min_sample_imgs", p->min_sample_imgs, 1, 100000 }, { "cube_n", p->cube_n, 1, 4096 },
-        { "n_max_comb", p->n_max_comb, 1, 1000000 }, { "refine_iters", p->refine_iters, 0, 100000000 },
+        { "n_max_comb", p->n_max_comb, 1, 1000000 },
+        { "grid_exhaustive", p->grid_exhaustive, 0, 1 }, { "refine_iters", p->refine_iters, 0, 100000000 },
         { "dense_max_src", p->dense_max_src, 1, 100000000 }, { "dense_max_pts", p->dense_max_pts, 1, 100000000 },
         { "kmeans_k", p->kmeans_k, 1, 1000000 }, { "kmeans_iters", p->kmeans_iters, 0, 1000000 },
         { "knn", p->knn, 1, 100000000 }, { "n_threads", p->n_threads, 0, 4096 } };
@@ -608,7 +610,7 @@ static sa3d_status check_params(const sa3d_prior_build_params *p, sa3d_error *er
             return sa3d_fail(err, SA3D_ERR_ARG, "prior build: %s = %ld; expected %ld to %ld", iv[i].name, iv[i].v,
                              iv[i].lo, iv[i].hi);
     if (!(p->focal_init > 0.0) || !(p->noise_rate >= 0.0) || !(p->cube_size > 0.0) || !(p->refine_lr > 0.0) ||
-        !(p->refine_wd >= 0.0) || !(p->kmeans_tol >= 0.0) || !(p->cutoff >= 0.0) || !isfinite(p->focal_init) ||
+        !(p->refine_wd >= 0.0) || !(p->refine_tol >= 0.0) || !isfinite(p->refine_tol) || !(p->kmeans_tol >= 0.0) || !(p->cutoff >= 0.0) || !isfinite(p->focal_init) ||
         !isfinite(p->noise_rate) || !isfinite(p->cube_size) || !isfinite(p->refine_lr) || !isfinite(p->refine_wd))
         return sa3d_fail(err, SA3D_ERR_ARG, "prior build: a real-valued setting is out of range");
     return SA3D_OK;
@@ -695,13 +697,21 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     sp.cube_size = p->cube_size;
     sp.cube_n = p->cube_n;
     sp.n_max_comb = p->n_max_comb;
+    sp.grid_exhaustive = p->grid_exhaustive;
     sp.refine_iters = p->refine_iters;
+    sp.refine_tol = p->refine_tol;
     sp.adam.lr = p->refine_lr;
     sp.adam.weight_decay = p->refine_wd;
     sa3d_sparse_trace trace;
     if ((st = sa3d_prior_sparse(b.anchors, &g, fr.mode, b.n, &sp, &trace, err))) goto fail;
     rep->refine_energy[0] = trace.refine_energy[0];
     rep->refine_energy[1] = trace.refine_energy[1];
+    rep->refine_steps = trace.refine_steps;
+    rep->grid_screened = rep->grid_total = 0;
+    for (int s = 0; s < trace.n_order; s++) {
+        rep->grid_screened += trace.n_screened[s];
+        rep->grid_total += (long)p->cube_n * p->cube_n * p->cube_n;
+    }
     int nu = 0;
     for (int k = 0; k < b.n; k++) {
         b.used[k] = isfinite(b.anchors[3 * k]);

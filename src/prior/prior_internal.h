@@ -44,7 +44,9 @@ typedef struct sa3d_sparse_params {
     int cube_n;             /* 100 grid points per axis */
     int n_max_comb;         /* 100 relations of each kind per step */
     int refine_iters;       /* 20000 (GeomOptimizer n_iter); 0 skips step 4 */
+    double refine_tol;      /* convergence stop of step 4 (sa3d_prior_refine); 0 runs every step */
     sa3d_adamw_params adam; /* lr 1e-3, PyTorch AdamW defaults (weight decay 0.01, METHOD.md 10.6) */
+    int grid_exhaustive;    /* 1: screen every grid point; 0 (default): branch and bound, the same answer */
 } sa3d_sparse_params;
 sa3d_sparse_params sa3d_sparse_params_default(void);
 
@@ -56,7 +58,9 @@ typedef struct sa3d_sparse_trace {
     long flat[SA3D_PRIOR_MAX_SLOTS];  /* per step: argmin flat index (x slowest), -1 when placed at the centre */
     double emin[SA3D_PRIOR_MAX_SLOTS];/* per step: the minimum energy (double) */
     size_t n_recheck[SA3D_PRIOR_MAX_SLOTS]; /* per step: candidates re-evaluated in double */
+    long n_screened[SA3D_PRIOR_MAX_SLOTS];  /* per step: grid points screened in float32 */
     double refine_energy[2];          /* L_geom over all relations before and after step 4 */
+    int refine_steps;                 /* steps of step 4 run */
 } sa3d_sparse_trace;
 
 /* Step 3.3: puts `next` on the candidate of least L_geom (the subset sub; tets when use_tets) of the N^3 grid of
@@ -70,17 +74,22 @@ typedef struct sa3d_sparse_trace {
 #define SA3D_GRID_TIE_REL 1e-6
 sa3d_status sa3d_prior_grid_place(double *Y /* [n][3] */, long *flat, double *emin, int n, const uint8_t *placed,
                                   int next, const sa3d_geom_terms *sub, int use_tets, double cube_size, int cube_n,
-                                  size_t *n_recheck, sa3d_error *err);
+                                  int exhaustive, size_t *n_recheck, long *n_screened, sa3d_error *err);
 
 /* Steps 1-4: anchors [n][3] (unplaced slots +inf) from the relations g and their float32 ratio modes. */
 sa3d_status sa3d_prior_sparse(double *anchors /* [n][3] */, const sa3d_geom_terms *g, const float *mode /* [P] */,
                               int n, const sa3d_sparse_params *p, sa3d_sparse_trace *trace, sa3d_error *err);
 
-/* Step 4: AdamW on the used rows of Y over all relations of g, iters steps. L_geom is evaluated in fixed chunks
- * of relations (parallel, summed in chunk order: bit-identical at any thread count). e0, e1 (may be NULL): the
- * energy before and after. SA3D_ERR_NUMERIC names the iteration when the energy stops being finite. */
+/* Step 4: AdamW on the used rows of Y over all relations of g, at most iters steps. L_geom is evaluated in fixed
+ * chunks of relations (parallel, summed in chunk order: bit-identical at any thread count). Every
+ * SA3D_REFINE_WINDOW steps, when L_geom fell by less than tol (1 + |L|) over the window (tol > 0), it stops and
+ * applies the remaining steps' decoupled weight decay in closed form (see sparse.c). e0, e1 (may be NULL): the
+ * energy before and after; *steps (may be NULL): the steps run. SA3D_ERR_NUMERIC names the iteration when the
+ * energy stops being finite. */
+#define SA3D_REFINE_WINDOW 250
 sa3d_status sa3d_prior_refine(double *Y /* [n][3] */, const uint8_t *used, int n, const sa3d_geom_terms *g,
-                              int iters, const sa3d_adamw_params *adam, double *e0, double *e1, sa3d_error *err);
+                              int iters, double tol, const sa3d_adamw_params *adam, double *e0, double *e1,
+                              int *steps, sa3d_error *err);
 
 /* L_geom of one configuration over all of g with its gradient (may be NULL), chunked as in sa3d_prior_refine. */
 double sa3d_prior_energy(double *grad /* [n][3] or NULL */, const double *Y /* [n][3] */, int n,
@@ -109,7 +118,7 @@ sa3d_status sa3d_dense_stats(float *feat /* [m][C] */, float *attn_mean /* [m] *
  * rig[i][k] = sum_T w_T sum_j [T_j = k] b_Tj. in_hull[i] = 0 (row zero) for a point inside no tetrahedron (the
  * canonical-hull filter of METHOD.md 4.6 b.4). Parallel over points. */
 sa3d_status sa3d_dense_rig(float *rig /* [m][n] */, uint8_t *in_hull /* [m] */, const double *pts /* [m][3] */,
-                           int m, const double *info /* [T][SA3D_TET_INFO] */, const int32_t *tets /* [T][4] */,
+                           int m, const double *info /* [SA3D_TET_INFO][T] */, const int32_t *tets /* [T][4] */,
                            size_t T, int n, sa3d_error *err);
 
 /* ---- a synthetic category of known 3D shape, in memory (synth_category.c; tests and bench_prior) ----------------- */
