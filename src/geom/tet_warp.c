@@ -162,16 +162,27 @@ size_t sa3d_tet_warp(double *out /* [n_pts][3] */, uint8_t *covered /* [n_pts] *
         }
         /* Per chunk of tets: the weight of every tet (0 outside) in one vectorised loop, then the few tets that
          * contain the point are accumulated in tet order. */
-        double s = 0.0, acc[3] = { 0, 0, 0 }, wt[TET_CHUNK], bc[TET_CHUNK][4];
+        double s = 0.0, acc[3] = { 0, 0, 0 }, wt[TET_CHUNK], bc[4][TET_CHUNK];
         int any = 0;
+        const double *q0 = info + TI_Q0 * T, *iv = info + TI_INV * T, *ce = info + TI_CEN * T;
         for (size_t t0 = 0; t0 < T; t0 += TET_CHUNK) {
             size_t m = T - t0 < TET_CHUNK ? T - t0 : TET_CHUNK;
+            /* bary_one, inside_one and centroid_dist written out without branches, so that the loop vectorises */
             #pragma omp simd
             for (size_t i = 0; i < m; i++) {
-                double b[4];
-                bary_one(b, x, info, T, t0 + i);
-                for (int j = 0; j < 4; j++) bc[i][j] = b[j];
-                wt[i] = inside_one(b, thresh) ? dmin / (centroid_dist(x, info, T, t0 + i) + W_EPS) : 0.0;
+                size_t t = t0 + i;
+                double r0 = x[0] - q0[t], r1 = x[1] - q0[T + t], r2 = x[2] - q0[2 * T + t];
+                double b1 = iv[t] * r0 + iv[T + t] * r1 + iv[2 * T + t] * r2;
+                double b2 = iv[3 * T + t] * r0 + iv[4 * T + t] * r1 + iv[5 * T + t] * r2;
+                double b3 = iv[6 * T + t] * r0 + iv[7 * T + t] * r1 + iv[8 * T + t] * r2;
+                double b0 = 1.0 - (b1 + b2 + b3);
+                int in = (b0 >= -thresh) & (b1 >= -thresh) & (b2 >= -thresh) & (b3 >= -thresh) &
+                         (fabs(b0 + b1 + b2 + b3 - 1.0) < thresh);
+                double d0 = x[0] - ce[t], d1 = x[1] - ce[T + t], d2 = x[2] - ce[2 * T + t];
+                double d = sqrt(d0 * d0 + d1 * d1 + d2 * d2);
+                double q = dmin / (d + W_EPS);   /* computed for every tet: a select, not a branch */
+                bc[0][i] = b0; bc[1][i] = b1; bc[2][i] = b2; bc[3][i] = b3;
+                wt[i] = in ? q : 0.0;
             }
             for (size_t i = 0; i < m; i++) {
                 if (wt[i] == 0.0) continue;
@@ -179,7 +190,7 @@ size_t sa3d_tet_warp(double *out /* [n_pts][3] */, uint8_t *covered /* [n_pts] *
                 s += wt[i];
                 for (int j = 0; j < 4; j++) {
                     const double *y = new_anchors + 3 * tets[4 * (t0 + i) + j];
-                    for (int a = 0; a < 3; a++) acc[a] += wt[i] * bc[i][j] * y[a];
+                    for (int a = 0; a < 3; a++) acc[a] += wt[i] * bc[j][i] * y[a];
                 }
             }
         }
