@@ -105,20 +105,22 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
                     double n1 = Ej[EN * N + b], n2 = Ek[EN * N + b];
                     double dt = Ej[EX * N + b] * Ek[EX * N + b] + Ej[EY * N + b] * Ek[EY * N + b] +
                                 Ej[EZ * N + b] * Ek[EZ * N + b];
-                    double den_c = n1 * n2 + FOCAL_EPS, den_r = n1 + n2 + FOCAL_EPS;
+                    /* two reciprocals instead of five divisions: the divider is this loop's bottleneck */
+                    double ic = 1.0 / (n1 * n2 + FOCAL_EPS), ir = 1.0 / (n1 + n2 + FOCAL_EPS);
+                    double c_ = dt * ic, r_ = n1 * ir, rb_ = n2 * ir;
                     msk[b] = mb;
                     mf += mb;
-                    c[b] = mb * (dt / den_c);
-                    r[b] = mb * (n1 / den_r);
-                    rb[b] = mb * (n2 / den_r);
+                    c[b] = mb * c_;
+                    r[b] = mb * r_;
+                    rb[b] = mb * rb_;
                     /* forward mode in |phi_b| */
                     double dn1 = Ej[DN * N + b], dn2 = Ek[DN * N + b];
                     double ddt = Ej[DX * N + b] * Ek[EX * N + b] + Ej[DY * N + b] * Ek[EY * N + b] +
                                  Ej[DZ * N + b] * Ek[EZ * N + b] + Ej[EX * N + b] * Ek[DX * N + b] +
                                  Ej[EY * N + b] * Ek[DY * N + b] + Ej[EZ * N + b] * Ek[DZ * N + b];
-                    dc[b] = mb * ((ddt * den_c - dt * (dn1 * n2 + n1 * dn2)) / (den_c * den_c));
-                    dr[b] = mb * ((dn1 * den_r - n1 * (dn1 + dn2)) / (den_r * den_r));
-                    drb[b] = mb * ((dn2 * den_r - n2 * (dn1 + dn2)) / (den_r * den_r));
+                    dc[b] = mb * ((ddt - c_ * (dn1 * n2 + n1 * dn2)) * ic);
+                    dr[b] = mb * ((dn1 - r_ * (dn1 + dn2)) * ir);
+                    drb[b] = mb * ((dn2 - rb_ * (dn1 + dn2)) * ir);
                 }
                 size_t m = (size_t)mf;
                 /* torch_utils.masked_var_mean: mean = sum x mask / max(m, 1),
