@@ -7,19 +7,12 @@
 
 #define EPS SA3D_GEOM_EPS
 
-static inline double dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
-static inline double norm3(const double *a) { return sqrt(a[0] * a[0] + a[1] * a[1] + a[2] * a[2]); }
-static inline void cross3(double *o, const double *a, const double *b) {
-    o[0] = a[1] * b[2] - a[2] * b[1];
-    o[1] = a[2] * b[0] - a[0] * b[2];
-    o[2] = a[0] * b[1] - a[1] * b[0];
-}
 static inline void sub3(double *o, const double *a, const double *b) {
     o[0] = a[0] - b[0]; o[1] = a[1] - b[1]; o[2] = a[2] - b[2];
 }
 /* o = u / (|u| + eps); returns |u|. */
 static inline double nrm3(double *o, const double *u) {
-    double l = norm3(u), d = l + EPS;
+    double l = sa3d_norm3(u), d = l + EPS;
     o[0] = u[0] / d; o[1] = u[1] / d; o[2] = u[2] / d;
     return l;
 }
@@ -27,7 +20,7 @@ static inline double nrm3(double *o, const double *u) {
  * At u = 0 the second term is 0, as torch's norm backward gives it. */
 static inline void nrm3_vjp(double *gu, const double *u, double l, const double *gn) {
     double d = l + EPS;
-    double k = l > 0.0 ? dot3(u, gn) / (l * d * d) : 0.0;
+    double k = l > 0.0 ? sa3d_dot3(u, gn) / (l * d * d) : 0.0;
     gu[0] = gn[0] / d - k * u[0];
     gu[1] = gn[1] / d - k * u[1];
     gu[2] = gn[2] / d - k * u[2];
@@ -41,9 +34,9 @@ void sa3d_edge_pair_fwd(double *cosang, double *ratio, const double a[3], const 
 }
 
 void sa3d_edge_pair_bwd(double ga[3], double gb[3], const double a[3], const double b[3], double gA, double gR) {
-    double la = norm3(a), lb = norm3(b);
+    double la = sa3d_norm3(a), lb = sa3d_norm3(b);
     double da = la + EPS, db = lb + EPS, D = la + lb + EPS;
-    double A = dot3(a, b) / (da * db);
+    double A = sa3d_dot3(a, b) / (da * db);
     double ua = la > 0.0 ? 1.0 / la : 0.0, ub = lb > 0.0 ? 1.0 / lb : 0.0;   /* a-hat = a / |a| (0 at 0) */
     /* dA/da = (b/db - A a-hat) / da;  dR/d|a| = (|b| + eps) / D^2, dR/d|b| = -|a| / D^2. */
     double ka = gR * db / (D * D) - gA * A / da;
@@ -58,10 +51,10 @@ void sa3d_tet_fwd(sa3d_tet_frame *f, double *cx, double *cy, double *cz, const d
                   const double p2[3], const double pv[3]) {
     sub3(f->e1, p1, p0);
     sub3(f->e2, p2, p0);
-    cross3(f->c, f->e1, f->e2);
+    sa3d_cross3(f->c, f->e1, f->e2);
     f->nc = nrm3(f->z1, f->c);        /* z' = nrm(e1 x e2) */
     f->ne1 = nrm3(f->x1, f->e1);      /* x' = nrm(e1) */
-    cross3(f->y1, f->z1, f->x1);      /* y' = z' x x' */
+    sa3d_cross3(f->y1, f->z1, f->x1);      /* y' = z' x x' */
     f->nx1 = nrm3(f->x, f->x1);
     f->ny1 = nrm3(f->y, f->y1);
     f->nz1 = nrm3(f->z, f->z1);
@@ -84,15 +77,15 @@ void sa3d_tet_bwd(double g0[3], double g1[3], double g2[3], double gv[3], const 
     nrm3_vjp(gz1, f->z1, f->nz1, gz);   /* z = nrm(z') */
     nrm3_vjp(gx1, f->x1, f->nx1, gx);   /* x = nrm(x') */
     nrm3_vjp(gy1, f->y1, f->ny1, gy);   /* y = nrm(y') */
-    cross3(t, f->x1, gy1);              /* y' = z' x x' */
+    sa3d_cross3(t, f->x1, gy1);              /* y' = z' x x' */
     for (int i = 0; i < 3; i++) gz1[i] += t[i];
-    cross3(t, gy1, f->z1);
+    sa3d_cross3(t, gy1, f->z1);
     for (int i = 0; i < 3; i++) gx1[i] += t[i];
     nrm3_vjp(gc, f->c, f->nc, gz1);     /* z' = nrm(c) */
     nrm3_vjp(ge1, f->e1, f->ne1, gx1);  /* x' = nrm(e1) */
-    cross3(t, f->e2, gc);               /* c = e1 x e2 */
+    sa3d_cross3(t, f->e2, gc);               /* c = e1 x e2 */
     for (int i = 0; i < 3; i++) ge1[i] += t[i];
-    cross3(ge2, gc, f->e1);
+    sa3d_cross3(ge2, gc, f->e1);
     nrm3_vjp(gw, f->w, f->nw, gd);      /* d = nrm(w) */
     for (int i = 0; i < 3; i++) {
         g1[i] += ge1[i];

@@ -9,8 +9,6 @@
 
 #define FOCAL_EPS 1e-6   /* compute_angles_and_ratios_parallel: + 1e-6 in both denominators */
 
-static inline double dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
-
 /* The edges e_ij of every image are stored as separate arrays over the images ([K][K][E_FIELDS][N]), and the
  * visibility as 0/1 doubles ([K][N]), so that every loop over the images is a plain vectorisable loop: a triple
  * that an image does not show is multiplied by 0 instead of skipped. */
@@ -71,9 +69,9 @@ void sa3d_focal_loss(double *loss, double *grad_phi /* [N] */, double *cos_var /
                     o[(EX + a) * N + b] = e[a];
                     o[(DX + a) * N + b] = d[a];
                 }
-                double l = sqrt(dot3(e, e));
+                double l = sqrt(sa3d_dot3(e, e));
                 o[EN * N + b] = l;
-                o[DN * N + b] = l > 0.0 ? dot3(e, d) / l : 0.0;   /* torch's norm backward is 0 at 0 */
+                o[DN * N + b] = l > 0.0 ? sa3d_dot3(e, d) / l : 0.0;   /* torch's norm backward is 0 at 0 */
             }
         }
     }

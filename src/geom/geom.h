@@ -13,6 +13,7 @@
 #ifndef SA3D_GEOM_H
 #define SA3D_GEOM_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "semalign3d/status.h"
@@ -81,6 +82,15 @@ typedef struct sa3d_geom_relations {
  * array, owned by *out (free with sa3d_geom_relations_free). On failure *out is zeroed. */
 sa3d_status sa3d_geom_relations_make(sa3d_geom_relations *out, int n, sa3d_error *err);
 void sa3d_geom_relations_free(sa3d_geom_relations *r);   /* NULL and zeroed structs are no-ops */
+
+/* 3-vectors of doubles: the small helpers every geometry file uses. */
+static inline double sa3d_dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+static inline double sa3d_norm3(const double *a) { return sqrt(sa3d_dot3(a, a)); }
+static inline void sa3d_cross3(double *o, const double *a, const double *b) {   /* o = a x b; o may not alias */
+    o[0] = a[1] * b[2] - a[2] * b[1];
+    o[1] = a[2] * b[0] - a[0] * b[2];
+    o[2] = a[0] * b[1] - a[1] * b[0];
+}
 
 /* ---------------------------------------------------------------------------------------------------------
  * Relation features (METHOD.md 4.2; compute_geom_features_for_edge_pairs / _for_tets)          features.c

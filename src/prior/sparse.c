@@ -218,12 +218,6 @@ static double term_mag(const sa3d_beta_term *b) {
     return fabs(b->lnb) + 14.0 * (fabs(b->alpha - 1.0) + fabs(b->beta - 1.0)) + 10.0 * (b->alpha + b->beta);
 }
 
-static void cross3d(double *o, const double *a, const double *b) {
-    o[0] = a[1] * b[2] - a[2] * b[1];
-    o[1] = a[2] * b[0] - a[0] * b[2];
-    o[2] = a[0] * b[1] - a[1] * b[0];
-}
-
 /* ---- step 3.3 without visiting every candidate: branch and bound ------------------------------------------------
  *
  * Most of the cube is far from the placed points, where the new point makes edge ratios and angles that the Beta
@@ -243,16 +237,14 @@ static void cross3d(double *o, const double *a, const double *b) {
 
 typedef struct dvec { double c[3], r; } dvec;   /* a vector: its value at the box centre and a radius around it */
 
-static double len3d(const double *a) { return sqrt(a[0] * a[0] + a[1] * a[1] + a[2] * a[2]); }
-
 /* The angle by which a vector of dvec v can turn away from its centre value (pi when it can pass through 0). */
 static double turn(const dvec *v) {
-    double l = len3d(v->c);
+    double l = sa3d_norm3(v->c);
     return v->r < l ? asin(v->r / l) : SA3D_PI;
 }
 
 static double angle3d(const double *a, const double *b) {
-    double la = len3d(a), lb = len3d(b);
+    double la = sa3d_norm3(a), lb = sa3d_norm3(b);
     if (la == 0.0 || lb == 0.0) return SA3D_PI / 2.0;
     double c = (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]) / (la * lb);
     return acos(c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c);
@@ -304,7 +296,7 @@ static double ball_bound(const double *Y, int next, const double *x, double r, c
     for (size_t e = 0; e < sub->n_pairs; e++) {
         dvec a = dvec_of(Y, x, r, sub->e1[2 * e], sub->e1[2 * e + 1], next);
         dvec b = dvec_of(Y, x, r, sub->e2[2 * e], sub->e2[2 * e + 1], next);
-        double la = len3d(a.c), lb = len3d(b.c);
+        double la = sa3d_norm3(a.c), lb = sa3d_norm3(b.c);
         double la0 = fmax(0.0, la - a.r), la1 = la + a.r, lb0 = fmax(0.0, lb - b.r), lb1 = lb + b.r;
         double clo, chi, tlo, thi;
         cos_range(&clo, &chi, angle3d(a.c, b.c), turn(&a) + turn(&b));
@@ -319,21 +311,21 @@ static double ball_bound(const double *Y, int next, const double *x, double r, c
         int32_t v = sub->v[k];
         dvec e1 = dvec_of(Y, x, r, t[1], t[0], next), e2 = dvec_of(Y, x, r, t[2], t[0], next);
         dvec w = dvec_of(Y, x, r, v, t[0], next), c;
-        cross3d(c.c, e1.c, e2.c);   /* e1 x e2 moves linearly: (e1 + d1) x (e2 + d2) with d1 x d2 = 0 */
-        c.r = len3d(e1.c) * e2.r + e1.r * len3d(e2.c);
+        sa3d_cross3(c.c, e1.c, e2.c);   /* e1 x e2 moves linearly: (e1 + d1) x (e2 + d2) with d1 x d2 = 0 */
+        c.r = sa3d_norm3(e1.c) * e2.r + e1.r * sa3d_norm3(e2.c);
         double ax[3][3];            /* the frame at the centre: x' along e1, z' along e1 x e2, y' = z' x x' */
-        double l1 = len3d(e1.c), lc = len3d(c.c);
+        double l1 = sa3d_norm3(e1.c), lc = sa3d_norm3(c.c);
         double dx = turn(&e1), dz = turn(&c);
         double dy = dx >= SA3D_PI || dz >= SA3D_PI ? SA3D_PI : 2.0 * asin(fmin(1.0, sin(dx / 2.0) + sin(dz / 2.0)));
         double dev[3] = { dx, dy, dz }, f = 0.0;
         if (l1 > 0.0 && lc > 0.0) {
             for (int a = 0; a < 3; a++) { ax[0][a] = e1.c[a] / l1; ax[2][a] = c.c[a] / lc; }
-            cross3d(ax[1], ax[2], ax[0]);
+            sa3d_cross3(ax[1], ax[2], ax[0]);
         } else {
             dev[0] = dev[1] = dev[2] = SA3D_PI;
             memset(ax, 0, sizeof ax);
         }
-        double lw0 = fmax(0.0, len3d(w.c) - w.r), dw = turn(&w);
+        double lw0 = fmax(0.0, sa3d_norm3(w.c) - w.r), dw = turn(&w);
         double sh = lw0 > 0.0 && l1 - e1.r >= eps && lc - c.r >= eps ? eps / lw0 + 4.0 * eps : 1.0;
         const sa3d_beta_term *bt[3] = { &sub->cx[k], &sub->cy[k], &sub->cz[k] };
         for (int a = 0; a < 3; a++) {
