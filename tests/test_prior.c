@@ -702,18 +702,25 @@ static void case_known_shape(void) {
     sa3d_prior_synth_free(sy);
 }
 
-static void case_build_determinism(void) {
+/* The small category and quick settings of the build comparisons below (NULL after a reported failure). */
+static sa3d_prior_synth *small_category(sa3d_prior_build_params *p) {
     sa3d_prior_synth_params sp;
     sa3d_prior_synth_params_default(&sp);
     sp.n_images = 8;
     sa3d_prior_synth *sy = NULL;
     sa3d_error err = { 0 };
     T_OK(sa3d_prior_synth_make(&sy, &sp, &err), &err);
+    *p = test_params();
+    p->refine_iters = 200;
+    p->cube_n = 30;
+    p->focal_iters = 300;
+    return sy;
+}
+
+static void case_build_determinism(void) {
+    sa3d_prior_build_params p;
+    sa3d_prior_synth *sy = small_category(&p);
     if (!sy) return;
-    sa3d_prior_build_params p = test_params();
-    p.refine_iters = 200;
-    p.cube_n = 30;
-    p.focal_iters = 300;
     p.seed = 5;
     sa3d_prior *a = build_synth(sy, &p, 1, NULL), *b = build_synth(sy, &p, 2, NULL);
     p.grid_exhaustive = 1;   /* every grid point screened instead of branch and bound: the same prior */
@@ -751,17 +758,10 @@ static double anchor_radius(const sa3d_prior *p) {
 /* The convergence stop of the sparse refinement gives the cloud the full run gives: the same shape, and the same
  * scale through the closed-form weight decay of the skipped steps. */
 static void case_refine_stop(void) {
-    sa3d_prior_synth_params sp;
-    sa3d_prior_synth_params_default(&sp);
-    sp.n_images = 8;
-    sa3d_prior_synth *sy = NULL;
-    sa3d_error err = { 0 };
-    T_OK(sa3d_prior_synth_make(&sy, &sp, &err), &err);
+    sa3d_prior_build_params p;
+    sa3d_prior_synth *sy = small_category(&p);
     if (!sy) return;
-    sa3d_prior_build_params p = test_params();
     p.refine_iters = 4000;
-    p.cube_n = 30;
-    p.focal_iters = 300;
     sa3d_prior_build_report ra, rb;
     sa3d_prior *a = build_synth(sy, &p, 0, &ra);
     p.refine_tol = 0.0;
@@ -769,9 +769,9 @@ static void case_refine_stop(void) {
     T_CHECK(a && b);
     if (a && b) {
         double x[64 * 3], y[64 * 3];
-        for (int k = 0; k < sp.n_slots; k++)
+        for (int k = 0; k < sy->p.n_slots; k++)
             for (int j = 0; j < 3; j++) { x[3 * k + j] = a->anchors[3 * k + j]; y[3 * k + j] = b->anchors[3 * k + j]; }
-        double rad = anchor_radius(b), shape = align_similarity(x, y, sp.n_slots, 0) / rad;
+        double rad = anchor_radius(b), shape = align_similarity(x, y, sy->p.n_slots, 0) / rad;
         double scale = anchor_radius(a) / rad;
         printf("  stopped after %d of %d steps: L_geom %.6f (full run %.6f); shape RMS %.2g of the radius after a "
                "similarity (bound %.0e), scale %.4f of the full run's (bound 1 +- %.0e)\n", ra.refine_steps,
