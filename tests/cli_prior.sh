@@ -20,7 +20,7 @@ check "build-prior" 0 $?
 P="$T/out/aeroplane.prior.safetensors"
 [ -s "$P" ] || { echo "FAIL no prior written: $(cat "$T/e")"; fail=1; }
 grep -q "slots placed" "$T/stdout" || { echo "FAIL summary line missing"; fail=1; }
-grep -q '"refine_iters"' "$P" || { echo "FAIL settings missing from the metadata"; fail=1; }
+grep -q '"refine_iters"' "$P" && grep -q '"refine_tol"' "$P" || { echo "FAIL settings missing from the metadata"; fail=1; }
 ls "$T/out" | grep -q tmp && { echo "FAIL temporary file left behind"; fail=1; }
 "$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
   --out "$T/out2" --seed 0 $FAST >/dev/null 2>&1
@@ -44,6 +44,12 @@ grep -q spaceship "$T/e" || { echo "FAIL message does not name the category: $(c
 check "build-prior without feature/depth sources" 2 $?
 "$BIN" build-prior --dataset "$T/ds" --category aeroplane --all --features-dir x --depth-dir y --out "$T/o6" >/dev/null 2>&1
 check "build-prior --category with --all" 2 $?
+for tol in -1 nan 2 x; do
+  "$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir x --depth-dir y --out "$T/o6" \
+    --refine-tol "$tol" >/dev/null 2>"$T/e"
+  check "build-prior --refine-tol $tol" 2 $?
+  grep -q "refine-tol" "$T/e" || { echo "FAIL message does not name the option: $(cat "$T/e")"; fail=1; }
+done
 
 head -c 2000 "$P" > "$T/cut.safetensors"
 "$BIN" show-prior "$T/cut.safetensors" --ply "$T/b.ply" --png "$T/b.png" >/dev/null 2>"$T/e"
