@@ -70,6 +70,7 @@ typedef struct sa3d_alignment {
     double energy;          /* total at sigma_end, and its terms (unweighted) */
     double e_rec, e_geom, e_bg, e_depth;
     float *proj;            /* [n_dense][2] dense points in grid coordinates */
+    float *depth;           /* [n_dense] their camera-frame depth Z (units of S), for visibility */
     float *proj_anchor;     /* [n_used][2] anchors in grid coordinates */
     double fg_frac;         /* share of dense points projecting onto the mask (>= 0.5; inside the grid if
                                there is no mask) */
@@ -93,6 +94,13 @@ typedef struct sa3d_match_params {
                                goes to the baseline */
     double max_energy;      /* 1e30 (off): an alignment with a larger energy is implausible */
     double min_fg_frac;     /* 0.5: an alignment with fewer dense points on the mask is implausible */
+    int knn;                /* 0: the query -> point -> cell path of METHOD 6.2 steps 2-3; k in 1..16: the
+                               geometric transfer of 6.2.5 - the query tied to the k (visible) points projecting
+                               nearest to it in image 1 (weights dmin / d), carried to their image-2 projections */
+    double vis_radius;      /* 1.5 cells: each dense point occludes the cells within this radius of its projection */
+    double vis_tol;         /* -1 (off): >= 0 makes only the points image 1 sees answer a query - a point is
+                               visible when its depth is within vis_tol x the anchors' RMS radius of the nearest
+                               depth at its cell (docs/ALIGN.md) */
     sa3d_baseline_params baseline;   /* window radius 7, temperature 0.02 (also the fallback) */
 } sa3d_match_params;
 SA3D_API sa3d_match_params sa3d_match_params_default(void);

@@ -50,6 +50,7 @@ void sa3d_alignment_free(sa3d_alignment *a) {
     if (!a) return;
     sa3d_free(a->Y);
     sa3d_free(a->proj);
+    sa3d_free(a->depth);
     sa3d_free(a->proj_anchor);
     sa3d_free(a);
 }
@@ -637,6 +638,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     A = sa3d_calloc(1, sizeof *A);
     if (!A || !(A->Y = sa3d_malloc((size_t)P3 * sizeof(double))) ||
         !(A->proj = sa3d_malloc((size_t)N * 2 * sizeof(float))) ||
+        !(A->depth = sa3d_malloc((size_t)N * sizeof(float))) ||
         !(A->proj_anchor = sa3d_malloc((size_t)n * 2 * sizeof(float)))) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
         goto done;
@@ -668,6 +670,11 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
         else on += pj[2 * i] >= 0.0 && pj[2 * i] < g && pj[2 * i + 1] >= 0.0 && pj[2 * i + 1] < g;
     }
     A->fg_frac = (double)on / N;
+    for (int i = 0; i < N; i++) {   /* Z of X = rig . Y */
+        double z = 0.0;
+        for (int j = c.rig_ptr[i]; j < c.rig_ptr[i + 1]; j++) z += c.rig_w[j] * A->Y[3 * c.rig_idx[j] + 2];
+        A->depth[i] = (float)z;
+    }
     for (int k = 0; k < n; k++) {
         const double *y = A->Y + 3 * k;
         double z = y[2] + 1e-9;

@@ -1,8 +1,10 @@
 /* Matching through two alignments (METHOD.md 6.2; issue 5 part C). A query of image 1 picks the representation
  * point i* with the highest p_sem,i(q) x N(q; g1_i, sigma^2); image 2's cells are scored by
  * p_sem,i*(u) x N(u; g2_i*, sigma^2) and the window soft-argmax of that score gives the sub-cell position.
- * p_sem is the aligner's one-sided Gaussian of the similarity (align_internal.h). Fallback to the GeoAware
- * baseline: whole pair when an alignment is implausible, single query when it lies off the projected object. */
+ * p_sem is the aligner's one-sided Gaussian of the similarity (align_internal.h). Options: only points that image 1
+ * sees answer a query (a z-buffer on the grid), and METHOD 6.2.5's geometric transfer through the k nearest
+ * projected points instead of steps 2-3. Fallback to the GeoAware baseline: whole pair when an alignment is
+ * implausible, single query when it lies off the projected object. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -18,6 +20,9 @@ sa3d_match_params sa3d_match_params_default(void) {
     p.max_query_dist = 3.0;
     p.max_energy = 1e30;
     p.min_fg_frac = 0.5;
+    p.knn = 0;
+    p.vis_radius = 1.5;
+    p.vis_tol = -1.0;   /* off: on the val split (seeds 0-7) neither variant beat it; docs/ALIGN.md */
     p.baseline = sa3d_baseline_params_default();
     return p;
 }
@@ -28,6 +33,38 @@ static double dot_cell(const float *f, const sa3d_feature_map *F, int cell) {
     double s = 0.0;
     for (int c = 0; c < F->C; c++) s += (double)f[c] * (double)F->data[(size_t)c * cells + cell];
     return s;
+}
+
+/* Which dense points alignment a sees. Self-occlusion matters most for the query -> point step: in a side view the
+ * left and right legs of an animal project onto the same cells and their features are alike (mirror-ambiguous),
+ * so without a test the hidden twin can win the query and send it to the wrong side in image 2. A z-buffer on
+ * the grid: every point claims the cells whose centre lies within `radius` of its projection, at its depth; a
+ * point is visible when its depth is within tol x the anchors' RMS radius of the nearest depth claimed at its
+ * own cell. zbuf: [g][g] scratch. METHOD.md 5.4 leaves self-occlusion open; this is the matcher's reading. */
+static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius, double tol, float *zbuf) {
+    int g = a->g, N = a->n_dense, R = (int)ceil(radius);
+    for (int u = 0; u < g * g; u++) zbuf[u] = INFINITY;
+    for (int i = 0; i < N; i++) {
+        double px = (double)a->proj[2 * i], py = (double)a->proj[2 * i + 1];
+        int cx = (int)floor(px), cy = (int)floor(py);
+        for (int y = cy - R; y <= cy + R; y++)
+            for (int x = cx - R; x <= cx + R; x++) {
+                if (x < 0 || y < 0 || x >= g || y >= g) continue;
+                double dx = x + 0.5 - px, dy = y + 0.5 - py;
+                if (dx * dx + dy * dy > radius * radius) continue;
+                if (a->depth[i] < zbuf[y * g + x]) zbuf[y * g + x] = a->depth[i];
+            }
+    }
+    double m[3] = { 0, 0, 0 }, r2 = 0.0;
+    for (int k = 0; k < a->n_used; k++)
+        for (int j = 0; j < 3; j++) m[j] += a->Y[3 * k + j] / a->n_used;
+    for (int k = 0; k < a->n_used; k++)
+        for (int j = 0; j < 3; j++) r2 += (a->Y[3 * k + j] - m[j]) * (a->Y[3 * k + j] - m[j]) / a->n_used;
+    double slack = tol * sqrt(r2);
+    for (int i = 0; i < N; i++) {
+        int cx = (int)floor((double)a->proj[2 * i]), cy = (int)floor((double)a->proj[2 * i + 1]);
+        vis[i] = cx < 0 || cy < 0 || cx >= g || cy >= g || (double)a->depth[i] <= (double)zbuf[cy * g + cx] + slack;
+    }
 }
 
 static int plausible(const sa3d_alignment *a, const sa3d_match_params *p) {
@@ -47,11 +84,13 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
                          F1->g, F2->g, a1->g, a2->g, a1->n_dense, a2->n_dense);
     int g = F1->g, cells = g * g, N = prior->n_dense;
     float *score = sa3d_malloc((size_t)cells * sizeof(float));
-    uint8_t *fb = sa3d_malloc((size_t)n);
+    uint8_t *fb = sa3d_malloc((size_t)n), *vis = sa3d_malloc((size_t)N);
     float *work = NULL;
     sa3d_status st = SA3D_OK;
-    if (!score || !fb) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory"); goto done; }
+    if (!score || !fb || !vis) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory"); goto done; }
     int pair_ok = plausible(a1, p) && plausible(a2, p);
+    if (p->vis_tol >= 0.0) visible_points(vis, a1, p->vis_radius, p->vis_tol, score);
+    else memset(vis, 1, (size_t)N);
     double is2 = 1.0 / (p->sigma * p->sigma), qmax2 = p->max_query_dist * p->max_query_dist;
     float cell1 = (float)F1->input_size / (float)g, cell2 = (float)F2->input_size / (float)g;
     for (int k = 0; k < n; k++) {
@@ -71,6 +110,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         for (int i = 0; i < N; i++) {
             double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1], d2 = dx * dx + dy * dy;
             if (d2 < dmin2) dmin2 = d2;
+            if (!vis[i]) continue;
             double sd = (double)prior->dense_attn_sd[i];
             if (sd < p->sem_sd_floor) sd = p->sem_sd_floor;
             double lp = sa3d_align_lp(dot_cell(prior->dense_feat + (size_t)i * prior->C, F1, qc),
@@ -79,6 +119,33 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
             if (s > bs) { bs = s; best = i; }
         }
         if (best < 0 || dmin2 > qmax2) continue;
+        if (p->knn > 0) {   /* METHOD 6.2.5: the k nearest visible projections, inverse-distance weights */
+            int K = p->knn < 16 ? p->knn : 16, nk = 0, id[16];
+            double dk[16];
+            for (int i = 0; i < N; i++) {
+                if (!vis[i]) continue;
+                double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1];
+                double d = sqrt(dx * dx + dy * dy);
+                int j = nk < K ? nk++ : K;
+                if (j == K && d >= dk[K - 1]) continue;
+                if (j == K) j = K - 1;
+                while (j > 0 && dk[j - 1] > d) { dk[j] = dk[j - 1]; id[j] = id[j - 1]; j--; }
+                dk[j] = d;
+                id[j] = i;
+            }
+            double ws = 0.0, tx = 0.0, ty = 0.0;
+            for (int j = 0; j < nk; j++) {
+                double w = (dk[0] + 1e-3) / (dk[j] + 1e-3);
+                ws += w;
+                tx += w * (double)a2->proj[2 * id[j]];
+                ty += w * (double)a2->proj[2 * id[j] + 1];
+            }
+            if (nk == 0) continue;
+            sa3d_geoaware_from_square(F2->img_w, F2->img_h, F2->input_size, (float)(tx / ws) * cell2,
+                                      (float)(ty / ws) * cell2, &pred[k][0], &pred[k][1]);
+            fb[k] = 0;
+            continue;
+        }
         /* image 2: log p_sem,i*(u) + log N(u; g2_i*, sigma^2) over all cells */
         const float *fi = prior->dense_feat + (size_t)best * prior->C;
         double sd = (double)prior->dense_attn_sd[best];
@@ -131,6 +198,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
 done:
     sa3d_free(score);
     sa3d_free(fb);
+    sa3d_free(vis);
     sa3d_free(work);
     return st;
 }
