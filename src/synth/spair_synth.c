@@ -28,7 +28,6 @@
 #define MAX_IMAGES 1000      /* per category: the pair sampler keeps images^2 entries */
 #define MAX_PAIRS 999999     /* per split: pair numbers have 6 digits */
 
-static const char *const split_names[3] = { "trn", "val", "test" };
 static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";  /* as cmd_features */
 
 /* ---- random streams: splitmix64 seeding xoshiro256** (STYLE.md 6), one per (tag, item) -------------------- */
@@ -329,7 +328,7 @@ static const char *pose_name(const synth_image *im) { return im->mirrored ? "Rig
 static sa3d_status write_image_record(const synth *sy, const synth_image *im, sa3d_error *err) {
     const synth_category *c = &sy->cats[im->cat];
     char path[4096];
-    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, c->name, im->id);
+    sa3d_status s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_IMAGE_ANNOTATION, c->name, im->id, err);
     if (s) return s;
     sa3d_sbuf b = { 0 };
     sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic\", \"src_annotation\": "
@@ -358,7 +357,7 @@ static sa3d_status write_pair_record(const synth *sy, int split, const synth_pai
     const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
     char id[160], path[4096];
     pair_id(id, sizeof id, sy, pr);
-    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
+    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, sa3d_synth_split_names[split], id);
     if (s) return s;
     int d = abs(a->azimuth - t->azimuth);
     d = d > 4 ? 8 - d : d;
@@ -446,10 +445,10 @@ static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
                     for (int ch = 0; ch < 3; ch++) rgb[3 * ((size_t)y * im->w + x) + ch] = (uint8_t)col[ch];
     }
     if (sy->p.write_images &&
-        (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, cat, im->id))))
+        (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, cat, im->id, err))))
         s = sa3d_jpeg_write(path, rgb, im->w, im->h, 3, JPEG_QUALITY, err);
     if (!s && sy->p.write_segmentations &&
-        (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, cat, im->id))))
+        (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, cat, im->id, err))))
         s = sa3d_png_write(path, mask, im->w, im->h, 1, err);
 done:
     sa3d_free(rgb);
@@ -507,7 +506,7 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
     int64_t shape[3] = { C, g, g };
     snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat->name, im->id);
     snprintf(size_s, sizeof size_s, "%d", S);
-    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat->name, im->id)))
+    if ((s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_FEATURES, cat->name, im->id, err)))
         goto done;
     if (!(w = sa3d_st_writer_new())) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -535,24 +534,13 @@ done:
 
 /* ---- driver ------------------------------------------------------------------------------------------------------- */
 
-/* 0 when root is absent or an empty directory. */
-
+/* The folders this dataset fills: the records always, pixels and features as the write flags say. */
 static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
-    char path[4096];
-    sa3d_status s;
-    static const char *const per_cat[4] = { "ImageAnnotation", "JPEGImages", "Segmentation", "Features" };
-    const int wanted[4] = { 1, sy->p.write_images, sy->p.write_segmentations, sy->p.write_features };
-    for (int c = 0; c < sy->n_cats; c++)
-        for (int i = 0; i < 4; i++)
-            if (wanted[i] && ((s = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], sy->cats[c].name)) ||
-                              (s = sa3d_mkdirs(path, err))))
-                return s;
-    for (int sp = 0; sp < 3; sp++)
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
-            (s = sa3d_mkdirs(path, err)))
-            return s;
-    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = sa3d_mkdirs(path, err))) return s;
-    return SA3D_OK;
+    unsigned folders = SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_IMAGE_ANNOTATION);
+    if (sy->p.write_images) folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_JPEG_IMAGES);
+    if (sy->p.write_segmentations) folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_SEGMENTATION);
+    if (sy->p.write_features) folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_FEATURES);
+    return sa3d_synth_make_tree(sy->root, folders, sa3d_spair_category, sy->n_cats, err);
 }
 
 
@@ -583,7 +571,7 @@ static sa3d_status write_all(synth *sy, sa3d_error *err) {
     char path[4096], id[160];
     sa3d_status s;
     for (int sp = 0; sp < 3; sp++) {
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return s;
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, sa3d_synth_split_names[sp]))) return s;
         sa3d_sbuf b = { 0 };
         for (int i = 0; i < sy->n_pairs[sp]; i++) {
             pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);

@@ -30,7 +30,6 @@
 #define CHIRAL_WIDTH 0.08       /* tanh(q.x / this): the chirality term fades on the symmetry plane */
 #define CLASS_WEIGHT 0.5f
 
-static const char *const split_names[3] = { "trn", "val", "test" };
 static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";   /* as cmd_features */
 static const double PI = 3.14159265358979323846;
 
@@ -746,7 +745,7 @@ static sa3d_status make_pairs(s3 *sy, int split, int ci, int count, s3_pair *out
     if (n_valid == 0) {
         sa3d_free(valid);
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: %s: no two %s images share a visible keypoint",
-                         shapes[ci].name, split_names[split]);
+                         shapes[ci].name, sa3d_synth_split_names[split]);
     }
     sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
     int remaining = n_valid;
@@ -831,9 +830,9 @@ static sa3d_status render(const s3 *sy, const tracer *tr, int gi, s3_image *im, 
     im->bbox[2] = x1;
     im->bbox[3] = y1;
     im->truncated = x1 >= 0 && (x0 == 0 || y0 == 0 || x1 == W - 1 || y1 == H - 1);
-    if (!(st = sa3d_path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, sh->name, im->id)))
+    if (!(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, sh->name, im->id, err)))
         st = sa3d_jpeg_write(path, rgb, W, H, 3, JPEG_QUALITY, err);
-    if (!st && !(st = sa3d_path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, sh->name, im->id)))
+    if (!st && !(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, sh->name, im->id, err)))
         st = sa3d_png_write(path, mask, W, H, 1, err);
 done:
     sa3d_free(rgb);
@@ -844,7 +843,7 @@ done:
 static sa3d_status write_depth(const s3 *sy, const s3_image *im, const float *disp, sa3d_error *err) {
     char path[4096];
     const char *cat = shapes[im->scene.category].name;
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/Depth/%s/%s.depth.safetensors", sy->root, cat, im->id);
+    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_DEPTH, cat, im->id, err);
     if (st) return st;
     sa3d_st_writer *w = sa3d_st_writer_new();
     if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -879,7 +878,7 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
     int64_t shape[3] = { C, g, g };
     snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat, im->id);
     snprintf(size_s, sizeof size_s, "%d", p->input_size);
-    if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat, im->id)))
+    if ((st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_FEATURES, cat, im->id, err)))
         goto done;
     if (!(w = sa3d_st_writer_new())) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -909,7 +908,7 @@ done:
 static sa3d_status write_image_record(const s3 *sy, const s3_image *im, sa3d_error *err) {
     const shape_def *sh = &shapes[im->scene.category];
     char path[4096];
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, sh->name, im->id);
+    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_IMAGE_ANNOTATION, sh->name, im->id, err);
     if (st) return st;
     sa3d_sbuf b = { 0 };
     sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic 3D\", \"src_annotation\": "
@@ -933,7 +932,7 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
     const sa3d_synth3d_scene *s = &im->scene;
     const shape_def *sh = tr->sh;
     char path[4096];
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/GroundTruth/%s/%s.json", sy->root, sh->name, im->id);
+    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_GROUND_TRUTH, sh->name, im->id, err);
     if (st) return st;
     double cam[N_KEYS][3], uv[N_KEYS][2];
     unsigned char vis[N_KEYS];
@@ -975,7 +974,7 @@ static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr,
     const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
     char id[160], path[4096];
     pair_id(id, sizeof id, sy, pr);
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
+    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, sa3d_synth_split_names[split], id);
     if (st) return st;
     int d = abs(a->azimuth_id - t->azimuth_id);
     d = d > 4 ? 8 - d : d;
@@ -1015,22 +1014,10 @@ static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr,
 /* ---- driver ------------------------------------------------------------------------------------------------------ */
 
 
+/* Every image has all six per-category files. */
 static sa3d_status make_tree(const s3 *sy, sa3d_error *err) {
-    static const char *const per_cat[6] = { "ImageAnnotation", "JPEGImages", "Segmentation", "Features", "Depth",
-                                            "GroundTruth" };
-    char path[4096];
-    sa3d_status st;
-    for (int c = 0; c < sy->p.n_categories; c++)
-        for (int i = 0; i < 6; i++)
-            if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], shapes[c].name)) ||
-                (st = sa3d_mkdirs(path, err)))
-                return st;
-    for (int sp = 0; sp < 3; sp++)
-        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
-            (st = sa3d_mkdirs(path, err)))
-            return st;
-    if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (st = sa3d_mkdirs(path, err))) return st;
-    return SA3D_OK;
+    return sa3d_synth_make_tree(sy->root, SA3D_SYNTH_ALL_FOLDERS, sa3d_synth3d_category,
+                                sy->p.n_categories, err);
 }
 
 
@@ -1073,7 +1060,7 @@ static sa3d_status write_all(s3 *sy, sa3d_error *err) {
     char path[4096], id[160];
     sa3d_status st;
     for (int sp = 0; sp < 3; sp++) {
-        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return st;
+        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, sa3d_synth_split_names[sp]))) return st;
         sa3d_sbuf b = { 0 };
         for (int i = 0; i < sy->n_pairs[sp]; i++) {
             pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);

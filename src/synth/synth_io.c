@@ -71,3 +71,40 @@ int sa3d_first_error_any(sa3d_first_error *fe) {
     f = fe->failed;
     return f;
 }
+
+/* ---- the SPair-71k layout ---- */
+
+const char *const sa3d_synth_split_names[SA3D_SYNTH_N_SPLITS] = { "trn", "val", "test" };
+
+static const struct { const char *dir, *suffix; } folders_spec[SA3D_SYNTH_N_FOLDERS] = {
+    [SA3D_SYNTH_IMAGE_ANNOTATION] = { "ImageAnnotation", ".json" },
+    [SA3D_SYNTH_JPEG_IMAGES] = { "JPEGImages", ".jpg" },
+    [SA3D_SYNTH_SEGMENTATION] = { "Segmentation", ".png" },
+    [SA3D_SYNTH_FEATURES] = { "Features", ".features.safetensors" },   /* as `semalign3d features` names them */
+    [SA3D_SYNTH_DEPTH] = { "Depth", ".depth.safetensors" },            /* as `semalign3d depth` names them */
+    [SA3D_SYNTH_GROUND_TRUTH] = { "GroundTruth", ".json" },
+};
+
+sa3d_status sa3d_synth_image_path(char *buf, size_t n, const char *root, sa3d_synth_folder folder,
+                                  const char *category, const char *id, sa3d_error *err) {
+    return sa3d_path_fmt(buf, n, err, "%s/%s/%s/%s%s", root, folders_spec[folder].dir, category, id,
+                         folders_spec[folder].suffix);
+}
+
+sa3d_status sa3d_synth_make_tree(const char *root, unsigned folders, const char *(*category_name)(int index),
+                                 int n_categories, sa3d_error *err) {
+    char path[4096];
+    sa3d_status s;
+    for (int c = 0; c < n_categories; c++)
+        for (int f = 0; f < SA3D_SYNTH_N_FOLDERS; f++)
+            if ((folders & SA3D_SYNTH_FOLDER_BIT(f)) &&
+                ((s = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", root, folders_spec[f].dir, category_name(c))) ||
+                 (s = sa3d_mkdirs(path, err))))
+                return s;
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++)
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", root, sa3d_synth_split_names[sp])) ||
+            (s = sa3d_mkdirs(path, err)))
+            return s;
+    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", root)) || (s = sa3d_mkdirs(path, err))) return s;
+    return SA3D_OK;
+}

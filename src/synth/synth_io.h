@@ -1,5 +1,6 @@
 /* Plumbing shared by the synthetic dataset writers (spair_synth.c, synth3d.c): a growing text buffer, atomic
- * text files, bounded path formatting, the new-or-empty root check, and the first failure of a parallel loop. */
+ * text files, bounded path formatting, the new-or-empty root check, the first failure of a parallel loop, and
+ * the SPair-71k layout both write (folders, file names, directory tree). */
 #ifndef SA3D_SYNTH_IO_H
 #define SA3D_SYNTH_IO_H
 
@@ -22,5 +23,32 @@ sa3d_status sa3d_synth_check_root(const char *root, sa3d_error *err);
 typedef struct sa3d_first_error { int failed; long index; sa3d_error err; } sa3d_first_error;
 void sa3d_first_error_note(sa3d_first_error *fe, long index, const sa3d_error *e);
 int sa3d_first_error_any(sa3d_first_error *fe);
+
+/* ---- the SPair-71k layout ------------------------------------------------------------------------------------ */
+
+/* The per-category folders of the layout; an image's file is root/<folder>/<category>/<id><suffix>. */
+typedef enum sa3d_synth_folder {
+    SA3D_SYNTH_IMAGE_ANNOTATION,    /* ImageAnnotation/<cat>/<id>.json */
+    SA3D_SYNTH_JPEG_IMAGES,         /* JPEGImages/<cat>/<id>.jpg */
+    SA3D_SYNTH_SEGMENTATION,        /* Segmentation/<cat>/<id>.png */
+    SA3D_SYNTH_FEATURES,            /* Features/<cat>/<id>.features.safetensors */
+    SA3D_SYNTH_DEPTH,               /* Depth/<cat>/<id>.depth.safetensors (synth3d) */
+    SA3D_SYNTH_GROUND_TRUTH,        /* GroundTruth/<cat>/<id>.json (synth3d) */
+    SA3D_SYNTH_N_FOLDERS
+} sa3d_synth_folder;
+#define SA3D_SYNTH_FOLDER_BIT(f) (1u << (f))   /* a set of folders, for sa3d_synth_make_tree */
+#define SA3D_SYNTH_ALL_FOLDERS (SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_N_FOLDERS) - 1)
+
+/* The splits of PairAnnotation/ and Layout/large/, indexed 0 trn, 1 val, 2 test. */
+#define SA3D_SYNTH_N_SPLITS 3
+extern const char *const sa3d_synth_split_names[SA3D_SYNTH_N_SPLITS];
+
+/* buf = root/<folder>/<category>/<id><suffix>; SA3D_ERR_ARG when it does not fit buf[n]. */
+sa3d_status sa3d_synth_image_path(char *buf, size_t n, const char *root, sa3d_synth_folder folder,
+                                  const char *category, const char *id, sa3d_error *err);
+/* Creates root/<folder>/<category> for every folder in `folders` (SA3D_SYNTH_FOLDER_BIT) and every category
+ * 0 .. n_categories - 1 (named by category_name), root/PairAnnotation/<split> and root/Layout/large. */
+sa3d_status sa3d_synth_make_tree(const char *root, unsigned folders, const char *(*category_name)(int index),
+                                 int n_categories, sa3d_error *err);
 
 #endif
