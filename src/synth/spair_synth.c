@@ -322,75 +322,40 @@ static sa3d_status make_pairs(synth *sy, int split, int ci, int count, synth_pai
 
 /* ---- records -------------------------------------------------------------------------------------------------- */
 
-static const char *pose_name(const synth_image *im) { return im->mirrored ? "Right" : "Left"; }
+/* The SPair records of an image and of a pair, from this generator's geometry. */
+static void image_record(const synth *sy, const synth_image *im, sa3d_synth_image_record *r) {
+    *r = (sa3d_synth_image_record){ .id = im->id, .category = sy->cats[im->cat].name,
+                                    .database = "semalign3d synthetic", .annotation = "sa3d_synth_spair_write",
+                                    .pose = im->mirrored ? "Right" : "Left", .width = im->w, .height = im->h,
+                                    .azimuth_id = im->azimuth, .truncated = im->truncated, .occluded = im->occluded,
+                                    .n_kps = N_KEYS, .kp = &im->kp[0][0], .vis = im->vis };
+    memcpy(r->bbox, im->bbox, sizeof r->bbox);
+}
 
-/* ImageAnnotation/<cat>/<id>.json, fields in the release's order. */
+static void pair_record(const synth *sy, const synth_pair *pr, sa3d_synth_pair_record *r) {
+    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
+    r->num = pr->num;
+    image_record(sy, a, &r->src);
+    image_record(sy, t, &r->trg);
+    r->mirror = a->mirrored != t->mirrored;   /* a "Right" image is the mirror of a "Left" one */
+}
+
 static sa3d_status write_image_record(const synth *sy, const synth_image *im, sa3d_error *err) {
-    const synth_category *c = &sy->cats[im->cat];
-    char path[4096];
-    sa3d_status s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_IMAGE_ANNOTATION, c->name, im->id, err);
-    if (s) return s;
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic\", \"src_annotation\": "
-                  "\"sa3d_synth_spair_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
-                  "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": %d, "
-                  "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
-              im->id, im->w, im->h, c->name, pose_name(im), im->truncated, im->occluded, im->bbox[0], im->bbox[1],
-              im->bbox[2], im->bbox[3]);
-    for (int k = 0; k < N_KEYS; k++) {
-        if (im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
-        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
-    }
-    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth);
-    s = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return s;
+    sa3d_synth_image_record r;
+    image_record(sy, im, &r);
+    return sa3d_synth_write_image_record(sy->root, &r, err);
 }
 
 static void pair_id(char *buf, size_t n, const synth *sy, const synth_pair *pr) {
-    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    snprintf(buf, n, "%06d-%s-%s:%s", pr->num, a->id, t->id, sy->cats[a->cat].name);
+    sa3d_synth_pair_record r;
+    pair_record(sy, pr, &r);
+    sa3d_synth_pair_id(buf, n, &r);
 }
 
-/* PairAnnotation/<split>/<pair id>.json, fields in the release's order. */
 static sa3d_status write_pair_record(const synth *sy, int split, const synth_pair *pr, sa3d_error *err) {
-    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    char id[160], path[4096];
-    pair_id(id, sizeof id, sy, pr);
-    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, sa3d_synth_split_names[split], id);
-    if (s) return s;
-    int d = abs(a->azimuth - t->azimuth);
-    d = d > 4 ? 8 - d : d;
-    long area_a = (long)(a->bbox[2] - a->bbox[0]) * (a->bbox[3] - a->bbox[1]);
-    long area_t = (long)(t->bbox[2] - t->bbox[0]) * (t->bbox[3] - t->bbox[1]);
-    double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
-                                   : (double)area_t / (double)(area_a > 0 ? area_a : 1);
-    int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
-                  "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
-                  "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
-                  "\"src_kps\": [",
-              pr->num, id, a->id, t->id, a->w, a->h, t->w, t->h, a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3],
-              t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3], sy->cats[a->cat].name, pose_name(a), pose_name(t));
-    int first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"trg_kps\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"kps_ids\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
-    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
-                  "\"occlusion\": %d}\n",
-              a->mirrored != t->mirrored, viewpoint, scale, a->truncated + 2 * t->truncated,
-              a->occluded + 2 * t->occluded);
-    s = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return s;
+    sa3d_synth_pair_record r;
+    pair_record(sy, pr, &r);
+    return sa3d_synth_write_pair_record(sy->root, split, &r, err);
 }
 
 /* ---- pixels ------------------------------------------------------------------------------------------------------ */

@@ -904,27 +904,33 @@ done:
     return st;
 }
 
-/* ImageAnnotation/<cat>/<id>.json (field order as sa3d_synth_spair_write). */
+/* The SPair records of an image and of a pair, from this generator's geometry. */
+static void image_record(const s3_image *im, sa3d_synth_image_record *r) {
+    *r = (sa3d_synth_image_record){ .id = im->id, .category = shapes[im->scene.category].name,
+                                    .database = "semalign3d synthetic 3D", .annotation = "sa3d_synth3d_write",
+                                    .pose = pose_name(im->azimuth_id), .width = im->scene.width,
+                                    .height = im->scene.height, .azimuth_id = im->azimuth_id,
+                                    .truncated = im->truncated, .occluded = 0, .n_kps = N_KEYS,
+                                    .kp = &im->kp[0][0], .vis = im->vis };
+    memcpy(r->bbox, im->bbox, sizeof r->bbox);
+}
+
+static int is_side(int az) { return az == 0 || az == 4 ? 0 : (az < 4 ? 1 : 2); }
+
+static void pair_record(const s3 *sy, const s3_pair *pr, sa3d_synth_pair_record *r) {
+    const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
+    r->num = pr->num;
+    image_record(a, &r->src);
+    image_record(t, &r->trg);
+    int sa = is_side(a->azimuth_id), sb = is_side(t->azimuth_id);
+    r->mirror = sa && sb && sa != sb;   /* seen from opposite sides; frontal and rear views are not mirrored */
+}
+
+/* ImageAnnotation/<cat>/<id>.json; the slots past the category's n_slots are never visible. */
 static sa3d_status write_image_record(const s3 *sy, const s3_image *im, sa3d_error *err) {
-    const shape_def *sh = &shapes[im->scene.category];
-    char path[4096];
-    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_IMAGE_ANNOTATION, sh->name, im->id, err);
-    if (st) return st;
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic 3D\", \"src_annotation\": "
-                  "\"sa3d_synth3d_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
-                  "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": 0, "
-                  "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
-              im->id, im->scene.width, im->scene.height, sh->name, pose_name(im->azimuth_id), im->truncated,
-              im->bbox[0], im->bbox[1], im->bbox[2], im->bbox[3]);
-    for (int k = 0; k < N_KEYS; k++) {
-        if (k < sh->n_slots && im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
-        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
-    }
-    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth_id);
-    st = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return st;
+    sa3d_synth_image_record r;
+    image_record(im, &r);
+    return sa3d_synth_write_image_record(sy->root, &r, err);
 }
 
 /* GroundTruth/<cat>/<id>.json: camera, instance and every slot in 3D. */
@@ -964,51 +970,15 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
 }
 
 static void pair_id(char *buf, size_t n, const s3 *sy, const s3_pair *pr) {
-    const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    snprintf(buf, n, "%06d-%s-%s:%s", pr->num, a->id, t->id, shapes[a->scene.category].name);
+    sa3d_synth_pair_record r;
+    pair_record(sy, pr, &r);
+    sa3d_synth_pair_id(buf, n, &r);
 }
 
-static int is_side(int az) { return az == 0 || az == 4 ? 0 : (az < 4 ? 1 : 2); }
-
 static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr, sa3d_error *err) {
-    const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    char id[160], path[4096];
-    pair_id(id, sizeof id, sy, pr);
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, sa3d_synth_split_names[split], id);
-    if (st) return st;
-    int d = abs(a->azimuth_id - t->azimuth_id);
-    d = d > 4 ? 8 - d : d;
-    long area_a = (long)(a->bbox[2] - a->bbox[0]) * (a->bbox[3] - a->bbox[1]);
-    long area_t = (long)(t->bbox[2] - t->bbox[0]) * (t->bbox[3] - t->bbox[1]);
-    double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
-                                   : (double)area_t / (double)(area_a > 0 ? area_a : 1);
-    int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
-    int sa = is_side(a->azimuth_id), sb = is_side(t->azimuth_id), mirror = sa && sb && sa != sb;
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
-                  "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
-                  "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
-                  "\"src_kps\": [",
-              pr->num, id, a->id, t->id, a->scene.width, a->scene.height, t->scene.width, t->scene.height,
-              a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3],
-              shapes[a->scene.category].name, pose_name(a->azimuth_id), pose_name(t->azimuth_id));
-    int first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"trg_kps\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"kps_ids\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
-    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
-                  "\"occlusion\": 0}\n",
-              mirror, viewpoint, scale, a->truncated + 2 * t->truncated);
-    st = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return st;
+    sa3d_synth_pair_record r;
+    pair_record(sy, pr, &r);
+    return sa3d_synth_write_pair_record(sy->root, split, &r, err);
 }
 
 /* ---- driver ------------------------------------------------------------------------------------------------------ */

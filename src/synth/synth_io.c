@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "synth/synth_io.h"
@@ -107,4 +108,87 @@ sa3d_status sa3d_synth_make_tree(const char *root, unsigned folders, const char 
             return s;
     if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", root)) || (s = sa3d_mkdirs(path, err))) return s;
     return SA3D_OK;
+}
+
+/* ---- SPair records ---- */
+
+sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_image_record *im, sa3d_error *err) {
+    char path[4096];
+    sa3d_status s = sa3d_synth_image_path(path, sizeof path, root, SA3D_SYNTH_IMAGE_ANNOTATION, im->category, im->id,
+                                          err);
+    if (s) return s;
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"%s\", \"src_annotation\": \"%s\", "
+                   "\"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, \"image_depth\": 3, "
+                   "\"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": %d, \"difficult\": 0, "
+                   "\"bndbox\": [%d, %d, %d, %d], \"kps\": {",
+                   im->id, im->database, im->annotation, im->width, im->height, im->category, im->pose, im->truncated,
+                   im->occluded, im->bbox[0], im->bbox[1], im->bbox[2], im->bbox[3]);
+    for (int k = 0; k < im->n_kps; k++) {
+        if (im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[2 * k], im->kp[2 * k + 1]);
+        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
+    }
+    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth_id);
+    s = sa3d_sb_write(path, &b, err);
+    sa3d_free(b.s);
+    return s;
+}
+
+void sa3d_synth_pair_id(char *buf, size_t n, const sa3d_synth_pair_record *pr) {
+    snprintf(buf, n, "%06d-%s-%s:%s", pr->num, pr->src.id, pr->trg.id, pr->src.category);
+}
+
+static long bbox_area(const int *bbox) { return (long)(bbox[2] - bbox[0]) * (bbox[3] - bbox[1]); }
+
+typedef enum pair_kps_list { SRC_KPS, TRG_KPS, KPS_IDS } pair_kps_list;
+
+/* One of the three keypoint lists of a pair record, over the keys visible in both images. */
+static void pair_kps(sa3d_sbuf *b, const sa3d_synth_pair_record *pr, int n_kps, pair_kps_list list) {
+    const sa3d_synth_image_record *a = &pr->src, *t = &pr->trg;
+    int first = 1;
+    for (int k = 0; k < n_kps; k++) {
+        if (!a->vis[k] || !t->vis[k]) continue;
+        if (list == KPS_IDS) sa3d_sb_printf(b, "%s\"%d\"", first ? "" : ", ", k);
+        else {
+            const int *kp = list == SRC_KPS ? a->kp : t->kp;
+            sa3d_sb_printf(b, "%s[%d, %d]", first ? "" : ", ", kp[2 * k], kp[2 * k + 1]);
+        }
+        first = 0;
+    }
+}
+
+sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d_synth_pair_record *pr,
+                                         sa3d_error *err) {
+    const sa3d_synth_image_record *a = &pr->src, *t = &pr->trg;
+    char id[160], path[4096];
+    sa3d_synth_pair_id(id, sizeof id, pr);
+    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", root,
+                                  sa3d_synth_split_names[split], id);
+    if (s) return s;
+    int d = abs(a->azimuth_id - t->azimuth_id);
+    d = d > 4 ? 8 - d : d;
+    long area_a = bbox_area(a->bbox), area_t = bbox_area(t->bbox);
+    double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
+                                   : (double)area_t / (double)(area_a > 0 ? area_a : 1);
+    int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
+    int n_kps = a->n_kps < t->n_kps ? a->n_kps : t->n_kps;
+    sa3d_sbuf b = { 0 };
+    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
+                   "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
+                   "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
+                   "\"src_kps\": [",
+                   pr->num, id, a->id, t->id, a->width, a->height, t->width, t->height, a->bbox[0], a->bbox[1],
+                   a->bbox[2], a->bbox[3], t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3], a->category, a->pose,
+                   t->pose);
+    pair_kps(&b, pr, n_kps, SRC_KPS);
+    sa3d_sb_printf(&b, "], \"trg_kps\": [");
+    pair_kps(&b, pr, n_kps, TRG_KPS);
+    sa3d_sb_printf(&b, "], \"kps_ids\": [");
+    pair_kps(&b, pr, n_kps, KPS_IDS);
+    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
+                   "\"occlusion\": %d}\n",
+                   pr->mirror, viewpoint, scale, a->truncated + 2 * t->truncated, a->occluded + 2 * t->occluded);
+    s = sa3d_sb_write(path, &b, err);
+    sa3d_free(b.s);
+    return s;
 }

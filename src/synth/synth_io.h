@@ -51,4 +51,40 @@ sa3d_status sa3d_synth_image_path(char *buf, size_t n, const char *root, sa3d_sy
 sa3d_status sa3d_synth_make_tree(const char *root, unsigned folders, const char *(*category_name)(int index),
                                  int n_categories, sa3d_error *err);
 
+/* ---- SPair records --------------------------------------------------------------------------------------------- */
+
+/* One image as its SPair records describe it (its ImageAnnotation file, and either side of a PairAnnotation
+ * file), filled by each generator from its own geometry. Every pointer is borrowed. */
+typedef struct sa3d_synth_image_record {
+    const char *id, *category;
+    const char *database, *annotation;   /* src_database, src_annotation: which generator made the image */
+    const char *pose;                    /* "Left", "Right", "Frontal" or "Rear" */
+    int width, height;
+    int bbox[4];                         /* x_min, y_min, x_max, y_max */
+    int azimuth_id;                      /* 0..7 */
+    int truncated, occluded;             /* 0 or 1 */
+    int n_kps;                           /* the record lists keys "0" .. n_kps - 1 */
+    const int *kp;                       /* [n_kps][2] pixel positions, read where vis */
+    const unsigned char *vis;            /* [n_kps] 1 = visible; an invisible key is written as null */
+} sa3d_synth_image_record;
+
+/* One PairAnnotation record. The mirror flag is each generator's own rule; the other flags follow from the two
+ * image records (sa3d_synth_write_pair_record). */
+typedef struct sa3d_synth_pair_record {
+    int num;                             /* pair_id: numbered from 1 within its split */
+    sa3d_synth_image_record src, trg;
+    int mirror;
+} sa3d_synth_pair_record;
+
+/* "<num, 6 digits>-<src id>-<trg id>:<category>": the pair's file name and its line in Layout/large. */
+void sa3d_synth_pair_id(char *buf, size_t n, const sa3d_synth_pair_record *pr);
+/* root/ImageAnnotation/<category>/<id>.json, fields in the release's order (METHOD.md 1.1-1.2). */
+sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_image_record *im, sa3d_error *err);
+/* root/PairAnnotation/<split>/<pair id>.json, fields in the release's order. The keypoints are those visible
+ * in both images, by increasing id. viewpoint_variation from the circular azimuth difference d (0..4): 0 if
+ * d = 0, 1 if d <= 2, else 2; scale_variation from the ratio r of bbox areas: 0 if r < 1.5, 1 if r < 2.5,
+ * else 2; truncation and occlusion: 0 none, 1 src, 2 trg, 3 both. */
+sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d_synth_pair_record *pr,
+                                         sa3d_error *err);
+
 #endif
