@@ -3,13 +3,9 @@
  * whose keypoint cells hold per-keypoint codes (cells as in METHOD.md 2.4-2.5 and sa3d_match_baseline).
  * Owns its random streams (splitmix64 seeding xoshiro256**, one stream per item, so the output does not depend
  * on the thread count); every file goes through the io layer's atomic writers. */
-#include <dirent.h>
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "base/base.h"
 #include "base/rng.h"
 #include "synth/synth_io.h"
@@ -346,18 +342,6 @@ static sa3d_status write_image_record(const synth *sy, const synth_image *im, sa
     return sa3d_synth_write_image_record(sy->root, &r, err);
 }
 
-static void pair_id(char *buf, size_t n, const synth *sy, const synth_pair *pr) {
-    sa3d_synth_pair_record r;
-    pair_record(sy, pr, &r);
-    sa3d_synth_pair_id(buf, n, &r);
-}
-
-static sa3d_status write_pair_record(const synth *sy, int split, const synth_pair *pr, sa3d_error *err) {
-    sa3d_synth_pair_record r;
-    pair_record(sy, pr, &r);
-    return sa3d_synth_write_pair_record(sy->root, split, &r, err);
-}
-
 /* ---- pixels ------------------------------------------------------------------------------------------------------ */
 
 /* Inside the ellipse inscribed in the bbox, tested at the pixel centre in integer arithmetic. */
@@ -499,54 +483,31 @@ done:
 
 /* ---- driver ------------------------------------------------------------------------------------------------------- */
 
-/* The folders this dataset fills: the records always, pixels and features as the write flags say. */
-static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
-    unsigned folders = SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_IMAGE_ANNOTATION);
-    if (sy->p.write_images) folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_JPEG_IMAGES);
-    if (sy->p.write_segmentations) folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_SEGMENTATION);
-    if (sy->p.write_features) folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_FEATURES);
-    return sa3d_synth_make_tree(sy->root, folders, sa3d_spair_category, sy->n_cats, err);
+/* sa3d_synth_writer callbacks (ctx = the synth). */
+static sa3d_status write_image_files(void *ctx, int gi, sa3d_error *err) {
+    const synth *sy = ctx;
+    sa3d_status s = write_image_record(sy, &sy->images[gi], err);
+    if (!s && (sy->p.write_images || sy->p.write_segmentations)) s = write_pixels(sy, gi, err);
+    if (!s && sy->p.write_features) s = write_features(sy, gi, err);
+    return s;
 }
 
+static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_record *out) {
+    const synth *sy = ctx;
+    pair_record(sy, &sy->pairs[split][i], out);
+}
 
-static sa3d_status write_all(synth *sy, sa3d_error *err) {
-    sa3d_first_error fe;
-    memset(&fe, 0, sizeof fe);
-    #pragma omp parallel for schedule(static)
-    for (int gi = 0; gi < sy->n_images; gi++) {
-        if (sa3d_first_error_any(&fe)) continue;
-        sa3d_error e = { SA3D_OK, "" };
-        if (write_image_record(sy, &sy->images[gi], &e) ||
-            ((sy->p.write_images || sy->p.write_segmentations) && write_pixels(sy, gi, &e)) ||
-            (sy->p.write_features && write_features(sy, gi, &e)))
-            sa3d_first_error_note(&fe, gi, &e);
-    }
-    for (int sp = 0; sp < 3 && !fe.failed; sp++) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            if (sa3d_first_error_any(&fe)) continue;
-            sa3d_error e = { SA3D_OK, "" };
-            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) sa3d_first_error_note(&fe, i, &e);
-        }
-    }
-    if (fe.failed) {
-        if (err) *err = fe.err;
-        return fe.err.code ? fe.err.code : SA3D_ERR_IO;
-    }
-    char path[4096], id[160];
-    sa3d_status s;
-    for (int sp = 0; sp < 3; sp++) {
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, sa3d_synth_split_names[sp]))) return s;
-        sa3d_sbuf b = { 0 };
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
-            sa3d_sb_printf(&b, "%s\n", id);
-        }
-        s = sa3d_sb_write(path, &b, err);
-        sa3d_free(b.s);
-        if (s) return s;
-    }
-    return SA3D_OK;
+static sa3d_status write_dataset(synth *sy, const char *manifest, sa3d_error *err) {
+    sa3d_synth_writer w = { .root = sy->root, .category_name = sa3d_spair_category, .n_categories = sy->n_cats,
+                            .ctx = sy, .n_images = sy->n_images, .write_image = write_image_files,
+                            .pair_record = pair_record_at, .manifest = manifest };
+    /* the records always, pixels and features as the write flags say */
+    w.folders = SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_IMAGE_ANNOTATION);
+    if (sy->p.write_images) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_JPEG_IMAGES);
+    if (sy->p.write_segmentations) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_SEGMENTATION);
+    if (sy->p.write_features) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_FEATURES);
+    memcpy(w.n_pairs, sy->n_pairs, sizeof w.n_pairs);
+    return sa3d_synth_write_dataset(&w, err);
 }
 
 sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_params *p, sa3d_error *err) {
@@ -586,15 +547,12 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
         for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
         sy.n_pairs[sp] = at;
     }
-    if ((s = sa3d_mkdirs(root, err)) || (s = make_tree(&sy, err)) || (s = write_all(&sy, err))) goto done;
-    char path[4096];
     char *manifest = sa3d_synth_spair_params_json(p);
     if (!manifest) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory");
         goto done;
     }
-    sa3d_sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
-    if (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) s = sa3d_sb_write(path, &b, err);
+    s = write_dataset(&sy, manifest, err);
     free(manifest);
 done:
     if (sy.cats)

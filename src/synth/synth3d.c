@@ -3,13 +3,9 @@
  * ground truth per image, mirror-ambiguous GeoAware-frame feature maps (METHOD.md 3.1) and disparity-like
  * relative depth (METHOD.md 3.2). Owns its random streams (splitmix64 seeding xoshiro256**, one per item, so
  * the output does not depend on the thread count); every file goes through the io layer's atomic writers. */
-#include <dirent.h>
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "base/base.h"
 #include "base/rng.h"
 #include "synth/synth_io.h"
@@ -969,30 +965,13 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
     return st;
 }
 
-static void pair_id(char *buf, size_t n, const s3 *sy, const s3_pair *pr) {
-    sa3d_synth_pair_record r;
-    pair_record(sy, pr, &r);
-    sa3d_synth_pair_id(buf, n, &r);
-}
-
-static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr, sa3d_error *err) {
-    sa3d_synth_pair_record r;
-    pair_record(sy, pr, &r);
-    return sa3d_synth_write_pair_record(sy->root, split, &r, err);
-}
-
 /* ---- driver ------------------------------------------------------------------------------------------------------ */
 
 
-/* Every image has all six per-category files. */
-static sa3d_status make_tree(const s3 *sy, sa3d_error *err) {
-    return sa3d_synth_make_tree(sy->root, SA3D_SYNTH_ALL_FOLDERS, sa3d_synth3d_category,
-                                sy->p.n_categories, err);
-}
-
-
-/* Everything of one image: pixels, depth, features, ground truth (the image record waits for the bbox). */
-static sa3d_status write_image_files(s3 *sy, int gi, sa3d_error *err) {
+/* sa3d_synth_writer callbacks (ctx = the s3). Everything of one image: pixels, depth, features, ground truth,
+ * then the image record, which waits for the bbox of the rendered mask. */
+static sa3d_status write_image_files(void *ctx, int gi, sa3d_error *err) {
+    s3 *sy = ctx;
     s3_image *im = &sy->images[gi];
     tracer tr;
     tracer_init(&tr, &im->scene);
@@ -1006,41 +985,18 @@ static sa3d_status write_image_files(s3 *sy, int gi, sa3d_error *err) {
     return st;
 }
 
-static sa3d_status write_all(s3 *sy, sa3d_error *err) {
-    sa3d_first_error fe;
-    memset(&fe, 0, sizeof fe);
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int gi = 0; gi < sy->n_images; gi++) {
-        if (sa3d_first_error_any(&fe)) continue;
-        sa3d_error e = { SA3D_OK, "" };
-        if (write_image_files(sy, gi, &e)) sa3d_first_error_note(&fe, gi, &e);
-    }
-    for (int sp = 0; sp < 3 && !fe.failed; sp++) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            if (sa3d_first_error_any(&fe)) continue;
-            sa3d_error e = { SA3D_OK, "" };
-            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) sa3d_first_error_note(&fe, i, &e);
-        }
-    }
-    if (fe.failed) {
-        if (err) *err = fe.err;
-        return fe.err.code ? fe.err.code : SA3D_ERR_IO;
-    }
-    char path[4096], id[160];
-    sa3d_status st;
-    for (int sp = 0; sp < 3; sp++) {
-        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, sa3d_synth_split_names[sp]))) return st;
-        sa3d_sbuf b = { 0 };
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
-            sa3d_sb_printf(&b, "%s\n", id);
-        }
-        st = sa3d_sb_write(path, &b, err);
-        sa3d_free(b.s);
-        if (st) return st;
-    }
-    return SA3D_OK;
+static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_record *out) {
+    const s3 *sy = ctx;
+    pair_record(sy, &sy->pairs[split][i], out);
+}
+
+static sa3d_status write_dataset(s3 *sy, const char *manifest, sa3d_error *err) {
+    sa3d_synth_writer w = { .root = sy->root, .folders = SA3D_SYNTH_ALL_FOLDERS,   /* every image has all six */
+                            .category_name = sa3d_synth3d_category, .n_categories = sy->p.n_categories, .ctx = sy,
+                            .n_images = sy->n_images, .write_image = write_image_files, .pair_record = pair_record_at,
+                            .manifest = manifest };
+    memcpy(w.n_pairs, sy->n_pairs, sizeof w.n_pairs);
+    return sa3d_synth_write_dataset(&w, err);
 }
 
 sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, sa3d_error *err) {
@@ -1078,15 +1034,12 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
         for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
         sy.n_pairs[sp] = at;
     }
-    if ((st = sa3d_mkdirs(root, err)) || (st = make_tree(&sy, err)) || (st = write_all(&sy, err))) goto done;
-    char path[4096];
     char *manifest = sa3d_synth3d_params_json(p);
     if (!manifest) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");
         goto done;
     }
-    sa3d_sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
-    if (!(st = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) st = sa3d_sb_write(path, &b, err);
+    st = write_dataset(&sy, manifest, err);
     free(manifest);
 done:
     for (int c = 0; c < SA3D_SYNTH3D_N_CATEGORIES; c++) sa3d_free(sy.tables[c].block);

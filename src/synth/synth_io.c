@@ -55,24 +55,6 @@ sa3d_status sa3d_synth_check_root(const char *root, sa3d_error *err) {
     return SA3D_OK;
 }
 
-void sa3d_first_error_note(sa3d_first_error *fe, long index, const sa3d_error *e) {
-    #pragma omp critical(sa3d_synth_first_error)
-    {
-        if (!fe->failed || index < fe->index) {
-            fe->index = index;
-            fe->err = *e;
-        }
-        fe->failed = 1;
-    }
-}
-
-int sa3d_first_error_any(sa3d_first_error *fe) {
-    int f;
-    #pragma omp critical(sa3d_synth_first_error)
-    f = fe->failed;
-    return f;
-}
-
 /* ---- the SPair-71k layout ---- */
 
 const char *const sa3d_synth_split_names[SA3D_SYNTH_N_SPLITS] = { "trn", "val", "test" };
@@ -191,4 +173,86 @@ sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d
     s = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return s;
+}
+
+/* ---- writing a dataset ---- */
+
+/* The first failure of a parallel loop: the smallest item index among the items that failed. */
+typedef struct first_error { int failed; long index; sa3d_error err; } first_error;
+
+static void first_error_note(first_error *fe, long index, const sa3d_error *e) {
+    #pragma omp critical(sa3d_synth_first_error)
+    {
+        if (!fe->failed || index < fe->index) {
+            fe->index = index;
+            fe->err = *e;
+        }
+        fe->failed = 1;
+    }
+}
+
+static int first_error_any(first_error *fe) {
+    int f;
+    #pragma omp critical(sa3d_synth_first_error)
+    f = fe->failed;
+    return f;
+}
+
+static sa3d_status write_items(const sa3d_synth_writer *w, sa3d_error *err) {
+    first_error fe;
+    memset(&fe, 0, sizeof fe);
+    /* dynamic: images differ in cost (synth3d ray-casts every pixel, and sizes vary) */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < w->n_images; i++) {
+        if (first_error_any(&fe)) continue;
+        sa3d_error e = { SA3D_OK, "" };
+        if (w->write_image(w->ctx, i, &e)) first_error_note(&fe, i, &e);
+    }
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS && !fe.failed; sp++) {
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < w->n_pairs[sp]; i++) {
+            if (first_error_any(&fe)) continue;
+            sa3d_error e = { SA3D_OK, "" };
+            sa3d_synth_pair_record r;
+            w->pair_record(w->ctx, sp, i, &r);
+            if (sa3d_synth_write_pair_record(w->root, sp, &r, &e)) first_error_note(&fe, i, &e);
+        }
+    }
+    if (fe.failed) {
+        if (err) *err = fe.err;
+        return fe.err.code ? fe.err.code : SA3D_ERR_IO;
+    }
+    return SA3D_OK;
+}
+
+/* Layout/large/<split>.txt: the pair ids of each split, one a line, in numbering order. */
+static sa3d_status write_layout_lists(const sa3d_synth_writer *w, sa3d_error *err) {
+    char path[4096], id[160];
+    sa3d_status s;
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) {
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", w->root, sa3d_synth_split_names[sp])))
+            return s;
+        sa3d_sbuf b = { 0 };
+        for (int i = 0; i < w->n_pairs[sp]; i++) {
+            sa3d_synth_pair_record r;
+            w->pair_record(w->ctx, sp, i, &r);
+            sa3d_synth_pair_id(id, sizeof id, &r);
+            sa3d_sb_printf(&b, "%s\n", id);
+        }
+        s = sa3d_sb_write(path, &b, err);
+        sa3d_free(b.s);
+        if (s) return s;
+    }
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err) {
+    char path[4096];
+    sa3d_status s;
+    if ((s = sa3d_mkdirs(w->root, err)) ||
+        (s = sa3d_synth_make_tree(w->root, w->folders, w->category_name, w->n_categories, err)) ||
+        (s = write_items(w, err)) || (s = write_layout_lists(w, err)) ||
+        (s = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", w->root)))
+        return s;
+    return sa3d_write_file_atomic(path, w->manifest, strlen(w->manifest), err);
 }

@@ -1,6 +1,7 @@
-/* Plumbing shared by the synthetic dataset writers (spair_synth.c, synth3d.c): a growing text buffer, atomic
- * text files, bounded path formatting, the new-or-empty root check, the first failure of a parallel loop, and
- * the SPair-71k layout both write (folders, file names, directory tree). */
+/* What the synthetic dataset writers (spair_synth.c, synth3d.c) share, so that each only computes its own
+ * geometry: a growing text buffer, atomic text files, bounded path formatting, the new-or-empty root check, the
+ * SPair-71k layout (folders, file names, directory tree), the SPair records, and the parallel write of a whole
+ * dataset. */
 #ifndef SA3D_SYNTH_IO_H
 #define SA3D_SYNTH_IO_H
 
@@ -18,11 +19,6 @@ sa3d_status sa3d_path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt,
 /* A dataset is written only into a new or empty directory: SA3D_ERR_ARG (not a directory, not empty) or
  * SA3D_ERR_IO; SA3D_OK when root does not exist. */
 sa3d_status sa3d_synth_check_root(const char *root, sa3d_error *err);
-
-/* The first failure of a parallel loop: the smallest item index among the items that failed. */
-typedef struct sa3d_first_error { int failed; long index; sa3d_error err; } sa3d_first_error;
-void sa3d_first_error_note(sa3d_first_error *fe, long index, const sa3d_error *e);
-int sa3d_first_error_any(sa3d_first_error *fe);
 
 /* ---- the SPair-71k layout ------------------------------------------------------------------------------------ */
 
@@ -86,5 +82,31 @@ sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_ima
  * else 2; truncation and occlusion: 0 none, 1 src, 2 trg, 3 both. */
 sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d_synth_pair_record *pr,
                                          sa3d_error *err);
+
+/* ---- writing a dataset ------------------------------------------------------------------------------------------- */
+
+/* A generator's dataset in memory as sa3d_synth_write_dataset sees it. */
+typedef struct sa3d_synth_writer {
+    const char *root;
+    unsigned folders;                          /* the per-category folders the images fill (SA3D_SYNTH_FOLDER_BIT) */
+    const char *(*category_name)(int index);
+    int n_categories;
+    void *ctx;                                 /* the generator's dataset, passed to both callbacks */
+    int n_images;
+    /* Writes every file of image i, its ImageAnnotation record included. Runs on several threads at once, one
+     * image each, so it may change only image i's own data. */
+    sa3d_status (*write_image)(void *ctx, int i, sa3d_error *err);
+    int n_pairs[SA3D_SYNTH_N_SPLITS];
+    /* The record of pair i of a split; called only after every image is written, so what write_image fills in
+     * (synth3d: the bbox from the rendered mask) is final. */
+    void (*pair_record)(const void *ctx, int split, int i, sa3d_synth_pair_record *out);
+    const char *manifest;                      /* synth_params.json: written last, it marks a complete dataset */
+} sa3d_synth_writer;
+
+/* Creates root and its tree (sa3d_synth_make_tree), writes the images, then the pair records (both in parallel
+ * with OpenMP; every file depends only on its own item, so the output does not depend on the thread count),
+ * then the Layout/large lists and last the manifest. After a failure no new item starts, and err is that of the
+ * failed item with the smallest index. */
+sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err);
 
 #endif
