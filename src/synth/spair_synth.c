@@ -12,7 +12,6 @@
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
-#include "semalign3d/safetensors.h"
 #include "semalign3d/synth.h"
 
 #define N_KEYS 30            /* SPair records carry kps keys "0".."29" for every category (METHOD.md 1.2) */
@@ -24,7 +23,6 @@
 #define MAX_IMAGES 1000      /* per category: the pair sampler keeps images^2 entries */
 #define MAX_PAIRS 999999     /* per split: pair numbers have 6 digits */
 
-static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";  /* as cmd_features */
 
 /* ---- random streams: splitmix64 seeding xoshiro256** (STYLE.md 6), one per (tag, item) -------------------- */
 
@@ -427,8 +425,6 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
     size_t n = (size_t)C * cells;
     float *F = sa3d_malloc(n * sizeof(float)), *Ff = flip ? sa3d_malloc(n * sizeof(float)) : NULL;
     float *tmp = sa3d_malloc((size_t)C * sizeof(float));
-    sa3d_st_writer *w = NULL;
-    char path[4096], image[256], size_s[16];
     sa3d_status s = SA3D_OK;
     if (!F || !tmp || (flip && !Ff)) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the feature map", cat->name, im->id);
@@ -452,29 +448,9 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
             put_code(Ff, C, cells, cell_of(im->w, im->h, S, g, (float)(im->w - 1 - x), (float)y),
                      cat->codes + (size_t)cat->flip[k] * C, sy->p.feature_noise, &rf, tmp);
     }
-    int64_t shape[3] = { C, g, g };
-    snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat->name, im->id);
-    snprintf(size_s, sizeof size_s, "%d", S);
-    if ((s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_FEATURES, cat->name, im->id, err)))
-        goto done;
-    if (!(w = sa3d_st_writer_new())) {
-        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    if ((s = sa3d_st_writer_add_f32(w, "feature_map", 3, shape, F, err)) ||
-        (flip && (s = sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, Ff, err))) ||
-        (s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "model_id", "synthetic", err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "model_dir", "-", err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "image", image, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "size", size_s, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "flip", flip ? "1" : "0", err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "convention", convention, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "synthetic", "codes at keypoint cells (sa3d_synth_spair_write)", err)))
-        goto done;
-    s = sa3d_st_writer_write(w, path, err);
+    s = sa3d_synth_write_features(sy->root, cat->name, im->id, F, flip ? Ff : NULL, C, g, S,
+                                  "codes at keypoint cells (sa3d_synth_spair_write)", err);
 done:
-    sa3d_st_writer_free(w);
     sa3d_free(F);
     sa3d_free(Ff);
     sa3d_free(tmp);

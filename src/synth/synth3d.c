@@ -26,7 +26,6 @@
 #define CHIRAL_WIDTH 0.08       /* tanh(q.x / this): the chirality term fades on the symmetry plane */
 #define CLASS_WEIGHT 0.5f
 
-static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";   /* as cmd_features */
 static const double PI = 3.14159265358979323846;
 
 /* ---- random streams (as spair_synth.c) -------------------------------------------------------------------- */
@@ -860,8 +859,6 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
     size_t n = (size_t)C * g * g;
     float *F = sa3d_malloc(n * sizeof(float)), *Ff = sa3d_malloc(n * sizeof(float));
     float *tmp = sa3d_malloc((size_t)C * sizeof(float));
-    sa3d_st_writer *w = NULL;
-    char path[4096], image[256], size_s[16];
     sa3d_status st = SA3D_OK;
     if (!F || !Ff || !tmp) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the feature map", cat, im->id);
@@ -871,29 +868,9 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
     sa3d_rng rn = sa3d_rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi), rf = sa3d_rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
     features_traced(tr, t, p, 0, &rn, F, tmp);
     features_traced(tr, t, p, 1, &rf, Ff, tmp);
-    int64_t shape[3] = { C, g, g };
-    snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat, im->id);
-    snprintf(size_s, sizeof size_s, "%d", p->input_size);
-    if ((st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_FEATURES, cat, im->id, err)))
-        goto done;
-    if (!(w = sa3d_st_writer_new())) {
-        st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    if ((st = sa3d_st_writer_add_f32(w, "feature_map", 3, shape, F, err)) ||
-        (st = sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, Ff, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "model_id", "synthetic", err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "model_dir", "-", err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "image", image, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "size", size_s, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "flip", "1", err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "convention", convention, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "synthetic", "3D rendering, mirror-ambiguous (sa3d_synth3d_write)", err)))
-        goto done;
-    st = sa3d_st_writer_write(w, path, err);
+    st = sa3d_synth_write_features(sy->root, cat, im->id, F, Ff, C, g, p->input_size,
+                                   "3D rendering, mirror-ambiguous (sa3d_synth3d_write)", err);
 done:
-    sa3d_st_writer_free(w);
     sa3d_free(F);
     sa3d_free(Ff);
     sa3d_free(tmp);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "semalign3d/safetensors.h"
 #include "synth/synth_io.h"
 
 void sa3d_sb_printf(sa3d_sbuf *b, const char *fmt, ...) {
@@ -172,6 +173,35 @@ sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d
                    pr->mirror, viewpoint, scale, a->truncated + 2 * t->truncated, a->occluded + 2 * t->occluded);
     s = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
+    return s;
+}
+
+/* ---- feature maps ---- */
+
+sa3d_status sa3d_synth_write_features(const char *root, const char *category, const char *id, const float *F,
+                                      const float *Ff, int C, int g, int input_size, const char *note,
+                                      sa3d_error *err) {
+    static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";   /* as cmd_features */
+    int64_t shape[3] = { C, g, g };
+    char path[4096], image[256], size_s[16];
+    sa3d_st_writer *w = NULL;
+    snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", category, id);
+    snprintf(size_s, sizeof size_s, "%d", input_size);
+    sa3d_status s = sa3d_synth_image_path(path, sizeof path, root, SA3D_SYNTH_FEATURES, category, id, err);
+    if (s) return s;
+    if (!(w = sa3d_st_writer_new())) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
+    if (!(s = sa3d_st_writer_add_f32(w, "feature_map", 3, shape, F, err)) &&
+        !(Ff && (s = sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, Ff, err))) &&
+        !(s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "model_id", "synthetic", err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "model_dir", "-", err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "image", image, err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "size", size_s, err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "flip", Ff ? "1" : "0", err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "convention", convention, err)) &&
+        !(s = sa3d_st_writer_set_metadata(w, "synthetic", note, err)))
+        s = sa3d_st_writer_write(w, path, err);
+    sa3d_st_writer_free(w);
     return s;
 }
 

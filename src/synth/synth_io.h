@@ -83,6 +83,16 @@ sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_ima
 sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d_synth_pair_record *pr,
                                          sa3d_error *err);
 
+/* ---- feature maps ----------------------------------------------------------------------------------------------- */
+
+/* root/Features/<category>/<id>.features.safetensors as `semalign3d features` writes it: "feature_map" F and,
+ * when Ff is not NULL, "feature_map_flip" Ff (the mirrored image), both [C][g][g] float32, with that command's
+ * metadata (model_id "synthetic", the image's JPEG path, input_size, the flip flag, the GeoAware convention);
+ * `note` goes into the "synthetic" entry and says how the maps were made. */
+sa3d_status sa3d_synth_write_features(const char *root, const char *category, const char *id, const float *F,
+                                      const float *Ff, int C, int g, int input_size, const char *note,
+                                      sa3d_error *err);
+
 /* ---- writing a dataset ------------------------------------------------------------------------------------------- */
 
 /* A generator's dataset in memory as sa3d_synth_write_dataset sees it. */
