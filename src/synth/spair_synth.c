@@ -62,16 +62,14 @@ typedef struct synth_image {
     unsigned char vis[N_KEYS];
 } synth_image;
 
-typedef struct synth_pair { int num, src, trg; } synth_pair;   /* src, trg: global image indices */
-
 typedef struct synth {
     const char *root;
     sa3d_synth_spair_params p;
     int n_cats, n_images;
     synth_category *cats;
     synth_image *images;
-    synth_pair *pairs[3];
-    int n_pairs[3];
+    sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS];
+    int n_pairs[SA3D_SYNTH_N_SPLITS];
 } synth;
 
 /* ---- small helpers ---------------------------------------------------------------------------------------- */
@@ -285,33 +283,19 @@ static int common_kps(const synth_image *a, const synth_image *b) {
     return n;
 }
 
-/* The pairs of one split and category: ordered (src, trg) pairs sharing a keypoint, drawn without replacement
- * until all are used, then again. */
-static sa3d_status make_pairs(synth *sy, int split, int ci, int count, synth_pair *out, sa3d_error *err) {
-    if (count == 0) return SA3D_OK;
+/* sa3d_synth_pair_plan.candidates: the ordered pairs of the category's images sharing a keypoint; the splits
+ * share the images. */
+static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error *err) {
+    const synth *sy = ctx;
+    (void)split;
     int n = sy->p.images_per_category, first = ci * n, n_valid = 0;
-    int *valid = sa3d_malloc((size_t)n * n * sizeof *valid);
-    if (!valid) return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory for pairs");
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++)
             if (a != b && common_kps(&sy->images[first + a], &sy->images[first + b]) > 0) valid[n_valid++] = a * n + b;
-    if (n_valid == 0) {
-        sa3d_free(valid);
+    if (n_valid == 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: %s: no two images share a visible keypoint",
-                         sy->cats[ci].name);
-    }
-    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
-    int remaining = n_valid;
-    for (int i = 0; i < count; i++) {
-        if (remaining == 0) remaining = n_valid;
-        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
-        valid[j] = valid[remaining - 1];
-        valid[--remaining] = v;
-        out[i].src = first + v / n;
-        out[i].trg = first + v % n;
-    }
-    sa3d_free(valid);
-    return SA3D_OK;
+                         sy->cats[ci].name), -1;
+    return n_valid;
 }
 
 /* ---- records -------------------------------------------------------------------------------------------------- */
@@ -326,7 +310,7 @@ static void image_record(const synth *sy, const synth_image *im, sa3d_synth_imag
     memcpy(r->bbox, im->bbox, sizeof r->bbox);
 }
 
-static void pair_record(const synth *sy, const synth_pair *pr, sa3d_synth_pair_record *r) {
+static void pair_record(const synth *sy, const sa3d_synth_pair *pr, sa3d_synth_pair_record *r) {
     const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
     r->num = pr->num;
     image_record(sy, a, &r->src);
@@ -498,7 +482,6 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
     sy.p = *p;
     sy.n_cats = p->n_categories;
     sy.n_images = p->n_categories * p->images_per_category;
-    int totals[3] = { p->pairs_trn, p->pairs_val, p->pairs_test };
     sa3d_set_threads(p->n_threads);
     if (!(sy.cats = sa3d_calloc((size_t)sy.n_cats, sizeof *sy.cats)) ||
         !(sy.images = sa3d_calloc((size_t)sy.n_images, sizeof *sy.images))) {
@@ -509,20 +492,10 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
         if ((s = make_category(&sy, c, err))) goto done;
         for (int j = 0; j < p->images_per_category; j++) make_image(&sy, c, c * p->images_per_category + j);
     }
-    for (int sp = 0; sp < 3; sp++) {
-        if (totals[sp] && !(sy.pairs[sp] = sa3d_calloc((size_t)totals[sp], sizeof(synth_pair)))) {
-            s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory for %d pairs", totals[sp]);
-            goto done;
-        }
-        int at = 0;
-        for (int c = 0; c < sy.n_cats; c++) {
-            int count = totals[sp] / sy.n_cats + (c < totals[sp] % sy.n_cats);
-            if ((s = make_pairs(&sy, sp, c, count, sy.pairs[sp] + at, err))) goto done;
-            at += count;
-        }
-        for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
-        sy.n_pairs[sp] = at;
-    }
+    sa3d_synth_pair_plan plan = { .label = "synthetic SPair", .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
+                                  .n_categories = sy.n_cats, .images_per_category = p->images_per_category,
+                                  .seed = p->seed, .tag = TAG_PAIRS, .ctx = &sy, .candidates = pair_candidates };
+    if ((s = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;
     char *manifest = sa3d_synth_spair_params_json(p);
     if (!manifest) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory");
@@ -535,6 +508,6 @@ done:
         for (int c = 0; c < sy.n_cats; c++) sa3d_free(sy.cats[c].codes);
     sa3d_free(sy.cats);
     sa3d_free(sy.images);
-    for (int sp = 0; sp < 3; sp++) sa3d_free(sy.pairs[sp]);
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
     return s;
 }

@@ -684,16 +684,14 @@ typedef struct s3_image {
     int bbox[4], truncated;          /* from the rendered mask */
 } s3_image;
 
-typedef struct s3_pair { int num, src, trg; } s3_pair;
-
 typedef struct s3 {
     const char *root;
     sa3d_synth3d_params p;
     int n_images;
     s3_image *images;
     feat_tables tables[SA3D_SYNTH3D_N_CATEGORIES];
-    s3_pair *pairs[3];
-    int n_pairs[3];
+    sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS];
+    int n_pairs[SA3D_SYNTH_N_SPLITS];
 } s3;
 
 static const char *pose_name(int azimuth_id) {
@@ -725,35 +723,19 @@ static int common_kps(const s3_image *a, const s3_image *b) {
     return n;
 }
 
-/* Ordered (src, trg) pairs of one split's images of a category sharing a keypoint, drawn without replacement
- * until all are used, then again. */
-static sa3d_status make_pairs(s3 *sy, int split, int ci, int count, s3_pair *out, sa3d_error *err) {
-    if (count == 0) return SA3D_OK;
+/* sa3d_synth_pair_plan.candidates: the ordered pairs of one split's images of a category sharing a keypoint. */
+static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error *err) {
+    const s3 *sy = ctx;
     int n = sy->p.images_per_category, first = ci * n, n_valid = 0;
-    int *valid = sa3d_malloc((size_t)n * n * sizeof *valid);
-    if (!valid) return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory for pairs");
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++)
             if (a != b && split_of(a, n) == split && split_of(b, n) == split &&
                 common_kps(&sy->images[first + a], &sy->images[first + b]) > 0)
                 valid[n_valid++] = a * n + b;
-    if (n_valid == 0) {
-        sa3d_free(valid);
+    if (n_valid == 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: %s: no two %s images share a visible keypoint",
-                         shapes[ci].name, sa3d_synth_split_names[split]);
-    }
-    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
-    int remaining = n_valid;
-    for (int i = 0; i < count; i++) {
-        if (remaining == 0) remaining = n_valid;
-        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
-        valid[j] = valid[remaining - 1];
-        valid[--remaining] = v;
-        out[i].src = first + v / n;
-        out[i].trg = first + v % n;
-    }
-    sa3d_free(valid);
-    return SA3D_OK;
+                         shapes[ci].name, sa3d_synth_split_names[split]), -1;
+    return n_valid;
 }
 
 /* Pixels: rendered RGB, mask and disparity; also fills the image's bbox and truncated flag. */
@@ -890,7 +872,7 @@ static void image_record(const s3_image *im, sa3d_synth_image_record *r) {
 
 static int is_side(int az) { return az == 0 || az == 4 ? 0 : (az < 4 ? 1 : 2); }
 
-static void pair_record(const s3 *sy, const s3_pair *pr, sa3d_synth_pair_record *r) {
+static void pair_record(const s3 *sy, const sa3d_synth_pair *pr, sa3d_synth_pair_record *r) {
     const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
     r->num = pr->num;
     image_record(a, &r->src);
@@ -987,7 +969,6 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     sy.root = root;
     sy.p = *p;
     sy.n_images = p->n_categories * p->images_per_category;
-    int totals[3] = { p->pairs_trn, p->pairs_val, p->pairs_test };
     if (!(sy.images = sa3d_calloc((size_t)sy.n_images, sizeof *sy.images))) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");
         goto done;
@@ -997,20 +978,10 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     sa3d_set_threads(p->n_threads);
     #pragma omp parallel for schedule(static)
     for (int gi = 0; gi < sy.n_images; gi++) make_image(&sy, gi);
-    for (int sp = 0; sp < 3; sp++) {   /* pairs are checked before anything is written */
-        if (totals[sp] && !(sy.pairs[sp] = sa3d_calloc((size_t)totals[sp], sizeof(s3_pair)))) {
-            st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory for %d pairs", totals[sp]);
-            goto done;
-        }
-        int at = 0;
-        for (int c = 0; c < p->n_categories; c++) {
-            int count = totals[sp] / p->n_categories + (c < totals[sp] % p->n_categories);
-            if ((st = make_pairs(&sy, sp, c, count, sy.pairs[sp] + at, err))) goto done;
-            at += count;
-        }
-        for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
-        sy.n_pairs[sp] = at;
-    }
+    sa3d_synth_pair_plan plan = { .label = "synthetic 3D", .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
+                                  .n_categories = p->n_categories, .images_per_category = p->images_per_category,
+                                  .seed = p->seed, .tag = TAG_PAIRS, .ctx = &sy, .candidates = pair_candidates };
+    if ((st = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;   /* checked before writing */
     char *manifest = sa3d_synth3d_params_json(p);
     if (!manifest) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");
@@ -1021,6 +992,6 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
 done:
     for (int c = 0; c < SA3D_SYNTH3D_N_CATEGORIES; c++) sa3d_free(sy.tables[c].block);
     sa3d_free(sy.images);
-    for (int sp = 0; sp < 3; sp++) sa3d_free(sy.pairs[sp]);
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
     return st;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "base/rng.h"
 #include "semalign3d/safetensors.h"
 #include "synth/synth_io.h"
 
@@ -174,6 +175,51 @@ sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d
     s = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return s;
+}
+
+/* ---- pairs ---- */
+
+/* `count` pairs of one split and category into out. */
+static sa3d_status draw_pairs(const sa3d_synth_pair_plan *plan, int split, int category, int count,
+                              sa3d_synth_pair *out, sa3d_error *err) {
+    int n = plan->images_per_category, first = category * n;
+    int *valid = sa3d_malloc((size_t)n * n * sizeof *valid);
+    if (!valid) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory for pairs", plan->label);
+    int n_valid = plan->candidates(plan->ctx, split, category, valid, err);
+    if (n_valid <= 0) {
+        sa3d_free(valid);
+        return err && err->code ? err->code : SA3D_ERR_ARG;
+    }
+    sa3d_rng r = sa3d_rng_for(plan->seed, plan->tag, (uint64_t)split * 64 + (uint64_t)category);
+    int remaining = n_valid;
+    for (int i = 0; i < count; i++) {   /* valid[0 .. remaining) are the candidates not drawn yet */
+        if (remaining == 0) remaining = n_valid;
+        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
+        valid[j] = valid[remaining - 1];
+        valid[--remaining] = v;
+        out[i].src = first + v / n;
+        out[i].trg = first + v % n;
+    }
+    sa3d_free(valid);
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_synth_make_pairs(const sa3d_synth_pair_plan *plan, sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS],
+                                  int n_pairs[SA3D_SYNTH_N_SPLITS], sa3d_error *err) {
+    sa3d_status s;
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) {
+        int total = plan->totals[sp], at = 0;
+        if (total && !(pairs[sp] = sa3d_calloc((size_t)total, sizeof(sa3d_synth_pair))))
+            return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory for %d pairs", plan->label, total);
+        for (int c = 0; c < plan->n_categories; c++) {
+            int count = total / plan->n_categories + (c < total % plan->n_categories);
+            if (count && (s = draw_pairs(plan, sp, c, count, pairs[sp] + at, err))) return s;
+            at += count;
+        }
+        for (int i = 0; i < at; i++) pairs[sp][i].num = i + 1;
+        n_pairs[sp] = at;
+    }
+    return SA3D_OK;
 }
 
 /* ---- feature maps ---- */

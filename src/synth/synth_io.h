@@ -6,6 +6,7 @@
 #define SA3D_SYNTH_IO_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "base/base.h"
 
 typedef struct sa3d_sbuf { char *s; size_t len, cap; int failed; } sa3d_sbuf;
@@ -82,6 +83,29 @@ sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_ima
  * else 2; truncation and occlusion: 0 none, 1 src, 2 trg, 3 both. */
 sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d_synth_pair_record *pr,
                                          sa3d_error *err);
+
+/* ---- pairs ------------------------------------------------------------------------------------------------------ */
+
+typedef struct sa3d_synth_pair { int num, src, trg; } sa3d_synth_pair;   /* src, trg: global image indices */
+
+/* How a generator's pairs are drawn; the images of category c are c * images_per_category + 0, 1, ... */
+typedef struct sa3d_synth_pair_plan {
+    const char *label;                 /* "synthetic SPair": starts the out-of-memory messages */
+    int totals[SA3D_SYNTH_N_SPLITS];   /* pairs per split over all categories */
+    int n_categories, images_per_category;
+    uint64_t seed, tag;                /* split s, category c draws from sa3d_rng_for(seed, tag, s * 64 + c) */
+    void *ctx;
+    /* The ordered pairs of category c that split s may use, as codes a * n + b (n = images_per_category; images
+     * a and b of the category), into valid[n * n]; returns their count, or -1 with err set (none is an error:
+     * the generator says why). Called only for a category that takes at least one pair. */
+    int (*candidates)(void *ctx, int split, int category, int *valid, sa3d_error *err);
+} sa3d_synth_pair_plan;
+
+/* pairs[s] (free with sa3d_free; NULL when the split is empty) and n_pairs[s] for each split: its total spread
+ * evenly over the categories (the first ones take one more), category by category, each category's pairs drawn
+ * from its candidates without replacement until all are used, then again; numbered from 1 within the split. */
+sa3d_status sa3d_synth_make_pairs(const sa3d_synth_pair_plan *plan, sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS],
+                                  int n_pairs[SA3D_SYNTH_N_SPLITS], sa3d_error *err);
 
 /* ---- feature maps ----------------------------------------------------------------------------------------------- */
 
