@@ -303,10 +303,12 @@ static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error 
 /* The SPair records of an image and of a pair, from this generator's geometry. */
 static void image_record(const synth *sy, const synth_image *im, sa3d_synth_image_record *r) {
     *r = (sa3d_synth_image_record){ .id = im->id, .category = sy->cats[im->cat].name,
-                                    .database = "semalign3d synthetic", .annotation = "sa3d_synth_spair_write",
+                                    .database = "semalign3d synthetic",
+                                    .annotation = "sa3d_synth_spair_write",
                                     .pose = im->mirrored ? "Right" : "Left", .width = im->w, .height = im->h,
-                                    .azimuth_id = im->azimuth, .truncated = im->truncated, .occluded = im->occluded,
-                                    .n_kps = N_KEYS, .kp = &im->kp[0][0], .vis = im->vis };
+                                    .azimuth_id = im->azimuth, .truncated = im->truncated,
+                                    .occluded = im->occluded, .n_kps = N_KEYS, .kp = &im->kp[0][0],
+                                    .vis = im->vis };
     memcpy(r->bbox, im->bbox, sizeof r->bbox);
 }
 
@@ -379,7 +381,8 @@ static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
         (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, cat, im->id, err))))
         s = sa3d_jpeg_write(path, rgb, im->w, im->h, 3, JPEG_QUALITY, err);
     if (!s && sy->p.write_segmentations &&
-        (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, cat, im->id, err))))
+        (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, cat, im->id,
+                                     err))))
         s = sa3d_png_write(path, mask, im->w, im->h, 1, err);
 done:
     sa3d_free(rgb);
@@ -458,9 +461,10 @@ static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_re
 }
 
 static sa3d_status write_dataset(synth *sy, const char *manifest, sa3d_error *err) {
-    sa3d_synth_writer w = { .root = sy->root, .category_name = sa3d_spair_category, .n_categories = sy->n_cats,
-                            .ctx = sy, .n_images = sy->n_images, .write_image = write_image_files,
-                            .pair_record = pair_record_at, .manifest = manifest };
+    sa3d_synth_writer w = { .root = sy->root, .category_name = sa3d_spair_category,
+                            .n_categories = sy->n_cats, .ctx = sy, .n_images = sy->n_images,
+                            .write_image = write_image_files, .pair_record = pair_record_at,
+                            .manifest = manifest };
     /* the records always, pixels and features as the write flags say */
     w.folders = SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_IMAGE_ANNOTATION);
     if (sy->p.write_images) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_JPEG_IMAGES);
@@ -492,9 +496,11 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
         if ((s = make_category(&sy, c, err))) goto done;
         for (int j = 0; j < p->images_per_category; j++) make_image(&sy, c, c * p->images_per_category + j);
     }
-    sa3d_synth_pair_plan plan = { .label = "synthetic SPair", .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
+    sa3d_synth_pair_plan plan = { .label = "synthetic SPair",
+                                  .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
                                   .n_categories = sy.n_cats, .images_per_category = p->images_per_category,
-                                  .seed = p->seed, .tag = TAG_PAIRS, .ctx = &sy, .candidates = pair_candidates };
+                                  .seed = p->seed, .tag = TAG_PAIRS, .ctx = &sy,
+                                  .candidates = pair_candidates };
     if ((s = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;
     char *manifest = sa3d_synth_spair_params_json(p);
     if (!manifest) {

@@ -723,7 +723,8 @@ static int common_kps(const s3_image *a, const s3_image *b) {
     return n;
 }
 
-/* sa3d_synth_pair_plan.candidates: the ordered pairs of one split's images of a category sharing a keypoint. */
+/* sa3d_synth_pair_plan.candidates: the ordered pairs of one split's images of a category sharing a
+ * keypoint. */
 static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error *err) {
     const s3 *sy = ctx;
     int n = sy->p.images_per_category, first = ci * n, n_valid = 0;
@@ -807,9 +808,11 @@ static sa3d_status render(const s3 *sy, const tracer *tr, int gi, s3_image *im, 
     im->bbox[2] = x1;
     im->bbox[3] = y1;
     im->truncated = x1 >= 0 && (x0 == 0 || y0 == 0 || x1 == W - 1 || y1 == H - 1);
-    if (!(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, sh->name, im->id, err)))
+    if (!(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, sh->name, im->id,
+                                     err)))
         st = sa3d_jpeg_write(path, rgb, W, H, 3, JPEG_QUALITY, err);
-    if (!st && !(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, sh->name, im->id, err)))
+    if (!st && !(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, sh->name,
+                                            im->id, err)))
         st = sa3d_png_write(path, mask, W, H, 1, err);
 done:
     sa3d_free(rgb);
@@ -878,7 +881,7 @@ static void pair_record(const s3 *sy, const sa3d_synth_pair *pr, sa3d_synth_pair
     image_record(a, &r->src);
     image_record(t, &r->trg);
     int sa = is_side(a->azimuth_id), sb = is_side(t->azimuth_id);
-    r->mirror = sa && sb && sa != sb;   /* seen from opposite sides; frontal and rear views are not mirrored */
+    r->mirror = sa && sb && sa != sb;   /* seen from opposite sides; frontal and rear views never */
 }
 
 /* ImageAnnotation/<cat>/<id>.json; the slots past the category's n_slots are never visible. */
@@ -893,7 +896,8 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
     const sa3d_synth3d_scene *s = &im->scene;
     const shape_def *sh = tr->sh;
     char path[4096];
-    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_GROUND_TRUTH, sh->name, im->id, err);
+    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_GROUND_TRUTH, sh->name,
+                                           im->id, err);
     if (st) return st;
     double cam[N_KEYS][3], uv[N_KEYS][2];
     unsigned char vis[N_KEYS];
@@ -950,10 +954,11 @@ static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_re
 }
 
 static sa3d_status write_dataset(s3 *sy, const char *manifest, sa3d_error *err) {
-    sa3d_synth_writer w = { .root = sy->root, .folders = SA3D_SYNTH_ALL_FOLDERS,   /* every image has all six */
-                            .category_name = sa3d_synth3d_category, .n_categories = sy->p.n_categories, .ctx = sy,
-                            .n_images = sy->n_images, .write_image = write_image_files, .pair_record = pair_record_at,
-                            .manifest = manifest };
+    /* every image has all six per-category files */
+    sa3d_synth_writer w = { .root = sy->root, .folders = SA3D_SYNTH_ALL_FOLDERS,
+                            .category_name = sa3d_synth3d_category, .n_categories = sy->p.n_categories,
+                            .ctx = sy, .n_images = sy->n_images, .write_image = write_image_files,
+                            .pair_record = pair_record_at, .manifest = manifest };
     memcpy(w.n_pairs, sy->n_pairs, sizeof w.n_pairs);
     return sa3d_synth_write_dataset(&w, err);
 }
@@ -978,10 +983,12 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     sa3d_set_threads(p->n_threads);
     #pragma omp parallel for schedule(static)
     for (int gi = 0; gi < sy.n_images; gi++) make_image(&sy, gi);
-    sa3d_synth_pair_plan plan = { .label = "synthetic 3D", .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
-                                  .n_categories = p->n_categories, .images_per_category = p->images_per_category,
-                                  .seed = p->seed, .tag = TAG_PAIRS, .ctx = &sy, .candidates = pair_candidates };
-    if ((st = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;   /* checked before writing */
+    sa3d_synth_pair_plan plan = { .label = "synthetic 3D",
+                                  .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
+                                  .n_categories = p->n_categories,
+                                  .images_per_category = p->images_per_category, .seed = p->seed,
+                                  .tag = TAG_PAIRS, .ctx = &sy, .candidates = pair_candidates };
+    if ((st = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;   /* before writing */
     char *manifest = sa3d_synth3d_params_json(p);
     if (!manifest) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");

@@ -65,8 +65,8 @@ static const struct { const char *dir, *suffix; } folders_spec[SA3D_SYNTH_N_FOLD
     [SA3D_SYNTH_IMAGE_ANNOTATION] = { "ImageAnnotation", ".json" },
     [SA3D_SYNTH_JPEG_IMAGES] = { "JPEGImages", ".jpg" },
     [SA3D_SYNTH_SEGMENTATION] = { "Segmentation", ".png" },
-    [SA3D_SYNTH_FEATURES] = { "Features", ".features.safetensors" },   /* as `semalign3d features` names them */
-    [SA3D_SYNTH_DEPTH] = { "Depth", ".depth.safetensors" },            /* as `semalign3d depth` names them */
+    [SA3D_SYNTH_FEATURES] = { "Features", ".features.safetensors" },   /* as `semalign3d features` names it */
+    [SA3D_SYNTH_DEPTH] = { "Depth", ".depth.safetensors" },            /* as `semalign3d depth` names it */
     [SA3D_SYNTH_GROUND_TRUTH] = { "GroundTruth", ".json" },
 };
 
@@ -83,33 +83,38 @@ sa3d_status sa3d_synth_make_tree(const char *root, unsigned folders, const char 
     for (int c = 0; c < n_categories; c++)
         for (int f = 0; f < SA3D_SYNTH_N_FOLDERS; f++)
             if ((folders & SA3D_SYNTH_FOLDER_BIT(f)) &&
-                ((s = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", root, folders_spec[f].dir, category_name(c))) ||
+                ((s = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", root, folders_spec[f].dir,
+                                    category_name(c))) ||
                  (s = sa3d_mkdirs(path, err))))
                 return s;
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++)
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", root, sa3d_synth_split_names[sp])) ||
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", root,
+                               sa3d_synth_split_names[sp])) ||
             (s = sa3d_mkdirs(path, err)))
             return s;
-    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", root)) || (s = sa3d_mkdirs(path, err))) return s;
+    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", root)) || (s = sa3d_mkdirs(path, err)))
+        return s;
     return SA3D_OK;
 }
 
 /* ---- SPair records ---- */
 
-sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_image_record *im, sa3d_error *err) {
+sa3d_status sa3d_synth_write_image_record(const char *root, const sa3d_synth_image_record *im,
+                                          sa3d_error *err) {
     char path[4096];
-    sa3d_status s = sa3d_synth_image_path(path, sizeof path, root, SA3D_SYNTH_IMAGE_ANNOTATION, im->category, im->id,
-                                          err);
+    sa3d_status s = sa3d_synth_image_path(path, sizeof path, root, SA3D_SYNTH_IMAGE_ANNOTATION, im->category,
+                                          im->id, err);
     if (s) return s;
     sa3d_sbuf b = { 0 };
     sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"%s\", \"src_annotation\": \"%s\", "
-                   "\"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, \"image_depth\": 3, "
-                   "\"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": %d, \"difficult\": 0, "
-                   "\"bndbox\": [%d, %d, %d, %d], \"kps\": {",
-                   im->id, im->database, im->annotation, im->width, im->height, im->category, im->pose, im->truncated,
-                   im->occluded, im->bbox[0], im->bbox[1], im->bbox[2], im->bbox[3]);
+                   "\"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
+                   "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, "
+                   "\"occluded\": %d, \"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
+                   im->id, im->database, im->annotation, im->width, im->height, im->category, im->pose,
+                   im->truncated, im->occluded, im->bbox[0], im->bbox[1], im->bbox[2], im->bbox[3]);
     for (int k = 0; k < im->n_kps; k++) {
-        if (im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[2 * k], im->kp[2 * k + 1]);
+        if (im->vis[k])
+            sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[2 * k], im->kp[2 * k + 1]);
         else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
     }
     sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth_id);
@@ -157,21 +162,22 @@ sa3d_status sa3d_synth_write_pair_record(const char *root, int split, const sa3d
     int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
     int n_kps = a->n_kps < t->n_kps ? a->n_kps : t->n_kps;
     sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
-                   "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
-                   "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
-                   "\"src_kps\": [",
-                   pr->num, id, a->id, t->id, a->width, a->height, t->width, t->height, a->bbox[0], a->bbox[1],
-                   a->bbox[2], a->bbox[3], t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3], a->category, a->pose,
-                   t->pose);
+    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", "
+                   "\"trg_imname\": \"%s.jpg\", \"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], "
+                   "\"src_bndbox\": [%d, %d, %d, %d], \"trg_bndbox\": [%d, %d, %d, %d], "
+                   "\"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", \"src_kps\": [",
+                   pr->num, id, a->id, t->id, a->width, a->height, t->width, t->height, a->bbox[0],
+                   a->bbox[1], a->bbox[2], a->bbox[3], t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3],
+                   a->category, a->pose, t->pose);
     pair_kps(&b, pr, n_kps, SRC_KPS);
     sa3d_sb_printf(&b, "], \"trg_kps\": [");
     pair_kps(&b, pr, n_kps, TRG_KPS);
     sa3d_sb_printf(&b, "], \"kps_ids\": [");
     pair_kps(&b, pr, n_kps, KPS_IDS);
-    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
-                   "\"occlusion\": %d}\n",
-                   pr->mirror, viewpoint, scale, a->truncated + 2 * t->truncated, a->occluded + 2 * t->occluded);
+    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, "
+                   "\"truncation\": %d, \"occlusion\": %d}\n",
+                   pr->mirror, viewpoint, scale, a->truncated + 2 * t->truncated,
+                   a->occluded + 2 * t->occluded);
     s = sa3d_sb_write(path, &b, err);
     sa3d_free(b.s);
     return s;
@@ -204,7 +210,8 @@ static sa3d_status draw_pairs(const sa3d_synth_pair_plan *plan, int split, int c
     return SA3D_OK;
 }
 
-sa3d_status sa3d_synth_make_pairs(const sa3d_synth_pair_plan *plan, sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS],
+sa3d_status sa3d_synth_make_pairs(const sa3d_synth_pair_plan *plan,
+                                  sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS],
                                   int n_pairs[SA3D_SYNTH_N_SPLITS], sa3d_error *err) {
     sa3d_status s;
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) {
@@ -227,7 +234,8 @@ sa3d_status sa3d_synth_make_pairs(const sa3d_synth_pair_plan *plan, sa3d_synth_p
 sa3d_status sa3d_synth_write_features(const char *root, const char *category, const char *id, const float *F,
                                       const float *Ff, int C, int g, int input_size, const char *note,
                                       sa3d_error *err) {
-    static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";   /* as cmd_features */
+    /* the input convention `semalign3d features` records */
+    static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";
     int64_t shape[3] = { C, g, g };
     char path[4096], image[256], size_s[16];
     sa3d_st_writer *w = NULL;
@@ -306,7 +314,8 @@ static sa3d_status write_layout_lists(const sa3d_synth_writer *w, sa3d_error *er
     char path[4096], id[160];
     sa3d_status s;
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) {
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", w->root, sa3d_synth_split_names[sp])))
+        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", w->root,
+                               sa3d_synth_split_names[sp])))
             return s;
         sa3d_sbuf b = { 0 };
         for (int i = 0; i < w->n_pairs[sp]; i++) {
