@@ -26,10 +26,6 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, i
 /* The same for a finite real number in [lo, hi]. */
 int cli_real(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
-/* --kind spair | pfpascal | ap10k -> *kind; 1, or 0 after printing a usage error. Also checks --split: SPair
- * and PF-PASCAL know trn, val and test; AP-10K also its other split folders (test_cross_species, ...), which the
- * reader validates. */
-int cli_dataset_kind(const char *cmd, const char *kind_s, const char *split, sa3d_dataset_kind *kind);
 /* "semalign3d CMD: message" + "--help" hint on stderr; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "semalign3d CMD: err->msg" on stderr; returns EXIT_RUN (or EXIT_INTERRUPTED for SA3D_ERR_CANCELLED). */
@@ -74,6 +70,28 @@ int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, s
  * message printed. */
 int cli_net_each_image(const char *cmd, const cli_net_args *a,
                        sa3d_status (*run)(void *ctx, const char *image, const char *stem, sa3d_error *err), void *ctx);
+
+/* Commands that score a dataset split (eval, pck): the dataset options they share, checked and opened in one
+ * place so that both accept the same spellings and give the same messages. */
+typedef struct cli_dataset_opts {
+    const char *root;             /* --dataset DIR (required; each command says so in its own message) */
+    const char *kind_s;           /* --kind, "spair" by default */
+    const char *split;            /* --split, "test" by default */
+    const char *categories;       /* --categories LIST, NULL = all */
+    int strict;                   /* --strict */
+    sa3d_dataset_kind kind;       /* kind_s parsed, set by cli_dataset_check */
+} cli_dataset_opts;
+cli_dataset_opts cli_dataset_opts_default(void);
+/* Matches argv[*i] against --dataset, --kind, --split, --categories and --strict; 1 when taken, 0 when it is
+ * another argument, -1 after a usage error (a missing value). */
+int cli_dataset_arg(const char *cmd, int argc, char **argv, int *i, cli_dataset_opts *o);
+/* --kind spair | pfpascal | ap10k -> o->kind; 1, or 0 after printing a usage error. Also checks --split:
+ * SPair and PF-PASCAL know trn, val and test; AP-10K also its other split folders (test_cross_species, ...),
+ * which the reader validates. */
+int cli_dataset_check(const char *cmd, cli_dataset_opts *o);
+/* Opens the dataset (warnings through cli_warn) and loads the split. On failure err says why and *ds is NULL
+ * or open without the split; sa3d_dataset_close takes either. */
+sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_error *err);
 
 /* Basename without directory and extension ("a/b/2008_00.jpg" -> "2008_00"), into buf. */
 void cli_stem(const char *path, char *buf, size_t n);

@@ -49,19 +49,16 @@ static void help(void) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval", *root = NULL, *split = "test", *method = "baseline", *feat_dir = NULL,
-               *model_dir = NULL, *size_s = "840", *cache = NULL, *out = NULL, *cats = NULL, *limit_s = NULL,
-               *threads_s = NULL, *kind_s = "spair", *priors_dir = NULL, *depth_dir = NULL, *masks = "segmentation",
-               *seed_s = "0";
-    int strict = 0, quiet = 0, size = 840, threads = 0, limit = 0;
+    const char *cmd = "eval", *method = "baseline", *feat_dir = NULL, *model_dir = NULL, *size_s = "840",
+               *cache = NULL, *out = NULL, *limit_s = NULL, *threads_s = NULL, *priors_dir = NULL,
+               *depth_dir = NULL, *masks = "segmentation", *seed_s = "0";
+    cli_dataset_opts dataset = cli_dataset_opts_default();
+    int quiet = 0, size = 840, threads = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
-        if (cli_flag(argv, i, "--strict")) { strict = 1; continue; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
-        if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--kind", &kind_s)) ||
+        if ((r = cli_dataset_arg(cmd, argc, argv, &i, &dataset)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--method", &method)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--priors", &priors_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--depth", &depth_dir)) ||
@@ -72,7 +69,6 @@ int cmd_eval(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--cache", &cache)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--categories", &cats)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--limit", &limit_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
             if (r < 0) return EXIT_USAGE;
@@ -80,7 +76,7 @@ int cmd_eval(int argc, char **argv) {
         }
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
-    if (!root) return cli_usage_error(cmd, "--dataset is required");
+    if (!dataset.root) return cli_usage_error(cmd, "--dataset is required");
     int sa3d = !strcmp(method, "semalign3d"), seed = 0;
     if (!sa3d && strcmp(method, "baseline") != 0)
         return cli_usage_error(cmd, "--method %s: expected baseline or semalign3d", method);
@@ -91,15 +87,14 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error(cmd, "--masks %s: expected segmentation, bbox or none", masks);
     if (!cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed)) return EXIT_USAGE;
     if (!!feat_dir == !!model_dir) return cli_usage_error(cmd, "give exactly one of --features and --model");
-    sa3d_dataset_kind kind;
-    if (!cli_dataset_kind(cmd, kind_s, split, &kind)) return EXIT_USAGE;
+    if (!cli_dataset_check(cmd, &dataset)) return EXIT_USAGE;
     if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) ||
         (limit_s && !cli_int(cmd, "--limit", limit_s, 1, 1000000000, &limit)) ||
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
         return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
     char out_default[256];
-    snprintf(out_default, sizeof out_default, "eval-%s-%s", split, method);
+    snprintf(out_default, sizeof out_default, "eval-%s-%s", dataset.split, method);
     if (!out) out = out_default;
 
     cli_install_sigint();
@@ -114,15 +109,10 @@ int cmd_eval(int argc, char **argv) {
     sa3d_pck_report *rep = malloc(sizeof *rep);
     int rc = EXIT_RUN;
     sa3d_set_threads(threads);
-    sa3d_dataset_params dp = sa3d_dataset_params_default();
-    dp.strict = strict;
-    dp.kind = kind;
-    dp.categories = cats;
-    dp.warn = cli_warn;
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
-    rep->kind = kind;
-    if (sa3d_dataset_open(&ds, root, &dp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;
+    rep->kind = dataset.kind;
+    if (cli_dataset_open(&dataset, &ds, &err)) goto done;
     sa3d_provider_params pp = sa3d_provider_params_default();
     pp.input_size = size;
     pp.cache_dir = cache;
@@ -139,8 +129,8 @@ int cmd_eval(int argc, char **argv) {
     sa3d_baseline_params bp = sa3d_baseline_params_default();
     if (sa3d_feature_provider_new(&fp, ds, &pp, &err) || sa3d_baseline_matcher_new(&bm, fp, size, &bp, &err)) goto done;
     if (sa3d) {   /* one prior per category of the split, providers for the aligner's mask and depth */
-        for (int i = 0; i < sa3d_dataset_n_pairs(ds, split); i++) {
-            const char *cat = sa3d_dataset_pair(ds, split, i)->category;
+        for (int i = 0; i < sa3d_dataset_n_pairs(ds, dataset.split); i++) {
+            const char *cat = sa3d_dataset_pair(ds, dataset.split, i)->category;
             int have = 0;
             for (int k = 0; k < n_priors; k++) have |= !strcmp(priors[k]->category, cat);
             if (have) continue;
@@ -173,9 +163,9 @@ int cmd_eval(int argc, char **argv) {
     }
 
     cli_progress prog;
-    cli_progress_start(&prog, "eval", sa3d_dataset_n_pairs(ds, split), quiet);
+    cli_progress_start(&prog, "eval", sa3d_dataset_n_pairs(ds, dataset.split), quiet);
     sa3d_eval_params ep = sa3d_eval_params_default();
-    ep.split = split;
+    ep.split = dataset.split;
     ep.out_dir = out;
     ep.method = method;
     ep.limit = limit;
@@ -189,7 +179,7 @@ int cmd_eval(int argc, char **argv) {
     if (s) goto done;
     char title[512];
     snprintf(title, sizeof title, "semalign3d eval: method %s, %s split %s, %ld pairs (%ld resumed from %s/parts)",
-             method, root, split, rep->overall.pairs + rep->skipped_empty, resumed, out);
+             method, dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, resumed, out);
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);
@@ -198,9 +188,10 @@ int cmd_eval(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/report.json", out);
     snprintf(size_str, sizeof size_str, "%d", size);
     snprintf(limit_str, sizeof limit_str, "%d", limit);
-    const char *meta[] = { "method", method, "dataset", root, "kind", kind_s, "split", split, "features", feat_dir ? feat_dir : "computed",
-                           "model", model_dir ? model_dir : "-", "input_size", size_str, "limit_per_category",
-                           limit_str, NULL };
+    const char *meta[] = { "method", method, "dataset", dataset.root, "kind", dataset.kind_s,
+                           "split", dataset.split, "features", feat_dir ? feat_dir : "computed",
+                           "model", model_dir ? model_dir : "-", "input_size", size_str,
+                           "limit_per_category", limit_str, NULL };
     if (sa3d_pck_write_json(rep, path, meta, &err)) goto done;
     sa3d_provider_stats st = sa3d_provider_get_stats(fp);
     fprintf(stderr, "wrote %s/predictions.jsonl and %s (features: %ld computed or imported, %ld from cache, %ld stale "

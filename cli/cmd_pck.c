@@ -30,46 +30,38 @@ static void help(void) {
 }
 
 int cmd_pck(int argc, char **argv) {
-    const char *cmd = "pck", *root = NULL, *split = "test", *preds = NULL, *json = NULL, *cats = NULL, *kind_s = "spair";
-    int allow_missing = 0, strict = 0;
+    const char *cmd = "pck", *preds = NULL, *json = NULL;
+    cli_dataset_opts dataset = cli_dataset_opts_default();
+    int allow_missing = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
         if (cli_flag(argv, i, "--allow-missing")) { allow_missing = 1; continue; }
-        if (cli_flag(argv, i, "--strict")) { strict = 1; continue; }
-        if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--kind", &kind_s)) ||
+        if ((r = cli_dataset_arg(cmd, argc, argv, &i, &dataset)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--predictions", &preds)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--categories", &cats))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--json", &json))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
-    if (!root || !preds) return cli_usage_error(cmd, "--dataset and --predictions are required");
-    sa3d_dataset_kind kind;
-    if (!cli_dataset_kind(cmd, kind_s, split, &kind)) return EXIT_USAGE;
+    if (!dataset.root || !preds) return cli_usage_error(cmd, "--dataset and --predictions are required");
+    if (!cli_dataset_check(cmd, &dataset)) return EXIT_USAGE;
 
     sa3d_error err = { 0 };
     sa3d_dataset *ds = NULL;
     sa3d_pck_report *rep = malloc(sizeof *rep);
     int rc = EXIT_RUN;
     long missing = 0;
-    sa3d_dataset_params dp = sa3d_dataset_params_default();
-    dp.strict = strict;
-    dp.kind = kind;
-    dp.categories = cats;
-    dp.warn = cli_warn;
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
-    rep->kind = kind;
-    if (sa3d_dataset_open(&ds, root, &dp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;
-    if (sa3d_pck_score_file(rep, ds, split, preds, allow_missing, &missing, &err)) goto done;
+    rep->kind = dataset.kind;
+    if (cli_dataset_open(&dataset, &ds, &err)) goto done;
+    if (sa3d_pck_score_file(rep, ds, dataset.split, preds, allow_missing, &missing, &err)) goto done;
     char title[512];
-    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored%s%ld missing)", preds, root, split,
-             rep->overall.pairs + rep->skipped_empty, missing ? ", " : ", ", missing);
+    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored%s%ld missing)", preds,
+             dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, missing ? ", " : ", ",
+             missing);
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);
@@ -77,7 +69,8 @@ int cmd_pck(int argc, char **argv) {
     if (json) {
         char miss[32];
         snprintf(miss, sizeof miss, "%ld", missing);
-        const char *meta[] = { "dataset", root, "kind", kind_s, "split", split, "predictions", preds, "missing_pairs", miss, NULL };
+        const char *meta[] = { "dataset", dataset.root, "kind", dataset.kind_s, "split", dataset.split,
+                               "predictions", preds, "missing_pairs", miss, NULL };
         if (sa3d_pck_write_json(rep, json, meta, &err)) goto done;
     }
     rc = EXIT_OK;

@@ -128,14 +128,49 @@ void cli_warn(void *user, const char *msg) {
     fprintf(stderr, "semalign3d: warning: %s\n", msg);
 }
 
-int cli_dataset_kind(const char *cmd, const char *kind_s, const char *split, sa3d_dataset_kind *kind) {
-    if (!strcmp(kind_s, "spair")) *kind = SA3D_DATASET_SPAIR;
-    else if (!strcmp(kind_s, "pfpascal")) *kind = SA3D_DATASET_PFPASCAL;
-    else if (!strcmp(kind_s, "ap10k")) *kind = SA3D_DATASET_AP10K;
-    else return cli_usage_error(cmd, "--kind %s: expected spair, pfpascal or ap10k", kind_s), 0;
-    if (*kind != SA3D_DATASET_AP10K && strcmp(split, "trn") && strcmp(split, "val") && strcmp(split, "test"))
-        return cli_usage_error(cmd, "--split %s: expected trn, val or test", split), 0;
+/* ---- dataset commands (eval, pck) ---- */
+
+cli_dataset_opts cli_dataset_opts_default(void) {
+    cli_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.kind_s = "spair";
+    o.split = "test";
+    o.kind = SA3D_DATASET_SPAIR;
+    return o;
+}
+
+int cli_dataset_arg(const char *cmd, int argc, char **argv, int *i, cli_dataset_opts *o) {
+    int r;
+    if (cli_flag(argv, *i, "--strict")) { o->strict = 1; return 1; }
+    if ((r = cli_opt(cmd, argc, argv, i, "--dataset", &o->root)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--split", &o->split)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--kind", &o->kind_s)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--categories", &o->categories)))
+        return r;
+    return 0;
+}
+
+int cli_dataset_check(const char *cmd, cli_dataset_opts *o) {
+    if (!strcmp(o->kind_s, "spair")) o->kind = SA3D_DATASET_SPAIR;
+    else if (!strcmp(o->kind_s, "pfpascal")) o->kind = SA3D_DATASET_PFPASCAL;
+    else if (!strcmp(o->kind_s, "ap10k")) o->kind = SA3D_DATASET_AP10K;
+    else return cli_usage_error(cmd, "--kind %s: expected spair, pfpascal or ap10k", o->kind_s), 0;
+    if (o->kind != SA3D_DATASET_AP10K && strcmp(o->split, "trn") && strcmp(o->split, "val") &&
+        strcmp(o->split, "test"))
+        return cli_usage_error(cmd, "--split %s: expected trn, val or test", o->split), 0;
     return 1;
+}
+
+sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_error *err) {
+    sa3d_dataset_params dp = sa3d_dataset_params_default();
+    dp.strict = o->strict;
+    dp.kind = o->kind;
+    dp.categories = o->categories;
+    dp.warn = cli_warn;
+    sa3d_status s = sa3d_dataset_open(ds, o->root, &dp, err);
+    if (s) return s;
+    if (sa3d_dataset_load_split(*ds, o->split, err) < 0) return err && err->code ? err->code : SA3D_ERR_IO;
+    return SA3D_OK;
 }
 
 /* ---- network commands over image files ---- */

@@ -1,7 +1,8 @@
 /* SemAlign3D over a dataset (the `eval --method semalign3d` matcher): per image, the inputs of the aligner at
  * cell resolution - features, the mask's foreground share of each cell, the pseudo depth of each cell - then
  * one alignment per image, cached (an image takes part in many pairs), and per pair the match through both
- * alignments (match_sa3d.c). */
+ * alignments (match_sa3d.c). The last few decoded feature maps are kept too (an LRU of FEATURE_CACHE_MAPS),
+ * so that a pair does not read again the maps its alignments were just computed on. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,20 @@ typedef struct aligned_image {
     sa3d_alignment *a;
 } aligned_image;
 
+/* How many decoded feature maps the matcher keeps. A pair uses each of its two maps twice - to align the
+ * image (on its first pair) and to match - and eval walks a category's pairs in order, so its images come
+ * back soon; a few maps catch that. Each map is C x g x g floats (11 MB for 768 channels at 60 x 60), so 8
+ * stay small next to the rest of the process. At least 2: a pair holds both its maps at once, and loading the
+ * second must not evict the first (used last, so LRU evicts another). */
+#define FEATURE_CACHE_MAPS 8
+_Static_assert(FEATURE_CACHE_MAPS >= 2, "a pair holds two feature maps at once");
+
+typedef struct cached_features {
+    char *cat, *id;               /* the key, owned; NULL in a free slot */
+    sa3d_map map;                 /* owned, map.data freed with free() (sa3d_provider_get) */
+    unsigned long last_use;       /* the matcher's use counter at the last load or hit */
+} cached_features;
+
 struct sa3d_sa3d_matcher {
     sa3d_provider *features, *masks, *depth;
     const sa3d_prior *const *priors;
@@ -51,8 +66,17 @@ struct sa3d_sa3d_matcher {
     sa3d_sa3d_matcher_params p;
     aligned_image *cache;
     int n_cache, cap_cache;
+    cached_features feature_cache[FEATURE_CACHE_MAPS];   /* LRU of decoded maps */
+    unsigned long feature_uses;                          /* counter behind last_use */
     sa3d_sa3d_matcher_stats stats;
 };
+
+static void cached_features_clear(cached_features *c) {
+    sa3d_free(c->cat);
+    sa3d_free(c->id);
+    free(c->map.data);
+    memset(c, 0, sizeof *c);
+}
 
 sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *features, sa3d_provider *masks,
                                   sa3d_provider *depth, const sa3d_prior *const *priors, int n_priors,
@@ -76,6 +100,7 @@ void sa3d_sa3d_matcher_free(sa3d_sa3d_matcher *m) {
     if (!m) return;
     for (int i = 0; i < m->n_cache; i++) sa3d_alignment_free(m->cache[i].a);
     sa3d_free(m->cache);
+    for (int i = 0; i < FEATURE_CACHE_MAPS; i++) cached_features_clear(&m->feature_cache[i]);
     sa3d_free(m);
 }
 
@@ -87,17 +112,53 @@ static const sa3d_prior *prior_of(const sa3d_sa3d_matcher *m, const char *cat) {
     return NULL;
 }
 
-/* The feature map of an image (caller frees map->data) in the form the aligner takes. */
+/* The cached map of category/id, or NULL. */
+static cached_features *cached_map(sa3d_sa3d_matcher *m, const char *cat, const char *id) {
+    for (int i = 0; i < FEATURE_CACHE_MAPS; i++) {
+        cached_features *c = &m->feature_cache[i];
+        if (c->cat && !strcmp(c->cat, cat) && !strcmp(c->id, id)) return c;
+    }
+    return NULL;
+}
+
+/* The slot a new map goes into: a free one, else the least recently used. */
+static cached_features *cache_slot(sa3d_sa3d_matcher *m) {
+    cached_features *slot = &m->feature_cache[0];
+    for (int i = 0; i < FEATURE_CACHE_MAPS && slot->cat; i++) {
+        cached_features *c = &m->feature_cache[i];
+        if (!c->cat || c->last_use < slot->last_use) slot = c;
+    }
+    return slot;
+}
+
+/* The feature map of an image in the form the aligner takes, from the cache or else from the provider (then
+ * cached). F->data is borrowed from the cache: valid until a later load evicts it, which the very next load
+ * never does (FEATURE_CACHE_MAPS >= 2 and LRU). */
 static sa3d_status load_features(sa3d_sa3d_matcher *m, const char *cat, const char *id, int W, int H,
                                  sa3d_feature_map *F, sa3d_error *err) {
-    sa3d_map fm;
-    sa3d_status s = sa3d_provider_get(m->features, cat, id, 0, &fm, err);
-    if (s) return s;
-    if (fm.h != fm.w) {
-        free(fm.data);
-        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map %d x %d is not square", cat, id, fm.h, fm.w);
+    cached_features *c = cached_map(m, cat, id);
+    if (!c) {
+        sa3d_map fm;
+        sa3d_status s = sa3d_provider_get(m->features, cat, id, 0, &fm, err);
+        if (s) return s;
+        if (fm.h != fm.w) {
+            free(fm.data);
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map %d x %d is not square", cat, id, fm.h,
+                             fm.w);
+        }
+        char *key_cat = sa3d_strdup(cat), *key_id = sa3d_strdup(id);
+        if (!key_cat || !key_id) {
+            sa3d_free(key_cat);
+            sa3d_free(key_id);
+            free(fm.data);
+            return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+        }
+        c = cache_slot(m);
+        cached_features_clear(c);
+        *c = (cached_features){ key_cat, key_id, fm, 0 };
     }
-    *F = (sa3d_feature_map){ fm.c, fm.h, fm.data, W, H, m->p.input_size };
+    c->last_use = ++m->feature_uses;
+    *F = (sa3d_feature_map){ c->map.c, c->map.h, c->map.data, W, H, m->p.input_size };
     return SA3D_OK;
 }
 
@@ -152,7 +213,6 @@ nomem:
     s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
 done:
     sa3d_alignment_free(a);
-    free((void *)F.data);
     free(mask.data);
     free(disp.data);
     free(mask_c);
@@ -173,18 +233,15 @@ sa3d_status sa3d_sa3d_matcher_match(void *ctx, const sa3d_pair *pair, float (*pr
         (s = alignment_of(m, prior, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &a2, err)) ||
         (s = load_features(m, pair->category, pair->src, pair->src_size[0], pair->src_size[1], &F1, err)) ||
         (s = load_features(m, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &F2, err)))
-        goto done;
+        return s;   /* F1 and F2 are borrowed from the feature cache: nothing to free */
     if ((s = sa3d_match_sa3d(prior, a1, &F1, a2, &F2, (const float (*)[2])pair->src_kps, pair->n_kps, &m->p.match,
                              pred, fb, err))) {
         sa3d_error_prefix(err, "%s", pair->id);
-        goto done;
+        return s;
     }
     for (int k = 0; k < pair->n_kps; k++) m->stats.fallbacks += fb[k];
     m->stats.queries += pair->n_kps;
-done:
-    free((void *)F1.data);
-    free((void *)F2.data);
-    return s;
+    return SA3D_OK;
 }
 
 const sa3d_alignment *sa3d_sa3d_matcher_alignment(const sa3d_sa3d_matcher *m, const char *cat, const char *id) {

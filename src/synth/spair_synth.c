@@ -3,20 +3,15 @@
  * whose keypoint cells hold per-keypoint codes (cells as in METHOD.md 2.4-2.5 and sa3d_match_baseline).
  * Owns its random streams (splitmix64 seeding xoshiro256**, one stream per item, so the output does not depend
  * on the thread count); every file goes through the io layer's atomic writers. */
-#include <dirent.h>
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "base/base.h"
 #include "base/rng.h"
 #include "synth/synth_io.h"
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
-#include "semalign3d/safetensors.h"
 #include "semalign3d/synth.h"
 
 #define N_KEYS 30            /* SPair records carry kps keys "0".."29" for every category (METHOD.md 1.2) */
@@ -28,8 +23,6 @@
 #define MAX_IMAGES 1000      /* per category: the pair sampler keeps images^2 entries */
 #define MAX_PAIRS 999999     /* per split: pair numbers have 6 digits */
 
-static const char *const split_names[3] = { "trn", "val", "test" };
-static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";  /* as cmd_features */
 
 /* ---- random streams: splitmix64 seeding xoshiro256** (STYLE.md 6), one per (tag, item) -------------------- */
 
@@ -69,16 +62,14 @@ typedef struct synth_image {
     unsigned char vis[N_KEYS];
 } synth_image;
 
-typedef struct synth_pair { int num, src, trg; } synth_pair;   /* src, trg: global image indices */
-
 typedef struct synth {
     const char *root;
     sa3d_synth_spair_params p;
     int n_cats, n_images;
     synth_category *cats;
     synth_image *images;
-    synth_pair *pairs[3];
-    int n_pairs[3];
+    sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS];
+    int n_pairs[SA3D_SYNTH_N_SPLITS];
 } synth;
 
 /* ---- small helpers ---------------------------------------------------------------------------------------- */
@@ -292,106 +283,47 @@ static int common_kps(const synth_image *a, const synth_image *b) {
     return n;
 }
 
-/* The pairs of one split and category: ordered (src, trg) pairs sharing a keypoint, drawn without replacement
- * until all are used, then again. */
-static sa3d_status make_pairs(synth *sy, int split, int ci, int count, synth_pair *out, sa3d_error *err) {
-    if (count == 0) return SA3D_OK;
+/* sa3d_synth_pair_plan.candidates: the ordered pairs of the category's images sharing a keypoint; the splits
+ * share the images. */
+static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error *err) {
+    const synth *sy = ctx;
+    (void)split;
     int n = sy->p.images_per_category, first = ci * n, n_valid = 0;
-    int *valid = sa3d_malloc((size_t)n * n * sizeof *valid);
-    if (!valid) return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory for pairs");
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++)
             if (a != b && common_kps(&sy->images[first + a], &sy->images[first + b]) > 0) valid[n_valid++] = a * n + b;
-    if (n_valid == 0) {
-        sa3d_free(valid);
+    if (n_valid == 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: %s: no two images share a visible keypoint",
-                         sy->cats[ci].name);
-    }
-    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
-    int remaining = n_valid;
-    for (int i = 0; i < count; i++) {
-        if (remaining == 0) remaining = n_valid;
-        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
-        valid[j] = valid[remaining - 1];
-        valid[--remaining] = v;
-        out[i].src = first + v / n;
-        out[i].trg = first + v % n;
-    }
-    sa3d_free(valid);
-    return SA3D_OK;
+                         sy->cats[ci].name), -1;
+    return n_valid;
 }
 
 /* ---- records -------------------------------------------------------------------------------------------------- */
 
-static const char *pose_name(const synth_image *im) { return im->mirrored ? "Right" : "Left"; }
+/* The SPair records of an image and of a pair, from this generator's geometry. */
+static void image_record(const synth *sy, const synth_image *im, sa3d_synth_image_record *r) {
+    *r = (sa3d_synth_image_record){ .id = im->id, .category = sy->cats[im->cat].name,
+                                    .database = "semalign3d synthetic",
+                                    .annotation = "sa3d_synth_spair_write",
+                                    .pose = im->mirrored ? "Right" : "Left", .width = im->w, .height = im->h,
+                                    .azimuth_id = im->azimuth, .truncated = im->truncated,
+                                    .occluded = im->occluded, .n_kps = N_KEYS, .kp = &im->kp[0][0],
+                                    .vis = im->vis };
+    memcpy(r->bbox, im->bbox, sizeof r->bbox);
+}
 
-/* ImageAnnotation/<cat>/<id>.json, fields in the release's order. */
+static void pair_record(const synth *sy, const sa3d_synth_pair *pr, sa3d_synth_pair_record *r) {
+    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
+    r->num = pr->num;
+    image_record(sy, a, &r->src);
+    image_record(sy, t, &r->trg);
+    r->mirror = a->mirrored != t->mirrored;   /* a "Right" image is the mirror of a "Left" one */
+}
+
 static sa3d_status write_image_record(const synth *sy, const synth_image *im, sa3d_error *err) {
-    const synth_category *c = &sy->cats[im->cat];
-    char path[4096];
-    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, c->name, im->id);
-    if (s) return s;
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic\", \"src_annotation\": "
-                  "\"sa3d_synth_spair_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
-                  "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": %d, "
-                  "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
-              im->id, im->w, im->h, c->name, pose_name(im), im->truncated, im->occluded, im->bbox[0], im->bbox[1],
-              im->bbox[2], im->bbox[3]);
-    for (int k = 0; k < N_KEYS; k++) {
-        if (im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
-        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
-    }
-    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth);
-    s = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return s;
-}
-
-static void pair_id(char *buf, size_t n, const synth *sy, const synth_pair *pr) {
-    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    snprintf(buf, n, "%06d-%s-%s:%s", pr->num, a->id, t->id, sy->cats[a->cat].name);
-}
-
-/* PairAnnotation/<split>/<pair id>.json, fields in the release's order. */
-static sa3d_status write_pair_record(const synth *sy, int split, const synth_pair *pr, sa3d_error *err) {
-    const synth_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    char id[160], path[4096];
-    pair_id(id, sizeof id, sy, pr);
-    sa3d_status s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
-    if (s) return s;
-    int d = abs(a->azimuth - t->azimuth);
-    d = d > 4 ? 8 - d : d;
-    long area_a = (long)(a->bbox[2] - a->bbox[0]) * (a->bbox[3] - a->bbox[1]);
-    long area_t = (long)(t->bbox[2] - t->bbox[0]) * (t->bbox[3] - t->bbox[1]);
-    double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
-                                   : (double)area_t / (double)(area_a > 0 ? area_a : 1);
-    int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
-                  "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
-                  "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
-                  "\"src_kps\": [",
-              pr->num, id, a->id, t->id, a->w, a->h, t->w, t->h, a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3],
-              t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3], sy->cats[a->cat].name, pose_name(a), pose_name(t));
-    int first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"trg_kps\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"kps_ids\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
-    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
-                  "\"occlusion\": %d}\n",
-              a->mirrored != t->mirrored, viewpoint, scale, a->truncated + 2 * t->truncated,
-              a->occluded + 2 * t->occluded);
-    s = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return s;
+    sa3d_synth_image_record r;
+    image_record(sy, im, &r);
+    return sa3d_synth_write_image_record(sy->root, &r, err);
 }
 
 /* ---- pixels ------------------------------------------------------------------------------------------------------ */
@@ -446,10 +378,11 @@ static sa3d_status write_pixels(const synth *sy, int gi, sa3d_error *err) {
                     for (int ch = 0; ch < 3; ch++) rgb[3 * ((size_t)y * im->w + x) + ch] = (uint8_t)col[ch];
     }
     if (sy->p.write_images &&
-        (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, cat, im->id))))
+        (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, cat, im->id, err))))
         s = sa3d_jpeg_write(path, rgb, im->w, im->h, 3, JPEG_QUALITY, err);
     if (!s && sy->p.write_segmentations &&
-        (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, cat, im->id))))
+        (!(s = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, cat, im->id,
+                                     err))))
         s = sa3d_png_write(path, mask, im->w, im->h, 1, err);
 done:
     sa3d_free(rgb);
@@ -479,8 +412,6 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
     size_t n = (size_t)C * cells;
     float *F = sa3d_malloc(n * sizeof(float)), *Ff = flip ? sa3d_malloc(n * sizeof(float)) : NULL;
     float *tmp = sa3d_malloc((size_t)C * sizeof(float));
-    sa3d_st_writer *w = NULL;
-    char path[4096], image[256], size_s[16];
     sa3d_status s = SA3D_OK;
     if (!F || !tmp || (flip && !Ff)) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the feature map", cat->name, im->id);
@@ -504,29 +435,9 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
             put_code(Ff, C, cells, cell_of(im->w, im->h, S, g, (float)(im->w - 1 - x), (float)y),
                      cat->codes + (size_t)cat->flip[k] * C, sy->p.feature_noise, &rf, tmp);
     }
-    int64_t shape[3] = { C, g, g };
-    snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat->name, im->id);
-    snprintf(size_s, sizeof size_s, "%d", S);
-    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat->name, im->id)))
-        goto done;
-    if (!(w = sa3d_st_writer_new())) {
-        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    if ((s = sa3d_st_writer_add_f32(w, "feature_map", 3, shape, F, err)) ||
-        (flip && (s = sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, Ff, err))) ||
-        (s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "model_id", "synthetic", err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "model_dir", "-", err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "image", image, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "size", size_s, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "flip", flip ? "1" : "0", err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "convention", convention, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "synthetic", "codes at keypoint cells (sa3d_synth_spair_write)", err)))
-        goto done;
-    s = sa3d_st_writer_write(w, path, err);
+    s = sa3d_synth_write_features(sy->root, cat->name, im->id, F, flip ? Ff : NULL, C, g, S,
+                                  "codes at keypoint cells (sa3d_synth_spair_write)", err);
 done:
-    sa3d_st_writer_free(w);
     sa3d_free(F);
     sa3d_free(Ff);
     sa3d_free(tmp);
@@ -535,65 +446,32 @@ done:
 
 /* ---- driver ------------------------------------------------------------------------------------------------------- */
 
-/* 0 when root is absent or an empty directory. */
-
-static sa3d_status make_tree(const synth *sy, sa3d_error *err) {
-    char path[4096];
-    sa3d_status s;
-    static const char *const per_cat[4] = { "ImageAnnotation", "JPEGImages", "Segmentation", "Features" };
-    const int wanted[4] = { 1, sy->p.write_images, sy->p.write_segmentations, sy->p.write_features };
-    for (int c = 0; c < sy->n_cats; c++)
-        for (int i = 0; i < 4; i++)
-            if (wanted[i] && ((s = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], sy->cats[c].name)) ||
-                              (s = sa3d_mkdirs(path, err))))
-                return s;
-    for (int sp = 0; sp < 3; sp++)
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
-            (s = sa3d_mkdirs(path, err)))
-            return s;
-    if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (s = sa3d_mkdirs(path, err))) return s;
-    return SA3D_OK;
+/* sa3d_synth_writer callbacks (ctx = the synth). */
+static sa3d_status write_image_files(void *ctx, int gi, sa3d_error *err) {
+    const synth *sy = ctx;
+    sa3d_status s = write_image_record(sy, &sy->images[gi], err);
+    if (!s && (sy->p.write_images || sy->p.write_segmentations)) s = write_pixels(sy, gi, err);
+    if (!s && sy->p.write_features) s = write_features(sy, gi, err);
+    return s;
 }
 
+static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_record *out) {
+    const synth *sy = ctx;
+    pair_record(sy, &sy->pairs[split][i], out);
+}
 
-static sa3d_status write_all(synth *sy, sa3d_error *err) {
-    sa3d_first_error fe;
-    memset(&fe, 0, sizeof fe);
-    #pragma omp parallel for schedule(static)
-    for (int gi = 0; gi < sy->n_images; gi++) {
-        if (sa3d_first_error_any(&fe)) continue;
-        sa3d_error e = { SA3D_OK, "" };
-        if (write_image_record(sy, &sy->images[gi], &e) ||
-            ((sy->p.write_images || sy->p.write_segmentations) && write_pixels(sy, gi, &e)) ||
-            (sy->p.write_features && write_features(sy, gi, &e)))
-            sa3d_first_error_note(&fe, gi, &e);
-    }
-    for (int sp = 0; sp < 3 && !fe.failed; sp++) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            if (sa3d_first_error_any(&fe)) continue;
-            sa3d_error e = { SA3D_OK, "" };
-            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) sa3d_first_error_note(&fe, i, &e);
-        }
-    }
-    if (fe.failed) {
-        if (err) *err = fe.err;
-        return fe.err.code ? fe.err.code : SA3D_ERR_IO;
-    }
-    char path[4096], id[160];
-    sa3d_status s;
-    for (int sp = 0; sp < 3; sp++) {
-        if ((s = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return s;
-        sa3d_sbuf b = { 0 };
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
-            sa3d_sb_printf(&b, "%s\n", id);
-        }
-        s = sa3d_sb_write(path, &b, err);
-        sa3d_free(b.s);
-        if (s) return s;
-    }
-    return SA3D_OK;
+static sa3d_status write_dataset(synth *sy, const char *manifest, sa3d_error *err) {
+    sa3d_synth_writer w = { .root = sy->root, .category_name = sa3d_spair_category,
+                            .n_categories = sy->n_cats, .ctx = sy, .n_images = sy->n_images,
+                            .write_image = write_image_files, .pair_record = pair_record_at,
+                            .manifest = manifest };
+    /* the records always, pixels and features as the write flags say */
+    w.folders = SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_IMAGE_ANNOTATION);
+    if (sy->p.write_images) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_JPEG_IMAGES);
+    if (sy->p.write_segmentations) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_SEGMENTATION);
+    if (sy->p.write_features) w.folders |= SA3D_SYNTH_FOLDER_BIT(SA3D_SYNTH_FEATURES);
+    memcpy(w.n_pairs, sy->n_pairs, sizeof w.n_pairs);
+    return sa3d_synth_write_dataset(&w, err);
 }
 
 sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_params *p, sa3d_error *err) {
@@ -608,7 +486,6 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
     sy.p = *p;
     sy.n_cats = p->n_categories;
     sy.n_images = p->n_categories * p->images_per_category;
-    int totals[3] = { p->pairs_trn, p->pairs_val, p->pairs_test };
     sa3d_set_threads(p->n_threads);
     if (!(sy.cats = sa3d_calloc((size_t)sy.n_cats, sizeof *sy.cats)) ||
         !(sy.images = sa3d_calloc((size_t)sy.n_images, sizeof *sy.images))) {
@@ -619,35 +496,24 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
         if ((s = make_category(&sy, c, err))) goto done;
         for (int j = 0; j < p->images_per_category; j++) make_image(&sy, c, c * p->images_per_category + j);
     }
-    for (int sp = 0; sp < 3; sp++) {
-        if (totals[sp] && !(sy.pairs[sp] = sa3d_calloc((size_t)totals[sp], sizeof(synth_pair)))) {
-            s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory for %d pairs", totals[sp]);
-            goto done;
-        }
-        int at = 0;
-        for (int c = 0; c < sy.n_cats; c++) {
-            int count = totals[sp] / sy.n_cats + (c < totals[sp] % sy.n_cats);
-            if ((s = make_pairs(&sy, sp, c, count, sy.pairs[sp] + at, err))) goto done;
-            at += count;
-        }
-        for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
-        sy.n_pairs[sp] = at;
-    }
-    if ((s = sa3d_mkdirs(root, err)) || (s = make_tree(&sy, err)) || (s = write_all(&sy, err))) goto done;
-    char path[4096];
+    sa3d_synth_pair_plan plan = { .label = "synthetic SPair",
+                                  .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
+                                  .n_categories = sy.n_cats, .images_per_category = p->images_per_category,
+                                  .seed = p->seed, .tag = TAG_PAIRS, .ctx = &sy,
+                                  .candidates = pair_candidates };
+    if ((s = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;
     char *manifest = sa3d_synth_spair_params_json(p);
     if (!manifest) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: out of memory");
         goto done;
     }
-    sa3d_sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
-    if (!(s = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) s = sa3d_sb_write(path, &b, err);
+    s = write_dataset(&sy, manifest, err);
     free(manifest);
 done:
     if (sy.cats)
         for (int c = 0; c < sy.n_cats; c++) sa3d_free(sy.cats[c].codes);
     sa3d_free(sy.cats);
     sa3d_free(sy.images);
-    for (int sp = 0; sp < 3; sp++) sa3d_free(sy.pairs[sp]);
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
     return s;
 }

@@ -3,13 +3,9 @@
  * ground truth per image, mirror-ambiguous GeoAware-frame feature maps (METHOD.md 3.1) and disparity-like
  * relative depth (METHOD.md 3.2). Owns its random streams (splitmix64 seeding xoshiro256**, one per item, so
  * the output does not depend on the thread count); every file goes through the io layer's atomic writers. */
-#include <dirent.h>
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "base/base.h"
 #include "base/rng.h"
 #include "synth/synth_io.h"
@@ -30,8 +26,6 @@
 #define CHIRAL_WIDTH 0.08       /* tanh(q.x / this): the chirality term fades on the symmetry plane */
 #define CLASS_WEIGHT 0.5f
 
-static const char *const split_names[3] = { "trn", "val", "test" };
-static const char *const convention = "geoaware-sc: fit into square, centred, zero pad";   /* as cmd_features */
 static const double PI = 3.14159265358979323846;
 
 /* ---- random streams (as spair_synth.c) -------------------------------------------------------------------- */
@@ -690,16 +684,14 @@ typedef struct s3_image {
     int bbox[4], truncated;          /* from the rendered mask */
 } s3_image;
 
-typedef struct s3_pair { int num, src, trg; } s3_pair;
-
 typedef struct s3 {
     const char *root;
     sa3d_synth3d_params p;
     int n_images;
     s3_image *images;
     feat_tables tables[SA3D_SYNTH3D_N_CATEGORIES];
-    s3_pair *pairs[3];
-    int n_pairs[3];
+    sa3d_synth_pair *pairs[SA3D_SYNTH_N_SPLITS];
+    int n_pairs[SA3D_SYNTH_N_SPLITS];
 } s3;
 
 static const char *pose_name(int azimuth_id) {
@@ -731,35 +723,20 @@ static int common_kps(const s3_image *a, const s3_image *b) {
     return n;
 }
 
-/* Ordered (src, trg) pairs of one split's images of a category sharing a keypoint, drawn without replacement
- * until all are used, then again. */
-static sa3d_status make_pairs(s3 *sy, int split, int ci, int count, s3_pair *out, sa3d_error *err) {
-    if (count == 0) return SA3D_OK;
+/* sa3d_synth_pair_plan.candidates: the ordered pairs of one split's images of a category sharing a
+ * keypoint. */
+static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error *err) {
+    const s3 *sy = ctx;
     int n = sy->p.images_per_category, first = ci * n, n_valid = 0;
-    int *valid = sa3d_malloc((size_t)n * n * sizeof *valid);
-    if (!valid) return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory for pairs");
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++)
             if (a != b && split_of(a, n) == split && split_of(b, n) == split &&
                 common_kps(&sy->images[first + a], &sy->images[first + b]) > 0)
                 valid[n_valid++] = a * n + b;
-    if (n_valid == 0) {
-        sa3d_free(valid);
+    if (n_valid == 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: %s: no two %s images share a visible keypoint",
-                         shapes[ci].name, split_names[split]);
-    }
-    sa3d_rng r = sa3d_rng_for(sy->p.seed, TAG_PAIRS, (uint64_t)split * 64 + (uint64_t)ci);
-    int remaining = n_valid;
-    for (int i = 0; i < count; i++) {
-        if (remaining == 0) remaining = n_valid;
-        int j = sa3d_rng_int(&r, 0, remaining - 1), v = valid[j];
-        valid[j] = valid[remaining - 1];
-        valid[--remaining] = v;
-        out[i].src = first + v / n;
-        out[i].trg = first + v % n;
-    }
-    sa3d_free(valid);
-    return SA3D_OK;
+                         shapes[ci].name, sa3d_synth_split_names[split]), -1;
+    return n_valid;
 }
 
 /* Pixels: rendered RGB, mask and disparity; also fills the image's bbox and truncated flag. */
@@ -831,9 +808,11 @@ static sa3d_status render(const s3 *sy, const tracer *tr, int gi, s3_image *im, 
     im->bbox[2] = x1;
     im->bbox[3] = y1;
     im->truncated = x1 >= 0 && (x0 == 0 || y0 == 0 || x1 == W - 1 || y1 == H - 1);
-    if (!(st = sa3d_path_fmt(path, sizeof path, err, "%s/JPEGImages/%s/%s.jpg", sy->root, sh->name, im->id)))
+    if (!(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_JPEG_IMAGES, sh->name, im->id,
+                                     err)))
         st = sa3d_jpeg_write(path, rgb, W, H, 3, JPEG_QUALITY, err);
-    if (!st && !(st = sa3d_path_fmt(path, sizeof path, err, "%s/Segmentation/%s/%s.png", sy->root, sh->name, im->id)))
+    if (!st && !(st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_SEGMENTATION, sh->name,
+                                            im->id, err)))
         st = sa3d_png_write(path, mask, W, H, 1, err);
 done:
     sa3d_free(rgb);
@@ -844,7 +823,7 @@ done:
 static sa3d_status write_depth(const s3 *sy, const s3_image *im, const float *disp, sa3d_error *err) {
     char path[4096];
     const char *cat = shapes[im->scene.category].name;
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/Depth/%s/%s.depth.safetensors", sy->root, cat, im->id);
+    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_DEPTH, cat, im->id, err);
     if (st) return st;
     sa3d_st_writer *w = sa3d_st_writer_new();
     if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
@@ -865,8 +844,6 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
     size_t n = (size_t)C * g * g;
     float *F = sa3d_malloc(n * sizeof(float)), *Ff = sa3d_malloc(n * sizeof(float));
     float *tmp = sa3d_malloc((size_t)C * sizeof(float));
-    sa3d_st_writer *w = NULL;
-    char path[4096], image[256], size_s[16];
     sa3d_status st = SA3D_OK;
     if (!F || !Ff || !tmp) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory for the feature map", cat, im->id);
@@ -876,56 +853,42 @@ static sa3d_status write_features(const s3 *sy, const tracer *tr, int gi, const 
     sa3d_rng rn = sa3d_rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi), rf = sa3d_rng_for(p->seed, TAG_NOISE, 2 * (uint64_t)gi + 1);
     features_traced(tr, t, p, 0, &rn, F, tmp);
     features_traced(tr, t, p, 1, &rf, Ff, tmp);
-    int64_t shape[3] = { C, g, g };
-    snprintf(image, sizeof image, "JPEGImages/%s/%s.jpg", cat, im->id);
-    snprintf(size_s, sizeof size_s, "%d", p->input_size);
-    if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Features/%s/%s.features.safetensors", sy->root, cat, im->id)))
-        goto done;
-    if (!(w = sa3d_st_writer_new())) {
-        st = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    if ((st = sa3d_st_writer_add_f32(w, "feature_map", 3, shape, F, err)) ||
-        (st = sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, Ff, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "model_id", "synthetic", err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "model_dir", "-", err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "image", image, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "size", size_s, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "flip", "1", err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "convention", convention, err)) ||
-        (st = sa3d_st_writer_set_metadata(w, "synthetic", "3D rendering, mirror-ambiguous (sa3d_synth3d_write)", err)))
-        goto done;
-    st = sa3d_st_writer_write(w, path, err);
+    st = sa3d_synth_write_features(sy->root, cat, im->id, F, Ff, C, g, p->input_size,
+                                   "3D rendering, mirror-ambiguous (sa3d_synth3d_write)", err);
 done:
-    sa3d_st_writer_free(w);
     sa3d_free(F);
     sa3d_free(Ff);
     sa3d_free(tmp);
     return st;
 }
 
-/* ImageAnnotation/<cat>/<id>.json (field order as sa3d_synth_spair_write). */
+/* The SPair records of an image and of a pair, from this generator's geometry. */
+static void image_record(const s3_image *im, sa3d_synth_image_record *r) {
+    *r = (sa3d_synth_image_record){ .id = im->id, .category = shapes[im->scene.category].name,
+                                    .database = "semalign3d synthetic 3D", .annotation = "sa3d_synth3d_write",
+                                    .pose = pose_name(im->azimuth_id), .width = im->scene.width,
+                                    .height = im->scene.height, .azimuth_id = im->azimuth_id,
+                                    .truncated = im->truncated, .occluded = 0, .n_kps = N_KEYS,
+                                    .kp = &im->kp[0][0], .vis = im->vis };
+    memcpy(r->bbox, im->bbox, sizeof r->bbox);
+}
+
+static int is_side(int az) { return az == 0 || az == 4 ? 0 : (az < 4 ? 1 : 2); }
+
+static void pair_record(const s3 *sy, const sa3d_synth_pair *pr, sa3d_synth_pair_record *r) {
+    const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
+    r->num = pr->num;
+    image_record(a, &r->src);
+    image_record(t, &r->trg);
+    int sa = is_side(a->azimuth_id), sb = is_side(t->azimuth_id);
+    r->mirror = sa && sb && sa != sb;   /* seen from opposite sides; frontal and rear views never */
+}
+
+/* ImageAnnotation/<cat>/<id>.json; the slots past the category's n_slots are never visible. */
 static sa3d_status write_image_record(const s3 *sy, const s3_image *im, sa3d_error *err) {
-    const shape_def *sh = &shapes[im->scene.category];
-    char path[4096];
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/ImageAnnotation/%s/%s.json", sy->root, sh->name, im->id);
-    if (st) return st;
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"filename\": \"%s.jpg\", \"src_database\": \"semalign3d synthetic 3D\", \"src_annotation\": "
-                  "\"sa3d_synth3d_write\", \"src_image\": \"rendered\", \"image_width\": %d, \"image_height\": %d, "
-                  "\"image_depth\": 3, \"category\": \"%s\", \"pose\": \"%s\", \"truncated\": %d, \"occluded\": 0, "
-                  "\"difficult\": 0, \"bndbox\": [%d, %d, %d, %d], \"kps\": {",
-              im->id, im->scene.width, im->scene.height, sh->name, pose_name(im->azimuth_id), im->truncated,
-              im->bbox[0], im->bbox[1], im->bbox[2], im->bbox[3]);
-    for (int k = 0; k < N_KEYS; k++) {
-        if (k < sh->n_slots && im->vis[k]) sa3d_sb_printf(&b, "%s\"%d\": [%d, %d]", k ? ", " : "", k, im->kp[k][0], im->kp[k][1]);
-        else sa3d_sb_printf(&b, "%s\"%d\": null", k ? ", " : "", k);
-    }
-    sa3d_sb_printf(&b, "}, \"azimuth_id\": %d}\n", im->azimuth_id);
-    st = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return st;
+    sa3d_synth_image_record r;
+    image_record(im, &r);
+    return sa3d_synth_write_image_record(sy->root, &r, err);
 }
 
 /* GroundTruth/<cat>/<id>.json: camera, instance and every slot in 3D. */
@@ -933,7 +896,8 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
     const sa3d_synth3d_scene *s = &im->scene;
     const shape_def *sh = tr->sh;
     char path[4096];
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/GroundTruth/%s/%s.json", sy->root, sh->name, im->id);
+    sa3d_status st = sa3d_synth_image_path(path, sizeof path, sy->root, SA3D_SYNTH_GROUND_TRUTH, sh->name,
+                                           im->id, err);
     if (st) return st;
     double cam[N_KEYS][3], uv[N_KEYS][2];
     unsigned char vis[N_KEYS];
@@ -964,78 +928,13 @@ static sa3d_status write_ground_truth(const s3 *sy, const tracer *tr, const s3_i
     return st;
 }
 
-static void pair_id(char *buf, size_t n, const s3 *sy, const s3_pair *pr) {
-    const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    snprintf(buf, n, "%06d-%s-%s:%s", pr->num, a->id, t->id, shapes[a->scene.category].name);
-}
-
-static int is_side(int az) { return az == 0 || az == 4 ? 0 : (az < 4 ? 1 : 2); }
-
-static sa3d_status write_pair_record(const s3 *sy, int split, const s3_pair *pr, sa3d_error *err) {
-    const s3_image *a = &sy->images[pr->src], *t = &sy->images[pr->trg];
-    char id[160], path[4096];
-    pair_id(id, sizeof id, sy, pr);
-    sa3d_status st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s/%s.json", sy->root, split_names[split], id);
-    if (st) return st;
-    int d = abs(a->azimuth_id - t->azimuth_id);
-    d = d > 4 ? 8 - d : d;
-    long area_a = (long)(a->bbox[2] - a->bbox[0]) * (a->bbox[3] - a->bbox[1]);
-    long area_t = (long)(t->bbox[2] - t->bbox[0]) * (t->bbox[3] - t->bbox[1]);
-    double ratio = area_a > area_t ? (double)area_a / (double)(area_t > 0 ? area_t : 1)
-                                   : (double)area_t / (double)(area_a > 0 ? area_a : 1);
-    int viewpoint = d == 0 ? 0 : (d <= 2 ? 1 : 2), scale = ratio < 1.5 ? 0 : (ratio < 2.5 ? 1 : 2);
-    int sa = is_side(a->azimuth_id), sb = is_side(t->azimuth_id), mirror = sa && sb && sa != sb;
-    sa3d_sbuf b = { 0 };
-    sa3d_sb_printf(&b, "{\"pair_id\": %d, \"filename\": \"%s\", \"src_imname\": \"%s.jpg\", \"trg_imname\": \"%s.jpg\", "
-                  "\"src_imsize\": [%d, %d, 3], \"trg_imsize\": [%d, %d, 3], \"src_bndbox\": [%d, %d, %d, %d], "
-                  "\"trg_bndbox\": [%d, %d, %d, %d], \"category\": \"%s\", \"src_pose\": \"%s\", \"trg_pose\": \"%s\", "
-                  "\"src_kps\": [",
-              pr->num, id, a->id, t->id, a->scene.width, a->scene.height, t->scene.width, t->scene.height,
-              a->bbox[0], a->bbox[1], a->bbox[2], a->bbox[3], t->bbox[0], t->bbox[1], t->bbox[2], t->bbox[3],
-              shapes[a->scene.category].name, pose_name(a->azimuth_id), pose_name(t->azimuth_id));
-    int first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", a->kp[k][0], a->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"trg_kps\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s[%d, %d]", first ? "" : ", ", t->kp[k][0], t->kp[k][1]); first = 0; }
-    sa3d_sb_printf(&b, "], \"kps_ids\": [");
-    first = 1;
-    for (int k = 0; k < N_KEYS; k++)
-        if (a->vis[k] && t->vis[k]) { sa3d_sb_printf(&b, "%s\"%d\"", first ? "" : ", ", k); first = 0; }
-    sa3d_sb_printf(&b, "], \"mirror\": %d, \"viewpoint_variation\": %d, \"scale_variation\": %d, \"truncation\": %d, "
-                  "\"occlusion\": 0}\n",
-              mirror, viewpoint, scale, a->truncated + 2 * t->truncated);
-    st = sa3d_sb_write(path, &b, err);
-    sa3d_free(b.s);
-    return st;
-}
-
 /* ---- driver ------------------------------------------------------------------------------------------------------ */
 
 
-static sa3d_status make_tree(const s3 *sy, sa3d_error *err) {
-    static const char *const per_cat[6] = { "ImageAnnotation", "JPEGImages", "Segmentation", "Features", "Depth",
-                                            "GroundTruth" };
-    char path[4096];
-    sa3d_status st;
-    for (int c = 0; c < sy->p.n_categories; c++)
-        for (int i = 0; i < 6; i++)
-            if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/%s/%s", sy->root, per_cat[i], shapes[c].name)) ||
-                (st = sa3d_mkdirs(path, err)))
-                return st;
-    for (int sp = 0; sp < 3; sp++)
-        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/PairAnnotation/%s", sy->root, split_names[sp])) ||
-            (st = sa3d_mkdirs(path, err)))
-            return st;
-    if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large", sy->root)) || (st = sa3d_mkdirs(path, err))) return st;
-    return SA3D_OK;
-}
-
-
-/* Everything of one image: pixels, depth, features, ground truth (the image record waits for the bbox). */
-static sa3d_status write_image_files(s3 *sy, int gi, sa3d_error *err) {
+/* sa3d_synth_writer callbacks (ctx = the s3). Everything of one image: pixels, depth, features, ground truth,
+ * then the image record, which waits for the bbox of the rendered mask. */
+static sa3d_status write_image_files(void *ctx, int gi, sa3d_error *err) {
+    s3 *sy = ctx;
     s3_image *im = &sy->images[gi];
     tracer tr;
     tracer_init(&tr, &im->scene);
@@ -1049,41 +948,19 @@ static sa3d_status write_image_files(s3 *sy, int gi, sa3d_error *err) {
     return st;
 }
 
-static sa3d_status write_all(s3 *sy, sa3d_error *err) {
-    sa3d_first_error fe;
-    memset(&fe, 0, sizeof fe);
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int gi = 0; gi < sy->n_images; gi++) {
-        if (sa3d_first_error_any(&fe)) continue;
-        sa3d_error e = { SA3D_OK, "" };
-        if (write_image_files(sy, gi, &e)) sa3d_first_error_note(&fe, gi, &e);
-    }
-    for (int sp = 0; sp < 3 && !fe.failed; sp++) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            if (sa3d_first_error_any(&fe)) continue;
-            sa3d_error e = { SA3D_OK, "" };
-            if (write_pair_record(sy, sp, &sy->pairs[sp][i], &e)) sa3d_first_error_note(&fe, i, &e);
-        }
-    }
-    if (fe.failed) {
-        if (err) *err = fe.err;
-        return fe.err.code ? fe.err.code : SA3D_ERR_IO;
-    }
-    char path[4096], id[160];
-    sa3d_status st;
-    for (int sp = 0; sp < 3; sp++) {
-        if ((st = sa3d_path_fmt(path, sizeof path, err, "%s/Layout/large/%s.txt", sy->root, split_names[sp]))) return st;
-        sa3d_sbuf b = { 0 };
-        for (int i = 0; i < sy->n_pairs[sp]; i++) {
-            pair_id(id, sizeof id, sy, &sy->pairs[sp][i]);
-            sa3d_sb_printf(&b, "%s\n", id);
-        }
-        st = sa3d_sb_write(path, &b, err);
-        sa3d_free(b.s);
-        if (st) return st;
-    }
-    return SA3D_OK;
+static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_record *out) {
+    const s3 *sy = ctx;
+    pair_record(sy, &sy->pairs[split][i], out);
+}
+
+static sa3d_status write_dataset(s3 *sy, const char *manifest, sa3d_error *err) {
+    /* every image has all six per-category files */
+    sa3d_synth_writer w = { .root = sy->root, .folders = SA3D_SYNTH_ALL_FOLDERS,
+                            .category_name = sa3d_synth3d_category, .n_categories = sy->p.n_categories,
+                            .ctx = sy, .n_images = sy->n_images, .write_image = write_image_files,
+                            .pair_record = pair_record_at, .manifest = manifest };
+    memcpy(w.n_pairs, sy->n_pairs, sizeof w.n_pairs);
+    return sa3d_synth_write_dataset(&w, err);
 }
 
 sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, sa3d_error *err) {
@@ -1097,7 +974,6 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     sy.root = root;
     sy.p = *p;
     sy.n_images = p->n_categories * p->images_per_category;
-    int totals[3] = { p->pairs_trn, p->pairs_val, p->pairs_test };
     if (!(sy.images = sa3d_calloc((size_t)sy.n_images, sizeof *sy.images))) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");
         goto done;
@@ -1107,33 +983,22 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     sa3d_set_threads(p->n_threads);
     #pragma omp parallel for schedule(static)
     for (int gi = 0; gi < sy.n_images; gi++) make_image(&sy, gi);
-    for (int sp = 0; sp < 3; sp++) {   /* pairs are checked before anything is written */
-        if (totals[sp] && !(sy.pairs[sp] = sa3d_calloc((size_t)totals[sp], sizeof(s3_pair)))) {
-            st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory for %d pairs", totals[sp]);
-            goto done;
-        }
-        int at = 0;
-        for (int c = 0; c < p->n_categories; c++) {
-            int count = totals[sp] / p->n_categories + (c < totals[sp] % p->n_categories);
-            if ((st = make_pairs(&sy, sp, c, count, sy.pairs[sp] + at, err))) goto done;
-            at += count;
-        }
-        for (int i = 0; i < at; i++) sy.pairs[sp][i].num = i + 1;
-        sy.n_pairs[sp] = at;
-    }
-    if ((st = sa3d_mkdirs(root, err)) || (st = make_tree(&sy, err)) || (st = write_all(&sy, err))) goto done;
-    char path[4096];
+    sa3d_synth_pair_plan plan = { .label = "synthetic 3D",
+                                  .totals = { p->pairs_trn, p->pairs_val, p->pairs_test },
+                                  .n_categories = p->n_categories,
+                                  .images_per_category = p->images_per_category, .seed = p->seed,
+                                  .tag = TAG_PAIRS, .ctx = &sy, .candidates = pair_candidates };
+    if ((st = sa3d_synth_make_pairs(&plan, sy.pairs, sy.n_pairs, err))) goto done;   /* before writing */
     char *manifest = sa3d_synth3d_params_json(p);
     if (!manifest) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic 3D: out of memory");
         goto done;
     }
-    sa3d_sbuf b = { manifest, strlen(manifest), strlen(manifest) + 1, 0 };
-    if (!(st = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", root))) st = sa3d_sb_write(path, &b, err);
+    st = write_dataset(&sy, manifest, err);
     free(manifest);
 done:
     for (int c = 0; c < SA3D_SYNTH3D_N_CATEGORIES; c++) sa3d_free(sy.tables[c].block);
     sa3d_free(sy.images);
-    for (int sp = 0; sp < 3; sp++) sa3d_free(sy.pairs[sp]);
+    for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
     return st;
 }
