@@ -41,7 +41,7 @@ void sa3d_image_to_cells(float *out, const float *img, int W, int H, int input_s
 }
 
 typedef struct aligned_image {
-    char cat[32], id[64];
+    char *cat, *id;               /* the key, owned (whole: a truncated key could match another image) */
     sa3d_alignment *a;
 } aligned_image;
 
@@ -98,7 +98,11 @@ sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *featur
 
 void sa3d_sa3d_matcher_free(sa3d_sa3d_matcher *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_cache; i++) sa3d_alignment_free(m->cache[i].a);
+    for (int i = 0; i < m->n_cache; i++) {
+        sa3d_alignment_free(m->cache[i].a);
+        sa3d_free(m->cache[i].cat);
+        sa3d_free(m->cache[i].id);
+    }
     sa3d_free(m->cache);
     for (int i = 0; i < FEATURE_CACHE_MAPS; i++) cached_features_clear(&m->feature_cache[i]);
     sa3d_free(m);
@@ -201,9 +205,15 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
         m->cache = c;
         m->cap_cache = cap;
     }
-    aligned_image *e = &m->cache[m->n_cache++];
-    snprintf(e->cat, sizeof e->cat, "%s", cat);
-    snprintf(e->id, sizeof e->id, "%s", id);
+    aligned_image *e = &m->cache[m->n_cache];
+    e->cat = sa3d_strdup(cat);
+    e->id = sa3d_strdup(id);
+    if (!e->cat || !e->id) {
+        sa3d_free(e->cat);
+        sa3d_free(e->id);
+        goto nomem;
+    }
+    m->n_cache++;
     e->a = a;
     a = NULL;
     *out = e->a;
