@@ -16,10 +16,11 @@
 #include "semalign3d/viz.h"
 
 static void help(void) {
-    printf("usage: semalign3d demo [--seed N] [--out DIR] [--json FILE] [--difficulty easy|medium|hard] [--quiet]\n\n"
+    printf("usage: semalign3d demo [--seed N] [--split NAME] [--out DIR] [--json FILE] [--difficulty easy|medium|hard]\n"
+           "                       [--quiet]\n\n"
            "Generates a synthetic category with known 3D structure (the dog of `semalign3d synth3d`: 60 images,\n"
            "64-channel mirror-ambiguous features, relative depth, masks), builds its prior from the trn split,\n"
-           "evaluates the GeoAware baseline and SemAlign3D on the test split, prints PCK@0.1 overall and by\n"
+           "evaluates the GeoAware baseline and SemAlign3D on the test split (or --split), prints PCK@0.1 overall and by\n"
            "viewpoint variation, and writes into OUT (default: a new folder under /tmp):\n"
            "  dataset/                       the generated dataset (SPair layout)\n"
            "  dog.prior.safetensors          the prior\n"
@@ -31,6 +32,8 @@ static void help(void) {
            "The prior is built with the default settings (100^3 placement grid, refinement to convergence).\n\n"
            "options:\n"
            "  --seed N            dataset, prior and alignment seed (default 0)\n"
+           "  --split NAME        evaluation split: test (default, 200 pairs) or val (30 pairs; choose settings\n"
+           "                      on val, never on test)\n"
            "  --out DIR           output folder (new or empty)\n"
            "  --json FILE         write the numbers as JSON (atomic)\n"
            "  --difficulty LEVEL  synthetic difficulty (default medium)\n"
@@ -39,16 +42,16 @@ static void help(void) {
 
 typedef struct method_run { const char *name; sa3d_pck_report r; } method_run;
 
-static sa3d_status run_eval(sa3d_dataset *ds, const char *out, const char *name, sa3d_pair_matcher match, void *ctx,
-                            int quiet, sa3d_pck_report *r, sa3d_error *err) {
+static sa3d_status run_eval(sa3d_dataset *ds, const char *split, const char *out, const char *name,
+                            sa3d_pair_matcher match, void *ctx, int quiet, sa3d_pck_report *r, sa3d_error *err) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/%s", out, name);
     sa3d_eval_params ep = sa3d_eval_params_default();
-    ep.split = "test";
+    ep.split = split;
     ep.out_dir = dir;
     ep.method = name;
     cli_progress bar;
-    cli_progress_start(&bar, name, sa3d_dataset_n_pairs(ds, "test"), quiet);
+    cli_progress_start(&bar, name, sa3d_dataset_n_pairs(ds, split), quiet);
     ep.progress = cli_eval_progress;
     ep.progress_user = &bar;
     long resumed = 0;
@@ -110,14 +113,14 @@ static sa3d_status draw_alignment(const char *path, const sa3d_image *img, const
     return s;
 }
 
-/* The pictures of the first test pair with viewpoint variation 2 (else the first pair). */
-static sa3d_status pictures(sa3d_dataset *ds, const char *out, sa3d_baseline_matcher *bm, sa3d_sa3d_matcher *sm,
-                            sa3d_error *err) {
-    int n = sa3d_dataset_n_pairs(ds, "test");
-    const sa3d_pair *pr = n > 0 ? sa3d_dataset_pair(ds, "test", 0) : NULL;
+/* The pictures of the first pair of the split with viewpoint variation 2 (else the first pair). */
+static sa3d_status pictures(sa3d_dataset *ds, const char *split, const char *out, sa3d_baseline_matcher *bm,
+                            sa3d_sa3d_matcher *sm, sa3d_error *err) {
+    int n = sa3d_dataset_n_pairs(ds, split);
+    const sa3d_pair *pr = n > 0 ? sa3d_dataset_pair(ds, split, 0) : NULL;
     for (int i = 0; i < n; i++)
-        if (sa3d_dataset_pair(ds, "test", i)->viewpoint_variation == 2) {
-            pr = sa3d_dataset_pair(ds, "test", i);
+        if (sa3d_dataset_pair(ds, split, i)->viewpoint_variation == 2) {
+            pr = sa3d_dataset_pair(ds, split, i);
             break;
         }
     if (!pr) return SA3D_OK;
@@ -153,13 +156,14 @@ static sa3d_status pictures(sa3d_dataset *ds, const char *out, sa3d_baseline_mat
 }
 
 int cmd_demo(int argc, char **argv) {
-    const char *cmd = "demo", *s_seed = "0", *out = NULL, *json = NULL, *diff = "medium";
+    const char *cmd = "demo", *s_seed = "0", *out = NULL, *json = NULL, *diff = "medium", *split = "test";
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
         if ((r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--difficulty", &diff))) {
@@ -175,6 +179,8 @@ int cmd_demo(int argc, char **argv) {
     else if (!strcmp(diff, "medium")) level = SA3D_SYNTH3D_MEDIUM;
     else if (!strcmp(diff, "hard")) level = SA3D_SYNTH3D_HARD;
     else return cli_usage_error(cmd, "--difficulty %s: expected easy, medium or hard", diff);
+    if (strcmp(split, "test") && strcmp(split, "val"))
+        return cli_usage_error(cmd, "--split %s: expected test or val (trn builds the prior)", split);
 
     cli_install_sigint();
     sa3d_error err = { 0 };
@@ -201,7 +207,7 @@ int cmd_demo(int argc, char **argv) {
            sp.images_per_category, sp.pairs_trn, sp.pairs_val, sp.pairs_test, diff, seed, sa3d_now() - t0);
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
     dsp.strict = 1;
-    if (sa3d_dataset_open(&ds, root, &dsp, &err) || sa3d_dataset_load_split(ds, "test", &err) < 0) goto done;
+    if (sa3d_dataset_open(&ds, root, &dsp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;
     char fdir[4300], ddir[4300];
     snprintf(fdir, sizeof fdir, "%s/Features", root);
     snprintf(ddir, sizeof ddir, "%s/Depth", root);
@@ -228,10 +234,10 @@ int cmd_demo(int argc, char **argv) {
            rep.n_instances, prior->n_used, prior->n_pairs, prior->n_tets, prior->n_dense, prior->focal_mean,
            sa3d_now() - t);
 
-    /* 3. both methods on the test split */
+    /* 3. both methods on the evaluation split */
     t = sa3d_now();
     if (sa3d_baseline_matcher_new(&bm, fp, 840, NULL, &err) ||
-        run_eval(ds, out, "baseline", sa3d_baseline_matcher_match, bm, quiet, &rb, &err))
+        run_eval(ds, split, out, "baseline", sa3d_baseline_matcher_match, bm, quiet, &rb, &err))
         goto done;
     double tb = sa3d_now() - t;
     t = sa3d_now();
@@ -239,11 +245,11 @@ int cmd_demo(int argc, char **argv) {
     smp.align.seed = (uint64_t)seed;
     const sa3d_prior *priors[1] = { prior };
     if (sa3d_sa3d_matcher_new(&sm, fp, mp, dp, priors, 1, &smp, &err) ||
-        run_eval(ds, out, "semalign3d", sa3d_sa3d_matcher_match, sm, quiet, &rs, &err))
+        run_eval(ds, split, out, "semalign3d", sa3d_sa3d_matcher_match, sm, quiet, &rs, &err))
         goto done;
     sa3d_sa3d_matcher_stats st = sa3d_sa3d_matcher_get_stats(sm);
-    printf("3/4 evaluation: %d test pairs; baseline %.1f s, SemAlign3D %.1f s (%ld images aligned, %ld of %ld queries "
-           "fell back to the baseline)\n", sa3d_dataset_n_pairs(ds, "test"), tb, sa3d_now() - t, st.alignments,
+    printf("3/4 evaluation: %d %s pairs; baseline %.1f s, SemAlign3D %.1f s (%ld images aligned, %ld of %ld queries "
+           "fell back to the baseline)\n", sa3d_dataset_n_pairs(ds, split), split, tb, sa3d_now() - t, st.alignments,
            st.fallbacks, st.queries);
 
     /* 4. the table, the pictures, the JSON */
@@ -256,14 +262,15 @@ int cmd_demo(int argc, char **argv) {
                pck10(&rs.by_flag[0][v]));
     printf("per keypoint, all             %8ld %11.2f %8.2f\n", rb.overall.keypoints,
            sa3d_pck_per_keypoint(&rb.overall, 0), sa3d_pck_per_keypoint(&rs.overall, 0));
-    if (pictures(ds, out, bm, sm, &err)) goto done;
+    if (pictures(ds, split, out, bm, sm, &err)) goto done;
     if (json) {
         char text[1024];
         int len = snprintf(text, sizeof text,
-                           "{\"seed\": %d, \"difficulty\": \"%s\", \"test_pairs\": %ld, \"hard_pairs\": %ld, "
+                           "{\"seed\": %d, \"difficulty\": \"%s\", \"split\": \"%s\", \"pairs\": %ld, "
+                           "\"hard_pairs\": %ld, "
                            "\"baseline_pck10\": %.4f, \"semalign3d_pck10\": %.4f, \"baseline_pck10_hard\": %.4f, "
                            "\"semalign3d_pck10_hard\": %.4f, \"seconds\": %.1f}\n",
-                           seed, diff, rb.overall.pairs, rb.by_flag[0][2].pairs, pck10(&rb.overall),
+                           seed, diff, split, rb.overall.pairs, rb.by_flag[0][2].pairs, pck10(&rb.overall),
                            pck10(&rs.overall), pck10(&rb.by_flag[0][2]), pck10(&rs.by_flag[0][2]), sa3d_now() - t0);
         if (sa3d_write_file_atomic(json, text, (size_t)len, &err)) goto done;
     }

@@ -46,6 +46,7 @@ grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match
 
 "$BIN" demo --seed x > /dev/null 2>&1; check "demo --seed x" 2 $?
 "$BIN" demo --difficulty extreme > /dev/null 2>&1; check "demo --difficulty extreme" 2 $?
+"$BIN" demo --split trn > /dev/null 2>&1; check "demo --split trn" 2 $?
 mkdir -p "$T/full/dataset"; touch "$T/full/dataset/x"
 "$BIN" demo --out "$T/full" --json "$T/full.json" --quiet > /dev/null 2>&1; check "demo into a used folder" 1 $?
 [ ! -e "$T/full.json" ] || { echo "FAIL JSON written after a failure"; fail=1; }
