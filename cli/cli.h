@@ -4,6 +4,7 @@
 #define SA3D_CLI_H
 
 #include <stdio.h>
+#include "semalign3d/align.h"
 #include "semalign3d/data.h"
 #include "semalign3d/nn.h"
 #include "semalign3d/status.h"
@@ -70,6 +71,23 @@ int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, s
  * message printed. */
 int cli_net_each_image(const char *cmd, const cli_net_args *a,
                        sa3d_status (*run)(void *ctx, const char *image, const char *stem, sa3d_error *err), void *ctx);
+
+/* --set NAME=VALUE (repeatable; eval, match, demo): any aligner or matcher option by name
+ * (sa3d_sa3d_matcher_params_set), applied after the command's own options; `--set list` prints them all with
+ * the values they would have. */
+#define CLI_MAX_SETS 64
+typedef struct cli_param_sets {
+    const char *v[CLI_MAX_SETS];
+    int n;
+} cli_param_sets;
+/* Matches --set VALUE / --set=VALUE: 1 when taken, 0 otherwise, -1 after a usage error. */
+int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_sets *s);
+/* Applies the sets to p in order. Returns -1 when the command should go on, EXIT_USAGE after an error (printed),
+ * or EXIT_OK when one of them was `list` (the options printed on stdout). */
+int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p);
+/* "NAME=VALUE\n" for every option of p, after `head` (may be NULL): sa3d_eval_params.settings. Caller frees;
+ * NULL when out of memory. */
+char *cli_settings_text(const char *head, const sa3d_sa3d_matcher_params *p);
 
 /* Commands that score a dataset split (eval, pck): the dataset options they share, checked and opened in one
  * place so that both accept the same spellings and give the same messages. */

@@ -17,7 +17,7 @@
 
 static void help(void) {
     printf("usage: semalign3d demo [--seed N] [--split NAME] [--out DIR] [--json FILE] [--difficulty easy|medium|hard]\n"
-           "                       [--quiet]\n\n"
+           "                       [--set NAME=VALUE ...] [--quiet]\n\n"
            "Generates a synthetic category with known 3D structure (the dog of `semalign3d synth3d`: 60 images,\n"
            "64-channel mirror-ambiguous features, relative depth, masks), builds its prior from the trn split,\n"
            "evaluates the GeoAware baseline and SemAlign3D on the test split (or --split), prints PCK@0.1\n"
@@ -37,6 +37,8 @@ static void help(void) {
            "  --out DIR           output folder (new or empty)\n"
            "  --json FILE         write the numbers as JSON (atomic)\n"
            "  --difficulty LEVEL  synthetic difficulty (default medium)\n"
+           "  --set NAME=VALUE    an aligner or matcher option (repeatable; docs/ALIGN.md); --set list prints\n"
+           "                      them all with their values\n"
            "  --quiet             no progress lines\n");
 }
 
@@ -158,6 +160,7 @@ static sa3d_status pictures(sa3d_dataset *ds, const char *split, const char *out
 int cmd_demo(int argc, char **argv) {
     const char *cmd = "demo", *s_seed = "0", *out = NULL, *json = NULL, *diff = "medium", *split = "test";
     int quiet = 0;
+    cli_param_sets sets = { .n = 0 };
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
@@ -166,7 +169,8 @@ int cmd_demo(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--difficulty", &diff))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--difficulty", &diff)) ||
+            (r = cli_param_set_arg(cmd, argc, argv, &i, &sets))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -181,6 +185,10 @@ int cmd_demo(int argc, char **argv) {
     else return cli_usage_error(cmd, "--difficulty %s: expected easy, medium or hard", diff);
     if (strcmp(split, "test") && strcmp(split, "val"))
         return cli_usage_error(cmd, "--split %s: expected test or val (trn builds the prior)", split);
+    sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
+    smp.align.seed = (uint64_t)seed;
+    int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
+    if (set_rc >= 0) return set_rc;
 
     cli_install_sigint();
     sa3d_error err = { 0 };
@@ -236,13 +244,11 @@ int cmd_demo(int argc, char **argv) {
 
     /* 3. both methods on the evaluation split */
     t = sa3d_now();
-    if (sa3d_baseline_matcher_new(&bm, fp, 840, NULL, &err) ||
+    if (sa3d_baseline_matcher_new(&bm, fp, 840, &smp.match.baseline, &err) ||
         run_eval(ds, split, out, "baseline", sa3d_baseline_matcher_match, bm, quiet, &rb, &err))
         goto done;
     double tb = sa3d_now() - t;
     t = sa3d_now();
-    sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
-    smp.align.seed = (uint64_t)seed;
     const sa3d_prior *priors[1] = { prior };
     if (sa3d_sa3d_matcher_new(&sm, fp, mp, dp, priors, 1, &smp, &err) ||
         run_eval(ds, split, out, "semalign3d", sa3d_sa3d_matcher_match, sm, quiet, &rs, &err))

@@ -34,6 +34,8 @@ static void help(void) {
            "                     L_depth; without it the aligner uses its default depth\n"
            "  --masks KIND       semalign3d: segmentation (SPair Segmentation/, default), bbox or none\n"
            "  --seed N           semalign3d: seed of the pose hypotheses (default 0)\n"
+           "  --set NAME=VALUE   an aligner or matcher option (repeatable; docs/ALIGN.md); --set list prints\n"
+           "                     them all with their values\n"
            "  --features DIR     import feature maps: DIR[/<category>]/<id>.features.safetensors or <id>.npy\n"
            "  --model DIR        compute features with this DINOv2 model instead\n"
            "  --size N           feature input square side (default 840 -> 60 x 60 grid)\n"
@@ -53,12 +55,13 @@ int cmd_eval(int argc, char **argv) {
                *cache = NULL, *out = NULL, *limit_s = NULL, *threads_s = NULL, *priors_dir = NULL,
                *depth_dir = NULL, *masks = "segmentation", *seed_s = "0";
     cli_dataset_opts dataset = cli_dataset_opts_default();
+    cli_param_sets sets = { .n = 0 };
     int quiet = 0, size = 840, threads = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
-        if ((r = cli_dataset_arg(cmd, argc, argv, &i, &dataset)) ||
+        if ((r = cli_dataset_arg(cmd, argc, argv, &i, &dataset)) || (r = cli_param_set_arg(cmd, argc, argv, &i, &sets)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--method", &method)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--priors", &priors_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--depth", &depth_dir)) ||
@@ -93,6 +96,12 @@ int cmd_eval(int argc, char **argv) {
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
         return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
+    sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
+    smp.input_size = size;
+    smp.align.seed = (uint64_t)seed;
+    smp.align.n_threads = threads;
+    int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
+    if (set_rc >= 0) return set_rc;
     char out_default[256];
     snprintf(out_default, sizeof out_default, "eval-%s-%s", dataset.split, method);
     if (!out) out = out_default;
@@ -108,6 +117,7 @@ int cmd_eval(int argc, char **argv) {
     int n_priors = 0;
     sa3d_pck_report *rep = malloc(sizeof *rep);
     int rc = EXIT_RUN;
+    char *settings = NULL;
     sa3d_set_threads(threads);
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
@@ -126,7 +136,7 @@ int cmd_eval(int argc, char **argv) {
         pp.kind = SA3D_SOURCE_IMPORT;
         pp.import_dir = feat_dir;
     }
-    sa3d_baseline_params bp = sa3d_baseline_params_default();
+    sa3d_baseline_params bp = smp.match.baseline;   /* the baseline method and the fallback of semalign3d */
     if (sa3d_feature_provider_new(&fp, ds, &pp, &err) || sa3d_baseline_matcher_new(&bm, fp, size, &bp, &err)) goto done;
     if (sa3d) {   /* one prior per category of the split, providers for the aligner's mask and depth */
         for (int i = 0; i < sa3d_dataset_n_pairs(ds, dataset.split); i++) {
@@ -153,11 +163,6 @@ int cmd_eval(int argc, char **argv) {
             mq.kind = strcmp(masks, "bbox") ? SA3D_SOURCE_SEGMENTATION : SA3D_SOURCE_BBOX;
             if (sa3d_mask_provider_new(&mpv, ds, &mq, &err)) goto done;
         }
-        sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
-        smp.input_size = size;
-        smp.align.seed = (uint64_t)seed;
-        smp.align.n_threads = threads;
-        smp.match.baseline = bp;
         if (sa3d_sa3d_matcher_new(&sm, fp, mpv, dpv, (const sa3d_prior *const *)priors, n_priors, &smp, &err))
             goto done;
     }
@@ -169,6 +174,11 @@ int cmd_eval(int argc, char **argv) {
     ep.out_dir = out;
     ep.method = method;
     ep.limit = limit;
+    char head[8800];
+    snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\n", method,
+             feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "", depth_dir ? depth_dir : "", masks);
+    if (!(settings = cli_settings_text(head, &smp))) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
+    ep.settings = settings;
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */
     ep.progress = cli_eval_progress;
     ep.progress_user = &prog;
@@ -200,6 +210,7 @@ int cmd_eval(int argc, char **argv) {
 done:
     if (rc != EXIT_OK) rc = cli_run_error(cmd, &err);
     free(rep);
+    free(settings);
     sa3d_sa3d_matcher_free(sm);
     for (int k = 0; k < n_priors; k++) sa3d_prior_free(priors[k]);
     sa3d_baseline_matcher_free(bm);

@@ -32,6 +32,8 @@ static void help(void) {
            "  --json FILE         write the JSON here (atomic) instead of stdout\n"
            "  --png FILE          the side-by-side picture (atomic)\n"
            "  --threads N         threads (default 0 = all cores)\n"
+           "  --set NAME=VALUE    an aligner or matcher option (repeatable; docs/ALIGN.md); --set list prints\n"
+           "                      them all with their values\n"
            "example:\n"
            "  semalign3d match a.jpg b.jpg --points \"120,80;140,95\" --prior priors/car.prior.safetensors \\\n"
            "      --model models/dinov2-base --png ab.png\n", SA3D_MAX_KPS);
@@ -114,6 +116,7 @@ int cmd_match(int argc, char **argv) {
     const char *cmd = "match", *img_path[2] = { NULL, NULL }, *points = NULL, *prior_path = NULL, *model_dir = NULL,
                *feat_path[2] = { NULL, NULL }, *size_s = "840", *device = "cpu", *seed_s = "0", *json = NULL,
                *png = NULL, *threads_s = NULL;
+    cli_param_sets sets = { .n = 0 };
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
@@ -127,7 +130,8 @@ int cmd_match(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--seed", &seed_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--png", &png)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s)) ||
+            (r = cli_param_set_arg(cmd, argc, argv, &i, &sets))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -144,6 +148,11 @@ int cmd_match(int argc, char **argv) {
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
         return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
+    sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
+    smp.align.seed = (uint64_t)seed;
+    smp.align.n_threads = threads;
+    int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
+    if (set_rc >= 0) return set_rc;
     float pts[SA3D_MAX_KPS][2], pred[SA3D_MAX_KPS][2];
     int n = parse_points(cmd, points, pts);
     if (n < 0) return EXIT_USAGE;
@@ -173,9 +182,7 @@ int cmd_match(int argc, char **argv) {
         mp.n_threads = threads;
         if (sa3d_model_open(&m, model_dir, &mp, &err) || sa3d_workspace_new(&ws, m, size, size, 0, &err)) goto done;
     }
-    sa3d_align_params ap = sa3d_align_params_default();
-    ap.seed = (uint64_t)seed;
-    ap.n_threads = threads;
+    sa3d_align_params ap = smp.align;
     for (int k = 0; k < 2; k++) {
         if (features_of(m, ws, &img[k], feat_path[k], size, &F[k], &err)) goto done;
         sa3d_align_input in = { &F[k], NULL, NULL };   /* no mask or depth for arbitrary images */
@@ -184,8 +191,8 @@ int cmd_match(int argc, char **argv) {
             goto done;
         }
     }
-    sa3d_match_params mp = sa3d_match_params_default();
-    if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &mp, pred, fallback, &err))
+    if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &smp.match, pred, fallback,
+                        &err))
         goto done;
     size_t cap = 512 + (size_t)n * 96, len = 0;
     if (!(text = malloc(cap))) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }

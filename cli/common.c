@@ -244,3 +244,38 @@ int cli_eval_progress(void *user, long done, long total, const char *item) {
     cli_progress_step(p, item);
     return cli_interrupted;
 }
+
+int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_sets *s) {
+    const char *v;
+    int r = cli_opt(cmd, argc, argv, i, "--set", &v);
+    if (r <= 0) return r;
+    if (s->n == CLI_MAX_SETS) { cli_usage_error(cmd, "--set: more than %d options", CLI_MAX_SETS); return -1; }
+    s->v[s->n++] = v;
+    return 1;
+}
+
+int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p) {
+    int list = 0;
+    for (int k = 0; k < s->n; k++) {
+        if (!strcmp(s->v[k], "list")) { list = 1; continue; }
+        sa3d_error err = { 0 };
+        if (sa3d_sa3d_matcher_params_set(p, s->v[k], &err)) return cli_usage_error(cmd, "--set: %s", err.msg);
+    }
+    if (!list) return -1;
+    char value[64];
+    const char *name;
+    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(p, k, value, sizeof value)); k++)
+        printf("%s=%s\n", name, value);
+    return EXIT_OK;
+}
+
+char *cli_settings_text(const char *head, const sa3d_sa3d_matcher_params *p) {
+    size_t cap = (head ? strlen(head) : 0) + 4096, len = 0;
+    char *text = malloc(cap), value[64];
+    if (!text) return NULL;
+    len += (size_t)snprintf(text, cap, "%s", head ? head : "");
+    const char *name;
+    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(p, k, value, sizeof value)) && len < cap; k++)
+        len += (size_t)snprintf(text + len, cap - len, "%s=%s\n", name, value);
+    return text;
+}

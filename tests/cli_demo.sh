@@ -30,6 +30,25 @@ D="$T/d/dataset"
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/none" --features "$D/Features" --out "$T/ev2" > /dev/null 2>"$T/e"
 check "eval semalign3d, no prior file" 1 $?
 grep -q "prior.safetensors" "$T/e" || { echo "FAIL the missing prior file is not named"; fail=1; }
+# --set: a rerun into the same folder with other settings refuses instead of mixing predictions; the same
+# settings resume; the options are listed; bad names and values exit 2
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev" --quiet --set match.w_direct=0 > /dev/null 2>"$T/e"; check "eval resume with other settings" 1 $?
+grep -q "other settings" "$T/e" || { echo "FAIL other-settings message: $(cat "$T/e")"; fail=1; }
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev" > "$T/ev2.log" 2>&1; check "eval resume, same settings" 0 $?
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev3" --quiet --set match.anchor_snap=0 --set match.w_direct=0 > /dev/null 2>&1
+check "eval --set" 0 $?
+grep -q "match.anchor_snap=0$" "$T/ev3/parts/settings.txt" || { echo "FAIL --set not in settings.txt"; fail=1; }
+cmp -s "$T/ev/predictions.jsonl" "$T/ev3/predictions.jsonl" && { echo "FAIL --set changed nothing"; fail=1; }
+"$BIN" demo --set list > "$T/list"; check "demo --set list" 0 $?
+grep -q "^match.w_direct=0.35$" "$T/list" && grep -q "^align.n_hyp=100$" "$T/list" || { echo "FAIL --set list"; fail=1; }
+"$BIN" demo --set match.nope=1 > /dev/null 2>"$T/e"; check "demo --set unknown" 2 $?
+grep -q "match.nope" "$T/e" || { echo "FAIL unknown option not named"; fail=1; }
+"$BIN" demo --set align.n_hyp=1.5 > /dev/null 2>&1; check "demo --set non-integer" 2 $?
+"$BIN" demo --set match.sigma=nan > /dev/null 2>&1; check "demo --set nan" 2 $?
+"$BIN" demo --set match.sigma > /dev/null 2>&1; check "demo --set without =" 2 $?
 
 # match on two images of the dataset through the demo's prior (imported features)
 ids=$(ls "$D/JPEGImages/dog" | head -2 | sed 's/\.jpg$//')

@@ -277,12 +277,16 @@ static void case_match(void) {
     T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mp, pred, fb, &err), &err);
     T_OK(sa3d_match_baseline(&s1.fm, &s2.fm, (const float(*)[2])q, n, &mp.baseline, base, work, &err), &err);
     free(work);
-    /* the default path, then the visibility test, then the geometric transfer (with visibility) */
-    const char *names[3] = { "default", "vis_tol 0.3", "knn 5, vis_tol 0.3" };
-    for (int v = 0; v < 3; v++) {
+    /* the default path, then each option (off by default) */
+    const char *names[] = { "default", "vis_tol 0.3", "knn 5, vis_tol 0.3", "no anchor snap, no direct term",
+                            "cosine 0.1, normalised, 4 soft points", "density, normalised" };
+    for (int v = 0; v < (int)(sizeof names / sizeof *names); v++) {
         sa3d_match_params mv = sa3d_match_params_default();
-        if (v >= 1) mv.vis_tol = 0.3;
+        if (v == 1 || v == 2) mv.vis_tol = 0.3;
         if (v == 2) mv.knn = 5;
+        if (v == 3) { mv.anchor_snap = 0.0; mv.w_direct = 0.0; }
+        if (v == 4) { mv.query_sem = SA3D_QUERY_COSINE; mv.query_temp = 0.1; mv.query_norm = 1; mv.soft_points = 4; }
+        if (v == 5) { mv.query_sem = SA3D_QUERY_DENSITY; mv.query_norm = 1; }
         T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err), &err);
         int ours_ok = 0, base_ok = 0, mirror_base_wrong = 0, mirror_ours_wrong = 0;
         for (int k = 0; k < n; k++) {
@@ -306,6 +310,53 @@ static void case_match(void) {
                            are anchors hidden in view 1, which the visibility test cannot answer by design */
             T_CHECK(ours_ok >= base_ok && mirror_ours_wrong <= mirror_base_wrong);
         }
+    }
+    {   /* anchor_snap: make every non-anchor dense point a copy of an anchor (feature and statistics), exactly on that
+         * anchor's query in view 1 (so that it wins step 2) and ten cells off in view 2; the queries must still land
+         * on their keypoints through the anchors, and must not without the snap (direct term off: it would pull
+         * them back) */
+        sa3d_prior *pr = s1.prior;
+        int N = pr->n_dense, C = pr->C;
+        size_t bytes = (size_t)N * 2 * sizeof(float);
+        float *saved1 = malloc(bytes), *saved2 = malloc(bytes), *savedf = malloc((size_t)N * (C + 2) * sizeof(float));
+        memcpy(saved1, a1->proj, bytes);
+        memcpy(saved2, a2->proj, bytes);
+        memcpy(savedf, pr->dense_feat, (size_t)N * C * sizeof(float));
+        memcpy(savedf + (size_t)N * C, pr->dense_attn_mean, (size_t)N * sizeof(float));
+        memcpy(savedf + (size_t)N * (C + 1), pr->dense_attn_sd, (size_t)N * sizeof(float));
+        for (int i = 0; i < N; i++) {
+            if (pr->dense_anchor[i] >= 0) continue;
+            int k = i % n, j = -1;
+            for (int d = 0; d < N; d++)
+                if (pr->dense_anchor[d] == pr->used[k]) j = d;
+            memcpy(pr->dense_feat + (size_t)i * C, pr->dense_feat + (size_t)j * C, (size_t)C * sizeof(float));
+            pr->dense_attn_mean[i] = pr->dense_attn_mean[j];
+            pr->dense_attn_sd[i] = pr->dense_attn_sd[j];
+            double gx, gy;
+            synth_project(&p1, s1.g, pr->anchors + 3 * pr->used[k], &gx, &gy);
+            a1->proj[2 * i] = (float)gx;
+            a1->proj[2 * i + 1] = (float)gy;
+            a2->proj[2 * i] += 10.0f;
+        }
+        for (int v = 0; v < 2; v++) {
+            sa3d_match_params mv = sa3d_match_params_default();
+            mv.w_direct = 0.0;
+            if (v == 1) mv.anchor_snap = 0.0;
+            T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err), &err);
+            int ok = 0;
+            for (int k = 0; k < n; k++) ok += pred_err_cells(&s2, pred[k], s1.prior->used[k]) <= 1.5;
+            printf("       decoy dense points, anchor_snap %.1f: %d/%d within 1.5 cells\n",
+                   mv.anchor_snap, ok, n);
+            T_CHECK(v == 0 ? ok == n : ok < n);
+        }
+        memcpy(a1->proj, saved1, bytes);
+        memcpy(a2->proj, saved2, bytes);
+        memcpy(pr->dense_feat, savedf, (size_t)N * C * sizeof(float));
+        memcpy(pr->dense_attn_mean, savedf + (size_t)N * C, (size_t)N * sizeof(float));
+        memcpy(pr->dense_attn_sd, savedf + (size_t)N * (C + 1), (size_t)N * sizeof(float));
+        free(saved1);
+        free(saved2);
+        free(savedf);
     }
     /* an implausible alignment sends every query to the baseline */
     mp.min_fg_frac = 1.01;

@@ -101,13 +101,33 @@ typedef struct sa3d_match_params {
     double vis_tol;         /* -1 (off): >= 0 makes only the points image 1 sees answer a query - a point is
                                visible when its depth is within vis_tol x the anchors' RMS radius of the nearest
                                depth at its cell (docs/ALIGN.md) */
+    int query_sem;          /* semantic evidence of point i at the query, step 2: SA3D_QUERY_PSEM (log p_sem,i,
+                               the aligner's one-sided Gaussian), SA3D_QUERY_COSINE (f_i . F1(q) / query_temp,
+                               METHOD 6.2's alternative) or SA3D_QUERY_DENSITY (log p_sem,i - log sd_i: the
+                               normalised density, which trusts tight statistics more) */
+    double query_temp;      /* 0.05: the cosine's temperature (SA3D_QUERY_COSINE) */
+    int query_norm;         /* 0: step 2 compares the points' semantic x spatial evidence at q as it is; 1: each
+                               point's evidence is first normalised over image 1's cells (within 3 sigma of its
+                               projection), so that it is the likelihood of q under the point's own distribution
+                               over the image and a point with loose statistics, likely everywhere, does not beat a
+                               sharp one that peaks at q */
+    double anchor_snap;     /* 1.5 cells: a query whose nearest (visible) appended anchor projects within this
+                               distance goes through that anchor, whatever the dense points' evidence: the sparse
+                               keypoints are the best-placed points of an alignment (0: off) */
+    int soft_points;        /* 1: step 3 follows the argmax point; M in 2..16: the posterior mixture over the M best
+                               points of step 2 (METHOD 6.2's soft version) */
+    double w_direct;        /* 0.35: adds w_direct x F1(q) . F2(u) / temperature, the log of GeoAware's direct 2D
+                               likelihood up to a constant, to the image-2 score (METHOD 6.2 step 3 variant; the
+                               alignment says where, the query's own feature says which cell there; 0: off) */
     sa3d_baseline_params baseline;   /* window radius 7, temperature 0.02 (also the fallback) */
 } sa3d_match_params;
+enum { SA3D_QUERY_PSEM = 0, SA3D_QUERY_COSINE = 1, SA3D_QUERY_DENSITY = 2 };
 SA3D_API sa3d_match_params sa3d_match_params_default(void);
 
 /* METHOD.md 6.2: each query pixel of image 1 (original pixels) -> the representation point with the highest
- * p_sem x p_spatial under a1 -> the cell of image 2 with the highest p_sem x p_spatial of that point under a2,
- * window soft-argmax, original pixels of image 2. When either alignment is implausible (energy above
+ * p_sem x p_spatial under a1 (or the appended anchor within anchor_snap) -> the cell of image 2 with the highest
+ * p_sem x p_spatial of that point under a2 x the direct 2D likelihood^w_direct, window soft-argmax, original pixels
+ * of image 2. When either alignment is implausible (energy above
  * max_energy or fg_frac below min_fg_frac) every query, and when a query lies off the projected object only
  * that query, takes the baseline result (sa3d_match_baseline); fallback[i] (may be NULL) says which. The
  * feature maps must be the ones the alignments were computed on. Thread-safe; allocates its scratch. */
@@ -130,6 +150,15 @@ typedef struct sa3d_sa3d_matcher_params {
     int input_size;         /* 840: the square the feature maps were computed on */
 } sa3d_sa3d_matcher_params;
 SA3D_API sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void);
+/* Every aligner and matcher option by name, for command lines and sweeps: "align.n_hyp", "match.w_direct",
+ * "match.baseline.temperature", ... (the field names above; n_threads and input_size excepted, which the
+ * commands set from --threads and --size). Sets one field from "NAME=VALUE"; SA3D_ERR_ARG names the problem
+ * for an unknown name or a value that is not a number of the field's type (integers in range, reals finite). */
+SA3D_API sa3d_status sa3d_sa3d_matcher_params_set(sa3d_sa3d_matcher_params *p, const char *assignment,
+                                                  sa3d_error *err);
+/* The i-th option's name, with its value in p written into value[cap]; NULL past the last one. */
+SA3D_API const char *sa3d_sa3d_matcher_params_field(const sa3d_sa3d_matcher_params *p, int i, char *value,
+                                                    size_t cap);
 
 typedef struct sa3d_sa3d_matcher sa3d_sa3d_matcher;   /* opaque; one thread at a time */
 typedef struct sa3d_sa3d_matcher_stats { long alignments, queries, fallbacks; } sa3d_sa3d_matcher_stats;

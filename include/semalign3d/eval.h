@@ -87,6 +87,9 @@ typedef struct sa3d_eval_params {
     const char *split;            /* "test" */
     const char *out_dir;          /* predictions.jsonl, parts/<category>.jsonl (resume state) */
     const char *method;           /* recorded in the outputs */
+    const char *settings;         /* NULL, or everything else that changes the predictions (one line per setting):
+                                     kept in out_dir/parts/settings.txt, and a rerun into the same out_dir with
+                                     other settings fails instead of mixing their predictions with these */
     long limit;                   /* 0: every pair; else the first `limit` pairs of each category */
     sa3d_batch_matcher match_batch;   /* NULL: the pair matcher, pair by pair; else this, one call per category
                                          (same ctx); the outputs are the same either way */

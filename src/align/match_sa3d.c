@@ -1,16 +1,21 @@
 /* Matching through two alignments (METHOD.md 6.2; issue 5 part C). A query of image 1 picks the representation
- * point i* with the highest p_sem,i(q) x N(q; g1_i, sigma^2); image 2's cells are scored by
- * p_sem,i*(u) x N(u; g2_i*, sigma^2) and the window soft-argmax of that score gives the sub-cell position.
- * p_sem is the aligner's one-sided Gaussian of the similarity (align_internal.h). Options: only points that image 1
- * sees answer a query (a z-buffer on the grid), and METHOD 6.2.5's geometric transfer through the k nearest
- * projected points instead of steps 2-3. Fallback to the GeoAware baseline: whole pair when an alignment is
- * implausible, single query when it lies off the projected object. */
+ * point i* with the highest p_sem,i(q) x N(q; g1_i, sigma^2) - or, when an appended anchor projects within
+ * anchor_snap of it, that anchor; image 2's cells are scored by p_sem,i*(u) x N(u; g2_i*, sigma^2) x the direct
+ * 2D likelihood softmax_u(F1(q) . F2(u) / T)^w_direct, and the window soft-argmax of that score gives the sub-cell
+ * position. p_sem is the aligner's one-sided Gaussian of the similarity (align_internal.h). Options (docs/ALIGN.md):
+ * other semantic evidence for step 2 (cosine, normalised density), each point's evidence normalised over image 1,
+ * a posterior mixture over the best points instead of the argmax, only the points image 1 sees (a z-buffer on
+ * the grid), and METHOD 6.2.5's geometric transfer through the k nearest projected points instead of steps 2-3.
+ * Fallback to the GeoAware baseline: whole pair when an alignment is implausible, single query when it lies off
+ * the projected object. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 #include "align/align_internal.h"
 #include "base/base.h"
 #include "semalign3d/eval.h"
+
+#define MAX_SOFT 16   /* most points step 3 mixes (soft_points) */
 
 sa3d_match_params sa3d_match_params_default(void) {
     sa3d_match_params p;
@@ -23,16 +28,43 @@ sa3d_match_params sa3d_match_params_default(void) {
     p.knn = 0;
     p.vis_radius = 1.5;
     p.vis_tol = -1.0;   /* off: on the val split (seeds 0-7) neither variant beat it; docs/ALIGN.md */
+    p.query_sem = SA3D_QUERY_PSEM;
+    p.query_temp = 0.05;
+    p.anchor_snap = 1.5;   /* these two: val split, seeds 0-15 (docs/ALIGN.md) */
+    p.w_direct = 0.35;
+    p.soft_points = 1;
     p.baseline = sa3d_baseline_params_default();
     return p;
 }
 
-/* f_i . F(:, cell) */
-static double dot_cell(const float *f, const sa3d_feature_map *F, int cell) {
+/* out[u] = f . F(:, u) for every cell u; channel-major, so that the walk through F is contiguous */
+static void sim_map(double *out, const float *f, const sa3d_feature_map *F) {
     size_t cells = (size_t)F->g * F->g;
+    for (size_t u = 0; u < cells; u++) out[u] = 0.0;
+    for (int c = 0; c < F->C; c++) {
+        const float *row = F->data + (size_t)c * cells;
+        double fc = (double)f[c];
+        for (size_t u = 0; u < cells; u++) out[u] += fc * (double)row[u];
+    }
+}
+
+static double dot(const float *a, const float *b, int C) {
     double s = 0.0;
-    for (int c = 0; c < F->C; c++) s += (double)f[c] * (double)F->data[(size_t)c * cells + cell];
+    for (int c = 0; c < C; c++) s += (double)a[c] * (double)b[c];
     return s;
+}
+
+static double point_sd(const sa3d_prior *prior, int i, double floor) {
+    double sd = (double)prior->dense_attn_sd[i];
+    return sd < floor ? floor : sd;
+}
+
+/* Step 2's semantic evidence of point i given its similarity s to the query's feature (query_sem). */
+static double query_evidence(const sa3d_prior *prior, int i, double s, const sa3d_match_params *p) {
+    if (p->query_sem == SA3D_QUERY_COSINE) return s / p->query_temp;
+    double sd = point_sd(prior, i, p->sem_sd_floor);
+    double lp = sa3d_align_lp(s, (double)prior->dense_attn_mean[i], sd, NULL);
+    return p->query_sem == SA3D_QUERY_DENSITY ? lp - log(sd) : lp;
 }
 
 /* Which dense points alignment a sees. Self-occlusion matters most for the query -> point step: in a side view the
@@ -67,6 +99,35 @@ static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius,
     }
 }
 
+/* log Z_i = log sum_u exp(evidence_i(u) - |u - g1_i|^2 / (2 sigma^2)) over the cells u of image 1 within 3 sigma of
+ * point i's projection (further cells add < 1 %); +inf when no cell is in reach (the point cannot explain a
+ * query). query_norm's normaliser. */
+static void query_log_norms(double *logZ, const sa3d_prior *prior, const sa3d_alignment *a1,
+                            const sa3d_feature_map *F1, const uint8_t *vis, const sa3d_match_params *p) {
+    int g = F1->g, C = prior->C;
+    size_t cells = (size_t)g * g;
+    double r = 3.0 * p->sigma, is2 = 1.0 / (p->sigma * p->sigma);
+    for (int i = 0; i < prior->n_dense; i++) {
+        logZ[i] = INFINITY;
+        if (!vis[i]) continue;
+        const float *f = prior->dense_feat + (size_t)i * C;
+        double px = (double)a1->proj[2 * i], py = (double)a1->proj[2 * i + 1], mx = -INFINITY, sum = 0.0;
+        int x0 = (int)floor(px - r), x1 = (int)ceil(px + r), y0 = (int)floor(py - r), y1 = (int)ceil(py + r);
+        for (int pass = 0; pass < 2; pass++)   /* the max, then the sum relative to it */
+            for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < g; y++)
+                for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < g; x++) {
+                    double dx = x + 0.5 - px, dy = y + 0.5 - py, d2 = dx * dx + dy * dy;
+                    if (d2 > r * r) continue;
+                    double s = 0.0;
+                    for (int c = 0; c < C; c++) s += (double)f[c] * (double)F1->data[(size_t)c * cells + (size_t)y * g + x];
+                    double t = query_evidence(prior, i, s, p) - 0.5 * d2 * is2;
+                    if (pass == 0) { if (t > mx) mx = t; }
+                    else sum += exp(t - mx);
+                }
+        if (sum > 0.0) logZ[i] = mx + log(sum);
+    }
+}
+
 static int plausible(const sa3d_alignment *a, const sa3d_match_params *p) {
     return isfinite(a->energy) && a->energy <= p->max_energy && a->fg_frac >= p->min_fg_frac;
 }
@@ -82,15 +143,22 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: prior (C %d, %d points), maps (C %d/%d, grid %d/%d) and "
                          "alignments (grid %d/%d, %d/%d points) disagree", prior->C, prior->n_dense, F1->C, F2->C,
                          F1->g, F2->g, a1->g, a2->g, a1->n_dense, a2->n_dense);
-    int g = F1->g, cells = g * g, N = prior->n_dense;
-    float *score = sa3d_malloc((size_t)cells * sizeof(float));
+    int g = F1->g, cells = g * g, N = prior->n_dense, C = prior->C;
+    int M = p->soft_points < 1 ? 1 : p->soft_points > MAX_SOFT ? MAX_SOFT : p->soft_points;
+    float *score = sa3d_malloc((size_t)cells * sizeof(float)), *qf = sa3d_malloc((size_t)C * sizeof(float));
+    double *sim = sa3d_malloc((size_t)cells * sizeof(double)), *mix = sa3d_malloc((size_t)cells * sizeof(double));
+    double *logZ = p->query_norm ? sa3d_malloc((size_t)N * sizeof(double)) : NULL;
     uint8_t *fb = sa3d_malloc((size_t)n), *vis = sa3d_malloc((size_t)N);
     float *work = NULL;
     sa3d_status st = SA3D_OK;
-    if (!score || !fb || !vis) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory"); goto done; }
+    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ)) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory");
+        goto done;
+    }
     int pair_ok = plausible(a1, p) && plausible(a2, p);
     if (p->vis_tol >= 0.0) visible_points(vis, a1, p->vis_radius, p->vis_tol, score);
     else memset(vis, 1, (size_t)N);
+    if (logZ && pair_ok) query_log_norms(logZ, prior, a1, F1, vis, p);
     double is2 = 1.0 / (p->sigma * p->sigma), qmax2 = p->max_query_dist * p->max_query_dist;
     float cell1 = (float)F1->input_size / (float)g, cell2 = (float)F2->input_size / (float)g;
     for (int k = 0; k < n; k++) {
@@ -103,22 +171,35 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         int cx = (int)floor(qx), cy = (int)floor(qy);
         cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
         cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
-        int qc = cy * g + cx;
-        /* i* = argmax_i log p_sem,i(q) + log N(q; g1_i, sigma^2) (ties: lower index) */
-        int best = -1;
-        double bs = -DBL_MAX, dmin2 = DBL_MAX;
+        for (int c = 0; c < C; c++) qf[c] = F1->data[(size_t)c * cells + (size_t)cy * g + cx];
+        /* step 2: the M best points by semantic evidence + log N(q; g1_i, sigma^2), best first (ties: lower
+         * index) */
+        int top[MAX_SOFT], nt = 0;
+        double ts[MAX_SOFT], dmin2 = DBL_MAX;
         for (int i = 0; i < N; i++) {
             double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1], d2 = dx * dx + dy * dy;
             if (d2 < dmin2) dmin2 = d2;
             if (!vis[i]) continue;
-            double sd = (double)prior->dense_attn_sd[i];
-            if (sd < p->sem_sd_floor) sd = p->sem_sd_floor;
-            double lp = sa3d_align_lp(dot_cell(prior->dense_feat + (size_t)i * prior->C, F1, qc),
-                                      (double)prior->dense_attn_mean[i], sd, NULL);
-            double s = lp - 0.5 * d2 * is2;
-            if (s > bs) { bs = s; best = i; }
+            double t = query_evidence(prior, i, dot(prior->dense_feat + (size_t)i * C, qf, C), p) - 0.5 * d2 * is2;
+            if (logZ) t -= logZ[i];
+            if (!(t > -(double)INFINITY)) continue;   /* no cell of image 1 in the point's reach */
+            if (nt == M && t <= ts[M - 1]) continue;
+            int j = nt < M ? nt++ : M - 1;
+            while (j > 0 && ts[j - 1] < t) { ts[j] = ts[j - 1]; top[j] = top[j - 1]; j--; }
+            ts[j] = t;
+            top[j] = i;
         }
-        if (best < 0 || dmin2 > qmax2) continue;
+        if (nt == 0 || dmin2 > qmax2) continue;
+        if (p->anchor_snap > 0.0) {   /* the nearest visible appended anchor within anchor_snap cells, if any */
+            int ja = -1;
+            double da = p->anchor_snap * p->anchor_snap;
+            for (int i = 0; i < N; i++) {
+                if (prior->dense_anchor[i] < 0 || !vis[i]) continue;
+                double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1];
+                if (dx * dx + dy * dy <= da) { da = dx * dx + dy * dy; ja = i; }
+            }
+            if (ja >= 0) { top[0] = ja; ts[0] = 0.0; nt = 1; }
+        }
         if (p->knn > 0) {   /* METHOD 6.2.5: the k nearest visible projections, inverse-distance weights */
             int K = p->knn < 16 ? p->knn : 16, nk = 0, id[16];
             double dk[16];
@@ -146,24 +227,33 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
             fb[k] = 0;
             continue;
         }
-        /* image 2: log p_sem,i*(u) + log N(u; g2_i*, sigma^2) over all cells */
-        const float *fi = prior->dense_feat + (size_t)best * prior->C;
-        double sd = (double)prior->dense_attn_sd[best];
-        if (sd < p->sem_sd_floor) sd = p->sem_sd_floor;
-        double mu = (double)prior->dense_attn_mean[best], px = (double)a2->proj[2 * best],
-               py = (double)a2->proj[2 * best + 1];
-        double mx = -DBL_MAX;
-        for (int u = 0; u < cells; u++) {
-            double dx = (u % g) + 0.5 - px, dy = (u / g) + 0.5 - py;
-            double s = sa3d_align_lp(dot_cell(fi, F2, u), mu, sd, NULL) - 0.5 * (dx * dx + dy * dy) * is2;
-            score[u] = (float)s;
-            if (s > mx) mx = s;
+        /* step 3: image 2's score, log sum_m w_m p_sem,m(u) N(u; g2_m, sigma^2) with w the posterior of step 2 over
+         * its M best points (M = 1: the argmax point alone) */
+        for (int u = 0; u < cells; u++) mix[u] = -INFINITY;
+        for (int m = 0; m < nt; m++) {
+            int i = top[m];
+            double sd = point_sd(prior, i, p->sem_sd_floor), mu = (double)prior->dense_attn_mean[i];
+            double px = (double)a2->proj[2 * i], py = (double)a2->proj[2 * i + 1], lw = ts[m] - ts[0];
+            sim_map(sim, prior->dense_feat + (size_t)i * C, F2);
+            for (int u = 0; u < cells; u++) {
+                double dx = (u % g) + 0.5 - px, dy = (u / g) + 0.5 - py;
+                double s = lw + sa3d_align_lp(sim[u], mu, sd, NULL) - 0.5 * (dx * dx + dy * dy) * is2;
+                double hi = s > mix[u] ? s : mix[u], lo = s > mix[u] ? mix[u] : s;
+                mix[u] = hi + log1p(exp(lo - hi));   /* log(e^s + e^mix) */
+            }
         }
+        if (p->w_direct > 0.0) {   /* + w_direct log softmax_u(F1(q) . F2(u) / temperature), up to a constant */
+            sim_map(sim, qf, F2);
+            double wt = p->w_direct / (double)p->baseline.temperature;
+            for (int u = 0; u < cells; u++) mix[u] += wt * sim[u];
+        }
+        double mx = -DBL_MAX;
+        for (int u = 0; u < cells; u++) if (mix[u] > mx) mx = mix[u];
         /* sa3d_window_soft_argmax takes softmax(S / beta) with the cells outside the window at 0: feed it
          * beta (score - max) + 60 beta so that softmax(S / beta) = softmax(score) inside the window and the
          * outside cells weigh exp(-60) of the peak (negligible, as -inf would be). */
         float beta = p->baseline.temperature;
-        for (int u = 0; u < cells; u++) score[u] = beta * (float)((double)score[u] - mx) + 60.0f * beta;
+        for (int u = 0; u < cells; u++) score[u] = beta * (float)(mix[u] - mx) + 60.0f * beta;
         int ax, ay;
         float sx, sy;
         sa3d_window_soft_argmax(score, g, g, p->baseline.window_radius, beta, &ax, &ay, &sx, &sy);
@@ -197,6 +287,10 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
     if (fallback && st == SA3D_OK) memcpy(fallback, fb, (size_t)n);
 done:
     sa3d_free(score);
+    sa3d_free(qf);
+    sa3d_free(sim);
+    sa3d_free(mix);
+    sa3d_free(logZ);
     sa3d_free(fb);
     sa3d_free(vis);
     sa3d_free(work);

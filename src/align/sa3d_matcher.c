@@ -3,7 +3,12 @@
  * one alignment per image, cached (an image takes part in many pairs), and per pair the match through both
  * alignments (match_sa3d.c). The last few decoded feature maps are kept too (an LRU of FEATURE_CACHE_MAPS),
  * so that a pair does not read again the maps its alignments were just computed on. */
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "base/base.h"
@@ -16,6 +21,85 @@ sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void) {
     p.match = sa3d_match_params_default();
     p.input_size = 840;
     return p;
+}
+
+/* The option table behind sa3d_sa3d_matcher_params_set / _field: name, type, offset. */
+typedef struct param_field {
+    const char *name;
+    char type;                    /* 'i' int, 'u' uint64_t, 'd' double, 'f' float */
+    size_t offset;
+} param_field;
+
+#define P_ALIGN(f, t) { "align." #f, t, offsetof(sa3d_sa3d_matcher_params, align.f) }
+#define P_MATCH(f, t) { "match." #f, t, offsetof(sa3d_sa3d_matcher_params, match.f) }
+static const param_field param_fields[] = {
+    P_ALIGN(n_hyp, 'i'), P_ALIGN(n_iter, 'i'), P_ALIGN(lr, 'd'), P_ALIGN(seed, 'u'), P_ALIGN(rec_mode, 'i'),
+    P_ALIGN(w_rec, 'd'), P_ALIGN(w_geom, 'd'), P_ALIGN(w_bg, 'd'), P_ALIGN(w_depth, 'd'),
+    P_ALIGN(sigma_start, 'd'), P_ALIGN(sigma_end, 'd'), P_ALIGN(tau, 'd'), P_ALIGN(top_k, 'i'),
+    P_ALIGN(outlier_logp, 'd'), P_ALIGN(sem_sd_floor, 'd'), P_ALIGN(use_tets, 'i'), P_ALIGN(max_pairs, 'i'),
+    P_ALIGN(max_tets, 'i'), P_ALIGN(init_scale, 'd'), P_ALIGN(focal_init, 'd'), P_ALIGN(depth_default, 'd'),
+    P_ALIGN(prune_at, 'd'), P_ALIGN(prune_keep, 'i'),
+    P_MATCH(sigma, 'd'), P_MATCH(sem_sd_floor, 'd'), P_MATCH(max_query_dist, 'd'), P_MATCH(max_energy, 'd'),
+    P_MATCH(min_fg_frac, 'd'), P_MATCH(knn, 'i'), P_MATCH(vis_radius, 'd'), P_MATCH(vis_tol, 'd'),
+    P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'), P_MATCH(anchor_snap, 'd'),
+    P_MATCH(soft_points, 'i'), P_MATCH(w_direct, 'd'), P_MATCH(baseline.window_radius, 'i'),
+    P_MATCH(baseline.temperature, 'f'),
+};
+#define N_PARAM_FIELDS ((int)(sizeof param_fields / sizeof param_fields[0]))
+
+sa3d_status sa3d_sa3d_matcher_params_set(sa3d_sa3d_matcher_params *p, const char *assignment, sa3d_error *err) {
+    const char *eq = assignment ? strchr(assignment, '=') : NULL;
+    if (!eq) return sa3d_fail(err, SA3D_ERR_ARG, "option '%s': expected NAME=VALUE", assignment ? assignment : "");
+    size_t len = (size_t)(eq - assignment);
+    const param_field *f = NULL;
+    for (int i = 0; i < N_PARAM_FIELDS && !f; i++)
+        if (strlen(param_fields[i].name) == len && !strncmp(param_fields[i].name, assignment, len)) f = &param_fields[i];
+    if (!f) return sa3d_fail(err, SA3D_ERR_ARG, "option '%.*s': no such aligner or matcher option", (int)len, assignment);
+    const char *v = eq + 1;
+    char *end;
+    errno = 0;
+    unsigned char *field = (unsigned char *)p + f->offset;
+    if (f->type == 'd' || f->type == 'f') {
+        double x = strtod(v, &end);
+        if (end == v || *end || !isfinite(x) || (f->type == 'f' && fabs(x) > (double)FLT_MAX))
+            return sa3d_fail(err, SA3D_ERR_ARG, "option %s: '%s' is not a finite number", f->name, v);
+        if (f->type == 'd') memcpy(field, &x, sizeof x);
+        else { float y = (float)x; memcpy(field, &y, sizeof y); }
+        return SA3D_OK;
+    }
+    if (f->type == 'u') {
+        if (*v == '-') return sa3d_fail(err, SA3D_ERR_ARG, "option %s: '%s' is not a non-negative integer", f->name, v);
+        unsigned long long x = strtoull(v, &end, 10);
+        if (end == v || *end || errno == ERANGE)
+            return sa3d_fail(err, SA3D_ERR_ARG, "option %s: '%s' is not a non-negative integer", f->name, v);
+        uint64_t y = (uint64_t)x;
+        memcpy(field, &y, sizeof y);
+        return SA3D_OK;
+    }
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || x < INT_MIN || x > INT_MAX)
+        return sa3d_fail(err, SA3D_ERR_ARG, "option %s: '%s' is not an integer", f->name, v);
+    int y = (int)x;
+    memcpy(field, &y, sizeof y);
+    return SA3D_OK;
+}
+
+const char *sa3d_sa3d_matcher_params_field(const sa3d_sa3d_matcher_params *p, int i, char *value, size_t cap) {
+    if (i < 0 || i >= N_PARAM_FIELDS) return NULL;
+    const param_field *f = &param_fields[i];
+    const unsigned char *field = (const unsigned char *)p + f->offset;
+    if (value && cap > 0) {
+        if (f->type == 'd') {   /* the shortest of %.15g / %.17g that reads back as the same double */
+            double x, y;
+            memcpy(&x, field, sizeof x);
+            snprintf(value, cap, "%.15g", x);
+            if (sscanf(value, "%lf", &y) != 1 || y != x) snprintf(value, cap, "%.17g", x);
+        }
+        else if (f->type == 'f') { float x; memcpy(&x, field, sizeof x); snprintf(value, cap, "%.9g", (double)x); }
+        else if (f->type == 'u') { uint64_t x; memcpy(&x, field, sizeof x); snprintf(value, cap, "%llu", (unsigned long long)x); }
+        else { int x; memcpy(&x, field, sizeof x); snprintf(value, cap, "%d", x); }
+    }
+    return f->name;
 }
 
 void sa3d_image_to_cells(float *out, const float *img, int W, int H, int input_size, int g, float outside) {

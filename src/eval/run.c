@@ -8,7 +8,7 @@
 #include "semalign3d/eval.h"
 
 sa3d_eval_params sa3d_eval_params_default(void) {
-    sa3d_eval_params p = { "test", "eval-out", "baseline", 0, NULL, NULL, NULL };
+    sa3d_eval_params p = { .split = "test", .out_dir = "eval-out", .method = "baseline" };
     return p;
 }
 
@@ -59,6 +59,22 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
     mkdir(p->out_dir, 0777);
     mkdir(parts, 0777);
     if (!sa3d_dir_exists(parts)) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create the output directory", parts);
+    if (p->settings) {   /* resume only what these settings made */
+        char path[2100], *old = NULL;
+        size_t len;
+        snprintf(path, sizeof path, "%s/settings.txt", parts);
+        sa3d_error e2 = { 0 };
+        if (sa3d_read_file(path, (size_t)1 << 20, &old, &len, &e2) == SA3D_OK) {
+            int same = !strcmp(old, p->settings);
+            sa3d_free(old);
+            if (!same)
+                return sa3d_fail(err, SA3D_ERR_ARG, "%s: the predictions there were made with other settings (see "
+                                 "that file); give another output folder or delete it", path);
+        } else {
+            sa3d_status ws = sa3d_write_file_atomic(path, p->settings, strlen(p->settings), err);
+            if (ws) return ws;
+        }
+    }
 
     int *idx = sa3d_malloc((size_t)n * sizeof *idx);
     pred_row *rows = sa3d_malloc((size_t)n * sizeof *rows);
