@@ -358,6 +358,18 @@ static void case_match(void) {
         free(saved2);
         free(savedf);
     }
+    {   /* options out of range are refused, naming the option */
+        sa3d_match_params mv = sa3d_match_params_default();
+        mv.query_temp = 0.0;
+        T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
+                 SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "query_temp");
+        mv = sa3d_match_params_default();
+        mv.w_direct = NAN;
+        T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
+                 SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "w_direct");
+    }
     /* an implausible alignment sends every query to the baseline */
     mp.min_fg_frac = 1.01;
     T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mp, pred, fb, &err), &err);
@@ -385,6 +397,37 @@ static void case_args(void) {
     T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
     T_CHECK(a == NULL);
     T_CONTAINS(err.msg, "channels");
+    /* options by name: every listed name reads back what was set; bad names and values are refused */
+    sa3d_sa3d_matcher_params mp = sa3d_sa3d_matcher_params_default();
+    char value[64], assign[128];
+    const char *name;
+    int n_fields = 0;
+    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(&mp, k, value, sizeof value)); k++, n_fields++) {
+        snprintf(assign, sizeof assign, "%s=%s", name, value);
+        sa3d_sa3d_matcher_params q = sa3d_sa3d_matcher_params_default();
+        T_OK(sa3d_sa3d_matcher_params_set(&q, assign, &err), &err);
+        char v2[64], v3[64];   /* the printed value reads back exactly, and every field equals the defaults */
+        for (int j = 0; sa3d_sa3d_matcher_params_field(&q, j, v2, sizeof v2); j++) {
+            sa3d_sa3d_matcher_params_field(&mp, j, v3, sizeof v3);
+            T_CHECK(strcmp(v2, v3) == 0);
+        }
+    }
+    T_CHECK(n_fields >= 35);
+    T_OK(sa3d_sa3d_matcher_params_set(&mp, "match.w_direct=0.5", &err), &err);
+    T_CHECK(mp.match.w_direct == 0.5);
+    T_OK(sa3d_sa3d_matcher_params_set(&mp, "align.n_hyp=7", &err), &err);
+    T_CHECK(mp.align.n_hyp == 7);
+    T_OK(sa3d_sa3d_matcher_params_set(&mp, "match.baseline.temperature=0.04", &err), &err);
+    T_CHECK(mp.match.baseline.temperature == 0.04f);
+    const char *bad_sets[] = { "match.nope=1", "align.n_hyp=1.5", "align.n_hyp=99999999999", "match.sigma=nan",
+                               "match.sigma=inf", "match.sigma=", "align.seed=-1", "=1", "match.sigma" };
+    for (int k = 0; k < (int)(sizeof bad_sets / sizeof *bad_sets); k++) {
+        sa3d_sa3d_matcher_params before = mp;
+        T_STATUS(sa3d_sa3d_matcher_params_set(&mp, bad_sets[k], &err), SA3D_ERR_ARG, &err);
+        T_CHECK(mp.match.sigma == before.match.sigma && mp.align.n_hyp == before.align.n_hyp &&
+                mp.align.seed == before.align.seed);   /* nothing changed */
+    }
+    T_CONTAINS(err.msg, "NAME=VALUE");
     in.F = &s.fm;
     p.top_k = 100;
     T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);

@@ -128,6 +128,20 @@ static void query_log_norms(double *logZ, const sa3d_prior *prior, const sa3d_al
     }
 }
 
+/* The name of the first option out of its domain, or NULL. */
+static const char *bad_option(const sa3d_match_params *p) {
+    if (!(p->sigma > 0.0) || !isfinite(p->sigma)) return "sigma (> 0)";
+    if (!(p->sem_sd_floor > 0.0)) return "sem_sd_floor (> 0)";
+    if (p->query_sem < SA3D_QUERY_PSEM || p->query_sem > SA3D_QUERY_DENSITY) return "query_sem (0, 1 or 2)";
+    if (!(p->query_temp > 0.0) || !isfinite(p->query_temp)) return "query_temp (> 0)";
+    if (!(p->w_direct >= 0.0) || !isfinite(p->w_direct)) return "w_direct (>= 0)";
+    if (!(p->baseline.temperature > 0.0f) || !isfinite(p->baseline.temperature)) return "baseline.temperature (> 0)";
+    if (p->baseline.window_radius < 0) return "baseline.window_radius (>= 0)";
+    if (isnan(p->anchor_snap) || isnan(p->max_query_dist) || isnan(p->vis_tol) || isnan(p->vis_radius))
+        return "anchor_snap, max_query_dist, vis_tol or vis_radius (not NaN)";
+    return NULL;
+}
+
 static int plausible(const sa3d_alignment *a, const sa3d_match_params *p) {
     return isfinite(a->energy) && a->energy <= p->max_energy && a->fg_frac >= p->min_fg_frac;
 }
@@ -137,6 +151,8 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
                             const sa3d_match_params *p, float (*pred)[2], uint8_t *fallback, sa3d_error *err) {
     if (n < 0 || !prior || !a1 || !a2 || !F1 || !F2)
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: missing argument or n = %d", n);
+    const char *bad = bad_option(p);
+    if (bad) return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: option %s out of range", bad);
     if (n == 0) return SA3D_OK;
     if (F1->C != prior->C || F2->C != prior->C || F1->g != F2->g || a1->g != F1->g || a2->g != F2->g ||
         a1->n_dense != prior->n_dense || a2->n_dense != prior->n_dense)

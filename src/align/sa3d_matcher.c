@@ -17,6 +17,7 @@
 
 sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void) {
     sa3d_sa3d_matcher_params p;
+    memset(&p, 0, sizeof p);   /* padding too, so that two defaults compare equal byte for byte */
     p.align = sa3d_align_params_default();
     p.match = sa3d_match_params_default();
     p.input_size = 840;
