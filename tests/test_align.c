@@ -358,6 +358,33 @@ static void case_match(void) {
         free(saved2);
         free(savedf);
     }
+    {   /* snap_front: put anchor 1 exactly on query 0 in view 1 but behind anchor 0; the front-most rule keeps query
+         * 0 on its own keypoint, the nearest rule sends it to anchor 1's */
+        sa3d_prior *pr = s1.prior;
+        int j0 = -1, j1 = -1;
+        for (int d = 0; d < pr->n_dense; d++) {
+            if (pr->dense_anchor[d] == pr->used[0]) j0 = d;
+            if (pr->dense_anchor[d] == pr->used[1]) j1 = d;
+        }
+        float save[3] = { a1->proj[2 * j1], a1->proj[2 * j1 + 1], a1->depth[j1] };
+        double gx, gy;
+        synth_project(&p1, s1.g, pr->anchors + 3 * pr->used[0], &gx, &gy);
+        a1->proj[2 * j1] = (float)gx;
+        a1->proj[2 * j1 + 1] = (float)gy;
+        a1->depth[j1] = a1->depth[j0] + 0.5f;
+        double e[2];
+        for (int v = 0; v < 2; v++) {
+            sa3d_match_params mv = sa3d_match_params_default();
+            mv.snap_front = 1 - v;
+            T_OK(sa3d_match_sa3d(pr, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, 1, &mv, pred, fb, &err), &err);
+            e[v] = pred_err_cells(&s2, pred[0], pr->used[0]);
+        }
+        printf("       hidden anchor on query 0: front-most rule %.2f cells off, nearest rule %.2f\n", e[0], e[1]);
+        T_CHECK(e[0] <= 1.5 && e[1] > 1.5);
+        a1->proj[2 * j1] = save[0];
+        a1->proj[2 * j1 + 1] = save[1];
+        a1->depth[j1] = save[2];
+    }
     {   /* options out of range are refused, naming the option */
         sa3d_match_params mv = sa3d_match_params_default();
         mv.query_temp = 0.0;

@@ -111,9 +111,12 @@ typedef struct sa3d_match_params {
                                projection), so that it is the likelihood of q under the point's own distribution
                                over the image and a point with loose statistics, likely everywhere, does not beat a
                                sharp one that peaks at q */
-    double anchor_snap;     /* 1.5 cells: a query whose nearest (visible) appended anchor projects within this
-                               distance goes through that anchor, whatever the dense points' evidence: the sparse
-                               keypoints are the best-placed points of an alignment (0: off) */
+    double anchor_snap;     /* 1.5 cells: a query with an appended anchor projecting within this distance goes
+                               through that anchor, whatever the dense points' evidence: the sparse keypoints are
+                               the best-placed points of an alignment (0: off) */
+    int snap_front;         /* 1: of the (visible) anchors within anchor_snap, the front-most in image 1 (a query
+                               sits on a visible point, and in a side view its hidden twin projects next to it);
+                               0: the nearest */
     int soft_points;        /* 1: step 3 follows the argmax point; M in 2..16: the posterior mixture over the M best
                                points of step 2 (METHOD 6.2's soft version) */
     double w_direct;        /* 0.35: adds w_direct x F1(q) . F2(u) / temperature, the log of GeoAware's direct 2D

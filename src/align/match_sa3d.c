@@ -30,7 +30,8 @@ sa3d_match_params sa3d_match_params_default(void) {
     p.vis_tol = -1.0;   /* off: on the val split (seeds 0-7) neither variant beat it; docs/ALIGN.md */
     p.query_sem = SA3D_QUERY_PSEM;
     p.query_temp = 0.05;
-    p.anchor_snap = 1.5;   /* these two: val split, seeds 0-15 (docs/ALIGN.md) */
+    p.anchor_snap = 1.5;   /* these three: val split, seeds 0-15 (docs/ALIGN.md) */
+    p.snap_front = 1;
     p.w_direct = 0.35;
     p.soft_points = 1;
     p.baseline = sa3d_baseline_params_default();
@@ -206,13 +207,16 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
             top[j] = i;
         }
         if (nt == 0 || dmin2 > qmax2) continue;
-        if (p->anchor_snap > 0.0) {   /* the nearest visible appended anchor within anchor_snap cells, if any */
-            int ja = -1;
-            double da = p->anchor_snap * p->anchor_snap;
+        if (p->anchor_snap > 0.0) {   /* an appended anchor within anchor_snap cells, if any */
+            int ja = -1;   /* the front-most anchor within reach (snap_front), else the nearest */
+            double da = p->anchor_snap * p->anchor_snap, za = INFINITY, r2 = da;
             for (int i = 0; i < N; i++) {
                 if (prior->dense_anchor[i] < 0 || !vis[i]) continue;
                 double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1];
-                if (dx * dx + dy * dy <= da) { da = dx * dx + dy * dy; ja = i; }
+                double d2 = dx * dx + dy * dy;
+                if (p->snap_front) {
+                    if (d2 <= r2 && (double)a1->depth[i] < za) { za = (double)a1->depth[i]; ja = i; }
+                } else if (d2 <= da) { da = d2; ja = i; }
             }
             if (ja >= 0) { top[0] = ja; ts[0] = 0.0; nt = 1; }
         }
