@@ -61,7 +61,8 @@ int cmd_eval(int argc, char **argv) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
-        if ((r = cli_dataset_arg(cmd, argc, argv, &i, &dataset)) || (r = cli_param_set_arg(cmd, argc, argv, &i, &sets)) ||
+        if ((r = cli_dataset_arg(cmd, argc, argv, &i, &dataset)) ||
+            (r = cli_param_set_arg(cmd, argc, argv, &i, &sets)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--method", &method)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--priors", &priors_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--depth", &depth_dir)) ||

@@ -269,7 +269,8 @@ static void case_match(void) {
     double dz = 0.0;
     for (int i = 0; i < a1->n_dense; i++)
         for (int k = 0; k < n; k++)
-            if (s1.prior->dense_anchor[i] == s1.prior->used[k]) dz = fmax(dz, fabs((double)a1->depth[i] - a1->Y[3 * k + 2]));
+            if (s1.prior->dense_anchor[i] == s1.prior->used[k])
+                dz = fmax(dz, fabs((double)a1->depth[i] - a1->Y[3 * k + 2]));
     printf("       dense depth of the appended anchors vs their Z: max|d| %.2g\n", dz);
     T_CHECK(dz <= 1e-6);
     sa3d_match_params mp = sa3d_match_params_default();

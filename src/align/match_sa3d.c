@@ -100,6 +100,15 @@ static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius,
     }
 }
 
+/* Keeps the K smallest values offered so far in val[0..*n), ascending, with their ids (ties: the earlier first). */
+static void keep_smallest(double *val, int *id, int *n, int K, double v, int i) {
+    if (*n == K && v >= val[K - 1]) return;
+    int j = *n < K ? (*n)++ : K - 1;
+    while (j > 0 && val[j - 1] > v) { val[j] = val[j - 1]; id[j] = id[j - 1]; j--; }
+    val[j] = v;
+    id[j] = i;
+}
+
 /* log Z_i = log sum_u exp(evidence_i(u) - |u - g1_i|^2 / (2 sigma^2)) over the cells u of image 1 within 3 sigma of
  * point i's projection (further cells add < 1 %); +inf when no cell is in reach (the point cannot explain a
  * query). query_norm's normaliser. */
@@ -114,17 +123,16 @@ static void query_log_norms(double *logZ, const sa3d_prior *prior, const sa3d_al
         const float *f = prior->dense_feat + (size_t)i * C;
         double px = (double)a1->proj[2 * i], py = (double)a1->proj[2 * i + 1], mx = -INFINITY, sum = 0.0;
         int x0 = (int)floor(px - r), x1 = (int)ceil(px + r), y0 = (int)floor(py - r), y1 = (int)ceil(py + r);
-        for (int pass = 0; pass < 2; pass++)   /* the max, then the sum relative to it */
-            for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < g; y++)
-                for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < g; x++) {
-                    double dx = x + 0.5 - px, dy = y + 0.5 - py, d2 = dx * dx + dy * dy;
-                    if (d2 > r * r) continue;
-                    double s = 0.0;
-                    for (int c = 0; c < C; c++) s += (double)f[c] * (double)F1->data[(size_t)c * cells + (size_t)y * g + x];
-                    double t = query_evidence(prior, i, s, p) - 0.5 * d2 * is2;
-                    if (pass == 0) { if (t > mx) mx = t; }
-                    else sum += exp(t - mx);
-                }
+        for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < g; y++)
+            for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < g; x++) {
+                double dx = x + 0.5 - px, dy = y + 0.5 - py, d2 = dx * dx + dy * dy;
+                if (d2 > r * r) continue;
+                double s = 0.0;
+                for (int c = 0; c < C; c++) s += (double)f[c] * (double)F1->data[(size_t)c * cells + (size_t)y * g + x];
+                double t = query_evidence(prior, i, s, p) - 0.5 * d2 * is2;
+                if (t > mx) { sum = sum * exp(mx - t) + 1.0; mx = t; }   /* one-pass log-sum-exp */
+                else sum += exp(t - mx);
+            }
         if (sum > 0.0) logZ[i] = mx + log(sum);
     }
 }
@@ -189,36 +197,39 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
         cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
         for (int c = 0; c < C; c++) qf[c] = F1->data[(size_t)c * cells + (size_t)cy * g + cx];
-        /* step 2: the M best points by semantic evidence + log N(q; g1_i, sigma^2), best first (ties: lower
-         * index) */
-        int top[MAX_SOFT], nt = 0;
-        double ts[MAX_SOFT], dmin2 = DBL_MAX;
+        /* the nearest projection (a query farther than max_query_dist from all is off the object) and the anchor
+         * snap: of the visible appended anchors within anchor_snap cells, the front-most (snap_front) or the
+         * nearest */
+        int ja = -1;
+        double dmin2 = DBL_MAX, snap2 = p->anchor_snap * p->anchor_snap, da = snap2, za = INFINITY;
         for (int i = 0; i < N; i++) {
             double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1], d2 = dx * dx + dy * dy;
             if (d2 < dmin2) dmin2 = d2;
-            if (!vis[i]) continue;
-            double t = query_evidence(prior, i, dot(prior->dense_feat + (size_t)i * C, qf, C), p) - 0.5 * d2 * is2;
-            if (logZ) t -= logZ[i];
-            if (!(t > -(double)INFINITY)) continue;   /* no cell of image 1 in the point's reach */
-            if (nt == M && t <= ts[M - 1]) continue;
-            int j = nt < M ? nt++ : M - 1;
-            while (j > 0 && ts[j - 1] < t) { ts[j] = ts[j - 1]; top[j] = top[j - 1]; j--; }
-            ts[j] = t;
-            top[j] = i;
+            if (p->anchor_snap <= 0.0 || prior->dense_anchor[i] < 0 || !vis[i]) continue;
+            if (p->snap_front) {
+                if (d2 <= snap2 && (double)a1->depth[i] < za) { za = (double)a1->depth[i]; ja = i; }
+            } else if (d2 <= da) { da = d2; ja = i; }
         }
-        if (nt == 0 || dmin2 > qmax2) continue;
-        if (p->anchor_snap > 0.0) {   /* an appended anchor within anchor_snap cells, if any */
-            int ja = -1;   /* the front-most anchor within reach (snap_front), else the nearest */
-            double da = p->anchor_snap * p->anchor_snap, za = INFINITY, r2 = da;
+        if (dmin2 > qmax2) continue;
+        /* step 2: the snapped anchor, else the M best points by semantic evidence + log N(q; g1_i, sigma^2), best
+         * first (ties: lower index); neg holds minus their scores */
+        int top[MAX_SOFT], nt = 0;
+        double neg[MAX_SOFT];
+        if (ja >= 0) {
+            top[0] = ja;
+            neg[0] = 0.0;
+            nt = 1;
+        } else {
             for (int i = 0; i < N; i++) {
-                if (prior->dense_anchor[i] < 0 || !vis[i]) continue;
+                if (!vis[i]) continue;
                 double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1];
-                double d2 = dx * dx + dy * dy;
-                if (p->snap_front) {
-                    if (d2 <= r2 && (double)a1->depth[i] < za) { za = (double)a1->depth[i]; ja = i; }
-                } else if (d2 <= da) { da = d2; ja = i; }
+                double t = query_evidence(prior, i, dot(prior->dense_feat + (size_t)i * C, qf, C), p) -
+                           0.5 * (dx * dx + dy * dy) * is2;
+                if (logZ) t -= logZ[i];
+                if (!(t > -(double)INFINITY)) continue;   /* no cell of image 1 in the point's reach */
+                keep_smallest(neg, top, &nt, M, -t, i);
             }
-            if (ja >= 0) { top[0] = ja; ts[0] = 0.0; nt = 1; }
+            if (nt == 0) continue;
         }
         if (p->knn > 0) {   /* METHOD 6.2.5: the k nearest visible projections, inverse-distance weights */
             int K = p->knn < 16 ? p->knn : 16, nk = 0, id[16];
@@ -226,13 +237,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
             for (int i = 0; i < N; i++) {
                 if (!vis[i]) continue;
                 double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1];
-                double d = sqrt(dx * dx + dy * dy);
-                int j = nk < K ? nk++ : K;
-                if (j == K && d >= dk[K - 1]) continue;
-                if (j == K) j = K - 1;
-                while (j > 0 && dk[j - 1] > d) { dk[j] = dk[j - 1]; id[j] = id[j - 1]; j--; }
-                dk[j] = d;
-                id[j] = i;
+                keep_smallest(dk, id, &nk, K, sqrt(dx * dx + dy * dy), i);
             }
             double ws = 0.0, tx = 0.0, ty = 0.0;
             for (int j = 0; j < nk; j++) {
@@ -253,7 +258,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         for (int m = 0; m < nt; m++) {
             int i = top[m];
             double sd = point_sd(prior, i, p->sem_sd_floor), mu = (double)prior->dense_attn_mean[i];
-            double px = (double)a2->proj[2 * i], py = (double)a2->proj[2 * i + 1], lw = ts[m] - ts[0];
+            double px = (double)a2->proj[2 * i], py = (double)a2->proj[2 * i + 1], lw = neg[0] - neg[m];
             sim_map(sim, prior->dense_feat + (size_t)i * C, F2);
             for (int u = 0; u < cells; u++) {
                 double dx = (u % g) + 0.5 - px, dy = (u / g) + 0.5 - py;

@@ -42,9 +42,9 @@ static const param_field param_fields[] = {
     P_ALIGN(prune_at, 'd'), P_ALIGN(prune_keep, 'i'),
     P_MATCH(sigma, 'd'), P_MATCH(sem_sd_floor, 'd'), P_MATCH(max_query_dist, 'd'), P_MATCH(max_energy, 'd'),
     P_MATCH(min_fg_frac, 'd'), P_MATCH(knn, 'i'), P_MATCH(vis_radius, 'd'), P_MATCH(vis_tol, 'd'),
-    P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'), P_MATCH(anchor_snap, 'd'), P_MATCH(snap_front, 'i'),
-    P_MATCH(soft_points, 'i'), P_MATCH(w_direct, 'd'), P_MATCH(baseline.window_radius, 'i'),
-    P_MATCH(baseline.temperature, 'f'),
+    P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'), P_MATCH(anchor_snap, 'd'),
+    P_MATCH(snap_front, 'i'), P_MATCH(soft_points, 'i'), P_MATCH(w_direct, 'd'),
+    P_MATCH(baseline.window_radius, 'i'), P_MATCH(baseline.temperature, 'f'),
 };
 #define N_PARAM_FIELDS ((int)(sizeof param_fields / sizeof param_fields[0]))
 
@@ -54,8 +54,11 @@ sa3d_status sa3d_sa3d_matcher_params_set(sa3d_sa3d_matcher_params *p, const char
     size_t len = (size_t)(eq - assignment);
     const param_field *f = NULL;
     for (int i = 0; i < N_PARAM_FIELDS && !f; i++)
-        if (strlen(param_fields[i].name) == len && !strncmp(param_fields[i].name, assignment, len)) f = &param_fields[i];
-    if (!f) return sa3d_fail(err, SA3D_ERR_ARG, "option '%.*s': no such aligner or matcher option", (int)len, assignment);
+        if (strlen(param_fields[i].name) == len && !strncmp(param_fields[i].name, assignment, len))
+            f = &param_fields[i];
+    if (!f)
+        return sa3d_fail(err, SA3D_ERR_ARG, "option '%.*s': no such aligner or matcher option", (int)len,
+                         assignment);
     const char *v = eq + 1;
     char *end;
     errno = 0;
@@ -97,7 +100,11 @@ const char *sa3d_sa3d_matcher_params_field(const sa3d_sa3d_matcher_params *p, in
             if (sscanf(value, "%lf", &y) != 1 || y != x) snprintf(value, cap, "%.17g", x);
         }
         else if (f->type == 'f') { float x; memcpy(&x, field, sizeof x); snprintf(value, cap, "%.9g", (double)x); }
-        else if (f->type == 'u') { uint64_t x; memcpy(&x, field, sizeof x); snprintf(value, cap, "%llu", (unsigned long long)x); }
+        else if (f->type == 'u') {
+            uint64_t x;
+            memcpy(&x, field, sizeof x);
+            snprintf(value, cap, "%llu", (unsigned long long)x);
+        }
         else { int x; memcpy(&x, field, sizeof x); snprintf(value, cap, "%d", x); }
     }
     return f->name;
