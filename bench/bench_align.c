@@ -79,18 +79,21 @@ int main(int argc, char **argv) {
             sa3d_align_ctx_free(&c);
         }
     }
-    struct { int B, iters, keep; } cfg_full[] = {
-        { 100, 100, 10 }, { 25, 100, 5 }, { 50, 100, 10 }, { 100, 50, 10 }, { 100, 200, 10 }, { 100, 100, 0 },
-        { 200, 100, 10 } };
-    struct { int B, iters, keep; } cfg_tiny[] = { { 10, 30, 3 }, { 20, 30, 0 } };
+    /* w_sparse < 0: the default; 0: without L_sparse */
+    struct { int B, iters, keep; double ws; } cfg_full[] = {
+        { 100, 100, 10, -1 }, { 25, 100, 5, -1 }, { 50, 100, 10, -1 }, { 100, 50, 10, -1 }, { 100, 200, 10, -1 },
+        { 100, 100, 0, -1 }, { 200, 100, 10, -1 }, { 100, 100, 10, 0 } };
+    struct { int B, iters, keep; double ws; } cfg_tiny[] = { { 10, 30, 3, -1 }, { 20, 30, 0, 0 } };
     int n_cfg = tiny ? 2 : (int)(sizeof cfg_full / sizeof cfg_full[0]);
-    printf("%5s %6s %6s | %10s | %12s %12s %8s\n", "B", "iters", "keep", "s/image", "mean err", "worst err",
-           "<=1 cell");
+    printf("%5s %6s %6s %8s | %10s | %12s %12s %8s\n", "B", "iters", "keep", "w_sparse", "s/image", "mean err",
+           "worst err", "<=1 cell");
     for (int k = 0; k < n_cfg; k++) {
         sa3d_align_params p = dp;
         p.n_hyp = tiny ? cfg_tiny[k].B : cfg_full[k].B;
         p.n_iter = tiny ? cfg_tiny[k].iters : cfg_full[k].iters;
         p.prune_keep = tiny ? cfg_tiny[k].keep : cfg_full[k].keep;
+        double ws = tiny ? cfg_tiny[k].ws : cfg_full[k].ws;
+        if (ws >= 0.0) p.w_sparse = ws;
         double tsum = 0.0, esum = 0.0, emax = 0.0;
         int good = 0;
         for (int q = 0; q < n_poses; q++) {
@@ -111,8 +114,8 @@ int main(int argc, char **argv) {
             if (e > emax) emax = e;
             good += e <= 1.0;
         }
-        printf("%5d %6d %6d | %10.3f | %12.3f %12.3f %5d/%d%s\n", p.n_hyp, p.n_iter, p.prune_keep, tsum / n_poses,
-               esum / n_poses, emax, good, n_poses, (!tiny && k == 0) ? "   <- defaults" : "");
+        printf("%5d %6d %6d %8.2f | %10.3f | %12.3f %12.3f %5d/%d%s\n", p.n_hyp, p.n_iter, p.prune_keep, p.w_sparse,
+               tsum / n_poses, esum / n_poses, emax, good, n_poses, (!tiny && k == 0) ? "   <- defaults" : "");
     }
     for (int q = 0; q < n_poses; q++) {
         synth_prior_free(cs[q].prior);

@@ -57,24 +57,26 @@ static void true_anchors(const scene *s, double *Y, uint64_t seed, double jitter
 /* Central differences on every coordinate of Y and on phi. Returns the worst normalised error. */
 static double fd_check(const sa3d_align_ctx *c, const double *Y0, double phi0, double sigma) {
     int n = c->n;
+    /* the stage: sigma as given, the dense and sparse weights at their full values */
+    const sa3d_align_stage st = { .sigma = sigma, .w_rec = c->p.w_rec, .w_sparse = c->p.w_sparse };
     size_t wd = sa3d_align_work_doubles(c) + 3 * (size_t)n;
     double *work = malloc(wd * sizeof(double)), *gY = malloc(3 * n * sizeof(double)),
            *Y = malloc(3 * n * sizeof(double));
     double gphi;
-    sa3d_align_energy_total(c, Y0, phi0, sigma, gY, &gphi, NULL, work);
+    sa3d_align_energy_total(c, Y0, phi0, &st, gY, &gphi, NULL, work);
     double worst = 0.0;
     memcpy(Y, Y0, 3 * n * sizeof(double));
     for (int k = 0; k <= 3 * n; k++) {
         double fp, fm, an;
         if (k < 3 * n) {
             double y = Y[k];
-            Y[k] = y + FD_H; fp = sa3d_align_energy_total(c, Y, phi0, sigma, NULL, NULL, NULL, work);
-            Y[k] = y - FD_H; fm = sa3d_align_energy_total(c, Y, phi0, sigma, NULL, NULL, NULL, work);
+            Y[k] = y + FD_H; fp = sa3d_align_energy_total(c, Y, phi0, &st, NULL, NULL, NULL, work);
+            Y[k] = y - FD_H; fm = sa3d_align_energy_total(c, Y, phi0, &st, NULL, NULL, NULL, work);
             Y[k] = y;
             an = gY[k];
         } else {
-            fp = sa3d_align_energy_total(c, Y, phi0 + FD_H, sigma, NULL, NULL, NULL, work);
-            fm = sa3d_align_energy_total(c, Y, phi0 - FD_H, sigma, NULL, NULL, NULL, work);
+            fp = sa3d_align_energy_total(c, Y, phi0 + FD_H, &st, NULL, NULL, NULL, work);
+            fm = sa3d_align_energy_total(c, Y, phi0 - FD_H, &st, NULL, NULL, NULL, work);
             an = gphi;
         }
         double fd = (fp - fm) / (2 * FD_H);
@@ -88,6 +90,7 @@ static double fd_check(const sa3d_align_ctx *c, const double *Y0, double phi0, d
 static sa3d_align_params only(double wr, double wg, double wb, double wd, int mode) {
     sa3d_align_params p = sa3d_align_params_default();
     p.w_rec = wr; p.w_geom = wg; p.w_bg = wb; p.w_depth = wd; p.rec_mode = mode;
+    p.w_sparse = 0.0;
     p.max_pairs = 200; p.max_tets = 200;
     return p;
 }
@@ -104,9 +107,14 @@ static void case_fd(void) {
         { "L_geom", only(0, 1, 0, 0, 0), 1.0 },
         { "L_bg", only(0, 0, 1, 0, 0), 1.0 },
         { "L_depth", only(0, 0, 0, 1, 0), 1.0 },
+        { "L_sparse sigma 3", only(0, 0, 0, 0, 0), 3.0 },
+        { "L_sparse sigma 1", only(0, 0, 0, 0, 0), 1.0 },
         { "total (defaults)", sa3d_align_params_default(), 2.0 },
+        { "total, w_sparse 0.5", sa3d_align_params_default(), 1.5 },
     };
     cs[1].p.tau = 0.3;   /* a sharper soft-max too */
+    cs[6].p.w_sparse = cs[7].p.w_sparse = 1.0;
+    cs[9].p.w_sparse = 0.5;
     sa3d_error err;
     double Y[3 * SYNTH_SLOTS];
     for (size_t q = 0; q < sizeof cs / sizeof cs[0]; q++) {
@@ -174,6 +182,41 @@ static sa3d_align_params fast_params(void) {
     p.n_iter = 120;
     p.prune_keep = 6;
     return p;
+}
+
+/* L_sparse: every appended anchor takes part, and the term is lowest with the anchors where their own evidence is:
+ * at the true pose it is below the same pose with the anchors shifted by 1.5 cells, at every sigma. */
+static void case_sparse(void) {
+    synth_pose pose = { 0.5, 0.2, { 0.0, 0.01, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, 24, C_SMALL, 40, 0, &pose, 13);
+    sa3d_align_input in = { &s.fm, s.mask, s.depth };
+    sa3d_align_params p = only(0, 0, 0, 0, 0);
+    p.w_sparse = 1.0;
+    sa3d_error err;
+    sa3d_align_ctx c;
+    T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &p, &err), &err);
+    T_CHECK(c.n_anc == c.n);
+    double *work = malloc((sa3d_align_work_doubles(&c) + 3 * (size_t)c.n) * sizeof(double));
+    double Y[3 * SYNTH_SLOTS], Z[3 * SYNTH_SLOTS], t0[5], t1[5];
+    true_anchors(&s, Y, 1, 0.0);
+    double phi = 1.0 / pose.f, shift = 1.5 * phi / c.g;   /* X += shift Z moves a projection by g shift / phi */
+    double sig[3] = { 3.0, 1.5, 1.0 };
+    for (int q = 0; q < 3; q++) {
+        sa3d_align_stage st = { .sigma = sig[q], .w_rec = 0.0, .w_sparse = 1.0 };
+        sa3d_align_energy_total(&c, Y, phi, &st, NULL, NULL, t0, work);
+        for (int d = 0; d < 2; d++) {   /* shifted right, then down */
+            memcpy(Z, Y, sizeof Y);
+            for (int k = 0; k < c.n; k++) Z[3 * k + d] += shift * Z[3 * k + 2];
+            sa3d_align_energy_total(&c, Z, phi, &st, NULL, NULL, t1, work);
+            printf("       sigma %.1f: L_sparse %.4f at the true pose, %.4f shifted %s\n", sig[q], t0[4], t1[4],
+                   d ? "down" : "right");
+            T_CHECK(isfinite(t0[4]) && t0[4] < t1[4] - 0.01);
+        }
+    }
+    free(work);
+    sa3d_align_ctx_free(&c);
+    scene_free(&s);
 }
 
 static void case_recover(void) {
@@ -467,6 +510,7 @@ int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "gradients of every term and the total vs central differences", case_fd },
         { "1.2", "L_geom invariant to a similarity transform", case_geom_invariance },
+        { "1.3", "L_sparse: every anchor, lowest at the anchors' own evidence", case_sparse },
         { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
         { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
         { "3.1", "matcher through two alignments; mirror features defeat the baseline", case_match },

@@ -59,6 +59,14 @@ typedef struct sa3d_align_params {
     double depth_default;   /* 1.0: depth of every cell when no depth map is given, and then d* */
     double prune_at;        /* 0.3: after this share of the iterations keep only ... */
     int prune_keep;         /* 10 ... the best hypotheses (0 = never prune) */
+    /* [NOTE2]'s schedule, "dense weight down, sparse weight up": from sparse_from of the iterations on, the
+     * sparse term L_sparse (each appended anchor's own semantic x spatial likelihood around its projection)
+     * ramps linearly from 0 to w_sparse and w_rec from w_rec to dense_end x w_rec (docs/ALIGN.md) */
+    double w_sparse;        /* 1 (0: off; chosen on val, docs/ALIGN.md) */
+    double sparse_from;     /* 0.3 */
+    double dense_end;       /* 1 */
+    double sparse_outlier;  /* -12: log density of L_sparse's outlier component (an anchor with no evidence
+                               near it costs this, and is not pulled) */
 } sa3d_align_params;
 SA3D_API sa3d_align_params sa3d_align_params_default(void);
 
@@ -68,7 +76,7 @@ typedef struct sa3d_alignment {
     double *Y;              /* [n_used][3] anchors in the camera frame (slots prior->used) */
     double phi, f;          /* focal length f = 1 / phi, units of S */
     double energy;          /* total at sigma_end, and its terms (unweighted) */
-    double e_rec, e_geom, e_bg, e_depth;
+    double e_rec, e_geom, e_bg, e_depth, e_sparse;
     float *proj;            /* [n_dense][2] dense points in grid coordinates */
     float *depth;           /* [n_dense] their camera-frame depth Z (units of S), for visibility */
     float *proj_anchor;     /* [n_used][2] anchors in grid coordinates */

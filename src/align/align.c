@@ -3,9 +3,10 @@
  * Per image: similarity maps S_i(c) = f_i . F(c) once (one fixed-order product), p_sem from them, and for
  * reading (a) the top_k candidate points of every active cell. Per hypothesis b: anchors Y_b (camera frame)
  * and phi_b = 1/f_b; dense X_b = rig . Y_b; grid projection gx = g X / (phi Z) + g/2 (METHOD.md 2.8). The
- * energy E = w_rec L_rec + w_geom L_geom + w_bg L_bg + w_depth L_depth has an exact analytic gradient
- * (tests/test_align.c checks every term against central differences). Adam over all hypotheses at once;
- * the best by final energy wins. Unconfirmed choices: docs/ALIGN.md. */
+ * energy E = w_rec(t) L_rec + w_geom L_geom + w_bg L_bg + w_depth L_depth + w_sparse(t) L_sparse has an exact
+ * analytic gradient (tests/test_align.c checks every term against central differences); (t) marks the
+ * weights of [NOTE2]'s dense/sparse schedule (sa3d_align_stage_at). Adam over all hypotheses at once; the
+ * best by final energy wins. Unconfirmed choices: docs/ALIGN.md. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -43,6 +44,10 @@ sa3d_align_params sa3d_align_params_default(void) {
     p.depth_default = 1.0;
     p.prune_at = 0.3;
     p.prune_keep = 10;
+    p.w_sparse = 1.0;
+    p.sparse_from = 0.3;
+    p.dense_end = 1.0;
+    p.sparse_outlier = -12.0;
     return p;
 }
 
@@ -70,6 +75,8 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c) {
     sa3d_free(c->act_w);
     sa3d_free(c->cand);
     sa3d_free(c->cand_lp);
+    sa3d_free(c->anc_pt);
+    sa3d_free(c->anc_lp);
     sa3d_free(c->g_e1);
     sa3d_free(c->g_e2);
     sa3d_free(c->g_t);
@@ -165,6 +172,10 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     if (p->top_k < 1 || p->top_k > 64 || p->tau <= 0.0 || p->sem_sd_floor <= 0.0)
         return sa3d_fail(err, SA3D_ERR_ARG, "align: top_k %d, tau %g, sem_sd_floor %g out of range (top_k 1..64)", p->top_k,
                          p->tau, p->sem_sd_floor);
+    if (!(p->w_sparse >= 0.0) || !(p->sparse_from >= 0.0 && p->sparse_from < 1.0) || !(p->dense_end >= 0.0))
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: w_sparse %g, sparse_from %g, dense_end %g out of range "
+                         "(w_sparse >= 0, sparse_from in [0, 1), dense_end >= 0)", p->w_sparse, p->sparse_from,
+                         p->dense_end);
     c->N = pr->n_dense;
     c->n = pr->n_used;
     c->g = F->g;
@@ -217,6 +228,22 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     /* S[N][cells] = dense_feat[N][C] . F[C][cells]: the fixed-order product, so that S (and everything after
      * it) is bit-identical at any thread count; cblas_sgemm is not guaranteed to be. */
     sa3d_gemm_fixed_order(c->S, pr->dense_feat, F->data, N, F->C, cells);
+
+    /* L_sparse: the appended anchors (dense points that move with one slot) and their log p_sem maps */
+    c->anc_pt = sa3d_malloc((size_t)(n + 1) * sizeof(int));
+    c->anc_lp = sa3d_malloc(((size_t)n * cells + 1) * sizeof(double));
+    if (!c->anc_pt || !c->anc_lp) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < N && pr->dense_anchor; i++) {
+        int s = pr->dense_anchor[i];
+        if (s < 0 || s >= pr->n_slots || slot2used[s] < 0 || c->n_anc == n) continue;
+        double *lp = c->anc_lp + (size_t)c->n_anc * cells;
+        const float *Si = c->S + (size_t)i * cells;
+        for (int q = 0; q < cells; q++) lp[q] = sa3d_align_lp((double)Si[q], c->sem_mu[i], c->sem_sd[i], NULL);
+        c->anc_pt[c->n_anc++] = i;
+    }
 
     /* L_depth target: mask-weighted mean depth of the cells, else depth_default */
     c->d_star = p->depth_default;
@@ -312,9 +339,55 @@ static double bilinear(const float *m, int g, double x, double y, int zero_pad, 
     return (1.0 - a) * (1.0 - b) * val[0] + a * (1.0 - b) * val[1] + (1.0 - a) * b * val[2] + a * b * val[3];
 }
 
-double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
-                             double *gphi, double terms[3], double *proj_out, double *work) {
+sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t) {
+    double s0 = p->sigma_start > 0.0 ? p->sigma_start : g / 8.0, s1 = p->sigma_end > 0.0 ? p->sigma_end : 1.0;
+    int T = p->n_iter;
+    /* sigma: geometric from s0 at t = 0 to s1 at t = T - 1; the final evaluation (t = T) is at s1 */
+    int ramping = T > 1 && t < T;
+    double u = ramping ? (double)t / (double)(T - 1) : 1.0;
+    double ramp = (u - p->sparse_from) / (1.0 - p->sparse_from);
+    ramp = ramp < 0.0 ? 0.0 : (ramp > 1.0 ? 1.0 : ramp);
+    return (sa3d_align_stage){ .sigma = ramping ? s0 * pow(s1 / s0, u) : s1,
+                               .w_rec = p->w_rec * (1.0 - (1.0 - p->dense_end) * ramp),
+                               .w_sparse = p->w_sparse * ramp };
+}
+
+/* L_sparse of one anchor at grid position (px, py): -log(exp(o) + sum_c exp(lp(c)) N(c; proj, sigma^2)) over
+ * the cells within 4 sigma (the rest weigh < exp(-8)), o the outlier level; its gradient w.r.t. the position,
+ * times k, is added to d. */
+static double sparse_one(const double *lp, int g, double px, double py, double sigma, double o, double k,
+                         double *d) {
+    double R = 4.0 * sigma, is2 = 1.0 / (sigma * sigma), lnorm = log(TWO_PI * sigma * sigma);
+    long x0 = (long)floor(px - R), x1 = (long)ceil(px + R), y0 = (long)floor(py - R), y1 = (long)ceil(py + R);
+    x0 = x0 < 0 ? 0 : x0; y0 = y0 < 0 ? 0 : y0;
+    x1 = x1 > g - 1 ? g - 1 : x1; y1 = y1 > g - 1 ? g - 1 : y1;
+    double mx = o;
+    for (int pass = 0; pass < 2; pass++) {
+        double sum = pass ? exp(o - mx) : 0.0, sx = 0.0, sy = 0.0;
+        for (long y = y0; y <= y1; y++)
+            for (long x = x0; x <= x1; x++) {
+                double ex = (double)x + 0.5 - px, ey = (double)y + 0.5 - py, d2 = ex * ex + ey * ey;
+                if (d2 >= R * R) continue;
+                double l = lp[y * g + x] - 0.5 * d2 * is2 - lnorm;
+                if (!pass) { if (l > mx) mx = l; continue; }
+                double e = exp(l - mx);
+                sum += e;
+                sx += e * ex;
+                sy += e * ey;
+            }
+        if (pass) {   /* d(-lse)/d proj = -sum_c r_c (c - proj) / sigma^2 */
+            d[0] -= k * is2 * sx / sum;
+            d[1] -= k * is2 * sy / sum;
+            return -(mx + log(sum));
+        }
+    }
+    return 0.0;
+}
+
+double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *stage,
+                             double *gY, double *gphi, double terms[4], double *proj_out, double *work) {
     const sa3d_align_params *p = &c->p;
+    double sigma = stage->sigma, w_rec = stage->w_rec, w_sparse = stage->w_sparse;
     int N = c->N, n = c->n, g = c->g;
     double *X = work, *pr = X + (size_t)3 * N, *dp = pr + (size_t)2 * N, *zc = dp + (size_t)2 * N;
     double *zcl = zc + N;   /* 1 where the depth was clamped */
@@ -340,9 +413,9 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
         pr[2 * i + 1] = gd * x1 / (phi * z) + half;
         dp[2 * i] = dp[2 * i + 1] = 0.0;
     }
-    double L_rec = 0.0, L_bg = 0.0, L_depth = 0.0;
+    double L_rec = 0.0, L_bg = 0.0, L_depth = 0.0, L_sparse = 0.0;
     /* L_reconstruct */
-    if (p->w_rec != 0.0) {
+    if (w_rec != 0.0) {
         if (p->rec_mode == SA3D_REC_POINT) {
             /* (b): -sum_i w_i log p_sem,i(S_i(proj_i)), S_i bilinearly sampled */
             for (int i = 0; i < N; i++) {
@@ -350,7 +423,7 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
                 double s = bilinear(c->S + (size_t)i * c->cells, g, pr[2 * i], pr[2 * i + 1], 0, &sx, &sy);
                 double lp = sa3d_align_lp(s, c->sem_mu[i], c->sem_sd[i], &dlp);
                 L_rec -= c->pt_w[i] * lp;
-                double k = -p->w_rec * c->pt_w[i] * dlp;
+                double k = -w_rec * c->pt_w[i] * dlp;
                 dp[2 * i] += k * sx;
                 dp[2 * i + 1] += k * sy;
             }
@@ -380,7 +453,7 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
                 double w = c->act_w[q];
                 L_rec -= w * p->tau * lse;
                 /* d(-tau lse)/d proj_k = -r_k (cell - proj_k) / sigma^2, r_k = exp(a_k - lse) */
-                double rs = w * p->w_rec * is2 / sum;
+                double rs = w * w_rec * is2 / sum;
                 for (int k = 0; k < Kc; k++) {
                     if (id[k] < 0) continue;
                     double r = a[k] * rs;
@@ -388,6 +461,15 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
                     dp[2 * id[k] + 1] -= r * (cy - pr[2 * id[k] + 1]);
                 }
             }
+        }
+    }
+    /* L_sparse: mean over the appended anchors of their own likelihood around their projection */
+    if (w_sparse != 0.0 && c->n_anc > 0) {
+        double inv = 1.0 / c->n_anc;
+        for (int a = 0; a < c->n_anc; a++) {
+            int i = c->anc_pt[a];
+            L_sparse += inv * sparse_one(c->anc_lp + (size_t)a * c->cells, g, pr[2 * i], pr[2 * i + 1], sigma,
+                                         p->sparse_outlier, w_sparse * inv, dp + 2 * i);
         }
     }
     /* L_background: mean_i (1 - mask(proj_i)) */
@@ -432,22 +514,22 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
         }
     }
     if (gphi) *gphi = gp;
-    if (terms) { terms[0] = L_rec; terms[1] = L_bg; terms[2] = L_depth; }
+    if (terms) { terms[0] = L_rec; terms[1] = L_bg; terms[2] = L_depth; terms[3] = L_sparse; }
     if (proj_out) memcpy(proj_out, pr, (size_t)2 * N * sizeof(double));
-    return p->w_rec * L_rec + p->w_bg * L_bg + p->w_depth * L_depth;
+    return w_rec * L_rec + p->w_bg * L_bg + p->w_depth * L_depth + w_sparse * L_sparse;
 }
 
-double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
-                               double *gphi, double terms[4], double *work) {
-    double t3[3], eg = 0.0;
-    double E = sa3d_align_energy_one(c, Y, phi, sigma, gY, gphi, t3, NULL, work);
+double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
+                               double *gY, double *gphi, double terms[5], double *work) {
+    double t4[4], eg = 0.0;
+    double E = sa3d_align_energy_one(c, Y, phi, s, gY, gphi, t4, NULL, work);
     double *gg = gY ? work + sa3d_align_work_doubles(c) : NULL;   /* caller sized work for n*3 more */
     if (c->p.w_geom != 0.0) {
         sa3d_geom_energy(&eg, gg, Y, 1, c->n, &c->gt, c->p.use_tets);
         if (gY)
             for (int k = 0; k < 3 * c->n; k++) gY[k] += c->p.w_geom * gg[k];
     }
-    if (terms) { terms[0] = t3[0]; terms[1] = eg; terms[2] = t3[1]; terms[3] = t3[2]; }
+    if (terms) { terms[0] = t4[0]; terms[1] = eg; terms[2] = t4[1]; terms[3] = t4[2]; terms[4] = t4[3]; }
     return E + c->p.w_geom * eg;
 }
 
@@ -584,12 +666,11 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     sa3d_adamw_params ad = sa3d_adamw_params_default();
     ad.lr = p->lr;
     ad.weight_decay = 0.0;   /* a decay would pull the anchors toward the camera centre */
-    double s0 = p->sigma_start > 0.0 ? p->sigma_start : g / 8.0, s1 = p->sigma_end > 0.0 ? p->sigma_end : 1.0;
     int Bc = B;
     int prune_iter = (p->prune_keep > 0 && p->prune_keep < B) ? (int)(p->prune_at * p->n_iter) : -1;
     for (int t = 0; t <= p->n_iter; t++) {
-        int last = t == p->n_iter;   /* the final pass only evaluates, at sigma_end */
-        double sigma = (p->n_iter > 1 && !last) ? s0 * pow(s1 / s0, (double)t / (double)(p->n_iter - 1)) : s1;
+        int last = t == p->n_iter;   /* the final pass only evaluates, at the schedule's end */
+        sa3d_align_stage stage = sa3d_align_stage_at(p, g, t);
         if (t == prune_iter && t > 0) {
             for (int b = 0; b < Bc; b++) { order[2 * b] = alive[b] ? E[b] : (double)INFINITY; order[2 * b + 1] = b; }
             qsort(order, (size_t)Bc, 2 * sizeof(double), cmp_energy);
@@ -613,7 +694,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
         for (int b = 0; b < Bc; b++) {
             if (!alive[b]) continue;
             double *yb = Y + (size_t)b * P3, *gb = gY + (size_t)b * P3, gphi;
-            double e = sa3d_align_energy_one(&c, yb, phi[b], sigma, gb, &gphi, NULL, NULL, work + (size_t)b * wd);
+            double e = sa3d_align_energy_one(&c, yb, phi[b], &stage, gb, &gphi, NULL, NULL, work + (size_t)b * wd);
             e += p->w_geom * eg[b];
             for (int k = 0; k < P3; k++) gb[k] += p->w_geom * gg[(size_t)b * P3 + k];
             int ok = isfinite(e) && isfinite(gphi);
@@ -653,14 +734,16 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     A->phi = phi[best];
     A->f = 1.0 / phi[best];
     A->best_hyp = orig[best];
-    double terms[4];
+    double terms[5];
     double *pj = dense;   /* [N][3] >= [N][2] */
-    A->energy = sa3d_align_energy_total(&c, A->Y, A->phi, s1, gY, NULL, terms, work);
-    sa3d_align_energy_one(&c, A->Y, A->phi, s1, NULL, NULL, NULL, pj, work);
+    sa3d_align_stage end = sa3d_align_stage_at(p, g, p->n_iter);
+    A->energy = sa3d_align_energy_total(&c, A->Y, A->phi, &end, gY, NULL, terms, work);
+    sa3d_align_energy_one(&c, A->Y, A->phi, &end, NULL, NULL, NULL, pj, work);
     A->e_rec = terms[0];
     A->e_geom = terms[1];
     A->e_bg = terms[2];
     A->e_depth = terms[3];
+    A->e_sparse = terms[4];
     int on = 0;
     for (int i = 0; i < N; i++) {
         A->proj[2 * i] = (float)pj[2 * i];

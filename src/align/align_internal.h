@@ -25,6 +25,10 @@ typedef struct sa3d_align_ctx {
     double *act_w;              /* [n_act] weights summing to 1 */
     int *cand;                  /* [n_act][K] point ids (-1 = none) */
     double *cand_lp;            /* [n_act][K] log p_sem of the candidate at the cell */
+    /* L_sparse: the appended anchors among the dense points and their log p_sem over the cells */
+    int n_anc;
+    int *anc_pt;                /* [n_anc] dense index */
+    double *anc_lp;             /* [n_anc][cells] */
     const float *mask;          /* [cells] borrowed, or NULL */
     double d_star;              /* L_depth target */
     /* L_geom over the used anchors */
@@ -32,6 +36,13 @@ typedef struct sa3d_align_ctx {
     int32_t *g_e1, *g_e2, *g_t, *g_v;
     sa3d_beta_term *g_beta;     /* ratio, cosang ([n_pairs] each), cx, cy, cz ([n_tets] each) */
 } sa3d_align_ctx;
+
+/* What changes over the iterations: the spatial sd (cells) and the weights of the dense and sparse terms. */
+typedef struct sa3d_align_stage {
+    double sigma, w_rec, w_sparse;
+} sa3d_align_stage;
+/* The stage at iteration t of n_iter (t = n_iter: the final evaluation, at the schedule's end) for grid g. */
+sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t);
 
 /* log p_sem of similarity s for a point with attn mean mu and sd sd: one-sided Gaussian,
  * -0.5 max(0, (mu - s) / sd)^2; *dlp (may be NULL) = d/ds. */
@@ -48,15 +59,15 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c);
 
 /* Doubles of scratch for sa3d_align_energy_one. */
 size_t sa3d_align_work_doubles(const sa3d_align_ctx *c);
-/* w_rec L_rec + w_bg L_bg + w_depth L_depth of one hypothesis (Y [n][3], phi) at spatial sd sigma (cells);
- * gY [n][3] and gphi (may both be NULL) get the exact gradient (overwritten); terms[3] (may be NULL) the
- * unweighted L_rec, L_bg, L_depth; proj [N][2] (may be NULL) the grid coordinates. No allocation; safe to
- * call concurrently with distinct outputs and work. */
-double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
-                             double *gphi, double terms[3], double *proj, double *work);
-/* The total including w_geom L_geom (terms[4]: rec, geom, bg, depth). Calls sa3d_geom_energy: not from
- * inside a parallel region. */
-double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, double sigma, double *gY,
-                               double *gphi, double terms[4], double *work);
+/* w_rec L_rec + w_bg L_bg + w_depth L_depth + w_sparse L_sparse of one hypothesis (Y [n][3], phi) at stage s
+ * (sigma and the two scheduled weights); gY [n][3] and gphi (may both be NULL) get the exact gradient
+ * (overwritten); terms[4] (may be NULL) the unweighted L_rec, L_bg, L_depth, L_sparse; proj [N][2] (may be
+ * NULL) the grid coordinates. No allocation; safe to call concurrently with distinct outputs and work. */
+double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
+                             double *gY, double *gphi, double terms[4], double *proj, double *work);
+/* The total including w_geom L_geom (terms[5]: rec, geom, bg, depth, sparse). Calls sa3d_geom_energy: not
+ * from inside a parallel region. */
+double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
+                               double *gY, double *gphi, double terms[5], double *work);
 
 #endif
