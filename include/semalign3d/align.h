@@ -75,7 +75,7 @@ typedef struct sa3d_alignment {
     int n_used, n_dense, g;
     double *Y;              /* [n_used][3] anchors in the camera frame (slots prior->used) */
     double phi, f;          /* focal length f = 1 / phi, units of S */
-    double energy;          /* total at sigma_end, and its terms (unweighted) */
+    double energy;          /* total at the schedule's end (sigma_end, full w_sparse), and its terms (unweighted) */
     double e_rec, e_geom, e_bg, e_depth, e_sparse;
     float *proj;            /* [n_dense][2] dense points in grid coordinates */
     float *depth;           /* [n_dense] their camera-frame depth Z (units of S), for visibility */

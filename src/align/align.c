@@ -354,7 +354,8 @@ sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t) {
 
 /* L_sparse of one anchor at grid position (px, py): -log(exp(o) + sum_c exp(lp(c)) N(c; proj, sigma^2)) over
  * the cells within 4 sigma (the rest weigh < exp(-8)), o the outlier level; its gradient w.r.t. the position,
- * times k, is added to d. */
+ * times k, is added to d. Two passes over the window: the largest term first, then the sum relative to it (a
+ * stable log-sum-exp without a buffer for the window). */
 static double sparse_one(const double *lp, int g, double px, double py, double sigma, double o, double k,
                          double *d) {
     double R = 4.0 * sigma, is2 = 1.0 / (sigma * sigma), lnorm = log(TWO_PI * sigma * sigma);
