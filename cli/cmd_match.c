@@ -97,11 +97,12 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
             sa3d_st_close(st);
             return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
         }
-        s = sa3d_st_read_f32(t, data, t->numel, err);
+        size_t numel = t->numel;   /* t belongs to st, which is closed next */
+        s = sa3d_st_read_f32(t, data, numel, err);
         sa3d_st_close(st);
         if (s) { free(data); return s; }
         long bad = -1;
-        for (size_t i = 0; i < t->numel && bad < 0; i++) if (!isfinite(data[i])) bad = (long)i;
+        for (size_t i = 0; i < numel && bad < 0; i++) if (!isfinite(data[i])) bad = (long)i;
         if (bad >= 0) {
             free(data);
             return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: feature_map: non-finite value at %ld", file, bad);
