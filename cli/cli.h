@@ -83,7 +83,7 @@ typedef struct cli_param_sets {
 /* Matches --set VALUE / --set=VALUE: 1 when taken, 0 otherwise, -1 after a usage error. */
 int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_sets *s);
 /* Applies the sets to p in order. Returns -1 when the command should go on, EXIT_USAGE after an error (printed),
- * or EXIT_OK when one of them was `list` (the options printed on stdout). */
+ * EXIT_RUN when out of memory, or EXIT_OK when one of them was `list` (the options printed on stdout). */
 int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p);
 /* "NAME=VALUE\n" for every option of p, after `head` (may be NULL): sa3d_eval_params.settings. Caller frees;
  * NULL when out of memory. */

@@ -262,20 +262,24 @@ int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_mat
         if (sa3d_sa3d_matcher_params_set(p, s->v[k], &err)) return cli_usage_error(cmd, "--set: %s", err.msg);
     }
     if (!list) return -1;
-    char value[64];
-    const char *name;
-    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(p, k, value, sizeof value)); k++)
-        printf("%s=%s\n", name, value);
+    char *text = cli_settings_text(NULL, p);
+    if (!text) { fprintf(stderr, "semalign3d %s: out of memory\n", cmd); return EXIT_RUN; }
+    fputs(text, stdout);
+    free(text);
     return EXIT_OK;
 }
 
 char *cli_settings_text(const char *head, const sa3d_sa3d_matcher_params *p) {
-    size_t cap = (head ? strlen(head) : 0) + 4096, len = 0;
-    char *text = malloc(cap), value[64];
+    /* sized exactly: a truncated text would still compare equal to another truncated one */
+    char value[64];
+    const char *name;
+    size_t cap = (head ? strlen(head) : 0) + 1, len = 0;
+    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(p, k, value, sizeof value)); k++)
+        cap += strlen(name) + strlen(value) + 2;
+    char *text = malloc(cap);
     if (!text) return NULL;
     len += (size_t)snprintf(text, cap, "%s", head ? head : "");
-    const char *name;
-    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(p, k, value, sizeof value)) && len < cap; k++)
+    for (int k = 0; (name = sa3d_sa3d_matcher_params_field(p, k, value, sizeof value)); k++)
         len += (size_t)snprintf(text + len, cap - len, "%s=%s\n", name, value);
     return text;
 }

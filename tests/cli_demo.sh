@@ -41,6 +41,12 @@ grep -q "other settings" "$T/e" || { echo "FAIL other-settings message: $(cat "$
   --limit 20 --out "$T/ev3" --quiet --set match.anchor_snap=0 --set match.w_direct=0 > /dev/null 2>&1
 check "eval --set" 0 $?
 grep -q "match.anchor_snap=0$" "$T/ev3/parts/settings.txt" || { echo "FAIL --set not in settings.txt"; fail=1; }
+# a settings file that cannot be read (here: over the 1 MiB limit) is an error, not a fresh start
+mkdir -p "$T/ev4/parts" && head -c 2000000 /dev/zero | tr '\0' 'x' > "$T/ev4/parts/settings.txt"
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev4" --quiet > /dev/null 2>"$T/e"; check "eval, unreadable settings.txt" 1 $?
+grep -q "settings.txt" "$T/e" && [ "$(wc -c < "$T/ev4/parts/settings.txt")" -eq 2000000 ] ||
+  { echo "FAIL unreadable settings.txt: $(cat "$T/e")"; fail=1; }
 cmp -s "$T/ev/predictions.jsonl" "$T/ev3/predictions.jsonl" && { echo "FAIL --set changed nothing"; fail=1; }
 "$BIN" demo --set list > "$T/list"; check "demo --set list" 0 $?
 grep -q "^match.w_direct=0.35$" "$T/list" && grep -q "^align.n_hyp=100$" "$T/list" || { echo "FAIL --set list"; fail=1; }

@@ -63,8 +63,9 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
         char path[2100], *old = NULL;
         size_t len;
         snprintf(path, sizeof path, "%s/settings.txt", parts);
-        sa3d_error e2 = { 0 };
-        if (sa3d_read_file(path, (size_t)1 << 20, &old, &len, &e2) == SA3D_OK) {
+        if (sa3d_file_exists(path)) {   /* one that cannot be read is an error, not a fresh start */
+            sa3d_status rs = sa3d_read_file(path, (size_t)1 << 20, &old, &len, err);
+            if (rs) return rs;
             int same = !strcmp(old, p->settings);
             sa3d_free(old);
             if (!same)
