@@ -62,4 +62,18 @@ echo garbage > "$T/bad.safetensors"
 check "show-prior on a feature file" 1 $?
 grep -q "format" "$T/e" || { echo "FAIL message does not say the format tag: $(cat "$T/e")"; fail=1; }
 "$BIN" show-prior >/dev/null 2>&1; check "show-prior without a file" 2 $?
+
+# The prior through eval --method semalign3d and match, with a few short hypotheses: cli_demo covers these with
+# the real settings but is labelled slow, so this is what the sanitizer run of CI sees of them.
+SMALL="--set align.n_hyp=4 --set align.n_iter=10"
+"$BIN" eval --dataset "$T/ds" --method semalign3d --priors "$T/out" --features "$T/ds/Features" --out "$T/ev" \
+  --quiet $SMALL >/dev/null 2>"$T/e"; check "eval --method semalign3d on the prior" 0 $?
+[ -s "$T/ev/predictions.jsonl" ] && [ -s "$T/ev/report.json" ] || { echo "FAIL eval outputs missing"; fail=1; }
+I="$T/ds/JPEGImages/aeroplane"
+F="$T/ds/Features/aeroplane"
+"$BIN" match "$I/synth_000001.jpg" "$I/synth_000002.jpg" --points "40,40;60,50" --prior "$P" $SMALL \
+  --features1 "$F/synth_000001.features.safetensors" --features2 "$F/synth_000002.features.safetensors" \
+  --json "$T/m.json" --png "$T/m.png" >/dev/null 2>"$T/e"; check "match on the prior" 0 $?
+grep -q '"matches": \[\[' "$T/m.json" && head -c 4 "$T/m.png" | grep -q PNG ||
+  { echo "FAIL match outputs: $(cat "$T/e")"; fail=1; }
 exit $fail
