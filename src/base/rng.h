@@ -62,4 +62,15 @@ static inline float sa3d_rng_normal_portable(sa3d_rng *r) {
     return (float)((double)(s - 131070) / 37837.2277);   /* sqrt(4 (65536^2 - 1) / 12) */
 }
 
+/* x[n] = a random unit vector: portable normal components (sa3d_rng_normal_portable), normalised. */
+static inline void sa3d_rng_unit_vector(float *x, int n, sa3d_rng *r) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = sa3d_rng_normal_portable(r);
+        ss += (double)x[i] * (double)x[i];
+    }
+    float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 #endif

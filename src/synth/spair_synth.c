@@ -28,18 +28,6 @@
 
 enum { TAG_CATEGORY = 1, TAG_IMAGE, TAG_RENDER, TAG_BACKGROUND, TAG_NOISE, TAG_CODE, TAG_PAIRS };
 
-
-/* x[n] = a random unit vector (normal components, normalised). */
-static void random_unit(float *x, int n, sa3d_rng *r) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) {
-        x[i] = sa3d_rng_normal_portable(r);
-        ss += (double)x[i] * (double)x[i];
-    }
-    float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* ---- the dataset in memory --------------------------------------------------------------------------------- */
 
 typedef struct synth_category {
@@ -199,7 +187,7 @@ static sa3d_status make_category(synth *sy, int ci, sa3d_error *err) {
         return sa3d_fail(err, SA3D_ERR_NOMEM, "synthetic SPair: %s: out of memory", c->name);
     for (int k = 0; k < N_KEYS; k++) {
         sa3d_rng rc = sa3d_rng_for(sy->p.seed, TAG_CODE, (uint64_t)ci * 64 + (uint64_t)k);
-        random_unit(c->codes + (size_t)k * C, C, &rc);
+        sa3d_rng_unit_vector(c->codes + (size_t)k * C, C, &rc);
     }
     return SA3D_OK;
 }
@@ -419,7 +407,7 @@ static sa3d_status write_features(const synth *sy, int gi, sa3d_error *err) {
     }
     sa3d_rng rb = sa3d_rng_for(sy->p.seed, TAG_BACKGROUND, (uint64_t)gi);
     for (int i = 0; i < cells; i++) {   /* background: independent random unit vectors */
-        random_unit(tmp, C, &rb);
+        sa3d_rng_unit_vector(tmp, C, &rb);
         for (int c = 0; c < C; c++) F[(size_t)c * cells + i] = tmp[c];
     }
     if (flip)   /* the mirrored image's background: columns reversed */

@@ -34,16 +34,6 @@ enum { TAG_SCENE = 101, TAG_RENDER, TAG_NOISE, TAG_TABLES, TAG_PAIRS };
 
 static double symmetric(sa3d_rng *r) { return 2.0 * sa3d_rng_uniform(r) - 1.0; }   /* [-1, 1) */
 
-static void random_unit(float *x, int n, sa3d_rng *r) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) {
-        x[i] = sa3d_rng_normal_portable(r);
-        ss += (double)x[i] * (double)x[i];
-    }
-    float inv = (float)(1.0 / sqrt(ss > 0.0 ? ss : 1.0));
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* ---- the object classes ------------------------------------------------------------------------------------ */
 
 /* A part: an ellipsoid (centre `offset`, semi-axes `axes`) in its own frame, which hangs from the parent's
@@ -480,8 +470,8 @@ static sa3d_status tables_make(feat_tables *t, const sa3d_synth3d_params *p, int
     for (int i = 0; i < C; i++) t->ba[i] = (float)(2.0 * PI * sa3d_rng_uniform(&r));
     for (int i = 0; i < 3 * C; i++) t->Wb[i] = p->feature_frequency * sa3d_rng_normal_portable(&r);
     for (int i = 0; i < C; i++) t->bb[i] = (float)(2.0 * PI * sa3d_rng_uniform(&r));
-    for (int k = 0; k < N_CLASSES; k++) random_unit(t->cls + (size_t)k * C, C, &r);
-    for (int k = 0; k < 3; k++) random_unit(t->view + (size_t)k * C, C, &r);
+    for (int k = 0; k < N_CLASSES; k++) sa3d_rng_unit_vector(t->cls + (size_t)k * C, C, &r);
+    for (int k = 0; k < 3; k++) sa3d_rng_unit_vector(t->view + (size_t)k * C, C, &r);
     return SA3D_OK;
 }
 
@@ -516,7 +506,7 @@ static void features_traced(const tracer *tr, const feat_tables *t, const sa3d_s
             part = trace(tr, uu, (double)v, &Z, e);
         }
         if (part < 0) {
-            random_unit(tmp, C, rn);
+            sa3d_rng_unit_vector(tmp, C, rn);
         } else {
             double q[3], n[3];
             part_point(&tr->canon, part, e, q);
