@@ -65,8 +65,8 @@ size_t sa3d_align_work_doubles(const sa3d_align_ctx *c);
  * NULL) the grid coordinates. No allocation; safe to call concurrently with distinct outputs and work. */
 double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
                              double *gY, double *gphi, double terms[4], double *proj, double *work);
-/* The total including w_geom L_geom (terms[5]: rec, geom, bg, depth, sparse). Calls sa3d_geom_energy: not
- * from inside a parallel region. */
+/* The total including w_geom L_geom (terms[5]: rec, geom, bg, depth, sparse). work: sa3d_align_work_doubles
+ * + 3 n doubles when gY is given. Calls sa3d_geom_energy: not from inside a parallel region. */
 double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
                                double *gY, double *gphi, double terms[5], double *work);
 

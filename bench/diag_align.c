@@ -1,0 +1,231 @@
+/* diag_align: is a bad alignment a failure of the pose search or of the energy? For each image of a split of a
+ * demo folder (`semalign3d demo --out DIR`, which holds the synthetic dataset with its GroundTruth/ and the
+ * prior), three poses of the prior, each with its energy at the schedule's end (METHOD.md 5) and the number of
+ * visible keypoints whose anchor projects within PCK@0.1 of them:
+ *   found   the alignment with the given settings (as `eval --method semalign3d` computes it);
+ *   truth   the instance's own keypoints (GroundTruth/ kps_cam, scaled to the found mean depth; f from the
+ *           camera), which are not the prior's canonical shape, so not a minimum of the energy;
+ *   refined the truth after --refine Adam steps at the schedule's end.
+ * The lower of truth and refined below found: the search missed a pose the energy prefers; above, with more
+ * hits than found: the energy prefers the worse pose. docs/ALIGN.md ("What limits the weakest seeds") quotes
+ * this program.
+ *
+ *     diag_align DEMO_DIR [--split test] [--category dog] [--seed N] [--image ID] [--refine 200]
+ *                [--set NAME=VALUE ...]
+ *
+ * --seed is the alignment seed (the demo uses its own --seed). Developer diagnostic: reads the library's
+ * internal aligner (align_internal.h), as the tests do. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "align/align_internal.h"
+#include "base/base.h"
+#include "geom/geom.h"
+#include "semalign3d/align.h"
+#include "semalign3d/data.h"
+#include "semalign3d/eval.h"
+#include "semalign3d/providers.h"
+
+#define MAX_ANCHORS 64
+
+typedef struct pose_eval { double E, t[5]; int hits; } pose_eval;
+
+/* Energy and terms of (Y, phi) at the schedule's end, and the hits of its anchors among the visible keypoints. */
+static pose_eval evaluate(const sa3d_align_ctx *c, const sa3d_prior *pr, const sa3d_image_anno *im, int size,
+                          const double *Y, double phi, double *work) {
+    pose_eval e;
+    sa3d_align_stage fin = sa3d_align_stage_at(&c->p, c->g, c->p.n_iter);
+    e.E = sa3d_align_energy_total(c, Y, phi, &fin, NULL, NULL, e.t, work);
+    e.hits = 0;
+    float thr = 0.1f * sa3d_bbox_threshold_base(im->bbox), cell = (float)size / (float)c->g;
+    for (int j = 0; j < c->n; j++) {
+        int k = pr->used[j];
+        if (!im->visible[k]) continue;
+        double gx = c->g / phi * Y[3 * j] / Y[3 * j + 2] + c->g / 2.0;   /* align.h: the grid projection */
+        double gy = c->g / phi * Y[3 * j + 1] / Y[3 * j + 2] + c->g / 2.0;
+        float u, v;
+        sa3d_geoaware_from_square(im->width, im->height, size, (float)gx * cell, (float)gy * cell, &u, &v);
+        e.hits += hypotf(u - im->kps[k][0], v - im->kps[k][1]) <= thr;
+    }
+    return e;
+}
+
+static void print_eval(const char *what, const pose_eval *e, int vis) {
+    printf("    %-8s E %7.3f  rec %6.3f geom %6.3f bg %5.3f depth %5.3f sparse %6.3f  hits %2d/%d\n", what, e->E,
+           e->t[0], e->t[1], e->t[2], e->t[3], e->t[4], e->hits, vis);
+}
+
+/* The instance's keypoints (GroundTruth/<cat>/<id>.json kps_cam) for the used slots, and the camera's focal length
+ * in units of max(W, H); 0 on success. */
+static int read_truth(const char *path, const sa3d_prior *pr, int S, double *Y, double *phi) {
+    char *text = NULL;
+    size_t len;
+    sa3d_error err;
+    if (sa3d_read_file(path, 1 << 20, &text, &len, &err)) { fprintf(stderr, "diag_align: %s\n", err.msg); return 1; }
+    cJSON *j = cJSON_Parse(text), *kc = j ? cJSON_GetObjectItem(j, "kps_cam") : NULL;
+    cJSON *f = j ? cJSON_GetObjectItem(j, "focal") : NULL;
+    int bad = !kc || !cJSON_IsNumber(f) || !(f->valuedouble > 0.0);
+    for (int q = 0; q < pr->n_used && !bad; q++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", pr->used[q]);
+        cJSON *v = cJSON_GetObjectItem(kc, key);
+        bad = cJSON_GetArraySize(v) != 3;
+        for (int d = 0; d < 3 && !bad; d++) Y[3 * q + d] = cJSON_GetArrayItem(v, d)->valuedouble;
+    }
+    if (!bad) *phi = (double)S / f->valuedouble;
+    if (bad) fprintf(stderr, "diag_align: %s: no kps_cam for every used slot, or no focal\n", path);
+    cJSON_Delete(j);
+    sa3d_free(text);
+    return bad;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL, *split = "test", *cat = "dog", *only = NULL;
+    int refine = 200;
+    sa3d_error err;
+    sa3d_sa3d_matcher_params mp = sa3d_sa3d_matcher_params_default();
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--split") && i + 1 < argc) split = argv[++i];
+        else if (!strcmp(argv[i], "--category") && i + 1 < argc) cat = argv[++i];
+        else if (!strcmp(argv[i], "--image") && i + 1 < argc) only = argv[++i];
+        else if ((!strcmp(argv[i], "--seed") || !strcmp(argv[i], "--refine")) && i + 1 < argc) {
+            char *end, *v = argv[i + 1];
+            unsigned long long x = strtoull(v, &end, 10);
+            if (end == v || *end || *v == '-' || (argv[i][2] == 'r' && x > 100000)) {
+                fprintf(stderr, "diag_align: %s '%s' is not a non-negative integer (--refine at most 100000)\n",
+                        argv[i], v);
+                return 2;
+            }
+            if (argv[i][2] == 's') mp.align.seed = x;
+            else refine = (int)x;
+            i++;
+        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            if (sa3d_sa3d_matcher_params_set(&mp, argv[++i], &err)) {
+                fprintf(stderr, "diag_align: %s\n", err.msg);
+                return 2;
+            }
+        } else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else {
+            fprintf(stderr, "usage: diag_align DEMO_DIR [--split test] [--category dog] [--seed N] [--image ID] "
+                            "[--refine 200] [--set NAME=VALUE ...]\n");
+            return 2;
+        }
+    }
+    if (!dir) { fprintf(stderr, "diag_align: a demo folder is required\n"); return 2; }
+    char root[4096], feat[4200], dep[4200], prior_path[4200], gt[4400];
+    snprintf(root, sizeof root, "%s/dataset", dir);
+    snprintf(feat, sizeof feat, "%s/Features", root);
+    snprintf(dep, sizeof dep, "%s/Depth", root);
+    snprintf(prior_path, sizeof prior_path, "%s/%s.prior.safetensors", dir, cat);
+    sa3d_dataset *ds = NULL;
+    sa3d_dataset_params dsp = sa3d_dataset_params_default();
+    sa3d_provider *fp = NULL, *dp = NULL, *mk = NULL;
+    sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
+    pf.kind = SA3D_SOURCE_IMPORT;
+    pf.import_dir = feat;
+    pd.kind = SA3D_SOURCE_IMPORT;
+    pd.import_dir = dep;
+    pm.kind = SA3D_SOURCE_SEGMENTATION;
+    sa3d_prior *prior = NULL;
+    const char *const *ids = NULL;
+    int n_img;
+    if (sa3d_dataset_open(&ds, root, &dsp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0 ||
+        sa3d_feature_provider_new(&fp, ds, &pf, &err) || sa3d_depth_provider_new(&dp, ds, &pd, &err) ||
+        sa3d_mask_provider_new(&mk, ds, &pm, &err) || sa3d_prior_load(&prior, prior_path, &err) ||
+        (n_img = sa3d_dataset_split_images(ds, split, cat, &ids, &err)) < 0) {
+        fprintf(stderr, "diag_align: %s\n", err.msg);
+        return 1;
+    }
+    if (prior->n_used > MAX_ANCHORS) { fprintf(stderr, "diag_align: more than %d anchors\n", MAX_ANCHORS); return 1; }
+    printf("diag_align: %s, split %s, %d images, seed %llu, truth refined by %d Adam steps\n", dir, split, n_img,
+           (unsigned long long)mp.align.seed, refine);
+    int size = mp.input_size, n_search = 0, n_energy = 0, n_truth = 0, n_done = 0, rc = 0;
+    for (int ii = 0; ii < n_img && !rc; ii++) {
+        const char *id = ids[ii];
+        if (only && strcmp(only, id)) continue;
+        const sa3d_image_anno *im;
+        sa3d_map fm = { 0 }, mask = { 0 }, disp = { 0 };
+        if (sa3d_dataset_image(ds, cat, id, &im, &err) || sa3d_provider_get(fp, cat, id, 0, &fm, &err) ||
+            sa3d_provider_get(mk, cat, id, 0, &mask, &err) || sa3d_provider_get(dp, cat, id, 0, &disp, &err)) {
+            fprintf(stderr, "diag_align: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        /* the inputs exactly as the matcher builds them (src/align/sa3d_matcher.c alignment_of) */
+        int g = fm.h;
+        float *mask_c = malloc((size_t)g * g * sizeof(float)), *depth_c = malloc((size_t)g * g * sizeof(float));
+        float *z = malloc((size_t)disp.w * disp.h * sizeof(float));
+        if (!mask_c || !depth_c || !z || sa3d_pseudo_depth_f32(z, disp.data, disp.h, disp.w, 0, &err)) {
+            fprintf(stderr, "diag_align: %s/%s: %s\n", cat, id, mask_c && depth_c && z ? err.msg : "out of memory");
+            rc = 1;
+        } else {
+            sa3d_image_to_cells(mask_c, mask.data, mask.w, mask.h, size, g, 0.0f);
+            sa3d_image_to_cells(depth_c, z, disp.w, disp.h, size, g, 1.0f);
+        }
+        sa3d_feature_map F = { fm.c, g, fm.data, im->width, im->height, size };
+        sa3d_align_input in = { &F, mask_c, depth_c };
+        sa3d_alignment *a = NULL;
+        sa3d_align_ctx c;
+        memset(&c, 0, sizeof c);
+        if (!rc && (sa3d_align_image(&a, prior, &in, &mp.align, &err) ||
+                    sa3d_align_ctx_init(&c, prior, &in, &mp.align, &err))) {
+            fprintf(stderr, "diag_align: %s/%s: %s\n", cat, id, err.msg);
+            rc = 1;
+        }
+        double Y[3 * MAX_ANCHORS], mY[3 * MAX_ANCHORS] = { 0 }, vY[3 * MAX_ANCHORS] = { 0 }, gY[3 * MAX_ANCHORS];
+        double phi = 1.0, mphi = 0.0, vphi = 0.0, gphi;
+        int n = prior->n_used, S = im->width > im->height ? im->width : im->height;
+        snprintf(gt, sizeof gt, "%s/GroundTruth/%s/%s.json", root, cat, id);
+        if (!rc && read_truth(gt, prior, S, Y, &phi)) rc = 1;
+        if (!rc) {
+            double *work = malloc((sa3d_align_work_doubles(&c) + 3 * (size_t)n) * sizeof(double)), za = 0.0, zt = 0.0;
+            for (int q = 0; q < n; q++) { za += a->Y[3 * q + 2]; zt += Y[3 * q + 2]; }
+            for (int q = 0; q < 3 * n; q++) Y[q] *= za / zt;   /* the energy is not scale-free (L_depth, L_geom) */
+            int vis = 0;
+            for (int q = 0; q < n; q++) vis += im->visible[prior->used[q]];
+            pose_eval ef = evaluate(&c, prior, im, size, a->Y, a->phi, work);
+            pose_eval et = evaluate(&c, prior, im, size, Y, phi, work);
+            sa3d_align_stage fin = sa3d_align_stage_at(&mp.align, g, mp.align.n_iter);
+            sa3d_adamw_params ad = sa3d_adamw_params_default();
+            ad.lr = mp.align.lr;
+            ad.weight_decay = 0.0;   /* as the aligner */
+            for (int t = 0; t < refine; t++) {
+                sa3d_align_energy_total(&c, Y, phi, &fin, gY, &gphi, NULL, work);
+                sa3d_adamw_step(Y, mY, vY, gY, (size_t)(3 * n), t + 1, &ad);
+                sa3d_adamw_step(&phi, &mphi, &vphi, &gphi, 1, t + 1, &ad);
+                if (phi < SA3D_ALIGN_PHI_MIN) phi = SA3D_ALIGN_PHI_MIN;
+            }
+            pose_eval er = evaluate(&c, prior, im, size, Y, phi, work), eb = er.E <= et.E ? er : et;
+            const char *verdict = eb.E < ef.E ? "search missed a lower energy"
+                                  : eb.hits > ef.hits ? "energy prefers the worse pose" : "-";
+            n_search += eb.E < ef.E;
+            n_energy += eb.E >= ef.E && eb.hits > ef.hits;
+            n_truth += et.hits == vis;
+            n_done++;
+            printf("  %s (azimuth bin %d): %s\n", id, im->azimuth_id, verdict);
+            print_eval("found", &ef, vis);
+            print_eval("truth", &et, vis);
+            print_eval("refined", &er, vis);
+            free(work);
+        }
+        sa3d_align_ctx_free(&c);
+        sa3d_alignment_free(a);
+        free(mask_c);
+        free(depth_c);
+        free(z);
+        free(fm.data);
+        free(mask.data);
+        free(disp.data);
+    }
+    if (!rc)
+        printf("%d images: the search missed a lower energy on %d; the energy prefers a pose with fewer hits on %d; "
+               "the truth hits every visible keypoint on %d\n", n_done, n_search, n_energy, n_truth);
+    sa3d_prior_free(prior);
+    sa3d_provider_free(fp);
+    sa3d_provider_free(dp);
+    sa3d_provider_free(mk);
+    sa3d_dataset_close(ds);
+    return rc;
+}
