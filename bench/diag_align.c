@@ -30,31 +30,34 @@
 
 #define MAX_ANCHORS 64
 
-typedef struct pose_eval { double E, t[5]; int hits; } pose_eval;
+typedef struct pose_eval { double E, t[5]; int hits, mirror_hits; } pose_eval;
 
-/* Energy and terms of (Y, phi) at the schedule's end, and the hits of its anchors among the visible keypoints. */
+/* Energy and terms of (Y, phi) at the schedule's end; the hits of its anchors among the visible keypoints, and
+ * of the anchors of mirror pairs (flip) on their twin's keypoint: a mirrored pose hits those instead. */
 static pose_eval evaluate(const sa3d_align_ctx *c, const sa3d_prior *pr, const sa3d_image_anno *im, int size,
-                          const double *Y, double phi, double *work) {
+                          const int *flip, const double *Y, double phi, double *work) {
     pose_eval e;
     sa3d_align_stage fin = sa3d_align_stage_at(&c->p, c->g, c->p.n_iter);
     e.E = sa3d_align_energy_total(c, Y, phi, &fin, NULL, NULL, e.t, work);
-    e.hits = 0;
+    e.hits = e.mirror_hits = 0;
     float thr = 0.1f * sa3d_bbox_threshold_base(im->bbox), cell = (float)size / (float)c->g;
     for (int j = 0; j < c->n; j++) {
-        int k = pr->used[j];
-        if (!im->visible[k]) continue;
+        int k = pr->used[j], kf = flip[k];
         double gx = c->g / phi * Y[3 * j] / Y[3 * j + 2] + c->g / 2.0;   /* align.h: the grid projection */
         double gy = c->g / phi * Y[3 * j + 1] / Y[3 * j + 2] + c->g / 2.0;
         float u, v;
         sa3d_geoaware_from_square(im->width, im->height, size, (float)gx * cell, (float)gy * cell, &u, &v);
-        e.hits += hypotf(u - im->kps[k][0], v - im->kps[k][1]) <= thr;
+        if (im->visible[k]) e.hits += hypotf(u - im->kps[k][0], v - im->kps[k][1]) <= thr;
+        if (kf >= 0 && kf != k && im->visible[kf])
+            e.mirror_hits += hypotf(u - im->kps[kf][0], v - im->kps[kf][1]) <= thr;
     }
     return e;
 }
 
-static void print_eval(const char *what, const pose_eval *e, int vis) {
-    printf("    %-8s E %7.3f  rec %6.3f geom %6.3f bg %5.3f depth %5.3f sparse %6.3f  hits %2d/%d\n", what, e->E,
-           e->t[0], e->t[1], e->t[2], e->t[3], e->t[4], e->hits, vis);
+static void print_eval(const char *what, const pose_eval *e, int vis, int vis_pairs) {
+    printf("    %-8s E %7.3f  rec %6.3f geom %6.3f bg %5.3f depth %5.3f sparse %6.3f  hits %2d/%d  "
+           "mirror hits %2d/%d\n", what, e->E, e->t[0], e->t[1], e->t[2], e->t[3], e->t[4], e->hits, vis,
+           e->mirror_hits, vis_pairs);
 }
 
 /* The instance's keypoints (GroundTruth/<cat>/<id>.json kps_cam) for the used slots, and the camera's focal length
@@ -138,6 +141,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "diag_align: %s\n", err.msg);
         return 1;
     }
+    int flip[SA3D_MAX_KPS];
+    if (sa3d_spair_flip_map(cat, flip) < 0) for (int k = 0; k < SA3D_MAX_KPS; k++) flip[k] = -1;
     if (prior->n_used > MAX_ANCHORS) { fprintf(stderr, "diag_align: more than %d anchors\n", MAX_ANCHORS); return 1; }
     printf("diag_align: %s, split %s, %d images, seed %llu, truth refined by %d Adam steps\n", dir, split, n_img,
            (unsigned long long)mp.align.seed, refine);
@@ -183,10 +188,14 @@ int main(int argc, char **argv) {
             double *work = malloc((sa3d_align_work_doubles(&c) + 3 * (size_t)n) * sizeof(double)), za = 0.0, zt = 0.0;
             for (int q = 0; q < n; q++) { za += a->Y[3 * q + 2]; zt += Y[3 * q + 2]; }
             for (int q = 0; q < 3 * n; q++) Y[q] *= za / zt;   /* the energy is not scale-free (L_depth, L_geom) */
-            int vis = 0;
-            for (int q = 0; q < n; q++) vis += im->visible[prior->used[q]];
-            pose_eval ef = evaluate(&c, prior, im, size, a->Y, a->phi, work);
-            pose_eval et = evaluate(&c, prior, im, size, Y, phi, work);
+            int vis = 0, vis_pairs = 0;
+            for (int q = 0; q < n; q++) {
+                int k = prior->used[q], kf = flip[k];
+                vis += im->visible[k];
+                vis_pairs += kf >= 0 && kf != k && im->visible[kf];
+            }
+            pose_eval ef = evaluate(&c, prior, im, size, flip, a->Y, a->phi, work);
+            pose_eval et = evaluate(&c, prior, im, size, flip, Y, phi, work);
             sa3d_align_stage fin = sa3d_align_stage_at(&mp.align, g, mp.align.n_iter);
             sa3d_adamw_params ad = sa3d_adamw_params_default();
             ad.lr = mp.align.lr;
@@ -197,7 +206,7 @@ int main(int argc, char **argv) {
                 sa3d_adamw_step(&phi, &mphi, &vphi, &gphi, 1, t + 1, &ad);
                 if (phi < SA3D_ALIGN_PHI_MIN) phi = SA3D_ALIGN_PHI_MIN;
             }
-            pose_eval er = evaluate(&c, prior, im, size, Y, phi, work), eb = er.E <= et.E ? er : et;
+            pose_eval er = evaluate(&c, prior, im, size, flip, Y, phi, work), eb = er.E <= et.E ? er : et;
             const char *verdict = eb.E < ef.E ? "search missed a lower energy"
                                   : eb.hits > ef.hits ? "energy prefers the worse pose" : "-";
             n_search += eb.E < ef.E;
@@ -205,9 +214,9 @@ int main(int argc, char **argv) {
             n_truth += et.hits == vis;
             n_done++;
             printf("  %s (azimuth bin %d): %s\n", id, im->azimuth_id, verdict);
-            print_eval("found", &ef, vis);
-            print_eval("truth", &et, vis);
-            print_eval("refined", &er, vis);
+            print_eval("found", &ef, vis, vis_pairs);
+            print_eval("truth", &et, vis, vis_pairs);
+            print_eval("refined", &er, vis, vis_pairs);
             free(work);
         }
         sa3d_align_ctx_free(&c);
