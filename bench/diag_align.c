@@ -94,14 +94,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--category") && i + 1 < argc) cat = argv[++i];
         else if (!strcmp(argv[i], "--image") && i + 1 < argc) only = argv[++i];
         else if ((!strcmp(argv[i], "--seed") || !strcmp(argv[i], "--refine")) && i + 1 < argc) {
+            int is_seed = !strcmp(argv[i], "--seed");
             char *end, *v = argv[i + 1];
             unsigned long long x = strtoull(v, &end, 10);
-            if (end == v || *end || *v == '-' || (argv[i][2] == 'r' && x > 100000)) {
+            if (end == v || *end || *v == '-' || (!is_seed && x > 100000)) {
                 fprintf(stderr, "diag_align: %s '%s' is not a non-negative integer (--refine at most 100000)\n",
                         argv[i], v);
                 return 2;
             }
-            if (argv[i][2] == 's') mp.align.seed = x;
+            if (is_seed) mp.align.seed = x;
             else refine = (int)x;
             i++;
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
@@ -227,6 +228,10 @@ int main(int argc, char **argv) {
         free(fm.data);
         free(mask.data);
         free(disp.data);
+    }
+    if (!rc && only && n_done == 0) {
+        fprintf(stderr, "diag_align: image %s is not in the %s split of %s\n", only, split, root);
+        rc = 1;
     }
     if (!rc)
         printf("%d images: the search missed a lower energy on %d; the energy prefers a pose with fewer hits on %d; "
