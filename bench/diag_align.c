@@ -11,7 +11,11 @@
  * this program.
  *
  *     diag_align DEMO_DIR [--split test] [--category dog] [--seed N] [--image ID] [--refine 200]
- *                [--set NAME=VALUE ...]
+ *                [--mirror] [--set NAME=VALUE ...]
+ *
+ * --mirror runs the same on the mirrored images (the providers' flip: the generator renders the mirrored
+ * world), with the annotation and the truth mirrored through the flip map: does a failure follow the instance
+ * or what the image looks like?
  *
  * --seed is the alignment seed (the demo uses its own --seed). Developer diagnostic: reads the library's
  * internal aligner (align_internal.h), as the tests do. */
@@ -61,8 +65,8 @@ static void print_eval(const char *what, const pose_eval *e, int vis, int vis_pa
 }
 
 /* The instance's keypoints (GroundTruth/<cat>/<id>.json kps_cam) for the used slots, and the camera's focal length
- * in units of max(W, H); 0 on success. */
-static int read_truth(const char *path, const sa3d_prior *pr, int S, double *Y, double *phi) {
+ * in units of max(W, H); with mirror (the flip map), those of the mirrored image. 0 on success. */
+static int read_truth(const char *path, const sa3d_prior *pr, int S, const int *mirror, double *Y, double *phi) {
     char *text = NULL;
     size_t len;
     sa3d_error err;
@@ -72,10 +76,11 @@ static int read_truth(const char *path, const sa3d_prior *pr, int S, double *Y, 
     int bad = !kc || !cJSON_IsNumber(f) || !(f->valuedouble > 0.0);
     for (int q = 0; q < pr->n_used && !bad; q++) {
         char key[16];
-        snprintf(key, sizeof key, "%d", pr->used[q]);
+        snprintf(key, sizeof key, "%d", mirror ? mirror[pr->used[q]] : pr->used[q]);
         cJSON *v = cJSON_GetObjectItem(kc, key);
         bad = cJSON_GetArraySize(v) != 3;
         for (int d = 0; d < 3 && !bad; d++) Y[3 * q + d] = cJSON_GetArrayItem(v, d)->valuedouble;
+        if (mirror && !bad) Y[3 * q] = -Y[3 * q];   /* the mirrored image: X -> -X, the twin's label */
     }
     if (!bad) *phi = (double)S / f->valuedouble;
     if (bad) fprintf(stderr, "diag_align: %s: no kps_cam for every used slot, or no focal\n", path);
@@ -86,13 +91,14 @@ static int read_truth(const char *path, const sa3d_prior *pr, int S, double *Y, 
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *split = "test", *cat = "dog", *only = NULL;
-    int refine = 200;
+    int refine = 200, mirror = 0;
     sa3d_error err;
     sa3d_sa3d_matcher_params mp = sa3d_sa3d_matcher_params_default();
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--split") && i + 1 < argc) split = argv[++i];
         else if (!strcmp(argv[i], "--category") && i + 1 < argc) cat = argv[++i];
         else if (!strcmp(argv[i], "--image") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--mirror")) mirror = 1;
         else if ((!strcmp(argv[i], "--seed") || !strcmp(argv[i], "--refine")) && i + 1 < argc) {
             int is_seed = !strcmp(argv[i], "--seed");
             char *end, *v = argv[i + 1];
@@ -113,7 +119,7 @@ int main(int argc, char **argv) {
         } else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else {
             fprintf(stderr, "usage: diag_align DEMO_DIR [--split test] [--category dog] [--seed N] [--image ID] "
-                            "[--refine 200] [--set NAME=VALUE ...]\n");
+                            "[--refine 200] [--mirror] [--set NAME=VALUE ...]\n");
             return 2;
         }
     }
@@ -145,19 +151,33 @@ int main(int argc, char **argv) {
     int flip[SA3D_MAX_KPS];
     if (sa3d_spair_flip_map(cat, flip) < 0) for (int k = 0; k < SA3D_MAX_KPS; k++) flip[k] = -1;
     if (prior->n_used > MAX_ANCHORS) { fprintf(stderr, "diag_align: more than %d anchors\n", MAX_ANCHORS); return 1; }
-    printf("diag_align: %s, split %s, %d images, seed %llu, truth refined by %d Adam steps\n", dir, split, n_img,
-           (unsigned long long)mp.align.seed, refine);
+    printf("diag_align: %s, split %s%s, %d images, seed %llu, truth refined by %d Adam steps\n", dir, split,
+           mirror ? " (mirrored images)" : "", n_img, (unsigned long long)mp.align.seed, refine);
     int size = mp.input_size, n_search = 0, n_energy = 0, n_truth = 0, n_done = 0, rc = 0;
     for (int ii = 0; ii < n_img && !rc; ii++) {
         const char *id = ids[ii];
         if (only && strcmp(only, id)) continue;
         const sa3d_image_anno *im;
         sa3d_map fm = { 0 }, mask = { 0 }, disp = { 0 };
-        if (sa3d_dataset_image(ds, cat, id, &im, &err) || sa3d_provider_get(fp, cat, id, 0, &fm, &err) ||
-            sa3d_provider_get(mk, cat, id, 0, &mask, &err) || sa3d_provider_get(dp, cat, id, 0, &disp, &err)) {
+        if (sa3d_dataset_image(ds, cat, id, &im, &err) || sa3d_provider_get(fp, cat, id, mirror, &fm, &err) ||
+            sa3d_provider_get(mk, cat, id, mirror, &mask, &err) ||
+            sa3d_provider_get(dp, cat, id, mirror, &disp, &err)) {
             fprintf(stderr, "diag_align: %s\n", err.msg);
             rc = 1;
             break;
+        }
+        sa3d_image_anno mirrored;
+        if (mirror) {   /* the annotation of the mirrored image: x -> W - 1 - x, each keypoint under its twin's label */
+            mirrored = *im;
+            for (int k = 0; k < SA3D_MAX_KPS; k++) {
+                int kf = flip[k] >= 0 ? flip[k] : k;
+                mirrored.visible[k] = im->visible[kf];
+                mirrored.kps[k][0] = (float)im->width - 1.0f - im->kps[kf][0];
+                mirrored.kps[k][1] = im->kps[kf][1];
+            }
+            mirrored.bbox[0] = (float)im->width - 1.0f - im->bbox[2];
+            mirrored.bbox[2] = (float)im->width - 1.0f - im->bbox[0];
+            im = &mirrored;
         }
         /* the inputs exactly as the matcher builds them (src/align/sa3d_matcher.c alignment_of) */
         int g = fm.h;
@@ -184,7 +204,7 @@ int main(int argc, char **argv) {
         double phi = 1.0, mphi = 0.0, vphi = 0.0, gphi;
         int n = prior->n_used, S = im->width > im->height ? im->width : im->height;
         snprintf(gt, sizeof gt, "%s/GroundTruth/%s/%s.json", root, cat, id);
-        if (!rc && read_truth(gt, prior, S, Y, &phi)) rc = 1;
+        if (!rc && read_truth(gt, prior, S, mirror ? flip : NULL, Y, &phi)) rc = 1;
         if (!rc) {
             double *work = malloc((sa3d_align_work_doubles(&c) + 3 * (size_t)n) * sizeof(double)), za = 0.0, zt = 0.0;
             for (int q = 0; q < n; q++) { za += a->Y[3 * q + 2]; zt += Y[3 * q + 2]; }
