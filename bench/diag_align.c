@@ -179,16 +179,12 @@ int main(int argc, char **argv) {
             mirrored.bbox[2] = (float)im->width - 1.0f - im->bbox[0];
             im = &mirrored;
         }
-        /* the inputs exactly as the matcher builds them (src/align/sa3d_matcher.c alignment_of) */
+        /* the inputs exactly as the dataset matcher builds them */
         int g = fm.h;
         float *mask_c = malloc((size_t)g * g * sizeof(float)), *depth_c = malloc((size_t)g * g * sizeof(float));
-        float *z = malloc((size_t)disp.w * disp.h * sizeof(float));
-        if (!mask_c || !depth_c || !z || sa3d_pseudo_depth_f32(z, disp.data, disp.h, disp.w, 0, &err)) {
-            fprintf(stderr, "diag_align: %s/%s: %s\n", cat, id, mask_c && depth_c && z ? err.msg : "out of memory");
+        if (!mask_c || !depth_c || sa3d_align_cells(&mask, &disp, size, g, mask_c, depth_c, &err)) {
+            fprintf(stderr, "diag_align: %s/%s: %s\n", cat, id, mask_c && depth_c ? err.msg : "out of memory");
             rc = 1;
-        } else {
-            sa3d_image_to_cells(mask_c, mask.data, mask.w, mask.h, size, g, 0.0f);
-            sa3d_image_to_cells(depth_c, z, disp.w, disp.h, size, g, 1.0f);
         }
         sa3d_feature_map F = { fm.c, g, fm.data, im->width, im->height, size };
         sa3d_align_input in = { &F, mask_c, depth_c };
@@ -244,7 +240,6 @@ int main(int argc, char **argv) {
         sa3d_alignment_free(a);
         free(mask_c);
         free(depth_c);
-        free(z);
         free(fm.data);
         free(mask.data);
         free(disp.data);

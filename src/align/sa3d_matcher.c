@@ -259,6 +259,19 @@ static sa3d_status load_features(sa3d_sa3d_matcher *m, const char *cat, const ch
     return SA3D_OK;
 }
 
+sa3d_status sa3d_align_cells(const sa3d_map *mask, const sa3d_map *disp, int input_size, int g, float *mask_c,
+                             float *depth_c, sa3d_error *err) {
+    if (mask) sa3d_image_to_cells(mask_c, mask->data, mask->w, mask->h, input_size, g, 0.0f);
+    if (!disp) return SA3D_OK;
+    /* METHOD.md 3.2: z = 1 - 0.3 d / max d, averaged per cell */
+    float *z = malloc((size_t)disp->w * disp->h * sizeof(float));
+    if (!z) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+    sa3d_status s = sa3d_pseudo_depth_f32(z, disp->data, disp->h, disp->w, 0, err);
+    if (s == SA3D_OK) sa3d_image_to_cells(depth_c, z, disp->w, disp->h, input_size, g, 1.0f);
+    free(z);
+    return s;
+}
+
 /* The alignment of category/id, computed on first use. */
 static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, const char *cat, const char *id,
                                 int W, int H, const sa3d_alignment **out, sa3d_error *err) {
@@ -266,7 +279,7 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
         if (!strcmp(m->cache[i].cat, cat) && !strcmp(m->cache[i].id, id)) { *out = m->cache[i].a; return SA3D_OK; }
     sa3d_feature_map F = { 0 };
     sa3d_map mask = { 0 }, disp = { 0 };
-    float *mask_c = NULL, *depth_c = NULL, *z = NULL;
+    float *mask_c = NULL, *depth_c = NULL;
     sa3d_alignment *a = NULL;
     sa3d_status s = load_features(m, cat, id, W, H, &F, err);
     if (s) return s;
@@ -274,17 +287,15 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
     if (m->masks) {
         if ((s = sa3d_provider_get(m->masks, cat, id, 0, &mask, err))) goto done;
         if (!(mask_c = malloc((size_t)g * g * sizeof(float)))) goto nomem;
-        sa3d_image_to_cells(mask_c, mask.data, mask.w, mask.h, m->p.input_size, g, 0.0f);
     }
-    if (m->depth) {   /* METHOD.md 3.2: z = 1 - 0.3 d / max d, averaged per cell */
+    if (m->depth) {
         if ((s = sa3d_provider_get(m->depth, cat, id, 0, &disp, err))) goto done;
-        if (!(z = malloc((size_t)disp.w * disp.h * sizeof(float))) || !(depth_c = malloc((size_t)g * g * sizeof(float))))
-            goto nomem;
-        if ((s = sa3d_pseudo_depth_f32(z, disp.data, disp.h, disp.w, 0, err))) {
-            sa3d_error_prefix(err, "%s/%s", cat, id);
-            goto done;
-        }
-        sa3d_image_to_cells(depth_c, z, disp.w, disp.h, m->p.input_size, g, 1.0f);
+        if (!(depth_c = malloc((size_t)g * g * sizeof(float)))) goto nomem;
+    }
+    if ((s = sa3d_align_cells(m->masks ? &mask : NULL, m->depth ? &disp : NULL, m->p.input_size, g, mask_c, depth_c,
+                              err))) {
+        sa3d_error_prefix(err, "%s/%s", cat, id);
+        goto done;
     }
     sa3d_align_input in = { &F, mask_c, depth_c };
     if ((s = sa3d_align_image(&a, prior, &in, &m->p.align, err))) {
@@ -320,7 +331,6 @@ done:
     free(disp.data);
     free(mask_c);
     free(depth_c);
-    free(z);
     return s;
 }
 
