@@ -34,6 +34,28 @@
 
 #define MAX_ANCHORS 64
 
+/* The aligner's inputs of one image (flip: its mirror) exactly as the dataset matcher builds them: the feature
+ * map and the mask and pseudo-depth cells (malloc'd, the caller frees them). */
+static sa3d_status load_inputs(sa3d_provider *fp, sa3d_provider *mk, sa3d_provider *dp, const char *cat,
+                               const char *id, int flip, int size, sa3d_map *fm, float **mask_c, float **depth_c,
+                               sa3d_error *err) {
+    sa3d_map mask = { 0 }, disp = { 0 };
+    sa3d_status s;
+    if ((s = sa3d_provider_get(fp, cat, id, flip, fm, err)) || (s = sa3d_provider_get(mk, cat, id, flip, &mask, err)) ||
+        (s = sa3d_provider_get(dp, cat, id, flip, &disp, err)))
+        goto done;
+    size_t cells = (size_t)fm->h * (size_t)fm->h;
+    *mask_c = malloc(cells * sizeof(float));
+    *depth_c = malloc(cells * sizeof(float));
+    if (!*mask_c || !*depth_c) s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+    else if ((s = sa3d_align_cells(&mask, &disp, size, fm->h, *mask_c, *depth_c, err)))
+        sa3d_error_prefix(err, "%s/%s", cat, id);
+done:
+    free(mask.data);
+    free(disp.data);
+    return s;
+}
+
 typedef struct pose_eval { double E, t[5]; int hits, mirror_hits; } pose_eval;
 
 /* Energy and terms of (Y, phi) at the schedule's end; the hits of its anchors among the visible keypoints, and
@@ -158,11 +180,16 @@ int main(int argc, char **argv) {
         const char *id = ids[ii];
         if (only && strcmp(only, id)) continue;
         const sa3d_image_anno *im;
-        sa3d_map fm = { 0 }, mask = { 0 }, disp = { 0 };
-        if (sa3d_dataset_image(ds, cat, id, &im, &err) || sa3d_provider_get(fp, cat, id, mirror, &fm, &err) ||
-            sa3d_provider_get(mk, cat, id, mirror, &mask, &err) ||
-            sa3d_provider_get(dp, cat, id, mirror, &disp, &err)) {
+        sa3d_map fm = { 0 }, fm2 = { 0 };
+        float *cells[4] = { NULL, NULL, NULL, NULL };   /* mask, depth; the other view's mask, depth */
+        int other = mp.align.w_mirror > 0.0;   /* the mirror term needs the image seen the other way too */
+        if (sa3d_dataset_image(ds, cat, id, &im, &err) ||
+            load_inputs(fp, mk, dp, cat, id, mirror, size, &fm, &cells[0], &cells[1], &err) ||
+            (other && load_inputs(fp, mk, dp, cat, id, !mirror, size, &fm2, &cells[2], &cells[3], &err))) {
             fprintf(stderr, "diag_align: %s\n", err.msg);
+            for (int q = 0; q < 4; q++) free(cells[q]);
+            free(fm.data);
+            free(fm2.data);
             rc = 1;
             break;
         }
@@ -179,15 +206,11 @@ int main(int argc, char **argv) {
             mirrored.bbox[2] = (float)im->width - 1.0f - im->bbox[0];
             im = &mirrored;
         }
-        /* the inputs exactly as the dataset matcher builds them */
         int g = fm.h;
-        float *mask_c = malloc((size_t)g * g * sizeof(float)), *depth_c = malloc((size_t)g * g * sizeof(float));
-        if (!mask_c || !depth_c || sa3d_align_cells(&mask, &disp, size, g, mask_c, depth_c, &err)) {
-            fprintf(stderr, "diag_align: %s/%s: %s\n", cat, id, mask_c && depth_c ? err.msg : "out of memory");
-            rc = 1;
-        }
         sa3d_feature_map F = { fm.c, g, fm.data, im->width, im->height, size };
-        sa3d_align_input in = { &F, mask_c, depth_c };
+        sa3d_feature_map F2 = { fm2.c, fm2.h, fm2.data, im->width, im->height, size };
+        sa3d_align_input in2 = { .F = &F2, .mask = cells[2], .depth = cells[3] };
+        sa3d_align_input in = { .F = &F, .mask = cells[0], .depth = cells[1], .mirror = other ? &in2 : NULL };
         sa3d_alignment *a = NULL;
         sa3d_align_ctx c;
         memset(&c, 0, sizeof c);
@@ -238,11 +261,9 @@ int main(int argc, char **argv) {
         }
         sa3d_align_ctx_free(&c);
         sa3d_alignment_free(a);
-        free(mask_c);
-        free(depth_c);
+        for (int q = 0; q < 4; q++) free(cells[q]);
         free(fm.data);
-        free(mask.data);
-        free(disp.data);
+        free(fm2.data);
     }
     if (!rc && only && n_done == 0) {
         fprintf(stderr, "diag_align: image %s is not in the %s split of %s\n", only, split, root);

@@ -63,15 +63,26 @@ static int parse_points(const char *cmd, const char *s, float (*pts)[2]) {
     return n;
 }
 
-/* The unit feature map of an image: computed by the model or read from a `features` file. */
+/* The unit feature map of an image (flip: of its left-right mirror, for the aligner's mirror term): computed by
+ * the model or read from a `features` file (key feature_map, or feature_map_flip). */
 static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, const char *file,
-                               int size, sa3d_feature_map *F, sa3d_error *err) {
+                               int size, int flip, sa3d_feature_map *F, sa3d_error *err) {
     float *data = NULL;
     int C, g;
     sa3d_status s;
+    const char *key = flip ? "feature_map_flip" : "feature_map";
     if (m) {
         float *px = NULL;
-        if ((s = sa3d_geoaware_preprocess(img, size, &px, err)) || (s = sa3d_model_forward(m, ws, px, err))) {
+        sa3d_image mirrored = { img->w, img->h, NULL };
+        if (flip) {
+            size_t nb = (size_t)img->w * (size_t)img->h * 3;
+            if (!(mirrored.rgb = malloc(nb))) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+            memcpy(mirrored.rgb, img->rgb, nb);
+            sa3d_image_flip_lr(&mirrored);
+        }
+        s = sa3d_geoaware_preprocess(flip ? &mirrored : img, size, &px, err);
+        free(mirrored.rgb);
+        if (s || (s = sa3d_model_forward(m, ws, px, err))) {
             sa3d_pixels_free(px);
             return s;
         }
@@ -84,12 +95,14 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
     } else {
         sa3d_safetensors *st;
         if ((s = sa3d_st_open(&st, file, err))) return s;
-        const sa3d_st_tensor *t = sa3d_st_find(st, "feature_map");
+        const sa3d_st_tensor *t = sa3d_st_find(st, key);
         int square = t && ((t->ndim == 3 && t->shape[1] == t->shape[2]) ||
                            (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]));
         if (!square) {
             sa3d_st_close(st);
-            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor feature_map of shape [C][g][g]", file);
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor %s of shape [C][g][g]%s", file, key,
+                             flip ? " (the mirrored image's features, which align.w_mirror needs: `semalign3d "
+                                    "features --flip`, or --set align.w_mirror=0)" : "");
         }
         C = (int)t->shape[t->ndim - 3];
         g = (int)t->shape[t->ndim - 1];
@@ -105,7 +118,7 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
         for (size_t i = 0; i < numel && bad < 0; i++) if (!isfinite(data[i])) bad = (long)i;
         if (bad >= 0) {
             free(data);
-            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: feature_map: non-finite value at %ld", file, bad);
+            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: %s: non-finite value at %ld", file, key, bad);
         }
     }
     sa3d_features_normalize(data, C, g * g);
@@ -160,7 +173,7 @@ int cmd_match(int argc, char **argv) {
 
     sa3d_error err = { 0 };
     sa3d_image img[2] = { { 0 }, { 0 } };
-    sa3d_feature_map F[2] = { { 0 }, { 0 } };
+    sa3d_feature_map F[2] = { { 0 }, { 0 } }, Fm[2] = { { 0 }, { 0 } };
     sa3d_alignment *a[2] = { NULL, NULL };
     sa3d_prior *prior = NULL;
     sa3d_model *m = NULL;
@@ -185,8 +198,11 @@ int cmd_match(int argc, char **argv) {
     }
     sa3d_align_params ap = smp.align;
     for (int k = 0; k < 2; k++) {
-        if (features_of(m, ws, &img[k], feat_path[k], size, &F[k], &err)) goto done;
-        sa3d_align_input in = { &F[k], NULL, NULL };   /* no mask or depth for arbitrary images */
+        /* no mask or depth for arbitrary images; the mirrored image's features for the mirror term */
+        if (features_of(m, ws, &img[k], feat_path[k], size, 0, &F[k], &err)) goto done;
+        if (ap.w_mirror > 0.0 && features_of(m, ws, &img[k], feat_path[k], size, 1, &Fm[k], &err)) goto done;
+        sa3d_align_input in_m = { .F = &Fm[k] };
+        sa3d_align_input in = { .F = &F[k], .mirror = ap.w_mirror > 0.0 ? &in_m : NULL };
         if (sa3d_align_image(&a[k], prior, &in, &ap, &err)) {
             sa3d_error_prefix(&err, "%s", img_path[k]);
             goto done;
@@ -235,6 +251,7 @@ done:
     for (int k = 0; k < 2; k++) {
         sa3d_image_free(&img[k]);
         free((void *)F[k].data);
+        free((void *)Fm[k].data);
         sa3d_alignment_free(a[k]);
     }
     sa3d_prior_free(prior);

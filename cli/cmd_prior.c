@@ -232,6 +232,10 @@ int cmd_show_prior(int argc, char **argv) {
     printf("%s: category %s, seed %llu, %d of %d slots placed, %zu edge pairs, %zu tet relations, %d dense points, "
            "C = %d, focal %.4f +- %.4f\n", file, p->category, (unsigned long long)p->seed, p->n_used, p->n_slots,
            p->n_pairs, p->n_tets, p->n_dense, p->C, p->focal_mean, p->focal_sd);
+    int n_swap = 0;
+    for (int k = 0; k < p->n_slots && p->slot_flip; k++) n_swap += p->slot_flip[k] > k;
+    if (p->slot_flip) printf("flip map: %d left/right slot pairs\n", n_swap);
+    else printf("flip map: none (an older file; rebuild it for align.w_mirror)\n");
     int rc = EXIT_OK;
     if (ply && sa3d_prior_write_ply(p, ply, &err)) rc = cli_run_error(cmd, &err);
     else if (ply) fprintf(stderr, "wrote %s (%d points)\n", ply, p->n_dense + p->n_used);

@@ -43,6 +43,7 @@ static sa3d_prior *synth_prior_alloc(int n_slots, int C, size_t n_pairs, size_t 
     p->dense_weight = synth_zalloc((size_t)n_dense * sizeof(float));
     p->dense_anchor = synth_zalloc((size_t)n_dense * sizeof(int32_t));
     p->rig = synth_zalloc((size_t)n_dense * n_slots * sizeof(float));
+    p->slot_flip = synth_zalloc((size_t)n_slots * sizeof(int32_t));
     return p;
 }
 
@@ -51,7 +52,7 @@ static void synth_prior_free(sa3d_prior *p) {
     void *f[] = { p->used, p->anchors, p->anchor_feat, p->anchor_attn_mean, p->anchor_attn_sd, p->pair_e1,
                   p->pair_e2, p->pair_ratio, p->pair_cos, p->tet_t, p->tet_v, p->tet_cx, p->tet_cy, p->tet_cz,
                   p->dense_xyz, p->dense_feat, p->dense_attn_mean, p->dense_attn_sd, p->dense_weight,
-                  p->dense_anchor, p->rig };
+                  p->dense_anchor, p->rig, p->slot_flip };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free(f[i]);
     free(p);
 }
@@ -76,7 +77,7 @@ static void synth_unit(float *f, int C, uint64_t *s) {
 }
 
 /* The shape: a car-like box, 12 slots; slot 5 is unused (+inf, no rig column). Slots (0,1), (2,3), (6,7) and
- * (8,9) are left/right mirror pairs (x -> -x); with mirror_feat they share one feature, so that the baseline
+ * (8,9) are left/right mirror pairs (x -> -x; the prior's slot_flip); with mirror_feat they share one feature, so that the baseline
  * cannot tell them apart. n_dense_extra cluster points are random convex combinations of 4 used anchors;
  * the used anchors are appended last (METHOD.md 4.6). Relations: all pairs and tets of the used anchors, with
  * Beta (1 + k t, 1 + k (1 - t)) peaked at the true value t. */
@@ -111,10 +112,14 @@ static sa3d_prior *synth_make_prior(int C, int n_dense_extra, int mirror_feat, d
         p->anchor_attn_mean[k] = 0.9f;
         p->anchor_attn_sd[k] = 0.05f;
     }
-    if (mirror_feat) {
-        static const int mir[4][2] = { { 0, 1 }, { 2, 3 }, { 6, 7 }, { 8, 9 } };
-        for (int q = 0; q < 4; q++)
-            memcpy(p->anchor_feat + (size_t)mir[q][1] * C, p->anchor_feat + (size_t)mir[q][0] * C, (size_t)C * sizeof(float));
+    static const int mir[4][2] = { { 0, 1 }, { 2, 3 }, { 6, 7 }, { 8, 9 } };
+    for (int k = 0; k < SYNTH_SLOTS; k++) p->slot_flip[k] = k;
+    for (int q = 0; q < 4; q++) {
+        p->slot_flip[mir[q][0]] = mir[q][1];
+        p->slot_flip[mir[q][1]] = mir[q][0];
+        if (mirror_feat)
+            memcpy(p->anchor_feat + (size_t)mir[q][1] * C, p->anchor_feat + (size_t)mir[q][0] * C,
+                   (size_t)C * sizeof(float));
     }
     /* dense points */
     for (int i = 0; i < N; i++) {

@@ -1,7 +1,7 @@
 /* Tests of the aligner and the SemAlign3D matcher (src/align/align.c, match_sa3d.c; METHOD.md 5, 6.2) on a
  * synthetic category (tests/align_synth.h): exact gradients against central differences, L_geom's similarity
  * invariance, pose recovery from random starts, determinism, and matching through two alignments including
- * mirror-symmetric features where the baseline must fail. */
+ * mirror-symmetric features where the baseline must fail, and the mirror term's symmetry (image and mirror alike). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +42,29 @@ static void scene_free(scene *s) {
     free(s->F);
     free(s->mask);
     free(s->depth);
+}
+
+/* The scene's mirrored image: every map flipped left-right, cell x -> g - 1 - x. mirror_free releases it. */
+typedef struct mirrored { float *F, *mask, *depth; sa3d_feature_map fm; } mirrored;
+static void flip_cells(float *dst, const float *src, int g) {
+    for (int y = 0; y < g; y++)
+        for (int x = 0; x < g; x++) dst[y * g + x] = src[y * g + g - 1 - x];
+}
+static void mirror_make(mirrored *m, const scene *s) {
+    int g = s->g, cells = g * g;
+    m->F = malloc((size_t)s->C * cells * sizeof(float));
+    m->mask = malloc((size_t)cells * sizeof(float));
+    m->depth = malloc((size_t)cells * sizeof(float));
+    for (int c = 0; c < s->C; c++) flip_cells(m->F + (size_t)c * cells, s->F + (size_t)c * cells, g);
+    flip_cells(m->mask, s->mask, g);
+    flip_cells(m->depth, s->depth, g);
+    m->fm = s->fm;
+    m->fm.data = m->F;
+}
+static void mirror_free(mirrored *m) {
+    free(m->F);
+    free(m->mask);
+    free(m->depth);
 }
 
 /* Y near the true pose, perturbed so that projections sit between cell centres. */
@@ -91,6 +114,7 @@ static sa3d_align_params only(double wr, double wg, double wb, double wd, int mo
     sa3d_align_params p = sa3d_align_params_default();
     p.w_rec = wr; p.w_geom = wg; p.w_bg = wb; p.w_depth = wd; p.rec_mode = mode;
     p.w_sparse = 0.0;
+    p.w_mirror = 0.0;
     p.max_pairs = 200; p.max_tets = 200;
     return p;
 }
@@ -99,7 +123,11 @@ static void case_fd(void) {
     synth_pose pose = { 0.7, 0.3, { 0.02, -0.01, 1.0 }, 1.2 };
     scene s;
     scene_make(&s, G_SMALL, C_SMALL, 40, 0, &pose, 7);
-    sa3d_align_input in = { &s.fm, s.mask, s.depth };
+    mirrored mi;
+    mirror_make(&mi, &s);
+    sa3d_align_input in_m = { .F = &mi.fm, .mask = mi.mask, .depth = mi.depth };
+    /* the mirror is read only with w_mirror > 0 (the defaults' 0.5 and the last case) */
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = s.depth, .mirror = &in_m };
     struct { const char *name; sa3d_align_params p; double sigma; } cs[] = {
         { "L_rec (a) sigma 3", only(1, 0, 0, 0, SA3D_REC_MIXTURE), 3.0 },
         { "L_rec (a) sigma 1", only(1, 0, 0, 0, SA3D_REC_MIXTURE), 1.0 },
@@ -111,10 +139,14 @@ static void case_fd(void) {
         { "L_sparse sigma 1", only(0, 0, 0, 0, 0), 1.0 },
         { "total (defaults)", sa3d_align_params_default(), 2.0 },
         { "total, w_sparse 0.5", sa3d_align_params_default(), 1.5 },
+        { "total, w_mirror 0", sa3d_align_params_default(), 2.0 },
+        { "total, w_mirror 0.3", sa3d_align_params_default(), 1.0 },
     };
     cs[1].p.tau = 0.3;   /* a sharper soft-max too */
     cs[6].p.w_sparse = cs[7].p.w_sparse = 1.0;
     cs[9].p.w_sparse = 0.5;
+    cs[10].p.w_mirror = 0.0;
+    cs[11].p.w_mirror = 0.3;
     sa3d_error err;
     double Y[3 * SYNTH_SLOTS];
     for (size_t q = 0; q < sizeof cs / sizeof cs[0]; q++) {
@@ -128,6 +160,7 @@ static void case_fd(void) {
         }
         sa3d_align_ctx_free(&c);
     }
+    mirror_free(&mi);
     scene_free(&s);
 }
 
@@ -135,7 +168,7 @@ static void case_geom_invariance(void) {
     synth_pose pose = { 0.4, 0.2, { 0.0, 0.0, 1.0 }, 1.2 };
     scene s;
     scene_make(&s, G_SMALL, C_SMALL, 20, 0, &pose, 3);
-    sa3d_align_input in = { &s.fm, s.mask, NULL };
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = NULL };
     sa3d_align_params p = only(0, 1, 0, 0, 0);
     sa3d_error err;
     sa3d_align_ctx c;
@@ -181,6 +214,7 @@ static sa3d_align_params fast_params(void) {
     p.n_hyp = 32;
     p.n_iter = 120;
     p.prune_keep = 6;
+    p.w_mirror = 0.0;   /* these scenes have no mirrored view rendered as one (case_mirror) */
     return p;
 }
 
@@ -190,7 +224,7 @@ static void case_sparse(void) {
     synth_pose pose = { 0.5, 0.2, { 0.0, 0.01, 1.0 }, 1.2 };
     scene s;
     scene_make(&s, 24, C_SMALL, 40, 0, &pose, 13);
-    sa3d_align_input in = { &s.fm, s.mask, s.depth };
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
     sa3d_align_params p = only(0, 0, 0, 0, 0);
     p.w_sparse = 1.0;
     sa3d_error err;
@@ -219,13 +253,94 @@ static void case_sparse(void) {
     scene_free(&s);
 }
 
+/* The mirror-consistent energy treats the image and its mirror alike: with w_mirror 0.5, the pose Y on (image,
+ * mirror) has bit for bit the energy of the mirrored pose on (mirror, image), while each image alone scores the
+ * two differently (the check has teeth); and the aligner run on the mirrored image finds the mirrored pose.
+ * (This scene's mirror is a plain flip of the feature maps, so the prior, with distinct left and right features,
+ * fits it badly: the pose itself is not checked here; the benchmark measures what the term buys.) */
+static void case_mirror(void) {
+    synth_pose pose = { 0.9, 0.3, { 0.03, -0.02, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, 24, C_SMALL, 60, 0, &pose, 17);
+    mirrored mi;
+    mirror_make(&mi, &s);
+    sa3d_align_input in_i = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
+    sa3d_align_input in_m = { .F = &mi.fm, .mask = mi.mask, .depth = mi.depth };
+    sa3d_align_input a_in = in_i, b_in = in_m;
+    a_in.mirror = &in_m;
+    b_in.mirror = &in_i;
+    sa3d_align_params p = sa3d_align_params_default();
+    p.w_mirror = 0.5;
+    sa3d_error err;
+    sa3d_align_ctx ca, cb;
+    T_OK(sa3d_align_ctx_init(&ca, s.prior, &a_in, &p, &err), &err);
+    T_OK(sa3d_align_ctx_init(&cb, s.prior, &b_in, &p, &err), &err);
+    int n = ca.n;
+    double *work = malloc(sa3d_align_work_doubles(&ca) * sizeof(double));
+    double Y[3 * SYNTH_SLOTS], Ym[3 * SYNTH_SLOTS], t1[4], t2[4];
+    int twin[SYNTH_SLOTS];
+    for (int k = 0; k < n; k++) {
+        twin[k] = ca.twin[k];
+        T_CHECK(ca.twin[ca.twin[k]] == k && s.prior->used[twin[k]] == s.prior->slot_flip[s.prior->used[k]]);
+    }
+    const sa3d_align_stage st = { .sigma = 1.5, .w_rec = 1.0, .w_sparse = 1.0 };
+    for (int rep = 0; rep < 3; rep++) {
+        true_anchors(&s, Y, 40 + rep, 0.02 * rep);
+        for (int k = 0; k < n; k++) {
+            const double *y = Y + 3 * ca.twin[k];
+            Ym[3 * k] = -y[0];
+            Ym[3 * k + 1] = y[1];
+            Ym[3 * k + 2] = y[2];
+        }
+        double ea = sa3d_align_energy_pose(&ca, Y, 1.0 / 1.2, &st, NULL, NULL, t1, work);
+        double eb = sa3d_align_energy_pose(&cb, Ym, 1.0 / 1.2, &st, NULL, NULL, t2, work);
+        double e1 = sa3d_align_energy_one(&ca, Y, 1.0 / 1.2, &st, NULL, NULL, NULL, NULL, work);
+        double e2 = sa3d_align_energy_one(&cb, Ym, 1.0 / 1.2, &st, NULL, NULL, NULL, NULL, work);
+        printf("       rep %d: E(Y | image, mirror) %.17g, E(mirrored Y | mirror, image) %.17g; image alone %.6f, "
+               "mirror alone %.6f\n", rep, ea, eb, e1, e2);
+        T_CHECK(isfinite(ea) && memcmp(&ea, &eb, sizeof ea) == 0);
+        T_CHECK(fabs(e1 - e2) > 1e-6);
+        T_CHECK(fabs(ea - 0.5 * (e1 + e2)) <= 1e-12 * fabs(ea));
+    }
+    free(work);
+    sa3d_align_ctx_free(&ca);
+    sa3d_align_ctx_free(&cb);
+    /* the aligner with the mirror term: the image's pose, and on the mirrored image the mirrored pose */
+    p = fast_params();
+    p.w_mirror = 0.5;
+    sa3d_alignment *a = NULL, *b = NULL;
+    T_OK(sa3d_align_image(&a, s.prior, &a_in, &p, &err), &err);
+    T_OK(sa3d_align_image(&b, s.prior, &b_in, &p, &err), &err);
+    if (a && b) {
+        double e = anchor_err(&s, a), worst = 0.0;
+        int g = s.g;
+        for (int k = 0; k < n; k++) {   /* b's anchor k where a's twin projects, mirrored: x -> g - x */
+            const float *pa = a->proj_anchor + 2 * twin[k], *pb = b->proj_anchor + 2 * k;
+            worst = fmax(worst, hypot((double)g - (double)pa[0] - (double)pb[0], (double)pa[1] - (double)pb[1]));
+        }
+        printf("       aligned: anchors off by %.3f cells; on the mirrored image the mirrored pose within %.3f cells\n",
+               e, worst);
+        T_CHECK(worst <= 0.25);
+        sa3d_alignment *c1 = NULL;   /* and bit for bit the same on one thread */
+        p.n_threads = 1;
+        T_OK(sa3d_align_image(&c1, s.prior, &a_in, &p, &err), &err);
+        T_CHECK(c1 && !memcmp(c1->Y, a->Y, 3 * (size_t)n * sizeof(double)) && c1->energy == a->energy);
+        sa3d_alignment_free(c1);
+        sa3d_set_threads(0);
+    }
+    sa3d_alignment_free(a);
+    sa3d_alignment_free(b);
+    mirror_free(&mi);
+    scene_free(&s);
+}
+
 static void case_recover(void) {
     synth_pose poses[] = { { 0.6, 0.25, { 0.02, -0.01, 1.0 }, 1.2 }, { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 },
                            { 3.0, -0.2, { 0.0, 0.03, 1.1 }, 1.1 } };
     for (int q = 0; q < 4; q++) {   /* the fourth: pose 0 again without mask and depth */
         scene s;
         scene_make(&s, 30, 32, 150, 0, &poses[q % 3], 11 + q);
-        sa3d_align_input in = { &s.fm, q < 3 ? s.mask : NULL, q < 3 ? s.depth : NULL };
+        sa3d_align_input in = { .F = &s.fm, .mask = q < 3 ? s.mask : NULL, .depth = q < 3 ? s.depth : NULL };
         sa3d_align_params p = fast_params();
         p.seed = 5 + q;
         sa3d_error err;
@@ -249,7 +364,7 @@ static void case_determinism(void) {
     synth_pose pose = { 1.0, 0.3, { 0.0, 0.0, 1.0 }, 1.2 };
     scene s;
     scene_make(&s, 24, 16, 80, 0, &pose, 9);
-    sa3d_align_input in = { &s.fm, s.mask, s.depth };
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
     sa3d_align_params p = fast_params();
     p.n_iter = 40;
     sa3d_error err;
@@ -289,7 +404,8 @@ static void case_match(void) {
     scene s1, s2;
     scene_make(&s1, 30, 32, 150, 1, &p1, 21);
     scene_make(&s2, 30, 32, 150, 1, &p2, 22);
-    sa3d_align_input in1 = { &s1.fm, s1.mask, s1.depth }, in2 = { &s2.fm, s2.mask, s2.depth };
+    sa3d_align_input in1 = { .F = &s1.fm, .mask = s1.mask, .depth = s1.depth };
+    sa3d_align_input in2 = { .F = &s2.fm, .mask = s2.mask, .depth = s2.depth };
     sa3d_align_params ap = fast_params();
     sa3d_error err;
     sa3d_alignment *a1 = NULL, *a2 = NULL;
@@ -461,7 +577,7 @@ static void case_args(void) {
     scene_make(&s, G_SMALL, C_SMALL, 20, 0, &pose, 1);
     sa3d_feature_map bad = s.fm;
     bad.C = 8;
-    sa3d_align_input in = { &bad, NULL, NULL };
+    sa3d_align_input in = { .F = &bad, .mask = NULL, .depth = NULL };
     sa3d_align_params p = sa3d_align_params_default();
     sa3d_error err;
     sa3d_alignment *a = (sa3d_alignment *)&err;
@@ -502,6 +618,27 @@ static void case_args(void) {
     in.F = &s.fm;
     p.top_k = 100;
     T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    /* the mirror term: a weight in [0, 1], the mirrored image, and a twin for every used anchor */
+    p = sa3d_align_params_default();
+    p.w_mirror = 0.5;
+    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "mirrored image");
+    sa3d_align_input in_m = in;
+    in.mirror = &in_m;
+    p.w_mirror = 1.5;
+    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "w_mirror");
+    p.w_mirror = 0.5;
+    int32_t *flip = s.prior->slot_flip;
+    flip[0] = 5;   /* slot 5 is not used */
+    flip[5] = 0;
+    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "twin");
+    s.prior->slot_flip = NULL;   /* a prior file without the map */
+    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "slot_flip");
+    s.prior->slot_flip = flip;
+    T_CHECK(a == NULL);
     T_CHECK(sa3d_alloc_live_blocks() == 0);
     scene_free(&s);
 }
@@ -511,6 +648,7 @@ int main(int argc, char **argv) {
         { "1.1", "gradients of every term and the total vs central differences", case_fd },
         { "1.2", "L_geom invariant to a similarity transform", case_geom_invariance },
         { "1.3", "L_sparse: every anchor, lowest at the anchors' own evidence", case_sparse },
+        { "1.4", "mirror term: image and mirror alike, bit for bit; mirrored image, mirrored pose", case_mirror },
         { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
         { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
         { "3.1", "matcher through two alignments; mirror features defeat the baseline", case_match },

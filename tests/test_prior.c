@@ -331,6 +331,9 @@ static sa3d_prior *make_prior(void) {
     }
     p->focal_mean = 4.25;
     p->focal_sd = 0.5;
+    if (!(p->slot_flip = sa3d_malloc(6 * sizeof(int32_t)))) { sa3d_prior_free(p); T_FAIL("out of memory"); return NULL; }
+    static const int32_t flip[6] = { 1, 0, 2, 3, 5, 4 };   /* slots (0, 1) and (4, 5) swap */
+    memcpy(p->slot_flip, flip, sizeof flip);
     return p;
 }
 
@@ -350,7 +353,8 @@ static int prior_equal(const sa3d_prior *a, const sa3d_prior *b) {
            !memcmp(a->dense_xyz, b->dense_xyz, D * 12) && !memcmp(a->dense_feat, b->dense_feat, D * C * 4) &&
            !memcmp(a->dense_attn_mean, b->dense_attn_mean, D * 4) && !memcmp(a->dense_attn_sd, b->dense_attn_sd, D * 4) &&
            !memcmp(a->dense_weight, b->dense_weight, D * 4) && !memcmp(a->dense_anchor, b->dense_anchor, D * 4) &&
-           !memcmp(a->rig, b->rig, D * n * 4);
+           !memcmp(a->rig, b->rig, D * n * 4) && !a->slot_flip == !b->slot_flip &&
+           (!a->slot_flip || !memcmp(a->slot_flip, b->slot_flip, n * 4));
 }
 
 static char tmpdir[256];
@@ -375,6 +379,15 @@ static void case_file_roundtrip(void) {
     T_CHECK(q && prior_equal(p, q));
     printf("  saved and loaded: every field bit-identical (+inf anchors of unused slots included)\n");
     sa3d_prior_free(q);
+    /* slot_flip is optional: a file without it (written before it existed) loads with NULL */
+    int32_t *flip = p->slot_flip;
+    p->slot_flip = NULL;
+    T_OK(sa3d_prior_save(p, path, NULL, &err), &err);
+    T_OK(sa3d_prior_load(&q, path, &err), &err);
+    T_CHECK(q && !q->slot_flip && prior_equal(p, q));
+    sa3d_prior_free(q);
+    p->slot_flip = flip;
+    T_OK(sa3d_prior_save(p, path, "{\"refine_iters\": \"20000\"}", &err), &err);
     /* fault injection: every allocation of the load fails in turn, cleanly and without a leak */
     long before = sa3d_alloc_live_blocks();
     int n_ok = 0, fails = 0;
@@ -418,6 +431,8 @@ static void case_file_negative(void) {
     p->tet_cz[3] = -1.0; expect_bad(p, "negative Beta parameter", "'tet_cz'"); p->tet_cz[3] = 7.0;
     p->used[1] = 0; expect_bad(p, "used not increasing", "'used'"); p->used[1] = 1;
     p->dense_anchor[0] = 3; expect_bad(p, "dense anchor unused slot", "'dense_anchor'"); p->dense_anchor[0] = -1;
+    p->slot_flip[0] = 2; expect_bad(p, "flip not an involution", "'slot_flip'"); p->slot_flip[0] = 1;
+    p->slot_flip[4] = 6; expect_bad(p, "flip out of range", "'slot_flip'"); p->slot_flip[4] = 5;
     p->rig[5] = INFINITY; expect_bad(p, "infinite rig entry", "'rig'"); p->rig[5] = 0.0f;
     /* a file that is not a prior at all, and one with a tensor missing */
     sa3d_error err = { 0 };

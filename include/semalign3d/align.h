@@ -34,6 +34,10 @@ typedef struct sa3d_align_input {
     const sa3d_feature_map *F;   /* [C][g][g] unit cell features over the GeoAware padded square */
     const float *mask;           /* [g][g] object foreground fraction of each cell in [0, 1], or NULL */
     const float *depth;          /* [g][g] relative depth z of each cell (METHOD.md 3.2: about 0.7 - 1), or NULL */
+    /* The left-right mirrored image (its own F, mask and depth; its mirror field unused), or NULL. With
+     * params.w_mirror > 0 the energy of a pose also scores the mirrored pose on it (the prior's slot_flip pairs
+     * the anchors). */
+    const struct sa3d_align_input *mirror;
 } sa3d_align_input;
 
 enum { SA3D_REC_MIXTURE = 0,     /* METHOD.md 5.3 reading (a): per-cell soft-max mixture over points (default) */
@@ -67,6 +71,12 @@ typedef struct sa3d_align_params {
     double dense_end;       /* 1 */
     double sparse_outlier;  /* -12: log density of L_sparse's outlier component (an anchor with no evidence
                                near it costs this, and is not pulled) */
+    /* 0.5: the mirror-consistent energy (1 - w_mirror) E_image(Y) + w_mirror E_mirror(M Y'), M Y' the pose
+     * mirrored through the image's vertical axis with each anchor under its twin's label (prior->slot_flip):
+     * where the mirrored image's object is if Y is right. Where the features tell the sides apart better in one
+     * of the two views, that view decides for both (docs/ALIGN.md; chosen on val). Needs the input's mirror;
+     * 0 = off (one image, half the time). */
+    double w_mirror;
 } sa3d_align_params;
 SA3D_API sa3d_align_params sa3d_align_params_default(void);
 
@@ -75,7 +85,8 @@ typedef struct sa3d_alignment {
     int n_used, n_dense, g;
     double *Y;              /* [n_used][3] anchors in the camera frame (slots prior->used) */
     double phi, f;          /* focal length f = 1 / phi, units of S */
-    double energy;          /* total at the schedule's end (sigma_end, full w_sparse), and its terms (unweighted) */
+    double energy;          /* total at the schedule's end (sigma_end, full w_sparse), and its terms (unweighted;
+                               with the mirror term, each the w_mirror blend of the image's and the mirror's) */
     double e_rec, e_geom, e_bg, e_depth, e_sparse;
     float *proj;            /* [n_dense][2] dense points in grid coordinates */
     float *depth;           /* [n_dense] their camera-frame depth Z (units of S), for visibility */

@@ -47,6 +47,9 @@ typedef struct sa3d_prior {
     float *anchor_feat;            /* [n_slots][C] unit mean feature (zero vector for a slot never seen) */
     float *anchor_attn_mean;       /* [n_slots] mean cosine of the samples with anchor_feat (0.5 if unseen) */
     float *anchor_attn_sd;         /* [n_slots] unbiased sd of those cosines (0.01 if unseen) */
+    int32_t *slot_flip;            /* [n_slots] the flip map the prior was built with (slot_flip[k]: the slot k
+                                    * becomes in the mirrored image; an involution), or NULL when the file has none
+                                    * (older files): the aligner's mirror term needs it */
 
     /* Geometric prior (METHOD.md 4.2-4.4): relations over slot ids, Beta (alpha, beta) per feature */
     size_t n_pairs;
@@ -75,20 +78,21 @@ typedef struct sa3d_prior {
     double focal_sd;               /* its robust spread */
 } sa3d_prior;
 
-/* Allocates a prior with every array sized for the given counts and zero-filled (category and seed set by the
- * caller). SA3D_ERR_ARG for counts out of range, SA3D_ERR_NOMEM. */
+/* Allocates a prior with every array sized for the given counts and zero-filled, slot_flip excepted (NULL;
+ * category and seed set by the caller). SA3D_ERR_ARG for counts out of range, SA3D_ERR_NOMEM. */
 SA3D_API sa3d_status sa3d_prior_alloc(sa3d_prior **out, int n_slots, int C, size_t n_pairs, size_t n_tets,
                                       int n_dense, sa3d_error *err);
 SA3D_API void sa3d_prior_free(sa3d_prior *p);   /* NULL is a no-op */
 
-/* Writes <path> atomically as safetensors: one tensor per array above under its field name, and metadata
- * {"format": SA3D_PRIOR_FORMAT, "category", "seed", "focal_mean", "focal_sd", "n_used", plus the caller's
- * extra_json_meta pairs (a JSON object text of string values, or NULL) such as the build settings}. */
+/* Writes <path> atomically as safetensors: one tensor per array above under its field name (slot_flip only when
+ * set), and metadata {"format": SA3D_PRIOR_FORMAT, "category", "seed", "focal_mean", "focal_sd", "n_used", plus
+ * the caller's extra_json_meta pairs (a JSON object text of string values, or NULL) such as the build
+ * settings}. */
 SA3D_API sa3d_status sa3d_prior_save(const sa3d_prior *p, const char *path, const char *extra_json_meta,
                                      sa3d_error *err);
 /* Reads and validates a prior file: format tag, every tensor with the exact shape implied by the counts,
- * finite values (anchors of unused slots excepted), slot ids in range, Beta parameters positive. Errors name
- * the file and the tensor. */
+ * finite values (anchors of unused slots excepted), slot ids in range, Beta parameters positive, slot_flip (if
+ * present) an involution on the slots. Errors name the file and the tensor. */
 SA3D_API sa3d_status sa3d_prior_load(sa3d_prior **out, const char *path, sa3d_error *err);
 
 /* Looking at a prior. PLY (ASCII): the dense points coloured by the first three principal components of their

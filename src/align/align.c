@@ -48,6 +48,7 @@ sa3d_align_params sa3d_align_params_default(void) {
     p.sparse_from = 0.3;
     p.dense_end = 1.0;
     p.sparse_outlier = -12.0;
+    p.w_mirror = 0.5;
     return p;
 }
 
@@ -82,6 +83,9 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c) {
     sa3d_free(c->g_t);
     sa3d_free(c->g_v);
     sa3d_free(c->g_beta);
+    if (c->mirror) sa3d_align_ctx_free(c->mirror);
+    sa3d_free(c->mirror);
+    sa3d_free(c->twin);
     memset(c, 0, sizeof *c);
 }
 
@@ -176,6 +180,8 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
         return sa3d_fail(err, SA3D_ERR_ARG, "align: w_sparse %g, sparse_from %g, dense_end %g out of range "
                          "(w_sparse >= 0, sparse_from in [0, 1), dense_end >= 0)", p->w_sparse, p->sparse_from,
                          p->dense_end);
+    if (!(p->w_mirror >= 0.0 && p->w_mirror <= 1.0))
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: w_mirror %g out of range [0, 1]", p->w_mirror);
     c->N = pr->n_dense;
     c->n = pr->n_used;
     c->g = F->g;
@@ -306,6 +312,47 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     c->n_act = na;
     sa3d_free(sv);
     sa3d_free(cnt);
+
+    /* the mirrored image: its own context (without a mirror of its own) and the twin of each used anchor */
+    if (p->w_mirror > 0.0) {
+        const sa3d_align_input *mi = in->mirror;
+        if (!mi || !mi->F || !mi->F->data || mi->F->g != F->g || mi->F->C != F->C) {
+            st = sa3d_fail(err, SA3D_ERR_ARG, "align: w_mirror %g needs the mirrored image's features, with the same "
+                           "grid and channels", p->w_mirror);
+            goto done;
+        }
+        if (!pr->slot_flip) {
+            st = sa3d_fail(err, SA3D_ERR_ARG, "align: w_mirror %g needs the prior's flip map (slot_flip), which this "
+                           "%s prior lacks: rebuild it", p->w_mirror, pr->category);
+            goto done;
+        }
+        c->twin = sa3d_malloc((size_t)n * sizeof(int));
+        c->mirror = sa3d_calloc(1, sizeof *c->mirror);   /* zeroed: ctx_free may see it before its init */
+        if (!c->twin || !c->mirror) {
+            sa3d_free(c->mirror);
+            c->mirror = NULL;
+            st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+            goto done;
+        }
+        for (int k = 0; k < n; k++) {
+            int s = pr->used[k], t = pr->slot_flip[s];
+            c->twin[k] = t >= 0 && t < pr->n_slots ? slot2used[t] : -1;
+            if (c->twin[k] < 0) {
+                st = sa3d_fail(err, SA3D_ERR_ARG, "align: keypoint %d's mirror twin %d is not among the prior's "
+                               "used anchors", s, t);
+                goto done;
+            }
+        }
+        sa3d_align_params pm = *p;
+        pm.w_mirror = 0.0;
+        sa3d_align_input im = { .F = mi->F, .mask = mi->mask, .depth = mi->depth };   /* no mirror of its own */
+        if ((st = sa3d_align_ctx_init(c->mirror, pr, &im, &pm, err)) != SA3D_OK) {
+            sa3d_free(c->mirror);
+            c->mirror = NULL;
+            sa3d_error_prefix(err, "mirrored image");
+            goto done;
+        }
+    }
 done:
     sa3d_free(slot2used);
     if (st != SA3D_OK) sa3d_align_ctx_free(c);
@@ -314,7 +361,10 @@ done:
 
 /* ---- energy ------------------------------------------------------------------------------------------- */
 
-size_t sa3d_align_work_doubles(const sa3d_align_ctx *c) { return (size_t)c->N * 10; }
+size_t sa3d_align_work_doubles(const sa3d_align_ctx *c) {
+    size_t one = (size_t)c->N * 10;
+    return c->mirror ? 2 * one + (size_t)6 * c->n : one;   /* the mirror: its own, and its Y and gY */
+}
 
 /* Bilinear sample of a [g][g] map at grid coordinates (x, y) (cell centres at c + 0.5). zero_pad: outside the
  * grid reads 0 (the mask: off the image is background); else the border value (similarity maps). d/dx, d/dy
@@ -520,10 +570,41 @@ double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double ph
     return w_rec * L_rec + p->w_bg * L_bg + p->w_depth * L_depth + w_sparse * L_sparse;
 }
 
+double sa3d_align_energy_pose(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
+                              double *gY, double *gphi, double terms[4], double *work) {
+    const sa3d_align_ctx *m = c->mirror;
+    if (!m) return sa3d_align_energy_one(c, Y, phi, s, gY, gphi, terms, NULL, work);
+    int n = c->n;
+    double w = c->p.w_mirror, *Ym = work + (size_t)c->N * 10, *gYm = Ym + 3 * n, *wm = gYm + 3 * n;
+    /* the mirrored pose: x -> -x (the grid's x -> g - x), anchor k where its twin was */
+    for (int k = 0; k < n; k++) {
+        const double *y = Y + 3 * c->twin[k];
+        Ym[3 * k] = -y[0];
+        Ym[3 * k + 1] = y[1];
+        Ym[3 * k + 2] = y[2];
+    }
+    double t1[4], t2[4], gp1 = 0.0, gp2 = 0.0;
+    double e1 = sa3d_align_energy_one(c, Y, phi, s, gY, gphi ? &gp1 : NULL, t1, NULL, work);
+    double e2 = sa3d_align_energy_one(m, Ym, phi, s, gY ? gYm : NULL, gphi ? &gp2 : NULL, t2, NULL, wm);
+    if (gY) {   /* d/dY_twin(k) = M d/dYm_k */
+        for (int k = 0; k < 3 * n; k++) gY[k] *= 1.0 - w;
+        for (int k = 0; k < n; k++) {
+            double *o = gY + 3 * c->twin[k];
+            o[0] -= w * gYm[3 * k];
+            o[1] += w * gYm[3 * k + 1];
+            o[2] += w * gYm[3 * k + 2];
+        }
+    }
+    if (gphi) *gphi = (1.0 - w) * gp1 + w * gp2;
+    if (terms)
+        for (int k = 0; k < 4; k++) terms[k] = (1.0 - w) * t1[k] + w * t2[k];
+    return (1.0 - w) * e1 + w * e2;
+}
+
 double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
                                double *gY, double *gphi, double terms[5], double *work) {
     double t4[4], eg = 0.0;
-    double E = sa3d_align_energy_one(c, Y, phi, s, gY, gphi, t4, NULL, work);
+    double E = sa3d_align_energy_pose(c, Y, phi, s, gY, gphi, t4, work);
     double *gg = gY ? work + sa3d_align_work_doubles(c) : NULL;   /* caller sized work for n*3 more */
     if (c->p.w_geom != 0.0) {
         sa3d_geom_energy(&eg, gg, Y, 1, c->n, &c->gt, c->p.use_tets);
@@ -695,7 +776,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
         for (int b = 0; b < Bc; b++) {
             if (!alive[b]) continue;
             double *yb = Y + (size_t)b * P3, *gb = gY + (size_t)b * P3, gphi;
-            double e = sa3d_align_energy_one(&c, yb, phi[b], &stage, gb, &gphi, NULL, NULL, work + (size_t)b * wd);
+            double e = sa3d_align_energy_pose(&c, yb, phi[b], &stage, gb, &gphi, NULL, work + (size_t)b * wd);
             e += p->w_geom * eg[b];
             for (int k = 0; k < P3; k++) gb[k] += p->w_geom * gg[(size_t)b * P3 + k];
             int ok = isfinite(e) && isfinite(gphi);

@@ -35,6 +35,9 @@ typedef struct sa3d_align_ctx {
     sa3d_geom_terms gt;
     int32_t *g_e1, *g_e2, *g_t, *g_v;
     sa3d_beta_term *g_beta;     /* ratio, cosang ([n_pairs] each), cx, cy, cz ([n_tets] each) */
+    /* the mirrored image (params.w_mirror > 0), owned, and each used anchor's twin among the used anchors */
+    struct sa3d_align_ctx *mirror;
+    int *twin;                  /* [n] */
 } sa3d_align_ctx;
 
 /* What changes over the iterations: the spatial sd (cells) and the weights of the dense and sparse terms. */
@@ -63,7 +66,7 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *prior, cons
                                 const sa3d_align_params *p, sa3d_error *err);
 void sa3d_align_ctx_free(sa3d_align_ctx *c);
 
-/* Doubles of scratch for sa3d_align_energy_one. */
+/* Doubles of scratch for sa3d_align_energy_one and sa3d_align_energy_pose. */
 size_t sa3d_align_work_doubles(const sa3d_align_ctx *c);
 /* w_rec L_rec + w_bg L_bg + w_depth L_depth + w_sparse L_sparse of one hypothesis (Y [n][3], phi) at stage s
  * (sigma and the two scheduled weights); gY [n][3] and gphi (may both be NULL) get the exact gradient
@@ -71,7 +74,11 @@ size_t sa3d_align_work_doubles(const sa3d_align_ctx *c);
  * NULL) the grid coordinates. No allocation; safe to call concurrently with distinct outputs and work. */
 double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
                              double *gY, double *gphi, double terms[4], double *proj, double *work);
-/* The total including w_geom L_geom (terms[5]: rec, geom, bg, depth, sparse). work: sa3d_align_work_doubles
+/* energy_one of the image, or with a mirror (1 - w_mirror) energy_one(Y) + w_mirror energy_one of the mirrored
+ * pose on the mirrored image; terms blended alike. Same contract as energy_one (no proj). */
+double sa3d_align_energy_pose(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
+                              double *gY, double *gphi, double terms[4], double *work);
+/* energy_pose plus w_geom L_geom (terms[5]: rec, geom, bg, depth, sparse). work: sa3d_align_work_doubles
  * + 3 n doubles when gY is given. Calls sa3d_geom_energy: not from inside a parallel region. */
 double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
                                double *gY, double *gphi, double terms[5], double *work);

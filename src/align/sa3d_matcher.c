@@ -40,7 +40,7 @@ static const param_field param_fields[] = {
     P_ALIGN(outlier_logp, 'd'), P_ALIGN(sem_sd_floor, 'd'), P_ALIGN(use_tets, 'i'), P_ALIGN(max_pairs, 'i'),
     P_ALIGN(max_tets, 'i'), P_ALIGN(init_scale, 'd'), P_ALIGN(focal_init, 'd'), P_ALIGN(depth_default, 'd'),
     P_ALIGN(prune_at, 'd'), P_ALIGN(prune_keep, 'i'), P_ALIGN(w_sparse, 'd'), P_ALIGN(sparse_from, 'd'),
-    P_ALIGN(dense_end, 'd'), P_ALIGN(sparse_outlier, 'd'),
+    P_ALIGN(dense_end, 'd'), P_ALIGN(sparse_outlier, 'd'), P_ALIGN(w_mirror, 'd'),
     P_MATCH(sigma, 'd'), P_MATCH(sem_sd_floor, 'd'), P_MATCH(max_query_dist, 'd'), P_MATCH(max_energy, 'd'),
     P_MATCH(min_fg_frac, 'd'), P_MATCH(knn, 'i'), P_MATCH(vis_radius, 'd'), P_MATCH(vis_tol, 'd'),
     P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'), P_MATCH(anchor_snap, 'd'),
@@ -272,32 +272,62 @@ sa3d_status sa3d_align_cells(const sa3d_map *mask, const sa3d_map *disp, int inp
     return s;
 }
 
+/* The aligner's cell inputs of one image (flip: its mirror) into in: mask and depth cells as the providers
+ * allow; F must already be set. The cell arrays are the caller's to free. */
+static sa3d_status cell_inputs(sa3d_sa3d_matcher *m, const char *cat, const char *id, int flip,
+                               sa3d_align_input *in, float **mask_c, float **depth_c, sa3d_error *err) {
+    int g = in->F->g;
+    sa3d_map mask = { 0 }, disp = { 0 };
+    sa3d_status s = SA3D_OK;
+    if (m->masks && (s = sa3d_provider_get(m->masks, cat, id, flip, &mask, err))) goto done;
+    if (m->depth && (s = sa3d_provider_get(m->depth, cat, id, flip, &disp, err))) goto done;
+    if ((m->masks && !(*mask_c = malloc((size_t)g * g * sizeof(float)))) ||
+        (m->depth && !(*depth_c = malloc((size_t)g * g * sizeof(float))))) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    s = sa3d_align_cells(m->masks ? &mask : NULL, m->depth ? &disp : NULL, m->p.input_size, g, *mask_c, *depth_c,
+                         err);
+    in->mask = *mask_c;
+    in->depth = *depth_c;
+done:
+    if (s) sa3d_error_prefix(err, "%s/%s%s", cat, id, flip ? " (mirrored)" : "");
+    free(mask.data);
+    free(disp.data);
+    return s;
+}
+
 /* The alignment of category/id, computed on first use. */
 static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, const char *cat, const char *id,
                                 int W, int H, const sa3d_alignment **out, sa3d_error *err) {
     for (int i = 0; i < m->n_cache; i++)
         if (!strcmp(m->cache[i].cat, cat) && !strcmp(m->cache[i].id, id)) { *out = m->cache[i].a; return SA3D_OK; }
-    sa3d_feature_map F = { 0 };
-    sa3d_map mask = { 0 }, disp = { 0 };
-    float *mask_c = NULL, *depth_c = NULL;
+    sa3d_feature_map F = { 0 }, Fm = { 0 };
+    sa3d_map fm = { 0 };
+    float *cells[4] = { NULL, NULL, NULL, NULL };   /* mask, depth; mirror's mask, depth */
     sa3d_alignment *a = NULL;
+    sa3d_align_input in = { .F = &F }, mi = { .F = &Fm };
     sa3d_status s = load_features(m, cat, id, W, H, &F, err);
-    if (s) return s;
-    int g = F.g;
-    if (m->masks) {
-        if ((s = sa3d_provider_get(m->masks, cat, id, 0, &mask, err))) goto done;
-        if (!(mask_c = malloc((size_t)g * g * sizeof(float)))) goto nomem;
+    if (s || (s = cell_inputs(m, cat, id, 0, &in, &cells[0], &cells[1], err))) goto done;
+    if (m->p.align.w_mirror > 0.0) {   /* the mirrored image: read once here, not cached */
+        if ((s = sa3d_provider_get(m->features, cat, id, 1, &fm, err))) {
+            if (err) {
+                char why[sizeof err->msg];
+                snprintf(why, sizeof why, "%s", err->msg);
+                sa3d_fail(err, s, "%s (align.w_mirror needs the mirrored image's features; --set align.w_mirror=0 "
+                          "aligns without them)", why);
+            }
+            goto done;
+        }
+        Fm = (sa3d_feature_map){ fm.c, fm.h, fm.data, W, H, m->p.input_size };
+        if (fm.h != fm.w || fm.h != F.g || fm.c != F.C) {
+            s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: mirrored feature map %d x %d x %d differs from the image's",
+                          cat, id, fm.c, fm.h, fm.w);
+            goto done;
+        }
+        if ((s = cell_inputs(m, cat, id, 1, &mi, &cells[2], &cells[3], err))) goto done;
+        in.mirror = &mi;
     }
-    if (m->depth) {
-        if ((s = sa3d_provider_get(m->depth, cat, id, 0, &disp, err))) goto done;
-        if (!(depth_c = malloc((size_t)g * g * sizeof(float)))) goto nomem;
-    }
-    if ((s = sa3d_align_cells(m->masks ? &mask : NULL, m->depth ? &disp : NULL, m->p.input_size, g, mask_c, depth_c,
-                              err))) {
-        sa3d_error_prefix(err, "%s/%s", cat, id);
-        goto done;
-    }
-    sa3d_align_input in = { &F, mask_c, depth_c };
     if ((s = sa3d_align_image(&a, prior, &in, &m->p.align, err))) {
         sa3d_error_prefix(err, "%s/%s: alignment", cat, id);
         goto done;
@@ -327,10 +357,8 @@ nomem:
     s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
 done:
     sa3d_alignment_free(a);
-    free(mask.data);
-    free(disp.data);
-    free(mask_c);
-    free(depth_c);
+    free(fm.data);
+    for (int i = 0; i < 4; i++) free(cells[i]);
     return s;
 }
 

@@ -782,6 +782,12 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     pr->focal_mean = focal_mean;
     pr->focal_sd = focal_sd;
     for (int q = 0; q < nu; q++) pr->used[q] = ids[q];
+    if (!(pr->slot_flip = sa3d_malloc((size_t)b.n * sizeof(int32_t)))) {
+        sa3d_free(cnt);
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "prior build: out of memory");
+        goto fail;
+    }
+    for (int s = 0; s < b.n; s++) pr->slot_flip[s] = flip[s];   /* the aligner's mirror term pairs anchors by it */
     memcpy(pr->anchors, b.anchors, (size_t)b.n * 3 * sizeof(double));
     if ((st = keypoint_features(pr, &b, &mg, err))) { sa3d_free(cnt); goto fail; }
     for (size_t e = 0; e < fr.n_pairs; e++) {

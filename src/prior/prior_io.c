@@ -81,7 +81,7 @@ void sa3d_prior_free(sa3d_prior *p) {
     void *arrays[] = { p->used, p->anchors, p->anchor_feat, p->anchor_attn_mean, p->anchor_attn_sd, p->pair_e1,
                        p->pair_e2, p->pair_ratio, p->pair_cos, p->tet_t, p->tet_v, p->tet_cx, p->tet_cy, p->tet_cz,
                        p->dense_xyz, p->dense_feat, p->dense_attn_mean, p->dense_attn_sd, p->dense_weight,
-                       p->dense_anchor, p->rig };
+                       p->dense_anchor, p->rig, p->slot_flip };
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) sa3d_free(arrays[i]);
     sa3d_free(p);
 }
@@ -160,6 +160,10 @@ sa3d_status sa3d_prior_save(const sa3d_prior *p, const char *path, const char *e
         int64_t shape[2];
         for (int d = 0; d < FIELDS[i].ndim; d++) shape[d] = dim_value(p, FIELDS[i].dims[d]);
         st = sa3d_st_writer_add(w, FIELDS[i].name, FIELDS[i].dtype, FIELDS[i].ndim, shape, *field_ptr(mp, i), err);
+    }
+    if (!st && p->slot_flip) {   /* optional: files written before it have none */
+        int64_t shape[1] = { p->n_slots };
+        st = sa3d_st_writer_add(w, "slot_flip", SA3D_DTYPE_I32, 1, shape, p->slot_flip, err);
     }
     char buf[64];
     if (!st) st = sa3d_st_writer_set_metadata(w, "format", SA3D_PRIOR_FORMAT, err);
@@ -280,6 +284,11 @@ static sa3d_status check_values(const sa3d_prior *p, const char *L, sa3d_error *
         if (a < -1 || a >= p->n_slots || (a >= 0 && !is_used[a]))
             return bad(err, L, "dense_anchor", i, "neither -1 nor a used slot id");
     }
+    for (size_t k = 0; k < n && p->slot_flip; k++) {
+        int32_t f = p->slot_flip[k];
+        if (f < 0 || f >= p->n_slots || p->slot_flip[f] != (int32_t)k)
+            return bad(err, L, "slot_flip", k, "not an involution on the slots");
+    }
     if (!isfinite(p->focal_mean) || !isfinite(p->focal_sd) || p->focal_sd < 0.0)
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: __metadata__.focal_mean/focal_sd: not finite (sd >= 0)", L);
     return SA3D_OK;
@@ -333,6 +342,18 @@ static sa3d_status load_handle(sa3d_prior **out, const sa3d_safetensors *st, con
             goto fail;
         }
         if (t->nbytes) memcpy(*field_ptr(p, i), t->data, t->nbytes);   /* may be unaligned in the mapping */
+    }
+    const sa3d_st_tensor *tf = sa3d_st_find(st, "slot_flip");   /* optional */
+    if (tf) {
+        if (tf->dtype != SA3D_DTYPE_I32 || tf->ndim != 1 || tf->shape[0] != n) {
+            sa3d_fail(err, SA3D_ERR_FORMAT, "%s: tensor 'slot_flip': expected int32 [%" PRId64 "]", L, n);
+            goto fail;
+        }
+        if (!(p->slot_flip = sa3d_malloc((size_t)n * sizeof(int32_t)))) {
+            sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", L);
+            goto fail;
+        }
+        memcpy(p->slot_flip, tf->data, (size_t)n * sizeof(int32_t));
     }
     const char *cat = sa3d_st_metadata(st, "category"), *seed = sa3d_st_metadata(st, "seed");
     const char *fm = sa3d_st_metadata(st, "focal_mean"), *fs = sa3d_st_metadata(st, "focal_sd");
