@@ -27,6 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < (size_t)p->n_dense * (size_t)p->n_slots; i++) sink += (double)p->rig[i];
     for (int d = 0; d < p->n_dense; d++)
         if (p->dense_anchor[d] < -1 || p->dense_anchor[d] >= p->n_slots) abort();
+    for (int k = 0; k < p->n_slots && p->slot_flip; k++)
+        if (p->slot_flip[k] < 0 || p->slot_flip[k] >= p->n_slots || p->slot_flip[p->slot_flip[k]] != k) abort();
     (void)sink;
     sa3d_prior_free(p);
     return 0;
