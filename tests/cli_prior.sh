@@ -27,6 +27,7 @@ ls "$T/out" | grep -q tmp && { echo "FAIL temporary file left behind"; fail=1; }
 cmp -s "$P" "$T/out2/aeroplane.prior.safetensors" || { echo "FAIL same seed, different file"; fail=1; }
 "$BIN" show-prior "$P" --ply "$T/a.ply" --png "$T/a.png" >"$T/stdout" 2>/dev/null; check "show-prior" 0 $?
 head -c 4 "$T/a.png" | grep -q PNG || { echo "FAIL PNG not written"; fail=1; }
+grep -q "flip map: " "$T/stdout" || { echo "FAIL show-prior does not report the flip map"; fail=1; }
 n=$(grep "element vertex" "$T/a.ply" | awk '{print $3}')
 [ "$(($(wc -l < "$T/a.ply") - 11))" = "$n" ] || { echo "FAIL PLY has not $n points"; fail=1; }
 
@@ -76,4 +77,14 @@ F="$T/ds/Features/aeroplane"
   --json "$T/m.json" --png "$T/m.png" >/dev/null 2>"$T/e"; check "match on the prior" 0 $?
 grep -q '"matches": \[\[' "$T/m.json" && head -c 4 "$T/m.png" | grep -q PNG ||
   { echo "FAIL match outputs: $(cat "$T/e")"; fail=1; }
+# without the mirror term (the images alone): the same outputs, other matches possible
+"$BIN" match "$I/synth_000001.jpg" "$I/synth_000002.jpg" --points "40,40;60,50" --prior "$P" $SMALL \
+  --set align.w_mirror=0 --features1 "$F/synth_000001.features.safetensors" \
+  --features2 "$F/synth_000002.features.safetensors" --json "$T/m0.json" >/dev/null 2>"$T/e"
+check "match without the mirror term" 0 $?
+grep -q '"matches": \[\[' "$T/m0.json" || { echo "FAIL match outputs: $(cat "$T/e")"; fail=1; }
+"$BIN" match "$I/synth_000001.jpg" "$I/synth_000002.jpg" --points "40,40" --prior "$P" --set align.w_mirror=2 \
+  --features1 "$F/synth_000001.features.safetensors" --features2 "$F/synth_000002.features.safetensors" \
+  --json "$T/m2.json" >/dev/null 2>"$T/e"; check "match with w_mirror out of range" 1 $?
+grep -q "w_mirror" "$T/e" && [ ! -e "$T/m2.json" ] || { echo "FAIL w_mirror 2: $(cat "$T/e")"; fail=1; }
 exit $fail
