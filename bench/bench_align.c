@@ -21,10 +21,6 @@ typedef struct bcase {
     synth_pose pose;
 } bcase;
 
-static void flip_cells(float *dst, const float *src, int g) {
-    for (int y = 0; y < g; y++)
-        for (int x = 0; x < g; x++) dst[y * g + x] = src[y * g + g - 1 - x];
-}
 
 static double anchor_err(const bcase *b, const sa3d_alignment *a, int g) {
     double e = 0.0;
@@ -68,9 +64,9 @@ int main(int argc, char **argv) {
         b->Fm = malloc((size_t)C * g * g * sizeof(float));
         b->mask_m = malloc((size_t)g * g * sizeof(float));
         b->depth_m = malloc((size_t)g * g * sizeof(float));
-        for (int c = 0; c < C; c++) flip_cells(b->Fm + (size_t)c * g * g, b->F + (size_t)c * g * g, g);
-        flip_cells(b->mask_m, b->mask, g);
-        flip_cells(b->depth_m, b->depth, g);
+        for (int c = 0; c < C; c++) synth_flip_cells(b->Fm + (size_t)c * g * g, b->F + (size_t)c * g * g, g);
+        synth_flip_cells(b->mask_m, b->mask, g);
+        synth_flip_cells(b->depth_m, b->depth, g);
         b->fm_m = b->fm;
         b->fm_m.data = b->Fm;
     }

@@ -190,6 +190,12 @@ static sa3d_prior *synth_make_prior(int C, int n_dense_extra, int mirror_feat, d
     return p;
 }
 
+/* A [g][g] map mirrored left-right (cell x -> g - 1 - x): the cells of the mirrored image. */
+static void synth_flip_cells(float *dst, const float *src, int g) {
+    for (int y = 0; y < g; y++)
+        for (int x = 0; x < g; x++) dst[y * g + x] = src[y * g + g - 1 - x];
+}
+
 /* A pose: camera = R(yaw about y, then pitch about x) . canonical + t. */
 typedef struct synth_pose { double yaw, pitch, t[3], f; } synth_pose;
 

@@ -46,18 +46,14 @@ static void scene_free(scene *s) {
 
 /* The scene's mirrored image: every map flipped left-right, cell x -> g - 1 - x. mirror_free releases it. */
 typedef struct mirrored { float *F, *mask, *depth; sa3d_feature_map fm; } mirrored;
-static void flip_cells(float *dst, const float *src, int g) {
-    for (int y = 0; y < g; y++)
-        for (int x = 0; x < g; x++) dst[y * g + x] = src[y * g + g - 1 - x];
-}
 static void mirror_make(mirrored *m, const scene *s) {
     int g = s->g, cells = g * g;
     m->F = malloc((size_t)s->C * cells * sizeof(float));
     m->mask = malloc((size_t)cells * sizeof(float));
     m->depth = malloc((size_t)cells * sizeof(float));
-    for (int c = 0; c < s->C; c++) flip_cells(m->F + (size_t)c * cells, s->F + (size_t)c * cells, g);
-    flip_cells(m->mask, s->mask, g);
-    flip_cells(m->depth, s->depth, g);
+    for (int c = 0; c < s->C; c++) synth_flip_cells(m->F + (size_t)c * cells, s->F + (size_t)c * cells, g);
+    synth_flip_cells(m->mask, s->mask, g);
+    synth_flip_cells(m->depth, s->depth, g);
     m->fm = s->fm;
     m->fm.data = m->F;
 }
