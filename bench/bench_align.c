@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
                                      : "");
     }
     for (int q = 0; q < n_poses; q++) {
-        synth_prior_free(cs[q].prior);
+        sa3d_prior_free(cs[q].prior);
         free(cs[q].F); free(cs[q].mask); free(cs[q].depth);
         free(cs[q].Fm); free(cs[q].mask_m); free(cs[q].depth_m);
     }

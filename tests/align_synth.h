@@ -1,8 +1,7 @@
 /* TEST HELPER (tests/test_align.c, bench/bench_align.c), not library code: a synthetic category with a known
  * 3D shape and a renderer of its features into a g x g map with a known pose and focal length.
  *
- * synth_prior_alloc/synth_prior_free are a minimal stand-in for sa3d_prior_alloc/sa3d_prior_free, which are
- * written elsewhere (src/prior); they live here only so that the aligner can be tested before that lands. */
+ * The prior is the library's own (sa3d_prior_alloc; release it with sa3d_prior_free). */
 #ifndef SA3D_ALIGN_SYNTH_H
 #define SA3D_ALIGN_SYNTH_H
 
@@ -10,54 +9,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/base.h"
 #include "geom/geom.h"
 #include "semalign3d/prior.h"
 
-static void *synth_zalloc(size_t n) { return calloc(n ? n : 1, 1); }
-
-static sa3d_prior *synth_prior_alloc(int n_slots, int C, size_t n_pairs, size_t n_tets, int n_dense) {
-    sa3d_prior *p = synth_zalloc(sizeof *p);
-    p->n_slots = n_slots;
-    p->C = C;
-    p->n_pairs = n_pairs;
-    p->n_tets = n_tets;
-    p->n_dense = n_dense;
-    p->used = synth_zalloc((size_t)n_slots * sizeof(int32_t));
-    p->anchors = synth_zalloc((size_t)n_slots * 3 * sizeof(double));
-    p->anchor_feat = synth_zalloc((size_t)n_slots * C * sizeof(float));
-    p->anchor_attn_mean = synth_zalloc((size_t)n_slots * sizeof(float));
-    p->anchor_attn_sd = synth_zalloc((size_t)n_slots * sizeof(float));
-    p->pair_e1 = synth_zalloc(n_pairs * 2 * sizeof(int32_t));
-    p->pair_e2 = synth_zalloc(n_pairs * 2 * sizeof(int32_t));
-    p->pair_ratio = synth_zalloc(n_pairs * 2 * sizeof(double));
-    p->pair_cos = synth_zalloc(n_pairs * 2 * sizeof(double));
-    p->tet_t = synth_zalloc(n_tets * 3 * sizeof(int32_t));
-    p->tet_v = synth_zalloc(n_tets * sizeof(int32_t));
-    p->tet_cx = synth_zalloc(n_tets * 2 * sizeof(double));
-    p->tet_cy = synth_zalloc(n_tets * 2 * sizeof(double));
-    p->tet_cz = synth_zalloc(n_tets * 2 * sizeof(double));
-    p->dense_xyz = synth_zalloc((size_t)n_dense * 3 * sizeof(float));
-    p->dense_feat = synth_zalloc((size_t)n_dense * C * sizeof(float));
-    p->dense_attn_mean = synth_zalloc((size_t)n_dense * sizeof(float));
-    p->dense_attn_sd = synth_zalloc((size_t)n_dense * sizeof(float));
-    p->dense_weight = synth_zalloc((size_t)n_dense * sizeof(float));
-    p->dense_anchor = synth_zalloc((size_t)n_dense * sizeof(int32_t));
-    p->rig = synth_zalloc((size_t)n_dense * n_slots * sizeof(float));
-    p->slot_flip = synth_zalloc((size_t)n_slots * sizeof(int32_t));
-    return p;
-}
-
-static void synth_prior_free(sa3d_prior *p) {
-    if (!p) return;
-    void *f[] = { p->used, p->anchors, p->anchor_feat, p->anchor_attn_mean, p->anchor_attn_sd, p->pair_e1,
-                  p->pair_e2, p->pair_ratio, p->pair_cos, p->tet_t, p->tet_v, p->tet_cx, p->tet_cy, p->tet_cz,
-                  p->dense_xyz, p->dense_feat, p->dense_attn_mean, p->dense_attn_sd, p->dense_weight,
-                  p->dense_anchor, p->rig, p->slot_flip };
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free(f[i]);
-    free(p);
-}
-
-/* deterministic test randomness */
 static uint64_t synth_next(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -77,8 +32,8 @@ static void synth_unit(float *f, int C, uint64_t *s) {
 }
 
 /* The shape: a car-like box, 12 slots; slot 5 is unused (+inf, no rig column). Slots (0,1), (2,3), (6,7) and
- * (8,9) are left/right mirror pairs (x -> -x; the prior's slot_flip); with mirror_feat they share one feature, so that the baseline
- * cannot tell them apart. n_dense_extra cluster points are random convex combinations of 4 used anchors;
+ * (8,9) are left/right mirror pairs (x -> -x; the prior's slot_flip); with mirror_feat they share one feature,
+ * so that the baseline cannot tell them apart. n_dense_extra cluster points are random convex combinations of 4 used anchors;
  * the used anchors are appended last (METHOD.md 4.6). Relations: all pairs and tets of the used anchors, with
  * Beta (1 + k t, 1 + k (1 - t)) peaked at the true value t. */
 #define SYNTH_SLOTS 12
@@ -96,7 +51,11 @@ static sa3d_prior *synth_make_prior(int C, int n_dense_extra, int mirror_feat, d
     size_t n_edges = (size_t)n_used * (n_used - 1) / 2;
     size_t n_pairs = n_edges * (n_edges - 1) / 2, n_tets = 4 * sa3d_tet_count(n_used);
     int N = n_dense_extra + n_used;
-    sa3d_prior *p = synth_prior_alloc(SYNTH_SLOTS, C, n_pairs, n_tets, N);
+    sa3d_prior *p = NULL;
+    sa3d_error err;
+    if (sa3d_prior_alloc(&p, SYNTH_SLOTS, C, n_pairs, n_tets, N, &err) != SA3D_OK ||
+        !(p->slot_flip = sa3d_malloc(SYNTH_SLOTS * sizeof(int32_t))))
+        abort();
     uint64_t s = seed;
     strcpy(p->category, "synthcar");
     p->seed = seed;
@@ -154,7 +113,6 @@ static sa3d_prior *synth_make_prior(int C, int n_dense_extra, int mirror_feat, d
     }
     /* relations over the used anchors, in slot ids, Beta peaked at the true shape */
     sa3d_geom_relations rel;
-    sa3d_error err;
     if (sa3d_geom_relations_make(&rel, n_used, &err) != SA3D_OK) abort();
     double Yu[SYNTH_SLOTS * 3];
     for (int u = 0; u < n_used; u++)

@@ -819,7 +819,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     double terms[5];
     double *pj = dense;   /* [N][3] >= [N][2] */
     sa3d_align_stage end = sa3d_align_stage_at(p, g, p->n_iter);
-    A->energy = sa3d_align_energy_total(&c, A->Y, A->phi, &end, gY, NULL, terms, work);
+    A->energy = sa3d_align_energy_total(&c, A->Y, A->phi, &end, NULL, NULL, terms, work);
     sa3d_align_energy_one(&c, A->Y, A->phi, &end, NULL, NULL, NULL, pj, work);
     A->e_rec = terms[0];
     A->e_geom = terms[1];
