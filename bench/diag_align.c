@@ -31,29 +31,17 @@
 #include "semalign3d/data.h"
 #include "semalign3d/eval.h"
 #include "semalign3d/providers.h"
+#include "semalign3d/synth3d.h"
 
 #define MAX_ANCHORS 64
 
 /* The aligner's inputs of one image (flip: its mirror) exactly as the dataset matcher builds them: the feature
- * map and the mask and pseudo-depth cells (malloc'd, the caller frees them). */
+ * map and the mask and pseudo-depth cells (malloc'd, the caller frees them, also on failure). */
 static sa3d_status load_inputs(sa3d_provider *fp, sa3d_provider *mk, sa3d_provider *dp, const char *cat,
                                const char *id, int flip, int size, sa3d_map *fm, float **mask_c, float **depth_c,
                                sa3d_error *err) {
-    sa3d_map mask = { 0 }, disp = { 0 };
-    sa3d_status s;
-    if ((s = sa3d_provider_get(fp, cat, id, flip, fm, err)) || (s = sa3d_provider_get(mk, cat, id, flip, &mask, err)) ||
-        (s = sa3d_provider_get(dp, cat, id, flip, &disp, err)))
-        goto done;
-    size_t cells = (size_t)fm->h * (size_t)fm->h;
-    *mask_c = malloc(cells * sizeof(float));
-    *depth_c = malloc(cells * sizeof(float));
-    if (!*mask_c || !*depth_c) s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
-    else if ((s = sa3d_align_cells(&mask, &disp, size, fm->h, *mask_c, *depth_c, err)))
-        sa3d_error_prefix(err, "%s/%s", cat, id);
-done:
-    free(mask.data);
-    free(disp.data);
-    return s;
+    sa3d_status s = sa3d_provider_get(fp, cat, id, flip, fm, err);
+    return s ? s : sa3d_align_cells(mk, dp, cat, id, flip, size, fm->h, mask_c, depth_c, err);
 }
 
 typedef struct pose_eval { double E, t[5]; int hits, mirror_hits; } pose_eval;
@@ -146,26 +134,17 @@ int main(int argc, char **argv) {
         }
     }
     if (!dir) { fprintf(stderr, "diag_align: a demo folder is required\n"); return 2; }
-    char root[4096], feat[4200], dep[4200], prior_path[4200], gt[4400];
+    char root[4096], prior_path[4200], gt[4400];
     snprintf(root, sizeof root, "%s/dataset", dir);
-    snprintf(feat, sizeof feat, "%s/Features", root);
-    snprintf(dep, sizeof dep, "%s/Depth", root);
     snprintf(prior_path, sizeof prior_path, "%s/%s.prior.safetensors", dir, cat);
     sa3d_dataset *ds = NULL;
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
     sa3d_provider *fp = NULL, *dp = NULL, *mk = NULL;
-    sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
-    pf.kind = SA3D_SOURCE_IMPORT;
-    pf.import_dir = feat;
-    pd.kind = SA3D_SOURCE_IMPORT;
-    pd.import_dir = dep;
-    pm.kind = SA3D_SOURCE_SEGMENTATION;
     sa3d_prior *prior = NULL;
     const char *const *ids = NULL;
     int n_img;
     if (sa3d_dataset_open(&ds, root, &dsp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0 ||
-        sa3d_feature_provider_new(&fp, ds, &pf, &err) || sa3d_depth_provider_new(&dp, ds, &pd, &err) ||
-        sa3d_mask_provider_new(&mk, ds, &pm, &err) || sa3d_prior_load(&prior, prior_path, &err) ||
+        sa3d_synth3d_providers(ds, root, &fp, &dp, &mk, &err) || sa3d_prior_load(&prior, prior_path, &err) ||
         (n_img = sa3d_dataset_split_images(ds, split, cat, &ids, &err)) < 0) {
         fprintf(stderr, "diag_align: %s\n", err.msg);
         return 1;

@@ -216,18 +216,7 @@ int cmd_demo(int argc, char **argv) {
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
     dsp.strict = 1;
     if (sa3d_dataset_open(&ds, root, &dsp, &err) || sa3d_dataset_load_split(ds, split, &err) < 0) goto done;
-    char fdir[4300], ddir[4300];
-    snprintf(fdir, sizeof fdir, "%s/Features", root);
-    snprintf(ddir, sizeof ddir, "%s/Depth", root);
-    sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
-    pf.kind = SA3D_SOURCE_IMPORT;
-    pf.import_dir = fdir;
-    pd.kind = SA3D_SOURCE_IMPORT;
-    pd.import_dir = ddir;
-    pm.kind = SA3D_SOURCE_SEGMENTATION;
-    if (sa3d_feature_provider_new(&fp, ds, &pf, &err) || sa3d_depth_provider_new(&dp, ds, &pd, &err) ||
-        sa3d_mask_provider_new(&mp, ds, &pm, &err))
-        goto done;
+    if (sa3d_synth3d_providers(ds, root, &fp, &dp, &mp, &err)) goto done;
 
     /* 2. the prior */
     t = sa3d_now();

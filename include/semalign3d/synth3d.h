@@ -96,6 +96,7 @@
 #define SEMALIGN3D_SYNTH3D_H
 
 #include <stdint.h>
+#include "semalign3d/providers.h"
 #include "semalign3d/status.h"
 
 #ifdef __cplusplus
@@ -143,6 +144,12 @@ SA3D_API const char *sa3d_synth3d_category(int i);
  * rename). Failure: SA3D_ERR_ARG (a parameter out of range, naming it; root not empty), SA3D_ERR_IO (naming
  * the file), SA3D_ERR_NOMEM; files written before an I/O failure stay, synth_params.json is then absent. */
 SA3D_API sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, sa3d_error *err);
+
+/* The providers of a dataset written by sa3d_synth3d_write and opened as ds from root: features and depth
+ * imported from root/Features and root/Depth, masks from Segmentation/. On failure all three are NULL. Release
+ * each with sa3d_provider_free. */
+SA3D_API sa3d_status sa3d_synth3d_providers(sa3d_dataset *ds, const char *root, sa3d_provider **features,
+                                            sa3d_provider **depth, sa3d_provider **masks, sa3d_error *err);
 
 /* The content of synth_params.json for p (one line). malloc'd (free with free()); NULL when out of memory. */
 SA3D_API char *sa3d_synth3d_params_json(const sa3d_synth3d_params *p);

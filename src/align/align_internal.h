@@ -56,11 +56,12 @@ static inline double sa3d_align_lp(double s, double mu, double sd, double *dlp) 
     return -0.5 * z * z;
 }
 
-/* The aligner's per-cell inputs from an image's mask and relative disparity maps (either may be NULL, and its
- * output is then untouched), exactly as the dataset matcher builds them: mask_c [g][g] the mask's foreground
- * share of each cell, depth_c [g][g] METHOD.md 3.2's pseudo depth averaged per cell. */
-sa3d_status sa3d_align_cells(const sa3d_map *mask, const sa3d_map *disp, int input_size, int g, float *mask_c,
-                             float *depth_c, sa3d_error *err);
+/* The aligner's per-cell inputs of one image (flip: its mirror) from the mask and depth providers, exactly as the
+ * dataset matcher builds them: *mask_c [g][g] the mask's foreground share of each cell, *depth_c [g][g]
+ * METHOD.md 3.2's pseudo depth averaged per cell. A NULL provider leaves its output NULL. The outputs are
+ * malloc'd and the caller's to free, also on failure; errors are prefixed with category/id. */
+sa3d_status sa3d_align_cells(sa3d_provider *masks, sa3d_provider *depth, const char *cat, const char *id, int flip,
+                             int input_size, int g, float **mask_c, float **depth_c, sa3d_error *err);
 
 sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *prior, const sa3d_align_input *in,
                                 const sa3d_align_params *p, sa3d_error *err);

@@ -259,39 +259,26 @@ static sa3d_status load_features(sa3d_sa3d_matcher *m, const char *cat, const ch
     return SA3D_OK;
 }
 
-sa3d_status sa3d_align_cells(const sa3d_map *mask, const sa3d_map *disp, int input_size, int g, float *mask_c,
-                             float *depth_c, sa3d_error *err) {
-    if (mask) sa3d_image_to_cells(mask_c, mask->data, mask->w, mask->h, input_size, g, 0.0f);
-    if (!disp) return SA3D_OK;
-    /* METHOD.md 3.2: z = 1 - 0.3 d / max d, averaged per cell */
-    float *z = malloc((size_t)disp->w * disp->h * sizeof(float));
-    if (!z) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
-    sa3d_status s = sa3d_pseudo_depth_f32(z, disp->data, disp->h, disp->w, 0, err);
-    if (s == SA3D_OK) sa3d_image_to_cells(depth_c, z, disp->w, disp->h, input_size, g, 1.0f);
-    free(z);
-    return s;
-}
-
-/* The aligner's cell inputs of one image (flip: its mirror) into in: mask and depth cells as the providers
- * allow; F must already be set. The cell arrays are the caller's to free. */
-static sa3d_status cell_inputs(sa3d_sa3d_matcher *m, const char *cat, const char *id, int flip,
-                               sa3d_align_input *in, float **mask_c, float **depth_c, sa3d_error *err) {
-    int g = in->F->g;
+sa3d_status sa3d_align_cells(sa3d_provider *masks, sa3d_provider *depth, const char *cat, const char *id, int flip,
+                             int input_size, int g, float **mask_c, float **depth_c, sa3d_error *err) {
     sa3d_map mask = { 0 }, disp = { 0 };
+    float *z = NULL;
     sa3d_status s = SA3D_OK;
-    if (m->masks && (s = sa3d_provider_get(m->masks, cat, id, flip, &mask, err))) goto done;
-    if (m->depth && (s = sa3d_provider_get(m->depth, cat, id, flip, &disp, err))) goto done;
-    if ((m->masks && !(*mask_c = malloc((size_t)g * g * sizeof(float)))) ||
-        (m->depth && !(*depth_c = malloc((size_t)g * g * sizeof(float))))) {
+    if (masks && (s = sa3d_provider_get(masks, cat, id, flip, &mask, err))) goto done;
+    if (depth && (s = sa3d_provider_get(depth, cat, id, flip, &disp, err))) goto done;
+    if ((masks && !(*mask_c = malloc((size_t)g * g * sizeof(float)))) ||
+        (depth && !(*depth_c = malloc((size_t)g * g * sizeof(float)))) ||
+        (depth && !(z = malloc((size_t)disp.w * disp.h * sizeof(float))))) {
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
         goto done;
     }
-    s = sa3d_align_cells(m->masks ? &mask : NULL, m->depth ? &disp : NULL, m->p.input_size, g, *mask_c, *depth_c,
-                         err);
-    in->mask = *mask_c;
-    in->depth = *depth_c;
+    if (masks) sa3d_image_to_cells(*mask_c, mask.data, mask.w, mask.h, input_size, g, 0.0f);
+    /* METHOD.md 3.2: z = 1 - 0.3 d / max d, averaged per cell */
+    if (depth && !(s = sa3d_pseudo_depth_f32(z, disp.data, disp.h, disp.w, 0, err)))
+        sa3d_image_to_cells(*depth_c, z, disp.w, disp.h, input_size, g, 1.0f);
 done:
     if (s) sa3d_error_prefix(err, "%s/%s%s", cat, id, flip ? " (mirrored)" : "");
+    free(z);
     free(mask.data);
     free(disp.data);
     return s;
@@ -308,7 +295,11 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
     sa3d_alignment *a = NULL;
     sa3d_align_input in = { .F = &F }, mi = { .F = &Fm };
     sa3d_status s = load_features(m, cat, id, W, H, &F, err);
-    if (s || (s = cell_inputs(m, cat, id, 0, &in, &cells[0], &cells[1], err))) goto done;
+    if (s || (s = sa3d_align_cells(m->masks, m->depth, cat, id, 0, m->p.input_size, F.g, &cells[0], &cells[1],
+                                   err)))
+        goto done;
+    in.mask = cells[0];
+    in.depth = cells[1];
     if (m->p.align.w_mirror > 0.0) {   /* the mirrored image: read once here, not cached */
         if ((s = sa3d_provider_get(m->features, cat, id, 1, &fm, err))) {
             if (err) {
@@ -325,7 +316,10 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
                           cat, id, fm.c, fm.h, fm.w);
             goto done;
         }
-        if ((s = cell_inputs(m, cat, id, 1, &mi, &cells[2], &cells[3], err))) goto done;
+        if ((s = sa3d_align_cells(m->masks, m->depth, cat, id, 1, m->p.input_size, F.g, &cells[2], &cells[3], err)))
+            goto done;
+        mi.mask = cells[2];
+        mi.depth = cells[3];
         in.mirror = &mi;
     }
     if ((s = sa3d_align_image(&a, prior, &in, &m->p.align, err))) {

@@ -953,6 +953,27 @@ static sa3d_status write_dataset(s3 *sy, const char *manifest, sa3d_error *err) 
     return sa3d_synth_write_dataset(&w, err);
 }
 
+sa3d_status sa3d_synth3d_providers(sa3d_dataset *ds, const char *root, sa3d_provider **features,
+                                   sa3d_provider **depth, sa3d_provider **masks, sa3d_error *err) {
+    *features = *depth = *masks = NULL;
+    char fdir[4096], ddir[4096];
+    sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
+    pf.kind = pd.kind = SA3D_SOURCE_IMPORT;
+    pf.import_dir = fdir;
+    pd.import_dir = ddir;
+    pm.kind = SA3D_SOURCE_SEGMENTATION;
+    sa3d_status s;
+    if ((s = sa3d_synth_folder_path(fdir, sizeof fdir, root, SA3D_SYNTH_FEATURES, err)) ||
+        (s = sa3d_synth_folder_path(ddir, sizeof ddir, root, SA3D_SYNTH_DEPTH, err)) ||
+        (s = sa3d_feature_provider_new(features, ds, &pf, err)) || (s = sa3d_depth_provider_new(depth, ds, &pd, err)) ||
+        (s = sa3d_mask_provider_new(masks, ds, &pm, err))) {
+        sa3d_provider_free(*features);
+        sa3d_provider_free(*depth);
+        *features = *depth = NULL;
+    }
+    return s;
+}
+
 sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, sa3d_error *err) {
     if (!root || !*root || !p) return sa3d_fail(err, SA3D_ERR_ARG, "sa3d_synth3d_write: root or params missing");
     sa3d_status st;

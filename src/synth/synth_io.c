@@ -70,6 +70,11 @@ static const struct { const char *dir, *suffix; } folders_spec[SA3D_SYNTH_N_FOLD
     [SA3D_SYNTH_GROUND_TRUTH] = { "GroundTruth", ".json" },
 };
 
+sa3d_status sa3d_synth_folder_path(char *buf, size_t n, const char *root, sa3d_synth_folder folder,
+                                   sa3d_error *err) {
+    return sa3d_path_fmt(buf, n, err, "%s/%s", root, folders_spec[folder].dir);
+}
+
 sa3d_status sa3d_synth_image_path(char *buf, size_t n, const char *root, sa3d_synth_folder folder,
                                   const char *category, const char *id, sa3d_error *err) {
     return sa3d_path_fmt(buf, n, err, "%s/%s/%s/%s%s", root, folders_spec[folder].dir, category, id,

@@ -40,6 +40,9 @@ typedef enum sa3d_synth_folder {
 #define SA3D_SYNTH_N_SPLITS 3
 extern const char *const sa3d_synth_split_names[SA3D_SYNTH_N_SPLITS];
 
+/* buf = root/<folder>, the folder itself; SA3D_ERR_ARG when it does not fit buf[n]. */
+sa3d_status sa3d_synth_folder_path(char *buf, size_t n, const char *root, sa3d_synth_folder folder,
+                                   sa3d_error *err);
 /* buf = root/<folder>/<category>/<id><suffix>; SA3D_ERR_ARG when it does not fit buf[n]. */
 sa3d_status sa3d_synth_image_path(char *buf, size_t n, const char *root, sa3d_synth_folder folder,
                                   const char *category, const char *id, sa3d_error *err);
