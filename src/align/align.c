@@ -15,8 +15,6 @@
 #include "base/base.h"
 #include "tensor/kernels.h"
 
-#define TWO_PI 6.283185307179586
-
 sa3d_align_params sa3d_align_params_default(void) {
     sa3d_align_params p;
     memset(&p, 0, sizeof p);
@@ -68,6 +66,9 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c) {
     sa3d_free(c->rig_ptr);
     sa3d_free(c->rig_idx);
     sa3d_free(c->rig_w);
+    sa3d_free(c->rigT_ptr);
+    sa3d_free(c->rigT_pt);
+    sa3d_free(c->rigT_w);
     sa3d_free(c->S);
     sa3d_free(c->sem_mu);
     sa3d_free(c->sem_sd);
@@ -76,7 +77,10 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c) {
     sa3d_free(c->act_w);
     sa3d_free(c->cand);
     sa3d_free(c->cand_lp);
+    sa3d_free(c->pt_slot_ptr);
+    sa3d_free(c->pt_slot);
     sa3d_free(c->anc_pt);
+    sa3d_free(c->pt_anc);
     sa3d_free(c->anc_lp);
     sa3d_free(c->g_e1);
     sa3d_free(c->g_e2);
@@ -147,6 +151,12 @@ static sa3d_status ctx_geom(sa3d_align_ctx *c, const sa3d_prior *pr, const int *
     c->gt = (sa3d_geom_terms){ .n_pairs = np, .e1 = c->g_e1, .e2 = c->g_e2, .ratio = br, .cosang = ba,
                                .n_tets = nt, .t = c->g_t, .v = c->g_v, .cx = bx, .cy = by, .cz = bz };
     return sa3d_geom_terms_check(&c->gt, c->n, err);
+}
+
+/* A CSR transpose is filled through its row pointers, each advanced to the next row's start: shift them back. */
+static void csr_unshift(int *ptr, int rows) {
+    for (int r = rows; r > 0; r--) ptr[r] = ptr[r - 1];
+    ptr[0] = 0;
 }
 
 /* Keeps the K best (lp, then s, then lower index) of one cell in insertion order. */
@@ -221,6 +231,23 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
         }
     }
     c->rig_ptr[N] = nnz;
+    /* its transpose, for the gradient's gather (align_energy.h step 4) */
+    c->rigT_ptr = sa3d_calloc((size_t)n + 1, sizeof(int));
+    c->rigT_pt = sa3d_malloc(((size_t)nnz + 1) * sizeof(int));
+    c->rigT_w = sa3d_malloc(((size_t)nnz + 1) * sizeof(double));
+    if (!c->rigT_ptr || !c->rigT_pt || !c->rigT_w) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+    for (int j = 0; j < nnz; j++) c->rigT_ptr[c->rig_idx[j] + 1]++;
+    for (int k = 0; k < n; k++) c->rigT_ptr[k + 1] += c->rigT_ptr[k];
+    for (int i = 0; i < N; i++)
+        for (int j = c->rig_ptr[i]; j < c->rig_ptr[i + 1]; j++) {
+            int e = c->rigT_ptr[c->rig_idx[j]]++;
+            c->rigT_pt[e] = i;
+            c->rigT_w[e] = c->rig_w[j];
+        }
+    csr_unshift(c->rigT_ptr, n);
     double wsum = 0.0;
     for (int i = 0; i < N; i++) {
         c->sem_mu[i] = (double)pr->dense_attn_mean[i];
@@ -238,16 +265,19 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     /* L_sparse: the appended anchors (dense points that move with one slot) and their log p_sem maps */
     c->anc_pt = sa3d_malloc((size_t)(n + 1) * sizeof(int));
     c->anc_lp = sa3d_malloc(((size_t)n * cells + 1) * sizeof(double));
-    if (!c->anc_pt || !c->anc_lp) {
+    c->pt_anc = sa3d_malloc((size_t)N * sizeof(int));
+    if (!c->anc_pt || !c->anc_lp || !c->pt_anc) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
         goto done;
     }
+    for (int i = 0; i < N; i++) c->pt_anc[i] = -1;
     for (int i = 0; i < N && pr->dense_anchor; i++) {
         int s = pr->dense_anchor[i];
         if (s < 0 || s >= pr->n_slots || slot2used[s] < 0 || c->n_anc == n) continue;
         double *lp = c->anc_lp + (size_t)c->n_anc * cells;
         const float *Si = c->S + (size_t)i * cells;
         for (int q = 0; q < cells; q++) lp[q] = sa3d_align_lp((double)Si[q], c->sem_mu[i], c->sem_sd[i], NULL);
+        c->pt_anc[i] = c->n_anc;
         c->anc_pt[c->n_anc++] = i;
     }
 
@@ -312,6 +342,19 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     c->n_act = na;
     sa3d_free(sv);
     sa3d_free(cnt);
+    /* each point's candidate slots, for the gradient's gather (align_energy.h step 3) */
+    c->pt_slot_ptr = sa3d_calloc((size_t)N + 1, sizeof(int));
+    c->pt_slot = sa3d_malloc(((size_t)na * K + 1) * sizeof(int));
+    if (!c->pt_slot_ptr || !c->pt_slot) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
+    for (size_t e = 0; e < (size_t)na * K; e++)
+        if (c->cand[e] >= 0) c->pt_slot_ptr[c->cand[e] + 1]++;
+    for (int i = 0; i < N; i++) c->pt_slot_ptr[i + 1] += c->pt_slot_ptr[i];
+    for (size_t e = 0; e < (size_t)na * K; e++)
+        if (c->cand[e] >= 0) c->pt_slot[c->pt_slot_ptr[c->cand[e]]++] = (int)e;
+    csr_unshift(c->pt_slot_ptr, N);
 
     /* the mirrored image: its own context (without a mirror of its own) and the twin of each used anchor */
     if (p->w_mirror > 0.0) {
@@ -362,31 +405,9 @@ done:
 /* ---- energy ------------------------------------------------------------------------------------------- */
 
 size_t sa3d_align_work_doubles(const sa3d_align_ctx *c) {
-    size_t one = (size_t)c->N * 10;
-    return c->mirror ? 2 * one + (size_t)6 * c->n : one;   /* the mirror: its own, and its Y and gY */
-}
-
-/* Bilinear sample of a [g][g] map at grid coordinates (x, y) (cell centres at c + 0.5). zero_pad: outside the
- * grid reads 0 (the mask: off the image is background); else the border value (similarity maps). d/dx, d/dy
- * into dx, dy. */
-static double bilinear(const float *m, int g, double x, double y, int zero_pad, double *dx, double *dy) {
-    double u = x - 0.5, v = y - 0.5;
-    double fu = floor(u), fv = floor(v);
-    double a = u - fu, b = v - fv;
-    long i0 = (long)fu, j0 = (long)fv;
-    double val[4];
-    for (int q = 0; q < 4; q++) {
-        long i = i0 + (q & 1), j = j0 + (q >> 1);
-        if (i < 0 || i >= g || j < 0 || j >= g) {
-            if (zero_pad) { val[q] = 0.0; continue; }
-            i = i < 0 ? 0 : (i >= g ? g - 1 : i);
-            j = j < 0 ? 0 : (j >= g ? g - 1 : j);
-        }
-        val[q] = (double)m[(size_t)j * g + (size_t)i];
-    }
-    *dx = (1.0 - b) * (val[1] - val[0]) + b * (val[3] - val[2]);
-    *dy = (1.0 - a) * (val[2] - val[0]) + a * (val[3] - val[1]);
-    return (1.0 - a) * (1.0 - b) * val[0] + a * (1.0 - b) * val[1] + (1.0 - a) * b * val[2] + a * b * val[3];
+    size_t one = sa3d_ae_work_doubles(c);
+    /* the mirror: its own, and its Y and gY */
+    return c->mirror ? one + sa3d_ae_work_doubles(c->mirror) + (size_t)6 * c->n : one;
 }
 
 sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t) {
@@ -402,191 +423,67 @@ sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t) {
                                .w_sparse = p->w_sparse * ramp };
 }
 
-/* L_sparse of one anchor at grid position (px, py): -log(exp(o) + sum_c exp(lp(c)) N(c; proj, sigma^2)) over
- * the cells within 4 sigma (the rest weigh < exp(-8)), o the outlier level; its gradient w.r.t. the position,
- * times k, is added to d. Two passes over the window: the largest term first, then the sum relative to it (a
- * stable log-sum-exp without a buffer for the window). */
-static double sparse_one(const double *lp, int g, double px, double py, double sigma, double o, double k,
-                         double *d) {
-    double R = 4.0 * sigma, is2 = 1.0 / (sigma * sigma), lnorm = log(TWO_PI * sigma * sigma);
-    long x0 = (long)floor(px - R), x1 = (long)ceil(px + R), y0 = (long)floor(py - R), y1 = (long)ceil(py + R);
-    x0 = x0 < 0 ? 0 : x0; y0 = y0 < 0 ? 0 : y0;
-    x1 = x1 > g - 1 ? g - 1 : x1; y1 = y1 > g - 1 ? g - 1 : y1;
-    double mx = o;
-    for (int pass = 0; pass < 2; pass++) {
-        double sum = pass ? exp(o - mx) : 0.0, sx = 0.0, sy = 0.0;
-        for (long y = y0; y <= y1; y++)
-            for (long x = x0; x <= x1; x++) {
-                double ex = (double)x + 0.5 - px, ey = (double)y + 0.5 - py, d2 = ex * ex + ey * ey;
-                if (d2 >= R * R) continue;
-                double l = lp[y * g + x] - 0.5 * d2 * is2 - lnorm;
-                if (!pass) { if (l > mx) mx = l; continue; }
+/* Step 2 of L_sparse for appended anchor a, on one thread (the CUDA backend splits the window over a warp). */
+static double sparse_one(const sa3d_align_ctx *c, int a, const sa3d_ae_stage *k, sa3d_ae_work w) {
+    const double *lp = c->anc_lp + (size_t)a * c->cells;
+    int i = c->anc_pt[a], g = c->g;
+    double px = w.pr[2 * i], py = w.pr[2 * i + 1], R = 4.0 * k->sigma, o = c->p.sparse_outlier;
+    long win[4];
+    sa3d_ae_sparse_window(g, px, py, R, win);
+    double mx = o, l, ex, ey;
+    for (long y = win[2]; y <= win[3]; y++)
+        for (long x = win[0]; x <= win[1]; x++)
+            if (sa3d_ae_sparse_term(lp, g, x, y, px, py, R, k, &l, &ex, &ey) && l > mx) mx = l;
+    double sum = exp(o - mx), sx = 0.0, sy = 0.0;
+    for (long y = win[2]; y <= win[3]; y++)
+        for (long x = win[0]; x <= win[1]; x++)
+            if (sa3d_ae_sparse_term(lp, g, x, y, px, py, R, k, &l, &ex, &ey)) {
                 double e = exp(l - mx);
                 sum += e;
                 sx += e * ex;
                 sy += e * ey;
             }
-        if (pass) {   /* d(-lse)/d proj = -sum_c r_c (c - proj) / sigma^2 */
-            d[0] -= k * is2 * sx / sum;
-            d[1] -= k * is2 * sy / sum;
-            return -(mx + log(sum));
-        }
-    }
-    return 0.0;
+    return sa3d_ae_sparse_finish(mx, sum, sx, sy, k->w_sparse * (1.0 / c->n_anc), k, w.sg + 2 * a);
 }
 
+/* The steps of align_energy.h as serial loops. */
 double sa3d_align_energy_one(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *stage,
                              double *gY, double *gphi, double terms[4], double *proj_out, double *work) {
-    const sa3d_align_params *p = &c->p;
-    double sigma = stage->sigma, w_rec = stage->w_rec, w_sparse = stage->w_sparse;
-    int N = c->N, n = c->n, g = c->g;
-    double *X = work, *pr = X + (size_t)3 * N, *dp = pr + (size_t)2 * N, *zc = dp + (size_t)2 * N;
-    double *zcl = zc + N;   /* 1 where the depth was clamped */
-    double gd = (double)g, half = 0.5 * gd;
-    /* X = rig . Y, then the grid projection */
-    for (int i = 0; i < N; i++) {
-        double x0 = 0.0, x1 = 0.0, x2 = 0.0;
-        for (int j = c->rig_ptr[i]; j < c->rig_ptr[i + 1]; j++) {
-            const double *y = Y + 3 * c->rig_idx[j];
-            double w = c->rig_w[j];
-            x0 += w * y[0];
-            x1 += w * y[1];
-            x2 += w * y[2];
-        }
-        X[3 * i] = x0;
-        X[3 * i + 1] = x1;
-        X[3 * i + 2] = x2;
-        double z = x2 + 1e-9;   /* METHOD.md 2.3 */
-        zcl[i] = 0.0;
-        if (!(z >= SA3D_ALIGN_ZMIN)) { z = SA3D_ALIGN_ZMIN; zcl[i] = 1.0; }
-        zc[i] = z;
-        pr[2 * i] = gd * x0 / (phi * z) + half;
-        pr[2 * i + 1] = gd * x1 / (phi * z) + half;
-        dp[2 * i] = dp[2 * i + 1] = 0.0;
-    }
-    double L_rec = 0.0, L_bg = 0.0, L_depth = 0.0, L_sparse = 0.0;
-    /* L_reconstruct */
-    if (w_rec != 0.0) {
-        if (p->rec_mode == SA3D_REC_POINT) {
-            /* (b): -sum_i w_i log p_sem,i(S_i(proj_i)), S_i bilinearly sampled */
-            for (int i = 0; i < N; i++) {
-                double sx, sy, dlp;
-                double s = bilinear(c->S + (size_t)i * c->cells, g, pr[2 * i], pr[2 * i + 1], 0, &sx, &sy);
-                double lp = sa3d_align_lp(s, c->sem_mu[i], c->sem_sd[i], &dlp);
-                L_rec -= c->pt_w[i] * lp;
-                double k = -w_rec * c->pt_w[i] * dlp;
-                dp[2 * i] += k * sx;
-                dp[2 * i + 1] += k * sy;
-            }
-        } else {
-            /* (a): per active cell, -tau log(exp(o / tau) + sum_k exp(l_k / tau)) with
-             * l_k = lp_k - |cell - proj_k|^2 / (2 sigma^2) - log(2 pi sigma^2), o the outlier level */
-            int K = c->K;
-            double is2 = 1.0 / (sigma * sigma), lnorm = log(TWO_PI * sigma * sigma), it = 1.0 / p->tau;
-            double lo = p->outlier_logp * it;
-            double a[64];   /* top_k <= 64 (checked at init) */
-            int Kc = K;
-            for (int q = 0; q < c->n_act; q++) {
-                int cell = c->act_cell[q];
-                double cx = (double)(cell % g) + 0.5, cy = (double)(cell / g) + 0.5;
-                const int *id = c->cand + (size_t)q * K;
-                const double *lp = c->cand_lp + (size_t)q * K;
-                double mx = lo;
-                for (int k = 0; k < Kc; k++) {
-                    if (id[k] < 0) { a[k] = -INFINITY; continue; }
-                    double ex = cx - pr[2 * id[k]], ey = cy - pr[2 * id[k] + 1];
-                    a[k] = (lp[k] - 0.5 * (ex * ex + ey * ey) * is2 - lnorm) * it;
-                    if (a[k] > mx) mx = a[k];
-                }
-                double sum = exp(lo - mx);
-                for (int k = 0; k < Kc; k++) { a[k] = exp(a[k] - mx); sum += a[k]; }   /* a_k -> exp(a_k - mx) */
-                double lse = mx + log(sum);
-                double w = c->act_w[q];
-                L_rec -= w * p->tau * lse;
-                /* d(-tau lse)/d proj_k = -r_k (cell - proj_k) / sigma^2, r_k = exp(a_k - lse) */
-                double rs = w * w_rec * is2 / sum;
-                for (int k = 0; k < Kc; k++) {
-                    if (id[k] < 0) continue;
-                    double r = a[k] * rs;
-                    dp[2 * id[k]] -= r * (cx - pr[2 * id[k]]);
-                    dp[2 * id[k] + 1] -= r * (cy - pr[2 * id[k] + 1]);
-                }
-            }
-        }
-    }
-    /* L_sparse: mean over the appended anchors of their own likelihood around their projection */
-    if (w_sparse != 0.0 && c->n_anc > 0) {
+    sa3d_ae_work w = sa3d_ae_layout(c, work);
+    sa3d_ae_stage k = sa3d_ae_stage_make(c, stage);
+    int N = c->N, n = c->n;
+    for (int i = 0; i < N; i++) sa3d_ae_project(c, Y, phi, i, w);
+    double L_rec = 0.0, L_bg = 0.0, L_sparse = 0.0, gp = 0.0;
+    if (k.w_rec != 0.0 && c->p.rec_mode != SA3D_REC_POINT)
+        for (int q = 0; q < c->n_act; q++) L_rec -= sa3d_ae_rec_cell(c, q, &k, w);
+    if (k.w_sparse != 0.0 && c->n_anc > 0) {
         double inv = 1.0 / c->n_anc;
-        for (int a = 0; a < c->n_anc; a++) {
-            int i = c->anc_pt[a];
-            L_sparse += inv * sparse_one(c->anc_lp + (size_t)a * c->cells, g, pr[2 * i], pr[2 * i + 1], sigma,
-                                         p->sparse_outlier, w_sparse * inv, dp + 2 * i);
-        }
+        for (int a = 0; a < c->n_anc; a++) L_sparse += inv * sparse_one(c, a, &k, w);
     }
-    /* L_background: mean_i (1 - mask(proj_i)) */
-    if (p->w_bg != 0.0 && c->mask) {
-        double inv = 1.0 / N;
-        for (int i = 0; i < N; i++) {
-            double mx_, my_;
-            double m = bilinear(c->mask, g, pr[2 * i], pr[2 * i + 1], 1, &mx_, &my_);
-            L_bg += (1.0 - m) * inv;
-            dp[2 * i] -= p->w_bg * inv * mx_;
-            dp[2 * i + 1] -= p->w_bg * inv * my_;
-        }
-    }
-    /* back through the projection and the rig */
-    if (gY) memset(gY, 0, (size_t)n * 3 * sizeof(double));
-    double gp = 0.0;
     for (int i = 0; i < N; i++) {
-        double gx = dp[2 * i], gy = dp[2 * i + 1];
-        if (gx == 0.0 && gy == 0.0) continue;
-        double z = zc[i], k = gd / (phi * z);
-        double s = gx * X[3 * i] + gy * X[3 * i + 1];   /* d(proj)/d(phi, z) share this */
-        double dX0 = gx * k, dX1 = gy * k, dZ = zcl[i] != 0.0 ? 0.0 : -s * k / z;
-        gp -= s * k / phi;
-        if (gY)
-            for (int j = c->rig_ptr[i]; j < c->rig_ptr[i + 1]; j++) {
-                double w = c->rig_w[j];
-                double *o = gY + 3 * c->rig_idx[j];
-                o[0] += w * dX0;
-                o[1] += w * dX1;
-                o[2] += w * dZ;
-            }
+        double lr, lb;
+        gp -= sa3d_ae_point(c, i, phi, &k, w, &lr, &lb);
+        L_rec -= lr;
+        L_bg += lb;
     }
-    /* L_depth: (mean anchor z - d*)^2 */
-    if (p->w_depth != 0.0) {
-        double mz = 0.0;
-        for (int k = 0; k < n; k++) mz += Y[3 * k + 2];
-        mz /= n;
-        L_depth = (mz - c->d_star) * (mz - c->d_star);
-        if (gY) {
-            double d = p->w_depth * 2.0 * (mz - c->d_star) / n;
-            for (int k = 0; k < n; k++) gY[3 * k + 2] += d;
-        }
-    }
+    if (gY)
+        for (int a = 0; a < n; a++) sa3d_ae_anchor(c, a, w.X, gY + 3 * a);
+    double L_depth = sa3d_ae_depth(c, Y, gY);
     if (gphi) *gphi = gp;
     if (terms) { terms[0] = L_rec; terms[1] = L_bg; terms[2] = L_depth; terms[3] = L_sparse; }
-    if (proj_out) memcpy(proj_out, pr, (size_t)2 * N * sizeof(double));
-    return w_rec * L_rec + p->w_bg * L_bg + p->w_depth * L_depth + w_sparse * L_sparse;
+    if (proj_out) memcpy(proj_out, w.pr, (size_t)2 * N * sizeof(double));
+    return k.w_rec * L_rec + c->p.w_bg * L_bg + c->p.w_depth * L_depth + k.w_sparse * L_sparse;
 }
 
-double sa3d_align_energy_pose(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
-                              double *gY, double *gphi, double terms[4], double *work) {
-    const sa3d_align_ctx *m = c->mirror;
-    if (!m) return sa3d_align_energy_one(c, Y, phi, s, gY, gphi, terms, NULL, work);
+/* The mirror term's blend of the image's energy (e1, terms t1, dE/dphi gp1; its dE/dY already in gY) and the
+ * mirror's (e2, t2, gp2, gYm over the mirrored pose): (1 - w) image + w mirror, with d/dY_twin(k) = M d/dYm_k.
+ * gY and gYm, gphi and terms may be NULL. */
+static double mirror_blend(const sa3d_align_ctx *c, double e1, const double t1[4], double gp1, double e2,
+                           const double t2[4], double gp2, const double *gYm, double *gY, double *gphi,
+                           double terms[4]) {
     int n = c->n;
-    double w = c->p.w_mirror, *Ym = work + (size_t)c->N * 10, *gYm = Ym + 3 * n, *wm = gYm + 3 * n;
-    /* the mirrored pose: x -> -x (the grid's x -> g - x), anchor k where its twin was */
-    for (int k = 0; k < n; k++) {
-        const double *y = Y + 3 * c->twin[k];
-        Ym[3 * k] = -y[0];
-        Ym[3 * k + 1] = y[1];
-        Ym[3 * k + 2] = y[2];
-    }
-    double t1[4], t2[4], gp1 = 0.0, gp2 = 0.0;
-    double e1 = sa3d_align_energy_one(c, Y, phi, s, gY, gphi ? &gp1 : NULL, t1, NULL, work);
-    double e2 = sa3d_align_energy_one(m, Ym, phi, s, gY ? gYm : NULL, gphi ? &gp2 : NULL, t2, NULL, wm);
-    if (gY) {   /* d/dY_twin(k) = M d/dYm_k */
+    double w = c->p.w_mirror;
+    if (gY) {
         for (int k = 0; k < 3 * n; k++) gY[k] *= 1.0 - w;
         for (int k = 0; k < n; k++) {
             double *o = gY + 3 * c->twin[k];
@@ -599,6 +496,19 @@ double sa3d_align_energy_pose(const sa3d_align_ctx *c, const double *Y, double p
     if (terms)
         for (int k = 0; k < 4; k++) terms[k] = (1.0 - w) * t1[k] + w * t2[k];
     return (1.0 - w) * e1 + w * e2;
+}
+
+double sa3d_align_energy_pose(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
+                              double *gY, double *gphi, double terms[4], double *work) {
+    const sa3d_align_ctx *m = c->mirror;
+    if (!m) return sa3d_align_energy_one(c, Y, phi, s, gY, gphi, terms, NULL, work);
+    int n = c->n;
+    double *Ym = work + sa3d_ae_work_doubles(c), *gYm = Ym + 3 * n, *wm = gYm + 3 * n;
+    for (int k = 0; k < n; k++) sa3d_ae_mirror_anchor(c->twin, Y, k, Ym);
+    double t1[4], t2[4], gp1, gp2;
+    double e1 = sa3d_align_energy_one(c, Y, phi, s, gY, &gp1, t1, NULL, work);
+    double e2 = sa3d_align_energy_one(m, Ym, phi, s, gY ? gYm : NULL, &gp2, t2, NULL, wm);
+    return mirror_blend(c, e1, t1, gp1, e2, t2, gp2, gYm, gY, gphi, terms);
 }
 
 double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
@@ -632,7 +542,7 @@ static void random_rotation(double R[9], uint64_t seed, int b) {
     splitmix(&s);
     double u1 = rng_unit(&s), u2 = rng_unit(&s), u3 = rng_unit(&s);
     double a = sqrt(1.0 - u1), bb = sqrt(u1);
-    double x = a * sin(TWO_PI * u2), y = a * cos(TWO_PI * u2), z = bb * sin(TWO_PI * u3), w = bb * cos(TWO_PI * u3);
+    double x = a * sin(SA3D_TWO_PI * u2), y = a * cos(SA3D_TWO_PI * u2), z = bb * sin(SA3D_TWO_PI * u3), w = bb * cos(SA3D_TWO_PI * u3);
     R[0] = 1 - 2 * (y * y + z * z); R[1] = 2 * (x * y - z * w);     R[2] = 2 * (x * z + y * w);
     R[3] = 2 * (x * y + z * w);     R[4] = 1 - 2 * (x * x + z * z); R[5] = 2 * (y * z - x * w);
     R[6] = 2 * (x * z - y * w);     R[7] = 2 * (y * z + x * w);     R[8] = 1 - 2 * (x * x + y * y);
@@ -831,7 +741,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
         A->proj[2 * i] = (float)pj[2 * i];
         A->proj[2 * i + 1] = (float)pj[2 * i + 1];
         double dx, dy;
-        if (in->mask) on += bilinear(in->mask, g, pj[2 * i], pj[2 * i + 1], 1, &dx, &dy) >= 0.5;
+        if (in->mask) on += sa3d_ae_bilinear(in->mask, g, pj[2 * i], pj[2 * i + 1], 1, &dx, &dy) >= 0.5;
         else on += pj[2 * i] >= 0.0 && pj[2 * i] < g && pj[2 * i + 1] >= 0.0 && pj[2 * i + 1] < g;
     }
     A->fg_frac = (double)on / N;

@@ -16,6 +16,8 @@ typedef struct sa3d_align_ctx {
     /* rig over the used anchors as CSR: X_i = sum_{j in [ptr_i, ptr_i+1)} w_j Y_{idx_j} (exact zeros dropped) */
     int *rig_ptr, *rig_idx;     /* [N + 1], [nnz] */
     double *rig_w;              /* [nnz] */
+    int *rigT_ptr, *rigT_pt;    /* its transpose: used anchor k -> [rigT_ptr_k, rigT_ptr_k+1) of point ids ... */
+    double *rigT_w;             /* ... and weights, in point order */
     float *S;                   /* [N][cells] similarity of dense point i with cell c */
     double *sem_mu, *sem_sd;    /* [N] attn mean and floored sd */
     double *pt_w;               /* [N] dense weight normalised to sum 1 (reading (b)) */
@@ -25,9 +27,11 @@ typedef struct sa3d_align_ctx {
     double *act_w;              /* [n_act] weights summing to 1 */
     int *cand;                  /* [n_act][K] point ids (-1 = none) */
     double *cand_lp;            /* [n_act][K] log p_sem of the candidate at the cell */
+    int *pt_slot_ptr, *pt_slot; /* point i -> its slots q K + k among cand, in (q, k) order: [N + 1], [<= n_act K] */
     /* L_sparse: the appended anchors among the dense points and their log p_sem over the cells */
     int n_anc;
     int *anc_pt;                /* [n_anc] dense index */
+    int *pt_anc;                /* [N] appended anchor of each point, or -1 */
     double *anc_lp;             /* [n_anc][cells] */
     const float *mask;          /* [cells] borrowed, or NULL */
     double d_star;              /* L_depth target */
@@ -47,14 +51,7 @@ typedef struct sa3d_align_stage {
 /* The stage at iteration t of n_iter (t = n_iter: the final evaluation, at the schedule's end) for grid g. */
 sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t);
 
-/* log p_sem of similarity s for a point with attn mean mu and sd sd: one-sided Gaussian,
- * -0.5 max(0, (mu - s) / sd)^2; *dlp (may be NULL) = d/ds. */
-static inline double sa3d_align_lp(double s, double mu, double sd, double *dlp) {
-    double z = (mu - s) / sd;
-    if (z <= 0.0) { if (dlp) *dlp = 0.0; return 0.0; }
-    if (dlp) *dlp = z / sd;
-    return -0.5 * z * z;
-}
+#include "align/align_energy.h"   /* the energy's steps, shared with the CUDA backend */
 
 /* The aligner's per-cell inputs of one image (flip: its mirror) from the mask and depth providers, exactly as the
  * dataset matcher builds them: *mask_c [g][g] the mask's foreground share of each cell, *depth_c [g][g]
