@@ -3,9 +3,13 @@
  * hypotheses B and iterations. Accuracy: mean distance in cells between the aligned and the true projected
  * anchors, over several poses.
  *
- *     bench_align [--threads N] [--dense N] [--poses K] [--tiny]
+ *     bench_align [--threads N] [--dense N] [--poses K] [--tiny] [--device cuda]
  *
- * --tiny (ctest bench smoke): g = 20, C = 32, N = 100, two small configurations. */
+ * --tiny (ctest bench smoke): g = 20, C = 32, N = 100, two small configurations.
+ * --device cuda (a -DSEMALIGN3D_CUDA=ON build on a GPU machine): instead of the table, the defaults with and
+ * without the mirror term and with 400 hypotheses, each on the CPU and on the GPU in the same run, side by side:
+ * time per image, the ratio, and how far apart the two alignments' anchors are. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +36,88 @@ static double anchor_err(const bcase *b, const sa3d_alignment *a, int g) {
     return e / a->n_used;
 }
 
+static void free_cases(bcase *cs, int n_poses) {
+    for (int q = 0; q < n_poses; q++) {
+        sa3d_prior_free(cs[q].prior);
+        free(cs[q].F); free(cs[q].mask); free(cs[q].depth);
+        free(cs[q].Fm); free(cs[q].mask_m); free(cs[q].depth_m);
+    }
+    free(cs);
+}
+
+/* Best of 2 runs of pose q on the device; *a keeps the last alignment. Returns the seconds, or -1 on error. */
+static double time_align(const bcase *b, const sa3d_align_params *p, sa3d_alignment **a) {
+    sa3d_align_input in_m = { .F = &b->fm_m, .mask = b->mask_m, .depth = b->depth_m };
+    sa3d_align_input in = { .F = &b->fm, .mask = b->mask, .depth = b->depth, .mirror = &in_m };
+    double best = 1e30;
+    for (int r = 0; r < 2; r++) {
+        sa3d_error err;
+        sa3d_alignment_free(*a);
+        *a = NULL;
+        double t0 = sa3d_now();
+        if (sa3d_align_image(a, b->prior, &in, p, &err) != SA3D_OK) {
+            fprintf(stderr, "bench_align: %s\n", err.msg);
+            return -1;
+        }
+        double dt = sa3d_now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+/* --device cuda: CPU and GPU side by side on the same poses (a warm-up alignment on the GPU first). */
+static int device_table(const bcase *cs, int n_poses, const sa3d_align_params *dp) {
+    typedef struct { int B, keep; double wm; } config;
+    static const config cfg[] = { { 100, 10, 0.0 }, { 100, 10, 0.5 }, { 400, 40, 0.5 } };
+    sa3d_alignment *a = NULL, *ag = NULL;
+    sa3d_align_params p = *dp;
+    p.device = SA3D_ALIGN_ON_CUDA;
+    if (time_align(&cs[0], &p, &ag) < 0) return 1;   /* warm-up: CUDA context, first allocations */
+    printf("CPU (%d threads) and GPU in the same run; time per image, best of 2 per pose, mean over poses\n",
+           dp->n_threads);
+    printf("%5s %6s %8s | %10s %10s %8s | %14s %8s\n", "B", "keep", "w_mirror", "CPU s", "GPU s", "speed-up",
+           "max |d anchor|", "winner");
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+        p = *dp;
+        p.n_hyp = cfg[k].B;
+        p.prune_keep = cfg[k].keep;
+        p.w_mirror = cfg[k].wm;
+        double tc = 0.0, tg = 0.0, dmax = 0.0;
+        int same = 0;
+        for (int q = 0; q < n_poses; q++) {
+            p.device = SA3D_ALIGN_ON_CPU;
+            double t1 = time_align(&cs[q], &p, &a);
+            p.device = SA3D_ALIGN_ON_CUDA;
+            double t2 = time_align(&cs[q], &p, &ag);
+            if (t1 < 0 || t2 < 0) { sa3d_alignment_free(a); sa3d_alignment_free(ag); return 1; }
+            tc += t1;
+            tg += t2;
+            for (int j = 0; j < 2 * a->n_used; j++) {
+                double d = fabs((double)a->proj_anchor[j] - (double)ag->proj_anchor[j]);
+                if (d > dmax) dmax = d;
+            }
+            same += a->best_hyp == ag->best_hyp;
+        }
+        printf("%5d %6d %8.2f | %10.4f %10.4f %7.1fx | %9.2e cells %5d/%d\n", p.n_hyp, p.prune_keep, p.w_mirror,
+               tc / n_poses, tg / n_poses, tc / tg, dmax, same, n_poses);
+    }
+    sa3d_alignment_free(a);
+    sa3d_alignment_free(ag);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    int threads = 2, n_dense = 1000, n_poses = 4, tiny = 0;
+    int threads = 2, n_dense = 1000, n_poses = 4, tiny = 0, cuda = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dense") && i + 1 < argc) n_dense = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--poses") && i + 1 < argc) n_poses = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tiny")) tiny = 1;
-        else { fprintf(stderr, "usage: bench_align [--threads N] [--dense N] [--poses K] [--tiny]\n"); return 2; }
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc && !strcmp(argv[i + 1], "cuda")) { cuda = 1; i++; }
+        else {
+            fprintf(stderr, "usage: bench_align [--threads N] [--dense N] [--poses K] [--tiny] [--device cuda]\n");
+            return 2;
+        }
     }
     int g = tiny ? 20 : 60, C = tiny ? 32 : 768;
     if (tiny) { n_dense = 100; n_poses = 1; }
@@ -94,6 +172,11 @@ int main(int argc, char **argv) {
             sa3d_align_ctx_free(&c);
         }
     }
+    if (cuda) {
+        int rc = device_table(cs, n_poses, &dp);
+        free_cases(cs, n_poses);
+        return rc;
+    }
     /* w_sparse < 0: the default; else that value. w_mirror: the rows run without the mirror term (0) except the
      * last. The renderer's mirror is a plain flip of the cells, which its prior (distinct left and right
      * features) fits badly, so that row times the term but its accuracy means little: the benchmark of
@@ -141,11 +224,6 @@ int main(int argc, char **argv) {
                : p.w_mirror > 0.0    ? "   (time only)"
                                      : "");
     }
-    for (int q = 0; q < n_poses; q++) {
-        sa3d_prior_free(cs[q].prior);
-        free(cs[q].F); free(cs[q].mask); free(cs[q].depth);
-        free(cs[q].Fm); free(cs[q].mask_m); free(cs[q].depth_m);
-    }
-    free(cs);
+    free_cases(cs, n_poses);
     return 0;
 }

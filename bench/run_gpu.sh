@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check of issue 6, as one script for a machine with an NVIDIA GPU, PyTorch and transformers (the
-# `device` machine of this workplace): the CUDA parity tests, then the side-by-side benchmark with PyTorch.
+# `device` machine of this workplace): the CUDA parity tests (networks, aligner), the side-by-side benchmark of
+# the networks with PyTorch, then the aligner on the CPU and the GPU side by side.
 #
 #   bench/run_gpu.sh [STAGE]     STAGE (default .devrun) holds what was built elsewhere:
-#       STAGE/bin/{test_nn_cuda,test_nn,bench_gpu}   from a -DSEMALIGN3D_CUDA=ON build
+#       STAGE/bin/{test_nn_cuda,test_nn,bench_gpu,test_align_cuda,bench_align}   from a -DSEMALIGN3D_CUDA=ON build
 #       STAGE/lib/*.so*                               their non-CUDA shared libraries (OpenBLAS, cJSON, ...)
 #       STAGE/fixtures/<model fixture dirs>           copies of ../shared/fixtures model folders
 # With a full build tree on the GPU machine itself, point STAGE at a folder of links instead.
-# Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, bench.log, bench_gpu.json.
+# Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, parity_align.log, bench.log, bench_gpu.json,
+# bench_align.log.
 set -uo pipefail
 stage="${1:-.devrun}"
 out="${OUT:-/tmp/sa3d-gpu-out}"
@@ -19,7 +21,14 @@ ldd "$stage/bin/bench_gpu" | grep "not found" && echo "missing libraries (above)
 echo "== parity (GPU vs CPU on every fixture, fp32/fp16/bf16)"
 SEMALIGN3D_FIXTURES="$PWD/$stage/fixtures" timeout 120 "$stage/bin/test_nn_cuda" 2>&1 | tee "$out/parity.log"
 echo "test_nn_cuda exit: ${PIPESTATUS[0]}"
+echo "== aligner parity (GPU vs CPU)"
+timeout 120 "$stage/bin/test_align_cuda" 2>&1 | tee "$out/parity_align.log"
+echo "test_align_cuda exit: ${PIPESTATUS[0]}"
 echo "== benchmark"
 PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-240}" python3 bench/peers/torch_gpu.py --bench "$stage/bin/bench_gpu" \
     --json "$out/bench_gpu.json" --dir /tmp/sa3d-gpu "${@:2}" 2>&1 | tee "$out/bench.log"
 echo "bench exit: ${PIPESTATUS[0]}"
+echo "== aligner benchmark (CPU threads: all cores)"
+timeout "${ALIGN_TIMEOUT:-180}" "$stage/bin/bench_align" --device cuda --threads "$(nproc)" --poses 2 2>&1 | \
+    tee "$out/bench_align.log"
+echo "bench_align exit: ${PIPESTATUS[0]}"

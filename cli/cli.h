@@ -85,6 +85,8 @@ int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_
 /* Applies the sets to p in order. Returns -1 when the command should go on, EXIT_USAGE after an error (printed),
  * EXIT_RUN when out of memory, or EXIT_OK when one of them was `list` (the options printed on stdout). */
 int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p);
+/* --device NAME for the aligner: "cpu" or "cuda" into p->align.device. 1 when valid, else 0 after a usage error. */
+int cli_align_device(const char *cmd, const char *name, sa3d_sa3d_matcher_params *p);
 /* "NAME=VALUE\n" for every option of p, after `head` (may be NULL): sa3d_eval_params.settings. Caller frees;
  * NULL when out of memory. */
 char *cli_settings_text(const char *head, const sa3d_sa3d_matcher_params *p);

@@ -41,6 +41,7 @@ static void help(void) {
            "  --features DIR     import feature maps: DIR[/<category>]/<id>.features.safetensors or <id>.npy\n"
            "  --model DIR        compute features with this DINOv2 model instead\n"
            "  --size N           feature input square side (default 840 -> 60 x 60 grid)\n"
+           "  --device NAME      cpu (default) or cuda: the network (--model) and the aligner's energy\n"
            "  --cache DIR        cache computed features here (keyed by image, model and settings)\n"
            "  --out DIR          output folder (default eval-<split>-<method>)\n"
            "  --categories LIST  comma-separated subset of categories\n"
@@ -55,7 +56,7 @@ static void help(void) {
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *method = "baseline", *feat_dir = NULL, *model_dir = NULL, *size_s = "840",
                *cache = NULL, *out = NULL, *limit_s = NULL, *threads_s = NULL, *priors_dir = NULL,
-               *depth_dir = NULL, *masks = "segmentation", *seed_s = "0";
+               *depth_dir = NULL, *masks = "segmentation", *seed_s = "0", *device = "cpu";
     cli_dataset_opts dataset = cli_dataset_opts_default();
     cli_param_sets sets = { .n = 0 };
     int quiet = 0, size = 840, threads = 0, limit = 0;
@@ -74,6 +75,7 @@ int cmd_eval(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--model", &model_dir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--cache", &cache)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--limit", &limit_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
@@ -103,6 +105,7 @@ int cmd_eval(int argc, char **argv) {
     smp.input_size = size;
     smp.align.seed = (uint64_t)seed;
     smp.align.n_threads = threads;
+    if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
     char out_default[256];
@@ -132,6 +135,7 @@ int cmd_eval(int argc, char **argv) {
     if (model_dir) {
         sa3d_model_params mp = sa3d_model_params_default();
         mp.n_threads = threads;
+        mp.device = device;
         if (sa3d_model_open(&m, model_dir, &mp, &err)) goto done;
         pp.kind = SA3D_SOURCE_COMPUTE;
         pp.model = m;

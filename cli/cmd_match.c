@@ -29,7 +29,7 @@ static void help(void) {
            "                      feature_map_flip; without the latter, --set align.w_mirror=0) for IMAGE1 ...\n"
            "  --features2 FILE    ... and IMAGE2\n"
            "  --size N            feature input square side (default 840 -> 60 x 60)\n"
-           "  --device NAME       cpu (default) or cuda, for --model\n"
+           "  --device NAME       cpu (default) or cuda: the network (--model) and the aligner's energy\n"
            "  --seed N            seed of the pose hypotheses (default 0)\n"
            "  --json FILE         write the JSON here (atomic) instead of stdout\n"
            "  --png FILE          the side-by-side picture (atomic)\n"
@@ -167,6 +167,7 @@ int cmd_match(int argc, char **argv) {
     sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
     smp.align.seed = (uint64_t)seed;
     smp.align.n_threads = threads;
+    if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
     float pts[SA3D_MAX_KPS][2], pred[SA3D_MAX_KPS][2];

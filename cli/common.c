@@ -269,6 +269,13 @@ int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_mat
     return EXIT_OK;
 }
 
+int cli_align_device(const char *cmd, const char *name, sa3d_sa3d_matcher_params *p) {
+    if (!strcmp(name, "cpu")) p->align.device = SA3D_ALIGN_ON_CPU;
+    else if (!strcmp(name, "cuda")) p->align.device = SA3D_ALIGN_ON_CUDA;
+    else return !cli_usage_error(cmd, "--device %s: expected cpu or cuda", name);
+    return 1;
+}
+
 char *cli_settings_text(const char *head, const sa3d_sa3d_matcher_params *p) {
     /* sized exactly: a truncated text would still compare equal to another truncated one */
     char value[64];

@@ -87,4 +87,25 @@ grep -q '"matches": \[\[' "$T/m0.json" || { echo "FAIL match outputs: $(cat "$T/
   --features1 "$F/synth_000001.features.safetensors" --features2 "$F/synth_000002.features.safetensors" \
   --json "$T/m2.json" >/dev/null 2>"$T/e"; check "match with w_mirror out of range" 1 $?
 grep -q "w_mirror" "$T/e" && [ ! -e "$T/m2.json" ] || { echo "FAIL w_mirror 2: $(cat "$T/e")"; fail=1; }
+# --device: an unknown name is a usage error; cuda either runs (a CUDA build on a GPU machine) or is refused before
+# any output with a message that says why
+"$BIN" eval --dataset "$T/ds" --method semalign3d --priors "$T/out" --features "$T/ds/Features" --out "$T/evt" \
+  --device tpu >/dev/null 2>&1; check "eval --device tpu" 2 $?
+"$BIN" eval --dataset "$T/ds" --method semalign3d --priors "$T/out" --features "$T/ds/Features" --out "$T/evc" \
+  --quiet $SMALL --device cuda >/dev/null 2>"$T/e"
+rc=$?
+if [ $rc -eq 0 ]; then
+  [ -s "$T/evc/predictions.jsonl" ] || { echo "FAIL eval --device cuda ran without predictions"; fail=1; }
+else
+  check "eval --device cuda without a usable GPU" 1 $rc
+  grep -q "device cuda" "$T/e" && [ ! -e "$T/evc" ] || { echo "FAIL eval --device cuda: $(cat "$T/e")"; fail=1; }
+fi
+"$BIN" match "$I/synth_000001.jpg" "$I/synth_000002.jpg" --points "40,40" --prior "$P" $SMALL --device cuda \
+  --features1 "$F/synth_000001.features.safetensors" --features2 "$F/synth_000002.features.safetensors" \
+  --json "$T/mc.json" >/dev/null 2>"$T/e"
+rc=$?
+if [ $rc -ne 0 ]; then
+  check "match --device cuda without a usable GPU" 1 $rc
+  grep -q "device cuda" "$T/e" && [ ! -e "$T/mc.json" ] || { echo "FAIL match --device cuda: $(cat "$T/e")"; fail=1; }
+fi
 exit $fail

@@ -17,62 +17,6 @@
 
 enum { G_SMALL = 16, C_SMALL = 16 };
 
-typedef struct scene {
-    sa3d_prior *prior;
-    int g, C;
-    float *F, *mask, *depth;
-    sa3d_feature_map fm;
-    synth_pose pose;
-} scene;
-
-static void scene_make(scene *s, int g, int C, int n_extra, int mirror, const synth_pose *pose, uint64_t seed) {
-    s->g = g;
-    s->C = C;
-    s->pose = *pose;
-    s->prior = synth_make_prior(C, n_extra, mirror, pose->f, 1234);
-    s->F = malloc((size_t)C * g * g * sizeof(float));
-    s->mask = malloc((size_t)g * g * sizeof(float));
-    s->depth = malloc((size_t)g * g * sizeof(float));
-    synth_render(s->prior, pose, g, 0.05, seed, s->F, s->mask, s->depth);
-    s->fm = (sa3d_feature_map){ .C = C, .g = g, .data = s->F, .img_w = 14 * g, .img_h = 14 * g,
-                                .input_size = 14 * g };
-}
-static void scene_free(scene *s) {
-    sa3d_prior_free(s->prior);
-    free(s->F);
-    free(s->mask);
-    free(s->depth);
-}
-
-/* The scene's mirrored image: every map flipped left-right, cell x -> g - 1 - x. mirror_free releases it. */
-typedef struct mirrored { float *F, *mask, *depth; sa3d_feature_map fm; } mirrored;
-static void mirror_make(mirrored *m, const scene *s) {
-    int g = s->g, cells = g * g;
-    m->F = malloc((size_t)s->C * cells * sizeof(float));
-    m->mask = malloc((size_t)cells * sizeof(float));
-    m->depth = malloc((size_t)cells * sizeof(float));
-    for (int c = 0; c < s->C; c++) synth_flip_cells(m->F + (size_t)c * cells, s->F + (size_t)c * cells, g);
-    synth_flip_cells(m->mask, s->mask, g);
-    synth_flip_cells(m->depth, s->depth, g);
-    m->fm = s->fm;
-    m->fm.data = m->F;
-}
-static void mirror_free(mirrored *m) {
-    free(m->F);
-    free(m->mask);
-    free(m->depth);
-}
-
-/* Y near the true pose, perturbed so that projections sit between cell centres. */
-static void true_anchors(const scene *s, double *Y, uint64_t seed, double jitter) {
-    uint64_t r = seed;
-    for (int k = 0; k < s->prior->n_used; k++) {
-        const double *a = s->prior->anchors + 3 * s->prior->used[k];
-        synth_cam(&s->pose, a, Y + 3 * k);
-        for (int d = 0; d < 3; d++) Y[3 * k + d] += jitter * synth_gauss(&r);
-    }
-}
-
 /* Central differences on every coordinate of Y and on phi. Returns the worst normalised error. */
 static double fd_check(const sa3d_align_ctx *c, const double *Y0, double phi0, double sigma) {
     int n = c->n;

@@ -40,6 +40,8 @@ typedef struct sa3d_align_input {
     const struct sa3d_align_input *mirror;
 } sa3d_align_input;
 
+enum { SA3D_ALIGN_ON_CPU = 0, SA3D_ALIGN_ON_CUDA = 1 };
+
 enum { SA3D_REC_MIXTURE = 0,     /* METHOD.md 5.3 reading (a): per-cell soft-max mixture over points (default) */
        SA3D_REC_POINT = 1 };     /* reading (b): per-point likelihood of the similarity sampled at its projection */
 
@@ -49,6 +51,9 @@ typedef struct sa3d_align_params {
     double lr;              /* 0.01: Adam step on Y (units of S) and on phi */
     uint64_t seed;          /* 0: the rotations; stream b of the seed for hypothesis b */
     int n_threads;          /* 0 = all cores; results do not depend on it */
+    int device;             /* SA3D_ALIGN_ON_CPU; SA3D_ALIGN_ON_CUDA evaluates the hypotheses' energies on the GPU
+                               (a -DSEMALIGN3D_CUDA=ON build; the commands' --device cuda): deterministic, equal
+                               to the CPU's to rounding, not bit for bit (docs/ALIGN.md) */
     int rec_mode;           /* SA3D_REC_MIXTURE */
     double w_rec, w_geom, w_bg, w_depth;   /* 1, 0.05, 1, 1 (0 switches a term off) */
     double sigma_start, sigma_end;         /* p_spatial sd in cells, annealed geometrically: g/8 -> 1 */
@@ -101,8 +106,10 @@ SA3D_API void sa3d_alignment_free(sa3d_alignment *a);   /* NULL is a no-op */
 /* Aligns the prior with one image: similarity maps once (one fixed-order product [N][C] x [C][g*g]), then
  * params.n_hyp hypotheses optimised together with Adam, the best by final energy. Deterministic for a seed
  * and bit-identical at any thread count; sets the process-wide thread count to params.n_threads
- * (sa3d_set_threads), so call it from one thread at a time. SA3D_ERR_ARG for mismatched sizes (prior C vs F C, n_used < 2),
- * SA3D_ERR_NUMERIC when every hypothesis ends non-finite, SA3D_ERR_NOMEM. *out is NULL on failure. */
+ * (sa3d_set_threads), so call it from one thread at a time. SA3D_ERR_ARG for mismatched sizes (prior C vs F C,
+ * n_used < 2), SA3D_ERR_NUMERIC when every hypothesis ends non-finite, SA3D_ERR_NOMEM; with device
+ * SA3D_ALIGN_ON_CUDA, SA3D_ERR_UNSUPPORTED without a CUDA build or a GPU and SA3D_ERR_IO for a device failure.
+ * *out is NULL on failure. */
 SA3D_API sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, const sa3d_align_input *in,
                                       const sa3d_align_params *p, sa3d_error *err);
 
@@ -173,9 +180,10 @@ typedef struct sa3d_sa3d_matcher_params {
 } sa3d_sa3d_matcher_params;
 SA3D_API sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void);
 /* Every aligner and matcher option by name, for command lines and sweeps: "align.n_hyp", "match.w_direct",
- * "match.baseline.temperature", ... (the field names above; n_threads and input_size excepted, which the
- * commands set from --threads and --size). Sets one field from "NAME=VALUE"; SA3D_ERR_ARG names the problem
- * for an unknown name or a value that is not a number of the field's type (integers in range, reals finite). */
+ * "match.baseline.temperature", ... (the field names above; n_threads, device and input_size excepted, which
+ * the commands set from --threads, --device and --size). Sets one field from "NAME=VALUE"; SA3D_ERR_ARG names
+ * the problem for an unknown name or a value that is not a number of the field's type (integers in range, reals
+ * finite). */
 SA3D_API sa3d_status sa3d_sa3d_matcher_params_set(sa3d_sa3d_matcher_params *p, const char *assignment,
                                                   sa3d_error *err);
 /* The i-th option's name, with its value in p written into value[cap]; NULL past the last one. */

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "align/align_gpu.h"
 #include "align/align_internal.h"
 #include "base/base.h"
 #include "tensor/kernels.h"
@@ -23,6 +24,7 @@ sa3d_align_params sa3d_align_params_default(void) {
     p.lr = 0.01;
     p.seed = 0;
     p.n_threads = 0;
+    p.device = SA3D_ALIGN_ON_CPU;
     p.rec_mode = SA3D_REC_MIXTURE;
     p.w_rec = 1.0;
     p.w_geom = 0.05;
@@ -511,6 +513,19 @@ double sa3d_align_energy_pose(const sa3d_align_ctx *c, const double *Y, double p
     return mirror_blend(c, e1, t1, gp1, e2, t2, gp2, gYm, gY, gphi, terms);
 }
 
+/* energy_pose of hypothesis b from the per-view rows of align_gpu.h (B hypotheses per view). */
+static double pose_from_views(const sa3d_align_ctx *c, int B, int b, const double *vE, const double *vT,
+                              const double *vG, const double *vP, double *gY, double *gphi, double terms[4]) {
+    size_t P3 = 3 * (size_t)c->n, r1 = (size_t)B + b;
+    memcpy(gY, vG + P3 * b, P3 * sizeof(double));
+    if (!c->mirror) {
+        *gphi = vP[b];
+        if (terms) memcpy(terms, vT + 4 * b, 4 * sizeof(double));
+        return vE[b];
+    }
+    return mirror_blend(c, vE[b], vT + 4 * b, vP[b], vE[r1], vT + 4 * r1, vP[r1], vG + P3 * r1, gY, gphi, terms);
+}
+
 double sa3d_align_energy_total(const sa3d_align_ctx *c, const double *Y, double phi, const sa3d_align_stage *s,
                                double *gY, double *gphi, double terms[5], double *work) {
     double t4[4], eg = 0.0;
@@ -542,7 +557,8 @@ static void random_rotation(double R[9], uint64_t seed, int b) {
     splitmix(&s);
     double u1 = rng_unit(&s), u2 = rng_unit(&s), u3 = rng_unit(&s);
     double a = sqrt(1.0 - u1), bb = sqrt(u1);
-    double x = a * sin(SA3D_TWO_PI * u2), y = a * cos(SA3D_TWO_PI * u2), z = bb * sin(SA3D_TWO_PI * u3), w = bb * cos(SA3D_TWO_PI * u3);
+    double x = a * sin(SA3D_TWO_PI * u2), y = a * cos(SA3D_TWO_PI * u2);
+    double z = bb * sin(SA3D_TWO_PI * u3), w = bb * cos(SA3D_TWO_PI * u3);
     R[0] = 1 - 2 * (y * y + z * z); R[1] = 2 * (x * y - z * w);     R[2] = 2 * (x * z + y * w);
     R[3] = 2 * (x * y + z * w);     R[4] = 1 - 2 * (x * x + z * z); R[5] = 2 * (y * z - x * w);
     R[6] = 2 * (x * z - y * w);     R[7] = 2 * (y * z + x * w);     R[8] = 1 - 2 * (x * x + y * y);
@@ -572,6 +588,8 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     if (p->n_hyp < 1 || p->n_iter < 0 || !(p->lr > 0.0))
         return sa3d_fail(err, SA3D_ERR_ARG, "align: n_hyp %d, n_iter %d, lr %g out of range", p->n_hyp, p->n_iter,
                          p->lr);
+    if (p->device != SA3D_ALIGN_ON_CPU && p->device != SA3D_ALIGN_ON_CUDA)
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: device %d unknown", p->device);
     sa3d_set_threads(p->n_threads);
     sa3d_align_ctx c;
     sa3d_status st = sa3d_align_ctx_init(&c, prior, in, p, err);
@@ -583,18 +601,31 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     double *mp = sa3d_calloc((size_t)B, sizeof(double)), *vp = sa3d_calloc((size_t)B, sizeof(double));
     double *gY = sa3d_malloc((size_t)B * P3 * sizeof(double)), *gg = sa3d_malloc((size_t)B * P3 * sizeof(double));
     double *E = sa3d_malloc((size_t)B * sizeof(double)), *eg = sa3d_malloc((size_t)B * sizeof(double));
-    double *work = sa3d_malloc(((size_t)B * wd + (size_t)P3) * sizeof(double));   /* + P3: energy_total */
+    /* a work area per hypothesis on the CPU, one for the final evaluation; + P3: energy_total */
+    int on_gpu = p->device == SA3D_ALIGN_ON_CUDA;
+    double *work = sa3d_malloc(((size_t)(on_gpu ? 1 : B) * wd + (size_t)P3) * sizeof(double));
     double *ref = sa3d_malloc((size_t)c.cells * 3 * sizeof(double));
     double *dense = sa3d_malloc((size_t)N * 3 * sizeof(double));
     double *order = sa3d_malloc((size_t)B * 2 * sizeof(double));
     int *orig = sa3d_malloc((size_t)B * sizeof(int)), *sel = sa3d_malloc((size_t)B * sizeof(int));
     uint8_t *alive = sa3d_malloc((size_t)B);
     sa3d_alignment *A = NULL;
+    /* on the GPU: each view's energy, terms, dE/dY and dE/dphi per hypothesis (align_gpu.h's rows) */
+    sa3d_align_gpu *gpu = NULL;
+    int V = sa3d_align_views(&c);
+    double *vE = NULL, *vT = NULL, *vG = NULL, *vP = NULL;
+    if (on_gpu) {
+        vE = sa3d_malloc((size_t)V * B * sizeof(double));
+        vT = sa3d_malloc((size_t)V * B * 4 * sizeof(double));
+        vG = sa3d_malloc((size_t)V * B * P3 * sizeof(double));
+        vP = sa3d_malloc((size_t)V * B * sizeof(double));
+    }
     if (!Y || !phi || !mY || !vY || !mp || !vp || !gY || !gg || !E || !eg || !work || !ref || !dense || !order ||
-        !orig || !sel || !alive) {
+        !orig || !sel || !alive || (on_gpu && (!vE || !vT || !vG || !vP))) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
         goto done;
     }
+    if (on_gpu && (st = sa3d_align_gpu_new(&gpu, &c, B, err)) != SA3D_OK) goto done;
 
     /* METHOD.md 5.2 initialisation. Reference set: the foreground cells (mask >= 0.5, else cells whose best
      * point's similarity is within one sd of its attn mean) back-projected at their depth with phi0. */
@@ -680,13 +711,17 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
             }
             Bc = keep;
         }
+        /* the GPU evaluates the image terms while the host computes L_geom */
+        if (gpu && (st = sa3d_align_gpu_start(gpu, Bc, Y, phi, alive, &stage, err)) != SA3D_OK) goto done;
         if (p->w_geom != 0.0) sa3d_geom_energy(eg, gg, Y, Bc, n, &c.gt, p->use_tets);
         else memset(eg, 0, (size_t)Bc * sizeof(double));
+        if (gpu && (st = sa3d_align_gpu_finish(gpu, vE, vT, vG, vP, err)) != SA3D_OK) goto done;
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < Bc; b++) {
             if (!alive[b]) continue;
             double *yb = Y + (size_t)b * P3, *gb = gY + (size_t)b * P3, gphi;
-            double e = sa3d_align_energy_pose(&c, yb, phi[b], &stage, gb, &gphi, NULL, work + (size_t)b * wd);
+            double e = gpu ? pose_from_views(&c, Bc, b, vE, vT, vG, vP, gb, &gphi, NULL)
+                           : sa3d_align_energy_pose(&c, yb, phi[b], &stage, gb, &gphi, NULL, work + (size_t)b * wd);
             e += p->w_geom * eg[b];
             for (int k = 0; k < P3; k++) gb[k] += p->w_geom * gg[(size_t)b * P3 + k];
             int ok = isfinite(e) && isfinite(gphi);
@@ -764,6 +799,8 @@ done:
     sa3d_free(Y); sa3d_free(phi); sa3d_free(mY); sa3d_free(vY); sa3d_free(mp); sa3d_free(vp);
     sa3d_free(gY); sa3d_free(gg); sa3d_free(E); sa3d_free(eg); sa3d_free(work); sa3d_free(ref);
     sa3d_free(dense); sa3d_free(order); sa3d_free(orig); sa3d_free(sel); sa3d_free(alive);
+    sa3d_align_gpu_free(gpu);
+    sa3d_free(vE); sa3d_free(vT); sa3d_free(vG); sa3d_free(vP);
     sa3d_align_ctx_free(&c);
     return st;
 }

@@ -20,37 +20,8 @@
 extern "C" {
 #include "nn/backend.h"
 }
+#include "base/cuda_util.cuh"
 #include "kernels.cuh"
-
-/* ---- device memory bookkeeping ---- */
-
-typedef struct dmem {
-    void **p;
-    int n, cap;
-    cudaError_t first;   /* first failure, sticky */
-} dmem;
-
-static void *dalloc(dmem *d, size_t bytes) {
-    if (d->first != cudaSuccess) return NULL;
-    if (d->n == d->cap) {
-        int cap = d->cap ? 2 * d->cap : 64;
-        void **np = (void **)realloc(d->p, (size_t)cap * sizeof *np);
-        if (!np) { d->first = cudaErrorMemoryAllocation; return NULL; }
-        d->p = np;
-        d->cap = cap;
-    }
-    void *ptr = NULL;
-    cudaError_t e = cudaMalloc(&ptr, bytes ? bytes : 16);
-    if (e != cudaSuccess) { d->first = e; return NULL; }
-    d->p[d->n++] = ptr;
-    return ptr;
-}
-
-static void dmem_free(dmem *d) {
-    for (int i = 0; i < d->n; i++) cudaFree(d->p[i]);
-    free(d->p);
-    memset(d, 0, sizeof *d);
-}
 
 /* Leading dimensions handed to cuBLAS are padded to a multiple of 8 elements: with an odd pitch (T = 3601 tokens
  * at 840 px, a 588-wide patch row) cuBLAS cannot use its tensor-core kernels and falls back to far slower ones
@@ -145,11 +116,6 @@ static float *up_bias3(dmodel *d, const float *a, const float *b, const float *c
         if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
     }
     return p;
-}
-
-static sa3d_status cuda_fail(sa3d_error *err, const char *where, const char *what, cudaError_t e) {
-    return sa3d_fail(err, e == cudaErrorMemoryAllocation ? SA3D_ERR_NOMEM : SA3D_ERR_IO, "%s: cuda: %s: %s", where,
-                     what, cudaGetErrorString(e));
 }
 
 static void cuda_model_release(sa3d_model *m) {

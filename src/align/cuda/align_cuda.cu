@@ -1,0 +1,205 @@
+/* CUDA backend of the aligner's energy (align_gpu.h): align_energy.h's steps for every (hypothesis, view) of one
+ * iteration in one kernel launch.
+ *
+ *   - Per image, once: the context of the image and of its mirror (rig and its transpose, reading (a)'s cells and
+ *     candidates with each point's slots, the anchors' log p_sem maps, the mask; the similarity maps only for
+ *     reading (b)) is uploaded; the two contexts are copied to the device with their pointers replaced.
+ *   - Per iteration: one host-to-device copy of the poses, one launch, one device-to-host copy of energies and
+ *     gradients, all on one stream from pinned buffers, so the host computes L_geom while the GPU works.
+ *   - A block of AK_THREADS threads per (hypothesis, view); between the steps a barrier. Points, cells and
+ *     anchors are spread over the threads; L_sparse's window over the 32 lanes of a warp per anchor. The block's
+ *     partial sums are reduced in a fixed tree, L_sparse serially in anchor order: deterministic, no atomics. */
+#ifndef SA3D_CUDA_EMU   /* tests/cuda_emu.hh stands in for the runtime: the test_align_emu build */
+#include <cuda_runtime.h>
+#endif
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+extern "C" {
+#include "align/align_gpu.h"
+}
+#include "base/cuda_util.cuh"
+
+#include "align_kernel.cuh"
+
+/* ---- host side ---- */
+
+struct sa3d_align_gpu {
+    dmem mem;
+    cudaStream_t stream;
+    int views, n, max_hyp;
+    int started;               /* B of the launch in flight, 0 when none */
+    size_t wd;                 /* work doubles per row */
+    sa3d_align_ctx *dctx;      /* [views] on the device */
+    int *twin;
+    double *Ym, *work;
+    unsigned char *d_in, *d_out, *h_in, *h_out;   /* poses in, results out; h_: pinned */
+};
+
+/* Uploads count elements of src (NULL stays NULL); failures are kept in g->mem.first. */
+template <typename T> static T *up(sa3d_align_gpu *g, const T *src, size_t count) {
+    if (!src) return NULL;
+    T *d = (T *)dalloc(&g->mem, count * sizeof(T));
+    if (!d) return NULL;
+    cudaError_t e = cudaMemcpy(d, src, count * sizeof(T), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess && g->mem.first == cudaSuccess) g->mem.first = e;
+    return d;
+}
+
+/* dv = c with every array the energy reads on the device; the rest (L_geom's terms, the mirror) cleared. */
+static void ctx_upload(sa3d_align_gpu *g, const sa3d_align_ctx *c, sa3d_align_ctx *dv) {
+    size_t N = (size_t)c->N, n = (size_t)c->n, cells = (size_t)c->cells, nnz = (size_t)c->rig_ptr[c->N];
+    size_t nk = (size_t)c->n_act * c->K, anc = (size_t)c->n_anc;
+    *dv = *c;
+    dv->rig_ptr = up(g, c->rig_ptr, N + 1);
+    dv->rig_idx = up(g, c->rig_idx, nnz);
+    dv->rig_w = up(g, c->rig_w, nnz);
+    dv->rigT_ptr = up(g, c->rigT_ptr, n + 1);
+    dv->rigT_pt = up(g, c->rigT_pt, nnz);
+    dv->rigT_w = up(g, c->rigT_w, nnz);
+    dv->S = c->p.rec_mode == SA3D_REC_POINT ? up(g, c->S, N * cells) : NULL;   /* 14 MB at N 1000, g 60 */
+    dv->sem_mu = up(g, c->sem_mu, N);
+    dv->sem_sd = up(g, c->sem_sd, N);
+    dv->pt_w = up(g, c->pt_w, N);
+    dv->act_cell = up(g, c->act_cell, (size_t)c->n_act);
+    dv->act_w = up(g, c->act_w, (size_t)c->n_act);
+    dv->cand = up(g, c->cand, nk);
+    dv->cand_lp = up(g, c->cand_lp, nk);
+    dv->pt_slot_ptr = up(g, c->pt_slot_ptr, N + 1);
+    dv->pt_slot = up(g, c->pt_slot, (size_t)c->pt_slot_ptr[c->N]);
+    dv->anc_pt = up(g, c->anc_pt, anc);
+    dv->anc_lp = up(g, c->anc_lp, anc * cells);
+    dv->pt_anc = up(g, c->pt_anc, N);
+    dv->mask = up(g, c->mask, cells);
+    memset(&dv->gt, 0, sizeof dv->gt);
+    dv->g_e1 = dv->g_e2 = dv->g_t = dv->g_v = NULL;
+    dv->g_beta = NULL;
+    dv->mirror = NULL;
+    dv->twin = NULL;
+}
+
+static size_t in_bytes(const sa3d_align_gpu *g, int B) { return ((size_t)B * 3 * g->n + B) * sizeof(double) + B; }
+static size_t out_bytes(const sa3d_align_gpu *g, int B) {
+    return (size_t)g->views * B * (6 + 3 * (size_t)g->n) * sizeof(double);
+}
+
+extern "C" void sa3d_align_gpu_free(sa3d_align_gpu *g) {
+    if (!g) return;
+    if (g->stream) {
+        cudaStreamSynchronize(g->stream);
+        cudaStreamDestroy(g->stream);
+    }
+    cudaFreeHost(g->h_in);
+    cudaFreeHost(g->h_out);
+    dmem_free(&g->mem);
+    free(g);
+}
+
+extern "C" sa3d_status sa3d_align_gpu_check(sa3d_error *err) {
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "align: device cuda: no usable GPU (%s)",
+                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return SA3D_OK;
+}
+
+extern "C" sa3d_status sa3d_align_gpu_new(sa3d_align_gpu **out, const sa3d_align_ctx *c, int max_hyp,
+                                          sa3d_error *err) {
+    *out = NULL;
+    sa3d_status st = sa3d_align_gpu_check(err);
+    if (st != SA3D_OK) return st;
+    if (max_hyp < 1) return sa3d_fail(err, SA3D_ERR_ARG, "align: device cuda: %d hypotheses", max_hyp);
+    sa3d_align_gpu *g = (sa3d_align_gpu *)calloc(1, sizeof *g);
+    if (!g) return sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+    g->views = sa3d_align_views(c);
+    g->n = c->n;
+    g->max_hyp = max_hyp;
+    sa3d_align_ctx hv[2];
+    cudaError_t e;
+    ctx_upload(g, c, &hv[0]);
+    g->wd = sa3d_ae_work_doubles(c);
+    if (c->mirror) {
+        ctx_upload(g, c->mirror, &hv[1]);
+        size_t wm = sa3d_ae_work_doubles(c->mirror);
+        if (wm > g->wd) g->wd = wm;
+        g->twin = up(g, c->twin, (size_t)c->n);
+        g->Ym = (double *)dalloc(&g->mem, (size_t)max_hyp * 3 * c->n * sizeof(double));
+    }
+    g->dctx = up(g, hv, (size_t)g->views);
+    size_t work;
+    if (!sa3d_mul3_ok((size_t)g->views * max_hyp, g->wd, sizeof(double), &work)) {
+        sa3d_align_gpu_free(g);
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: device cuda: %d hypotheses need too much memory", max_hyp);
+    }
+    g->work = (double *)dalloc(&g->mem, work);
+    g->d_in = (unsigned char *)dalloc(&g->mem, in_bytes(g, max_hyp));
+    g->d_out = (unsigned char *)dalloc(&g->mem, out_bytes(g, max_hyp));
+    e = g->mem.first;
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&g->h_in, in_bytes(g, max_hyp));
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&g->h_out, out_bytes(g, max_hyp));
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        sa3d_align_gpu_free(g);
+        return cuda_fail(err, "align", "uploading the image's context", e);
+    }
+    *out = g;
+    return SA3D_OK;
+}
+
+extern "C" sa3d_status sa3d_align_gpu_start(sa3d_align_gpu *g, int B, const double *Y, const double *phi,
+                                            const uint8_t *alive, const sa3d_align_stage *s, sa3d_error *err) {
+    if (B < 1 || B > g->max_hyp || g->started)
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: device cuda: start of %d hypotheses (room for %d%s)", B,
+                         g->max_hyp, g->started ? ", one already started" : "");
+    size_t P3 = 3 * (size_t)g->n, rows = (size_t)g->views * B;
+    double *hY = (double *)g->h_in, *hphi = hY + B * P3;
+    memcpy(hY, Y, B * P3 * sizeof(double));
+    memcpy(hphi, phi, (size_t)B * sizeof(double));
+    memcpy(hphi + B, alive, (size_t)B);
+    double *dY = (double *)g->d_in, *dE = (double *)g->d_out;
+    kparams P;
+    P.B = B;
+    P.stage = *s;
+    P.Y = dY;
+    P.phi = dY + B * P3;
+    P.alive = (const uint8_t *)(dY + B * P3 + B);
+    P.twin = g->twin;
+    P.Ym = g->Ym;
+    P.work = g->work;
+    P.wd = g->wd;
+    P.E = dE;
+    P.terms = dE + rows;
+    P.gY = dE + 5 * rows;
+    P.gphi = dE + 5 * rows + rows * P3;
+    cudaError_t e = cudaMemcpyAsync(g->d_in, g->h_in, in_bytes(g, B), cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess) {
+        AK_LAUNCH(energy_kernel, dim3((unsigned)B, (unsigned)g->views), AK_THREADS, g->stream, g->dctx, P);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(g->h_out, g->d_out, out_bytes(g, B), cudaMemcpyDeviceToHost, g->stream);
+    if (e != cudaSuccess) return cuda_fail(err, "align", "energy launch", e);
+    g->started = B;
+    return SA3D_OK;
+}
+
+extern "C" sa3d_status sa3d_align_gpu_finish(sa3d_align_gpu *g, double *E, double *terms, double *gY, double *gphi,
+                                             sa3d_error *err) {
+    int B = g->started;
+    if (!B) return sa3d_fail(err, SA3D_ERR_ARG, "align: device cuda: nothing started");
+    g->started = 0;
+    cudaError_t e = cudaStreamSynchronize(g->stream);
+    if (e != cudaSuccess) return cuda_fail(err, "align", "energy kernel", e);
+    size_t P3 = 3 * (size_t)g->n, rows = (size_t)g->views * B;
+    const uint8_t *alive = (const uint8_t *)((const double *)g->h_in + B * P3 + B);
+    const double *hE = (const double *)g->h_out, *hT = hE + rows, *hG = hE + 5 * rows, *hP = hG + rows * P3;
+    for (size_t r = 0; r < rows; r++) {
+        if (!alive[r % B]) continue;
+        E[r] = hE[r];
+        memcpy(terms + 4 * r, hT + 4 * r, 4 * sizeof(double));
+        memcpy(gY + P3 * r, hG + P3 * r, P3 * sizeof(double));
+        gphi[r] = hP[r];
+    }
+    return SA3D_OK;
+}

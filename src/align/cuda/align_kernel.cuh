@@ -1,0 +1,121 @@
+/* The aligner's energy kernel (align_cuda.cu launches it): align_energy.h's steps for one (hypothesis, view) per
+ * block. Device code only, apart from the host side. Include after align_internal.h. */
+#ifndef SA3D_ALIGN_KERNEL_CUH
+#define SA3D_ALIGN_KERNEL_CUH
+
+/* kernel<<<grid, threads, 0, stream>>>(args...); tests/cuda_emu.hh defines its own */
+#ifndef AK_LAUNCH
+#define AK_LAUNCH(kernel, grid, threads, stream, ...) kernel<<<grid, threads, 0, stream>>>(__VA_ARGS__)
+#endif
+
+#ifndef AK_THREADS
+#define AK_THREADS 256   /* threads per block: a power of two, at least 64 (the emulator runs it with 64) */
+#endif
+
+/* What one launch reads and writes besides the two contexts. Rows are view x B + b. */
+typedef struct kparams {
+    int B;
+    sa3d_align_stage stage;
+    const double *Y, *phi;     /* [B][n][3], [B] */
+    const uint8_t *alive;      /* [B] */
+    const int *twin;           /* [n] (with a mirror) */
+    double *Ym;                /* [B][n][3] the mirrored poses (with a mirror) */
+    double *work;              /* [rows][wd] */
+    size_t wd;
+    double *E, *terms, *gY, *gphi;   /* [rows], [rows][4], [rows][n][3], [rows] */
+} kparams;
+
+/* L_sparse of appended anchor a with the window spread over the lanes of one warp (sa3d_ae_sparse_* steps). */
+__device__ static void sparse_warp(const sa3d_align_ctx *c, int a, const sa3d_ae_stage *k, sa3d_ae_work w,
+                                   int lane) {
+    const double *lp = c->anc_lp + (size_t)a * c->cells;
+    int i = c->anc_pt[a], g = c->g;
+    double px = w.pr[2 * i], py = w.pr[2 * i + 1], R = 4.0 * k->sigma, o = c->p.sparse_outlier;
+    long win[4];
+    sa3d_ae_sparse_window(g, px, py, R, win);
+    long wx = win[1] - win[0] + 1, wy = win[3] - win[2] + 1, cells = wx > 0 && wy > 0 ? wx * wy : 0;
+    double mx = o, l, ex, ey;
+    for (long e = lane; e < cells; e += 32)
+        if (sa3d_ae_sparse_term(lp, g, win[0] + e % wx, win[2] + e / wx, px, py, R, k, &l, &ex, &ey) && l > mx)
+            mx = l;
+    for (int off = 16; off > 0; off >>= 1) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    double sum = 0.0, sx = 0.0, sy = 0.0;
+    for (long e = lane; e < cells; e += 32)
+        if (sa3d_ae_sparse_term(lp, g, win[0] + e % wx, win[2] + e / wx, px, py, R, k, &l, &ex, &ey)) {
+            double v = exp(l - mx);
+            sum += v;
+            sx += v * ex;
+            sy += v * ey;
+        }
+    for (int off = 16; off > 0; off >>= 1) {
+        sum += __shfl_xor_sync(0xffffffffu, sum, off);
+        sx += __shfl_xor_sync(0xffffffffu, sx, off);
+        sy += __shfl_xor_sync(0xffffffffu, sy, off);
+    }
+    if (lane == 0)
+        w.lsp[a] = sa3d_ae_sparse_finish(mx, exp(o - mx) + sum, sx, sy, k->w_sparse * (1.0 / c->n_anc), k,
+                                         w.sg + 2 * a);
+}
+
+/* energy_one of hypothesis blockIdx.x on view blockIdx.y (0: the image, 1: its mirror at the mirrored pose). */
+static __global__ void __launch_bounds__(AK_THREADS) energy_kernel(const sa3d_align_ctx *ctx, kparams P) {
+    __shared__ double red[3][AK_THREADS];
+    int b = blockIdx.x, view = blockIdx.y, t = threadIdx.x;
+    if (!P.alive[b]) return;   /* the whole block */
+    const sa3d_align_ctx *c = ctx + view;
+    int n = c->n, N = c->N;
+    size_t row = (size_t)view * P.B + b;
+    sa3d_ae_work w = sa3d_ae_layout(c, P.work + row * P.wd);
+    sa3d_ae_stage k = sa3d_ae_stage_make(c, &P.stage);
+    double phi = P.phi[b];
+    const double *Y = P.Y + (size_t)b * 3 * n;
+    double *gY = P.gY + row * 3 * n;
+    if (view == 1) {
+        double *Ym = P.Ym + (size_t)b * 3 * n;
+        for (int a = t; a < n; a += AK_THREADS) sa3d_ae_mirror_anchor(P.twin, Y, a, Ym);
+        __syncthreads();
+        Y = Ym;
+    }
+    for (int i = t; i < N; i += AK_THREADS) sa3d_ae_project(c, Y, phi, i, w);
+    __syncthreads();
+    double l_rec = 0.0, l_bg = 0.0, gp = 0.0;
+    if (k.w_rec != 0.0 && c->p.rec_mode != SA3D_REC_POINT)
+        for (int q = t; q < c->n_act; q += AK_THREADS) l_rec -= sa3d_ae_rec_cell(c, q, &k, w);
+    if (k.w_sparse != 0.0)
+        for (int a = t / 32; a < c->n_anc; a += AK_THREADS / 32) sparse_warp(c, a, &k, w, t % 32);
+    __syncthreads();
+    for (int i = t; i < N; i += AK_THREADS) {
+        double lr, lb;
+        gp -= sa3d_ae_point(c, i, phi, &k, w, &lr, &lb);
+        l_rec -= lr;
+        l_bg += lb;
+    }
+    __syncthreads();
+    for (int a = t; a < n; a += AK_THREADS) sa3d_ae_anchor(c, a, w.X, gY + 3 * a);
+    red[0][t] = l_rec;
+    red[1][t] = l_bg;
+    red[2][t] = gp;
+    __syncthreads();
+    for (int s = AK_THREADS / 2; s > 0; s >>= 1) {
+        if (t < s)
+            for (int r = 0; r < 3; r++) red[r][t] += red[r][t + s];
+        __syncthreads();
+    }
+    if (t == 0) {
+        double L_rec = red[0][0], L_bg = red[1][0], L_sparse = 0.0;
+        if (k.w_sparse != 0.0 && c->n_anc > 0) {
+            double inv = 1.0 / c->n_anc;
+            for (int a = 0; a < c->n_anc; a++) L_sparse += inv * w.lsp[a];
+        }
+        double L_depth = sa3d_ae_depth(c, Y, gY);   /* after the barriers: every anchor's gradient is written */
+        P.E[row] = k.w_rec * L_rec + c->p.w_bg * L_bg + c->p.w_depth * L_depth + k.w_sparse * L_sparse;
+        double *tr = P.terms + 4 * row;
+        tr[0] = L_rec;
+        tr[1] = L_bg;
+        tr[2] = L_depth;
+        tr[3] = L_sparse;
+        P.gphi[row] = red[2][0];
+    }
+}
+
+#endif

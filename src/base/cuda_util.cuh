@@ -1,0 +1,47 @@
+/* What the CUDA backends (src/nn/cuda/, src/align/cuda/) share: device memory freed as one set, with the first
+ * failure kept (sticky) so that a run of uploads is checked once, and a CUDA error as an sa3d_error. Built only
+ * with -DSEMALIGN3D_CUDA=ON; include after base/base.h. */
+#ifndef SA3D_CUDA_UTIL_CUH
+#define SA3D_CUDA_UTIL_CUH
+
+#ifndef SA3D_CUDA_EMU   /* tests/cuda_emu.hh stands in for the runtime */
+#include <cuda_runtime.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct dmem {
+    void **p;
+    int n, cap;
+    cudaError_t first;   /* first failure, sticky */
+} dmem;
+
+/* bytes of device memory, owned by d; NULL (and d->first set) on failure or after an earlier one */
+static inline void *dalloc(dmem *d, size_t bytes) {
+    if (d->first != cudaSuccess) return NULL;
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 64;
+        void **np = (void **)realloc(d->p, (size_t)cap * sizeof *np);
+        if (!np) { d->first = cudaErrorMemoryAllocation; return NULL; }
+        d->p = np;
+        d->cap = cap;
+    }
+    void *ptr = NULL;
+    cudaError_t e = cudaMalloc(&ptr, bytes ? bytes : 16);
+    if (e != cudaSuccess) { d->first = e; return NULL; }
+    d->p[d->n++] = ptr;
+    return ptr;
+}
+
+static inline void dmem_free(dmem *d) {
+    for (int i = 0; i < d->n; i++) cudaFree(d->p[i]);
+    free(d->p);
+    memset(d, 0, sizeof *d);
+}
+
+static inline sa3d_status cuda_fail(sa3d_error *err, const char *where, const char *what, cudaError_t e) {
+    return sa3d_fail(err, e == cudaErrorMemoryAllocation ? SA3D_ERR_NOMEM : SA3D_ERR_IO, "%s: cuda: %s: %s", where,
+                     what, cudaGetErrorString(e));
+}
+
+#endif
