@@ -6,8 +6,9 @@
  *   test_align_cuda  the library's backend on a GPU. Skips (exit 77) in builds without the CUDA backend or on
  *                    machines without a GPU, so the CPU CI runs it as "skipped".
  *   test_align_emu   (SA3D_ALIGN_EMU) the same backend source built for the CPU against tests/cuda_emu.hh's
- *                    emulated runtime and threads (tests/align_cuda_emu.cc): runs in every build with a C++20
- *                    compiler, at smaller sizes, so that the kernel and the host code are tested without a GPU. */
+ *                    emulated runtime, cuBLAS and threads (tests/align_cuda_emu.cc): runs in every build with a
+ *                    C++20 compiler, at smaller sizes, so that the kernel and the host code are tested without a
+ *                    GPU. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,7 +155,7 @@ static void case_energy(void) {
     scene_free(&s);
 }
 
-/* A whole alignment on the GPU: deterministic (twice, bit for bit), and the CPU's to within rounding that the
+/* A whole alignment on the GPU (similarity maps and energies): deterministic (twice, bit for bit), and the CPU's to within rounding that the
  * optimisation carries along (same winning hypothesis, anchors within 0.05 cells). */
 static void case_align(void) {
     synth_pose pose = { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 };
@@ -191,6 +192,30 @@ static void case_align(void) {
     }
     mirror_free(&mi);
     scene_free(&s);
+}
+
+/* The similarity maps: cuBLAS (column-major, S^T = F^T feat^T) against a double-precision product, at sizes that
+ * are multiples of nothing. */
+static void case_similarity(void) {
+    int N = 37, Cc = 50, cells = 61;
+    float *feat = malloc((size_t)N * Cc * sizeof(float)), *F = malloc((size_t)Cc * cells * sizeof(float));
+    float *S = malloc((size_t)N * cells * sizeof(float));
+    uint64_t r = 5;
+    for (int i = 0; i < N; i++) synth_unit(feat + (size_t)i * Cc, Cc, &r);
+    for (int k = 0; k < Cc * cells; k++) F[k] = (float)(synth_gauss(&r) / sqrt((double)Cc));
+    sa3d_error err;
+    T_OK(sa3d_align_gpu_similarity(S, feat, F, N, Cc, cells, &err), &err);
+    double worst = 0.0;
+    for (int i = 0; i < N; i++)
+        for (int q = 0; q < cells; q++) {
+            double ref = 0.0;
+            for (int k = 0; k < Cc; k++) ref += (double)feat[(size_t)i * Cc + k] * (double)F[(size_t)k * cells + q];
+            worst = fmax(worst, fabs((double)S[(size_t)i * cells + q] - ref));
+        }
+    printf("       S [%d][%d] = feat [%d][%d] . F [%d][%d]: max |GPU - double| %.2e (bound 1e-5)\n", N, cells, N, Cc,
+           Cc, cells, worst);
+    T_CHECK(worst <= 1e-5);
+    free(feat); free(F); free(S);
 }
 
 static void case_errors(void) {
@@ -231,7 +256,8 @@ int main(int argc, char **argv) {
     }
     static const t_case cases[] = {
         { "1.1", "energy, terms and gradients: GPU equals CPU (4 settings x 4 stages, mirror views)", case_energy },
-        { "1.2", "whole alignment: GPU deterministic, equal to CPU", case_align },
+        { "1.2", "similarity maps: GPU product equals a double-precision one", case_similarity },
+        { "1.3", "whole alignment (similarity and energies on the GPU): deterministic, equal to CPU", case_align },
         { "2.1", "argument errors of the GPU evaluation", case_errors },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);

@@ -261,8 +261,13 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     }
     for (int i = 0; i < N; i++) c->pt_w[i] = wsum > 0.0 ? c->pt_w[i] / wsum : 1.0 / N;
     /* S[N][cells] = dense_feat[N][C] . F[C][cells]: the fixed-order product, so that S (and everything after
-     * it) is bit-identical at any thread count; cblas_sgemm is not guaranteed to be. */
-    sa3d_gemm_fixed_order(c->S, pr->dense_feat, F->data, N, F->C, cells);
+     * it) is bit-identical at any thread count; cblas_sgemm is not guaranteed to be. On the GPU: cuBLAS. */
+    if (p->device == SA3D_ALIGN_ON_CUDA) {
+        if ((st = sa3d_align_gpu_similarity(c->S, pr->dense_feat, F->data, N, F->C, cells, err)) != SA3D_OK)
+            goto done;
+    } else {
+        sa3d_gemm_fixed_order(c->S, pr->dense_feat, F->data, N, F->C, cells);
+    }
 
     /* L_sparse: the appended anchors (dense points that move with one slot) and their log p_sem maps */
     c->anc_pt = sa3d_malloc((size_t)(n + 1) * sizeof(int));

@@ -5,6 +5,7 @@
  * item functions as the CPU. Sums run in a fixed order, so results are deterministic; they equal the CPU's to
  * rounding (libm and CUDA's exp and log differ in the last bits), not bit for bit.
  *
+ *     sa3d_align_gpu_similarity(S, feat, F, N, C, cells, &err);   // in the context's set-up
  *     sa3d_align_gpu *g;
  *     sa3d_align_gpu_new(&g, &ctx, B, &err);            // uploads the context of the image and of its mirror
  *     sa3d_align_gpu_start(g, B, Y, phi, alive, &stage, &err);   // returns at once: do host work meanwhile
@@ -30,6 +31,10 @@ static inline int sa3d_align_views(const sa3d_align_ctx *c) { return c->mirror ?
 
 /* SA3D_OK when a GPU is there to use; else SA3D_ERR_UNSUPPORTED with the reason. */
 sa3d_status sa3d_align_gpu_check(sa3d_error *err);
+/* The similarity maps S[N][cells] = feat[N][C] . F[C][cells] on the GPU (cuBLAS SGEMM in fp32, TF32 off; host
+ * arrays in and out): equal to sa3d_gemm_fixed_order's to float rounding, not bit for bit. */
+sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, const float *F, int N, int C, int cells,
+                                      sa3d_error *err);
 /* Uploads what the energy reads of c (and of c->mirror) and sizes the buffers for up to max_hyp hypotheses.
  * SA3D_ERR_UNSUPPORTED without a usable GPU, SA3D_ERR_NOMEM / SA3D_ERR_IO for device failures. */
 sa3d_status sa3d_align_gpu_new(sa3d_align_gpu **out, const sa3d_align_ctx *c, int max_hyp, sa3d_error *err);

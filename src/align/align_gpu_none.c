@@ -8,6 +8,12 @@ sa3d_status sa3d_align_gpu_check(sa3d_error *err) {
                      "with cmake -DSEMALIGN3D_CUDA=ON)");
 }
 
+sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, const float *F, int N, int C, int cells,
+                                      sa3d_error *err) {
+    (void)S; (void)feat; (void)F; (void)N; (void)C; (void)cells;
+    return sa3d_align_gpu_check(err);
+}
+
 sa3d_status sa3d_align_gpu_new(sa3d_align_gpu **out, const sa3d_align_ctx *c, int max_hyp, sa3d_error *err) {
     (void)c;
     (void)max_hyp;

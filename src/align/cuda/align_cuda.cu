@@ -1,15 +1,18 @@
-/* CUDA backend of the aligner's energy (align_gpu.h): align_energy.h's steps for every (hypothesis, view) of one
- * iteration in one kernel launch.
+/* CUDA backend of the aligner (align_gpu.h): the similarity maps, and align_energy.h's steps for every
+ * (hypothesis, view) of one iteration in one kernel launch.
  *
- *   - Per image, once: the context of the image and of its mirror (rig and its transpose, reading (a)'s cells and
- *     candidates with each point's slots, the anchors' log p_sem maps, the mask; the similarity maps only for
- *     reading (b)) is uploaded; the two contexts are copied to the device with their pointers replaced.
+ *   - Per image and view, once: the similarity maps by one cuBLAS SGEMM (sa3d_align_gpu_similarity; the
+ *     candidate lists are then built on the host). Then the context of the image and of its mirror (rig and its
+ *     transpose, reading (a)'s cells and candidates with each point's slots, the anchors' log p_sem maps, the
+ *     mask; the similarity maps only for reading (b)) is uploaded, and the two contexts are copied to the device
+ *     with their pointers replaced.
  *   - Per iteration: one host-to-device copy of the poses, one launch, one device-to-host copy of energies and
  *     gradients, all on one stream from pinned buffers, so the host computes L_geom while the GPU works.
  *   - A block of AK_THREADS threads per (hypothesis, view); between the steps a barrier. Points, cells and
  *     anchors are spread over the threads; L_sparse's window over the 32 lanes of a warp per anchor. The block's
  *     partial sums are reduced in a fixed tree, L_sparse serially in anchor order: deterministic, no atomics. */
-#ifndef SA3D_CUDA_EMU   /* tests/cuda_emu.hh stands in for the runtime: the test_align_emu build */
+#ifndef SA3D_CUDA_EMU   /* tests/cuda_emu.hh stands in for the runtime and cuBLAS: the test_align_emu build */
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #endif
 #include <stdint.h>
@@ -102,6 +105,38 @@ extern "C" sa3d_status sa3d_align_gpu_check(sa3d_error *err) {
     if (e != cudaSuccess || n_dev == 0)
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "align: device cuda: no usable GPU (%s)",
                          e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return SA3D_OK;
+}
+
+extern "C" sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, const float *F, int N, int C,
+                                                 int cells, sa3d_error *err) {
+    sa3d_status st = sa3d_align_gpu_check(err);
+    if (st != SA3D_OK) return st;
+    dmem mem;
+    memset(&mem, 0, sizeof mem);
+    size_t nf = (size_t)C * cells, nx = (size_t)N * C, ns = (size_t)N * cells;
+    float *dF = (float *)dalloc(&mem, nf * sizeof(float)), *dX = (float *)dalloc(&mem, nx * sizeof(float));
+    float *dS = (float *)dalloc(&mem, ns * sizeof(float));
+    cudaError_t e = mem.first;
+    if (e == cudaSuccess) e = cudaMemcpy(dF, F, nf * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(dX, feat, nx * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        dmem_free(&mem);
+        return cuda_fail(err, "align", "uploading the features", e);
+    }
+    /* column-major: S^T [cells][N] = F^T [cells][C] . feat^T [C][N], i.e. row-major S = feat . F */
+    cublasHandle_t h = NULL;
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t cs = cublasCreate(&h);
+    if (cs == CUBLAS_STATUS_SUCCESS) cs = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);   /* fp32, not TF32 */
+    if (cs == CUBLAS_STATUS_SUCCESS)
+        cs = cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, cells, N, C, &one, dF, cells, dX, C, &zero, dS, cells);
+    if (cs == CUBLAS_STATUS_SUCCESS) e = cudaMemcpy(S, dS, ns * sizeof(float), cudaMemcpyDeviceToHost);
+    if (h) cublasDestroy(h);
+    dmem_free(&mem);
+    if (cs != CUBLAS_STATUS_SUCCESS)
+        return sa3d_fail(err, SA3D_ERR_IO, "align: cuda: similarity product: cuBLAS status %d", (int)cs);
+    if (e != cudaSuccess) return cuda_fail(err, "align", "similarity product", e);
     return SA3D_OK;
 }
 
