@@ -49,15 +49,26 @@ static void make_poses(const scene *s, int B, double *Y, double *phi, uint64_t s
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(1.0, fabs(b)); }
 
+/* Worst of rel over the scalar pairs and of max |a - b| / max(1, max |b|) over a gradient of m values. */
+static double grad_diff(const double *a, const double *b, size_t m) {
+    double gmax = 1.0, gd = 0.0;
+    for (size_t k = 0; k < m; k++) {
+        gmax = fmax(gmax, fabs(b[k]));
+        gd = fmax(gd, fabs(a[k] - b[k]));
+    }
+    return gd / gmax;
+}
+
 /* Runs B hypotheses through the GPU (one sa3d_align_gpu from new to free) and each (hypothesis, view) through
- * sa3d_align_energy_one; returns the worst relative difference over energies, terms, dE/dphi and dE/dY (NaN
- * sticks). */
+ * sa3d_align_energy_one, each hypothesis through sa3d_geom_energy; returns the worst relative difference over
+ * energies, terms, dE/dphi, dE/dY and L_geom with its gradient (NaN sticks). */
 static double compare(const sa3d_align_ctx *c, int B, const double *Y, const double *phi, const uint8_t *alive,
                       const sa3d_align_stage *st) {
     int n = c->n, V = sa3d_align_views(c);
     size_t P3 = 3 * (size_t)n, rows = (size_t)V * B;
     double *E = malloc(rows * sizeof(double)), *T = malloc(rows * 4 * sizeof(double));
     double *gY = malloc(rows * P3 * sizeof(double)), *gp = malloc(rows * sizeof(double));
+    double *eg = malloc((size_t)B * sizeof(double)), *gg = malloc((size_t)B * P3 * sizeof(double));
     double *work = malloc(sa3d_align_work_doubles(c) * sizeof(double)), *cg = malloc(P3 * sizeof(double));
     double *Ym = malloc(P3 * sizeof(double));
     for (size_t r = 0; r < rows; r++) {
@@ -65,11 +76,13 @@ static double compare(const sa3d_align_ctx *c, int B, const double *Y, const dou
         for (int k = 0; k < 4; k++) T[4 * r + k] = SENTINEL;
         for (size_t k = 0; k < P3; k++) gY[P3 * r + k] = SENTINEL;
     }
+    for (size_t k = 0; k < (size_t)B; k++) eg[k] = SENTINEL;
+    for (size_t k = 0; k < (size_t)B * P3; k++) gg[k] = SENTINEL;
     sa3d_error err;
     sa3d_align_gpu *g = NULL;
     T_OK(sa3d_align_gpu_new(&g, c, B, &err), &err);
     T_OK(sa3d_align_gpu_start(g, B, Y, phi, alive, st, &err), &err);
-    T_OK(sa3d_align_gpu_finish(g, E, T, gY, gp, &err), &err);
+    T_OK(sa3d_align_gpu_finish(g, E, T, gY, gp, eg, gg, &err), &err);
     sa3d_align_gpu_free(g);
     double worst = 0.0;
     for (int v = 0; v < V; v++)
@@ -77,7 +90,7 @@ static double compare(const sa3d_align_ctx *c, int B, const double *Y, const dou
             size_t r = (size_t)v * B + b;
             if (!alive[b]) {   /* untouched */
                 T_CHECK(E[r] == SENTINEL && gp[r] == SENTINEL && T[4 * r] == SENTINEL &&
-                        gY[P3 * r] == SENTINEL);
+                        gY[P3 * r] == SENTINEL && eg[b] == SENTINEL && gg[P3 * b] == SENTINEL);
                 continue;
             }
             const sa3d_align_ctx *cv = v ? c->mirror : c;
@@ -86,27 +99,26 @@ static double compare(const sa3d_align_ctx *c, int B, const double *Y, const dou
                 for (int k = 0; k < n; k++) sa3d_ae_mirror_anchor(c->twin, y, k, Ym);
                 y = Ym;
             }
-            double terms[4], gphi;
-            double e = sa3d_align_energy_one(cv, y, phi[b], st, cg, &gphi, terms, NULL, work);
-            double d = rel(E[r], e), gmax = 1.0, gd = 0.0;
+            double terms[4], gphi, e = sa3d_align_energy_one(cv, y, phi[b], st, cg, &gphi, terms, NULL, work);
+            double d = fmax(rel(E[r], e), fmax(rel(gp[r], gphi), grad_diff(gY + P3 * r, cg, P3)));
             for (int k = 0; k < 4; k++) d = fmax(d, rel(T[4 * r + k], terms[k]));
-            d = fmax(d, rel(gp[r], gphi));
-            for (size_t k = 0; k < P3; k++) {
-                gmax = fmax(gmax, fabs(cg[k]));
-                gd = fmax(gd, fabs(gY[P3 * r + k] - cg[k]));
+            if (v == 0) {   /* L_geom: 0 and no gradient when w_geom is 0 */
+                double e_geom = 0.0;
+                if (c->p.w_geom != 0.0) sa3d_geom_energy(&e_geom, cg, y, 1, n, &c->gt, c->p.use_tets);
+                else memset(cg, 0, P3 * sizeof(double));
+                d = fmax(d, fmax(rel(eg[b], e_geom), grad_diff(gg + P3 * b, cg, P3)));
             }
-            d = fmax(d, gd / gmax);
             if (!(d <= E_TOL))
                 printf("       view %d hypothesis %d: E %.17g vs %.17g, worst relative difference %.2e\n", v, b,
                        E[r], e, d);
             if (!(d <= worst)) worst = d;
         }
-    free(E); free(T); free(gY); free(gp); free(work); free(cg); free(Ym);
+    free(E); free(T); free(gY); free(gp); free(eg); free(gg); free(work); free(cg); free(Ym);
     return worst;
 }
 
-/* Four settings (the defaults with the mirror; reading (b) without; no mask with a sharper soft-max; L_rec and
- * L_geom only) x four stages of the schedule, on a 32 x 32 grid with 311 dense points, B_ROWS hypotheses of which
+/* Four settings (the defaults with the mirror; reading (b) without the mirror and L_geom; no mask with a sharper
+ * soft-max and L_geom without tets; L_rec and L_geom only) x four stages of the schedule, on a 32 x 32 grid with 311 dense points, B_ROWS hypotheses of which
  * every fifth is dead. */
 static void case_energy(void) {
     int B_max = B_ROWS;
@@ -120,12 +132,14 @@ static void case_energy(void) {
     sa3d_align_input in_nomask = { .F = &s.fm, .mask = NULL, .depth = s.depth, .mirror = &in_m };
     struct { const char *name; sa3d_align_params p; const sa3d_align_input *in; } cs[] = {
         { "defaults (mirror 0.5, reading (a), L_sparse)", sa3d_align_params_default(), &in },
-        { "reading (b), no mirror", sa3d_align_params_default(), &in },
-        { "no mask, tau 0.3, top_k 8", sa3d_align_params_default(), &in_nomask },
+        { "reading (b), no mirror, no L_geom", sa3d_align_params_default(), &in },
+        { "no mask, tau 0.3, top_k 8, no tets", sa3d_align_params_default(), &in_nomask },
         { "rec and geom only, mirror 0.3", sa3d_align_params_default(), &in },
     };
     cs[1].p.rec_mode = SA3D_REC_POINT;
     cs[1].p.w_mirror = 0.0;
+    cs[1].p.w_geom = 0.0;
+    cs[2].p.use_tets = 0;
     cs[2].p.tau = 0.3;
     cs[2].p.top_k = 8;
     cs[3].p.w_bg = cs[3].p.w_depth = cs[3].p.w_sparse = 0.0;
@@ -230,17 +244,18 @@ static void case_errors(void) {
     T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &p, &err), &err);
     int n = c.n;
     double Y[3 * SYNTH_SLOTS * 4], phi[4] = { 0.8, 0.8, 0.8, 0.8 }, E[4], T[16], gY[3 * SYNTH_SLOTS * 4], gp[4];
+    double eg[4], gg[3 * SYNTH_SLOTS * 4];
     uint8_t alive[4] = { 1, 1, 1, 1 };
     make_poses(&s, 4, Y, phi, 3);
     sa3d_align_stage st = sa3d_align_stage_at(&p, 16, 0);
     sa3d_align_gpu *g = NULL;
     T_OK(sa3d_align_gpu_new(&g, &c, 3, &err), &err);
     T_STATUS(sa3d_align_gpu_start(g, 4, Y, phi, alive, &st, &err), SA3D_ERR_ARG, &err);   /* more than room */
-    T_STATUS(sa3d_align_gpu_finish(g, E, T, gY, gp, &err), SA3D_ERR_ARG, &err);          /* nothing started */
+    T_STATUS(sa3d_align_gpu_finish(g, E, T, gY, gp, eg, gg, &err), SA3D_ERR_ARG, &err);          /* nothing started */
     T_OK(sa3d_align_gpu_start(g, 3, Y, phi, alive, &st, &err), &err);
     T_STATUS(sa3d_align_gpu_start(g, 3, Y, phi, alive, &st, &err), SA3D_ERR_ARG, &err);   /* one in flight */
-    T_OK(sa3d_align_gpu_finish(g, E, T, gY, gp, &err), &err);
-    T_CHECK(isfinite(E[0]) && isfinite(gY[3 * n - 1]));
+    T_OK(sa3d_align_gpu_finish(g, E, T, gY, gp, eg, gg, &err), &err);
+    T_CHECK(isfinite(E[0]) && isfinite(gY[3 * n - 1]) && isfinite(eg[0]) && isfinite(gg[3 * n - 1]));
     sa3d_align_gpu_free(g);
     T_STATUS(sa3d_align_gpu_new(&g, &c, 0, &err), SA3D_ERR_ARG, &err);
     T_CHECK(g == NULL);
@@ -255,7 +270,7 @@ int main(int argc, char **argv) {
         return 77;
     }
     static const t_case cases[] = {
-        { "1.1", "energy, terms and gradients: GPU equals CPU (4 settings x 4 stages, mirror views)", case_energy },
+        { "1.1", "energy, terms, L_geom, gradients: GPU equals CPU (4 settings x 4 stages)", case_energy },
         { "1.2", "similarity maps: GPU product equals a double-precision one", case_similarity },
         { "1.3", "whole alignment (similarity and energies on the GPU): deterministic, equal to CPU", case_align },
         { "2.1", "argument errors of the GPU evaluation", case_errors },

@@ -716,11 +716,16 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
             }
             Bc = keep;
         }
-        /* the GPU evaluates the image terms while the host computes L_geom */
-        if (gpu && (st = sa3d_align_gpu_start(gpu, Bc, Y, phi, alive, &stage, err)) != SA3D_OK) goto done;
-        if (p->w_geom != 0.0) sa3d_geom_energy(eg, gg, Y, Bc, n, &c.gt, p->use_tets);
-        else memset(eg, 0, (size_t)Bc * sizeof(double));
-        if (gpu && (st = sa3d_align_gpu_finish(gpu, vE, vT, vG, vP, err)) != SA3D_OK) goto done;
+        if (gpu) {   /* every term on the GPU, L_geom into eg and gg */
+            if ((st = sa3d_align_gpu_start(gpu, Bc, Y, phi, alive, &stage, err)) != SA3D_OK ||
+                (st = sa3d_align_gpu_finish(gpu, vE, vT, vG, vP, eg, gg, err)) != SA3D_OK)
+                goto done;
+        } else if (p->w_geom != 0.0) {
+            sa3d_geom_energy(eg, gg, Y, Bc, n, &c.gt, p->use_tets);
+        } else {   /* zeros, not whatever the buffers held: the loop below adds 0 x gg */
+            memset(eg, 0, (size_t)Bc * sizeof(double));
+            memset(gg, 0, (size_t)Bc * P3 * sizeof(double));
+        }
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < Bc; b++) {
             if (!alive[b]) continue;

@@ -23,11 +23,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#ifdef __CUDACC__
-#define SA3D_HD static inline __host__ __device__
-#else
-#define SA3D_HD static inline
-#endif
+#include "base/hd.h"
 
 #define SA3D_TWO_PI 6.283185307179586
 

@@ -1,15 +1,15 @@
 /* The aligner's hypotheses evaluated on an NVIDIA GPU (align.params.device = SA3D_ALIGN_ON_CUDA; the commands'
  * --device cuda): the CUDA backend of align_energy.h's steps, in cuda/align_cuda.cu, built only with
- * -DSEMALIGN3D_CUDA=ON. The host keeps the rest of the optimisation (Adam, pruning, L_geom, the mirror blend),
- * so the GPU's work per iteration is one kernel: a block per (hypothesis, view), a thread per item, the same
- * item functions as the CPU. Sums run in a fixed order, so results are deterministic; they equal the CPU's to
+ * -DSEMALIGN3D_CUDA=ON. The host keeps the rest of the optimisation (Adam, pruning, the mirror blend), so the
+ * GPU's work per iteration is one kernel: a block per (hypothesis, view), a thread per item, the same item
+ * functions as the CPU (align_energy.h, and geom.h's relation steps for L_geom). Sums run in a fixed order, so results are deterministic; they equal the CPU's to
  * rounding (libm and CUDA's exp and log differ in the last bits), not bit for bit.
  *
  *     sa3d_align_gpu_similarity(S, feat, F, N, C, cells, &err);   // in the context's set-up
  *     sa3d_align_gpu *g;
  *     sa3d_align_gpu_new(&g, &ctx, B, &err);            // uploads the context of the image and of its mirror
- *     sa3d_align_gpu_start(g, B, Y, phi, alive, &stage, &err);   // returns at once: do host work meanwhile
- *     sa3d_align_gpu_finish(g, E, terms, gY, gphi, &err);       // waits; one row per view and hypothesis
+ *     sa3d_align_gpu_start(g, B, Y, phi, alive, &stage, &err);   // returns at once
+ *     sa3d_align_gpu_finish(g, E, terms, gY, gphi, eg, gg, &err);   // waits; a row per view and hypothesis
  *     sa3d_align_gpu_free(g);
  * In a build without CUDA (align_gpu_none.c), sa3d_align_gpu_check and _new fail with SA3D_ERR_UNSUPPORTED and
  * say how to get one. */
@@ -44,9 +44,10 @@ sa3d_status sa3d_align_gpu_start(sa3d_align_gpu *g, int B, const double *Y, cons
                                  const sa3d_align_stage *s, sa3d_error *err);
 /* Waits for the started evaluation. Row r = view x B + b: E[r] = energy_one, terms[4 r ...] its unweighted
  * L_rec, L_bg, L_depth, L_sparse, gY[3 n r ...] dE/dY (of the pose the view saw: the mirrored one for view 1),
- * gphi[r] dE/dphi. Rows of hypotheses that were not alive are left as they were. */
+ * gphi[r] dE/dphi. Per hypothesis b: eg[b] = L_geom (sa3d_geom_energy) and gg[3 n b ...] its gradient, both 0
+ * when w_geom is 0. Rows of hypotheses that were not alive are left as they were. */
 sa3d_status sa3d_align_gpu_finish(sa3d_align_gpu *g, double *E, double *terms, double *gY, double *gphi,
-                                  sa3d_error *err);
+                                  double *eg, double *gg, sa3d_error *err);
 void sa3d_align_gpu_free(sa3d_align_gpu *g);   /* NULL is a no-op */
 
 #ifdef __cplusplus

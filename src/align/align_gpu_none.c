@@ -28,8 +28,8 @@ sa3d_status sa3d_align_gpu_start(sa3d_align_gpu *g, int B, const double *Y, cons
 }
 
 sa3d_status sa3d_align_gpu_finish(sa3d_align_gpu *g, double *E, double *terms, double *gY, double *gphi,
-                                  sa3d_error *err) {
-    (void)g; (void)E; (void)terms; (void)gY; (void)gphi;
+                                  double *eg, double *gg, sa3d_error *err) {
+    (void)g; (void)E; (void)terms; (void)gY; (void)gphi; (void)eg; (void)gg;
     return sa3d_align_gpu_check(err);
 }
 

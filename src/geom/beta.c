@@ -72,18 +72,6 @@ sa3d_beta_term sa3d_beta_term_make(double alpha, double beta) {
     return t;
 }
 
-double sa3d_beta_logpdf(double x, double lo, double hi, const sa3d_beta_term *b, double *dlogp_dx) {
-    double span = hi - lo;
-    double t = (x - lo) / span;
-    int clamped = 0;
-    if (t < SA3D_BETA_T_CLAMP) { t = SA3D_BETA_T_CLAMP; clamped = 1; }
-    else if (t > 1.0 - SA3D_BETA_T_CLAMP) { t = 1.0 - SA3D_BETA_T_CLAMP; clamped = 1; }
-    double u = 1.0 - t;
-    if (dlogp_dx) *dlogp_dx = clamped ? 0.0 : ((b->alpha - 1.0) / t - (b->beta - 1.0) / u) / span;
-    double term1 = (b->alpha - 1.0) * log(t), term2 = (b->beta - 1.0) * log(u);   /* log_prob_beta order */
-    return term1 + term2 - b->lnb;
-}
-
 float sa3d_beta_mode_f32(float alpha, float beta) {
     if (alpha > 1.0f && beta > 1.0f) {
         float num = alpha - 1.0f;

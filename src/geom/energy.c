@@ -31,51 +31,34 @@ sa3d_status sa3d_geom_terms_check(const sa3d_geom_terms *g, int n, sa3d_error *e
     return SA3D_OK;
 }
 
-/* One configuration P [n][3]; G [n][3] (may be NULL) receives the gradient. */
+/* One configuration P [n][3]; G [n][3] (may be NULL) receives the gradient: the relation steps of geom.h, their
+ * slots added in relation order. */
 static double energy_one(double *G, const double *P, int n, const sa3d_geom_terms *g, int use_tets) {
     if (G) memset(G, 0, (size_t)n * 3 * sizeof(double));
-    double l_pairs = 0.0, l_tets = 0.0;
+    double l_pairs = 0.0, l_tets = 0.0, gr[4][3];
     if (g->n_pairs > 0) {
-        double sr = 0.0, sa = 0.0;
+        double sr = 0.0, sa = 0.0, lp[2];
         double w = -1.0 / (5.0 * (double)g->n_pairs);   /* dL / dlogB for each edge-pair term */
         for (size_t e = 0; e < g->n_pairs; e++) {
-            const int32_t *i1 = g->e1 + 2 * e, *i2 = g->e2 + 2 * e;
-            double a[3], b[3], A, R, dR, dA;
-            for (int k = 0; k < 3; k++) {
-                a[k] = P[3 * i1[0] + k] - P[3 * i1[1] + k];
-                b[k] = P[3 * i2[0] + k] - P[3 * i2[1] + k];
-            }
-            sa3d_edge_pair_fwd(&A, &R, a, b);
-            sr += sa3d_beta_logpdf(R, 0.0, 1.0, &g->ratio[e], G ? &dR : NULL);
-            sa += sa3d_beta_logpdf(A, -1.0, 1.0, &g->cosang[e], G ? &dA : NULL);
-            if (G) {
-                double ga[3] = { 0, 0, 0 }, gb[3] = { 0, 0, 0 };
-                sa3d_edge_pair_bwd(ga, gb, a, b, w * dA, w * dR);
-                for (int k = 0; k < 3; k++) {
-                    G[3 * i1[0] + k] += ga[k];
-                    G[3 * i1[1] + k] -= ga[k];
-                    G[3 * i2[0] + k] += gb[k];
-                    G[3 * i2[1] + k] -= gb[k];
-                }
-            }
+            sa3d_geom_pair(g, P, e, w, lp, G ? gr : NULL);
+            sr += lp[0];
+            sa += lp[1];
+            for (int s = 0; G && s < 4; s++)
+                for (int k = 0; k < 3; k++) G[3 * sa3d_geom_pair_vertex(g, e, s) + k] += gr[s][k];
         }
         double np = (double)g->n_pairs;
         l_pairs = -(sr / np) + -(sa / np);   /* l1 + l2 of calculate_geom_loss_for_edge_pair_ratios */
     }
     if (use_tets && g->n_tets > 0) {
-        double sx = 0.0, sy = 0.0, sz = 0.0;
+        double sx = 0.0, sy = 0.0, sz = 0.0, lp[3];
         double w = -1.0 / (5.0 * (double)g->n_tets);
         for (size_t k = 0; k < g->n_tets; k++) {
-            const int32_t *t = g->t + 3 * k;
-            int32_t v = g->v[k];
-            sa3d_tet_frame f;
-            double cx, cy, cz, dx, dy, dz;
-            sa3d_tet_fwd(&f, &cx, &cy, &cz, P + 3 * t[0], P + 3 * t[1], P + 3 * t[2], P + 3 * v);
-            sx += sa3d_beta_logpdf(cx, -1.0, 1.0, &g->cx[k], G ? &dx : NULL);
-            sy += sa3d_beta_logpdf(cy, -1.0, 1.0, &g->cy[k], G ? &dy : NULL);
-            sz += sa3d_beta_logpdf(cz, -1.0, 1.0, &g->cz[k], G ? &dz : NULL);
-            if (G)
-                sa3d_tet_bwd(G + 3 * t[0], G + 3 * t[1], G + 3 * t[2], G + 3 * v, &f, w * dx, w * dy, w * dz);
+            sa3d_geom_tet(g, P, k, w, lp, G ? gr : NULL);
+            sx += lp[0];
+            sy += lp[1];
+            sz += lp[2];
+            for (int s = 0; G && s < 4; s++)
+                for (int d = 0; d < 3; d++) G[3 * sa3d_geom_tet_vertex(g, k, s) + d] += gr[s][d];
         }
         double nt = (double)g->n_tets;
         l_tets = -(sx / nt) + -(sy / nt) + -(sz / nt);

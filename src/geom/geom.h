@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "base/hd.h"
 #include "semalign3d/status.h"
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -84,9 +85,9 @@ sa3d_status sa3d_geom_relations_make(sa3d_geom_relations *out, int n, sa3d_error
 void sa3d_geom_relations_free(sa3d_geom_relations *r);   /* NULL and zeroed structs are no-ops */
 
 /* 3-vectors of doubles: the small helpers every geometry file uses. */
-static inline double sa3d_dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
-static inline double sa3d_norm3(const double *a) { return sqrt(sa3d_dot3(a, a)); }
-static inline void sa3d_cross3(double *o, const double *a, const double *b) {   /* o = a x b; o may not alias */
+SA3D_HD double sa3d_dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+SA3D_HD double sa3d_norm3(const double *a) { return sqrt(sa3d_dot3(a, a)); }
+SA3D_HD void sa3d_cross3(double *o, const double *a, const double *b) {   /* o = a x b; o may not alias */
     o[0] = a[1] * b[2] - a[2] * b[1];
     o[1] = a[2] * b[0] - a[0] * b[2];
     o[2] = a[0] * b[1] - a[1] * b[0];
@@ -111,20 +112,103 @@ void sa3d_tet_features(double *cx /* [B][T] */, double *cy /* [B][T] */, double 
                        const double *Y /* [B][n][3] */, int B, int n, const int32_t *t /* [T][3] */,
                        const int32_t *v /* [T] */, size_t n_tets);
 
-/* Per-relation forward and reverse passes shared by the feature and energy code. The frame keeps the
- * intermediates of one triangle + vertex relation for its backward pass. */
+/* Per-relation forward and reverse passes shared by the feature and energy code and the CUDA backend (SA3D_HD).
+ * The frame keeps the intermediates of one triangle + vertex relation for its backward pass. sa3d_edge_pair_bwd
+ * adds dL/da, dL/db for upstream gA = dL/dA, gR = dL/dR; sa3d_tet_bwd adds dL/dp0, dL/dp1, dL/dp2, dL/dpv for
+ * upstream gradients of cx, cy, cz. */
 typedef struct sa3d_tet_frame {
     double e1[3], e2[3], c[3], z1[3], x1[3], y1[3], x[3], y[3], z[3], w[3], d[3];
     double ne1, nc, nz1, nx1, ny1, nw;   /* norms of e1, c, z1, x1, y1, w */
 } sa3d_tet_frame;
-void sa3d_edge_pair_fwd(double *cosang, double *ratio, const double a[3], const double b[3]);
-/* Adds dL/da, dL/db for upstream gA = dL/dA, gR = dL/dR. */
-void sa3d_edge_pair_bwd(double ga[3], double gb[3], const double a[3], const double b[3], double gA, double gR);
-void sa3d_tet_fwd(sa3d_tet_frame *f, double *cx, double *cy, double *cz, const double p0[3], const double p1[3],
-                  const double p2[3], const double pv[3]);
-/* Adds dL/dp0, dL/dp1, dL/dp2, dL/dpv for upstream gradients of cx, cy, cz. */
-void sa3d_tet_bwd(double g0[3], double g1[3], double g2[3], double gv[3], const sa3d_tet_frame *f, double gcx,
-                  double gcy, double gcz);
+
+SA3D_HD void sa3d_sub3(double *o, const double *a, const double *b) {
+    o[0] = a[0] - b[0]; o[1] = a[1] - b[1]; o[2] = a[2] - b[2];
+}
+/* o = u / (|u| + eps); returns |u|. */
+SA3D_HD double sa3d_nrm3(double *o, const double *u) {
+    double l = sa3d_norm3(u), d = l + SA3D_GEOM_EPS;
+    o[0] = u[0] / d; o[1] = u[1] / d; o[2] = u[2] / d;
+    return l;
+}
+/* Reverse pass of n = u / (|u| + eps): gu = gn / (|u| + eps) - u (u . gn) / (|u| (|u| + eps)^2).
+ * At u = 0 the second term is 0, as torch's norm backward gives it. */
+SA3D_HD void sa3d_nrm3_vjp(double *gu, const double *u, double l, const double *gn) {
+    double d = l + SA3D_GEOM_EPS;
+    double k = l > 0.0 ? sa3d_dot3(u, gn) / (l * d * d) : 0.0;
+    gu[0] = gn[0] / d - k * u[0];
+    gu[1] = gn[1] / d - k * u[1];
+    gu[2] = gn[2] / d - k * u[2];
+}
+
+SA3D_HD void sa3d_edge_pair_fwd(double *cosang, double *ratio, const double a[3], const double b[3]) {
+    double ah[3], bh[3];
+    double la = sa3d_nrm3(ah, a), lb = sa3d_nrm3(bh, b);
+    *cosang = ah[0] * bh[0] + ah[1] * bh[1] + ah[2] * bh[2];
+    *ratio = la / (la + lb + SA3D_GEOM_EPS);
+}
+
+SA3D_HD void sa3d_edge_pair_bwd(double ga[3], double gb[3], const double a[3], const double b[3], double gA,
+                                double gR) {
+    double la = sa3d_norm3(a), lb = sa3d_norm3(b);
+    double da = la + SA3D_GEOM_EPS, db = lb + SA3D_GEOM_EPS, D = la + lb + SA3D_GEOM_EPS;
+    double A = sa3d_dot3(a, b) / (da * db);
+    double ua = la > 0.0 ? 1.0 / la : 0.0, ub = lb > 0.0 ? 1.0 / lb : 0.0;   /* a-hat = a / |a| (0 at 0) */
+    /* dA/da = (b/db - A a-hat) / da;  dR/d|a| = (|b| + eps) / D^2, dR/d|b| = -|a| / D^2. */
+    double ka = gR * db / (D * D) - gA * A / da;
+    double kb = -gR * la / (D * D) - gA * A / db;
+    for (int i = 0; i < 3; i++) {
+        ga[i] += gA * b[i] / (db * da) + ka * a[i] * ua;
+        gb[i] += gA * a[i] / (da * db) + kb * b[i] * ub;
+    }
+}
+
+SA3D_HD void sa3d_tet_fwd(sa3d_tet_frame *f, double *cx, double *cy, double *cz, const double p0[3],
+                          const double p1[3], const double p2[3], const double pv[3]) {
+    sa3d_sub3(f->e1, p1, p0);
+    sa3d_sub3(f->e2, p2, p0);
+    sa3d_cross3(f->c, f->e1, f->e2);
+    f->nc = sa3d_nrm3(f->z1, f->c);       /* z' = nrm(e1 x e2) */
+    f->ne1 = sa3d_nrm3(f->x1, f->e1);     /* x' = nrm(e1) */
+    sa3d_cross3(f->y1, f->z1, f->x1);     /* y' = z' x x' */
+    f->nx1 = sa3d_nrm3(f->x, f->x1);
+    f->ny1 = sa3d_nrm3(f->y, f->y1);
+    f->nz1 = sa3d_nrm3(f->z, f->z1);
+    sa3d_sub3(f->w, pv, p0);
+    f->nw = sa3d_nrm3(f->d, f->w);
+    *cx = f->d[0] * f->x[0] + f->d[1] * f->x[1] + f->d[2] * f->x[2];
+    *cy = f->d[0] * f->y[0] + f->d[1] * f->y[1] + f->d[2] * f->y[2];
+    *cz = f->d[0] * f->z[0] + f->d[1] * f->z[1] + f->d[2] * f->z[2];
+}
+
+SA3D_HD void sa3d_tet_bwd(double g0[3], double g1[3], double g2[3], double gv[3], const sa3d_tet_frame *f,
+                          double gcx, double gcy, double gcz) {
+    double gd[3], gx[3], gy[3], gz[3], gx1[3], gy1[3], gz1[3], gc[3], ge1[3], ge2[3], gw[3], t[3];
+    for (int i = 0; i < 3; i++) {
+        gd[i] = gcx * f->x[i] + gcy * f->y[i] + gcz * f->z[i];
+        gx[i] = gcx * f->d[i];
+        gy[i] = gcy * f->d[i];
+        gz[i] = gcz * f->d[i];
+    }
+    sa3d_nrm3_vjp(gz1, f->z1, f->nz1, gz);    /* z = nrm(z') */
+    sa3d_nrm3_vjp(gx1, f->x1, f->nx1, gx);    /* x = nrm(x') */
+    sa3d_nrm3_vjp(gy1, f->y1, f->ny1, gy);    /* y = nrm(y') */
+    sa3d_cross3(t, f->x1, gy1);               /* y' = z' x x' */
+    for (int i = 0; i < 3; i++) gz1[i] += t[i];
+    sa3d_cross3(t, gy1, f->z1);
+    for (int i = 0; i < 3; i++) gx1[i] += t[i];
+    sa3d_nrm3_vjp(gc, f->c, f->nc, gz1);      /* z' = nrm(c) */
+    sa3d_nrm3_vjp(ge1, f->e1, f->ne1, gx1);   /* x' = nrm(e1) */
+    sa3d_cross3(t, f->e2, gc);                /* c = e1 x e2 */
+    for (int i = 0; i < 3; i++) ge1[i] += t[i];
+    sa3d_cross3(ge2, gc, f->e1);
+    sa3d_nrm3_vjp(gw, f->w, f->nw, gd);       /* d = nrm(w) */
+    for (int i = 0; i < 3; i++) {
+        g1[i] += ge1[i];
+        g2[i] += ge2[i];
+        gv[i] += gw[i];
+        g0[i] -= ge1[i] + ge2[i] + gw[i];
+    }
+}
 
 /* ---------------------------------------------------------------------------------------------------------
  * Beta distributions (METHOD.md 4.2, 4.4; utils/stats/beta_dist.py)                                beta.c
@@ -152,7 +236,17 @@ sa3d_beta_term sa3d_beta_term_make(double alpha, double beta);
 /* METHOD.md 4.4 (compute_log_prob_beta_fast): t = clamp((x - lo) / (hi - lo), 1e-6, 1 - 1e-6);
  * (alpha - 1) log t + (beta - 1) log(1 - t) - lnB. When dlogp_dx is not NULL it receives the derivative
  * w.r.t. x (0 where t is clamped). */
-double sa3d_beta_logpdf(double x, double lo, double hi, const sa3d_beta_term *b, double *dlogp_dx);
+SA3D_HD double sa3d_beta_logpdf(double x, double lo, double hi, const sa3d_beta_term *b, double *dlogp_dx) {
+    double span = hi - lo;
+    double t = (x - lo) / span;
+    int clamped = 0;
+    if (t < SA3D_BETA_T_CLAMP) { t = SA3D_BETA_T_CLAMP; clamped = 1; }
+    else if (t > 1.0 - SA3D_BETA_T_CLAMP) { t = 1.0 - SA3D_BETA_T_CLAMP; clamped = 1; }
+    double u = 1.0 - t;
+    if (dlogp_dx) *dlogp_dx = clamped ? 0.0 : ((b->alpha - 1.0) / t - (b->beta - 1.0) / u) / span;
+    double term1 = (b->alpha - 1.0) * log(t), term2 = (b->beta - 1.0) * log(u);   /* log_prob_beta order */
+    return term1 + term2 - b->lnb;
+}
 
 /* Mode in float32 (compute_beta_mode_torch): (a - 1) / (a + b - 2) if a > 1 and b > 1; 0.5 if a = b = 1;
  * 0 if a <= 1 < b; 1 if b <= 1 < a; 0 otherwise (both < 1: tie of infinite densities goes to 0). */
@@ -196,6 +290,53 @@ sa3d_status sa3d_geom_terms_check(const sa3d_geom_terms *g, int n, sa3d_error *e
  * depend on the thread count. No allocation. */
 void sa3d_geom_energy(double *energy /* [B] */, double *grad /* [B][n][3] or NULL */,
                       const double *Y /* [B][n][3] */, int B, int n, const sa3d_geom_terms *g, int use_tets);
+
+/* One relation of L_geom at configuration P, the steps sa3d_geom_energy adds up (shared with the aligner's CUDA
+ * backend). Edge pair e: lp = the Beta log densities of its ratio and cosine; tet relation k: of its cx, cy, cz.
+ * gr (may be NULL) gets w x d(sum of lp)/dP for each of the relation's 4 vertex slots, the vertex of slot s being
+ * sa3d_geom_pair_vertex / sa3d_geom_tet_vertex; adding the slots to the gradient in order adds them as the
+ * reverse passes do. w: dL/dlogB of each term, -1 / (5 x the relation count). */
+SA3D_HD void sa3d_geom_pair(const sa3d_geom_terms *g, const double *P, size_t e, double w, double lp[2],
+                            double gr[4][3]) {
+    const int32_t *i1 = g->e1 + 2 * e, *i2 = g->e2 + 2 * e;
+    double a[3], b[3], A, R, dR = 0.0, dA = 0.0;
+    for (int k = 0; k < 3; k++) {
+        a[k] = P[3 * i1[0] + k] - P[3 * i1[1] + k];
+        b[k] = P[3 * i2[0] + k] - P[3 * i2[1] + k];
+    }
+    sa3d_edge_pair_fwd(&A, &R, a, b);
+    lp[0] = sa3d_beta_logpdf(R, 0.0, 1.0, &g->ratio[e], gr ? &dR : NULL);
+    lp[1] = sa3d_beta_logpdf(A, -1.0, 1.0, &g->cosang[e], gr ? &dA : NULL);
+    if (!gr) return;
+    double ga[3] = { 0, 0, 0 }, gb[3] = { 0, 0, 0 };
+    sa3d_edge_pair_bwd(ga, gb, a, b, w * dA, w * dR);
+    for (int k = 0; k < 3; k++) {
+        gr[0][k] = ga[k];
+        gr[1][k] = -ga[k];
+        gr[2][k] = gb[k];
+        gr[3][k] = -gb[k];
+    }
+}
+SA3D_HD int sa3d_geom_pair_vertex(const sa3d_geom_terms *g, size_t e, int slot) {
+    return slot < 2 ? g->e1[2 * e + slot] : g->e2[2 * e + slot - 2];
+}
+SA3D_HD void sa3d_geom_tet(const sa3d_geom_terms *g, const double *P, size_t k, double w, double lp[3],
+                           double gr[4][3]) {
+    const int32_t *t = g->t + 3 * k;
+    sa3d_tet_frame f;
+    double cx, cy, cz, dx = 0.0, dy = 0.0, dz = 0.0;
+    sa3d_tet_fwd(&f, &cx, &cy, &cz, P + 3 * t[0], P + 3 * t[1], P + 3 * t[2], P + 3 * g->v[k]);
+    lp[0] = sa3d_beta_logpdf(cx, -1.0, 1.0, &g->cx[k], gr ? &dx : NULL);
+    lp[1] = sa3d_beta_logpdf(cy, -1.0, 1.0, &g->cy[k], gr ? &dy : NULL);
+    lp[2] = sa3d_beta_logpdf(cz, -1.0, 1.0, &g->cz[k], gr ? &dz : NULL);
+    if (!gr) return;
+    for (int s = 0; s < 4; s++) gr[s][0] = gr[s][1] = gr[s][2] = 0.0;
+    /* slots in the order sa3d_tet_bwd adds to its vertices: t1, t2, v, t0 */
+    sa3d_tet_bwd(gr[3], gr[0], gr[1], gr[2], &f, w * dx, w * dy, w * dz);
+}
+SA3D_HD int sa3d_geom_tet_vertex(const sa3d_geom_terms *g, size_t k, int slot) {
+    return slot == 0 ? g->t[3 * k + 1] : slot == 1 ? g->t[3 * k + 2] : slot == 2 ? g->v[k] : g->t[3 * k];
+}
 
 /* ---------------------------------------------------------------------------------------------------------
  * Focal lengths (METHOD.md 3.3; calculate_focal_length_loss, opt_data)                             focal.c

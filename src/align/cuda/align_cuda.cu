@@ -7,7 +7,9 @@
  *     mask; the similarity maps only for reading (b)) is uploaded, and the two contexts are copied to the device
  *     with their pointers replaced.
  *   - Per iteration: one host-to-device copy of the poses, one launch, one device-to-host copy of energies and
- *     gradients, all on one stream from pinned buffers, so the host computes L_geom while the GPU works.
+ *     gradients, all on one stream from pinned buffers.
+ *   - L_geom in the same launch: view 0's blocks run geom.h's relation steps after the energy, a thread per
+ *     relation, each anchor's gradient gathered over its relations' slots.
  *   - A block of AK_THREADS threads per (hypothesis, view); between the steps a barrier. Points, cells and
  *     anchors are spread over the threads; L_sparse's window over the 32 lanes of a warp per anchor. The block's
  *     partial sums are reduced in a fixed tree, L_sparse serially in anchor order: deterministic, no atomics. */
@@ -38,6 +40,10 @@ struct sa3d_align_gpu {
     int *twin;
     double *Ym, *work;
     unsigned char *d_in, *d_out, *h_in, *h_out;   /* poses in, results out; h_: pinned */
+    int geom;                  /* L_geom on the device (w_geom != 0) */
+    double *gr;                /* [max_hyp][grd] its relations' slot gradients */
+    size_t grd;
+    int *vptr, *vent;          /* each used anchor's slots, in relation order */
 };
 
 /* Uploads count elements of src (NULL stays NULL); failures are kept in g->mem.first. */
@@ -75,16 +81,60 @@ static void ctx_upload(sa3d_align_gpu *g, const sa3d_align_ctx *c, sa3d_align_ct
     dv->anc_lp = up(g, c->anc_lp, anc * cells);
     dv->pt_anc = up(g, c->pt_anc, N);
     dv->mask = up(g, c->mask, cells);
-    memset(&dv->gt, 0, sizeof dv->gt);
+    memset(&dv->gt, 0, sizeof dv->gt);   /* geom_upload fills it for view 0 */
     dv->g_e1 = dv->g_e2 = dv->g_t = dv->g_v = NULL;
     dv->g_beta = NULL;
     dv->mirror = NULL;
     dv->twin = NULL;
 }
 
+/* L_geom's terms into dv->gt, the slot gather lists and the slot buffers. Host-side failures: 0. */
+static int geom_upload(sa3d_align_gpu *g, const sa3d_align_ctx *c, sa3d_align_ctx *dv, int max_hyp) {
+    const sa3d_geom_terms *t = &c->gt;
+    size_t np = t->n_pairs, nt = c->p.use_tets ? t->n_tets : 0, ns = 4 * (np + nt);
+    dv->gt.n_pairs = np;
+    dv->gt.e1 = up(g, t->e1, 2 * np);
+    dv->gt.e2 = up(g, t->e2, 2 * np);
+    dv->gt.ratio = up(g, t->ratio, np);
+    dv->gt.cosang = up(g, t->cosang, np);
+    dv->gt.n_tets = nt;
+    dv->gt.t = up(g, t->t, 3 * nt);
+    dv->gt.v = up(g, t->v, nt);
+    dv->gt.cx = up(g, t->cx, nt);
+    dv->gt.cy = up(g, t->cy, nt);
+    dv->gt.cz = up(g, t->cz, nt);
+    /* vertex j -> its slots (relation x 4 + slot), pairs then tets, each in order: sa3d_geom_energy's order */
+    int n = c->n;
+    int *ptr = (int *)calloc((size_t)n + 1, sizeof(int)), *cur = (int *)malloc(((size_t)n + 1) * sizeof(int));
+    int *ent = (int *)malloc((ns + 1) * sizeof(int));
+    if (!ptr || !cur || !ent) {
+        free(ptr); free(cur); free(ent);
+        return 0;
+    }
+    for (int pass = 0; pass < 2; pass++) {   /* count, then fill */
+        for (size_t r = 0; r < np + nt; r++)
+            for (int s = 0; s < 4; s++) {
+                int j = r < np ? sa3d_geom_pair_vertex(t, r, s) : sa3d_geom_tet_vertex(t, r - np, s);
+                if (pass == 0) ptr[j + 1]++;
+                else ent[cur[j]++] = (int)(4 * r + (size_t)s);
+            }
+        if (pass == 0) {
+            for (int j = 0; j < n; j++) ptr[j + 1] += ptr[j];
+            memcpy(cur, ptr, (size_t)n * sizeof(int));
+        }
+    }
+    g->vptr = up(g, ptr, (size_t)n + 1);
+    g->vent = up(g, ent, ns);
+    free(ptr); free(cur); free(ent);
+    g->grd = 12 * (np + nt);
+    g->gr = (double *)dalloc(&g->mem, (size_t)max_hyp * g->grd * sizeof(double));
+    return 1;
+}
+
 static size_t in_bytes(const sa3d_align_gpu *g, int B) { return ((size_t)B * 3 * g->n + B) * sizeof(double) + B; }
+/* rows x (E, 4 terms, gY, gphi), then per hypothesis L_geom and its gradient */
 static size_t out_bytes(const sa3d_align_gpu *g, int B) {
-    return (size_t)g->views * B * (6 + 3 * (size_t)g->n) * sizeof(double);
+    return ((size_t)g->views * B * (6 + 3 * (size_t)g->n) + (size_t)B * (1 + 3 * (size_t)g->n)) * sizeof(double);
 }
 
 extern "C" void sa3d_align_gpu_free(sa3d_align_gpu *g) {
@@ -154,6 +204,11 @@ extern "C" sa3d_status sa3d_align_gpu_new(sa3d_align_gpu **out, const sa3d_align
     sa3d_align_ctx hv[2];
     cudaError_t e;
     ctx_upload(g, c, &hv[0]);
+    g->geom = c->p.w_geom != 0.0;
+    if (g->geom && !geom_upload(g, c, &hv[0], max_hyp)) {
+        sa3d_align_gpu_free(g);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+    }
     g->wd = sa3d_ae_work_doubles(c);
     if (c->mirror) {
         ctx_upload(g, c->mirror, &hv[1]);
@@ -208,6 +263,13 @@ extern "C" sa3d_status sa3d_align_gpu_start(sa3d_align_gpu *g, int B, const doub
     P.terms = dE + rows;
     P.gY = dE + 5 * rows;
     P.gphi = dE + 5 * rows + rows * P3;
+    P.eg = P.gphi + rows;
+    P.gg = P.eg + B;
+    P.geom = g->geom;
+    P.gr = g->gr;
+    P.grd = g->grd;
+    P.vptr = g->vptr;
+    P.vent = g->vent;
     cudaError_t e = cudaMemcpyAsync(g->d_in, g->h_in, in_bytes(g, B), cudaMemcpyHostToDevice, g->stream);
     if (e == cudaSuccess) {
         AK_LAUNCH(energy_kernel, dim3((unsigned)B, (unsigned)g->views), AK_THREADS, g->stream, g->dctx, P);
@@ -220,7 +282,7 @@ extern "C" sa3d_status sa3d_align_gpu_start(sa3d_align_gpu *g, int B, const doub
 }
 
 extern "C" sa3d_status sa3d_align_gpu_finish(sa3d_align_gpu *g, double *E, double *terms, double *gY, double *gphi,
-                                             sa3d_error *err) {
+                                             double *eg, double *gg, sa3d_error *err) {
     int B = g->started;
     if (!B) return sa3d_fail(err, SA3D_ERR_ARG, "align: device cuda: nothing started");
     g->started = 0;
@@ -229,12 +291,18 @@ extern "C" sa3d_status sa3d_align_gpu_finish(sa3d_align_gpu *g, double *E, doubl
     size_t P3 = 3 * (size_t)g->n, rows = (size_t)g->views * B;
     const uint8_t *alive = (const uint8_t *)((const double *)g->h_in + B * P3 + B);
     const double *hE = (const double *)g->h_out, *hT = hE + rows, *hG = hE + 5 * rows, *hP = hG + rows * P3;
+    const double *hEg = hP + rows, *hGg = hEg + B;
     for (size_t r = 0; r < rows; r++) {
         if (!alive[r % B]) continue;
         E[r] = hE[r];
         memcpy(terms + 4 * r, hT + 4 * r, 4 * sizeof(double));
         memcpy(gY + P3 * r, hG + P3 * r, P3 * sizeof(double));
         gphi[r] = hP[r];
+    }
+    for (int b = 0; b < B; b++) {
+        if (!alive[b]) continue;
+        eg[b] = hEg[b];
+        memcpy(gg + P3 * b, hGg + P3 * b, P3 * sizeof(double));
     }
     return SA3D_OK;
 }
