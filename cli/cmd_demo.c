@@ -17,7 +17,7 @@
 
 static void help(void) {
     printf("usage: semalign3d demo [--seed N] [--split NAME] [--out DIR] [--json FILE] [--difficulty easy|medium|hard]\n"
-           "                       [--set NAME=VALUE ...] [--quiet]\n\n"
+           "                       [--device cpu|cuda] [--set NAME=VALUE ...] [--quiet]\n\n"
            "Generates a synthetic category with known 3D structure (the dog of `semalign3d synth3d`: 60 images,\n"
            "64-channel mirror-ambiguous features, relative depth, masks), builds its prior from the trn split,\n"
            "evaluates the GeoAware baseline and SemAlign3D on the test split (or --split), prints PCK@0.1\n"
@@ -37,6 +37,7 @@ static void help(void) {
            "  --out DIR           output folder (new or empty)\n"
            "  --json FILE         write the numbers as JSON (atomic)\n"
            "  --difficulty LEVEL  synthetic difficulty (default medium)\n"
+           "  --device NAME       cpu (default) or cuda: where the aligner evaluates its hypotheses\n"
            "  --set NAME=VALUE    an aligner or matcher option (repeatable; docs/ALIGN.md); --set list prints\n"
            "                      them all with their values\n"
            "  --quiet             no progress lines\n");
@@ -158,7 +159,8 @@ static sa3d_status pictures(sa3d_dataset *ds, const char *split, const char *out
 }
 
 int cmd_demo(int argc, char **argv) {
-    const char *cmd = "demo", *s_seed = "0", *out = NULL, *json = NULL, *diff = "medium", *split = "test";
+    const char *cmd = "demo", *s_seed = "0", *out = NULL, *json = NULL, *diff = "medium", *split = "test",
+               *device = "cpu";
     int quiet = 0;
     cli_param_sets sets = { .n = 0 };
     for (int i = 1; i < argc; i++) {
@@ -170,6 +172,7 @@ int cmd_demo(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--difficulty", &diff)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
             (r = cli_param_set_arg(cmd, argc, argv, &i, &sets))) {
             if (r < 0) return EXIT_USAGE;
             continue;
@@ -187,11 +190,13 @@ int cmd_demo(int argc, char **argv) {
         return cli_usage_error(cmd, "--split %s: expected test or val (trn builds the prior)", split);
     sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
     smp.align.seed = (uint64_t)seed;
+    if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
 
     cli_install_sigint();
     sa3d_error err = { 0 };
+    if (sa3d_align_device_check(smp.align.device, &err)) return cli_run_error(cmd, &err);   /* before the work */
     char tmp[] = "/tmp/semalign3d-demo-XXXXXX", root[4200];
     if (!out && !(out = mkdtemp(tmp))) {
         snprintf(err.msg, sizeof err.msg, "cannot create a folder under /tmp");

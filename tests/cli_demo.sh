@@ -55,6 +55,12 @@ grep -q "match.nope" "$T/e" || { echo "FAIL unknown option not named"; fail=1; }
 "$BIN" demo --set align.n_hyp=1.5 > /dev/null 2>&1; check "demo --set non-integer" 2 $?
 "$BIN" demo --set match.sigma=nan > /dev/null 2>&1; check "demo --set nan" 2 $?
 "$BIN" demo --set match.sigma > /dev/null 2>&1; check "demo --set without =" 2 $?
+"$BIN" demo --device gpu > /dev/null 2>&1; check "demo --device unknown" 2 $?
+# --device cuda where it cannot run: refused before any work, nothing written (where it can, this is skipped)
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --device cuda \
+  --limit 1 --out "$T/evx" --quiet > /dev/null 2>&1 ||
+  { "$BIN" demo --device cuda --out "$T/dx" > /dev/null 2>"$T/e"; check "demo --device cuda without a GPU" 1 $?
+    grep -q "device cuda" "$T/e" && [ ! -e "$T/dx" ] || { echo "FAIL demo --device cuda: $(cat "$T/e")"; fail=1; }; }
 
 # match on two images of the dataset through the demo's prior (imported features)
 ids=$(ls "$D/JPEGImages/dog" | head -2 | sed 's/\.jpg$//')

@@ -84,6 +84,9 @@ typedef struct sa3d_align_params {
     double w_mirror;
 } sa3d_align_params;
 SA3D_API sa3d_align_params sa3d_align_params_default(void);
+/* SA3D_OK when params.device can run here (the CPU always; CUDA with a -DSEMALIGN3D_CUDA=ON build and a GPU),
+ * else SA3D_ERR_UNSUPPORTED saying why (SA3D_ERR_ARG for an unknown device): to check before long work. */
+SA3D_API sa3d_status sa3d_align_device_check(int device, sa3d_error *err);
 
 /* The result for one image: the best hypothesis. Owned by the caller (sa3d_alignment_free). */
 typedef struct sa3d_alignment {

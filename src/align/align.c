@@ -52,6 +52,12 @@ sa3d_align_params sa3d_align_params_default(void) {
     return p;
 }
 
+sa3d_status sa3d_align_device_check(int device, sa3d_error *err) {
+    if (device == SA3D_ALIGN_ON_CPU) return SA3D_OK;
+    if (device == SA3D_ALIGN_ON_CUDA) return sa3d_align_gpu_check(err);
+    return sa3d_fail(err, SA3D_ERR_ARG, "align: device %d unknown", device);
+}
+
 void sa3d_alignment_free(sa3d_alignment *a) {
     if (!a) return;
     sa3d_free(a->Y);
@@ -81,6 +87,8 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c) {
     sa3d_free(c->cand_lp);
     sa3d_free(c->pt_slot_ptr);
     sa3d_free(c->pt_slot);
+    sa3d_free(c->pt_slot_q);
+    sa3d_free(c->act_cxy);
     sa3d_free(c->anc_pt);
     sa3d_free(c->pt_anc);
     sa3d_free(c->anc_lp);
@@ -352,7 +360,9 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     /* each point's candidate slots, for the gradient's gather (align_energy.h step 3) */
     c->pt_slot_ptr = sa3d_calloc((size_t)N + 1, sizeof(int));
     c->pt_slot = sa3d_malloc(((size_t)na * K + 1) * sizeof(int));
-    if (!c->pt_slot_ptr || !c->pt_slot) {
+    c->pt_slot_q = sa3d_malloc(((size_t)na * K + 1) * sizeof(int));
+    c->act_cxy = sa3d_malloc(((size_t)na + 1) * 2 * sizeof(double));
+    if (!c->pt_slot_ptr || !c->pt_slot || !c->pt_slot_q || !c->act_cxy) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
         goto done;
     }
@@ -360,8 +370,16 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
         if (c->cand[e] >= 0) c->pt_slot_ptr[c->cand[e] + 1]++;
     for (int i = 0; i < N; i++) c->pt_slot_ptr[i + 1] += c->pt_slot_ptr[i];
     for (size_t e = 0; e < (size_t)na * K; e++)
-        if (c->cand[e] >= 0) c->pt_slot[c->pt_slot_ptr[c->cand[e]]++] = (int)e;
+        if (c->cand[e] >= 0) {
+            int at = c->pt_slot_ptr[c->cand[e]]++;
+            c->pt_slot[at] = (int)e;
+            c->pt_slot_q[at] = (int)(e / (size_t)K);
+        }
     csr_unshift(c->pt_slot_ptr, N);
+    for (int q = 0; q < na; q++) {
+        c->act_cxy[2 * q] = (double)(c->act_cell[q] % c->g) + 0.5;
+        c->act_cxy[2 * q + 1] = (double)(c->act_cell[q] / c->g) + 0.5;
+    }
 
     /* the mirrored image: its own context (without a mirror of its own) and the twin of each used anchor */
     if (p->w_mirror > 0.0) {
@@ -594,7 +612,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
         return sa3d_fail(err, SA3D_ERR_ARG, "align: n_hyp %d, n_iter %d, lr %g out of range", p->n_hyp, p->n_iter,
                          p->lr);
     if (p->device != SA3D_ALIGN_ON_CPU && p->device != SA3D_ALIGN_ON_CUDA)
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: device %d unknown", p->device);
+        return sa3d_align_device_check(p->device, err);
     sa3d_set_threads(p->n_threads);
     sa3d_align_ctx c;
     sa3d_status st = sa3d_align_ctx_init(&c, prior, in, p, err);

@@ -92,6 +92,7 @@ typedef struct sa3d_ae_stage {
     double sigma, w_rec, w_sparse;
     double is2, lnorm;   /* 1 / sigma^2, log(2 pi sigma^2): the spatial Gaussian of L_rec and L_sparse */
     double it, lo;       /* 1 / tau and the outlier level over tau (reading (a)) */
+    double inv_N;        /* 1 / N: L_bg's mean over the points */
 } sa3d_ae_stage;
 
 SA3D_HD sa3d_ae_stage sa3d_ae_stage_make(const sa3d_align_ctx *c, const sa3d_align_stage *s) {
@@ -103,6 +104,7 @@ SA3D_HD sa3d_ae_stage sa3d_ae_stage_make(const sa3d_align_ctx *c, const sa3d_ali
     k.lnorm = log(SA3D_TWO_PI * s->sigma * s->sigma);
     k.it = 1.0 / c->p.tau;
     k.lo = c->p.outlier_logp * k.it;
+    k.inv_N = 1.0 / c->N;
     return k;
 }
 
@@ -134,8 +136,8 @@ SA3D_HD void sa3d_ae_project(const sa3d_align_ctx *c, const double *Y, double ph
  * weight x tau x the log-sum-exp (L_rec gets minus it) and stores r_k = w_rec x weight x softmax_k / sigma^2 in
  * w.r: d(-tau lse)/dproj_k = -r_k (cell - proj_k). */
 SA3D_HD double sa3d_ae_rec_cell(const sa3d_align_ctx *c, int q, const sa3d_ae_stage *k, sa3d_ae_work w) {
-    int K = c->K, g = c->g, cell = c->act_cell[q];
-    double cx = (double)(cell % g) + 0.5, cy = (double)(cell / g) + 0.5;
+    int K = c->K;
+    double cx = c->act_cxy[2 * q], cy = c->act_cxy[2 * q + 1];
     const int *id = c->cand + (size_t)q * K;
     const double *lp = c->cand_lp + (size_t)q * K;
     double *a = w.r + (size_t)q * K;
@@ -210,10 +212,10 @@ SA3D_HD double sa3d_ae_point(const sa3d_align_ctx *c, int i, double phi, const s
             gy += kk * sy;
         } else {
             for (int e = c->pt_slot_ptr[i]; e < c->pt_slot_ptr[i + 1]; e++) {
-                int slot = c->pt_slot[e], cell = c->act_cell[slot / c->K];
-                double r = w.r[slot];
-                gx -= r * ((double)(cell % g) + 0.5 - px);
-                gy -= r * ((double)(cell / g) + 0.5 - py);
+                const double *cc = c->act_cxy + 2 * c->pt_slot_q[e];
+                double r = w.r[c->pt_slot[e]];
+                gx -= r * (cc[0] - px);
+                gy -= r * (cc[1] - py);
             }
         }
     }
@@ -223,7 +225,7 @@ SA3D_HD double sa3d_ae_point(const sa3d_align_ctx *c, int i, double phi, const s
         gy -= w.sg[2 * a + 1];
     }
     if (p->w_bg != 0.0 && c->mask) {
-        double inv = 1.0 / c->N, mx, my;
+        double inv = k->inv_N, mx, my;
         double m = sa3d_ae_bilinear(c->mask, g, px, py, 1, &mx, &my);
         *l_bg = (1.0 - m) * inv;
         gx -= p->w_bg * inv * mx;

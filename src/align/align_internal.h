@@ -28,6 +28,8 @@ typedef struct sa3d_align_ctx {
     int *cand;                  /* [n_act][K] point ids (-1 = none) */
     double *cand_lp;            /* [n_act][K] log p_sem of the candidate at the cell */
     int *pt_slot_ptr, *pt_slot; /* point i -> its slots q K + k among cand, in (q, k) order: [N + 1], [<= n_act K] */
+    int *pt_slot_q;             /* ... and each slot's active cell q (no division in the gather) */
+    double *act_cxy;            /* [n_act][2] grid coordinates of each active cell's centre */
     /* L_sparse: the appended anchors among the dense points and their log p_sem over the cells */
     int n_anc;
     int *anc_pt;                /* [n_anc] dense index */

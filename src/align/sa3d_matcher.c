@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "align/align_gpu.h"
 #include "base/base.h"
 #include "geom/geom.h"
 #include "semalign3d/align.h"
@@ -178,8 +177,8 @@ sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *featur
     *out = NULL;
     if (!features || !priors || n_priors < 1)
         return sa3d_fail(err, SA3D_ERR_ARG, "semalign3d matcher: features and at least one prior are required");
-    if (p && p->align.device == SA3D_ALIGN_ON_CUDA) {   /* before any work: no GPU, no run */
-        sa3d_status st = sa3d_align_gpu_check(err);
+    if (p) {   /* before any work: no GPU, no run */
+        sa3d_status st = sa3d_align_device_check(p->align.device, err);
         if (st != SA3D_OK) return st;
     }
     sa3d_sa3d_matcher *m = sa3d_calloc(1, sizeof *m);

@@ -43,8 +43,12 @@ static double energy_one(double *G, const double *P, int n, const sa3d_geom_term
             sa3d_geom_pair(g, P, e, w, lp, G ? gr : NULL);
             sr += lp[0];
             sa += lp[1];
-            for (int s = 0; G && s < 4; s++)
-                for (int k = 0; k < 3; k++) G[3 * sa3d_geom_pair_vertex(g, e, s) + k] += gr[s][k];
+            for (int s = 0; G && s < 4; s++) {
+                double *o = G + 3 * sa3d_geom_pair_vertex(g, e, s);
+                o[0] += gr[s][0];
+                o[1] += gr[s][1];
+                o[2] += gr[s][2];
+            }
         }
         double np = (double)g->n_pairs;
         l_pairs = -(sr / np) + -(sa / np);   /* l1 + l2 of calculate_geom_loss_for_edge_pair_ratios */
@@ -57,8 +61,12 @@ static double energy_one(double *G, const double *P, int n, const sa3d_geom_term
             sx += lp[0];
             sy += lp[1];
             sz += lp[2];
-            for (int s = 0; G && s < 4; s++)
-                for (int d = 0; d < 3; d++) G[3 * sa3d_geom_tet_vertex(g, k, s) + d] += gr[s][d];
+            for (int s = 0; G && s < 4; s++) {
+                double *o = G + 3 * sa3d_geom_tet_vertex(g, k, s);
+                o[0] += gr[s][0];
+                o[1] += gr[s][1];
+                o[2] += gr[s][2];
+            }
         }
         double nt = (double)g->n_tets;
         l_tets = -(sx / nt) + -(sy / nt) + -(sz / nt);

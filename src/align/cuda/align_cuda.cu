@@ -77,6 +77,8 @@ static void ctx_upload(sa3d_align_gpu *g, const sa3d_align_ctx *c, sa3d_align_ct
     dv->cand_lp = up(g, c->cand_lp, nk);
     dv->pt_slot_ptr = up(g, c->pt_slot_ptr, N + 1);
     dv->pt_slot = up(g, c->pt_slot, (size_t)c->pt_slot_ptr[c->N]);
+    dv->pt_slot_q = up(g, c->pt_slot_q, (size_t)c->pt_slot_ptr[c->N]);
+    dv->act_cxy = up(g, c->act_cxy, 2 * (size_t)c->n_act);
     dv->anc_pt = up(g, c->anc_pt, anc);
     dv->anc_lp = up(g, c->anc_lp, anc * cells);
     dv->pt_anc = up(g, c->pt_anc, N);
@@ -230,6 +232,8 @@ extern "C" sa3d_status sa3d_align_gpu_new(sa3d_align_gpu **out, const sa3d_align
     if (e == cudaSuccess) e = cudaMallocHost((void **)&g->h_in, in_bytes(g, max_hyp));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&g->h_out, out_bytes(g, max_hyp));
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
+    /* the uploads above ran on the default stream, which a non-blocking stream does not wait for */
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {
         sa3d_align_gpu_free(g);
         return cuda_fail(err, "align", "uploading the image's context", e);
