@@ -108,21 +108,27 @@ SA3D_HD sa3d_ae_stage sa3d_ae_stage_make(const sa3d_align_ctx *c, const sa3d_ali
     return k;
 }
 
+/* out[3] = sum over CSR row r of w_e v[idx_e] (3-vectors), in entry order: X_i = rig . Y and its transpose. */
+SA3D_HD void sa3d_ae_csr_sum3(const int *ptr, const int *idx, const double *w, int r, const double *v,
+                              double out[3]) {
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+    for (int e = ptr[r]; e < ptr[r + 1]; e++) {
+        const double *x = v + 3 * idx[e];
+        s0 += w[e] * x[0];
+        s1 += w[e] * x[1];
+        s2 += w[e] * x[2];
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+}
+
 /* Step 1, point i: X_i = rig . Y, its depth (METHOD.md 2.3's 1e-9, clamped at SA3D_ALIGN_ZMIN) and projection
  * gx = g X / (phi Z) + g/2. */
 SA3D_HD void sa3d_ae_project(const sa3d_align_ctx *c, const double *Y, double phi, int i, sa3d_ae_work w) {
     double gd = (double)c->g, half = 0.5 * gd;
-    double x0 = 0.0, x1 = 0.0, x2 = 0.0;
-    for (int j = c->rig_ptr[i]; j < c->rig_ptr[i + 1]; j++) {
-        const double *y = Y + 3 * c->rig_idx[j];
-        double wt = c->rig_w[j];
-        x0 += wt * y[0];
-        x1 += wt * y[1];
-        x2 += wt * y[2];
-    }
-    w.X[3 * i] = x0;
-    w.X[3 * i + 1] = x1;
-    w.X[3 * i + 2] = x2;
+    sa3d_ae_csr_sum3(c->rig_ptr, c->rig_idx, c->rig_w, i, Y, w.X + 3 * i);
+    double x0 = w.X[3 * i], x1 = w.X[3 * i + 1], x2 = w.X[3 * i + 2];
     double z = x2 + 1e-9;
     w.zcl[i] = 0.0;
     if (!(z >= SA3D_ALIGN_ZMIN)) { z = SA3D_ALIGN_ZMIN; w.zcl[i] = 1.0; }
@@ -243,17 +249,7 @@ SA3D_HD double sa3d_ae_point(const sa3d_align_ctx *c, int i, double phi, const s
 
 /* Step 4, used anchor k: dE/dY_k (3 values into gYk) = sum over the points rigged to it of w dE/dX_i. */
 SA3D_HD void sa3d_ae_anchor(const sa3d_align_ctx *c, int k, const double *gX, double *gYk) {
-    double g0 = 0.0, g1 = 0.0, g2 = 0.0;
-    for (int e = c->rigT_ptr[k]; e < c->rigT_ptr[k + 1]; e++) {
-        const double *d = gX + 3 * c->rigT_pt[e];
-        double wt = c->rigT_w[e];
-        g0 += wt * d[0];
-        g1 += wt * d[1];
-        g2 += wt * d[2];
-    }
-    gYk[0] = g0;
-    gYk[1] = g1;
-    gYk[2] = g2;
+    sa3d_ae_csr_sum3(c->rigT_ptr, c->rigT_pt, c->rigT_w, k, gX, gYk);
 }
 
 /* Step 5: L_depth = (mean anchor z - d*)^2; its gradient is added to gY (may be NULL). 0 when w_depth is 0. */
