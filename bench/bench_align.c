@@ -45,7 +45,8 @@ static void free_cases(bcase *cs, int n_poses) {
     free(cs);
 }
 
-/* Best of 2 runs of pose q on the device; *a keeps the last alignment. Returns the seconds, or -1 on error. */
+/* Best of 2 runs of case b at params p; *a (NULL or an earlier alignment, freed) keeps the last alignment.
+ * Returns the seconds, or -1 after printing the error. */
 static double time_align(const bcase *b, const sa3d_align_params *p, sa3d_alignment **a) {
     sa3d_align_input in_m = { .F = &b->fm_m, .mask = b->mask_m, .depth = b->depth_m };
     sa3d_align_input in = { .F = &b->fm, .mask = b->mask, .depth = b->depth, .mirror = &in_m };
@@ -200,19 +201,11 @@ int main(int argc, char **argv) {
         double tsum = 0.0, esum = 0.0, emax = 0.0;
         int good = 0;
         for (int q = 0; q < n_poses; q++) {
-            sa3d_align_input in_m = { .F = &cs[q].fm_m, .mask = cs[q].mask_m, .depth = cs[q].depth_m };
-            sa3d_align_input in = { .F = &cs[q].fm, .mask = cs[q].mask, .depth = cs[q].depth, .mirror = &in_m };
-            double best = 1e30, e = 0.0;
-            for (int r = 0; r < 2; r++) {
-                sa3d_alignment *a = NULL;
-                sa3d_error err;
-                double t0 = sa3d_now();
-                if (sa3d_align_image(&a, cs[q].prior, &in, &p, &err) != SA3D_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
-                double dt = sa3d_now() - t0;
-                if (dt < best) best = dt;
-                e = anchor_err(&cs[q], a, g);
-                sa3d_alignment_free(a);
-            }
+            sa3d_alignment *a = NULL;
+            double best = time_align(&cs[q], &p, &a);
+            if (best < 0) return 1;
+            double e = anchor_err(&cs[q], a, g);
+            sa3d_alignment_free(a);
             tsum += best;
             esum += e;
             if (e > emax) emax = e;

@@ -611,11 +611,11 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     if (p->n_hyp < 1 || p->n_iter < 0 || !(p->lr > 0.0))
         return sa3d_fail(err, SA3D_ERR_ARG, "align: n_hyp %d, n_iter %d, lr %g out of range", p->n_hyp, p->n_iter,
                          p->lr);
-    if (p->device != SA3D_ALIGN_ON_CPU && p->device != SA3D_ALIGN_ON_CUDA)
-        return sa3d_align_device_check(p->device, err);
+    sa3d_status st = sa3d_align_device_check(p->device, err);
+    if (st != SA3D_OK) return st;
     sa3d_set_threads(p->n_threads);
     sa3d_align_ctx c;
-    sa3d_status st = sa3d_align_ctx_init(&c, prior, in, p, err);
+    st = sa3d_align_ctx_init(&c, prior, in, p, err);
     if (st != SA3D_OK) return st;
     int N = c.N, n = c.n, g = c.g, B = p->n_hyp, P3 = 3 * n;
     size_t wd = sa3d_align_work_doubles(&c);

@@ -31,6 +31,16 @@ sa3d_status sa3d_geom_terms_check(const sa3d_geom_terms *g, int n, sa3d_error *e
     return SA3D_OK;
 }
 
+/* G += the 4 slot gradients of relation r (geom.h's numbering: pairs, then tets), in slot order. */
+static void add_slots(double *G, const sa3d_geom_terms *g, size_t r, const double gr[4][3]) {
+    for (int s = 0; s < 4; s++) {
+        double *o = G + 3 * sa3d_geom_slot_vertex(g, r, s);
+        o[0] += gr[s][0];
+        o[1] += gr[s][1];
+        o[2] += gr[s][2];
+    }
+}
+
 /* One configuration P [n][3]; G [n][3] (may be NULL) receives the gradient: the relation steps of geom.h, their
  * slots added in relation order. */
 static double energy_one(double *G, const double *P, int n, const sa3d_geom_terms *g, int use_tets) {
@@ -43,12 +53,7 @@ static double energy_one(double *G, const double *P, int n, const sa3d_geom_term
             sa3d_geom_pair(g, P, e, w, lp, G ? gr : NULL);
             sr += lp[0];
             sa += lp[1];
-            for (int s = 0; G && s < 4; s++) {
-                double *o = G + 3 * sa3d_geom_pair_vertex(g, e, s);
-                o[0] += gr[s][0];
-                o[1] += gr[s][1];
-                o[2] += gr[s][2];
-            }
+            if (G) add_slots(G, g, e, (const double (*)[3])gr);
         }
         double np = (double)g->n_pairs;
         l_pairs = -(sr / np) + -(sa / np);   /* l1 + l2 of calculate_geom_loss_for_edge_pair_ratios */
@@ -61,12 +66,7 @@ static double energy_one(double *G, const double *P, int n, const sa3d_geom_term
             sx += lp[0];
             sy += lp[1];
             sz += lp[2];
-            for (int s = 0; G && s < 4; s++) {
-                double *o = G + 3 * sa3d_geom_tet_vertex(g, k, s);
-                o[0] += gr[s][0];
-                o[1] += gr[s][1];
-                o[2] += gr[s][2];
-            }
+            if (G) add_slots(G, g, g->n_pairs + k, (const double (*)[3])gr);
         }
         double nt = (double)g->n_tets;
         l_tets = -(sx / nt) + -(sy / nt) + -(sz / nt);

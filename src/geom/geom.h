@@ -294,8 +294,8 @@ void sa3d_geom_energy(double *energy /* [B] */, double *grad /* [B][n][3] or NUL
 /* One relation of L_geom at configuration P, the steps sa3d_geom_energy adds up (shared with the aligner's CUDA
  * backend). Edge pair e: lp = the Beta log densities of its ratio and cosine; tet relation k: of its cx, cy, cz.
  * gr (may be NULL) gets w x d(sum of lp)/dP for each of the relation's 4 vertex slots, the vertex of slot s being
- * sa3d_geom_pair_vertex / sa3d_geom_tet_vertex; adding the slots to the gradient in order adds them as the
- * reverse passes do. w: dL/dlogB of each term, -1 / (5 x the relation count). */
+ * sa3d_geom_slot_vertex; adding the slots to the gradient in order adds them as the reverse passes do.
+ * w: dL/dlogB of each term, -1 / (5 x the relation count). */
 SA3D_HD void sa3d_geom_pair(const sa3d_geom_terms *g, const double *P, size_t e, double w, double lp[2],
                             double gr[4][3]) {
     const int32_t *i1 = g->e1 + 2 * e, *i2 = g->e2 + 2 * e;
@@ -317,9 +317,6 @@ SA3D_HD void sa3d_geom_pair(const sa3d_geom_terms *g, const double *P, size_t e,
         gr[3][k] = -gb[k];
     }
 }
-SA3D_HD int sa3d_geom_pair_vertex(const sa3d_geom_terms *g, size_t e, int slot) {
-    return slot < 2 ? g->e1[2 * e + slot] : g->e2[2 * e + slot - 2];
-}
 SA3D_HD void sa3d_geom_tet(const sa3d_geom_terms *g, const double *P, size_t k, double w, double lp[3],
                            double gr[4][3]) {
     const int32_t *t = g->t + 3 * k;
@@ -334,8 +331,12 @@ SA3D_HD void sa3d_geom_tet(const sa3d_geom_terms *g, const double *P, size_t k, 
     /* slots in the order sa3d_tet_bwd adds to its vertices: t1, t2, v, t0 */
     sa3d_tet_bwd(gr[3], gr[0], gr[1], gr[2], &f, w * dx, w * dy, w * dz);
 }
-SA3D_HD int sa3d_geom_tet_vertex(const sa3d_geom_terms *g, size_t k, int slot) {
-    return slot == 0 ? g->t[3 * k + 1] : slot == 1 ? g->t[3 * k + 2] : slot == 2 ? g->v[k] : g->t[3 * k];
+/* The vertex of slot s of relation r, numbering the edge pairs first (r < n_pairs: pair r) then the tet
+ * relations (tet r - n_pairs). A pair's slots: e1[0], e1[1], e2[0], e2[1]; a tet's: t1, t2, v, t0. */
+SA3D_HD int sa3d_geom_slot_vertex(const sa3d_geom_terms *g, size_t r, int s) {
+    if (r < g->n_pairs) return s < 2 ? g->e1[2 * r + s] : g->e2[2 * r + s - 2];
+    size_t k = r - g->n_pairs;
+    return s == 0 ? g->t[3 * k + 1] : s == 1 ? g->t[3 * k + 2] : s == 2 ? g->v[k] : g->t[3 * k];
 }
 
 /* ---------------------------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ static int geom_upload(sa3d_align_gpu *g, const sa3d_align_ctx *c, sa3d_align_ct
     for (int pass = 0; pass < 2; pass++) {   /* count, then fill */
         for (size_t r = 0; r < np + nt; r++)
             for (int s = 0; s < 4; s++) {
-                int j = r < np ? sa3d_geom_pair_vertex(t, r, s) : sa3d_geom_tet_vertex(t, r - np, s);
+                int j = sa3d_geom_slot_vertex(t, r, s);
                 if (pass == 0) ptr[j + 1]++;
                 else ent[cur[j]++] = (int)(4 * r + (size_t)s);
             }
