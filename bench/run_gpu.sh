@@ -9,7 +9,7 @@
 #       STAGE/fixtures/<model fixture dirs>           copies of ../shared/fixtures model folders
 # With a full build tree on the GPU machine itself, point STAGE at a folder of links instead.
 # Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, parity_align.log, bench.log, bench_gpu.json,
-# bench_align.log.
+# attention_rows.log, bench_align.log.
 set -uo pipefail
 stage="${1:-.devrun}"
 out="${OUT:-/tmp/sa3d-gpu-out}"
@@ -28,6 +28,22 @@ echo "== benchmark"
 PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-240}" python3 bench/peers/torch_gpu.py --bench "$stage/bin/bench_gpu" \
     --json "$out/bench_gpu.json" --dir /tmp/sa3d-gpu "${@:2}" 2>&1 | tee "$out/bench.log"
 echo "bench exit: ${PIPESTATUS[0]}"
+echo "== fused attention: 64 against 128 query rows per block (SA3D_CUDA_FLASH), fp16, on the models saved above"
+# The backend picks 128 rows when that still gives every multiprocessor a block; this measures both where it
+# matters, then one eager pass with per-step times (SA3D_CUDA_PROFILE) to see the attention's share.
+for c in vits518:518:518 vitb840:840:840 vitl840:840:840; do
+  IFS=: read -r name H W <<<"$c"
+  [ -d "/tmp/sa3d-gpu/$name" ] || continue
+  for B in 1 8; do
+    for rows in 64 128; do
+      printf '%s b%s rows %s: ' "$name" "$B" "$rows"
+      SA3D_CUDA_FLASH=$rows timeout 60 "$stage/bin/bench_gpu" --model "/tmp/sa3d-gpu/$name" --height "$H" \
+          --width "$W" --batch "$B" --dtype fp16 --warmup 3 --runs 10 2>&1 | tail -1
+    done
+  done
+  SA3D_CUDA_PROFILE=1 timeout 60 "$stage/bin/bench_gpu" --model "/tmp/sa3d-gpu/$name" --height "$H" --width "$W" \
+      --batch 1 --dtype fp16 --warmup 1 --runs 1 2>&1 | grep "cuda profile" | tail -1
+done 2>&1 | tee "$out/attention_rows.log"
 echo "== aligner benchmark (CPU threads: all cores)"
 timeout "${ALIGN_TIMEOUT:-180}" "$stage/bin/bench_align" --device cuda --threads "$(nproc)" --poses 2 2>&1 | \
     tee "$out/bench_align.log"

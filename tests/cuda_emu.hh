@@ -7,6 +7,15 @@
 // __shared__ becomes `static`: one copy, which is the block's shared memory because one block runs at a time.
 // Runtime and cuBLAS: the calls the backends make, on host memory (device memory is malloc'd, copies are memcpy,
 // a stream runs everything at once, in order; SGEMM is three loops).
+// Half types and tensor-core instructions (for src/nn/cuda/kernels.cuh's fused attention, test_nn_kernels_emu):
+// __half and __nv_bfloat16 as 16-bit patterns with round-to-nearest-even conversions; mma.sync, ldmatrix and
+// cp.async (tensor_core.cuh's functions) as warp-wide exchanges with the PTX ISA's fragment layouts, so a wrong
+// lane or register index gives wrong numbers here.
+// Orders: a GPU leaves the order of warps and the landing time of cp.async copies open, so a test runs a kernel
+// under both emu_order modes: EMU_LOCKSTEP (threads take turns at every barrier, so warps advance together;
+// copies land at the cp_async_wait that covers them, so reading a tile before waiting for it reads stale data) and
+// EMU_RUN_AHEAD (the lowest-numbered thread that can run does, so warp 0 runs as far ahead as the barriers let it;
+// copies land at once, so refilling a buffer that other warps still read, without a barrier, corrupts it).
 // What it cannot show: host code that reads device memory directly works here and not on a GPU; races between
 // warps that a GPU's timing would expose and this schedule (round robin at barriers) does not; GPU performance.
 #ifndef SA3D_CUDA_EMU_HH
@@ -15,6 +24,9 @@
 #define SA3D_CUDA_EMU 1
 
 #include <functional>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
@@ -23,8 +35,10 @@
 #define __global__
 #define __device__
 #define __host__
-#define __launch_bounds__(n)
+#define __forceinline__ inline
+#define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 /* ---- runtime ---- */
 
@@ -123,16 +137,91 @@ inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublas
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* ---- device math and types the kernels use beyond libm ---- */
+
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+struct uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{ x, y, z, w }; }
+inline unsigned long long atomicMin(unsigned long long *p, unsigned long long v) {   // one thread at a time here
+    unsigned long long old = *p;
+    if (v < old) *p = v;
+    return old;
+}
+
+/* ---- half types: 16-bit patterns, conversions rounded to nearest even as the device's _rn intrinsics ---- */
+
+struct __half {
+    uint16_t x;
+};
+struct __half2 {
+    __half x, y;
+};
+struct __nv_bfloat16 {
+    uint16_t x;
+};
+struct __nv_bfloat162 {
+    __nv_bfloat16 x, y;
+};
+
+inline uint32_t emu_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+inline float emu_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+inline __half __float2half_rn(float f) {
+    uint32_t u = emu_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    uint16_t h;
+    if (a > 0x7f800000u) h = 0x7e00;                       // NaN
+    else if (a >= 0x477ff000u) h = 0x7c00;                 // >= 65520 (and inf): inf
+    else if (a < 0x38800000u)                              // below 2^-14: a multiple of 2^-24, ties to even
+        h = (uint16_t)nearbyintf(emu_float(a) * 16777216.0f);
+    else h = (uint16_t)((a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13);
+    return __half{ (uint16_t)(sign | h) };
+}
+inline float __half2float(__half h) {
+    uint32_t sign = (uint32_t)(h.x & 0x8000u) << 16, e = (h.x >> 10) & 0x1fu, m = h.x & 0x3ffu;
+    if (e == 0) return emu_float(sign) + (sign ? -1.0f : 1.0f) * ldexpf((float)m, -24);
+    if (e == 31) return emu_float(sign | 0x7f800000u | (m << 13));
+    return emu_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u = emu_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{ (uint16_t)((u >> 16) | 0x40u) };
+    return __nv_bfloat16{ (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) };
+}
+inline float __bfloat162float(__nv_bfloat16 b) { return emu_float((uint32_t)b.x << 16); }
+inline __half2 __floats2half2_rn(float lo, float hi) { return __half2{ __float2half_rn(lo), __float2half_rn(hi) }; }
+inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
+    return __nv_bfloat162{ __float2bfloat16_rn(lo), __float2bfloat16_rn(hi) };
+}
+inline float emu_to_float(uint16_t v, __half) { return __half2float(__half{ v }); }
+inline float emu_to_float(uint16_t v, __nv_bfloat16) { return __bfloat162float(__nv_bfloat16{ v }); }
+
 /* ---- threads ---- */
 
 // Each CUDA thread of a block is a fiber (ucontext) on the calling OS thread. A fiber runs until it waits at a
 // barrier, then the next one runs: deterministic, and cheap on a busy machine (one OS thread, no lock). A
 // missing barrier shows reliably: thread 0 runs on into the next step before the others have done this one.
+struct emu_copy {
+    void *dst;
+    const void *src;   // NULL: zero fill
+};
 struct emu_fiber {
     ucontext_t ctx;
     std::vector<char> stack;
     dim3 idx;
     bool done;
+    const struct emu_barrier *wait_on;           // the barrier it waits at (generation wait_gen), or NULL
+    unsigned wait_gen;
+    std::vector<emu_copy> open;                  // cp.async copies not yet committed
+    std::vector<std::vector<emu_copy>> groups;   // committed, not yet waited for; oldest first
 };
 inline std::vector<emu_fiber> emu_fibers;
 inline unsigned emu_cur;
@@ -153,24 +242,114 @@ struct emu_barrier {
             gen++;
             return;
         }
+        emu_fiber &f = emu_fibers[emu_cur];
+        f.wait_on = this;
+        f.wait_gen = g;
         while (gen == g) emu_yield();
+        f.wait_on = nullptr;
     }
 };
+inline bool emu_can_run(const emu_fiber &f) { return !f.done && !(f.wait_on && f.wait_on->gen == f.wait_gen); }
+
+enum emu_order { EMU_LOCKSTEP, EMU_RUN_AHEAD };
+inline emu_order emu_order_mode = getenv("SA3D_EMU_ORDER") && !strcmp(getenv("SA3D_EMU_ORDER"), "run-ahead")
+                                      ? EMU_RUN_AHEAD : EMU_LOCKSTEP;   // a program's default: SA3D_EMU_ORDER
 inline emu_barrier emu_block_bar;
 inline std::vector<emu_barrier> emu_warp_bar;
-inline std::vector<double> emu_lanes;   // [warps][32] the values being shuffled
+// What each lane of a warp hands in to a warp-wide instruction: a shuffled value, an mma's A and B fragments,
+// an ldmatrix row address.
+struct emu_lane {
+    double v;
+    uint32_t a[4], b[2];
+    const uint16_t *row;
+};
+inline std::vector<emu_lane> emu_lanes;   // [threads]
 
 inline void __syncthreads() { emu_block_bar.arrive_and_wait(); }
 
-inline double __shfl_xor_sync(unsigned mask, double v, int lane_mask) {
+// Every lane of the warp stores its part, all wait, `use` reads what the warp stored, all wait again (so that no
+// lane overwrites its part before the others have read it).
+template <class F> void emu_warp_exchange(const emu_lane &mine, F use) {
+    unsigned t = threadIdx.x, w = t / 32;
+    emu_lanes[t] = mine;
+    emu_warp_bar[w].arrive_and_wait();
+    use(emu_lanes.data() + 32 * w, t % 32);
+    emu_warp_bar[w].arrive_and_wait();
+}
+
+template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     (void)mask;   // every lane of the warp takes part (the kernels here use 0xffffffff)
-    unsigned t = threadIdx.x, w = t / 32, lane = t % 32;
-    double *x = emu_lanes.data() + 32 * w;
-    x[lane] = v;
-    emu_warp_bar[w].arrive_and_wait();
-    double r = x[lane ^ (unsigned)lane_mask];
-    emu_warp_bar[w].arrive_and_wait();
+    T r = v;
+    emu_warp_exchange(emu_lane{ (double)v, {}, {}, nullptr },
+                      [&](const emu_lane *x, unsigned lane) { r = (T)x[lane ^ (unsigned)lane_mask].v; });
     return r;
+}
+
+/* ---- tensor-core instructions (tensor_core.cuh), fragment layouts as in the PTX ISA manual ---- */
+
+inline uint16_t emu_half_of(uint32_t reg, int hi) { return (uint16_t)(hi ? reg >> 16 : reg & 0xffffu); }
+
+// c[16x8] += a[16x16] b[16x8]: lane 4g + t holds a's (g | g+8, 2t | 2t+1 | 2t+8 | 2t+9) and b's (2t | 2t+1 |
+// 2t+8 | 2t+9, g); its c is (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1). Products are exact in fp32 (11- or 8-bit
+// significands) and summed in k order.
+template <typename A> void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    emu_lane mine{ 0.0, { a[0], a[1], a[2], a[3] }, { b0, b1 }, nullptr };
+    emu_warp_exchange(mine, [&](const emu_lane *x, unsigned lane) {
+        unsigned g = lane / 4, t = lane % 4;
+        for (int i = 0; i < 4; i++) {
+            unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+            float acc = 0.0f;
+            for (unsigned k = 0; k < 16; k++) {
+                const emu_lane &la = x[(r % 8) * 4 + (k % 8) / 2], &lb = x[n * 4 + (k % 8) / 2];
+                float av = emu_to_float(emu_half_of(la.a[(r >= 8) + 2 * (k >= 8)], k & 1), A{});
+                float bv = emu_to_float(emu_half_of(lb.b[k >= 8], k & 1), A{});
+                acc += av * bv;
+            }
+            c[i] += acc;
+        }
+    });
+}
+
+inline void emu_ldsm(uint32_t r[4], const void *row, bool trans) {
+    if ((uintptr_t)row % 16) {
+        fprintf(stderr, "cuda_emu: ldmatrix row address %p is not 16-byte aligned\n", row);
+        abort();
+    }
+    emu_warp_exchange(emu_lane{ 0.0, {}, {}, (const uint16_t *)row }, [&](const emu_lane *x, unsigned lane) {
+        unsigned g = lane / 4, t = lane % 4;
+        for (int i = 0; i < 4; i++) {   // matrix i: rows from lanes 8i .. 8i + 7
+            uint16_t lo = trans ? x[8 * i + 2 * t].row[g] : x[8 * i + g].row[2 * t];
+            uint16_t hi = trans ? x[8 * i + 2 * t + 1].row[g] : x[8 * i + g].row[2 * t + 1];
+            r[i] = (uint32_t)lo | (uint32_t)hi << 16;
+        }
+    });
+}
+inline void ldsm_x4(uint32_t r[4], const void *row) { emu_ldsm(r, row, false); }
+inline void ldsm_x4_trans(uint32_t r[4], const void *row) { emu_ldsm(r, row, true); }
+
+inline void cp_async16(void *dst, const void *src, bool ok) {
+    if ((uintptr_t)dst % 16 || (ok && (uintptr_t)src % 16)) {
+        fprintf(stderr, "cuda_emu: cp.async of 16 bytes %p -> %p is not 16-byte aligned\n", src, dst);
+        abort();
+    }
+    if (emu_order_mode == EMU_RUN_AHEAD) {
+        if (ok) memcpy(dst, src, 16);
+        else memset(dst, 0, 16);
+    } else emu_fibers[emu_cur].open.push_back(emu_copy{ dst, ok ? src : nullptr });
+}
+inline void cp_async_commit() {
+    emu_fiber &f = emu_fibers[emu_cur];
+    f.groups.push_back(std::move(f.open));
+    f.open.clear();
+}
+template <int n> void cp_async_wait() {
+    emu_fiber &f = emu_fibers[emu_cur];
+    while (f.groups.size() > (size_t)n) {
+        for (const emu_copy &c : f.groups.front())
+            if (c.src) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        f.groups.erase(f.groups.begin());
+    }
 }
 
 inline void emu_trampoline() {
@@ -186,30 +365,40 @@ template <class F> void emu_launch(dim3 grid, unsigned threads, F body) {
     emu_fibers.resize(threads);
     emu_warp_bar.assign(threads / 32, emu_barrier());
     for (auto &b : emu_warp_bar) b.n = 32;
-    emu_lanes.assign(threads, 0.0);
-    for (unsigned by = 0; by < grid.y; by++)
-        for (unsigned bx = 0; bx < grid.x; bx++) {
-            blockIdx = dim3(bx, by);
-            emu_block_bar = emu_barrier();
-            emu_block_bar.n = threads;
-            for (unsigned t = 0; t < threads; t++) {
-                emu_fiber &f = emu_fibers[t];
-                f.stack.resize(1 << 18);   // 256 KiB: room for a sanitizer's red zones
-                f.idx = dim3(t);
-                f.done = false;
-                getcontext(&f.ctx);
-                f.ctx.uc_stack.ss_sp = f.stack.data();
-                f.ctx.uc_stack.ss_size = f.stack.size();
-                f.ctx.uc_link = &emu_main;
-                makecontext(&f.ctx, emu_trampoline, 0);
-            }
-            for (unsigned left = threads; left > 0;)
-                for (emu_cur = 0; emu_cur < threads; emu_cur++)
-                    if (!emu_fibers[emu_cur].done) {
-                        swapcontext(&emu_main, &emu_fibers[emu_cur].ctx);
-                        if (emu_fibers[emu_cur].done) left--;
-                    }
+    emu_lanes.assign(threads, emu_lane{});
+    for (unsigned b = 0; b < grid.x * grid.y * grid.z; b++) {
+        blockIdx = dim3(b % grid.x, b / grid.x % grid.y, b / grid.x / grid.y);
+        emu_block_bar = emu_barrier();
+        emu_block_bar.n = threads;
+        for (unsigned t = 0; t < threads; t++) {
+            emu_fiber &f = emu_fibers[t];
+            f.stack.resize(1 << 18);   // 256 KiB: room for a sanitizer's red zones
+            f.idx = dim3(t);
+            f.done = false;
+            f.wait_on = nullptr;
+            f.open.clear();
+            f.groups.clear();
+            getcontext(&f.ctx);
+            f.ctx.uc_stack.ss_sp = f.stack.data();
+            f.ctx.uc_stack.ss_size = f.stack.size();
+            f.ctx.uc_link = &emu_main;
+            makecontext(&f.ctx, emu_trampoline, 0);
         }
+        for (unsigned left = threads; left > 0;) {   // each pass runs fibers until they wait or end
+            bool ran = false;
+            for (emu_cur = 0; emu_cur < threads; emu_cur++) {
+                if (!emu_can_run(emu_fibers[emu_cur])) continue;
+                swapcontext(&emu_main, &emu_fibers[emu_cur].ctx);
+                ran = true;
+                if (emu_fibers[emu_cur].done) left--;
+                if (emu_order_mode == EMU_RUN_AHEAD) break;   // back to thread 0
+            }
+            if (!ran) {
+                fprintf(stderr, "cuda_emu: deadlock: every thread left waits at a barrier the others do not reach\n");
+                abort();
+            }
+        }
+    }
 }
 
 #define AK_LAUNCH(kernel, grid, threads, stream, ...) emu_launch(grid, threads, [&] { kernel(__VA_ARGS__); })

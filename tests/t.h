@@ -76,7 +76,7 @@ __attribute__((unused)) static int t_model_fixture_dirs(char ***out) {
         snprintf(c, sizeof c, "%s/model.safetensors", dir);
         snprintf(i, sizeof i, "%s/model.safetensors.index.json", dir);
         if (access(a, R_OK) || access(b, R_OK) || (access(c, R_OK) && access(i, R_OK))) continue;
-        char **grown = realloc(*out, (size_t)(n + 1) * sizeof *grown);
+        char **grown = (char **)realloc(*out, (size_t)(n + 1) * sizeof *grown);
         if (!grown) break;
         *out = grown;
         (*out)[n++] = strdup(dir);

@@ -4,13 +4,15 @@
  *   - Weights are uploaded once at model open: matrices in the pass's dtype (fp32, fp16 or bf16), vectors
  *     (biases, norms, layer scales, tokens) in fp32; query/key/value are fused into one [3D][D] matrix.
  *   - Matrix products go to cuBLAS (cublasGemmEx): TF32 tensor cores for fp32 (SA3D_CUDA_TF32=0 turns them off),
- *     fp16/bf16 inputs with fp32 accumulation otherwise. Attention is two strided-batched products around a
- *     row softmax; the residual stream, norms and softmax sums stay fp32 in every dtype.
+ *     fp16/bf16 inputs with fp32 accumulation otherwise. Attention is one fused kernel for fp16/bf16 with 64-wide
+ *     heads (kernels.cuh), else two strided-batched products around a row softmax; the residual stream, norms
+ *     and softmax sums stay fp32 in every dtype.
  *   - The DPT neck and head run in fp32 (TF32): convolutions as im2col + GEMM in row bands.
  *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
  *     eagerly), so small models are not bound by launch overhead.
- *   - The batch runs at once through the backbone (the token rows of all images are one GEMM operand); the
- *     attention and the DPT head loop over the images.
+ *   - The batch runs at once through the backbone (the token rows of all images are one GEMM operand, the fused
+ *     attention takes the images as its grid's third dimension); the unfused attention and the DPT head loop
+ *     over the images.
  * Every output is checked for non-finite values on the device, then downloaded (unless SA3D_WS_NO_DOWNLOAD). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -222,7 +224,8 @@ typedef struct dws {
     int graph;                     /* 0 not tried, 1 captured, -1 eager */
     /* SA3D_CUDA_PROFILE=1: the pass runs eagerly with an event after every step, and the time of each kind of
      * step is printed to stderr after each pass (to see where a pass goes without a profiler). */
-    int flash;                     /* fused attention allowed */
+    int flash;                     /* fused attention: 0 off, 1 rows per block chosen here, 64 or 128 forced */
+    int n_sm;                      /* the GPU's multiprocessors (the fused attention's block size) */
     int prof, n_ev;
     cudaEvent_t ev[1024];
     const char *ev_name[1024];
@@ -289,7 +292,11 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
     w->graph = g && !strcmp(g, "0") ? -1 : 0;
     w->prof = pr && !strcmp(pr, "1");
     const char *fl = getenv("SA3D_CUDA_FLASH");
-    w->flash = !(fl && !strcmp(fl, "0"));
+    w->flash = !fl || !*fl ? 1 : !strcmp(fl, "0") ? 0 : !strcmp(fl, "64") ? 64 : !strcmp(fl, "128") ? 128 : 1;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&w->n_sm, cudaDevAttrMultiProcessorCount, dev) !=
+                                                  cudaSuccess)
+        w->n_sm = 1;
     if (w->prof) {
         w->graph = -1;
         for (int i = 0; i < 1024; i++) cudaEventCreate(&w->ev[i]);
@@ -404,16 +411,22 @@ static void linear(dws *w, const dmodel *d, void *y, const void *x, const void *
 
 /* ---- the ViT pass (vit.c's sa3d_vit_encode / sa3d_vit_finish) ---- */
 
-/* The fused attention kernel serves fp16/bf16 with head size 64 (SA3D_CUDA_FLASH=0 forces the two-GEMM path). */
+/* The fused attention kernel serves fp16/bf16 with head size 64 (SA3D_CUDA_FLASH=0 forces the two-GEMM path,
+ * SA3D_CUDA_FLASH=64 or 128 the query rows per block). */
 template <typename A> static int fused_attention(const dws *w, const sa3d_vit_config *c) {
     return w->flash && c->hidden_size / c->n_heads == 64 && c->hidden_size % 8 == 0;
 }
 template <> int fused_attention<float>(const dws *w, const sa3d_vit_config *c) { (void)w; (void)c; return 0; }
 
+/* 128 query rows per block (each K/V fragment serves two row tiles) when that still gives every multiprocessor
+ * a block, else 64. */
 template <typename A>
 static void flash_attention(dws *w, A *ctx, const A *qkv, int B, int T, int D, int H, float scale) {
-    dim3 grid((unsigned)((T + FA_ROWS - 1) / FA_ROWS), (unsigned)H, (unsigned)B);
-    k_flash_attn<A><<<grid, 128, 0, w->st>>>(ctx, qkv, T, D, scale);
+    long long blocks128 = (long long)((T + 127) / 128) * H * B;
+    int rows = w->flash == 64 || w->flash == 128 ? w->flash : blocks128 >= w->n_sm ? 128 : 64;
+    dim3 grid((unsigned)((T + rows - 1) / rows), (unsigned)H, (unsigned)B);
+    if (rows == 128) k_flash_attn<A, 2><<<grid, 128, 0, w->st>>>(ctx, qkv, T, D, scale);
+    else k_flash_attn<A, 1><<<grid, 128, 0, w->st>>>(ctx, qkv, T, D, scale);
 }
 template <> void flash_attention<float>(dws *, float *, const float *, int, int, int, int, float) {}
 

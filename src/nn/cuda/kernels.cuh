@@ -5,9 +5,8 @@
 #ifndef SA3D_CUDA_KERNELS_CUH
 #define SA3D_CUDA_KERNELS_CUH
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <stdint.h>
+#include "tensor_core.cuh"   /* with cuda_fp16.h and cuda_bf16.h, unless tests/cuda_emu.hh stands in */
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
@@ -176,13 +175,22 @@ __global__ void k_softmax(A *s, int n, int pitch) {
 /* ---- fused attention for fp16/bf16, head size 64 (every DINOv2 size) ----
  *
  * softmax(q k^T scale) v without materialising the scores (the FlashAttention-2 scheme): a block of 4 warps takes
- * 64 query rows of one head of one image; each warp keeps its 16 rows' running max m, sum l and output O (16 x 64,
- * fp32) in registers while 64-key tiles of K and V pass through shared memory. Products are mma.sync m16n8k16 with
- * fp32 accumulation; the score accumulators are reused directly as the A operand of P V (their register layout
- * is the A layout), so P never leaves registers. Exponentials are base 2 with the scale folded in. */
-#define FA_ROWS 64      /* queries per block (16 per warp) */
+ * 64 MT query rows of one head of one image; each warp keeps its 16 MT rows' running max m, sum l and output O
+ * (fp32) in registers while 64-key tiles of K and V pass through shared memory. Products are mma.sync m16n8k16
+ * with fp32 accumulation (tensor_core.cuh); the score accumulators are reused directly as the A operand of P V
+ * (their register layout is the A layout), so P never leaves registers.
+ *
+ * Why it is shaped so:
+ *   - Tiles arrive by cp.async into two stages: tile i + 1 is in flight while tile i is multiplied, so the
+ *     warps do not stall on global memory at every tile.
+ *   - Operands leave shared memory by ldmatrix (one instruction gives a lane its fragments of four 8 x 8
+ *     matrices; V transposed on the way), not element by element.
+ *   - With MT = 2 every K and V fragment read from shared memory serves two 16-row tiles: half the shared
+ *     memory traffic per tensor-core instruction. MT = 1 gives twice the blocks, for short sequences and few
+ *     heads, where 128-row blocks would leave multiprocessors idle.
+ *   - Exponentials are base 2 with the scale folded into one FMA; masked keys (past T) are -inf. */
 #define FA_KEYS 64      /* keys per tile */
-#define FA_LD 72        /* shared row pitch in elements: 144 bytes, so fragment loads hit distinct banks */
+#define FA_LD 72        /* shared row pitch in elements: 144 bytes, so the 8 rows of an ldmatrix hit distinct banks */
 
 template <typename A> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
 template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
@@ -194,131 +202,158 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
     return *(uint32_t *)&h;
 }
 
-/* Two raw 16-bit values as one 32-bit register (lo in the low half), no conversion. */
-template <typename A> __device__ __forceinline__ uint32_t pack_raw(A lo, A hi) {
-    return (uint32_t)*(const uint16_t *)&lo | ((uint32_t)*(const uint16_t *)&hi << 16);
-}
-
-template <typename A> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
-template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], uint32_t b0,
-                                                                     uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* rows [r0, r0 + 64) x 64 columns of src (row pitch ld elements) into sm [64][FA_LD]; rows >= T are zeros. */
+/* rows [r0, r0 + rows) x 64 columns of src (row pitch ld elements) into sm [rows][FA_LD] by cp.async (16-byte
+ * pieces, 8 per row); rows >= T are zeros. Not complete before the caller's cp_async_wait. */
 template <typename A>
-__device__ __forceinline__ void fa_load_tile(A *sm, const A *src, int ld, int r0, int T) {
-    for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {   /* 16-byte pieces: 8 per row */
+__device__ __forceinline__ void fa_tile_async(A *sm, const A *src, int ld, int r0, int rows, int T) {
+    for (int i = threadIdx.x; i < rows * 8; i += blockDim.x) {
         int r = i / 8, c = (i % 8) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r0 + r < T) v = *(const uint4 *)(src + (size_t)(r0 + r) * ld + c);
-        *(uint4 *)(sm + r * FA_LD + c) = v;
+        bool ok = r0 + r < T;
+        cp_async16(sm + r * FA_LD + c, src + (size_t)(ok ? r0 + r : 0) * ld + c, ok);
     }
 }
 
 /* qkv: one image's [T][3D] (q, k, v of head h at columns h*64, D + h*64, 2D + h*64); ctx: its [T][D].
- * grid (ceil(T / 64), heads, images), 128 threads; per image the pointers advance by T*3D and T*D. */
-template <typename A>
+ * grid (ceil(T / (64 MT)), heads, images), 128 threads; per image the pointers advance by T*3D and T*D. */
+template <typename A, int MT>
 __global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, int T, int D, float scale) {
-    __shared__ __align__(16) A qs[FA_ROWS * FA_LD];
-    __shared__ __align__(16) A ks[FA_KEYS * FA_LD];
-    __shared__ __align__(16) A vs[FA_KEYS * FA_LD];
-    const int h = blockIdx.y, b = blockIdx.z, q0 = blockIdx.x * FA_ROWS;
+    /* [stage][K, V]; the query tile (64 MT rows) is staged in stage 1 before the first key tile needs it */
+    __shared__ __align__(16) A kv[2][2][FA_KEYS * FA_LD];
+    const int h = blockIdx.y, b = blockIdx.z, q0 = blockIdx.x * 64 * MT;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int ld = 3 * D;
-    qkv += (size_t)b * T * ld;
+    const int ld = 3 * D, n_tiles = (T + FA_KEYS - 1) / FA_KEYS;
+    const A *q = qkv + (size_t)b * T * ld + h * 64, *k = q + D, *v = q + 2 * D;
     ctx += (size_t)b * T * D;
-    fa_load_tile(qs, qkv + h * 64, ld, q0, T);
+
+    A *qs = &kv[1][0][0];
+    fa_tile_async(qs, q, ld, q0, 64 * MT, T);
+    cp_async_commit();
+    fa_tile_async(kv[0][0], k, ld, 0, FA_KEYS, T);
+    fa_tile_async(kv[0][1], v, ld, 0, FA_KEYS, T);
+    cp_async_commit();
+    cp_async_wait<1>();   /* the query tile */
     __syncthreads();
-    uint32_t qa[4][4];   /* A fragments of this warp's 16 rows, 4 k-steps over the head dimension */
-    const A *qw = qs + warp * 16 * FA_LD;
+    uint32_t qa[MT][4][4];   /* A fragments of this warp's rows: MT tiles of 16, 4 k-steps over the head */
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-        qa[kk][0] = *(const uint32_t *)(qw + g * FA_LD + kk * 16 + 2 * t);
-        qa[kk][1] = *(const uint32_t *)(qw + (g + 8) * FA_LD + kk * 16 + 2 * t);
-        qa[kk][2] = *(const uint32_t *)(qw + g * FA_LD + kk * 16 + 8 + 2 * t);
-        qa[kk][3] = *(const uint32_t *)(qw + (g + 8) * FA_LD + kk * 16 + 8 + 2 * t);
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+            ldsm_x4(qa[mt][kk], qs + ((warp * MT + mt) * 16 + lane % 16) * FA_LD + kk * 16 + lane / 16 * 8);
+    __syncthreads();   /* stage 1 is free for key tile 1 */
+
+    const float sl2 = scale * 1.4426950408889634f;   /* scores to log2 units */
+    float o[MT][8][4], m[MT][2], l[MT][2];   /* per tile: rows g and g + 8 */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
     }
-    const float sl2 = scale * 1.4426950408889634f;   /* scores in log2 units */
-    float o[8][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   /* rows g and g + 8 */
-#pragma unroll
-    for (int j = 0; j < 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    for (int k0 = 0; k0 < T; k0 += FA_KEYS) {
-        __syncthreads();   /* the previous tile is no longer read */
-        fa_load_tile(ks, qkv + D + h * 64, ld, k0, T);
-        fa_load_tile(vs, qkv + 2 * D + h * 64, ld, k0, T);
-        __syncthreads();
-        float s[8][4];   /* S = Q K^T for 8 tiles of 8 keys */
+    for (int it = 0; it < n_tiles; it++) {
+        const int k0 = it * FA_KEYS;
+        if (it + 1 < n_tiles) {
+            fa_tile_async(kv[(it + 1) & 1][0], k, ld, k0 + FA_KEYS, FA_KEYS, T);
+            fa_tile_async(kv[(it + 1) & 1][1], v, ld, k0 + FA_KEYS, FA_KEYS, T);
+        }
+        cp_async_commit();   /* possibly empty: the group count stays one per tile */
+        cp_async_wait<1>();   /* this thread's part of tile it */
+        __syncthreads();      /* everyone's */
+        const A *ks = kv[it & 1][0], *vs = kv[it & 1][1];
+
+        float s[MT][8][4];   /* S = Q K^T: 8 tiles of 8 keys per row tile */
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-            const A *kr = ks + (j * 8 + g) * FA_LD + 2 * t;
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                mma16816<A>(s[j], qa[kk], *(const uint32_t *)(kr + kk * 16), *(const uint32_t *)(kr + kk * 16 + 8));
-        }
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+            for (int mt = 0; mt < MT; mt++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int kp = 0; kp < 2; kp++) {   /* k-steps 2kp, 2kp + 1: K rows as B fragments, b0 b1 each */
+                uint32_t kb[4];
+                ldsm_x4(kb, ks + (j * 8 + lane % 8) * FA_LD + kp * 32 + lane / 8 * 8);
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = k0 + j * 8 + 2 * t + (e & 1);
-                float v = key < T ? s[j][e] * sl2 : -INFINITY;
-                s[j][e] = v;
-                if (e < 2) mx0 = fmaxf(mx0, v); else mx1 = fmaxf(mx1, v);
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816<A>(s[mt][j], qa[mt][2 * kp], kb[0], kb[1]);
+                    mma16816<A>(s[mt][j], qa[mt][2 * kp + 1], kb[2], kb[3]);
+                }
             }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);   /* finite: key k0 < T is in every tile */
-        float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
-        m0 = n0;
-        m1 = n1;
-        l0 *= a0;
-        l1 *= a1;
+        }
+        if (k0 + FA_KEYS > T) {   /* the last tile: keys past T take no weight */
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = exp2f(s[j][0] - n0); s[j][1] = exp2f(s[j][1] - n0);
-            s[j][2] = exp2f(s[j][2] - n1); s[j][3] = exp2f(s[j][3] - n1);
-            l0 += s[j][0] + s[j][1];
-            l1 += s[j][2] + s[j][3];
-            o[j][0] *= a0; o[j][1] *= a0; o[j][2] *= a1; o[j][3] *= a1;
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (k0 + j * 8 + 2 * t + (e & 1) >= T) s[mt][j][e] = -INFINITY;
         }
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {   /* O += P V, P's A fragment straight from the score registers */
-            uint32_t pa[4] = { pack2<A>(s[2 * kk][0], s[2 * kk][1]), pack2<A>(s[2 * kk][2], s[2 * kk][3]),
-                               pack2<A>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               pack2<A>(s[2 * kk + 1][2], s[2 * kk + 1][3]) };
-            const A *vr = vs + (kk * 16 + 2 * t) * FA_LD + g;
+        for (int mt = 0; mt < MT; mt++) {
+            float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                A v00 = vr[j * 8], v01 = vr[FA_LD + j * 8], v10 = vr[8 * FA_LD + j * 8], v11 = vr[9 * FA_LD + j * 8];
-                uint32_t b0 = pack_raw<A>(v00, v01), b1 = pack_raw<A>(v10, v11);
-                mma16816<A>(o[j], pa, b0, b1);
+                mx0 = fmaxf(mx0, fmaxf(s[mt][j][0], s[mt][j][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[mt][j][2], s[mt][j][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);   /* finite: key k0 < T is in every tile */
+            float a0 = exp2f((m[mt][0] - n0) * sl2), a1 = exp2f((m[mt][1] - n1) * sl2);
+            float b0 = n0 * sl2, b1 = n1 * sl2;
+            m[mt][0] = n0;
+            m[mt][1] = n1;
+            l[mt][0] *= a0;
+            l[mt][1] *= a1;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                s[mt][j][0] = exp2f(fmaf(s[mt][j][0], sl2, -b0));
+                s[mt][j][1] = exp2f(fmaf(s[mt][j][1], sl2, -b0));
+                s[mt][j][2] = exp2f(fmaf(s[mt][j][2], sl2, -b1));
+                s[mt][j][3] = exp2f(fmaf(s[mt][j][3], sl2, -b1));
+                l[mt][0] += s[mt][j][0] + s[mt][j][1];
+                l[mt][1] += s[mt][j][2] + s[mt][j][3];
+                o[mt][j][0] *= a0; o[mt][j][1] *= a0; o[mt][j][2] *= a1; o[mt][j][3] *= a1;
             }
         }
-    }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    float i0 = 1.0f / l0, i1 = 1.0f / l1;
-    int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
-        int col = h * 64 + j * 8 + 2 * t;
-        if (r0 < T) *(uint32_t *)(ctx + (size_t)r0 * D + col) = pack2<A>(o[j][0] * i0, o[j][1] * i0);
-        if (r1 < T) *(uint32_t *)(ctx + (size_t)r1 * D + col) = pack2<A>(o[j][2] * i1, o[j][3] * i1);
+        for (int kk = 0; kk < 4; kk++) {   /* O += P V over keys kk*16 .. +16 */
+            uint32_t pa[MT][4];   /* P's A fragment straight from the score registers */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack2<A>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][1] = pack2<A>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][2] = pack2<A>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack2<A>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int jp = 0; jp < 4; jp++) {   /* output columns 16 jp .. +16: V transposed as B fragments */
+                uint32_t vb[4];
+                ldsm_x4_trans(vb, vs + (kk * 16 + lane % 16) * FA_LD + (2 * jp + lane / 16) * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816<A>(o[mt][2 * jp], pa[mt], vb[0], vb[1]);
+                    mma16816<A>(o[mt][2 * jp + 1], pa[mt], vb[2], vb[3]);
+                }
+            }
+        }
+        __syncthreads();   /* this stage is read; the next iteration's copies may overwrite it */
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float l0 = l[mt][0], l1 = l[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        float i0 = 1.0f / l0, i1 = 1.0f / l1;
+        int r0 = q0 + (warp * MT + mt) * 16 + g, r1 = r0 + 8;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int col = h * 64 + j * 8 + 2 * t;
+            if (r0 < T) *(uint32_t *)(ctx + (size_t)r0 * D + col) = pack2<A>(o[mt][j][0] * i0, o[mt][j][1] * i0);
+            if (r1 < T) *(uint32_t *)(ctx + (size_t)r1 * D + col) = pack2<A>(o[mt][j][2] * i1, o[mt][j][3] * i1);
+        }
     }
 }
 
