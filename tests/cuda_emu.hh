@@ -3,7 +3,7 @@
 // (tests/align_cuda_emu.cc builds src/align/cuda/align_cuda.cu with it: the test_align_emu program).
 //
 // Kernels: one fiber per CUDA thread of a block, the grid's blocks one after another. __syncthreads is a barrier
-// of the block's fibers; __shfl_xor_sync a store, a barrier of the warp's 32 fibers, a load and a second barrier.
+// of the block's fibers; __shfl_xor_sync a store, a barrier of the warp's 32 fibers and a load (alternate buffers).
 // __shared__ becomes `static`: one copy, which is the block's shared memory because one block runs at a time.
 // Runtime and cuBLAS: the calls the backends make, on host memory (device memory is malloc'd, copies are memcpy,
 // a stream runs everything at once, in order; SGEMM is three loops).
@@ -40,10 +40,23 @@
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
+inline uint32_t emu_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+inline float emu_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* ---- runtime ---- */
 
 typedef enum cudaError { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2 } cudaError_t;
-typedef enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 } cudaMemcpyKind;
+typedef enum cudaMemcpyKind {
+    cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3
+} cudaMemcpyKind;
 typedef struct emu_stream *cudaStream_t;
 enum { cudaStreamNonBlocking = 1 };
 
@@ -73,9 +86,114 @@ inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKi
     memcpy(dst, src, n);
     return cudaSuccess;
 }
+// Work queued on a stream runs at once, in order, unless the stream is being captured into a graph: then it is
+// recorded (by value: the arguments a call had, as a real capture takes them) and runs when the graph is launched.
+inline bool emu_capturing;
+inline std::vector<std::function<void()>> emu_captured;
+inline void emu_async(std::function<void()> op) {
+    if (emu_capturing) emu_captured.push_back(std::move(op));
+    else op();
+}
 inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
     (void)s;
-    return cudaMemcpy(dst, src, n, kind);
+    (void)kind;
+    emu_async([=] { memcpy(dst, src, n); });
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemset(void *p, int v, size_t n) {
+    memset(p, v, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    (void)s;
+    emu_async([=] { memset(p, v, n); });
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                                cudaMemcpyKind kind) {
+    (void)kind;
+    if (width > dpitch || width > spitch) return cudaErrorInvalidValue;
+    for (size_t r = 0; r < height; r++) memcpy((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    return cudaSuccess;
+}
+enum { cudaHostAllocDefault = 0 };
+inline cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
+    (void)flags;
+    return cudaMalloc(p, n);
+}
+inline int emu_multiprocessors = 6;   // what cudaDeviceGetAttribute reports: few, so small grids count as full
+typedef enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 } cudaDeviceAttr;
+inline cudaError_t cudaGetDevice(int *d) {
+    *d = 0;
+    return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int dev) {
+    (void)attr;
+    (void)dev;
+    *v = emu_multiprocessors;
+    return cudaSuccess;
+}
+
+typedef struct emu_event *cudaEvent_t;   // events time nothing here
+inline cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = (cudaEvent_t)malloc(1);
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    free(e);
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)e;
+    (void)s;
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    (void)a;
+    (void)b;
+    *ms = 0.0f;
+    return cudaSuccess;
+}
+
+struct emu_graph {
+    std::vector<std::function<void()>> ops;
+};
+typedef emu_graph *cudaGraph_t;
+typedef emu_graph *cudaGraphExec_t;
+typedef enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal = 1 } cudaStreamCaptureMode;
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    (void)s;
+    (void)mode;
+    if (emu_capturing) return cudaErrorInvalidValue;
+    emu_capturing = true;
+    emu_captured.clear();
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
+    (void)s;
+    if (!emu_capturing) return cudaErrorInvalidValue;
+    emu_capturing = false;
+    *g = new emu_graph{ std::move(emu_captured) };
+    emu_captured.clear();
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long flags) {
+    (void)flags;
+    *e = new emu_graph(*g);
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
+    (void)s;
+    for (auto &op : e->ops) op();
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    delete g;
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+    delete e;
+    return cudaSuccess;
 }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     (void)flags;
@@ -93,7 +211,8 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 
-/* ---- cuBLAS: column-major SGEMM, the one call the aligner makes ---- */
+/* ---- cuBLAS: column-major products, fp32 (SGEMM, GemmEx) and fp16 / bf16 inputs (GemmEx); TF32 rounds the
+ * inputs' significands to 10 bits as the tensor cores do; sums in fp32 in k order ---- */
 
 typedef enum cublasStatus { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 } cublasStatus_t;
 typedef enum cublasOperation { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
@@ -137,6 +256,89 @@ inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublas
     return CUBLAS_STATUS_SUCCESS;
 }
 
+typedef enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType_t;
+typedef enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
+typedef enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
+inline cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+    (void)h;
+    (void)s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *p, size_t n) {
+    (void)h;
+    (void)p;
+    (void)n;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+inline size_t emu_type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+inline float emu_tf32(float x) {   // round to nearest even at significand bit 13
+    uint32_t u = emu_bits(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    return emu_float((u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu);
+}
+struct emu_half_io {   // fp16 / bf16 patterns as floats, through the conversions below (declared later)
+    static float load(const void *p, cudaDataType_t t, size_t i);
+    static void store(void *p, cudaDataType_t t, size_t i, float v);
+};
+// C (m x n, ldc) = alpha op(A) op(B) + beta C, column-major, element types per operand.
+inline void emu_gemm(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType_t at, int lda,
+                     const void *B, cudaDataType_t bt, int ldb, float beta, void *C, cudaDataType_t ct, int ldc,
+                     bool tf32) {
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float acc = 0.0f;
+            for (int p = 0; p < k; p++) {
+                float a = emu_half_io::load(A, at, ta == CUBLAS_OP_N ? (size_t)p * lda + i : (size_t)i * lda + p);
+                float b = emu_half_io::load(B, bt, tb == CUBLAS_OP_N ? (size_t)j * ldb + p : (size_t)p * ldb + j);
+                if (tf32) {
+                    a = emu_tf32(a);
+                    b = emu_tf32(b);
+                }
+                acc += a * b;
+            }
+            size_t ci = (size_t)j * ldc + i;
+            float c = beta == 0.0f ? 0.0f : beta * emu_half_io::load(C, ct, ci);
+            emu_half_io::store(C, ct, ci, alpha * acc + c);
+        }
+}
+inline bool emu_gemm_args_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb,
+                             int ldc) {
+    return m >= 0 && n >= 0 && k >= 0 && lda >= (ta == CUBLAS_OP_N ? m : k) && ldb >= (tb == CUBLAS_OP_N ? k : n) &&
+           ldc >= m && lda >= 1 && ldb >= 1 && ldc >= 1;
+}
+inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                   const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
+                                   cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
+                                   cublasComputeType_t comp, cublasGemmAlgo_t algo) {
+    (void)h;
+    (void)algo;
+    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    bool tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
+    emu_async([=] { emu_gemm(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, C, ct, ldc, tf32); });
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                                 int n, int k, const void *alpha, const void *A, cudaDataType_t at,
+                                                 int lda, long long sa, const void *B, cudaDataType_t bt, int ldb,
+                                                 long long sb, const void *beta, void *C, cudaDataType_t ct, int ldc,
+                                                 long long sc, int batch, cublasComputeType_t comp,
+                                                 cublasGemmAlgo_t algo) {
+    (void)h;
+    (void)algo;
+    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc) || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    bool tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
+    emu_async([=] {
+        for (int q = 0; q < batch; q++)
+            emu_gemm(ta, tb, m, n, k, al, (const char *)A + q * sa * (long long)emu_type_size(at), at, lda,
+                     (const char *)B + q * sb * (long long)emu_type_size(bt), bt, ldb, be,
+                     (char *)C + q * sc * (long long)emu_type_size(ct), ct, ldc, tf32);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 /* ---- device math and types the kernels use beyond libm ---- */
 
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
@@ -165,16 +367,6 @@ struct __nv_bfloat162 {
     __nv_bfloat16 x, y;
 };
 
-inline uint32_t emu_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-inline float emu_float(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 inline __half __float2half_rn(float f) {
     uint32_t u = emu_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
     uint16_t h;
@@ -202,11 +394,20 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
     return __nv_bfloat162{ __float2bfloat16_rn(lo), __float2bfloat16_rn(hi) };
 }
 inline float emu_to_float(uint16_t v, __half) { return __half2float(__half{ v }); }
+inline float emu_half_io::load(const void *p, cudaDataType_t t, size_t i) {
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    uint16_t v = ((const uint16_t *)p)[i];
+    return t == CUDA_R_16F ? __half2float(__half{ v }) : __bfloat162float(__nv_bfloat16{ v });
+}
+inline void emu_half_io::store(void *p, cudaDataType_t t, size_t i, float v) {
+    if (t == CUDA_R_32F) ((float *)p)[i] = v;
+    else ((uint16_t *)p)[i] = t == CUDA_R_16F ? __float2half_rn(v).x : __float2bfloat16_rn(v).x;
+}
 inline float emu_to_float(uint16_t v, __nv_bfloat16) { return __bfloat162float(__nv_bfloat16{ v }); }
 
 /* ---- threads ---- */
 
-// Each CUDA thread of a block is a fiber (ucontext) on the calling OS thread. A fiber runs until it waits at a
+// Each CUDA thread of a block is a fiber on the calling OS thread. A fiber runs until it waits at a
 // barrier, then the next one runs: deterministic, and cheap on a busy machine (one OS thread, no lock). A
 // missing barrier shows reliably: thread 0 runs on into the next step before the others have done this one.
 struct emu_copy {
@@ -214,12 +415,14 @@ struct emu_copy {
     const void *src;   // NULL: zero fill
 };
 struct emu_fiber {
-    ucontext_t ctx;
+    ucontext_t ctx;                              // the portable switch
+    void *sp;                                    // the x86-64 one: its saved stack pointer
     std::vector<char> stack;
     dim3 idx;
     bool done;
     const struct emu_barrier *wait_on;           // the barrier it waits at (generation wait_gen), or NULL
     unsigned wait_gen;
+    unsigned exchange_half;                      // which half of emu_lanes its next warp exchange uses
     std::vector<emu_copy> open;                  // cp.async copies not yet committed
     std::vector<std::vector<emu_copy>> groups;   // committed, not yet waited for; oldest first
 };
@@ -230,12 +433,62 @@ inline std::function<void()> emu_body;
 inline dim3 blockIdx, blockDim, gridDim;
 #define threadIdx (emu_fibers[emu_cur].idx)
 
+
+// Switching fibers: swapcontext saves and restores the signal mask, a system call each way, which made a
+// network pass take minutes. On x86-64 (without AddressSanitizer, which must be told of stack switches) a
+// six-register switch does the same work in user space: callee-saved registers, the SSE and x87 control words,
+// the stack pointer. Elsewhere, ucontext.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define EMU_FAST_SWITCH 1
+// emu_switch(save, load): pushes this context's registers, stores its stack pointer in *save, continues the
+// context whose stack pointer is `load`. Weak: every program that includes this file defines it the same way.
+asm(R"(
+    .text
+    .weak emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+extern "C" void emu_switch(void **save, void *load);
+inline void *emu_main_sp;
+inline void emu_yield() { emu_switch(&emu_fibers[emu_cur].sp, emu_main_sp); }
+#else
 inline void emu_yield() { swapcontext(&emu_fibers[emu_cur].ctx, &emu_main); }
+#endif
 
 // A barrier of n fibers: the last to arrive goes on, the others yield until it has.
+inline unsigned long long emu_waits;   // barrier arrivals so far (a kernel that makes none needs no fibers)
+inline bool emu_direct;                // threads run as plain calls: no barrier may be reached
+
 struct emu_barrier {
     unsigned n = 0, count = 0, gen = 0;
     void arrive_and_wait() {
+        if (emu_direct) {
+            fprintf(stderr, "cuda_emu: a barrier in a kernel whose block 0 ran without one\n");
+            abort();
+        }
+        emu_waits++;
         unsigned g = gen;
         if (++count == n) {
             count = 0;
@@ -263,18 +516,21 @@ struct emu_lane {
     uint32_t a[4], b[2];
     const uint16_t *row;
 };
-inline std::vector<emu_lane> emu_lanes;   // [threads]
+inline std::vector<emu_lane> emu_lanes;   // [2][threads]: exchanges alternate between the halves
 
 inline void __syncthreads() { emu_block_bar.arrive_and_wait(); }
 
-// Every lane of the warp stores its part, all wait, `use` reads what the warp stored, all wait again (so that no
-// lane overwrites its part before the others have read it).
+// Every lane of the warp stores its part, all wait, `use` reads what the warp stored. Successive exchanges use
+// alternate halves of emu_lanes, so one barrier is enough: a lane writes a half again only two exchanges later,
+// after the barrier of the one between, which no lane passes before it has read this one.
 template <class F> void emu_warp_exchange(const emu_lane &mine, F use) {
     unsigned t = threadIdx.x, w = t / 32;
-    emu_lanes[t] = mine;
+    emu_fiber &f = emu_fibers[emu_cur];
+    emu_lane *half = emu_lanes.data() + (size_t)f.exchange_half * blockDim.x;
+    f.exchange_half ^= 1u;
+    half[t] = mine;
     emu_warp_bar[w].arrive_and_wait();
-    use(emu_lanes.data() + 32 * w, t % 32);
-    emu_warp_bar[w].arrive_and_wait();
+    use(half + 32 * w, t % 32);
 }
 
 template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
@@ -354,10 +610,42 @@ template <int n> void cp_async_wait() {
 
 inline void emu_trampoline() {
     emu_body();
-    emu_fibers[emu_cur].done = true;   // returns to uc_link: the scheduler
+    emu_fibers[emu_cur].done = true;
+#ifdef EMU_FAST_SWITCH
+    emu_yield();   // never resumed
+    abort();
+#endif
+}   // ucontext: returns to uc_link, the scheduler
+
+// Makes f start at emu_trampoline on its own stack when first resumed.
+inline void emu_fiber_prepare(emu_fiber &f) {
+#ifdef EMU_FAST_SWITCH
+    uintptr_t top = ((uintptr_t)(f.stack.data() + f.stack.size())) & ~(uintptr_t)15;
+    uint64_t *sp = (uint64_t *)top;
+    *--sp = 0;                                  // emu_trampoline's return address: it never returns
+    *--sp = (uint64_t)(uintptr_t)emu_trampoline;   // where emu_switch's ret goes (then rsp = 8 mod 16, as at a call)
+    for (int i = 0; i < 6; i++) *--sp = 0;      // rbp rbx r12-r15
+    *--sp = 0x037f00001f80ull;                  // MXCSR 0x1f80 (low word), x87 control word 0x037f
+    f.sp = sp;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.data();
+    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_link = &emu_main;
+    makecontext(&f.ctx, emu_trampoline, 0);
+#endif
 }
 
-// Runs body() as the kernel's grid x threads (threads a multiple of 32), one block after another.
+inline void emu_resume(emu_fiber &f) {
+#ifdef EMU_FAST_SWITCH
+    emu_switch(&emu_main_sp, f.sp);
+#else
+    swapcontext(&emu_main, &f.ctx);
+#endif
+}
+
+// Runs body() as the kernel's grid x threads (threads a multiple of 32), one block after another. A kernel whose
+// block 0 reaches no barrier (an element-wise one) runs its other blocks' threads as plain calls, without fibers.
 template <class F> void emu_launch(dim3 grid, unsigned threads, F body) {
     blockDim = dim3(threads);
     gridDim = grid;
@@ -365,9 +653,19 @@ template <class F> void emu_launch(dim3 grid, unsigned threads, F body) {
     emu_fibers.resize(threads);
     emu_warp_bar.assign(threads / 32, emu_barrier());
     for (auto &b : emu_warp_bar) b.n = 32;
-    emu_lanes.assign(threads, emu_lane{});
+    emu_lanes.assign(2 * (size_t)threads, emu_lane{});
+    unsigned long long waits0 = emu_waits;
     for (unsigned b = 0; b < grid.x * grid.y * grid.z; b++) {
         blockIdx = dim3(b % grid.x, b / grid.x % grid.y, b / grid.x / grid.y);
+        if (b > 0 && emu_waits == waits0) {
+            emu_direct = true;
+            for (emu_cur = 0; emu_cur < threads; emu_cur++) {
+                emu_fibers[emu_cur].idx = dim3(emu_cur);
+                emu_body();
+            }
+            emu_direct = false;
+            continue;
+        }
         emu_block_bar = emu_barrier();
         emu_block_bar.n = threads;
         for (unsigned t = 0; t < threads; t++) {
@@ -376,19 +674,16 @@ template <class F> void emu_launch(dim3 grid, unsigned threads, F body) {
             f.idx = dim3(t);
             f.done = false;
             f.wait_on = nullptr;
+            f.exchange_half = 0;
             f.open.clear();
             f.groups.clear();
-            getcontext(&f.ctx);
-            f.ctx.uc_stack.ss_sp = f.stack.data();
-            f.ctx.uc_stack.ss_size = f.stack.size();
-            f.ctx.uc_link = &emu_main;
-            makecontext(&f.ctx, emu_trampoline, 0);
+            emu_fiber_prepare(f);
         }
         for (unsigned left = threads; left > 0;) {   // each pass runs fibers until they wait or end
             bool ran = false;
             for (emu_cur = 0; emu_cur < threads; emu_cur++) {
                 if (!emu_can_run(emu_fibers[emu_cur])) continue;
-                swapcontext(&emu_main, &emu_fibers[emu_cur].ctx);
+                emu_resume(emu_fibers[emu_cur]);
                 ran = true;
                 if (emu_fibers[emu_cur].done) left--;
                 if (emu_order_mode == EMU_RUN_AHEAD) break;   // back to thread 0
@@ -401,6 +696,7 @@ template <class F> void emu_launch(dim3 grid, unsigned threads, F body) {
     }
 }
 
-#define AK_LAUNCH(kernel, grid, threads, stream, ...) emu_launch(grid, threads, [&] { kernel(__VA_ARGS__); })
+#define SA3D_LAUNCH(kernel, grid, threads, stream, ...) \
+    emu_async([=] { emu_launch(grid, threads, [=] { kernel(__VA_ARGS__); }); })
 
 #endif

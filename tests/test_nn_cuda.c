@@ -7,7 +7,10 @@
  *   fp16                          2e-2   (11-bit significand in every matrix operand and activation)
  *   bf16                          8e-2   (8-bit significand)
  * The fp16/bf16 bounds are documented in README.md; they hold on the fixtures with margin and are not tuned
- * to pass: a kernel bug gives errors of order 1. */
+ * to pass: a kernel bug gives errors of order 1.
+ *
+ * Linked with tests/nn_cuda_emu.cc (the test_nn_emu program) it runs the backend's own source on the CPU
+ * through tests/cuda_emu.hh, in every build: the same cases, the same bounds. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>

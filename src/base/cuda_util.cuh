@@ -10,6 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* kernel<<<grid, threads, 0, stream>>>(args...), written as a call so that tests/cuda_emu.hh (which defines its
+ * own SA3D_LAUNCH) can run the same line on the CPU. A kernel with several template arguments goes through a
+ * function pointer (the commas would split the macro's arguments). */
+#ifndef SA3D_LAUNCH
+#define SA3D_LAUNCH(kernel, grid, threads, stream, ...) kernel<<<grid, threads, 0, stream>>>(__VA_ARGS__)
+#endif
+
 typedef struct dmem {
     void **p;
     int n, cap;

@@ -4,30 +4,24 @@
 #include "nn/backend.h"
 #include "tensor/kernels.h"
 
+/* The CUDA backend (src/nn/cuda/). Without -DSEMALIGN3D_CUDA the reference is weak, so its address is NULL unless
+ * a program links a definition of its own: tests/nn_cuda_emu.cc, the backend's source built for the CPU against
+ * tests/cuda_emu.hh (the test_nn_emu program). */
 #ifdef SEMALIGN3D_CUDA
-extern const sa3d_backend sa3d_backend_cuda;   /* src/nn/cuda/ */
+extern const sa3d_backend sa3d_backend_cuda;
+#else
+extern const sa3d_backend sa3d_backend_cuda __attribute__((weak));
 #endif
 
-static const sa3d_backend *const backends[] = {
-    &sa3d_backend_cpu,
-#ifdef SEMALIGN3D_CUDA
-    &sa3d_backend_cuda,
-#endif
-};
+static const sa3d_backend *const backends[] = { &sa3d_backend_cpu, &sa3d_backend_cuda };
 
 const sa3d_backend *sa3d_backend_find(const char *name) {
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
-        if (!strcmp(backends[i]->name, name)) return backends[i];
+        if (backends[i] && !strcmp(backends[i]->name, name)) return backends[i];
     return NULL;
 }
 
-const char *sa3d_backend_names(void) {
-#ifdef SEMALIGN3D_CUDA
-    return "cpu, cuda";
-#else
-    return "cpu";
-#endif
-}
+const char *sa3d_backend_names(void) { return backends[1] ? "cpu, cuda" : "cpu"; }
 
 static sa3d_status cpu_model_init(sa3d_model *m, sa3d_error *err) { (void)m; (void)err; return SA3D_OK; }
 static sa3d_status cpu_workspace_init(sa3d_workspace *ws, sa3d_error *err) { (void)ws; (void)err; return SA3D_OK; }

@@ -276,7 +276,7 @@ extern "C" sa3d_status sa3d_align_gpu_start(sa3d_align_gpu *g, int B, const doub
     P.vent = g->vent;
     cudaError_t e = cudaMemcpyAsync(g->d_in, g->h_in, in_bytes(g, B), cudaMemcpyHostToDevice, g->stream);
     if (e == cudaSuccess) {
-        AK_LAUNCH(energy_kernel, dim3((unsigned)B, (unsigned)g->views), AK_THREADS, g->stream, g->dctx, P);
+        SA3D_LAUNCH(energy_kernel, dim3((unsigned)B, (unsigned)g->views), AK_THREADS, g->stream, g->dctx, P);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpyAsync(g->h_out, g->d_out, out_bytes(g, B), cudaMemcpyDeviceToHost, g->stream);

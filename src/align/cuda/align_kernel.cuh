@@ -4,11 +4,6 @@
 #ifndef SA3D_ALIGN_KERNEL_CUH
 #define SA3D_ALIGN_KERNEL_CUH
 
-/* kernel<<<grid, threads, 0, stream>>>(args...); tests/cuda_emu.hh defines its own */
-#ifndef AK_LAUNCH
-#define AK_LAUNCH(kernel, grid, threads, stream, ...) kernel<<<grid, threads, 0, stream>>>(__VA_ARGS__)
-#endif
-
 #ifndef AK_THREADS
 #define AK_THREADS 256   /* threads per block: a power of two, at least 64 (the emulator runs it with 64) */
 #endif

@@ -14,8 +14,10 @@
  *     attention takes the images as its grid's third dimension); the unfused attention and the DPT head loop
  *     over the images.
  * Every output is checked for non-finite values on the device, then downloaded (unless SA3D_WS_NO_DOWNLOAD). */
+#ifndef SA3D_CUDA_EMU   /* tests/cuda_emu.hh stands in for the runtime and cuBLAS: the test_nn_emu build */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,8 +87,9 @@ static void *up_mat(dmodel *d, const float *a, const float *b, const float *c, s
         cudaError_t e = cudaMemcpy(dst + i * n_each, parts[i], n_each * sizeof(float), cudaMemcpyHostToDevice);
         if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
     }
-    if (d->at == CUDA_R_16F) k_convert<__half><<<nblocks(n), 256>>>((__half *)p, d->stage32, n);
-    if (d->at == CUDA_R_16BF) k_convert<__nv_bfloat16><<<nblocks(n), 256>>>((__nv_bfloat16 *)p, d->stage32, n);
+    if (d->at == CUDA_R_16F) SA3D_LAUNCH(k_convert<__half>, nblocks(n), 256, 0, (__half *)p, d->stage32, n);
+    if (d->at == CUDA_R_16BF)
+        SA3D_LAUNCH(k_convert<__nv_bfloat16>, nblocks(n), 256, 0, (__nv_bfloat16 *)p, d->stage32, n);
     return p;
 }
 
@@ -101,8 +104,9 @@ static void *up_mat_padded(dmodel *d, const float *h, size_t rows, size_t cols, 
                          cudaMemcpyHostToDevice);
     if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
     size_t n = rows * cols_p;
-    if (d->at == CUDA_R_16F) k_convert<__half><<<nblocks(n), 256>>>((__half *)p, d->stage32, n);
-    if (d->at == CUDA_R_16BF) k_convert<__nv_bfloat16><<<nblocks(n), 256>>>((__nv_bfloat16 *)p, d->stage32, n);
+    if (d->at == CUDA_R_16F) SA3D_LAUNCH(k_convert<__half>, nblocks(n), 256, 0, (__half *)p, d->stage32, n);
+    if (d->at == CUDA_R_16BF)
+        SA3D_LAUNCH(k_convert<__nv_bfloat16>, nblocks(n), 256, 0, (__nv_bfloat16 *)p, d->stage32, n);
     return p;
 }
 
@@ -253,8 +257,8 @@ static void profile_report(dws *w) {
     float total = 0.0f;
     for (int k = 0; k < n; k++) total += ms[k];
     fprintf(stderr, "cuda profile (eager, ms):");
-    for (int k = 0; k < n; k++) fprintf(stderr, " %s %.3f", names[k], ms[k]);
-    fprintf(stderr, " | total %.3f\n", total);
+    for (int k = 0; k < n; k++) fprintf(stderr, " %s %.3f", names[k], (double)ms[k]);
+    fprintf(stderr, " | total %.3f\n", (double)total);
 }
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
@@ -425,8 +429,8 @@ static void flash_attention(dws *w, A *ctx, const A *qkv, int B, int T, int D, i
     long long blocks128 = (long long)((T + 127) / 128) * H * B;
     int rows = w->flash == 64 || w->flash == 128 ? w->flash : blocks128 >= w->n_sm ? 128 : 64;
     dim3 grid((unsigned)((T + rows - 1) / rows), (unsigned)H, (unsigned)B);
-    if (rows == 128) k_flash_attn<A, 2><<<grid, 128, 0, w->st>>>(ctx, qkv, T, D, scale);
-    else k_flash_attn<A, 1><<<grid, 128, 0, w->st>>>(ctx, qkv, T, D, scale);
+    void (*kernel)(A *, const A *, int, int, float) = rows == 128 ? k_flash_attn<A, 2> : k_flash_attn<A, 1>;
+    SA3D_LAUNCH(kernel, grid, 128, w->st, ctx, qkv, T, D, scale);
 }
 template <> void flash_attention<float>(dws *, float *, const float *, int, int, int, int, float) {}
 
@@ -441,22 +445,22 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     float scale = (float)(1.0 / sqrt((double)Dh));
     unsigned ln_blocks = (unsigned)((rows + 7) / 8);
 
-    k_patches<A><<<nblocks((size_t)B * Np * K), 256, 0, st>>>((A *)w->patches, w->pixels, B, c->n_channels, ws->H,
-                                                               ws->W, P, ws->gh, ws->gw, K);
+    SA3D_LAUNCH(k_patches<A>, nblocks((size_t)B * Np * K), 256, st, (A *)w->patches, w->pixels, B, c->n_channels,
+                ws->H, ws->W, P, ws->gh, ws->gw, K);
     linear(w, d, w->tok, w->patches, d->patch_w, B * Np, K, D);
     mark(w, "patch_gemm");
-    k_embed<A><<<nblocks(n_x), 256, 0, st>>>(w->x, (const A *)w->tok, d->patch_b, d->cls, d->reg, w->pos, B, T, D,
-                                             ws->n_prefix, c->n_registers);
+    SA3D_LAUNCH(k_embed<A>, nblocks(n_x), 256, st, w->x, (const A *)w->tok, d->patch_b, d->cls, d->reg, w->pos, B, T,
+                D, ws->n_prefix, c->n_registers);
     mark(w, "elementwise");
     int hidden = (ws->flags & SA3D_WS_HIDDEN_STATES) != 0;
     if (hidden) cudaMemcpyAsync(w->out[3], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
     for (int l = 0; l < c->n_layers; l++) {
         const dlayer *L = &d->L[l];
-        k_layernorm<A><<<ln_blocks, 256, 0, st>>>((A *)w->xn, w->x, L->ln1_w, L->ln1_b, rows, D, c->ln_eps);
+        SA3D_LAUNCH(k_layernorm<A>, ln_blocks, 256, st, (A *)w->xn, w->x, L->ln1_w, L->ln1_b, rows, D, c->ln_eps);
         mark(w, "layernorm");
         linear(w, d, w->qkv, w->xn, L->wqkv, rows, D, 3 * D);                       /* [B*T][3D] */
         mark(w, "linear_gemm");
-        if (L->bqkv) k_bias_act<A><<<rows, 256, 0, st>>>((A *)w->qkv, L->bqkv, 3 * D, ACT_NONE);
+        if (L->bqkv) SA3D_LAUNCH(k_bias_act<A>, rows, 256, st, (A *)w->qkv, L->bqkv, 3 * D, ACT_NONE);
         mark(w, "elementwise");
         /* Per image: scores_h = softmax(q_h k_h^T scale), ctx_h = scores_h v_h. cuBLAS picks its fast kernels only
          * when the contiguous extents are multiples of 8, so the key count is padded to Tp: the extra score columns
@@ -470,7 +474,7 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
             gemm_batched(w, d->at, d->ct, 0, 1, T, Tp, Dh, scale, q, 3 * D, Dh, q + D, 3 * D, Dh, w->scores, Tp,
                          (long long)T * Tp, H);
             mark(w, "scores_gemm");
-            k_softmax<A><<<(unsigned)(H * T), 256, 0, st>>>((A *)w->scores, T, Tp);
+            SA3D_LAUNCH(k_softmax<A>, (unsigned)(H * T), 256, st, (A *)w->scores, T, Tp);
             mark(w, "softmax");
             gemm_batched(w, d->at, d->ct, 0, 0, T, Dh, Tp, 1.0f, w->scores, Tp, (long long)T * Tp, q + 2 * D, 3 * D,
                          Dh, (A *)w->ctx + (size_t)b * TD, D, Dh, H);
@@ -478,37 +482,38 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         }
         linear(w, d, w->tmp, w->ctx, L->wo, rows, D, D);
         mark(w, "linear_gemm");
-        k_residual<A><<<rows, 256, 0, st>>>(w->x, (const A *)w->tmp, L->bo, L->ls1, D);
-        k_layernorm<A><<<ln_blocks, 256, 0, st>>>((A *)w->xn, w->x, L->ln2_w, L->ln2_b, rows, D, c->ln_eps);
+        SA3D_LAUNCH(k_residual<A>, rows, 256, st, w->x, (const A *)w->tmp, L->bo, L->ls1, D);
+        SA3D_LAUNCH(k_layernorm<A>, ln_blocks, 256, st, (A *)w->xn, w->x, L->ln2_w, L->ln2_b, rows, D, c->ln_eps);
         mark(w, "elementwise");
         if (c->use_swiglu) {
             linear(w, d, w->mlp, w->xn, L->fc1_w, rows, D, 2 * M);
-            k_swiglu<A><<<rows, 256, 0, st>>>((A *)w->mlp2, (const A *)w->mlp, L->fc1_b, M);
+            SA3D_LAUNCH(k_swiglu<A>, rows, 256, st, (A *)w->mlp2, (const A *)w->mlp, L->fc1_b, M);
             linear(w, d, w->tmp, w->mlp2, L->fc2_w, rows, M, D);
         } else {
             linear(w, d, w->mlp, w->xn, L->fc1_w, rows, D, M);
             mark(w, "linear_gemm");
-            k_bias_act<A><<<rows, 256, 0, st>>>((A *)w->mlp, L->fc1_b, M, (int)c->act);
+            SA3D_LAUNCH(k_bias_act<A>, rows, 256, st, (A *)w->mlp, L->fc1_b, M, (int)c->act);
             mark(w, "elementwise");
             linear(w, d, w->tmp, w->mlp, L->fc2_w, rows, M, D);
             mark(w, "linear_gemm");
         }
-        k_residual<A><<<rows, 256, 0, st>>>(w->x, (const A *)w->tmp, L->fc2_b, L->ls2, D);
+        SA3D_LAUNCH(k_residual<A>, rows, 256, st, w->x, (const A *)w->tmp, L->fc2_b, L->ls2, D);
         mark(w, "elementwise");
         if (hidden) cudaMemcpyAsync(w->out[4 + l], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
         for (int s = 0; s < n_stages; s++) {   /* Dinov2Backbone stage outputs, normed when apply_layernorm */
             if (out_idx[s] != l + 1) continue;
             float *dst = w->stage + (size_t)s * n_x;
             if (c->apply_layernorm)
-                k_layernorm<float><<<ln_blocks, 256, 0, st>>>(dst, w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
+                SA3D_LAUNCH(k_layernorm<float>, ln_blocks, 256, st, dst, w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
             else
                 cudaMemcpyAsync(dst, w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
         }
     }
     if (m->kind == SA3D_MODEL_DINOV2) {   /* last_hidden_state, pooler_output, feature_map */
-        k_layernorm<float><<<ln_blocks, 256, 0, st>>>(w->out[0], w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
-        k_cls_rows<<<nblocks((size_t)B * D), 256, 0, st>>>(w->out[1], w->out[0], B, T, D);
-        k_tokens_to_channels<<<nblocks((size_t)B * D * Np), 256, 0, st>>>(w->out[2], w->x, B, T, D, ws->n_prefix, Np);
+        SA3D_LAUNCH(k_layernorm<float>, ln_blocks, 256, st, w->out[0], w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
+        SA3D_LAUNCH(k_cls_rows, nblocks((size_t)B * D), 256, st, w->out[1], w->out[0], B, T, D);
+        SA3D_LAUNCH(k_tokens_to_channels, nblocks((size_t)B * D * Np), 256, st, w->out[2], w->x, B, T, D, ws->n_prefix,
+                    Np);
     }
 }
 
@@ -528,24 +533,25 @@ static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const f
         if (band < 1) band = 1;
         for (int y0 = 0; y0 < Ho; y0 += band) {
             int y1 = y0 + band < Ho ? y0 + band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
-            k_im2col<<<nblocks((size_t)Kc * nc), 256, 0, w->st>>>(w->col, in, Ci, H, W, k, stride, pad, Wo, y0, y1, ncp);
+            SA3D_LAUNCH(k_im2col, nblocks((size_t)Kc * nc), 256, w->st, w->col, in, Ci, H, W, k, stride, pad, Wo, y0,
+                        y1, ncp);
             gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, w->col, ncp, 0.0f, w->band, ncp);
-            k_copy_band<<<nblocks((size_t)Co * nc), 256, 0, w->st>>>(out, (size_t)Ho * Wo, (size_t)y0 * Wo, w->band, ncp,
-                                                                     Co, nc);
+            SA3D_LAUNCH(k_copy_band, nblocks((size_t)Co * nc), 256, w->st, out, (size_t)Ho * Wo, (size_t)y0 * Wo,
+                        w->band, ncp, Co, nc);
         }
     }
     if (b || act != ACT_NONE)
-        k_channel_bias_act<<<nblocks((size_t)Co * Ho * Wo), 256, 0, w->st>>>(out, b, Co, (size_t)Ho * Wo, act);
+        SA3D_LAUNCH(k_channel_bias_act, nblocks((size_t)Co * Ho * Wo), 256, w->st, out, b, Co, (size_t)Ho * Wo, act);
 }
 
 /* DepthAnythingPreActResidualLayer: out = x + conv2(relu(conv1(relu(x)))). */
 static void preact_residual(dws *w, const dmodel *d, float *out, const float *x, const float *c1w, const float *c1b,
                             const float *c2w, const float *c2b, int F, int h, int wd, float *tmp) {
     size_t n = (size_t)F * h * wd;
-    k_relu_copy<<<nblocks(n), 256, 0, w->st>>>(tmp, x, n);
+    SA3D_LAUNCH(k_relu_copy, nblocks(n), 256, w->st, tmp, x, n);
     conv2d(w, d, out, tmp, c1w, c1b, F, h, wd, F, 3, 1, 1, 2 /* ReLU */);
     conv2d(w, d, tmp, out, c2w, c2b, F, h, wd, F, 3, 1, 1, ACT_NONE);
-    k_add<<<nblocks(n), 256, 0, w->st>>>(out, tmp, x, n);
+    SA3D_LAUNCH(k_add, nblocks(n), 256, w->st, out, tmp, x, n);
 }
 
 static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d, int b) {
@@ -558,13 +564,14 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         int N = c->neck_hidden_sizes[s];
         const float *tok = w->stage + (size_t)s * n_x + ((size_t)b * ws->T + ws->n_prefix) * D;
         gemm(w, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, tok, D, 0.0f, w->proj, HW);
-        k_channel_bias_act<<<nblocks((size_t)N * HW), 256, 0, st>>>(w->proj, d->reasm_proj_b[s], N, HW, ACT_NONE);
+        SA3D_LAUNCH(k_channel_bias_act, nblocks((size_t)N * HW), 256, st, w->proj, d->reasm_proj_b[s], N, HW,
+                    ACT_NONE);
         int f = c->reassemble_num[s];
         if (f > 1) {
             gemm(w, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s], N * f * f, w->proj, HW,
                  0.0f, w->convt_tmp, HW);
-            k_convt_scatter<<<nblocks((size_t)N * HW * f * f), 256, 0, st>>>(w->reasm[s], w->convt_tmp,
-                                                                              d->reasm_resize_b[s], N, gh, gw, f);
+            SA3D_LAUNCH(k_convt_scatter, nblocks((size_t)N * HW * f * f), 256, st, w->reasm[s], w->convt_tmp,
+                        d->reasm_resize_b[s], N, gh, gw, f);
         } else if (c->reassemble_den[s] > 1) {
             conv2d(w, d, w->reasm[s], w->proj, d->reasm_resize_w[s], d->reasm_resize_b[s], N, gh, gw, N, 3,
                    c->reassemble_den[s], 1, ACT_NONE);
@@ -579,14 +586,15 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         const dfusion *L = &d->fu[idx];
         const float *x = w->feat[s];
         if (idx > 0) {
-            preact_residual(w, d, w->res_a, w->feat[s], L->r1c1_w, L->r1c1_b, L->r1c2_w, L->r1c2_b, F, fh, fw, w->res_b);
+            preact_residual(w, d, w->res_a, w->feat[s], L->r1c1_w, L->r1c1_b, L->r1c2_w, L->r1c2_b, F, fh, fw,
+                            w->res_b);
             size_t n = (size_t)F * fh * fw;
-            k_add<<<nblocks(n), 256, 0, st>>>(w->fused, w->fused, w->res_a, n);
+            SA3D_LAUNCH(k_add, nblocks(n), 256, st, w->fused, w->fused, w->res_a, n);
             x = w->fused;
         }
         preact_residual(w, d, w->res_a, x, L->r2c1_w, L->r2c1_b, L->r2c2_w, L->r2c2_b, F, fh, fw, w->res_b);
         int th = idx < 3 ? w->rh[s - 1] : 2 * fh, tw = idx < 3 ? w->rw[s - 1] : 2 * fw;
-        k_resize_bilinear_ac<<<nblocks((size_t)F * th * tw), 256, 0, st>>>(w->up, w->res_a, F, fh, fw, th, tw);
+        SA3D_LAUNCH(k_resize_bilinear_ac, nblocks((size_t)F * th * tw), 256, st, w->up, w->res_a, F, fh, fw, th, tw);
         conv2d(w, d, w->fused, w->up, L->proj_w, L->proj_b, F, th, tw, F, 1, 1, 0, ACT_NONE);
         fh = th;
         fw = tw;
@@ -594,10 +602,11 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     int OH = gh * P, OW = gw * P;
     float *depth = w->out[0] + (size_t)b * OH * OW;
     conv2d(w, d, w->head1, w->fused, d->head_c1_w, d->head_c1_b, F, fh, fw, Fh, 3, 1, 1, ACT_NONE);
-    k_resize_bilinear_ac<<<nblocks((size_t)Fh * OH * OW), 256, 0, st>>>(w->head_up, w->head1, Fh, fh, fw, OH, OW);
+    SA3D_LAUNCH(k_resize_bilinear_ac, nblocks((size_t)Fh * OH * OW), 256, st, w->head_up, w->head1, Fh, fh, fw, OH,
+                OW);
     conv2d(w, d, w->head2, w->head_up, d->head_c2_w, d->head_c2_b, Fh, OH, OW, Hh, 3, 1, 1, 2 /* ReLU */);
     conv2d(w, d, depth, w->head2, d->head_c3_w, d->head_c3_b, Hh, OH, OW, 1, 1, 1, 0, ACT_NONE);
-    k_depth_out<<<nblocks((size_t)OH * OW), 256, 0, st>>>(depth, (size_t)OH * OW, c->metric, c->max_depth);
+    SA3D_LAUNCH(k_depth_out, nblocks((size_t)OH * OW), 256, st, depth, (size_t)OH * OW, c->metric, c->max_depth);
 }
 
 /* Everything between the pixel upload and the flag download: what the graph captures. */
@@ -607,7 +616,7 @@ static void whole_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w) {
     mark(w, "start");
     size_t n_in = (size_t)ws->batch * m->vit.n_channels * ws->H * ws->W;
     cudaMemsetAsync(w->bad, 0xff, (size_t)(ws->n_out + 1) * sizeof(unsigned long long), w->st);
-    k_first_nonfinite<<<nblocks(n_in), 256, 0, w->st>>>(w->pixels, n_in, w->bad + ws->n_out);
+    SA3D_LAUNCH(k_first_nonfinite, nblocks(n_in), 256, w->st, w->pixels, n_in, w->bad + ws->n_out);
     int da = m->kind == SA3D_MODEL_DEPTH_ANYTHING;
     const int *idx = da ? m->dpt.out_indices : NULL;
     int n_stages = da ? 4 : 0;
@@ -620,7 +629,7 @@ static void whole_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w) {
     mark(w, "dpt");
     for (int i = 0; i < ws->n_out; i++) {
         size_t n = sa3d_output_floats_per_image(ws, i) * ws->batch;
-        k_first_nonfinite<<<nblocks(n), 256, 0, w->st>>>(w->out[i], n, w->bad + i);
+        SA3D_LAUNCH(k_first_nonfinite, nblocks(n), 256, w->st, w->out[i], n, w->bad + i);
     }
 }
 
