@@ -165,7 +165,10 @@ int main(int argc, char **argv) {
         double best = 1e30;
         for (int r = 0; r < 2; r++) {
             double t0 = sa3d_now();
-            if (sa3d_align_ctx_init(&c, cs[0].prior, &in, &dp, &err) != SA3D_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            if (sa3d_align_ctx_init(&c, cs[0].prior, &in, &dp, &err) != SA3D_OK) {
+                fprintf(stderr, "%s\n", err.msg);
+                return 1;
+            }
             double dt = sa3d_now() - t0;
             if (dt < best) best = dt;
             if (r == 1) printf("setup (similarity maps [N][C]x[C][g*g], top-%d candidates, %d active cells): %.3f s\n",

@@ -16,7 +16,8 @@
 #include "semalign3d/viz.h"
 
 static void help(void) {
-    printf("usage: semalign3d demo [--seed N] [--split NAME] [--out DIR] [--json FILE] [--difficulty easy|medium|hard]\n"
+    printf("usage: semalign3d demo [--seed N] [--split NAME] [--out DIR] [--json FILE] "
+           "[--difficulty easy|medium|hard]\n"
            "                       [--device cpu|cuda] [--set NAME=VALUE ...] [--quiet]\n\n"
            "Generates a synthetic category with known 3D structure (the dog of `semalign3d synth3d`: 60 images,\n"
            "64-channel mirror-ambiguous features, relative depth, masks), builds its prior from the trn split,\n"

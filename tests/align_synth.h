@@ -35,9 +35,9 @@ static void synth_unit(float *f, int C, uint64_t *s) {
 
 /* The shape: a car-like box, 12 slots; slot 5 is unused (+inf, no rig column). Slots (0,1), (2,3), (6,7) and
  * (8,9) are left/right mirror pairs (x -> -x; the prior's slot_flip); with mirror_feat they share one feature,
- * so that the baseline cannot tell them apart. n_dense_extra cluster points are random convex combinations of 4 used anchors;
- * the used anchors are appended last (METHOD.md 4.6). Relations: all pairs and tets of the used anchors, with
- * Beta (1 + k t, 1 + k (1 - t)) peaked at the true value t. */
+ * so that the baseline cannot tell them apart. n_dense_extra cluster points are random convex combinations of 4
+ * used anchors; the used anchors are appended last (METHOD.md 4.6). Relations: all pairs and tets of the used
+ * anchors, with Beta (1 + k t, 1 + k (1 - t)) peaked at the true value t. */
 #define SYNTH_SLOTS 12
 static const double synth_shape[SYNTH_SLOTS][3] = {
     { -0.15, 0.08, 0.30 },  { 0.15, 0.08, 0.30 },   /* 0,1 front bottom L/R */

@@ -211,134 +211,6 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 
-/* ---- cuBLAS: column-major products, fp32 (SGEMM, GemmEx) and fp16 / bf16 inputs (GemmEx); TF32 rounds the
- * inputs' significands to 10 bits as the tensor cores do; sums in fp32 in k order ---- */
-
-typedef enum cublasStatus { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 } cublasStatus_t;
-typedef enum cublasOperation { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
-typedef enum cublasMath { CUBLAS_DEFAULT_MATH = 0 } cublasMath_t;
-typedef struct emu_cublas *cublasHandle_t;
-
-inline cublasStatus_t cublasCreate(cublasHandle_t *h) {
-    static int token;
-    *h = (cublasHandle_t)(void *)&token;
-    return CUBLAS_STATUS_SUCCESS;
-}
-inline cublasStatus_t cublasDestroy(cublasHandle_t h) {
-    (void)h;
-    return CUBLAS_STATUS_SUCCESS;
-}
-inline cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
-    (void)h;
-    (void)m;
-    return CUBLAS_STATUS_SUCCESS;
-}
-// C (m x n, ldc) = alpha op(A) (m x k) op(B) (k x n) + beta C, column-major; leading dimensions checked as cuBLAS
-// does.
-inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                                  const float *alpha, const float *A, int lda, const float *B, int ldb,
-                                  const float *beta, float *C, int ldc) {
-    (void)h;
-    if (m < 0 || n < 0 || k < 0 || lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) ||
-        ldc < m || lda < 1 || ldb < 1 || ldc < 1)
-        return CUBLAS_STATUS_INVALID_VALUE;
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float acc = 0.0f;
-            for (int p = 0; p < k; p++) {
-                float a = ta == CUBLAS_OP_N ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
-                float b = tb == CUBLAS_OP_N ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
-                acc += a * b;
-            }
-            float *c = C + (size_t)j * ldc + i;
-            *c = *alpha * acc + (*beta == 0.0f ? 0.0f : *beta * *c);
-        }
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-typedef enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType_t;
-typedef enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
-typedef enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
-inline cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
-    (void)h;
-    (void)s;
-    return CUBLAS_STATUS_SUCCESS;
-}
-inline cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *p, size_t n) {
-    (void)h;
-    (void)p;
-    (void)n;
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-inline size_t emu_type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
-inline float emu_tf32(float x) {   // round to nearest even at significand bit 13
-    uint32_t u = emu_bits(x);
-    if ((u & 0x7f800000u) == 0x7f800000u) return x;
-    return emu_float((u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu);
-}
-struct emu_half_io {   // fp16 / bf16 patterns as floats, through the conversions below (declared later)
-    static float load(const void *p, cudaDataType_t t, size_t i);
-    static void store(void *p, cudaDataType_t t, size_t i, float v);
-};
-// C (m x n, ldc) = alpha op(A) op(B) + beta C, column-major, element types per operand.
-inline void emu_gemm(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType_t at, int lda,
-                     const void *B, cudaDataType_t bt, int ldb, float beta, void *C, cudaDataType_t ct, int ldc,
-                     bool tf32) {
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float acc = 0.0f;
-            for (int p = 0; p < k; p++) {
-                float a = emu_half_io::load(A, at, ta == CUBLAS_OP_N ? (size_t)p * lda + i : (size_t)i * lda + p);
-                float b = emu_half_io::load(B, bt, tb == CUBLAS_OP_N ? (size_t)j * ldb + p : (size_t)p * ldb + j);
-                if (tf32) {
-                    a = emu_tf32(a);
-                    b = emu_tf32(b);
-                }
-                acc += a * b;
-            }
-            size_t ci = (size_t)j * ldc + i;
-            float c = beta == 0.0f ? 0.0f : beta * emu_half_io::load(C, ct, ci);
-            emu_half_io::store(C, ct, ci, alpha * acc + c);
-        }
-}
-inline bool emu_gemm_args_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb,
-                             int ldc) {
-    return m >= 0 && n >= 0 && k >= 0 && lda >= (ta == CUBLAS_OP_N ? m : k) && ldb >= (tb == CUBLAS_OP_N ? k : n) &&
-           ldc >= m && lda >= 1 && ldb >= 1 && ldc >= 1;
-}
-inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                                   const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
-                                   cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
-                                   cublasComputeType_t comp, cublasGemmAlgo_t algo) {
-    (void)h;
-    (void)algo;
-    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
-    float al = *(const float *)alpha, be = *(const float *)beta;
-    bool tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
-    emu_async([=] { emu_gemm(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, C, ct, ldc, tf32); });
-    return CUBLAS_STATUS_SUCCESS;
-}
-inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                                                 int n, int k, const void *alpha, const void *A, cudaDataType_t at,
-                                                 int lda, long long sa, const void *B, cudaDataType_t bt, int ldb,
-                                                 long long sb, const void *beta, void *C, cudaDataType_t ct, int ldc,
-                                                 long long sc, int batch, cublasComputeType_t comp,
-                                                 cublasGemmAlgo_t algo) {
-    (void)h;
-    (void)algo;
-    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc) || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    float al = *(const float *)alpha, be = *(const float *)beta;
-    bool tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
-    emu_async([=] {
-        for (int q = 0; q < batch; q++)
-            emu_gemm(ta, tb, m, n, k, al, (const char *)A + q * sa * (long long)emu_type_size(at), at, lda,
-                     (const char *)B + q * sb * (long long)emu_type_size(bt), bt, ldb, be,
-                     (char *)C + q * sc * (long long)emu_type_size(ct), ct, ldc, tf32);
-    });
-    return CUBLAS_STATUS_SUCCESS;
-}
-
 /* ---- device math and types the kernels use beyond libm ---- */
 
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
@@ -394,16 +266,130 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
     return __nv_bfloat162{ __float2bfloat16_rn(lo), __float2bfloat16_rn(hi) };
 }
 inline float emu_to_float(uint16_t v, __half) { return __half2float(__half{ v }); }
-inline float emu_half_io::load(const void *p, cudaDataType_t t, size_t i) {
+inline float emu_to_float(uint16_t v, __nv_bfloat16) { return __bfloat162float(__nv_bfloat16{ v }); }
+
+/* ---- cuBLAS: column-major products, fp32 (SGEMM, GemmEx) and fp16 / bf16 inputs (GemmEx); TF32 rounds the
+ * inputs' significands to 10 bits as the tensor cores do; sums in fp32 in k order ---- */
+
+typedef enum cublasStatus { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 } cublasStatus_t;
+typedef enum cublasOperation { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
+typedef enum cublasMath { CUBLAS_DEFAULT_MATH = 0 } cublasMath_t;
+typedef struct emu_cublas *cublasHandle_t;
+
+inline cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    static int token;
+    *h = (cublasHandle_t)(void *)&token;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    (void)h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
+    (void)h;
+    (void)m;
+    return CUBLAS_STATUS_SUCCESS;
+}
+typedef enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType_t;
+typedef enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77 } cublasComputeType_t;
+typedef enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
+inline cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+    (void)h;
+    (void)s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *p, size_t n) {
+    (void)h;
+    (void)p;
+    (void)n;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+inline size_t emu_type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+inline float emu_tf32(float x) {   // round to nearest even at significand bit 13
+    uint32_t u = emu_bits(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    return emu_float((u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu);
+}
+// Element i of a float, fp16 or bf16 array, as a float; and stored, rounded to the array's type.
+inline float emu_load(const void *p, cudaDataType_t t, size_t i) {
     if (t == CUDA_R_32F) return ((const float *)p)[i];
     uint16_t v = ((const uint16_t *)p)[i];
     return t == CUDA_R_16F ? __half2float(__half{ v }) : __bfloat162float(__nv_bfloat16{ v });
 }
-inline void emu_half_io::store(void *p, cudaDataType_t t, size_t i, float v) {
+inline void emu_store(void *p, cudaDataType_t t, size_t i, float v) {
     if (t == CUDA_R_32F) ((float *)p)[i] = v;
     else ((uint16_t *)p)[i] = t == CUDA_R_16F ? __float2half_rn(v).x : __float2bfloat16_rn(v).x;
 }
-inline float emu_to_float(uint16_t v, __nv_bfloat16) { return __bfloat162float(__nv_bfloat16{ v }); }
+// C (m x n, ldc) = alpha op(A) op(B) + beta C, column-major, element types per operand.
+inline void emu_gemm(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType_t at, int lda,
+                     const void *B, cudaDataType_t bt, int ldb, float beta, void *C, cudaDataType_t ct, int ldc,
+                     bool tf32) {
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float acc = 0.0f;
+            for (int p = 0; p < k; p++) {
+                float a = emu_load(A, at, ta == CUBLAS_OP_N ? (size_t)p * lda + i : (size_t)i * lda + p);
+                float b = emu_load(B, bt, tb == CUBLAS_OP_N ? (size_t)j * ldb + p : (size_t)p * ldb + j);
+                if (tf32) {
+                    a = emu_tf32(a);
+                    b = emu_tf32(b);
+                }
+                acc += a * b;
+            }
+            size_t ci = (size_t)j * ldc + i;
+            float c = beta == 0.0f ? 0.0f : beta * emu_load(C, ct, ci);
+            emu_store(C, ct, ci, alpha * acc + c);
+        }
+}
+// Leading dimensions checked as cuBLAS does.
+inline bool emu_gemm_args_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb,
+                             int ldc) {
+    return m >= 0 && n >= 0 && k >= 0 && lda >= (ta == CUBLAS_OP_N ? m : k) && ldb >= (tb == CUBLAS_OP_N ? k : n) &&
+           ldc >= m && lda >= 1 && ldb >= 1 && ldc >= 1;
+}
+inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                  const float *alpha, const float *A, int lda, const float *B, int ldb,
+                                  const float *beta, float *C, int ldc) {
+    (void)h;
+    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *alpha, be = *beta;
+    emu_async([=] {
+        emu_gemm(ta, tb, m, n, k, al, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, be, C, CUDA_R_32F, ldc, false);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                   const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
+                                   cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
+                                   cublasComputeType_t comp, cublasGemmAlgo_t algo) {
+    (void)h;
+    (void)algo;
+    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    bool tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
+    emu_async([=] { emu_gemm(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, C, ct, ldc, tf32); });
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                                 int n, int k, const void *alpha, const void *A, cudaDataType_t at,
+                                                 int lda, long long sa, const void *B, cudaDataType_t bt, int ldb,
+                                                 long long sb, const void *beta, void *C, cudaDataType_t ct, int ldc,
+                                                 long long sc, int batch, cublasComputeType_t comp,
+                                                 cublasGemmAlgo_t algo) {
+    (void)h;
+    (void)algo;
+    if (!emu_gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc) || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    bool tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32 && at == CUDA_R_32F;
+    emu_async([=] {
+        for (int q = 0; q < batch; q++)
+            emu_gemm(ta, tb, m, n, k, al, (const char *)A + q * sa * (long long)emu_type_size(at), at, lda,
+                     (const char *)B + q * sb * (long long)emu_type_size(bt), bt, ldb, be,
+                     (char *)C + q * sc * (long long)emu_type_size(ct), ct, ldc, tf32);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
 
 /* ---- threads ---- */
 

@@ -118,8 +118,8 @@ static double compare(const sa3d_align_ctx *c, int B, const double *Y, const dou
 }
 
 /* Four settings (the defaults with the mirror; reading (b) without the mirror and L_geom; no mask with a sharper
- * soft-max and L_geom without tets; L_rec and L_geom only) x four stages of the schedule, on a 32 x 32 grid with 311 dense points, B_ROWS hypotheses of which
- * every fifth is dead. */
+ * soft-max and L_geom without tets; L_rec and L_geom only) x four stages of the schedule, on a 32 x 32 grid with
+ * 311 dense points, B_ROWS hypotheses of which every fifth is dead. */
 static void case_energy(void) {
     int B_max = B_ROWS;
     synth_pose pose = { 0.7, 0.3, { 0.02, -0.01, 1.0 }, 1.2 };
@@ -169,8 +169,8 @@ static void case_energy(void) {
     scene_free(&s);
 }
 
-/* A whole alignment on the GPU (similarity maps and energies): deterministic (twice, bit for bit), and the CPU's to within rounding that the
- * optimisation carries along (same winning hypothesis, anchors within 0.05 cells). */
+/* A whole alignment on the GPU (similarity maps and energies): deterministic (twice, bit for bit), and the CPU's
+ * to within rounding that the optimisation carries along (same winning hypothesis, anchors within 0.05 cells). */
 static void case_align(void) {
     synth_pose pose = { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 };
     scene s;

@@ -194,8 +194,8 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
         return sa3d_fail(err, SA3D_ERR_ARG, "align: prior has %d used anchors and %d dense points, grid %d",
                          pr->n_used, pr->n_dense, F->g);
     if (p->top_k < 1 || p->top_k > 64 || p->tau <= 0.0 || p->sem_sd_floor <= 0.0)
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: top_k %d, tau %g, sem_sd_floor %g out of range (top_k 1..64)", p->top_k,
-                         p->tau, p->sem_sd_floor);
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: top_k %d, tau %g, sem_sd_floor %g out of range (top_k 1..64)",
+                         p->top_k, p->tau, p->sem_sd_floor);
     if (!(p->w_sparse >= 0.0) || !(p->sparse_from >= 0.0 && p->sparse_from < 1.0) || !(p->dense_end >= 0.0))
         return sa3d_fail(err, SA3D_ERR_ARG, "align: w_sparse %g, sparse_from %g, dense_end %g out of range "
                          "(w_sparse >= 0, sparse_from in [0, 1), dense_end >= 0)", p->w_sparse, p->sparse_from,
@@ -724,7 +724,11 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
             /* keep the survivors in their original order so the result is independent of ties in E */
             for (int k = 0; k < keep; k++) sel[k] = (int)order[2 * k + 1];
             for (int k = 1; k < keep; k++)
-                for (int j = k; j > 0 && sel[j - 1] > sel[j]; j--) { int tmp = sel[j]; sel[j] = sel[j - 1]; sel[j - 1] = tmp; }
+                for (int j = k; j > 0 && sel[j - 1] > sel[j]; j--) {
+                    int tmp = sel[j];
+                    sel[j] = sel[j - 1];
+                    sel[j - 1] = tmp;
+                }
             for (int k = 0; k < keep; k++) {
                 int b = sel[k];
                 memmove(Y + (size_t)k * P3, Y + (size_t)b * P3, (size_t)P3 * sizeof(double));

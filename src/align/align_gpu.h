@@ -2,8 +2,9 @@
  * --device cuda): the CUDA backend of align_energy.h's steps, in cuda/align_cuda.cu, built only with
  * -DSEMALIGN3D_CUDA=ON. The host keeps the rest of the optimisation (Adam, pruning, the mirror blend), so the
  * GPU's work per iteration is one kernel: a block per (hypothesis, view), a thread per item, the same item
- * functions as the CPU (align_energy.h, and geom.h's relation steps for L_geom). Sums run in a fixed order, so results are deterministic; they equal the CPU's to
- * rounding (libm and CUDA's exp and log differ in the last bits), not bit for bit.
+ * functions as the CPU (align_energy.h, and geom.h's relation steps for L_geom). Sums run in a fixed order, so
+ * results are deterministic; they equal the CPU's to rounding (libm and CUDA's exp and log differ in the last
+ * bits), not bit for bit.
  *
  *     sa3d_align_gpu_similarity(S, feat, F, N, C, cells, &err);   // in the context's set-up
  *     sa3d_align_gpu *g;
