@@ -1,13 +1,18 @@
-// The networks' CUDA kernels (src/nn/cuda/kernels.cuh) on the CPU through tests/cuda_emu.hh: the fused attention
-// (mma.sync, ldmatrix, cp.async double buffering; 64 and 128 query rows per block; fp16 and bf16) against the
-// library's double-precision attention, so the kernel's fragment layouts, tile loads, masking and barriers are
-// checked in every build (each launch runs in both of the emulator's orders: late copies in lockstep, early
-// copies with warp 0 running ahead). tests/test_nn_cuda checks the same kernel on a GPU, inside whole passes.
+// The networks' CUDA kernels (src/nn/cuda/kernels.cuh) on the CPU through tests/cuda_emu.hh, so their indexing,
+// tile loads, masking and barriers are checked in every build. tests/test_nn_cuda checks the same kernels on a GPU,
+// inside whole passes.
+//   - The fused attention (mma.sync, ldmatrix, cp.async double buffering; 64 and 128 query rows per block; fp16
+//     and bf16; the query/key/value biases folded in) against the library's double-precision attention. Each
+//     launch runs in both of the emulator's orders: late copies in lockstep, early copies with warp 0 running
+//     ahead.
+//   - The row kernels (residual + layer norm, bias + activation, SwiGLU), 4 elements per access and 1, against
+//     double precision.
 //
-// Bound, from the kernel's arithmetic: with the inputs already rounded to the 16-bit type, the two roundings
-// left are P (to the 16-bit type before P V) and the output; each costs at most u = 2^-11 (fp16) or 2^-8 (bf16)
-// relative, of at most max |v|. So |ours - exact| <= 2 u max |v|, with 10 % for the fp32 sums. A wrong lane,
-// register or tile index gives errors of order max |v|.
+// Attention bound, from the kernel's arithmetic: with the inputs already rounded to the 16-bit type (q + bq as
+// the kernel rounds it), the two roundings left are P (to the 16-bit type before P V) and the output; each costs
+// at most u = 2^-11 (fp16) or 2^-8 (bf16) relative, of at most max |v| (P v) or max |v + bv| (the output). So
+// |ours - exact| <= 2 u max(|v|, |v + bv|), with 10 % for the fp32 sums. A wrong lane, register or tile index
+// gives errors of order max |v|.
 #include "cuda_emu.hh"
 #include "nn/cuda/kernels.cuh"
 
@@ -41,20 +46,23 @@ static void case_half_conversions(void) {
     T_CHECK(__bfloat162float(__nv_bfloat16{ 0xc040 }) == -3.0f);
 }
 
-// One attention problem: B images of T tokens, H heads of 64, random q, k, v in [-amp, amp] rounded to A; the
-// kernel with MT row tiles per warp against sa3d_ref_attention (double) on the same rounded values.
+// One attention problem: B images of T tokens, H heads of 64, random q, k, v in [-amp, amp] rounded to A and,
+// when bias_amp > 0, biases in [-bias_amp, bias_amp]; the kernel with MT row tiles per warp against
+// sa3d_ref_attention (double) on q + bq, k + bk, v + bv.
 template <typename A, int MT>
-static void check_attention(int B, int T, int H, float amp, double u, const char *what) {
+static void check_attention(int B, int T, int H, float amp, float bias_amp, double u, const char *what) {
     int D = 64 * H, ld = 3 * D;
     size_t n = (size_t)B * T * ld;
     std::vector<A> qkv(n), ctx((size_t)B * T * D);
-    std::vector<float> qkv_f(n), ref((size_t)T * ld);
+    std::vector<float> qkv_f(n), bias(3 * (size_t)D), ref((size_t)T * ld);
     sa3d_rng rng = sa3d_rng_for(6, (uint64_t)T, (uint64_t)(H * 16 + B));
+    for (auto &b : bias) b = bias_amp * (2.0f * (float)sa3d_rng_uniform(&rng) - 1.0f);
     double vmax = 0.0;
     for (size_t i = 0; i < n; i++) {
+        size_t c = i % ld;
         qkv[i] = from_f<A>(amp * (2.0f * (float)sa3d_rng_uniform(&rng) - 1.0f));
-        qkv_f[i] = to_f(qkv[i]);
-        if ((i % ld) >= (size_t)2 * D) vmax = fmax(vmax, fabs((double)qkv_f[i]));
+        qkv_f[i] = c < (size_t)D ? to_f(from_f<A>(to_f(qkv[i]) + bias[c])) : to_f(qkv[i]) + bias[c];
+        if (c >= (size_t)2 * D) vmax = fmax(vmax, fmax(fabs((double)to_f(qkv[i])), fabs((double)qkv_f[i])));
     }
     float scale = 0.125f;   // 1 / sqrt(64)
     dim3 grid((unsigned)((T + 64 * MT - 1) / (64 * MT)), (unsigned)H, (unsigned)B);
@@ -63,7 +71,8 @@ static void check_attention(int B, int T, int H, float amp, double u, const char
     for (emu_order order : { EMU_LOCKSTEP, EMU_RUN_AHEAD }) {
         emu_order_mode = order;
         for (auto &c : ctx) c = from_f<A>(NAN);   // every element must be written
-        emu_launch(grid, 128, [&] { k_flash_attn<A, MT>(ctx.data(), qkv.data(), T, D, scale); });
+        const float *bp = bias_amp > 0.0f ? bias.data() : NULL;
+        emu_launch(grid, 128, [&] { k_flash_attn<A, MT>(ctx.data(), qkv.data(), bp, T, D, scale); });
         for (int b = 0; b < B; b++) {
             const float *q = qkv_f.data() + (size_t)b * T * ld;
             sa3d_ref_attention(ref.data(), q, q + D, q + 2 * D, T, H, 64, ld, scale);
@@ -83,13 +92,13 @@ static void check_attention(int B, int T, int H, float amp, double u, const char
 // 2.1 / 2.2: shapes that cover one partial tile, exact multiples of the tile and the block, a last key tile of
 // one key, several heads and images (the per-image offsets), 64 and 128 rows per block.
 template <typename A> static void attention_shapes(double u) {
-    check_attention<A, 1>(1, 1, 1, 1.0f, u, "T 1, 1 head, 64 rows a block");
-    check_attention<A, 1>(1, 64, 1, 1.0f, u, "T 64, 1 head, 64 rows");
-    check_attention<A, 1>(2, 65, 2, 1.0f, u, "T 65 x 2 images, 2 heads, 64 rows");
-    check_attention<A, 2>(1, 1, 1, 1.0f, u, "T 1, 1 head, 128 rows");
-    check_attention<A, 2>(1, 128, 1, 1.0f, u, "T 128, 1 head, 128 rows");
-    check_attention<A, 2>(2, 150, 3, 1.0f, u, "T 150 x 2 images, 3 heads, 128 rows");
-    check_attention<A, 2>(1, 257, 1, 1.0f, u, "T 257 (last key tile: 1 key), 128 rows");
+    check_attention<A, 1>(1, 1, 1, 1.0f, 0.0f, u, "T 1, 1 head, 64 rows a block");
+    check_attention<A, 1>(1, 64, 1, 1.0f, 1.0f, u, "T 64, 1 head, 64 rows, biases");
+    check_attention<A, 1>(2, 65, 2, 1.0f, 1.0f, u, "T 65 x 2 images, 2 heads, 64 rows, biases");
+    check_attention<A, 2>(1, 1, 1, 1.0f, 1.0f, u, "T 1, 1 head, 128 rows, biases");
+    check_attention<A, 2>(1, 128, 1, 1.0f, 0.0f, u, "T 128, 1 head, 128 rows");
+    check_attention<A, 2>(2, 150, 3, 1.0f, 1.0f, u, "T 150 x 2 images, 3 heads, 128 rows, biases");
+    check_attention<A, 2>(1, 257, 1, 1.0f, 0.0f, u, "T 257 (last key tile: 1 key), 128 rows");
 }
 static void case_attention_fp16(void) { attention_shapes<__half>(ldexp(1.0, -11)); }
 static void case_attention_bf16(void) { attention_shapes<__nv_bfloat16>(ldexp(1.0, -8)); }
@@ -97,9 +106,133 @@ static void case_attention_bf16(void) { attention_shapes<__nv_bfloat16>(ldexp(1.
 // 2.3: large scores (|q k| scale up to 64 * 16 / 8 = 128, exp of 185 in fp32 would overflow): the running max
 // keeps every exponential <= 1, so the outputs stay finite and within the bound.
 static void case_attention_large_scores(void) {
-    check_attention<__half, 1>(1, 100, 1, 4.0f, ldexp(1.0, -11), "fp16, |q|, |k|, |v| <= 4, 64 rows");
-    check_attention<__half, 2>(1, 200, 2, 4.0f, ldexp(1.0, -11), "fp16, |q|, |k|, |v| <= 4, 128 rows");
+    check_attention<__half, 1>(1, 100, 1, 4.0f, 0.0f, ldexp(1.0, -11), "fp16, |q|, |k|, |v| <= 4, 64 rows");
+    check_attention<__half, 2>(1, 200, 2, 4.0f, 4.0f, ldexp(1.0, -11), "fp16, |q|, |k|, |v|, |b| <= 4, 128 rows");
 }
+
+// ---- row kernels ----
+
+static float uniform(sa3d_rng *r, float amp) { return amp * (2.0f * (float)sa3d_rng_uniform(r) - 1.0f); }
+
+// k_residual_norm with V elements per access: rows x D (rows not a multiple of the 8 a block takes), x fp32 and y
+// in A. Three uses: residual + norm into A (every later norm of a layer), norm alone into fp32 (the final and
+// stage norms), residual alone (the last layer). Reference in double from the same rounded inputs: the residual
+// within 1e-6 relative (one fp32 multiply-add), the norm within u of its value plus 1e-5 (fp32 sums).
+template <typename A, int V> static void check_residual_norm(int rows, int D, double u) {
+    size_t n = (size_t)rows * D;
+    sa3d_rng rng = sa3d_rng_for(7, (uint64_t)D, (uint64_t)V);
+    std::vector<float> x(n), bias(D), s(D), g(D), b(D), x_ref(n), out32(n);
+    std::vector<A> y(n), out(n);
+    for (auto &v : x) v = 3.0f + uniform(&rng, 2.0f);   // an offset: the centred variance matters
+    for (auto &v : y) v = from_f<A>(uniform(&rng, 1.0f));
+    for (int d = 0; d < D; d++) {
+        bias[d] = uniform(&rng, 0.5f), s[d] = uniform(&rng, 1.0f), g[d] = 1.0f + uniform(&rng, 0.5f);
+        b[d] = uniform(&rng, 0.5f);
+    }
+    for (size_t i = 0; i < n; i++)
+        x_ref[i] = (float)((double)x[i] + (double)s[i % D] * ((double)to_f(y[i]) + (double)bias[i % D]));
+    auto norm = [&](const std::vector<float> &xs, size_t r, int d) {   // in double
+        double mean = 0.0, var = 0.0;
+        for (int k = 0; k < D; k++) mean += (double)xs[r * D + k];
+        mean /= D;
+        for (int k = 0; k < D; k++) var += ((double)xs[r * D + k] - mean) * ((double)xs[r * D + k] - mean);
+        return ((double)xs[r * D + d] - mean) / sqrt(var / D + 1e-6) * (double)g[d] + (double)b[d];
+    };
+    dim3 grid((unsigned)((rows + 7) / 8));
+    std::vector<float> x0 = x;
+    // residual + norm into A
+    for (auto &o : out) o = from_f<A>(NAN);
+    emu_launch(grid, 256, [&] {
+        k_residual_norm<A, A, V>(x.data(), y.data(), bias.data(), s.data(), out.data(), g.data(), b.data(), rows, D,
+                                 1e-6f);
+    });
+    double worst_x = 0.0, worst_n = 0.0, worst_f = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - (double)x_ref[i]) / fmax(1.0, fabs((double)x_ref[i]));
+        if (!(e <= worst_x)) worst_x = e;
+        double want = norm(x_ref, i / D, (int)(i % D)), bnd = u * fabs(want) + 1e-5;
+        e = fabs((double)to_f(out[i]) - want) / bnd;
+        if (!(e <= worst_n)) worst_n = e;
+    }
+    // norm alone, fp32 out, x unchanged
+    std::vector<float> x_before = x;
+    for (auto &o : out32) o = NAN;
+    emu_launch(grid, 256, [&] {
+        k_residual_norm<A, float, V>(x.data(), NULL, NULL, NULL, out32.data(), g.data(), b.data(), rows, D, 1e-6f);
+    });
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)out32[i] - norm(x_ref, i / D, (int)(i % D)));
+        if (!(e <= worst_f)) worst_f = e;
+    }
+    T_CHECK(x == x_before);
+    // residual alone, from the first x again
+    x = x0;
+    emu_launch(grid, 256, [&] {
+        k_residual_norm<A, A, V>(x.data(), y.data(), bias.data(), s.data(), (A *)NULL, NULL, NULL, rows, D, 1e-6f);
+    });
+    double worst_r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - (double)x_ref[i]) / fmax(1.0, fabs((double)x_ref[i]));
+        if (!(e <= worst_r)) worst_r = e;
+    }
+    printf("       rows %d, D %d, V %d: residual %.2g, %.2g; norm %.2g of bound; fp32 norm %.2g\n", rows, D, V, worst_x,
+           worst_r, worst_n, worst_f);
+    if (!(worst_x <= 1e-6) || !(worst_r <= 1e-6)) T_FAIL("residual: rel. err %.3g / %.3g > 1e-6", worst_x, worst_r);
+    if (!(worst_n <= 1.0)) T_FAIL("norm into A: %.3g of the bound", worst_n);
+    if (!(worst_f <= 1e-5)) T_FAIL("norm into fp32: err %.3g > 1e-5", worst_f);
+}
+
+// k_bias_act (GELU, and no bias with no activation) and k_swiglu with V elements per access; bound u |out| plus
+// 4e-6 for the fp32 evaluation of GELU / SiLU (a few ulp of values up to 5).
+template <typename A, int V> static void check_bias_act_swiglu(int rows, int N, double u) {
+    size_t n = (size_t)rows * N;
+    sa3d_rng rng = sa3d_rng_for(8, (uint64_t)N, (uint64_t)V);
+    std::vector<float> bias(2 * (size_t)N);
+    std::vector<A> y(n), y0, in(2 * n), out(n);
+    for (auto &v : bias) v = uniform(&rng, 1.0f);
+    for (auto &v : y) v = from_f<A>(uniform(&rng, 3.0f));
+    for (auto &v : in) v = from_f<A>(uniform(&rng, 3.0f));
+    y0 = y;
+    double worst = 0.0;
+    auto err = [&](A got, double want) {
+        double e = fabs((double)to_f(got) - want) / (u * fabs(want) + 4e-6);
+        if (!(e <= worst)) worst = e;
+    };
+    emu_launch(dim3((unsigned)rows), 256, [&] { k_bias_act<A, V>(y.data(), bias.data(), N, 0 /* GELU */); });
+    for (size_t i = 0; i < n; i++) {
+        double v = (double)to_f(y0[i]) + (double)bias[i % N];
+        err(y[i], 0.5 * v * (1.0 + erf(v / sqrt(2.0))));
+    }
+    y = y0;
+    emu_launch(dim3((unsigned)rows), 256, [&] { k_bias_act<A, V>(y.data(), NULL, N, ACT_NONE); });
+    T_CHECK(!memcmp(y.data(), y0.data(), n * sizeof(A)));
+    for (auto &o : out) o = from_f<A>(NAN);
+    emu_launch(dim3((unsigned)rows), 256, [&] { k_swiglu<A, V>(out.data(), in.data(), bias.data(), N); });
+    for (size_t i = 0; i < n; i++) {
+        size_t r = i / N, j = i % N;
+        double a = (double)to_f(in[r * 2 * N + j]) + (double)bias[j];
+        double gt = (double)to_f(in[r * 2 * N + N + j]) + (double)bias[N + j];
+        err(out[i], a / (1.0 + exp(-a)) * gt);
+    }
+    printf("       rows %d, N %d, V %d: bias + GELU, SwiGLU %.2g of bound\n", rows, N, V, worst);
+    if (!(worst <= 1.0)) T_FAIL("bias + act / SwiGLU: %.3g of the bound", worst);
+}
+
+// 3.1 / 3.2: D = N = 36 (V = 4 and V = 1 on the same rows), 30 (V = 1: the launchers' choice), 1040 (several
+// accesses per lane); 300 rows for bias_act (more columns than a block has threads at 1040 / 4 ... 1040).
+template <typename A> static void row_kernels(double u) {
+    check_residual_norm<A, 4>(13, 36, u);
+    check_residual_norm<A, 1>(13, 36, u);
+    check_residual_norm<A, 1>(9, 30, u);
+    check_residual_norm<A, 4>(17, 1040, u);
+    check_bias_act_swiglu<A, 4>(3, 36, u);
+    check_bias_act_swiglu<A, 1>(3, 30, u);
+    check_bias_act_swiglu<A, 4>(2, 1040, u);
+    check_bias_act_swiglu<A, 1>(2, 1040, u);
+}
+static void case_rows_fp16(void) { row_kernels<__half>(ldexp(1.0, -11)); }
+static void case_rows_bf16(void) { row_kernels<__nv_bfloat16>(ldexp(1.0, -8)); }
+static void case_rows_fp32(void) { row_kernels<float>(ldexp(1.0, -23) * 4); }
 
 int main(int argc, char **argv) {
     static const t_case cases[] = {
@@ -107,6 +240,9 @@ int main(int argc, char **argv) {
         { "2.1", "fused attention, fp16: shapes, tiles, masking, images", case_attention_fp16 },
         { "2.2", "fused attention, bf16", case_attention_bf16 },
         { "2.3", "fused attention: large scores stay finite", case_attention_large_scores },
+        { "3.1", "row kernels, fp16: residual + norm, bias + GELU, SwiGLU; 4 and 1 per access", case_rows_fp16 },
+        { "3.2", "row kernels, bf16", case_rows_bf16 },
+        { "3.3", "row kernels, fp32", case_rows_fp32 },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

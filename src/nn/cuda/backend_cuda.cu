@@ -5,8 +5,10 @@
  *     (biases, norms, layer scales, tokens) in fp32; query/key/value are fused into one [3D][D] matrix.
  *   - Matrix products go to cuBLAS (cublasGemmEx): TF32 tensor cores for fp32 (SA3D_CUDA_TF32=0 turns them off),
  *     fp16/bf16 inputs with fp32 accumulation otherwise. Attention is one fused kernel for fp16/bf16 with 64-wide
- *     heads (kernels.cuh), else two strided-batched products around a row softmax; the residual stream, norms
- *     and softmax sums stay fp32 in every dtype.
+ *     heads (kernels.cuh), which also applies the query/key/value biases, else two strided-batched products around
+ *     a row softmax; the residual stream, norms and softmax sums stay fp32 in every dtype.
+ *   - Between the products, one row kernel per step: each residual add also computes the next norm, and Linear
+ *     biases ride with the activation or the residual add.
  *   - The DPT neck and head run in fp32 (TF32): convolutions as im2col + GEMM in row bands.
  *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
  *     eagerly), so small models are not bound by launch overhead.
@@ -425,14 +427,33 @@ template <> int fused_attention<float>(const dws *w, const sa3d_vit_config *c) {
 /* 128 query rows per block (each K/V fragment serves two row tiles) when that still gives every multiprocessor
  * a block, else 64. */
 template <typename A>
-static void flash_attention(dws *w, A *ctx, const A *qkv, int B, int T, int D, int H, float scale) {
+static void flash_attention(dws *w, A *ctx, const A *qkv, const float *bqkv, int B, int T, int D, int H,
+                            float scale) {
     long long blocks128 = (long long)((T + 127) / 128) * H * B;
     int rows = w->flash == 64 || w->flash == 128 ? w->flash : blocks128 >= w->n_sm ? 128 : 64;
     dim3 grid((unsigned)((T + rows - 1) / rows), (unsigned)H, (unsigned)B);
-    void (*kernel)(A *, const A *, int, int, float) = rows == 128 ? k_flash_attn<A, 2> : k_flash_attn<A, 1>;
-    SA3D_LAUNCH(kernel, grid, 128, w->st, ctx, qkv, T, D, scale);
+    void (*kernel)(A *, const A *, const float *, int, int, float) =
+        rows == 128 ? k_flash_attn<A, 2> : k_flash_attn<A, 1>;
+    SA3D_LAUNCH(kernel, grid, 128, w->st, ctx, qkv, bqkv, T, D, scale);
 }
-template <> void flash_attention<float>(dws *, float *, const float *, int, int, int, int, float) {}
+template <> void flash_attention<float>(dws *, float *, const float *, const float *, int, int, int, int, float) {}
+
+/* The row kernels, 4 elements per access where the row length allows (kernels.cuh). */
+template <typename A, typename O>
+static void residual_norm(dws *w, float *x, const A *y, const float *bias, const float *s, O *out, const float *g,
+                          const float *b, int rows, int D, float eps) {
+    void (*kernel)(float *, const A *, const float *, const float *, O *, const float *, const float *, int, int,
+                   float) = D % 4 ? k_residual_norm<A, O, 1> : k_residual_norm<A, O, 4>;
+    SA3D_LAUNCH(kernel, (unsigned)((rows + 7) / 8), 256, w->st, x, y, bias, s, out, g, b, rows, D, eps);
+}
+template <typename A> static void bias_act(dws *w, A *y, const float *bias, int rows, int N, int act) {
+    void (*kernel)(A *, const float *, int, int) = N % 4 ? k_bias_act<A, 1> : k_bias_act<A, 4>;
+    SA3D_LAUNCH(kernel, (unsigned)rows, 256, w->st, y, bias, N, act);
+}
+template <typename A> static void swiglu(dws *w, A *out, const A *in, const float *bias, int rows, int M) {
+    void (*kernel)(A *, const A *, const float *, int) = M % 4 ? k_swiglu<A, 1> : k_swiglu<A, 4>;
+    SA3D_LAUNCH(kernel, (unsigned)rows, 256, w->st, out, in, bias, M);
+}
 
 template <typename A>
 static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d, const int *out_idx,
@@ -443,7 +464,8 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     int P = c->patch_size, Np = ws->gh * ws->gw, K = pad8(c->n_channels * P * P), rows = B * T, Tp = pad8(T);
     size_t TD = (size_t)T * D, n_x = (size_t)B * TD;
     float scale = (float)(1.0 / sqrt((double)Dh));
-    unsigned ln_blocks = (unsigned)((rows + 7) / 8);
+    int fused = fused_attention<A>(w, c);
+    float eps = c->ln_eps;
 
     SA3D_LAUNCH(k_patches<A>, nblocks((size_t)B * Np * K), 256, st, (A *)w->patches, w->pixels, B, c->n_channels,
                 ws->H, ws->W, P, ws->gh, ws->gw, K);
@@ -454,20 +476,21 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     mark(w, "elementwise");
     int hidden = (ws->flags & SA3D_WS_HIDDEN_STATES) != 0;
     if (hidden) cudaMemcpyAsync(w->out[3], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
+    /* The first layer's norm1; every later norm runs in the residual add before it (k_residual_norm). */
+    residual_norm<A, A>(w, w->x, NULL, NULL, NULL, (A *)w->xn, d->L[0].ln1_w, d->L[0].ln1_b, rows, D, eps);
+    mark(w, "elementwise");
     for (int l = 0; l < c->n_layers; l++) {
-        const dlayer *L = &d->L[l];
-        SA3D_LAUNCH(k_layernorm<A>, ln_blocks, 256, st, (A *)w->xn, w->x, L->ln1_w, L->ln1_b, rows, D, c->ln_eps);
-        mark(w, "layernorm");
+        const dlayer *L = &d->L[l], *next = l + 1 < c->n_layers ? &d->L[l + 1] : NULL;
         linear(w, d, w->qkv, w->xn, L->wqkv, rows, D, 3 * D);                       /* [B*T][3D] */
         mark(w, "linear_gemm");
-        if (L->bqkv) SA3D_LAUNCH(k_bias_act<A>, rows, 256, st, (A *)w->qkv, L->bqkv, 3 * D, ACT_NONE);
+        if (L->bqkv && !fused) bias_act<A>(w, (A *)w->qkv, L->bqkv, rows, 3 * D, ACT_NONE);   /* else fused below */
         mark(w, "elementwise");
         /* Per image: scores_h = softmax(q_h k_h^T scale), ctx_h = scores_h v_h. cuBLAS picks its fast kernels only
          * when the contiguous extents are multiples of 8, so the key count is padded to Tp: the extra score columns
          * come from the next rows of qkv (the next image, or the zeroed slack after the last), the softmax zeroes
          * them, and the value rows they meet are finite, so they add exactly 0. */
-        if (fused_attention<A>(w, c)) {
-            flash_attention<A>(w, (A *)w->ctx, (const A *)w->qkv, B, T, D, H, scale);
+        if (fused) {
+            flash_attention<A>(w, (A *)w->ctx, (const A *)w->qkv, L->bqkv, B, T, D, H, scale);
             mark(w, "attention");
         } else for (int b = 0; b < B; b++) {
             const A *q = (const A *)w->qkv + (size_t)b * T * 3 * D;
@@ -482,35 +505,35 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         }
         linear(w, d, w->tmp, w->ctx, L->wo, rows, D, D);
         mark(w, "linear_gemm");
-        SA3D_LAUNCH(k_residual<A>, rows, 256, st, w->x, (const A *)w->tmp, L->bo, L->ls1, D);
-        SA3D_LAUNCH(k_layernorm<A>, ln_blocks, 256, st, (A *)w->xn, w->x, L->ln2_w, L->ln2_b, rows, D, c->ln_eps);
+        residual_norm<A, A>(w, w->x, (const A *)w->tmp, L->bo, L->ls1, (A *)w->xn, L->ln2_w, L->ln2_b, rows, D, eps);
         mark(w, "elementwise");
         if (c->use_swiglu) {
             linear(w, d, w->mlp, w->xn, L->fc1_w, rows, D, 2 * M);
-            SA3D_LAUNCH(k_swiglu<A>, rows, 256, st, (A *)w->mlp2, (const A *)w->mlp, L->fc1_b, M);
+            swiglu<A>(w, (A *)w->mlp2, (const A *)w->mlp, L->fc1_b, rows, M);
             linear(w, d, w->tmp, w->mlp2, L->fc2_w, rows, M, D);
         } else {
             linear(w, d, w->mlp, w->xn, L->fc1_w, rows, D, M);
             mark(w, "linear_gemm");
-            SA3D_LAUNCH(k_bias_act<A>, rows, 256, st, (A *)w->mlp, L->fc1_b, M, (int)c->act);
+            bias_act<A>(w, (A *)w->mlp, L->fc1_b, rows, M, (int)c->act);
             mark(w, "elementwise");
             linear(w, d, w->tmp, w->mlp, L->fc2_w, rows, M, D);
             mark(w, "linear_gemm");
         }
-        SA3D_LAUNCH(k_residual<A>, rows, 256, st, w->x, (const A *)w->tmp, L->fc2_b, L->ls2, D);
+        residual_norm<A, A>(w, w->x, (const A *)w->tmp, L->fc2_b, L->ls2, (A *)w->xn, next ? next->ln1_w : NULL,
+                            next ? next->ln1_b : NULL, rows, D, eps);   /* with the next layer's norm1 */
         mark(w, "elementwise");
         if (hidden) cudaMemcpyAsync(w->out[4 + l], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
         for (int s = 0; s < n_stages; s++) {   /* Dinov2Backbone stage outputs, normed when apply_layernorm */
             if (out_idx[s] != l + 1) continue;
             float *dst = w->stage + (size_t)s * n_x;
             if (c->apply_layernorm)
-                SA3D_LAUNCH(k_layernorm<float>, ln_blocks, 256, st, dst, w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
+                residual_norm<A, float>(w, w->x, NULL, NULL, NULL, dst, d->ln_w, d->ln_b, rows, D, eps);
             else
                 cudaMemcpyAsync(dst, w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);
         }
     }
     if (m->kind == SA3D_MODEL_DINOV2) {   /* last_hidden_state, pooler_output, feature_map */
-        SA3D_LAUNCH(k_layernorm<float>, ln_blocks, 256, st, w->out[0], w->x, d->ln_w, d->ln_b, rows, D, c->ln_eps);
+        residual_norm<A, float>(w, w->x, NULL, NULL, NULL, w->out[0], d->ln_w, d->ln_b, rows, D, eps);
         SA3D_LAUNCH(k_cls_rows, nblocks((size_t)B * D), 256, st, w->out[1], w->out[0], B, T, D);
         SA3D_LAUNCH(k_tokens_to_channels, nblocks((size_t)B * D * Np), 256, st, w->out[2], w->x, B, T, D, ws->n_prefix,
                     Np);

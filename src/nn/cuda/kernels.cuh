@@ -64,50 +64,105 @@ __global__ void k_embed(float *x, const A *tok, const float *patch_b, const floa
     }
 }
 
-/* nn.LayerNorm over rows of x fp32 [rows][D] into y (A or fp32): one warp per row, two passes (mean, then the
- * centred variance), as torch computes it. */
-template <typename O>
-__global__ void k_layernorm(O *y, const float *x, const float *g, const float *b, int rows, int D, float eps) {
-    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32), lane = threadIdx.x % 32;
-    if (warp >= rows) return;
-    const float *xr = x + (size_t)warp * D;
-    float s = 0.0f;
-    for (int d = lane; d < D; d += 32) s += xr[d];
-    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    float mean = s / (float)D, v = 0.0f;
-    for (int d = lane; d < D; d += 32) { float c = xr[d] - mean; v += c * c; }
-    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    float rstd = rsqrtf(v / (float)D + eps);
-    O *yr = y + (size_t)warp * D;
-    for (int d = lane; d < D; d += 32) yr[d] = from_f<O>((xr[d] - mean) * rstd * g[d] + b[d]);
+/* Row kernels move V consecutive elements per access: V = 4 where the row length is a multiple of 4 (every real
+ * model), so a thread reads 16 bytes of fp32 or 8 of fp16/bf16 per instruction instead of 4 or 2; V = 1 otherwise.
+ * vec is that access: an aligned aggregate, which the compiler loads and stores as one vector instruction. */
+template <typename T, int V> struct alignas(sizeof(T) * V) vec { T e[V]; };
+
+template <int V, typename T> __device__ __forceinline__ void load_f(float *f, const T *p) {
+    vec<T, V> v = *(const vec<T, V> *)p;
+#pragma unroll
+    for (int k = 0; k < V; k++) f[k] = to_f(v.e[k]);
+}
+template <int V, typename T> __device__ __forceinline__ void store_f(T *p, const float *f) {
+    vec<T, V> v;
+#pragma unroll
+    for (int k = 0; k < V; k++) v.e[k] = from_f<T>(f[k]);
+    *(vec<T, V> *)p = v;
 }
 
-/* Row-wise kernels run one block per row and loop over its columns, so no thread computes a 64-bit modulo. */
+/* The residual stream's row kernel, one warp per row of x fp32 [rows][D]:
+ *   x += s * (y + bias)   when y is given: layer scale + residual with the Linear bias fused (sa3d_add_scaled);
+ *   out = LN(x) g + b     when g is given: nn.LayerNorm into out (A or fp32), two passes (the mean, then the
+ *                         centred variance), as torch computes it.
+ * Every residual add is followed by the next block's norm, so doing both here reads x from memory once; the
+ * variance and output passes re-read the row this warp just wrote, from cache. */
+template <typename A, typename O, int V>
+__global__ void k_residual_norm(float *x, const A *y, const float *bias, const float *s, O *out, const float *g,
+                                const float *b, int rows, int D, float eps) {
+    int row = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32), lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float *xr = x + (size_t)row * D, sum = 0.0f;
+    for (int d = lane * V; d < D; d += 32 * V) {
+        float xv[V];
+        load_f<V>(xv, xr + d);
+        if (y) {
+            float yv[V], bv[V], sv[V];
+            load_f<V>(yv, y + (size_t)row * D + d);
+            load_f<V>(bv, bias + d);
+            load_f<V>(sv, s + d);
+#pragma unroll
+            for (int k = 0; k < V; k++) xv[k] += sv[k] * (yv[k] + bv[k]);
+            store_f<V>(xr + d, xv);
+        }
+#pragma unroll
+        for (int k = 0; k < V; k++) sum += xv[k];
+    }
+    if (!g) return;
+    for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    float mean = sum / (float)D, var = 0.0f;
+    for (int d = lane * V; d < D; d += 32 * V) {
+        float xv[V];
+        load_f<V>(xv, xr + d);
+#pragma unroll
+        for (int k = 0; k < V; k++) var += (xv[k] - mean) * (xv[k] - mean);
+    }
+    for (int o = 16; o; o >>= 1) var += __shfl_xor_sync(0xffffffffu, var, o);
+    float rstd = rsqrtf(var / (float)D + eps);
+    for (int d = lane * V; d < D; d += 32 * V) {
+        float xv[V], gv[V], bv[V];
+        load_f<V>(xv, xr + d);
+        load_f<V>(gv, g + d);
+        load_f<V>(bv, b + d);
+#pragma unroll
+        for (int k = 0; k < V; k++) xv[k] = (xv[k] - mean) * rstd * gv[k] + bv[k];
+        store_f<V>(out + (size_t)row * D + d, xv);
+    }
+}
+
+/* Row-wise kernels below run one block per row and loop over its columns, so no thread computes a 64-bit modulo. */
 
 /* y[rows][N] = act(y + bias) in place (bias may be NULL): the Linear bias and the MLP activation fused. */
-template <typename A>
+template <typename A, int V>
 __global__ void k_bias_act(A *y, const float *bias, int N, int act) {
     A *row = y + (size_t)blockIdx.x * N;
-    for (int j = threadIdx.x; j < N; j += blockDim.x)
-        row[j] = from_f<A>(activate(to_f(row[j]) + (bias ? bias[j] : 0.0f), act));
-}
-
-/* Layer scale + residual (sa3d_add_scaled) with the Linear bias fused: x[r][d] += s[d] * (y[r][d] + b[d]). */
-template <typename A>
-__global__ void k_residual(float *x, const A *y, const float *bias, const float *s, int D) {
-    float *xr = x + (size_t)blockIdx.x * D;
-    const A *yr = y + (size_t)blockIdx.x * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) xr[d] += s[d] * (to_f(yr[d]) + bias[d]);
+    for (int j = threadIdx.x * V; j < N; j += blockDim.x * V) {
+        float v[V], bv[V] = {};
+        load_f<V>(v, row + j);
+        if (bias) load_f<V>(bv, bias + j);
+#pragma unroll
+        for (int k = 0; k < V; k++) v[k] = activate(v[k] + bv[k], act);
+        store_f<V>(row + j, v);
+    }
 }
 
 /* SwiGLU with the bias of weights_in fused: out[r][j] = silu(a + ba) * (g + bg), in [rows][2M]. */
-template <typename A>
+template <typename A, int V>
 __global__ void k_swiglu(A *out, const A *in, const float *bias, int M) {
     const A *a = in + (size_t)blockIdx.x * 2 * M, *g = a + M;
     A *o = out + (size_t)blockIdx.x * M;
-    for (int j = threadIdx.x; j < M; j += blockDim.x) {
-        float u = to_f(a[j]) + bias[j], v = to_f(g[j]) + bias[M + j];
-        o[j] = from_f<A>(u / (1.0f + expf(-u)) * v);
+    for (int j = threadIdx.x * V; j < M; j += blockDim.x * V) {
+        float u[V], v[V], bu[V], bv[V];
+        load_f<V>(u, a + j);
+        load_f<V>(v, g + j);
+        load_f<V>(bu, bias + j);
+        load_f<V>(bv, bias + M + j);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            u[k] += bu[k];
+            u[k] = u[k] / (1.0f + expf(-u[k])) * (v[k] + bv[k]);
+        }
+        store_f<V>(o + j, u);
     }
 }
 
@@ -201,6 +256,8 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&h;
 }
+template <typename A> __device__ __forceinline__ float lo_f(uint32_t u) { return to_f(((const A *)&u)[0]); }
+template <typename A> __device__ __forceinline__ float hi_f(uint32_t u) { return to_f(((const A *)&u)[1]); }
 
 /* rows [r0, r0 + rows) x 64 columns of src (row pitch ld elements) into sm [rows][FA_LD] by cp.async (16-byte
  * pieces, 8 per row); rows >= T are zeros. Not complete before the caller's cp_async_wait. */
@@ -213,10 +270,17 @@ __device__ __forceinline__ void fa_tile_async(A *sm, const A *src, int ld, int r
     }
 }
 
-/* qkv: one image's [T][3D] (q, k, v of head h at columns h*64, D + h*64, 2D + h*64); ctx: its [T][D].
- * grid (ceil(T / (64 MT)), heads, images), 128 threads; per image the pointers advance by T*3D and T*D. */
+/* qkv: one image's [T][3D] (q, k, v of head h at columns h*64, D + h*64, 2D + h*64), without their biases;
+ * ctx: its [T][D]. grid (ceil(T / (64 MT)), heads, images), 128 threads; per image the pointers advance by T*3D
+ * and T*D.
+ *
+ * The query/key/value biases bqkv [3D] (NULL: none) are applied here, which spares a pass over qkv:
+ *   - q + bq is formed on the query fragments, rounded to A as the separate bias pass rounded it;
+ *   - k's bias is left out: it adds q . bk to every score of a query row, and softmax is invariant to that;
+ *   - v's bias is added to the output: the weights of a row sum to 1, so P (v + bv) = P v + bv. */
 template <typename A, int MT>
-__global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, int T, int D, float scale) {
+__global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, const float *bqkv, int T, int D,
+                                                     float scale) {
     /* [stage][K, V]; the query tile (64 MT rows) is staged in stage 1 before the first key tile needs it */
     __shared__ __align__(16) A kv[2][2][FA_KEYS * FA_LD];
     const int h = blockIdx.y, b = blockIdx.z, q0 = blockIdx.x * 64 * MT;
@@ -239,6 +303,17 @@ __global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, int T,
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
             ldsm_x4(qa[mt][kk], qs + ((warp * MT + mt) * 16 + lane % 16) * FA_LD + kk * 16 + lane / 16 * 8);
+    if (bqkv)   /* fragment r holds columns kk*16 + (r / 2)*8 + 2t and the next (rows g, g + 8 alternate) */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const float *bq = bqkv + h * 64 + kk * 16 + (r / 2) * 8 + 2 * t;
+                    uint32_t u = qa[mt][kk][r];
+                    qa[mt][kk][r] = pack2<A>(lo_f<A>(u) + bq[0], hi_f<A>(u) + bq[1]);
+                }
     __syncthreads();   /* stage 1 is free for key tile 1 */
 
     const float sl2 = scale * 1.4426950408889634f;   /* scores to log2 units */
@@ -351,8 +426,11 @@ __global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, int T,
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             int col = h * 64 + j * 8 + 2 * t;
-            if (r0 < T) *(uint32_t *)(ctx + (size_t)r0 * D + col) = pack2<A>(o[mt][j][0] * i0, o[mt][j][1] * i0);
-            if (r1 < T) *(uint32_t *)(ctx + (size_t)r1 * D + col) = pack2<A>(o[mt][j][2] * i1, o[mt][j][3] * i1);
+            float bv0 = bqkv ? bqkv[2 * D + col] : 0.0f, bv1 = bqkv ? bqkv[2 * D + col + 1] : 0.0f;
+            uint32_t p0 = pack2<A>(fmaf(o[mt][j][0], i0, bv0), fmaf(o[mt][j][1], i0, bv1));
+            uint32_t p1 = pack2<A>(fmaf(o[mt][j][2], i1, bv0), fmaf(o[mt][j][3], i1, bv1));
+            if (r0 < T) *(uint32_t *)(ctx + (size_t)r0 * D + col) = p0;
+            if (r1 < T) *(uint32_t *)(ctx + (size_t)r1 * D + col) = p1;
         }
     }
 }
