@@ -9,7 +9,7 @@
 #       STAGE/fixtures/<model fixture dirs>           copies of ../shared/fixtures model folders
 # With a full build tree on the GPU machine itself, point STAGE at a folder of links instead.
 # Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, parity_align.log, bench.log, bench_gpu.json,
-# attention_rows.log, bench_align.log.
+# attention_rows.log, dpt_profile.log, bench_align.log.
 set -uo pipefail
 stage="${1:-.devrun}"
 out="${OUT:-/tmp/sa3d-gpu-out}"
@@ -44,6 +44,16 @@ for c in vits518:518:518 vitb840:840:840 vitl840:840:840; do
   SA3D_CUDA_PROFILE=1 timeout 60 "$stage/bin/bench_gpu" --model "/tmp/sa3d-gpu/$name" --height "$H" --width "$W" \
       --batch 1 --dtype fp16 --warmup 1 --runs 1 2>&1 | grep "cuda profile" | tail -1
 done 2>&1 | tee "$out/attention_rows.log"
+echo "== Depth Anything V2 Small: per-step times of one eager pass (the DPT head against the backbone)"
+if [ -d /tmp/sa3d-gpu/da_s518x686 ]; then
+  for dt in fp32 fp16; do
+    for B in 1 8; do
+      printf 'da_s518x686 %s b%s: ' "$dt" "$B"
+      SA3D_CUDA_PROFILE=1 timeout 60 "$stage/bin/bench_gpu" --model /tmp/sa3d-gpu/da_s518x686 --height 518 \
+          --width 686 --batch "$B" --dtype "$dt" --warmup 1 --runs 1 2>&1 | grep "cuda profile" | tail -1
+    done
+  done 2>&1 | tee "$out/dpt_profile.log"
+fi
 echo "== aligner benchmark (CPU threads: all cores)"
 timeout "${ALIGN_TIMEOUT:-180}" "$stage/bin/bench_align" --device cuda --threads "$(nproc)" --poses 2 2>&1 | \
     tee "$out/bench_align.log"

@@ -542,39 +542,41 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
 
 /* ---- the DPT pass (dpt.c), fp32 ---- */
 
-/* nn.Conv2d as im2col + GEMM in row bands, then bias and activation. The GEMM of a band runs on pitches padded
- * to 8 (col and the band result), then the band is copied into the unpadded map. */
+/* out = act(nn.Conv2d(relu_in ? relu(in) : in) + b) + res (b, res may be NULL; relu_in only for k > 1).
+ * k x k: im2col + GEMM in row bands, on pitches padded to 8 (col and the band result); each band's output step
+ * (k_conv_out) moves it into the unpadded map with bias, activation and residual. 1 x 1: one GEMM into out, the
+ * output step in place. */
 static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const float *wt, const float *b, int Ci,
-                   int H, int W, int Co, int k, int stride, int pad, int act) {
-    int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, Kc = Ci * k * k;
+                   int H, int W, int Co, int k, int stride, int pad, int relu_in, int act, const float *res) {
+    int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, Kc = Ci * k * k, HWo = Ho * Wo;
     if (k == 1 && stride == 1 && pad == 0) {
-        gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, Ho * Wo, Ci, 1.0f, wt, Ci, in, Ho * Wo, 0.0f, out, Ho * Wo);
-    } else {
-        int band = (int)(w->col_floats / ((size_t)Kc * pad8(Wo)));
-        int band2 = (int)(w->band_floats / ((size_t)Co * pad8(Wo)));
-        if (band2 < band) band = band2;
-        if (band < 1) band = 1;
-        for (int y0 = 0; y0 < Ho; y0 += band) {
-            int y1 = y0 + band < Ho ? y0 + band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
-            SA3D_LAUNCH(k_im2col, nblocks((size_t)Kc * nc), 256, w->st, w->col, in, Ci, H, W, k, stride, pad, Wo, y0,
-                        y1, ncp);
-            gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, w->col, ncp, 0.0f, w->band, ncp);
-            SA3D_LAUNCH(k_copy_band, nblocks((size_t)Co * nc), 256, w->st, out, (size_t)Ho * Wo, (size_t)y0 * Wo,
-                        w->band, ncp, Co, nc);
-        }
+        gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, HWo, Ci, 1.0f, wt, Ci, in, HWo, 0.0f, out, HWo);
+        if (b || act != ACT_NONE || res)
+            SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HWo + 255) / 256), (unsigned)Co), 256, w->st, out, (size_t)HWo,
+                        (size_t)0, out, HWo, HWo, b, act, res);
+        return;
     }
-    if (b || act != ACT_NONE)
-        SA3D_LAUNCH(k_channel_bias_act, nblocks((size_t)Co * Ho * Wo), 256, w->st, out, b, Co, (size_t)Ho * Wo, act);
+    int band = (int)(w->col_floats / ((size_t)Kc * pad8(Wo)));
+    int band2 = (int)(w->band_floats / ((size_t)Co * pad8(Wo)));
+    if (band2 < band) band = band2;
+    if (band < 1) band = 1;
+    for (int y0 = 0; y0 < Ho; y0 += band) {
+        int y1 = y0 + band < Ho ? y0 + band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
+        unsigned bx = (unsigned)((nc + 255) / 256);
+        SA3D_LAUNCH(k_im2col, dim3(bx, (unsigned)Kc), 256, w->st, w->col, in, H, W, k, stride, pad, Wo, y0, nc, ncp,
+                    relu_in);
+        gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, w->col, ncp, 0.0f, w->band, ncp);
+        SA3D_LAUNCH(k_conv_out, dim3(bx, (unsigned)Co), 256, w->st, out, (size_t)HWo, (size_t)y0 * Wo, w->band, ncp,
+                    nc, b, act, res);
+    }
 }
 
-/* DepthAnythingPreActResidualLayer: out = x + conv2(relu(conv1(relu(x)))). */
+/* DepthAnythingPreActResidualLayer: out = x + conv2(relu(conv1(relu(x)))), the ReLUs and the sum inside the
+ * convolutions' gather and output steps; tmp holds conv1's output. */
 static void preact_residual(dws *w, const dmodel *d, float *out, const float *x, const float *c1w, const float *c1b,
                             const float *c2w, const float *c2b, int F, int h, int wd, float *tmp) {
-    size_t n = (size_t)F * h * wd;
-    SA3D_LAUNCH(k_relu_copy, nblocks(n), 256, w->st, tmp, x, n);
-    conv2d(w, d, out, tmp, c1w, c1b, F, h, wd, F, 3, 1, 1, 2 /* ReLU */);
-    conv2d(w, d, tmp, out, c2w, c2b, F, h, wd, F, 3, 1, 1, ACT_NONE);
-    SA3D_LAUNCH(k_add, nblocks(n), 256, w->st, out, tmp, x, n);
+    conv2d(w, d, tmp, x, c1w, c1b, F, h, wd, F, 3, 1, 1, 1, 2 /* ReLU */, NULL);
+    conv2d(w, d, out, tmp, c2w, c2b, F, h, wd, F, 3, 1, 1, 0, ACT_NONE, x);
 }
 
 static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d, int b) {
@@ -587,8 +589,8 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         int N = c->neck_hidden_sizes[s];
         const float *tok = w->stage + (size_t)s * n_x + ((size_t)b * ws->T + ws->n_prefix) * D;
         gemm(w, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, tok, D, 0.0f, w->proj, HW);
-        SA3D_LAUNCH(k_channel_bias_act, nblocks((size_t)N * HW), 256, st, w->proj, d->reasm_proj_b[s], N, HW,
-                    ACT_NONE);
+        SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HW + 255) / 256), (unsigned)N), 256, st, w->proj, (size_t)HW,
+                    (size_t)0, w->proj, HW, HW, d->reasm_proj_b[s], ACT_NONE, (const float *)NULL);
         int f = c->reassemble_num[s];
         if (f > 1) {
             gemm(w, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s], N * f * f, w->proj, HW,
@@ -597,11 +599,12 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
                         d->reasm_resize_b[s], N, gh, gw, f);
         } else if (c->reassemble_den[s] > 1) {
             conv2d(w, d, w->reasm[s], w->proj, d->reasm_resize_w[s], d->reasm_resize_b[s], N, gh, gw, N, 3,
-                   c->reassemble_den[s], 1, ACT_NONE);
+                   c->reassemble_den[s], 1, 0, ACT_NONE, NULL);
         } else {
             cudaMemcpyAsync(w->reasm[s], w->proj, (size_t)N * HW * sizeof(float), cudaMemcpyDeviceToDevice, st);
         }
-        conv2d(w, d, w->feat[s], w->reasm[s], d->neck_conv_w[s], NULL, N, w->rh[s], w->rw[s], F, 3, 1, 1, ACT_NONE);
+        conv2d(w, d, w->feat[s], w->reasm[s], d->neck_conv_w[s], NULL, N, w->rh[s], w->rw[s], F, 3, 1, 1, 0, ACT_NONE,
+               NULL);
     }
     int fh = w->rh[3], fw = w->rw[3];
     for (int idx = 0; idx < 4; idx++) {   /* fusion, coarsest first */
@@ -617,18 +620,19 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         }
         preact_residual(w, d, w->res_a, x, L->r2c1_w, L->r2c1_b, L->r2c2_w, L->r2c2_b, F, fh, fw, w->res_b);
         int th = idx < 3 ? w->rh[s - 1] : 2 * fh, tw = idx < 3 ? w->rw[s - 1] : 2 * fw;
-        SA3D_LAUNCH(k_resize_bilinear_ac, nblocks((size_t)F * th * tw), 256, st, w->up, w->res_a, F, fh, fw, th, tw);
-        conv2d(w, d, w->fused, w->up, L->proj_w, L->proj_b, F, th, tw, F, 1, 1, 0, ACT_NONE);
+        SA3D_LAUNCH(k_resize_bilinear_ac, dim3((unsigned)((tw + 255) / 256), (unsigned)th, (unsigned)F), 256, st, w->up,
+                    w->res_a, fh, fw, th, tw);
+        conv2d(w, d, w->fused, w->up, L->proj_w, L->proj_b, F, th, tw, F, 1, 1, 0, 0, ACT_NONE, NULL);
         fh = th;
         fw = tw;
     }
     int OH = gh * P, OW = gw * P;
     float *depth = w->out[0] + (size_t)b * OH * OW;
-    conv2d(w, d, w->head1, w->fused, d->head_c1_w, d->head_c1_b, F, fh, fw, Fh, 3, 1, 1, ACT_NONE);
-    SA3D_LAUNCH(k_resize_bilinear_ac, nblocks((size_t)Fh * OH * OW), 256, st, w->head_up, w->head1, Fh, fh, fw, OH,
-                OW);
-    conv2d(w, d, w->head2, w->head_up, d->head_c2_w, d->head_c2_b, Fh, OH, OW, Hh, 3, 1, 1, 2 /* ReLU */);
-    conv2d(w, d, depth, w->head2, d->head_c3_w, d->head_c3_b, Hh, OH, OW, 1, 1, 1, 0, ACT_NONE);
+    conv2d(w, d, w->head1, w->fused, d->head_c1_w, d->head_c1_b, F, fh, fw, Fh, 3, 1, 1, 0, ACT_NONE, NULL);
+    SA3D_LAUNCH(k_resize_bilinear_ac, dim3((unsigned)((OW + 255) / 256), (unsigned)OH, (unsigned)Fh), 256, st,
+                w->head_up, w->head1, fh, fw, OH, OW);
+    conv2d(w, d, w->head2, w->head_up, d->head_c2_w, d->head_c2_b, Fh, OH, OW, Hh, 3, 1, 1, 0, 2 /* ReLU */, NULL);
+    conv2d(w, d, depth, w->head2, d->head_c3_w, d->head_c3_b, Hh, OH, OW, 1, 1, 1, 0, 0, ACT_NONE, NULL);
     SA3D_LAUNCH(k_depth_out, nblocks((size_t)OH * OW), 256, st, depth, (size_t)OH * OW, c->metric, c->max_depth);
 }
 

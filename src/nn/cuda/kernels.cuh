@@ -450,35 +450,34 @@ __global__ void k_cls_rows(float *pool, const float *last, int B, int T, int D) 
     SA3D_GRID_STRIDE(i, n) pool[i] = last[(i / D) * (size_t)T * D + i % D];
 }
 
-/* ---- DPT (fp32) ---- */
+/* ---- DPT (fp32) ----
+ * The maps are large (the head works at full resolution: 32 x 518 x 686 values), so these kernels take 2-D or 3-D
+ * grids whose block rows are the map's channels or rows: a thread divides at most once, in 32 bits. */
 
-/* im2col of output rows [y0, y1) for a k x k convolution: col[(ci, ky, kx)][(y - y0) * Wo + x], rows `pitch`
- * elements apart. */
-__global__ void k_im2col(float *col, const float *in, int Ci, int H, int W, int k, int stride, int pad, int Wo,
-                         int y0, int y1, int pitch) {
-    size_t cols = (size_t)(y1 - y0) * Wo, n = (size_t)Ci * k * k * cols;
-    SA3D_GRID_STRIDE(i, n) {
-        size_t c = i % cols, r = i / cols;
-        int x = (int)(c % Wo), y = y0 + (int)(c / Wo);
-        int kx = (int)(r % k), ky = (int)((r / k) % k), ci = (int)(r / ((size_t)k * k));
-        int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
-        col[r * pitch + c] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? in[((size_t)ci * H + iy) * W + ix] : 0.0f;
-    }
+/* im2col of the `cols` outputs from output row y0 on, for a k x k convolution: col[(ci, ky, kx)][(y - y0) Wo + x],
+ * rows pitch elements apart; relu(in) when relu_in (a pre-activation residual unit's first ReLU, applied while
+ * gathering). grid (ceil(cols / blockDim), Ci k k). */
+__global__ void k_im2col(float *col, const float *in, int H, int W, int k, int stride, int pad, int Wo, int y0,
+                         int cols, int pitch, int relu_in) {
+    int c = (int)(blockIdx.x * blockDim.x + threadIdx.x), r = (int)blockIdx.y;
+    if (c >= cols) return;
+    int kx = r % k, ky = r / k % k, ci = r / (k * k), x = c % Wo, y = y0 + c / Wo;
+    int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
+    float v = iy >= 0 && iy < H && ix >= 0 && ix < W ? in[((size_t)ci * H + iy) * W + ix] : 0.0f;
+    col[(size_t)r * pitch + c] = relu_in ? fmaxf(v, 0.0f) : v;
 }
 
-/* A band of a convolution's output, from the padded GEMM result: out[c][off + j] = tmp[c][j], j < n. */
-__global__ void k_copy_band(float *out, size_t out_pitch, size_t off, const float *tmp, int pitch, int C, int n) {
-    size_t total = (size_t)C * n;
-    SA3D_GRID_STRIDE(i, total) {
-        size_t c = i / n, j = i % n;
-        out[c * out_pitch + off + j] = tmp[c * pitch + j];
-    }
-}
-
-/* out[c][i] += b[c] over [C][HW]; then act. */
-__global__ void k_channel_bias_act(float *out, const float *b, int C, size_t HW, int act) {
-    size_t n = (size_t)C * HW;
-    SA3D_GRID_STRIDE(i, n) out[i] = activate(out[i] + (b ? b[i / HW] : 0.0f), act);
+/* A convolution's output from its GEMM result, channel c = blockIdx.y: out[c][off + j] = act(tmp[c][j] + b[c]) +
+ * res[c][off + j] for j < n (b, res may be NULL); tmp's rows are pitch apart, out's and res's out_pitch. In place
+ * (tmp = out, pitch = out_pitch, off = 0) each element is read and written by the same thread. grid
+ * (ceil(n / blockDim), channels). */
+__global__ void k_conv_out(float *out, size_t out_pitch, size_t off, const float *tmp, int pitch, int n,
+                           const float *b, int act, const float *res) {
+    int j = (int)(blockIdx.x * blockDim.x + threadIdx.x), c = (int)blockIdx.y;
+    if (j >= n) return;
+    size_t o = c * out_pitch + off + j;
+    float v = activate(tmp[(size_t)c * pitch + j] + (b ? b[c] : 0.0f), act);
+    out[o] = res ? v + res[o] : v;
 }
 
 /* ConvTranspose2d (k = s = f) scatter: out[co][y f + i][x f + j] = tmp[(co, i, j)][y W + x] + b[co]. */
@@ -492,23 +491,21 @@ __global__ void k_convt_scatter(float *out, const float *tmp, const float *b, in
     }
 }
 
-/* y = relu(x) copy, and y = a + b. */
-__global__ void k_relu_copy(float *y, const float *x, size_t n) { SA3D_GRID_STRIDE(i, n) y[i] = fmaxf(x[i], 0.0f); }
+/* y = a + b. */
 __global__ void k_add(float *y, const float *a, const float *b, size_t n) { SA3D_GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
 
-/* F.interpolate(mode="bilinear", align_corners=True) on [C][H][W] (sa3d_resize_bilinear). */
-__global__ void k_resize_bilinear_ac(float *out, const float *in, int C, int H, int W, int Ho, int Wo) {
+/* F.interpolate(mode="bilinear", align_corners=True) on [C][H][W] (sa3d_resize_bilinear): output x from the
+ * block row, y = blockIdx.y, c = blockIdx.z. grid (ceil(Wo / blockDim), Ho, C). */
+__global__ void k_resize_bilinear_ac(float *out, const float *in, int H, int W, int Ho, int Wo) {
+    int x = (int)(blockIdx.x * blockDim.x + threadIdx.x), y = (int)blockIdx.y, c = (int)blockIdx.z;
+    if (x >= Wo) return;
     float sh = Ho > 1 ? (float)(H - 1) / (float)(Ho - 1) : 0.0f, sw = Wo > 1 ? (float)(W - 1) / (float)(Wo - 1) : 0.0f;
-    size_t n = (size_t)C * Ho * Wo;
-    SA3D_GRID_STRIDE(i, n) {
-        int x = (int)(i % Wo), y = (int)((i / Wo) % Ho), c = (int)(i / ((size_t)Wo * Ho));
-        const float *src = in + (size_t)c * H * W;
-        float ry = sh * (float)y, rx = sw * (float)x;
-        int y0 = (int)ry, y1 = y0 + (y0 < H - 1), x0 = (int)rx, x1 = x0 + (x0 < W - 1);
-        float ly1 = ry - (float)y0, ly0 = 1.0f - ly1, lx1 = rx - (float)x0, lx0 = 1.0f - lx1;
-        out[i] = ly0 * (lx0 * src[(size_t)y0 * W + x0] + lx1 * src[(size_t)y0 * W + x1]) +
-                 ly1 * (lx0 * src[(size_t)y1 * W + x0] + lx1 * src[(size_t)y1 * W + x1]);
-    }
+    const float *src = in + (size_t)c * H * W;
+    float ry = sh * (float)y, rx = sw * (float)x;
+    int y0 = (int)ry, y1 = y0 + (y0 < H - 1), x0 = (int)rx, x1 = x0 + (x0 < W - 1);
+    float ly1 = ry - (float)y0, ly0 = 1.0f - ly1, lx1 = rx - (float)x0, lx0 = 1.0f - lx1;
+    out[((size_t)c * Ho + y) * Wo + x] = ly0 * (lx0 * src[(size_t)y0 * W + x0] + lx1 * src[(size_t)y0 * W + x1]) +
+                                         ly1 * (lx0 * src[(size_t)y1 * W + x0] + lx1 * src[(size_t)y1 * W + x1]);
 }
 
 /* Depth head output: ReLU (relative) or sigmoid (metric), times max_depth. */
