@@ -593,6 +593,11 @@ template <int n> void cp_async_wait() {
         f.groups.erase(f.groups.begin());
     }
 }
+// ex2.approx.ftz: 2^x with results below the smallest normal float flushed to zero.
+inline float exp2_ftz(float x) {
+    float y = exp2f(x);
+    return y < 1.17549435e-38f ? 0.0f : y;
+}
 
 inline void emu_trampoline() {
     emu_body();

@@ -467,12 +467,12 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     int fused = fused_attention<A>(w, c);
     float eps = c->ln_eps;
 
-    SA3D_LAUNCH(k_patches<A>, nblocks((size_t)B * Np * K), 256, st, (A *)w->patches, w->pixels, B, c->n_channels,
-                ws->H, ws->W, P, ws->gh, ws->gw, K);
+    SA3D_LAUNCH(k_patches<A>, (unsigned)(B * Np), 256, st, (A *)w->patches, w->pixels, c->n_channels, ws->H, ws->W,
+                P, ws->gh, ws->gw, K);
     linear(w, d, w->tok, w->patches, d->patch_w, B * Np, K, D);
     mark(w, "patch_gemm");
-    SA3D_LAUNCH(k_embed<A>, nblocks(n_x), 256, st, w->x, (const A *)w->tok, d->patch_b, d->cls, d->reg, w->pos, B, T,
-                D, ws->n_prefix, c->n_registers);
+    SA3D_LAUNCH(k_embed<A>, (unsigned)(B * T), 256, st, w->x, (const A *)w->tok, d->patch_b, d->cls, d->reg, w->pos,
+                T, D, ws->n_prefix, c->n_registers);
     mark(w, "elementwise");
     int hidden = (ws->flags & SA3D_WS_HIDDEN_STATES) != 0;
     if (hidden) cudaMemcpyAsync(w->out[3], w->x, n_x * sizeof(float), cudaMemcpyDeviceToDevice, st);

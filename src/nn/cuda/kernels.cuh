@@ -31,36 +31,32 @@ __device__ __forceinline__ float activate(float v, int act) {
     }
 }
 
-/* Patch im2col (the CPU embed's copy): patches[b][p][ch][y][x] from pixels[b][ch][H][W], p = py * gw + px, rows
- * padded with zeros to Kp (>= C * P * P) elements. */
+/* Row-wise kernels run one block (or warp) per row and loop over its columns, so no thread computes a 64-bit
+ * modulo. */
+
+/* Patch im2col (the CPU embed's copy): row bp = b gh gw + p of patches is patch p = py gw + px of image b, its
+ * elements (ch, y, x) from pixels[b][ch][py P + y][px P + x], then zeros up to Kp (>= C P P). A block per row. */
 template <typename A>
-__global__ void k_patches(A *patches, const float *pixels, int B, int C, int H, int W, int P, int gh, int gw, int Kp) {
-    size_t K = (size_t)C * P * P, n = (size_t)B * gh * gw * Kp;
-    SA3D_GRID_STRIDE(i, n) {
-        size_t k = i % Kp, bp = i / Kp;
-        if (k >= K) { patches[i] = from_f<A>(0.0f); continue; }
-        int x = (int)(k % P), y = (int)((k / P) % P), ch = (int)(k / ((size_t)P * P));
-        int p = (int)(bp % ((size_t)gh * gw)), b = (int)(bp / ((size_t)gh * gw));
-        int py = p / gw, px = p % gw;
-        patches[i] = from_f<A>(pixels[(((size_t)b * C + ch) * H + (size_t)py * P + y) * W + (size_t)px * P + x]);
+__global__ void k_patches(A *patches, const float *pixels, int C, int H, int W, int P, int gh, int gw, int Kp) {
+    int bp = (int)blockIdx.x, p = bp % (gh * gw), b = bp / (gh * gw), py = p / gw, px = p % gw, K = C * P * P;
+    A *row = patches + (size_t)bp * Kp;
+    for (int k = threadIdx.x; k < Kp; k += blockDim.x) {
+        int x = k % P, y = k / P % P, ch = k / (P * P);
+        row[k] = from_f<A>(k < K ? pixels[(((size_t)b * C + ch) * H + py * P + y) * W + px * P + x] : 0.0f);
     }
 }
 
-/* Dinov2Embeddings: x[b] = [cls + pos0, registers..., tok_p + patch_b + pos_p]; x fp32 [B][T][D]. */
+/* Dinov2Embeddings: x[b] = [cls + pos0, registers..., tok_p + patch_b + pos_p]; x fp32 [B][T][D]. A block per
+ * token row bt = b T + t. */
 template <typename A>
 __global__ void k_embed(float *x, const A *tok, const float *patch_b, const float *cls, const float *reg,
-                        const float *pos, int B, int T, int D, int n_prefix, int n_reg) {
-    size_t n = (size_t)B * T * D;
-    SA3D_GRID_STRIDE(i, n) {
-        int d = (int)(i % D), t = (int)((i / D) % T), b = (int)(i / ((size_t)T * D));
-        float v;
-        if (t == 0) v = cls[d] + pos[d];
-        else if (t < 1 + n_reg) v = reg[(size_t)(t - 1) * D + d];
-        else {
-            int p = t - n_prefix;
-            v = to_f(tok[((size_t)b * (T - n_prefix) + p) * D + d]) + patch_b[d] + pos[(size_t)(1 + p) * D + d];
-        }
-        x[i] = v;
+                        const float *pos, int T, int D, int n_prefix, int n_reg) {
+    int bt = (int)blockIdx.x, t = bt % T, b = bt / T, p = t - n_prefix;
+    float *xr = x + (size_t)bt * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        if (t == 0) xr[d] = cls[d] + pos[d];
+        else if (t < 1 + n_reg) xr[d] = reg[(size_t)(t - 1) * D + d];
+        else xr[d] = to_f(tok[((size_t)b * (T - n_prefix) + p) * D + d]) + patch_b[d] + pos[(size_t)(1 + p) * D + d];
     }
 }
 
@@ -129,8 +125,6 @@ __global__ void k_residual_norm(float *x, const A *y, const float *bias, const f
         store_f<V>(out + (size_t)row * D + d, xv);
     }
 }
-
-/* Row-wise kernels below run one block per row and loop over its columns, so no thread computes a 64-bit modulo. */
 
 /* y[rows][N] = act(y + bias) in place (bias may be NULL): the Linear bias and the MLP activation fused. */
 template <typename A, int V>
@@ -243,7 +237,8 @@ __global__ void k_softmax(A *s, int n, int pitch) {
  *   - With MT = 2 every K and V fragment read from shared memory serves two 16-row tiles: half the shared
  *     memory traffic per tensor-core instruction. MT = 1 gives twice the blocks, for short sequences and few
  *     heads, where 128-row blocks would leave multiprocessors idle.
- *   - Exponentials are base 2 with the scale folded into one FMA; masked keys (past T) are -inf. */
+ *   - Exponentials are base 2 with the scale folded into one FMA, one special-function instruction each
+ *     (exp2_ftz); masked keys (past T) are -inf. */
 #define FA_KEYS 64      /* keys per tile */
 #define FA_LD 72        /* shared row pitch in elements: 144 bytes, so the 8 rows of an ldmatrix hit distinct banks */
 
@@ -374,7 +369,7 @@ __global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, const 
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
             float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);   /* finite: key k0 < T is in every tile */
-            float a0 = exp2f((m[mt][0] - n0) * sl2), a1 = exp2f((m[mt][1] - n1) * sl2);
+            float a0 = exp2_ftz((m[mt][0] - n0) * sl2), a1 = exp2_ftz((m[mt][1] - n1) * sl2);
             float b0 = n0 * sl2, b1 = n1 * sl2;
             m[mt][0] = n0;
             m[mt][1] = n1;
@@ -382,10 +377,10 @@ __global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, const 
             l[mt][1] *= a1;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                s[mt][j][0] = exp2f(fmaf(s[mt][j][0], sl2, -b0));
-                s[mt][j][1] = exp2f(fmaf(s[mt][j][1], sl2, -b0));
-                s[mt][j][2] = exp2f(fmaf(s[mt][j][2], sl2, -b1));
-                s[mt][j][3] = exp2f(fmaf(s[mt][j][3], sl2, -b1));
+                s[mt][j][0] = exp2_ftz(fmaf(s[mt][j][0], sl2, -b0));
+                s[mt][j][1] = exp2_ftz(fmaf(s[mt][j][1], sl2, -b0));
+                s[mt][j][2] = exp2_ftz(fmaf(s[mt][j][2], sl2, -b1));
+                s[mt][j][3] = exp2_ftz(fmaf(s[mt][j][3], sl2, -b1));
                 l[mt][0] += s[mt][j][0] + s[mt][j][1];
                 l[mt][1] += s[mt][j][2] + s[mt][j][3];
                 o[mt][j][0] *= a0; o[mt][j][1] *= a0; o[mt][j][2] *= a1; o[mt][j][3] *= a1;

@@ -13,7 +13,12 @@
  *   cp_async16(dst, src, ok)    copies 16 bytes global -> shared without passing through registers, or writes 16
  *                               zero bytes when !ok (src is then not read); it completes only at a
  *                               cp_async_wait<n>() that leaves at most n of this thread's committed groups
- *                               pending. */
+ *                               pending.
+ *   exp2_ftz(x)                 2^x by one special-function-unit instruction (ex2.approx.ftz: about 2 ulp,
+ *                               results below 2^-126 flushed to zero). exp2f adds three instructions around it
+ *                               for subnormal results, which a softmax's weights never need; in the fused
+ *                               attention there is one exponential per score, as many as the tensor-core
+ *                               instructions issue. */
 #ifndef SA3D_CUDA_TENSOR_CORE_CUH
 #define SA3D_CUDA_TENSOR_CORE_CUH
 
@@ -60,6 +65,12 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 
 template <int n> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" :: "n"(n));
+}
+
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
 }
 #endif
 
