@@ -12,9 +12,9 @@
  *   - The DPT neck and head run in fp32 (TF32): convolutions as im2col + GEMM in row bands.
  *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
  *     eagerly), so small models are not bound by launch overhead.
- *   - The batch runs at once through the backbone (the token rows of all images are one GEMM operand, the fused
- *     attention takes the images as its grid's third dimension); the unfused attention and the DPT head loop
- *     over the images.
+ *   - The batch runs at once (the token rows of all images are one GEMM operand, the fused attention and the DPT
+ *     head's kernels take the images as a grid dimension, the DPT's products are strided-batched GEMMs with the
+ *     weights shared); only the unfused attention loops over the images.
  * Every output is checked for non-finite values on the device, then downloaded (unless SA3D_WS_NO_DOWNLOAD). */
 #ifndef SA3D_CUDA_EMU   /* tests/cuda_emu.hh stands in for the runtime and cuBLAS: the test_nn_emu build */
 #include <cublas_v2.h>
@@ -264,12 +264,15 @@ static void profile_report(dws *w) {
 }
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+static size_t zmin(size_t a, size_t b) { return a < b ? a : b; }
 
-/* im2col scratch for one k x k convolution: the whole map when it fits the cap, else bands of rows. */
-#define COL_CAP ((size_t)32 << 20)   /* floats (128 MiB) */
-static size_t col_need(size_t Ci, size_t Ho, size_t Wo) {
-    size_t full = Ci * 9 * Ho * Wo, row = Ci * 9 * Wo;
-    return full <= COL_CAP ? full : zmax(row, COL_CAP);
+/* Scratch of one k x k convolution of B images, for `rows` GEMM operand rows per output position (Ci k k for
+ * im2col, Co for the band result): all output rows when they fit the cap, else bands of rows, one at least. A row
+ * is counted at pad8(Wo) positions, which covers a band's padded pitch (pad8 of its rows times Wo). The cap is
+ * 32 Mi floats (128 MiB) each; SA3D_CUDA_COL_CAP=<floats> sets another (the tests force one-row bands). */
+static size_t scratch_need(size_t cap, size_t B, size_t rows, size_t Ho, size_t Wo) {
+    size_t row = B * rows * (size_t)pad8((int)Wo), full = row * Ho;
+    return full <= cap ? full : zmax(row, cap);
 }
 
 static void cuda_workspace_release(sa3d_workspace *ws) {
@@ -341,41 +344,42 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
         const sa3d_dpt_config *p = &m->dpt;
         int gh = ws->gh, gw = ws->gw, P = c->patch_size;
         size_t F = (size_t)p->fusion_hidden_size, Fh = F / 2, Hh = (size_t)p->head_hidden_size;
-        size_t proj = 0, convt = 0, max_map = 0, col = 0;
+        size_t proj = 0, convt = 0, max_map = 0, col = 0, band = 0, cap = (size_t)32 << 20;
+        const char *cap_env = getenv("SA3D_CUDA_COL_CAP");
+        if (cap_env && *cap_env) cap = (size_t)strtoull(cap_env, NULL, 10);
         w->stage = (float *)dalloc(&w->mem, 4 * B * T * D * sizeof(float));
+        /* the maps hold the whole batch; the scratch covers every k x k convolution of dpt_pass */
         for (int s = 0; s < 4; s++) {
             size_t N = (size_t)p->neck_hidden_sizes[s], f = (size_t)p->reassemble_num[s];
             sa3d_dpt_reassembled_size(p, s, gh, gw, &w->rh[s], &w->rw[s]);
-            size_t hw = (size_t)w->rh[s] * w->rw[s];
-            proj = zmax(proj, N * Np);
-            if (f > 1) convt = zmax(convt, N * f * f * Np);
+            size_t rh = (size_t)w->rh[s], rw = (size_t)w->rw[s], hw = rh * rw;
+            proj = zmax(proj, B * N * Np);
+            if (f > 1) convt = zmax(convt, B * N * f * f * Np);
             max_map = zmax(max_map, hw);
-            w->reasm[s] = (float *)dalloc(&w->mem, N * hw * sizeof(float));
-            w->feat[s] = (float *)dalloc(&w->mem, F * hw * sizeof(float));
-            col = zmax(col, col_need(N, w->rh[s], w->rw[s]));   /* resize conv (output size) and neck conv */
-            col = zmax(col, col_need(F, w->rh[s], w->rw[s]));   /* residual units */
+            w->reasm[s] = (float *)dalloc(&w->mem, B * N * hw * sizeof(float));
+            w->feat[s] = (float *)dalloc(&w->mem, B * F * hw * sizeof(float));
+            col = zmax(col, scratch_need(cap, B, N * 9, rh, rw));   /* resize conv (output size), neck conv */
+            band = zmax(band, scratch_need(cap, B, zmax(N, F), rh, rw));
+            col = zmax(col, scratch_need(cap, B, F * 9, rh, rw));   /* residual units */
         }
         size_t th = 2 * (size_t)w->rh[0], tw = 2 * (size_t)w->rw[0], OH = (size_t)gh * P, OW = (size_t)gw * P;
-        col = zmax(col, col_need(F, th, tw));
-        col = zmax(col, col_need(Fh, OH, OW));
-        /* Bands are sized on col_floats / band_floats; the pitch padding of one band (< 8 columns per row of the
-         * GEMM operand) and a forced one-row band fit in the slack. */
-        size_t maxc = zmax(F, Hh);
-        for (int s = 0; s < 4; s++) maxc = zmax(maxc, (size_t)p->neck_hidden_sizes[s]);
-        size_t slack = 9 * maxc * 8;
+        col = zmax(col, scratch_need(cap, B, F * 9, th, tw));   /* head conv1 */
+        band = zmax(band, scratch_need(cap, B, Fh, th, tw));
+        col = zmax(col, scratch_need(cap, B, Fh * 9, OH, OW));   /* head conv2 */
+        band = zmax(band, scratch_need(cap, B, Hh, OH, OW));
         w->col_floats = col;
-        w->band_floats = col;
-        w->band = (float *)dalloc(&w->mem, (w->band_floats + slack) * sizeof(float));
+        w->band_floats = band;
+        w->col = (float *)dalloc(&w->mem, col * sizeof(float));
+        w->band = (float *)dalloc(&w->mem, band * sizeof(float));
         w->proj = (float *)dalloc(&w->mem, proj * sizeof(float));
         w->convt_tmp = (float *)dalloc(&w->mem, zmax(convt, 1) * sizeof(float));
-        w->res_a = (float *)dalloc(&w->mem, F * max_map * sizeof(float));
-        w->res_b = (float *)dalloc(&w->mem, F * max_map * sizeof(float));
-        w->fused = (float *)dalloc(&w->mem, F * zmax(max_map, th * tw) * sizeof(float));
-        w->up = (float *)dalloc(&w->mem, F * zmax(max_map, th * tw) * sizeof(float));
-        w->col = (float *)dalloc(&w->mem, (col + slack) * sizeof(float));
-        w->head1 = (float *)dalloc(&w->mem, Fh * th * tw * sizeof(float));
-        w->head_up = (float *)dalloc(&w->mem, Fh * OH * OW * sizeof(float));
-        w->head2 = (float *)dalloc(&w->mem, Hh * OH * OW * sizeof(float));
+        w->res_a = (float *)dalloc(&w->mem, B * F * max_map * sizeof(float));
+        w->res_b = (float *)dalloc(&w->mem, B * F * max_map * sizeof(float));
+        w->fused = (float *)dalloc(&w->mem, B * F * zmax(max_map, th * tw) * sizeof(float));
+        w->up = (float *)dalloc(&w->mem, B * F * zmax(max_map, th * tw) * sizeof(float));
+        w->head1 = (float *)dalloc(&w->mem, B * Fh * th * tw * sizeof(float));
+        w->head_up = (float *)dalloc(&w->mem, B * Fh * OH * OW * sizeof(float));
+        w->head2 = (float *)dalloc(&w->mem, B * Hh * OH * OW * sizeof(float));
     }
     e = w->mem.first;
     if (e == cudaSuccess) e = cudaMemset(w->qkv, 0, (B * T + 8) * 3 * D * es);
@@ -542,69 +546,79 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
 
 /* ---- the DPT pass (dpt.c), fp32 ---- */
 
-/* out = act(nn.Conv2d(relu_in ? relu(in) : in) + b) + res (b, res may be NULL; relu_in only for k > 1).
- * k x k: im2col + GEMM in row bands, on pitches padded to 8 (col and the band result); each band's output step
- * (k_conv_out) moves it into the unpadded map with bias, activation and residual. 1 x 1: one GEMM into out, the
- * output step in place. */
-static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const float *wt, const float *b, int Ci,
-                   int H, int W, int Co, int k, int stride, int pad, int relu_in, int act, const float *res) {
+/* out = act(nn.Conv2d(relu_in ? relu(in) : in) + b) + res over the B images of in [B][Ci][H][W] (b, res may be
+ * NULL; relu_in only for k > 1). k x k: im2col + one strided-batched GEMM (the weights shared: stride 0) per band
+ * of output rows, on pitches padded to 8 (col and the band result); each band's output step (k_conv_out) moves it
+ * into the unpadded maps with bias, activation and residual. 1 x 1: one strided-batched GEMM into out, the output
+ * step in place. */
+static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const float *wt, const float *b, int B,
+                   int Ci, int H, int W, int Co, int k, int stride, int pad, int relu_in, int act, const float *res) {
     int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, Kc = Ci * k * k, HWo = Ho * Wo;
+    size_t out_img = (size_t)Co * HWo;
     if (k == 1 && stride == 1 && pad == 0) {
-        gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, HWo, Ci, 1.0f, wt, Ci, in, HWo, 0.0f, out, HWo);
+        gemm_batched(w, CUDA_R_32F, d->ct32, 0, 0, Co, HWo, Ci, 1.0f, wt, Ci, 0, in, HWo, (long long)Ci * HWo, out, HWo,
+                     (long long)out_img, B);
         if (b || act != ACT_NONE || res)
-            SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HWo + 255) / 256), (unsigned)Co), 256, w->st, out, (size_t)HWo,
-                        (size_t)0, out, HWo, HWo, b, act, res);
+            SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HWo + 255) / 256), (unsigned)Co, (unsigned)B), 256, w->st, out,
+                        (size_t)HWo, out_img, (size_t)0, out, HWo, out_img, HWo, b, act, res);
         return;
     }
-    int band = (int)(w->col_floats / ((size_t)Kc * pad8(Wo)));
-    int band2 = (int)(w->band_floats / ((size_t)Co * pad8(Wo)));
-    if (band2 < band) band = band2;
-    if (band < 1) band = 1;
-    for (int y0 = 0; y0 < Ho; y0 += band) {
-        int y1 = y0 + band < Ho ? y0 + band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
+    /* output rows per band: the workspace sized the scratch (scratch_need) for one row of every image at least */
+    size_t row_col = (size_t)B * Kc * pad8(Wo), row_band = (size_t)B * Co * pad8(Wo);
+    size_t band = zmax(1, zmin(w->col_floats / row_col, w->band_floats / row_band));
+    for (int y0 = 0; y0 < Ho; y0 += (int)band) {
+        int y1 = (size_t)(Ho - y0) > band ? y0 + (int)band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
         unsigned bx = (unsigned)((nc + 255) / 256);
-        SA3D_LAUNCH(k_im2col, dim3(bx, (unsigned)Kc), 256, w->st, w->col, in, H, W, k, stride, pad, Wo, y0, nc, ncp,
-                    relu_in);
-        gemm(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, w->col, ncp, 0.0f, w->band, ncp);
-        SA3D_LAUNCH(k_conv_out, dim3(bx, (unsigned)Co), 256, w->st, out, (size_t)HWo, (size_t)y0 * Wo, w->band, ncp,
-                    nc, b, act, res);
+        SA3D_LAUNCH(k_im2col, dim3(bx, (unsigned)Kc, (unsigned)B), 256, w->st, w->col, in, H, W, k, stride, pad, Wo,
+                    y0, nc, ncp, relu_in, (size_t)Ci * H * W, (size_t)Kc * ncp);
+        gemm_batched(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, 0, w->col, ncp, (long long)Kc * ncp,
+                     w->band, ncp, (long long)Co * ncp, B);
+        SA3D_LAUNCH(k_conv_out, dim3(bx, (unsigned)Co, (unsigned)B), 256, w->st, out, (size_t)HWo, out_img,
+                    (size_t)y0 * Wo, w->band, ncp, (size_t)Co * ncp, nc, b, act, res);
     }
 }
 
 /* DepthAnythingPreActResidualLayer: out = x + conv2(relu(conv1(relu(x)))), the ReLUs and the sum inside the
  * convolutions' gather and output steps; tmp holds conv1's output. */
 static void preact_residual(dws *w, const dmodel *d, float *out, const float *x, const float *c1w, const float *c1b,
-                            const float *c2w, const float *c2b, int F, int h, int wd, float *tmp) {
-    conv2d(w, d, tmp, x, c1w, c1b, F, h, wd, F, 3, 1, 1, 1, 2 /* ReLU */, NULL);
-    conv2d(w, d, out, tmp, c2w, c2b, F, h, wd, F, 3, 1, 1, 0, ACT_NONE, x);
+                            const float *c2w, const float *c2b, int B, int F, int h, int wd, float *tmp) {
+    conv2d(w, d, tmp, x, c1w, c1b, B, F, h, wd, F, 3, 1, 1, 1, 2 /* ReLU */, NULL);
+    conv2d(w, d, out, tmp, c2w, c2b, B, F, h, wd, F, 3, 1, 1, 0, ACT_NONE, x);
 }
 
-static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d, int b) {
+/* Bilinear resize (align_corners) of `planes` maps [H][W]: a block per output row of each plane. */
+static void resize(dws *w, float *out, const float *in, size_t planes, int H, int W, int Ho, int Wo) {
+    SA3D_LAUNCH(k_resize_bilinear_ac, dim3((unsigned)planes, (unsigned)Ho), 256, w->st, out, in, H, W, Ho, Wo);
+}
+
+/* The whole batch through the neck and head. */
+static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmodel *d) {
     const sa3d_dpt_config *c = &m->dpt;
     cudaStream_t st = w->st;
-    int D = m->vit.hidden_size, gh = ws->gh, gw = ws->gw, HW = gh * gw, P = m->vit.patch_size;
-    int F = c->fusion_hidden_size, Fh = F / 2, Hh = c->head_hidden_size;
-    size_t n_x = (size_t)ws->batch * ws->T * D;
+    int B = ws->batch, T = ws->T, D = m->vit.hidden_size, gh = ws->gh, gw = ws->gw, HW = gh * gw;
+    int P = m->vit.patch_size, F = c->fusion_hidden_size, Fh = F / 2, Hh = c->head_hidden_size;
+    size_t n_x = (size_t)B * T * D;
     for (int s = 0; s < 4; s++) {   /* reassemble + neck.convs */
-        int N = c->neck_hidden_sizes[s];
-        const float *tok = w->stage + (size_t)s * n_x + ((size_t)b * ws->T + ws->n_prefix) * D;
-        gemm(w, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, tok, D, 0.0f, w->proj, HW);
-        SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HW + 255) / 256), (unsigned)N), 256, st, w->proj, (size_t)HW,
-                    (size_t)0, w->proj, HW, HW, d->reasm_proj_b[s], ACT_NONE, (const float *)NULL);
-        int f = c->reassemble_num[s];
+        int N = c->neck_hidden_sizes[s], f = c->reassemble_num[s];
+        const float *tok = w->stage + (size_t)s * n_x + (size_t)ws->n_prefix * D;   /* image b: + b T D */
+        gemm_batched(w, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, 0, tok, D,
+                     (long long)T * D, w->proj, HW, (long long)N * HW, B);
+        SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HW + 255) / 256), (unsigned)N, (unsigned)B), 256, st, w->proj,
+                    (size_t)HW, (size_t)N * HW, (size_t)0, w->proj, HW, (size_t)N * HW, HW, d->reasm_proj_b[s],
+                    ACT_NONE, (const float *)NULL);
         if (f > 1) {
-            gemm(w, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s], N * f * f, w->proj, HW,
-                 0.0f, w->convt_tmp, HW);
-            SA3D_LAUNCH(k_convt_scatter, nblocks((size_t)N * HW * f * f), 256, st, w->reasm[s], w->convt_tmp,
-                        d->reasm_resize_b[s], N, gh, gw, f);
+            gemm_batched(w, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s], N * f * f, 0,
+                         w->proj, HW, (long long)N * HW, w->convt_tmp, HW, (long long)N * f * f * HW, B);
+            SA3D_LAUNCH(k_convt_scatter, dim3((unsigned)(B * N), (unsigned)(gh * f)), 256, st, w->reasm[s],
+                        w->convt_tmp, d->reasm_resize_b[s], N, gh, gw, f);
         } else if (c->reassemble_den[s] > 1) {
-            conv2d(w, d, w->reasm[s], w->proj, d->reasm_resize_w[s], d->reasm_resize_b[s], N, gh, gw, N, 3,
+            conv2d(w, d, w->reasm[s], w->proj, d->reasm_resize_w[s], d->reasm_resize_b[s], B, N, gh, gw, N, 3,
                    c->reassemble_den[s], 1, 0, ACT_NONE, NULL);
         } else {
-            cudaMemcpyAsync(w->reasm[s], w->proj, (size_t)N * HW * sizeof(float), cudaMemcpyDeviceToDevice, st);
+            cudaMemcpyAsync(w->reasm[s], w->proj, (size_t)B * N * HW * sizeof(float), cudaMemcpyDeviceToDevice, st);
         }
-        conv2d(w, d, w->feat[s], w->reasm[s], d->neck_conv_w[s], NULL, N, w->rh[s], w->rw[s], F, 3, 1, 1, 0, ACT_NONE,
-               NULL);
+        conv2d(w, d, w->feat[s], w->reasm[s], d->neck_conv_w[s], NULL, B, N, w->rh[s], w->rw[s], F, 3, 1, 1, 0,
+               ACT_NONE, NULL);
     }
     int fh = w->rh[3], fw = w->rw[3];
     for (int idx = 0; idx < 4; idx++) {   /* fusion, coarsest first */
@@ -612,28 +626,26 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
         const dfusion *L = &d->fu[idx];
         const float *x = w->feat[s];
         if (idx > 0) {
-            preact_residual(w, d, w->res_a, w->feat[s], L->r1c1_w, L->r1c1_b, L->r1c2_w, L->r1c2_b, F, fh, fw,
+            preact_residual(w, d, w->res_a, w->feat[s], L->r1c1_w, L->r1c1_b, L->r1c2_w, L->r1c2_b, B, F, fh, fw,
                             w->res_b);
-            size_t n = (size_t)F * fh * fw;
+            size_t n = (size_t)B * F * fh * fw;
             SA3D_LAUNCH(k_add, nblocks(n), 256, st, w->fused, w->fused, w->res_a, n);
             x = w->fused;
         }
-        preact_residual(w, d, w->res_a, x, L->r2c1_w, L->r2c1_b, L->r2c2_w, L->r2c2_b, F, fh, fw, w->res_b);
+        preact_residual(w, d, w->res_a, x, L->r2c1_w, L->r2c1_b, L->r2c2_w, L->r2c2_b, B, F, fh, fw, w->res_b);
         int th = idx < 3 ? w->rh[s - 1] : 2 * fh, tw = idx < 3 ? w->rw[s - 1] : 2 * fw;
-        SA3D_LAUNCH(k_resize_bilinear_ac, dim3((unsigned)((tw + 255) / 256), (unsigned)th, (unsigned)F), 256, st, w->up,
-                    w->res_a, fh, fw, th, tw);
-        conv2d(w, d, w->fused, w->up, L->proj_w, L->proj_b, F, th, tw, F, 1, 1, 0, 0, ACT_NONE, NULL);
+        resize(w, w->up, w->res_a, (size_t)B * F, fh, fw, th, tw);
+        conv2d(w, d, w->fused, w->up, L->proj_w, L->proj_b, B, F, th, tw, F, 1, 1, 0, 0, ACT_NONE, NULL);
         fh = th;
         fw = tw;
     }
     int OH = gh * P, OW = gw * P;
-    float *depth = w->out[0] + (size_t)b * OH * OW;
-    conv2d(w, d, w->head1, w->fused, d->head_c1_w, d->head_c1_b, F, fh, fw, Fh, 3, 1, 1, 0, ACT_NONE, NULL);
-    SA3D_LAUNCH(k_resize_bilinear_ac, dim3((unsigned)((OW + 255) / 256), (unsigned)OH, (unsigned)Fh), 256, st,
-                w->head_up, w->head1, fh, fw, OH, OW);
-    conv2d(w, d, w->head2, w->head_up, d->head_c2_w, d->head_c2_b, Fh, OH, OW, Hh, 3, 1, 1, 0, 2 /* ReLU */, NULL);
-    conv2d(w, d, depth, w->head2, d->head_c3_w, d->head_c3_b, Hh, OH, OW, 1, 1, 1, 0, 0, ACT_NONE, NULL);
-    SA3D_LAUNCH(k_depth_out, nblocks((size_t)OH * OW), 256, st, depth, (size_t)OH * OW, c->metric, c->max_depth);
+    conv2d(w, d, w->head1, w->fused, d->head_c1_w, d->head_c1_b, B, F, fh, fw, Fh, 3, 1, 1, 0, ACT_NONE, NULL);
+    resize(w, w->head_up, w->head1, (size_t)B * Fh, fh, fw, OH, OW);
+    conv2d(w, d, w->head2, w->head_up, d->head_c2_w, d->head_c2_b, B, Fh, OH, OW, Hh, 3, 1, 1, 0, 2 /* ReLU */, NULL);
+    conv2d(w, d, w->out[0], w->head2, d->head_c3_w, d->head_c3_b, B, Hh, OH, OW, 1, 1, 1, 0, 0, ACT_NONE, NULL);
+    SA3D_LAUNCH(k_depth_out, nblocks((size_t)B * OH * OW), 256, st, w->out[0], (size_t)B * OH * OW, c->metric,
+                c->max_depth);
 }
 
 /* Everything between the pixel upload and the flag download: what the graph captures. */
@@ -651,8 +663,7 @@ static void whole_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w) {
     else if (d->at == CUDA_R_16BF) vit_pass<__nv_bfloat16>(m, ws, w, d, idx, n_stages);
     else vit_pass<float>(m, ws, w, d, idx, n_stages);
     mark(w, "elementwise");
-    if (da)
-        for (int b = 0; b < ws->batch; b++) dpt_pass(m, ws, w, d, b);
+    if (da) dpt_pass(m, ws, w, d);
     mark(w, "dpt");
     for (int i = 0; i < ws->n_out; i++) {
         size_t n = sa3d_output_floats_per_image(ws, i) * ws->batch;

@@ -446,61 +446,67 @@ __global__ void k_cls_rows(float *pool, const float *last, int B, int T, int D) 
 }
 
 /* ---- DPT (fp32) ----
- * The maps are large (the head works at full resolution: 32 x 518 x 686 values), so these kernels take 2-D or 3-D
- * grids whose block rows are the map's channels or rows: a thread divides at most once, in 32 bits. */
+ * The batch runs at once: maps are [B][C][H][W]. They are large (the head works at full resolution: 32 x 518 x 686
+ * values an image), so these kernels take 2-D or 3-D grids whose block rows are images, channels or map rows: a
+ * thread divides at most once, in 32 bits. */
 
-/* im2col of the `cols` outputs from output row y0 on, for a k x k convolution: col[(ci, ky, kx)][(y - y0) Wo + x],
- * rows pitch elements apart; relu(in) when relu_in (a pre-activation residual unit's first ReLU, applied while
- * gathering). grid (ceil(cols / blockDim), Ci k k). */
+/* im2col of the `cols` outputs from output row y0 on, for a k x k convolution of image blockIdx.z (in + z
+ * in_img, col + z col_img): col[(ci, ky, kx)][(y - y0) Wo + x], rows pitch elements apart; relu(in) when relu_in
+ * (a pre-activation residual unit's first ReLU, applied while gathering). grid (ceil(cols / blockDim), Ci k k, B). */
 __global__ void k_im2col(float *col, const float *in, int H, int W, int k, int stride, int pad, int Wo, int y0,
-                         int cols, int pitch, int relu_in) {
+                         int cols, int pitch, int relu_in, size_t in_img, size_t col_img) {
     int c = (int)(blockIdx.x * blockDim.x + threadIdx.x), r = (int)blockIdx.y;
     if (c >= cols) return;
+    in += blockIdx.z * in_img;
+    col += blockIdx.z * col_img;
     int kx = r % k, ky = r / k % k, ci = r / (k * k), x = c % Wo, y = y0 + c / Wo;
     int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
     float v = iy >= 0 && iy < H && ix >= 0 && ix < W ? in[((size_t)ci * H + iy) * W + ix] : 0.0f;
     col[(size_t)r * pitch + c] = relu_in ? fmaxf(v, 0.0f) : v;
 }
 
-/* A convolution's output from its GEMM result, channel c = blockIdx.y: out[c][off + j] = act(tmp[c][j] + b[c]) +
- * res[c][off + j] for j < n (b, res may be NULL); tmp's rows are pitch apart, out's and res's out_pitch. In place
- * (tmp = out, pitch = out_pitch, off = 0) each element is read and written by the same thread. grid
- * (ceil(n / blockDim), channels). */
-__global__ void k_conv_out(float *out, size_t out_pitch, size_t off, const float *tmp, int pitch, int n,
-                           const float *b, int act, const float *res) {
+/* A convolution's output from its GEMM result, channel c = blockIdx.y of image z = blockIdx.z:
+ * out[z][c][off + j] = act(tmp[z][c][j] + b[c]) + res[z][c][off + j] for j < n (b, res may be NULL); tmp's
+ * channels are pitch apart and its images tmp_img, out's and res's out_pitch and out_img. In place (tmp = out,
+ * same pitches, off = 0) each element is read and written by the same thread. grid (ceil(n / blockDim), C, B). */
+__global__ void k_conv_out(float *out, size_t out_pitch, size_t out_img, size_t off, const float *tmp, int pitch,
+                           size_t tmp_img, int n, const float *b, int act, const float *res) {
     int j = (int)(blockIdx.x * blockDim.x + threadIdx.x), c = (int)blockIdx.y;
     if (j >= n) return;
-    size_t o = c * out_pitch + off + j;
-    float v = activate(tmp[(size_t)c * pitch + j] + (b ? b[c] : 0.0f), act);
+    size_t o = blockIdx.z * out_img + c * out_pitch + off + j;
+    float v = activate(tmp[blockIdx.z * tmp_img + (size_t)c * pitch + j] + (b ? b[c] : 0.0f), act);
     out[o] = res ? v + res[o] : v;
 }
 
-/* ConvTranspose2d (k = s = f) scatter: out[co][y f + i][x f + j] = tmp[(co, i, j)][y W + x] + b[co]. */
+/* ConvTranspose2d (k = s = f) scatter, one block per output row oy = blockIdx.y of plane q = blockIdx.x (image
+ * q / Co, channel co = q % Co): out[q][y f + i][x f + j] = tmp[q][(i, j)][y W + x] + b[co], tmp [B][Co f f][H W]. */
 __global__ void k_convt_scatter(float *out, const float *tmp, const float *b, int Co, int H, int W, int f) {
-    size_t n = (size_t)Co * H * f * W * f;
-    SA3D_GRID_STRIDE(o, n) {
-        int Wf = W * f, Hf = H * f;
-        int ox = (int)(o % Wf), oy = (int)((o / Wf) % Hf), co = (int)(o / ((size_t)Wf * Hf));
-        int y = oy / f, i = oy % f, x = ox / f, j = ox % f;
-        out[o] = tmp[((size_t)(co * f + i) * f + j) * H * W + (size_t)y * W + x] + (b ? b[co] : 0.0f);
-    }
+    int q = (int)blockIdx.x, oy = (int)blockIdx.y, Wf = W * f, y = oy / f, i = oy % f;
+    float bias = b ? b[q % Co] : 0.0f;
+    const float *src = tmp + (size_t)q * f * f * H * W + (size_t)i * f * H * W + (size_t)y * W;
+    float *dst = out + ((size_t)q * H * f + oy) * Wf;
+    for (int ox = threadIdx.x; ox < Wf; ox += blockDim.x) dst[ox] = src[(size_t)(ox % f) * H * W + ox / f] + bias;
 }
 
 /* y = a + b. */
 __global__ void k_add(float *y, const float *a, const float *b, size_t n) { SA3D_GRID_STRIDE(i, n) y[i] = a[i] + b[i]; }
 
-/* F.interpolate(mode="bilinear", align_corners=True) on [C][H][W] (sa3d_resize_bilinear): output x from the
- * block row, y = blockIdx.y, c = blockIdx.z. grid (ceil(Wo / blockDim), Ho, C). */
+/* F.interpolate(mode="bilinear", align_corners=True) of planes [H][W] to [Ho][Wo] (sa3d_resize_bilinear), one
+ * block per output row y = blockIdx.y of plane blockIdx.x (every channel of every image). */
 __global__ void k_resize_bilinear_ac(float *out, const float *in, int H, int W, int Ho, int Wo) {
-    int x = (int)(blockIdx.x * blockDim.x + threadIdx.x), y = (int)blockIdx.y, c = (int)blockIdx.z;
-    if (x >= Wo) return;
+    int y = (int)blockIdx.y;
     float sh = Ho > 1 ? (float)(H - 1) / (float)(Ho - 1) : 0.0f, sw = Wo > 1 ? (float)(W - 1) / (float)(Wo - 1) : 0.0f;
-    const float *src = in + (size_t)c * H * W;
-    float ry = sh * (float)y, rx = sw * (float)x;
-    int y0 = (int)ry, y1 = y0 + (y0 < H - 1), x0 = (int)rx, x1 = x0 + (x0 < W - 1);
-    float ly1 = ry - (float)y0, ly0 = 1.0f - ly1, lx1 = rx - (float)x0, lx0 = 1.0f - lx1;
-    out[((size_t)c * Ho + y) * Wo + x] = ly0 * (lx0 * src[(size_t)y0 * W + x0] + lx1 * src[(size_t)y0 * W + x1]) +
-                                         ly1 * (lx0 * src[(size_t)y1 * W + x0] + lx1 * src[(size_t)y1 * W + x1]);
+    float ry = sh * (float)y;
+    int y0 = (int)ry, y1 = y0 + (y0 < H - 1);
+    float ly1 = ry - (float)y0, ly0 = 1.0f - ly1;
+    const float *r0 = in + ((size_t)blockIdx.x * H + y0) * W, *r1 = in + ((size_t)blockIdx.x * H + y1) * W;
+    float *dst = out + ((size_t)blockIdx.x * Ho + y) * Wo;
+    for (int x = threadIdx.x; x < Wo; x += blockDim.x) {
+        float rx = sw * (float)x;
+        int x0 = (int)rx, x1 = x0 + (x0 < W - 1);
+        float lx1 = rx - (float)x0, lx0 = 1.0f - lx1;
+        dst[x] = ly0 * (lx0 * r0[x0] + lx1 * r0[x1]) + ly1 * (lx0 * r1[x0] + lx1 * r1[x1]);
+    }
 }
 
 /* Depth head output: ReLU (relative) or sigmoid (metric), times max_depth. */
