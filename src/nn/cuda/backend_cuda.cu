@@ -9,7 +9,8 @@
  *     a row softmax; the residual stream, norms and softmax sums stay fp32 in every dtype.
  *   - Between the products, one row kernel per step: each residual add also computes the next norm, and Linear
  *     biases ride with the activation or the residual add.
- *   - The DPT neck and head run in fp32 (TF32): convolutions as im2col + GEMM in row bands.
+ *   - The DPT neck and head keep fp32 maps; the 3 x 3 convolutions (im2col + GEMM in row bands) take their operands
+ *     in the pass dtype (TF32 products for fp32), the 1 x 1 and transposed ones TF32.
  *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
  *     eagerly), so small models are not bound by launch overhead.
  *   - The batch runs at once (the token rows of all images are one GEMM operand, the fused attention and the DPT
@@ -46,8 +47,11 @@ typedef struct dlayer {
     void *wqkv, *wo, *fc1_w, *fc2_w;   /* pass dtype */
 } dlayer;
 
+/* The DPT's 3 x 3 convolution weights (void *) are in the pass dtype, like the backbone's matrices: their im2col
+ * operand is too (conv2d). The 1 x 1 and transposed convolutions read fp32 maps, so their weights stay fp32. */
 typedef struct dfusion {
-    float *proj_w, *proj_b, *r1c1_w, *r1c1_b, *r1c2_w, *r1c2_b, *r2c1_w, *r2c1_b, *r2c2_w, *r2c2_b;
+    float *proj_w, *proj_b, *r1c1_b, *r1c2_b, *r2c1_b, *r2c2_b;
+    void *r1c1_w, *r1c2_w, *r2c1_w, *r2c2_w;
 } dfusion;
 
 typedef struct dmodel {
@@ -60,9 +64,12 @@ typedef struct dmodel {
     void *patch_w;
     float *patch_b, *cls, *reg, *ln_w, *ln_b;
     dlayer *L;
-    float *reasm_proj_w[4], *reasm_proj_b[4], *reasm_resize_w[4], *reasm_resize_b[4], *neck_conv_w[4];
+    float *reasm_proj_w[4], *reasm_proj_b[4], *reasm_resize_b[4];
+    void *reasm_resize_w[4];       /* fp32 for the transposed convolution (f > 1), else 3 x 3: pass dtype */
+    void *neck_conv_w[4];
     dfusion fu[4];
-    float *head_c1_w, *head_c1_b, *head_c2_w, *head_c2_b, *head_c3_w, *head_c3_b;
+    void *head_c1_w, *head_c2_w;
+    float *head_c1_b, *head_c2_b, *head_c3_w, *head_c3_b;
 } dmodel;
 
 template <typename A>
@@ -157,6 +164,16 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
     size_t K = (size_t)c->n_channels * c->patch_size * c->patch_size, Kp = (size_t)pad8((int)K);
     size_t stage = 3 * D * D > M * D ? 3 * D * D : M * D;
     if (Kp * D > stage) stage = Kp * D;
+    if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) {   /* the DPT's 3 x 3 weights pass through the same scratch */
+        size_t F = (size_t)m->dpt.fusion_hidden_size;
+        for (int s = 0; s < 4; s++) {
+            size_t N = (size_t)m->dpt.neck_hidden_sizes[s];
+            if (N * N * 9 > stage) stage = N * N * 9;
+            if (F * N * 9 > stage) stage = F * N * 9;
+        }
+        if (F * F * 9 > stage) stage = F * F * 9;
+        if ((size_t)m->dpt.head_hidden_size * F * 9 > stage) stage = (size_t)m->dpt.head_hidden_size * F * 9;
+    }
     if (d->at != CUDA_R_32F) d->stage32 = (float *)dalloc(&d->mem, stage * sizeof(float));
 
     const sa3d_vit_weights *w = &m->vw;
@@ -187,19 +204,23 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
             size_t N = (size_t)p->neck_hidden_sizes[s], f = (size_t)p->reassemble_num[s];
             d->reasm_proj_w[s] = up_f32(d, v->reasm_proj_w[s], N * D);
             d->reasm_proj_b[s] = up_f32(d, v->reasm_proj_b[s], N);
-            d->reasm_resize_w[s] = up_f32(d, v->reasm_resize_w[s], f > 1 ? N * N * f * f : N * N * 9);
+            if (f > 1) d->reasm_resize_w[s] = up_f32(d, v->reasm_resize_w[s], N * N * f * f);
+            else if (v->reasm_resize_w[s])
+                d->reasm_resize_w[s] = up_mat(d, v->reasm_resize_w[s], NULL, NULL, N * N * 9);
             d->reasm_resize_b[s] = up_f32(d, v->reasm_resize_b[s], N);
-            d->neck_conv_w[s] = up_f32(d, v->neck_conv_w[s], F * N * 9);
+            d->neck_conv_w[s] = up_mat(d, v->neck_conv_w[s], NULL, NULL, F * N * 9);
             const sa3d_fusion_layer *h = &v->fusion[s];
             dfusion *y = &d->fu[s];
             y->proj_w = up_f32(d, h->proj_w, F * F); y->proj_b = up_f32(d, h->proj_b, F);
-            y->r1c1_w = up_f32(d, h->r1c1_w, F * F * 9); y->r1c1_b = up_f32(d, h->r1c1_b, F);
-            y->r1c2_w = up_f32(d, h->r1c2_w, F * F * 9); y->r1c2_b = up_f32(d, h->r1c2_b, F);
-            y->r2c1_w = up_f32(d, h->r2c1_w, F * F * 9); y->r2c1_b = up_f32(d, h->r2c1_b, F);
-            y->r2c2_w = up_f32(d, h->r2c2_w, F * F * 9); y->r2c2_b = up_f32(d, h->r2c2_b, F);
+            if (h->r1c1_w) y->r1c1_w = up_mat(d, h->r1c1_w, NULL, NULL, F * F * 9);
+            if (h->r1c2_w) y->r1c2_w = up_mat(d, h->r1c2_w, NULL, NULL, F * F * 9);
+            y->r2c1_w = up_mat(d, h->r2c1_w, NULL, NULL, F * F * 9);
+            y->r2c2_w = up_mat(d, h->r2c2_w, NULL, NULL, F * F * 9);
+            y->r1c1_b = up_f32(d, h->r1c1_b, F); y->r1c2_b = up_f32(d, h->r1c2_b, F);
+            y->r2c1_b = up_f32(d, h->r2c1_b, F); y->r2c2_b = up_f32(d, h->r2c2_b, F);
         }
-        d->head_c1_w = up_f32(d, v->head_c1_w, Fh * F * 9); d->head_c1_b = up_f32(d, v->head_c1_b, Fh);
-        d->head_c2_w = up_f32(d, v->head_c2_w, Hh * Fh * 9); d->head_c2_b = up_f32(d, v->head_c2_b, Hh);
+        d->head_c1_w = up_mat(d, v->head_c1_w, NULL, NULL, Fh * F * 9); d->head_c1_b = up_f32(d, v->head_c1_b, Fh);
+        d->head_c2_w = up_mat(d, v->head_c2_w, NULL, NULL, Hh * Fh * 9); d->head_c2_b = up_f32(d, v->head_c2_b, Hh);
         d->head_c3_w = up_f32(d, v->head_c3_w, Hh); d->head_c3_b = up_f32(d, v->head_c3_b, 1);
     }
     e = d->mem.first != cudaSuccess ? d->mem.first : cudaDeviceSynchronize();
@@ -404,13 +425,15 @@ static void gemm(dws *w, cudaDataType_t t, cublasComputeType_t ct, int ta, int t
     if (s != CUBLAS_STATUS_SUCCESS && w->bstat == CUBLAS_STATUS_SUCCESS) w->bstat = s;
 }
 
-static void gemm_batched(dws *w, cudaDataType_t t, cublasComputeType_t ct, int ta, int tb, int M, int N, int K,
-                         float alpha, const void *A, int lda, long long sa, const void *B, int ldb, long long sb,
-                         void *C, int ldc, long long sc, int batch) {
+/* C[q] = alpha op(A[q]) op(B[q]) for q < batch, A[q] = A + q sa elements (sa = 0: one A for all), likewise B and
+ * C; A and B of type t, C of type tc. */
+static void gemm_batched(dws *w, cudaDataType_t t, cudaDataType_t tc, cublasComputeType_t ct, int ta, int tb, int M,
+                         int N, int K, float alpha, const void *A, int lda, long long sa, const void *B, int ldb,
+                         long long sb, void *C, int ldc, long long sc, int batch) {
     float beta = 0.0f;
     cublasStatus_t s = cublasGemmStridedBatchedEx(w->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                                                   ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, t, ldb, sb, A,
-                                                  t, lda, sa, &beta, C, t, ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
+                                                  t, lda, sa, &beta, C, tc, ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS && w->bstat == CUBLAS_STATUS_SUCCESS) w->bstat = s;
 }
 
@@ -498,13 +521,13 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
             mark(w, "attention");
         } else for (int b = 0; b < B; b++) {
             const A *q = (const A *)w->qkv + (size_t)b * T * 3 * D;
-            gemm_batched(w, d->at, d->ct, 0, 1, T, Tp, Dh, scale, q, 3 * D, Dh, q + D, 3 * D, Dh, w->scores, Tp,
-                         (long long)T * Tp, H);
+            gemm_batched(w, d->at, d->at, d->ct, 0, 1, T, Tp, Dh, scale, q, 3 * D, Dh, q + D, 3 * D, Dh, w->scores,
+                         Tp, (long long)T * Tp, H);
             mark(w, "scores_gemm");
             SA3D_LAUNCH(k_softmax<A>, (unsigned)(H * T), 256, st, (A *)w->scores, T, Tp);
             mark(w, "softmax");
-            gemm_batched(w, d->at, d->ct, 0, 0, T, Dh, Tp, 1.0f, w->scores, Tp, (long long)T * Tp, q + 2 * D, 3 * D,
-                         Dh, (A *)w->ctx + (size_t)b * TD, D, Dh, H);
+            gemm_batched(w, d->at, d->at, d->ct, 0, 0, T, Dh, Tp, 1.0f, w->scores, Tp, (long long)T * Tp, q + 2 * D,
+                         3 * D, Dh, (A *)w->ctx + (size_t)b * TD, D, Dh, H);
             mark(w, "pv_gemm");
         }
         linear(w, d, w->tmp, w->ctx, L->wo, rows, D, D);
@@ -539,25 +562,26 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     if (m->kind == SA3D_MODEL_DINOV2) {   /* last_hidden_state, pooler_output, feature_map */
         residual_norm<A, float>(w, w->x, NULL, NULL, NULL, w->out[0], d->ln_w, d->ln_b, rows, D, eps);
         SA3D_LAUNCH(k_cls_rows, nblocks((size_t)B * D), 256, st, w->out[1], w->out[0], B, T, D);
-        SA3D_LAUNCH(k_tokens_to_channels, nblocks((size_t)B * D * Np), 256, st, w->out[2], w->x, B, T, D, ws->n_prefix,
-                    Np);
+        dim3 tiles((unsigned)((Np + 31) / 32), (unsigned)((D + 31) / 32), (unsigned)B);
+        SA3D_LAUNCH(k_tokens_to_channels, tiles, 256, st, w->out[2], w->x, T, D, ws->n_prefix, Np);
     }
 }
 
 /* ---- the DPT pass (dpt.c), fp32 ---- */
 
 /* out = act(nn.Conv2d(relu_in ? relu(in) : in) + b) + res over the B images of in [B][Ci][H][W] (b, res may be
- * NULL; relu_in only for k > 1). k x k: im2col + one strided-batched GEMM (the weights shared: stride 0) per band
- * of output rows, on pitches padded to 8 (col and the band result); each band's output step (k_conv_out) moves it
- * into the unpadded maps with bias, activation and residual. 1 x 1: one strided-batched GEMM into out, the output
- * step in place. */
-static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const float *wt, const float *b, int B,
+ * NULL; relu_in only for k > 1). Maps are fp32.
+ *   k x k: im2col (in the pass dtype, as wt is) + one strided-batched GEMM (the weights shared: stride 0) per band
+ *          of output rows, fp32 accumulation and result, on pitches padded to 8 (col and the band result); each
+ *          band's output step (k_conv_out) moves it into the unpadded maps with bias, activation and residual.
+ *   1 x 1: wt fp32; one strided-batched GEMM (TF32) into out, the output step in place. */
+static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const void *wt, const float *b, int B,
                    int Ci, int H, int W, int Co, int k, int stride, int pad, int relu_in, int act, const float *res) {
     int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, Kc = Ci * k * k, HWo = Ho * Wo;
     size_t out_img = (size_t)Co * HWo;
     if (k == 1 && stride == 1 && pad == 0) {
-        gemm_batched(w, CUDA_R_32F, d->ct32, 0, 0, Co, HWo, Ci, 1.0f, wt, Ci, 0, in, HWo, (long long)Ci * HWo, out, HWo,
-                     (long long)out_img, B);
+        gemm_batched(w, CUDA_R_32F, CUDA_R_32F, d->ct32, 0, 0, Co, HWo, Ci, 1.0f, wt, Ci, 0, in, HWo,
+                     (long long)Ci * HWo, out, HWo, (long long)out_img, B);
         if (b || act != ACT_NONE || res)
             SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HWo + 255) / 256), (unsigned)Co, (unsigned)B), 256, w->st, out,
                         (size_t)HWo, out_img, (size_t)0, out, HWo, out_img, HWo, b, act, res);
@@ -569,9 +593,18 @@ static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const f
     for (int y0 = 0; y0 < Ho; y0 += (int)band) {
         int y1 = (size_t)(Ho - y0) > band ? y0 + (int)band : Ho, nc = (y1 - y0) * Wo, ncp = pad8(nc);
         unsigned bx = (unsigned)((nc + 255) / 256);
-        SA3D_LAUNCH(k_im2col, dim3(bx, (unsigned)Kc, (unsigned)B), 256, w->st, w->col, in, H, W, k, stride, pad, Wo,
-                    y0, nc, ncp, relu_in, (size_t)Ci * H * W, (size_t)Kc * ncp);
-        gemm_batched(w, CUDA_R_32F, d->ct32, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, 0, w->col, ncp, (long long)Kc * ncp,
+        dim3 grid(bx, (unsigned)Kc, (unsigned)B);
+        size_t in_img = (size_t)Ci * H * W, col_img = (size_t)Kc * ncp;
+        if (d->at == CUDA_R_16F)
+            SA3D_LAUNCH(k_im2col<__half>, grid, 256, w->st, (__half *)w->col, in, H, W, k, stride, pad, Wo, y0, nc,
+                        ncp, relu_in, in_img, col_img);
+        else if (d->at == CUDA_R_16BF)
+            SA3D_LAUNCH(k_im2col<__nv_bfloat16>, grid, 256, w->st, (__nv_bfloat16 *)w->col, in, H, W, k, stride, pad,
+                        Wo, y0, nc, ncp, relu_in, in_img, col_img);
+        else
+            SA3D_LAUNCH(k_im2col<float>, grid, 256, w->st, w->col, in, H, W, k, stride, pad, Wo, y0, nc, ncp, relu_in,
+                        in_img, col_img);
+        gemm_batched(w, d->at, CUDA_R_32F, d->ct, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, 0, w->col, ncp, (long long)col_img,
                      w->band, ncp, (long long)Co * ncp, B);
         SA3D_LAUNCH(k_conv_out, dim3(bx, (unsigned)Co, (unsigned)B), 256, w->st, out, (size_t)HWo, out_img,
                     (size_t)y0 * Wo, w->band, ncp, (size_t)Co * ncp, nc, b, act, res);
@@ -580,8 +613,8 @@ static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const f
 
 /* DepthAnythingPreActResidualLayer: out = x + conv2(relu(conv1(relu(x)))), the ReLUs and the sum inside the
  * convolutions' gather and output steps; tmp holds conv1's output. */
-static void preact_residual(dws *w, const dmodel *d, float *out, const float *x, const float *c1w, const float *c1b,
-                            const float *c2w, const float *c2b, int B, int F, int h, int wd, float *tmp) {
+static void preact_residual(dws *w, const dmodel *d, float *out, const float *x, const void *c1w, const float *c1b,
+                            const void *c2w, const float *c2b, int B, int F, int h, int wd, float *tmp) {
     conv2d(w, d, tmp, x, c1w, c1b, B, F, h, wd, F, 3, 1, 1, 1, 2 /* ReLU */, NULL);
     conv2d(w, d, out, tmp, c2w, c2b, B, F, h, wd, F, 3, 1, 1, 0, ACT_NONE, x);
 }
@@ -601,14 +634,14 @@ static void dpt_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     for (int s = 0; s < 4; s++) {   /* reassemble + neck.convs */
         int N = c->neck_hidden_sizes[s], f = c->reassemble_num[s];
         const float *tok = w->stage + (size_t)s * n_x + (size_t)ws->n_prefix * D;   /* image b: + b T D */
-        gemm_batched(w, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, 0, tok, D,
+        gemm_batched(w, CUDA_R_32F, CUDA_R_32F, d->ct32, 0, 1, N, HW, D, 1.0f, d->reasm_proj_w[s], D, 0, tok, D,
                      (long long)T * D, w->proj, HW, (long long)N * HW, B);
         SA3D_LAUNCH(k_conv_out, dim3((unsigned)((HW + 255) / 256), (unsigned)N, (unsigned)B), 256, st, w->proj,
                     (size_t)HW, (size_t)N * HW, (size_t)0, w->proj, HW, (size_t)N * HW, HW, d->reasm_proj_b[s],
                     ACT_NONE, (const float *)NULL);
         if (f > 1) {
-            gemm_batched(w, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s], N * f * f, 0,
-                         w->proj, HW, (long long)N * HW, w->convt_tmp, HW, (long long)N * f * f * HW, B);
+            gemm_batched(w, CUDA_R_32F, CUDA_R_32F, d->ct32, 1, 0, N * f * f, HW, N, 1.0f, d->reasm_resize_w[s],
+                         N * f * f, 0, w->proj, HW, (long long)N * HW, w->convt_tmp, HW, (long long)N * f * f * HW, B);
             SA3D_LAUNCH(k_convt_scatter, dim3((unsigned)(B * N), (unsigned)(gh * f)), 256, st, w->reasm[s],
                         w->convt_tmp, d->reasm_resize_b[s], N, gh, gw, f);
         } else if (c->reassemble_den[s] > 1) {

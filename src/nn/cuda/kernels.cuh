@@ -430,13 +430,19 @@ __global__ void __launch_bounds__(128) k_flash_attn(A *ctx, const A *qkv, const 
     }
 }
 
-/* DINOv2 feature map: fmap[b][d][p] = x[b][n_prefix + p][d] (channel-first patch tokens). */
-__global__ void k_tokens_to_channels(float *fmap, const float *x, int B, int T, int D, int n_prefix, int Np) {
-    size_t n = (size_t)B * D * Np;
-    SA3D_GRID_STRIDE(i, n) {
-        int p = (int)(i % Np), d = (int)((i / Np) % D), b = (int)(i / ((size_t)Np * D));
-        fmap[i] = x[((size_t)b * T + n_prefix + p) * D + d];
-    }
+/* DINOv2 feature map: fmap[b][d][p] = x[b][n_prefix + p][d] (channel-first patch tokens), a transpose by 32 x 32
+ * tiles through shared memory so that both the reads (along d) and the writes (along p) are contiguous. grid
+ * (ceil(Np / 32), ceil(D / 32), B), 32 x 8 threads. */
+__global__ void k_tokens_to_channels(float *fmap, const float *x, int T, int D, int n_prefix, int Np) {
+    __shared__ float tile[32][33];   /* 33: the column reads below hit distinct banks */
+    int p0 = (int)blockIdx.x * 32, d0 = (int)blockIdx.y * 32, b = (int)blockIdx.z, tx = threadIdx.x % 32;
+    const float *xb = x + ((size_t)b * T + n_prefix) * D;
+    for (int r = threadIdx.x / 32; r < 32; r += blockDim.x / 32)   /* row r: token p0 + r */
+        if (p0 + r < Np && d0 + tx < D) tile[r][tx] = xb[(size_t)(p0 + r) * D + d0 + tx];
+    __syncthreads();
+    float *fb = fmap + (size_t)b * D * Np;
+    for (int r = threadIdx.x / 32; r < 32; r += blockDim.x / 32)   /* row r: channel d0 + r */
+        if (d0 + r < D && p0 + tx < Np) fb[(size_t)(d0 + r) * Np + p0 + tx] = tile[tx][r];
 }
 
 /* pooler_output[b] = last_hidden_state[b][0]. */
@@ -451,9 +457,10 @@ __global__ void k_cls_rows(float *pool, const float *last, int B, int T, int D) 
  * thread divides at most once, in 32 bits. */
 
 /* im2col of the `cols` outputs from output row y0 on, for a k x k convolution of image blockIdx.z (in + z
- * in_img, col + z col_img): col[(ci, ky, kx)][(y - y0) Wo + x], rows pitch elements apart; relu(in) when relu_in
+ * in_img, col + z col_img): col[(ci, ky, kx)][(y - y0) Wo + x] in T, rows pitch elements apart; relu(in) when relu_in
  * (a pre-activation residual unit's first ReLU, applied while gathering). grid (ceil(cols / blockDim), Ci k k, B). */
-__global__ void k_im2col(float *col, const float *in, int H, int W, int k, int stride, int pad, int Wo, int y0,
+template <typename T>
+__global__ void k_im2col(T *col, const float *in, int H, int W, int k, int stride, int pad, int Wo, int y0,
                          int cols, int pitch, int relu_in, size_t in_img, size_t col_img) {
     int c = (int)(blockIdx.x * blockDim.x + threadIdx.x), r = (int)blockIdx.y;
     if (c >= cols) return;
@@ -462,7 +469,7 @@ __global__ void k_im2col(float *col, const float *in, int H, int W, int k, int s
     int kx = r % k, ky = r / k % k, ci = r / (k * k), x = c % Wo, y = y0 + c / Wo;
     int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
     float v = iy >= 0 && iy < H && ix >= 0 && ix < W ? in[((size_t)ci * H + iy) * W + ix] : 0.0f;
-    col[(size_t)r * pitch + c] = relu_in ? fmaxf(v, 0.0f) : v;
+    col[(size_t)r * pitch + c] = from_f<T>(relu_in ? fmaxf(v, 0.0f) : v);
 }
 
 /* A convolution's output from its GEMM result, channel c = blockIdx.y of image z = blockIdx.z:
