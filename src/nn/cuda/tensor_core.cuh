@@ -15,10 +15,10 @@
  *                               cp_async_wait<n>() that leaves at most n of this thread's committed groups
  *                               pending.
  *   exp2_ftz(x)                 2^x by one special-function-unit instruction (ex2.approx.ftz: about 2 ulp,
- *                               results below 2^-126 flushed to zero). exp2f adds three instructions around it
- *                               for subnormal results, which a softmax's weights never need; in the fused
- *                               attention there is one exponential per score, as many as the tensor-core
- *                               instructions issue. */
+ *                               results below 2^-126 flushed to zero). exp2f compiles to the non-ftz form, which
+ *                               takes extra instructions for subnormal results, which a softmax's weights never
+ *                               need. The fused attention takes one per score: 32 MT per thread and key tile,
+ *                               beside 64 MT tensor-core instructions per warp, so their issue cost counts. */
 #ifndef SA3D_CUDA_TENSOR_CORE_CUH
 #define SA3D_CUDA_TENSOR_CORE_CUH
 
