@@ -11,6 +11,7 @@
  *
  * Linked with tests/nn_cuda_emu.cc (the test_nn_emu program) it runs the backend's own source on the CPU
  * through tests/cuda_emu.hh, in every build: the same cases, the same bounds. */
+#define _XOPEN_SOURCE 700   /* nftw (t_files.h) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "semalign3d/nn.h"
 #include "semalign3d/safetensors.h"
 #include "t.h"
+#include "t_files.h"
 
 static double max_abs(const float *x, size_t n) {
     double m = 0.0;
@@ -214,7 +216,7 @@ static void case_download_and_replay(void) {
  * swiglu, its MLP is ViT-G's SwiGLU (no fixture has one): hidden (2/3 of 4 D, rounded up to 8) = 344. */
 static int write_dh64_model(const char *dir, int swiglu) {
     const int D = 128, L = 2, M = swiglu ? 344 : 4 * D, G = 4, K = 3 * 14 * 14;
-    char path[512];
+    char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
     if (!f) return 0;
@@ -282,18 +284,16 @@ static int write_dh64_model(const char *dir, int swiglu) {
 
 static void case_fused_attention(void) {
     for (int swiglu = 0; swiglu <= 1; swiglu++) {
-        char dir[] = "/tmp/sa3d-dh64-XXXXXX";
-        if (!mkdtemp(dir)) { T_FAIL("mkdtemp failed"); return; }
+        char dir[512];
+        make_tmp(dir, sizeof dir);
+        if (!dir[0]) return;
         T_CHECK(write_dh64_model(dir, swiglu));
         if (swiglu) printf("  with a SwiGLU MLP:\n");
         /* 13 x 17 = 221 patches + 1: four query tiles and key tiles, the last ones partial */
         compare(dir, "fp16", 2e-2, 1, 182, 238);
         compare(dir, "bf16", 8e-2, 2, 182, 238);
         compare(dir, "fp32", 1e-3, 1, 182, 238);   /* the two-GEMM path on the same model */
-        char path[600];
-        snprintf(path, sizeof path, "%s/config.json", dir); remove(path);
-        snprintf(path, sizeof path, "%s/model.safetensors", dir); remove(path);
-        rmdir(dir);
+        rm_tree(dir);
     }
 }
 
@@ -327,19 +327,21 @@ static int write_loud_dpt(const char *src, const char *dir) {
         }
         if (sa3d_st_writer_add_f32(w, t->name, t->ndim, t->shape, bufs[i], &err)) ok = 0;
     }
-    char path[4200], cfg[4200];
+    char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (ok && sa3d_st_writer_write(w, path, &err)) ok = 0;
-    if (!ok) printf("writing %s failed: %s\n", path, err.msg);
-    snprintf(cfg, sizeof cfg, "%s/config.json", src);
+    if (ok && sa3d_st_writer_write(w, path, &err)) {
+        printf("writing %s failed: %s\n", path, err.msg);
+        ok = 0;
+    }
+    snprintf(path, sizeof path, "%s/config.json", src);
+    size_t len = 0;
+    char *cfg = ok ? slurp(path, &len) : NULL;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *in = fopen(cfg, "rb"), *out = fopen(path, "wb");
-    char chunk[4096];
-    size_t got;
-    while (in && out && (got = fread(chunk, 1, sizeof chunk, in)) > 0) fwrite(chunk, 1, got, out);
-    ok = ok && in && out;
-    if (in) fclose(in);
-    if (out && fclose(out)) ok = 0;
+    if (!cfg || sa3d_write_file_atomic(path, cfg, len, &err)) {
+        if (cfg) printf("%s\n", err.msg);
+        ok = 0;
+    }
+    sa3d_free(cfg);
     for (int i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);
     sa3d_st_writer_free(w);
@@ -375,15 +377,15 @@ static void case_loud_dpt(void) {
     int n = t_model_fixture_dirs(&dirs), n_dpt = 0;
     for (int i = 0; i < n; i++) {
         char probe[4300];
+        size_t len = 0;
         snprintf(probe, sizeof probe, "%s/config.json", dirs[i]);
-        FILE *f = fopen(probe, "rb");
-        char text[65536];
-        size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
-        if (f) fclose(f);
-        text[len] = 0;
-        if (strstr(text, "fusion_hidden_size")) {   /* a DPT head */
-            char dir[] = "/tmp/sa3d-loud-dpt-XXXXXX";
-            if (!mkdtemp(dir)) { T_FAIL("mkdtemp failed"); break; }
+        char *cfg = slurp(probe, &len);
+        int dpt = cfg && strstr(cfg, "fusion_hidden_size");   /* a DPT head */
+        sa3d_free(cfg);
+        if (dpt) {
+            char dir[512];
+            make_tmp(dir, sizeof dir);
+            if (!dir[0]) break;
             n_dpt++;
             T_CHECK(write_loud_dpt(dirs[i], dir));
             double before = depth_spread(dirs[i]), after = depth_spread(dir);
@@ -401,10 +403,7 @@ static void case_loud_dpt(void) {
             setenv("SA3D_CUDA_COL_CAP", "1", 1);
             compare(dir, "fp16", 2e-2, 3, 98, 84);
             unsetenv("SA3D_CUDA_COL_CAP");
-            char path[600];
-            snprintf(path, sizeof path, "%s/config.json", dir); remove(path);
-            snprintf(path, sizeof path, "%s/model.safetensors", dir); remove(path);
-            rmdir(dir);
+            rm_tree(dir);
         }
     }
     for (int i = 0; i < n; i++) free(dirs[i]);

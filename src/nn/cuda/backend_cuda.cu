@@ -35,6 +35,8 @@ extern "C" {
  * (measured: fp16 attention no faster than fp32). */
 static int pad8(int n) { return (n + 7) & ~7; }
 
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+
 static unsigned nblocks(size_t n) {
     size_t b = (n + 255) / 256;
     return (unsigned)(b < 8192 ? (b ? b : 1) : 8192);
@@ -166,13 +168,11 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
     if (Kp * D > stage) stage = Kp * D;
     if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) {   /* the DPT's 3 x 3 weights pass through the same scratch */
         size_t F = (size_t)m->dpt.fusion_hidden_size;
-        for (int s = 0; s < 4; s++) {
+        stage = zmax(stage, 9 * F * zmax(F, (size_t)m->dpt.head_hidden_size));   /* fusion units, head */
+        for (int s = 0; s < 4; s++) {   /* resize conv N x N, neck conv F x N */
             size_t N = (size_t)m->dpt.neck_hidden_sizes[s];
-            if (N * N * 9 > stage) stage = N * N * 9;
-            if (F * N * 9 > stage) stage = F * N * 9;
+            stage = zmax(stage, 9 * N * zmax(N, F));
         }
-        if (F * F * 9 > stage) stage = F * F * 9;
-        if ((size_t)m->dpt.head_hidden_size * F * 9 > stage) stage = (size_t)m->dpt.head_hidden_size * F * 9;
     }
     if (d->at != CUDA_R_32F) d->stage32 = (float *)dalloc(&d->mem, stage * sizeof(float));
 
@@ -284,7 +284,6 @@ static void profile_report(dws *w) {
     fprintf(stderr, " | total %.3f\n", (double)total);
 }
 
-static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
 static size_t zmin(size_t a, size_t b) { return a < b ? a : b; }
 
 /* Scratch of one k x k convolution of B images, for `rows` GEMM operand rows per output position (Ci k k for
