@@ -208,28 +208,93 @@ static void case_align(void) {
     scene_free(&s);
 }
 
-/* The similarity maps: cuBLAS (column-major, S^T = F^T feat^T) against a double-precision product, at sizes that
- * are multiples of nothing. */
+/* Reading (a)'s order: point i before point j at a cell (higher log p_sem, then higher similarity, then lower
+ * index). Written out here, apart from the library's insertion, so that the lists are checked against it. */
+static int cand_before(double li, float si, int i, double lj, float sj, int j) {
+    return li > lj || (li == lj && (si > sj || (si == sj && i < j)));
+}
+
+/* The similarity maps and the candidate lists. S: cuBLAS (column-major, S^T = F^T feat^T) against a
+ * double-precision product, at sizes that are multiples of nothing. Lists: for K = 1, 5, N, bit for bit the CPU's
+ * cell function on the returned S, and by definition the K first points of reading (a)'s order. Three equal
+ * feature rows and means below most similarities (log p_sem 0) make ties of both kinds. */
 static void case_similarity(void) {
     int N = 37, Cc = 50, cells = 61;
     float *feat = malloc((size_t)N * Cc * sizeof(float)), *F = malloc((size_t)Cc * cells * sizeof(float));
-    float *S = malloc((size_t)N * cells * sizeof(float));
+    double *mu = malloc((size_t)N * sizeof(double)), *sd = malloc((size_t)N * sizeof(double));
     uint64_t r = 5;
     for (int i = 0; i < N; i++) synth_unit(feat + (size_t)i * Cc, Cc, &r);
+    memcpy(feat + 5 * (size_t)Cc, feat + 4 * (size_t)Cc, (size_t)Cc * sizeof(float));
+    memcpy(feat + 6 * (size_t)Cc, feat + 4 * (size_t)Cc, (size_t)Cc * sizeof(float));
     for (int k = 0; k < Cc * cells; k++) F[k] = (float)(synth_gauss(&r) / sqrt((double)Cc));
-    sa3d_error err;
-    T_OK(sa3d_align_gpu_similarity(S, feat, F, N, Cc, cells, &err), &err);
-    double worst = 0.0;
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < N; i++) {
+        mu[i] = 0.15 + 0.1 * synth_gauss(&r);
+        sd[i] = 0.05 + 0.1 * fabs(synth_gauss(&r));
+    }
+    static const int Ks[] = { 1, 5, 37 };
+    for (int t = 0; t < 3; t++) {
+        int K = Ks[t];
+        sa3d_align_ctx c;
+        memset(&c, 0, sizeof c);
+        c.N = N;
+        c.C = Cc;
+        c.cells = cells;
+        c.K = K;
+        c.sem_mu = mu;
+        c.sem_sd = sd;
+        c.S = malloc((size_t)N * cells * sizeof(float));
+        c.cand = malloc((size_t)cells * K * sizeof(int));
+        c.cand_lp = malloc((size_t)cells * K * sizeof(double));
+        int *id = malloc((size_t)K * sizeof(int));
+        double *lp = malloc((size_t)K * sizeof(double));
+        float *sv = malloc((size_t)K * sizeof(float));
+        sa3d_error err;
+        T_OK(sa3d_align_gpu_similarity(&c, feat, F, &err), &err);
+        double worst = 0.0;
+        for (int i = 0; i < N; i++)
+            for (int q = 0; q < cells; q++) {
+                double ref = 0.0;
+                for (int k = 0; k < Cc; k++)
+                    ref += (double)feat[(size_t)i * Cc + k] * (double)F[(size_t)k * cells + q];
+                worst = fmax(worst, fabs((double)c.S[(size_t)i * cells + q] - ref));
+            }
+        int same = 1, ordered = 1, ties = 0;
         for (int q = 0; q < cells; q++) {
-            double ref = 0.0;
-            for (int k = 0; k < Cc; k++) ref += (double)feat[(size_t)i * Cc + k] * (double)F[(size_t)k * cells + q];
-            worst = fmax(worst, fabs((double)S[(size_t)i * cells + q] - ref));
+            const int *cq = c.cand + (size_t)q * K;
+            const double *lq = c.cand_lp + (size_t)q * K;
+            sa3d_align_cell_candidates(c.S, (size_t)cells, (size_t)q, N, mu, sd, K, id, lp, sv);
+            same &= !memcmp(id, cq, (size_t)K * sizeof(int)) && !memcmp(lp, lq, (size_t)K * sizeof(double));
+            /* each listed point before the next, and the last before every point not listed */
+            uint8_t listed[37] = { 0 };
+            for (int k = 0; k < K; k++) {
+                int i = cq[k];
+                if (i < 0 || i >= N || listed[i]) { ordered = 0; break; }
+                listed[i] = 1;
+                ordered &= lq[k] == sa3d_align_lp((double)c.S[(size_t)i * cells + q], mu[i], sd[i], NULL);
+            }
+            if (!ordered) break;
+            for (int k = 0; k < K; k++) {
+                int i = cq[k];
+                float si = c.S[(size_t)i * cells + q];
+                for (int j = 0; j < N; j++) {
+                    if (k + 1 < K ? j != cq[k + 1] : listed[j]) continue;
+                    float sj = c.S[(size_t)j * cells + q];
+                    double lj = sa3d_align_lp((double)sj, mu[j], sd[j], NULL);
+                    ordered &= cand_before(lq[k], si, i, lj, sj, j);
+                    ties += lq[k] == lj;
+                }
+            }
         }
-    printf("       S [%d][%d] = feat [%d][%d] . F [%d][%d]: max |GPU - double| %.2e (bound 1e-5)\n", N, cells, N, Cc,
-           Cc, cells, worst);
-    T_CHECK(worst <= 1e-5);
-    free(feat); free(F); free(S);
+        printf("       K %2d: S [%d][%d] = feat [%d][%d] . F [%d][%d]: max |GPU - double| %.2e (bound 1e-5); lists "
+               "%s the CPU's, %s (%d ties of log p_sem decided)\n", K, N, cells, N, Cc, Cc, cells, worst,
+               same ? "equal" : "DIFFER from", ordered ? "in order" : "OUT OF ORDER", ties);
+        T_CHECK(worst <= 1e-5);
+        T_CHECK(same);
+        T_CHECK(ordered);
+        T_CHECK(ties > 0);
+        free(c.S); free(c.cand); free(c.cand_lp); free(id); free(lp); free(sv);
+    }
+    free(feat); free(F); free(mu); free(sd);
 }
 
 static void case_errors(void) {
@@ -271,7 +336,7 @@ int main(int argc, char **argv) {
     }
     static const t_case cases[] = {
         { "1.1", "energy, terms, L_geom, gradients: GPU equals CPU (4 settings x 4 stages)", case_energy },
-        { "1.2", "similarity maps: GPU product equals a double-precision one", case_similarity },
+        { "1.2", "similarity maps and candidate lists: product to double precision, lists the CPU's", case_similarity },
         { "1.3", "whole alignment (similarity and energies on the GPU): deterministic, equal to CPU", case_align },
         { "2.1", "argument errors of the GPU evaluation", case_errors },
     };

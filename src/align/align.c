@@ -169,19 +169,6 @@ static void csr_unshift(int *ptr, int rows) {
     ptr[0] = 0;
 }
 
-/* Keeps the K best (lp, then s, then lower index) of one cell in insertion order. */
-static void topk_insert(int *id, double *lp, float *sv, int K, int *cnt, int i, double l, float s) {
-    int pos = *cnt;
-    while (pos > 0 && (lp[pos - 1] < l || (lp[pos - 1] == l && sv[pos - 1] < s))) pos--;
-    if (pos >= K) return;
-    int last = *cnt < K ? *cnt : K - 1;
-    for (int q = last; q > pos; q--) { id[q] = id[q - 1]; lp[q] = lp[q - 1]; sv[q] = sv[q - 1]; }
-    id[pos] = i;
-    lp[pos] = l;
-    sv[pos] = s;
-    if (*cnt < K) (*cnt)++;
-}
-
 sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const sa3d_align_input *in,
                                 const sa3d_align_params *p, sa3d_error *err) {
     memset(c, 0, sizeof *c);
@@ -268,13 +255,31 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
         wsum += c->pt_w[i];
     }
     for (int i = 0; i < N; i++) c->pt_w[i] = wsum > 0.0 ? c->pt_w[i] / wsum : 1.0 / N;
-    /* S[N][cells] = dense_feat[N][C] . F[C][cells]: the fixed-order product, so that S (and everything after
-     * it) is bit-identical at any thread count; cblas_sgemm is not guaranteed to be. On the GPU: cuBLAS. */
+    /* S[N][cells] = dense_feat[N][C] . F[C][cells] and reading (a)'s top_k candidates per cell. On the CPU the
+     * fixed-order product, so that S (and everything after it) is bit-identical at any thread count; cblas_sgemm
+     * is not guaranteed to be. On the GPU: cuBLAS, and the candidate lists by the same cell function. */
+    int K = p->top_k < N ? p->top_k : N;
+    c->K = K;
+    c->cand = sa3d_malloc((size_t)cells * K * sizeof(int));
+    c->cand_lp = sa3d_malloc((size_t)cells * K * sizeof(double));
+    if (!c->cand || !c->cand_lp) {
+        st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+        goto done;
+    }
     if (p->device == SA3D_ALIGN_ON_CUDA) {
-        if ((st = sa3d_align_gpu_similarity(c->S, pr->dense_feat, F->data, N, F->C, cells, err)) != SA3D_OK)
-            goto done;
+        if ((st = sa3d_align_gpu_similarity(c, pr->dense_feat, F->data, err)) != SA3D_OK) goto done;
     } else {
+        float *sv = sa3d_malloc((size_t)cells * K * sizeof(float));
+        if (!sv) {
+            st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
+            goto done;
+        }
         sa3d_gemm_fixed_order(c->S, pr->dense_feat, F->data, N, F->C, cells);
+#pragma omp parallel for schedule(static)
+        for (int q = 0; q < cells; q++)
+            sa3d_align_cell_candidates(c->S, (size_t)cells, (size_t)q, N, c->sem_mu, c->sem_sd, K,
+                                       c->cand + (size_t)q * K, c->cand_lp + (size_t)q * K, sv + (size_t)q * K);
+        sa3d_free(sv);
     }
 
     /* L_sparse: the appended anchors (dense points that move with one slot) and their log p_sem maps */
@@ -310,34 +315,13 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
 
     if ((st = ctx_geom(c, pr, slot2used, err)) != SA3D_OK) goto done;
 
-    /* reading (a): top_k candidates per cell; a cell is active when its weight (mask or 1) is positive and its
-     * best candidate's log p_sem is above the outlier level (else the outlier explains it whatever the pose) */
-    int K = p->top_k < N ? p->top_k : N;
-    c->K = K;
+    /* reading (a)'s active cells: weight (mask or 1) positive and best candidate's log p_sem above the outlier
+     * level (else the outlier explains the cell whatever the pose); their lists are moved to the front */
     c->act_cell = sa3d_malloc((size_t)cells * sizeof(int));
     c->act_w = sa3d_malloc((size_t)cells * sizeof(double));
-    c->cand = sa3d_malloc((size_t)cells * K * sizeof(int));
-    c->cand_lp = sa3d_malloc((size_t)cells * K * sizeof(double));
-    float *sv = sa3d_malloc((size_t)cells * K * sizeof(float));
-    int *cnt = sa3d_malloc((size_t)cells * sizeof(int));
-    if (!c->act_cell || !c->act_w || !c->cand || !c->cand_lp || !sv || !cnt) {
-        sa3d_free(sv);
-        sa3d_free(cnt);
+    if (!c->act_cell || !c->act_w) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
         goto done;
-    }
-#pragma omp parallel for schedule(static)
-    for (int q = 0; q < cells; q++) {
-        int *id = c->cand + (size_t)q * K;
-        double *lp = c->cand_lp + (size_t)q * K;
-        float *s = sv + (size_t)q * K;
-        cnt[q] = 0;
-        for (int k = 0; k < K; k++) { id[k] = -1; lp[k] = -DBL_MAX; }
-        for (int i = 0; i < N; i++) {
-            float si = c->S[(size_t)i * cells + q];
-            double l = sa3d_align_lp((double)si, c->sem_mu[i], c->sem_sd[i], NULL);
-            topk_insert(id, lp, s, K, &cnt[q], i, l, si);
-        }
     }
     double aw = 0.0;
     int na = 0;
@@ -355,8 +339,6 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     }
     for (int a = 0; a < na; a++) c->act_w[a] /= aw;
     c->n_act = na;
-    sa3d_free(sv);
-    sa3d_free(cnt);
     /* each point's candidate slots, for the gradient's gather (align_energy.h step 3) */
     c->pt_slot_ptr = sa3d_calloc((size_t)N + 1, sizeof(int));
     c->pt_slot = sa3d_malloc(((size_t)na * K + 1) * sizeof(int));

@@ -20,6 +20,7 @@
 #ifndef SA3D_ALIGN_ENERGY_H
 #define SA3D_ALIGN_ENERGY_H
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -34,6 +35,28 @@ SA3D_HD double sa3d_align_lp(double s, double mu, double sd, double *dlp) {
     if (z <= 0.0) { if (dlp) *dlp = 0.0; return 0.0; }
     if (dlp) *dlp = z / sd;
     return -0.5 * z * z;
+}
+
+/* Reading (a)'s candidate list of cell q: the K points of highest log p_sem at the cell (ties: higher similarity,
+ * then lower index), best first, from the similarity maps S[N][cells]. id[K], lp[K] out (id -1 and lp -DBL_MAX
+ * where N < K); sv[K] is scratch. Only comparisons and sa3d_align_lp's IEEE arithmetic, so the CPU (a loop over
+ * cells) and the GPU (a thread per cell) build the same lists from the same S, bit for bit. */
+SA3D_HD void sa3d_align_cell_candidates(const float *S, size_t cells, size_t q, int N, const double *mu,
+                                        const double *sd, int K, int *id, double *lp, float *sv) {
+    int cnt = 0;
+    for (int k = 0; k < K; k++) { id[k] = -1; lp[k] = -DBL_MAX; }
+    for (int i = 0; i < N; i++) {
+        float s = S[(size_t)i * cells + q];
+        double l = sa3d_align_lp((double)s, mu[i], sd[i], NULL);
+        int pos = cnt;   /* insertion point in the list kept sorted */
+        while (pos > 0 && (lp[pos - 1] < l || (lp[pos - 1] == l && sv[pos - 1] < s))) pos--;
+        if (pos >= K) continue;
+        for (int r = cnt < K ? cnt : K - 1; r > pos; r--) { id[r] = id[r - 1]; lp[r] = lp[r - 1]; sv[r] = sv[r - 1]; }
+        id[pos] = i;
+        lp[pos] = l;
+        sv[pos] = s;
+        if (cnt < K) cnt++;
+    }
 }
 
 /* Bilinear sample of a [g][g] map at grid coordinates (x, y) (cell centres at c + 0.5). zero_pad: outside the

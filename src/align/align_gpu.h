@@ -6,7 +6,7 @@
  * results are deterministic; they equal the CPU's to rounding (libm and CUDA's exp and log differ in the last
  * bits), not bit for bit.
  *
- *     sa3d_align_gpu_similarity(S, feat, F, N, C, cells, &err);   // in the context's set-up
+ *     sa3d_align_gpu_similarity(&ctx, feat, F, &err);   // in the context's set-up: S and the candidates
  *     sa3d_align_gpu *g;
  *     sa3d_align_gpu_new(&g, &ctx, B, &err);            // uploads the context of the image and of its mirror
  *     sa3d_align_gpu_start(g, B, Y, phi, alive, &stage, &err);   // returns at once
@@ -32,10 +32,12 @@ static inline int sa3d_align_views(const sa3d_align_ctx *c) { return c->mirror ?
 
 /* SA3D_OK when a GPU is there to use; else SA3D_ERR_UNSUPPORTED with the reason. */
 sa3d_status sa3d_align_gpu_check(sa3d_error *err);
-/* The similarity maps S[N][cells] = feat[N][C] . F[C][cells] on the GPU (cuBLAS SGEMM in fp32, TF32 off; host
- * arrays in and out): equal to sa3d_gemm_fixed_order's to float rounding, not bit for bit. */
-sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, const float *F, int N, int C, int cells,
-                                      sa3d_error *err);
+/* In the context's set-up: the similarity maps c->S[N][cells] = feat[N][C] . F[C][cells] on the GPU (cuBLAS SGEMM
+ * in fp32, TF32 off), equal to sa3d_gemm_fixed_order's to float rounding, not bit for bit; then from them reading
+ * (a)'s lists c->cand and c->cand_lp ([cells][K], before the active cells are picked), a thread per cell running
+ * sa3d_align_cell_candidates: the CPU's lists from the same S, bit for bit. Reads c->N, C, cells, K, sem_mu, sem_sd;
+ * host arrays in and out. */
+sa3d_status sa3d_align_gpu_similarity(sa3d_align_ctx *c, const float *feat, const float *F, sa3d_error *err);
 /* Uploads what the energy reads of c (and of c->mirror) and sizes the buffers for up to max_hyp hypotheses.
  * SA3D_ERR_UNSUPPORTED without a usable GPU, SA3D_ERR_NOMEM / SA3D_ERR_IO for device failures. */
 sa3d_status sa3d_align_gpu_new(sa3d_align_gpu **out, const sa3d_align_ctx *c, int max_hyp, sa3d_error *err);

@@ -8,9 +8,8 @@ sa3d_status sa3d_align_gpu_check(sa3d_error *err) {
                      "with cmake -DSEMALIGN3D_CUDA=ON)");
 }
 
-sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, const float *F, int N, int C, int cells,
-                                      sa3d_error *err) {
-    (void)S; (void)feat; (void)F; (void)N; (void)C; (void)cells;
+sa3d_status sa3d_align_gpu_similarity(sa3d_align_ctx *c, const float *feat, const float *F, sa3d_error *err) {
+    (void)c; (void)feat; (void)F;
     return sa3d_align_gpu_check(err);
 }
 

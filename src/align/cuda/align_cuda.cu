@@ -1,8 +1,8 @@
 /* CUDA backend of the aligner (align_gpu.h): the similarity maps, and align_energy.h's steps for every
  * (hypothesis, view) of one iteration in one kernel launch.
  *
- *   - Per image and view, once: the similarity maps by one cuBLAS SGEMM (sa3d_align_gpu_similarity; the
- *     candidate lists are then built on the host). Then the context of the image and of its mirror (rig and its
+ *   - Per image and view, once: the similarity maps by one cuBLAS SGEMM and reading (a)'s candidate lists by a
+ *     thread per cell (sa3d_align_gpu_similarity). Then the context of the image and of its mirror (rig and its
  *     transpose, reading (a)'s cells and candidates with each point's slots, the anchors' log p_sem maps, the
  *     mask; the similarity maps only for reading (b)) is uploaded, and the two contexts are copied to the device
  *     with their pointers replaced.
@@ -160,18 +160,24 @@ extern "C" sa3d_status sa3d_align_gpu_check(sa3d_error *err) {
     return SA3D_OK;
 }
 
-extern "C" sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, const float *F, int N, int C,
-                                                 int cells, sa3d_error *err) {
+extern "C" sa3d_status sa3d_align_gpu_similarity(sa3d_align_ctx *c, const float *feat, const float *F,
+                                                 sa3d_error *err) {
     sa3d_status st = sa3d_align_gpu_check(err);
     if (st != SA3D_OK) return st;
+    int N = c->N, C = c->C, cells = c->cells, K = c->K;
+    size_t nf = (size_t)C * cells, nx = (size_t)N * C, ns = (size_t)N * cells, nk = (size_t)cells * K;
     dmem mem;
     memset(&mem, 0, sizeof mem);
-    size_t nf = (size_t)C * cells, nx = (size_t)N * C, ns = (size_t)N * cells;
     float *dF = (float *)dalloc(&mem, nf * sizeof(float)), *dX = (float *)dalloc(&mem, nx * sizeof(float));
-    float *dS = (float *)dalloc(&mem, ns * sizeof(float));
+    float *dS = (float *)dalloc(&mem, ns * sizeof(float)), *dsv = (float *)dalloc(&mem, nk * sizeof(float));
+    double *dmu = (double *)dalloc(&mem, N * sizeof(double)), *dsd = (double *)dalloc(&mem, N * sizeof(double));
+    double *dlp = (double *)dalloc(&mem, nk * sizeof(double));
+    int *dcand = (int *)dalloc(&mem, nk * sizeof(int));
     cudaError_t e = mem.first;
     if (e == cudaSuccess) e = cudaMemcpy(dF, F, nf * sizeof(float), cudaMemcpyHostToDevice);
     if (e == cudaSuccess) e = cudaMemcpy(dX, feat, nx * sizeof(float), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(dmu, c->sem_mu, N * sizeof(double), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(dsd, c->sem_sd, N * sizeof(double), cudaMemcpyHostToDevice);
     if (e != cudaSuccess) {
         dmem_free(&mem);
         return cuda_fail(err, "align", "uploading the features", e);
@@ -183,12 +189,22 @@ extern "C" sa3d_status sa3d_align_gpu_similarity(float *S, const float *feat, co
     if (cs == CUBLAS_STATUS_SUCCESS) cs = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);   /* fp32, not TF32 */
     if (cs == CUBLAS_STATUS_SUCCESS)
         cs = cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, cells, N, C, &one, dF, cells, dX, C, &zero, dS, cells);
-    if (cs == CUBLAS_STATUS_SUCCESS) e = cudaMemcpy(S, dS, ns * sizeof(float), cudaMemcpyDeviceToHost);
+    if (cs == CUBLAS_STATUS_SUCCESS) {   /* cuBLAS ran on the default stream, as does the launch */
+        SA3D_LAUNCH(candidates_kernel, dim3((unsigned)((cells + 127) / 128)), 128, 0, dS, N, cells, dmu, dsd, K,
+                    dcand, dlp, dsv);
+        e = cudaGetLastError();
+    }
+    if (cs == CUBLAS_STATUS_SUCCESS && e == cudaSuccess)
+        e = cudaMemcpy(c->S, dS, ns * sizeof(float), cudaMemcpyDeviceToHost);
+    if (cs == CUBLAS_STATUS_SUCCESS && e == cudaSuccess)
+        e = cudaMemcpy(c->cand, dcand, nk * sizeof(int), cudaMemcpyDeviceToHost);
+    if (cs == CUBLAS_STATUS_SUCCESS && e == cudaSuccess)
+        e = cudaMemcpy(c->cand_lp, dlp, nk * sizeof(double), cudaMemcpyDeviceToHost);
     if (h) cublasDestroy(h);
     dmem_free(&mem);
     if (cs != CUBLAS_STATUS_SUCCESS)
         return sa3d_fail(err, SA3D_ERR_IO, "align: cuda: similarity product: cuBLAS status %d", (int)cs);
-    if (e != cudaSuccess) return cuda_fail(err, "align", "similarity product", e);
+    if (e != cudaSuccess) return cuda_fail(err, "align", "similarity maps and candidates", e);
     return SA3D_OK;
 }
 

@@ -176,4 +176,14 @@ static __global__ void __launch_bounds__(AK_THREADS) energy_kernel(const sa3d_al
     }
 }
 
+/* Reading (a)'s candidate lists [cells][K] from the similarity maps: a thread per cell, the CPU's cell function.
+ * Consecutive threads read consecutive cells of each S row. sv [cells][K] is scratch. */
+__global__ static void candidates_kernel(const float *S, int N, int cells, const double *mu, const double *sd, int K,
+                                         int *cand, double *lp, float *sv) {
+    int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= cells) return;
+    size_t o = (size_t)q * K;
+    sa3d_align_cell_candidates(S, (size_t)cells, (size_t)q, N, mu, sd, K, cand + o, lp + o, sv + o);
+}
+
 #endif
