@@ -77,6 +77,25 @@ typedef struct dmodel {
 template <typename A>
 __global__ void k_convert(A *out, const float *in, size_t n) { SA3D_GRID_STRIDE(i, n) out[i] = from_f<A>(in[i]); }
 
+/* f(T()) with T the element type of dtype t (float, __half or __nv_bfloat16): one place that turns the runtime
+ * dtype into a template argument. */
+template <typename F> static void with_dtype(cudaDataType_t t, F f) {
+    if (t == CUDA_R_16F) f(__half());
+    else if (t == CUDA_R_16BF) f(__nv_bfloat16());
+    else f(0.0f);
+}
+
+/* Uploads in the backbone dtype go through fp32 first: straight into p in fp32 passes, else into the staging
+ * scratch, which convert_staged then converts into p. */
+static float *staging(dmodel *d, void *p) { return d->at == CUDA_R_32F ? (float *)p : d->stage32; }
+static void convert_staged(dmodel *d, void *p, size_t n) {
+    if (d->at == CUDA_R_32F) return;
+    with_dtype(d->at, [&](auto tag) {
+        using T = decltype(tag);
+        SA3D_LAUNCH(k_convert<T>, nblocks(n), 256, 0, (T *)p, d->stage32, n);
+    });
+}
+
 static float *up_f32(dmodel *d, const float *h, size_t n) {
     if (!h) return NULL;
     float *p = (float *)dalloc(&d->mem, n * sizeof(float));
@@ -93,14 +112,12 @@ static void *up_mat(dmodel *d, const float *a, const float *b, const float *c, s
     void *p = dalloc(&d->mem, n * d->es);
     if (!p) return NULL;
     const float *parts[3] = { a, b, c };
-    float *dst = d->at == CUDA_R_32F ? (float *)p : d->stage32;
+    float *dst = staging(d, p);
     for (int i = 0; i < 3 && parts[i]; i++) {
         cudaError_t e = cudaMemcpy(dst + i * n_each, parts[i], n_each * sizeof(float), cudaMemcpyHostToDevice);
         if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
     }
-    if (d->at == CUDA_R_16F) SA3D_LAUNCH(k_convert<__half>, nblocks(n), 256, 0, (__half *)p, d->stage32, n);
-    if (d->at == CUDA_R_16BF)
-        SA3D_LAUNCH(k_convert<__nv_bfloat16>, nblocks(n), 256, 0, (__nv_bfloat16 *)p, d->stage32, n);
+    convert_staged(d, p, n);
     return p;
 }
 
@@ -108,16 +125,13 @@ static void *up_mat(dmodel *d, const float *a, const float *b, const float *c, s
 static void *up_mat_padded(dmodel *d, const float *h, size_t rows, size_t cols, size_t cols_p) {
     void *p = dalloc(&d->mem, rows * cols_p * d->es);
     if (!p) return NULL;
-    float *dst = d->at == CUDA_R_32F ? (float *)p : d->stage32;
+    float *dst = staging(d, p);
     cudaError_t e = cudaMemset(dst, 0, rows * cols_p * sizeof(float));
     if (e == cudaSuccess)
         e = cudaMemcpy2D(dst, cols_p * sizeof(float), h, cols * sizeof(float), cols * sizeof(float), rows,
                          cudaMemcpyHostToDevice);
     if (e != cudaSuccess && d->mem.first == cudaSuccess) d->mem.first = e;
-    size_t n = rows * cols_p;
-    if (d->at == CUDA_R_16F) SA3D_LAUNCH(k_convert<__half>, nblocks(n), 256, 0, (__half *)p, d->stage32, n);
-    if (d->at == CUDA_R_16BF)
-        SA3D_LAUNCH(k_convert<__nv_bfloat16>, nblocks(n), 256, 0, (__nv_bfloat16 *)p, d->stage32, n);
+    convert_staged(d, p, rows * cols_p);
     return p;
 }
 
@@ -594,15 +608,11 @@ static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const v
         unsigned bx = (unsigned)((nc + 255) / 256);
         dim3 grid(bx, (unsigned)Kc, (unsigned)B);
         size_t in_img = (size_t)Ci * H * W, col_img = (size_t)Kc * ncp;
-        if (d->at == CUDA_R_16F)
-            SA3D_LAUNCH(k_im2col<__half>, grid, 256, w->st, (__half *)w->col, in, H, W, k, stride, pad, Wo, y0, nc,
-                        ncp, relu_in, in_img, col_img);
-        else if (d->at == CUDA_R_16BF)
-            SA3D_LAUNCH(k_im2col<__nv_bfloat16>, grid, 256, w->st, (__nv_bfloat16 *)w->col, in, H, W, k, stride, pad,
-                        Wo, y0, nc, ncp, relu_in, in_img, col_img);
-        else
-            SA3D_LAUNCH(k_im2col<float>, grid, 256, w->st, w->col, in, H, W, k, stride, pad, Wo, y0, nc, ncp, relu_in,
-                        in_img, col_img);
+        with_dtype(d->at, [&](auto tag) {
+            using T = decltype(tag);
+            SA3D_LAUNCH(k_im2col<T>, grid, 256, w->st, (T *)w->col, in, H, W, k, stride, pad, Wo, y0, nc, ncp,
+                        relu_in, in_img, col_img);
+        });
         gemm_batched(w, d->at, CUDA_R_32F, d->ct, 0, 0, Co, nc, Kc, 1.0f, wt, Kc, 0, w->col, ncp, (long long)col_img,
                      w->band, ncp, (long long)Co * ncp, B);
         SA3D_LAUNCH(k_conv_out, dim3(bx, (unsigned)Co, (unsigned)B), 256, w->st, out, (size_t)HWo, out_img,
@@ -691,9 +701,7 @@ static void whole_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w) {
     int da = m->kind == SA3D_MODEL_DEPTH_ANYTHING;
     const int *idx = da ? m->dpt.out_indices : NULL;
     int n_stages = da ? 4 : 0;
-    if (d->at == CUDA_R_16F) vit_pass<__half>(m, ws, w, d, idx, n_stages);
-    else if (d->at == CUDA_R_16BF) vit_pass<__nv_bfloat16>(m, ws, w, d, idx, n_stages);
-    else vit_pass<float>(m, ws, w, d, idx, n_stages);
+    with_dtype(d->at, [&](auto tag) { vit_pass<decltype(tag)>(m, ws, w, d, idx, n_stages); });
     mark(w, "elementwise");
     if (da) dpt_pass(m, ws, w, d);
     mark(w, "dpt");
