@@ -7,6 +7,8 @@
 //     ahead.
 //   - The row kernels (residual + layer norm, bias + activation, SwiGLU), 4 elements per access and 1, against
 //     double precision.
+//   - The DPT's implicit-GEMM convolution (fp16 and bf16; 32 and 64 channels a block; strides 1 and 2) against a
+//     double-precision convolution.
 //
 // Attention bound, from the kernel's arithmetic: with the inputs already rounded to the 16-bit type (q + bq as
 // the kernel rounds it), the two roundings left are P (to the 16-bit type before P V) and the output; each costs
@@ -236,6 +238,85 @@ static void case_rows_fp16(void) { row_kernels<__half>(ldexp(1.0, -11)); }
 static void case_rows_bf16(void) { row_kernels<__nv_bfloat16>(ldexp(1.0, -8)); }
 static void case_rows_fp32(void) { row_kernels<float>(ldexp(1.0, -23) * 4); }
 
+// k_conv_mma (the DPT's k x k convolutions in fp16/bf16 passes) against a double-precision convolution of the
+// same rounded operands: weights in T, inputs relu'd (relu_in) then rounded to T, as the kernel gathers them. The
+// products are exact in fp32 and only the fp32 sums round: |ours - exact| <= (Kc + 3) 2^-24 (sum |w x| + |b| +
+// |res|). A wrong tap, channel, lane or tile index gives errors of the size of the terms.
+template <typename T>
+static void check_conv(int B, int Ci, int H, int W, int Co, int k, int stride, int pad, int relu_in, int act,
+                       bool bias, bool residual) {
+    int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, Kc = Ci * k * k, HWo = Ho * Wo;
+    sa3d_rng rng = sa3d_rng_for(9, (uint64_t)(Ci * 1000 + Co), (uint64_t)(H * 100 + W));
+    std::vector<float> in((size_t)B * Ci * H * W), b(Co), res((size_t)B * Co * HWo), out((size_t)B * Co * HWo, NAN);
+    std::vector<T> wt((size_t)Co * Kc);
+    for (auto &v : in) v = uniform(&rng, 2.0f);
+    for (auto &v : wt) v = from_f<T>(uniform(&rng, 1.0f));
+    for (auto &v : b) v = uniform(&rng, 1.0f);
+    for (auto &v : res) v = uniform(&rng, 1.0f);
+    int mt = Co <= 32 ? 1 : 2;
+    dim3 grid((unsigned)((HWo + CV_BN - 1) / CV_BN), (unsigned)((Co + 32 * mt - 1) / (32 * mt)), (unsigned)B);
+    // the reference, and the bound's magnitude, per output
+    std::vector<double> want(out.size()), bound(out.size());
+    for (int z = 0; z < B; z++)
+        for (int co = 0; co < Co; co++)
+            for (int p = 0; p < HWo; p++) {
+                int y = p / Wo, x = p % Wo;
+                double sum = bias ? (double)b[co] : 0.0, mag = fabs(sum);
+                for (int ci = 0; ci < Ci; ci++)
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                            float v = in[(((size_t)z * Ci + ci) * H + iy) * W + ix];
+                            double xv = (double)to_f(from_f<T>(relu_in ? fmaxf(v, 0.0f) : v));
+                            double t = (double)to_f(wt[(size_t)co * Kc + (ci * k + ky) * k + kx]) * xv;
+                            sum += t;
+                            mag += fabs(t);
+                        }
+                size_t o = ((size_t)z * Co + co) * HWo + p;
+                want[o] = (act == 2 ? fmax(sum, 0.0) : sum) + (residual ? (double)res[o] : 0.0);
+                bound[o] = (Kc + 3) * ldexp(1.0, -24) * (mag + (residual ? fabs((double)res[o]) : 0.0)) + 1e-30;
+            }
+    const float *bp = bias ? b.data() : nullptr, *rp = residual ? res.data() : nullptr;
+    double worst = 0.0;
+    emu_order before = emu_order_mode;
+    for (emu_order order : { EMU_LOCKSTEP, EMU_RUN_AHEAD }) {   // run-ahead: a slice refilled too early shows
+        emu_order_mode = order;
+        for (auto &v : out) v = NAN;   // every element must be written
+        emu_launch(grid, 128, [&] {
+            if (mt == 1)
+                k_conv_mma<T, 1>(out.data(), in.data(), wt.data(), bp, rp, Ci, H, W, Co, k, stride, pad, Ho, Wo,
+                                 relu_in, act);
+            else
+                k_conv_mma<T, 2>(out.data(), in.data(), wt.data(), bp, rp, Ci, H, W, Co, k, stride, pad, Ho, Wo,
+                                 relu_in, act);
+        });
+        for (size_t o = 0; o < out.size(); o++) {
+            double e = fabs((double)out[o] - want[o]) / bound[o];
+            if (!(e <= worst)) worst = e;   // NaN (an output never written) counts as the worst
+        }
+    }
+    emu_order_mode = before;
+    printf("       B %d, Ci %2d, %2dx%2d -> Co %2d, %dx%d stride %d pad %d (%d position blocks, %d channel blocks "
+           "of %d), relu_in %d, act %2d%s%s: %.2g of bound\n", B, Ci, H, W, Co, k, k, stride, pad, (int)grid.x,
+           (int)grid.y, 32 * mt, relu_in, act, bias ? ", bias" : "", residual ? ", residual" : "", worst);
+    if (!(worst <= 1.0)) T_FAIL("k_conv_mma: %.3g of the bound", worst);
+}
+
+// 4.1 / 4.2: partial position blocks (143 and 30 positions); partial slices (Kc 45, 27, 144) and a long run of
+// them (864 in 27); partial channel blocks (20 of 32, 40 of 64, 72 = 64 + 8); stride 2 (the reassemble stage's);
+// both MT; the pre-activation unit's two uses.
+template <typename T> static void conv_shapes(void) {
+    check_conv<T>(2, 5, 13, 11, 20, 3, 1, 1, 1, 2, true, false);
+    check_conv<T>(1, 16, 9, 12, 40, 3, 2, 1, 0, ACT_NONE, false, false);
+    check_conv<T>(1, 3, 20, 30, 64, 3, 1, 1, 0, ACT_NONE, true, true);
+    check_conv<T>(2, 16, 7, 9, 33, 3, 1, 1, 1, ACT_NONE, true, true);
+    check_conv<T>(3, 8, 10, 14, 72, 3, 1, 1, 0, 2, true, false);
+    check_conv<T>(1, 96, 5, 7, 64, 3, 1, 1, 0, ACT_NONE, false, false);   // 27 slices: a neck convolution's depth
+}
+static void case_conv_fp16(void) { conv_shapes<__half>(); }
+static void case_conv_bf16(void) { conv_shapes<__nv_bfloat16>(); }
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "emulator: fp16 / bf16 conversions round to nearest even", case_half_conversions },
@@ -245,6 +326,8 @@ int main(int argc, char **argv) {
         { "3.1", "row kernels, fp16: residual + norm, bias + GELU, SwiGLU; 4 and 1 per access", case_rows_fp16 },
         { "3.2", "row kernels, bf16", case_rows_bf16 },
         { "3.3", "row kernels, fp32", case_rows_fp32 },
+        { "4.1", "implicit-GEMM convolution, fp16: shapes, strides, partial tiles, epilogue", case_conv_fp16 },
+        { "4.2", "implicit-GEMM convolution, bf16", case_conv_bf16 },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

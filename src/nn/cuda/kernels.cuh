@@ -472,6 +472,122 @@ __global__ void k_im2col(T *col, const float *in, int H, int W, int k, int strid
     col[(size_t)r * pitch + c] = from_f<T>(relu_in ? fmaxf(v, 0.0f) : v);
 }
 
+/* Implicit-GEMM convolution for fp16/bf16 passes: the product W [Co][Kc] . col [Kc][Ho Wo] (Kc = Ci k k, in
+ * nn.Conv2d's (ci, ky, kx) order) without im2col's matrix in memory. Each block gathers its [CV_BK][CV_BN] slice of
+ * col straight from the fp32 maps into shared memory (ReLU when relu_in, rounded to T as k_im2col rounds), the
+ * tensor cores accumulate in fp32, and k_conv_out's output step is the epilogue:
+ *     out[z][co][p] = act(acc + b[co]) + res[z][co][p]        (b, res may be NULL)
+ * A block: 32 MT output channels x CV_BN output positions of image blockIdx.z; 4 warps, 2 x 2, each 16 MT channels
+ * x 64 positions (MT x 8 mma tiles of 16 x 8). Two small tables spare the gather its divisions: per position its
+ * input corner (y stride - pad, x stride - pad), per k of the slice its channel offset and tap (ky, kx).
+ * grid (ceil(Ho Wo / CV_BN), ceil(Co / (32 MT)), B), 128 threads. */
+#define CV_BN 128
+#define CV_BK 32
+#define CV_LD (CV_BK + 8)   /* 40 elements = 20 words a row: fragment reads and 16-byte stores hit distinct banks */
+#define CV_FAR (-(1 << 28)) /* input corner of a position past the end: every tap reads as padding */
+
+/* n elements (a multiple of 8) of v as 16-byte stores to shared memory. */
+template <typename T> __device__ __forceinline__ void store16(T *dst, const T *v, int n) {
+#pragma unroll
+    for (int i = 0; i < n; i += 8) *(uint4 *)(dst + i) = *(const uint4 *)(v + i);
+}
+
+template <typename T, int MT>
+__global__ void __launch_bounds__(128) k_conv_mma(float *out, const float *in, const T *wt, const float *b,
+                                                   const float *res, int Ci, int H, int W, int Co, int k, int stride,
+                                                   int pad, int Ho, int Wo, int relu_in, int act) {
+    enum { BM = 32 * MT, A_PER = BM * CV_BK / 128 };   /* weights each thread stages per slice: 8 or 16 */
+    __shared__ __align__(16) T sa[BM * CV_LD];        /* weights [co][k] */
+    __shared__ __align__(16) T sb[CV_BN * CV_LD];     /* col [position][k] */
+    __shared__ int corner_y[CV_BN], corner_x[CV_BN], tap_y[CV_BK], tap_x[CV_BK];
+    __shared__ long long chan_off[CV_BK];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int kk2 = k * k, Kc = Ci * kk2, HWo = Ho * Wo, p0 = (int)blockIdx.x * CV_BN, m0 = (int)blockIdx.y * BM;
+    const int wm = warp / 2 * 16 * MT, wn = warp % 2 * 64;
+    const size_t HWi = (size_t)H * W;
+    in += blockIdx.z * Ci * HWi;
+    {
+        int p = p0 + tid;   /* CV_BN = 128 = blockDim */
+        corner_y[tid] = p < HWo ? p / Wo * stride - pad : CV_FAR;
+        corner_x[tid] = p % Wo * stride - pad;
+    }
+    float acc[MT][8][4] = {};
+    for (int k0 = 0; k0 < Kc; k0 += CV_BK) {
+        __syncthreads();   /* the previous slice's fragments are read */
+        if (tid < CV_BK) {
+            int kk = k0 + tid, r = kk % kk2;
+            chan_off[tid] = kk < Kc ? (long long)(kk / kk2) * (long long)HWi : -1;
+            tap_y[tid] = r / k;
+            tap_x[tid] = r % k;
+        }
+        {   /* weights: A_PER consecutive k of one row; zeros past Co and Kc */
+            int m = tid * A_PER / CV_BK, kb = tid * A_PER % CV_BK, co = m0 + m;
+            __align__(16) T v[A_PER];   /* aligned: store16 reads it 16 bytes at a time */
+#pragma unroll
+            for (int j = 0; j < A_PER; j++) {
+                int kk = k0 + kb + j;
+                v[j] = co < Co && kk < Kc ? wt[(size_t)co * Kc + kk] : from_f<T>(0.0f);
+            }
+            store16(sa + m * CV_LD + kb, v, A_PER);
+        }
+        __syncthreads();   /* the tables */
+        {   /* col: position tid, the slice's CV_BK values */
+            int y0 = corner_y[tid], x0 = corner_x[tid];
+            __align__(16) T v[CV_BK];
+#pragma unroll
+            for (int j = 0; j < CV_BK; j++) {
+                long long o = chan_off[j];
+                int iy = y0 + tap_y[j], ix = x0 + tap_x[j];
+                float x = o >= 0 && iy >= 0 && iy < H && ix >= 0 && ix < W ? in[o + (long long)iy * W + ix] : 0.0f;
+                v[j] = from_f<T>(relu_in ? fmaxf(x, 0.0f) : x);
+            }
+            store16(sb + tid * CV_LD, v, CV_BK);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < CV_BK; ks += 16) {
+            uint32_t a[MT][4], bf[8][2];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const T *r0 = sa + (wm + mt * 16 + g) * CV_LD + ks + 2 * t, *r8 = r0 + 8 * CV_LD;
+                a[mt][0] = *(const uint32_t *)r0;
+                a[mt][1] = *(const uint32_t *)r8;
+                a[mt][2] = *(const uint32_t *)(r0 + 8);
+                a[mt][3] = *(const uint32_t *)(r8 + 8);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                const T *c0 = sb + (wn + nt * 8 + g) * CV_LD + ks + 2 * t;
+                bf[nt][0] = *(const uint32_t *)c0;
+                bf[nt][1] = *(const uint32_t *)(c0 + 8);
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) mma16816<T>(acc[mt][nt], a[mt], bf[nt][0], bf[nt][1]);
+        }
+    }
+    /* accumulator (mt, nt)[2 h + e] is channel wm + 16 mt + g + 8 h, position wn + 8 nt + 2 t + e */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int co = m0 + wm + mt * 16 + g + 8 * h;
+            if (co >= Co) continue;
+            float bias = b ? b[co] : 0.0f;
+            size_t base = ((size_t)blockIdx.z * Co + co) * HWo;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int p = p0 + wn + nt * 8 + 2 * t + e;
+                    if (p >= HWo) continue;
+                    float v = activate(acc[mt][nt][2 * h + e] + bias, act);
+                    out[base + p] = res ? v + res[base + p] : v;
+                }
+        }
+}
+
 /* A convolution's output from its GEMM result, channel c = blockIdx.y of image z = blockIdx.z:
  * out[z][c][off + j] = act(tmp[z][c][j] + b[c]) + res[z][c][off + j] for j < n (b, res may be NULL); tmp's
  * channels are pitch apart and its images tmp_img, out's and res's out_pitch and out_img. In place (tmp = out,
