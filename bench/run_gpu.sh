@@ -44,22 +44,19 @@ for c in vits518:518:518 vitb840:840:840 vitl840:840:840; do
   SA3D_CUDA_PROFILE=1 timeout 60 "$stage/bin/bench_gpu" --model "/tmp/sa3d-gpu/$name" --height "$H" --width "$W" \
       --batch 1 --dtype fp16 --warmup 1 --runs 1 2>&1 | grep "cuda profile" | tail -1
 done 2>&1 | tee "$out/attention_rows.log"
-echo "== Depth Anything V2 Small: per-step times of one eager pass (the DPT head against the backbone); in fp16 the"
-echo "   k x k convolutions by the implicit-GEMM kernel (the default) against im2col + GEMM (SA3D_CUDA_IMPLICIT=0)"
+echo "== Depth Anything V2 Small: per-step times of one eager pass (the DPT head against the backbone), with the"
+echo "   k x k convolutions by the implicit-GEMM kernel (the default) and by im2col + GEMM (SA3D_CUDA_IMPLICIT=0)"
 if [ -d /tmp/sa3d-gpu/da_s518x686 ]; then
-  for run in fp32:1 fp16:1 fp16:0; do
-    IFS=: read -r dt im <<<"$run"
+  for dt in fp32 fp16; do
     for B in 1 8; do
-      printf 'da_s518x686 %s b%s implicit %s: ' "$dt" "$B" "$im"
-      SA3D_CUDA_IMPLICIT=$im SA3D_CUDA_PROFILE=1 timeout 60 "$stage/bin/bench_gpu" --model /tmp/sa3d-gpu/da_s518x686 \
-          --height 518 --width 686 --batch "$B" --dtype "$dt" --warmup 1 --runs 1 2>&1 | grep "cuda profile" | tail -1
-    done
-  done
-  for B in 1 8; do   # timed (graph replay), both ways
-    for im in 1 0; do
-      printf 'da_s518x686 fp16 b%s implicit %s: ' "$B" "$im"
-      SA3D_CUDA_IMPLICIT=$im timeout 60 "$stage/bin/bench_gpu" --model /tmp/sa3d-gpu/da_s518x686 --height 518 \
-          --width 686 --batch "$B" --dtype fp16 --warmup 3 --runs 10 2>&1 | tail -1
+      printf 'da_s518x686 %s b%s: ' "$dt" "$B"
+      SA3D_CUDA_PROFILE=1 timeout 60 "$stage/bin/bench_gpu" --model /tmp/sa3d-gpu/da_s518x686 --height 518 \
+          --width 686 --batch "$B" --dtype "$dt" --warmup 1 --runs 1 2>&1 | grep "cuda profile" | tail -1
+      for im in 1 0; do   # timed by graph replay, both ways
+        printf 'da_s518x686 %s b%s implicit %s, timed: ' "$dt" "$B" "$im"
+        SA3D_CUDA_IMPLICIT=$im timeout 60 "$stage/bin/bench_gpu" --model /tmp/sa3d-gpu/da_s518x686 --height 518 \
+            --width 686 --batch "$B" --dtype "$dt" --warmup 3 --runs 10 2>&1 | tail -1
+      done
     done
   done
 fi 2>&1 | tee "$out/dpt_profile.log"

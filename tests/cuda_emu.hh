@@ -552,6 +552,33 @@ template <typename A> void mma16816(float c[4], const uint32_t a[4], uint32_t b0
     });
 }
 
+// c[16x8] += a[16x8] b[8x8] on TF32 operands: lane 4g + t holds a's (g | g+8, t | t+4) and b's (t | t+4, g), each
+// an fp32 bit pattern of which the tensor core reads the top 19 bits (the low 13 significand bits are dropped, as
+// an unrounded operand would lose them); c as above. Products exact in fp32, summed in k order.
+inline void mma1688_tf32(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    emu_lane mine{ 0.0, { a[0], a[1], a[2], a[3] }, { b0, b1 }, nullptr };
+    emu_warp_exchange(mine, [&](const emu_lane *x, unsigned lane) {
+        unsigned g = lane / 4, t = lane % 4;
+        for (int i = 0; i < 4; i++) {
+            unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+            float acc = 0.0f;
+            for (unsigned k = 0; k < 8; k++) {
+                const emu_lane &la = x[(r % 8) * 4 + k % 4], &lb = x[n * 4 + k % 4];
+                float av = emu_float(la.a[(r >= 8) + 2 * (k >= 4)] & ~0x1fffu);
+                float bv = emu_float(lb.b[k >= 4] & ~0x1fffu);
+                acc += av * bv;
+            }
+            c[i] += acc;
+        }
+    });
+}
+// cvt.rna.tf32.f32: to nearest at significand bit 13, ties away from zero (Inf and NaN as they are).
+inline float round_tf32(float x) {
+    uint32_t u = emu_bits(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    return emu_float((u + 0x1000u) & ~0x1fffu);
+}
+
 inline void emu_ldsm(uint32_t r[4], const void *row, bool trans) {
     if ((uintptr_t)row % 16) {
         fprintf(stderr, "cuda_emu: ldmatrix row address %p is not 16-byte aligned\n", row);

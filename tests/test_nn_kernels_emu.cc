@@ -7,8 +7,8 @@
 //     ahead.
 //   - The row kernels (residual + layer norm, bias + activation, SwiGLU), 4 elements per access and 1, against
 //     double precision.
-//   - The DPT's implicit-GEMM convolution (fp16 and bf16; 32 and 64 channels a block; strides 1 and 2) against a
-//     double-precision convolution.
+//   - The DPT's implicit-GEMM convolution (fp16, bf16 and TF32; 32 and 64 channels a block; strides 1 and 2)
+//     against a double-precision convolution.
 //
 // Attention bound, from the kernel's arithmetic: with the inputs already rounded to the 16-bit type (q + bq as
 // the kernel rounds it), the two roundings left are P (to the 16-bit type before P V) and the output; each costs
@@ -46,6 +46,12 @@ static void case_half_conversions(void) {
     T_CHECK(__float2bfloat16_rn(1.00390625f).x == 0x3f80);   // 1 + 2^-8: a tie, to even
     T_CHECK(__float2bfloat16_rn(1.01171875f).x == 0x3f82);   // 1 + 3 2^-8: a tie, to even (up)
     T_CHECK(__bfloat162float(__nv_bfloat16{ 0xc040 }) == -3.0f);
+    // TF32 (cvt.rna): 10-bit significand, ties away from zero
+    T_CHECK(round_tf32(1.0f + ldexpf(1.0f, -11)) == 1.0f + ldexpf(1.0f, -10));
+    T_CHECK(round_tf32(-(1.0f + ldexpf(1.0f, -11))) == -(1.0f + ldexpf(1.0f, -10)));
+    T_CHECK(round_tf32(1.0f + ldexpf(1.0f, -11) - ldexpf(1.0f, -20)) == 1.0f);
+    T_CHECK(round_tf32(1.0f + 3 * ldexpf(1.0f, -11)) == 1.0f + ldexpf(1.0f, -9));
+    T_CHECK(round_tf32(3.0f) == 3.0f && isinf(round_tf32(INFINITY)) && isnan(round_tf32(NAN)));
 }
 
 // One attention problem: B images of T tokens, H heads of 64, random q, k, v in [-amp, amp] rounded to A and,
@@ -238,10 +244,11 @@ static void case_rows_fp16(void) { row_kernels<__half>(ldexp(1.0, -11)); }
 static void case_rows_bf16(void) { row_kernels<__nv_bfloat16>(ldexp(1.0, -8)); }
 static void case_rows_fp32(void) { row_kernels<float>(ldexp(1.0, -23) * 4); }
 
-// k_conv_mma (the DPT's k x k convolutions in fp16/bf16 passes) against a double-precision convolution of the
-// same rounded operands: weights in T, inputs relu'd (relu_in) then rounded to T, as the kernel gathers them. The
-// products are exact in fp32 and only the fp32 sums round: |ours - exact| <= (Kc + 3) 2^-24 (sum |w x| + |b| +
-// |res|). A wrong tap, channel, lane or tile index gives errors of the size of the terms.
+// k_conv_mma (the DPT's k x k convolutions) against a double-precision convolution of the same rounded operands:
+// weights in T, inputs relu'd (relu_in) then rounded to T, as the kernel gathers them; for T = float both rounded to
+// TF32 (round_tf32; the emulated tensor core truncates what is not). The products are exact in fp32 and only the
+// fp32 sums round: |ours - exact| <= (Kc + 3) 2^-24 (sum |w x| + |b| + |res|). A wrong tap, channel, lane or tile
+// index, or an operand left unrounded, gives errors far above that.
 template <typename T>
 static void check_conv(int B, int Ci, int H, int W, int Co, int k, int stride, int pad, int relu_in, int act,
                        bool bias, bool residual) {
@@ -268,8 +275,8 @@ static void check_conv(int B, int Ci, int H, int W, int Co, int k, int stride, i
                             int iy = y * stride - pad + ky, ix = x * stride - pad + kx;
                             if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
                             float v = in[(((size_t)z * Ci + ci) * H + iy) * W + ix];
-                            double xv = (double)to_f(from_f<T>(relu_in ? fmaxf(v, 0.0f) : v));
-                            double t = (double)to_f(wt[(size_t)co * Kc + (ci * k + ky) * k + kx]) * xv;
+                            double xv = (double)to_f(to_operand<T>(relu_in ? fmaxf(v, 0.0f) : v));
+                            double t = (double)to_f(weight_operand(wt[(size_t)co * Kc + (ci * k + ky) * k + kx])) * xv;
                             sum += t;
                             mag += fabs(t);
                         }
@@ -316,10 +323,11 @@ template <typename T> static void conv_shapes(void) {
 }
 static void case_conv_fp16(void) { conv_shapes<__half>(); }
 static void case_conv_bf16(void) { conv_shapes<__nv_bfloat16>(); }
+static void case_conv_tf32(void) { conv_shapes<float>(); }
 
 int main(int argc, char **argv) {
     static const t_case cases[] = {
-        { "1.1", "emulator: fp16 / bf16 conversions round to nearest even", case_half_conversions },
+        { "1.1", "emulator: fp16 / bf16 conversions (nearest even), TF32 rounding (ties away)", case_half_conversions },
         { "2.1", "fused attention, fp16: shapes, tiles, masking, images", case_attention_fp16 },
         { "2.2", "fused attention, bf16", case_attention_bf16 },
         { "2.3", "fused attention: large scores stay finite", case_attention_large_scores },
@@ -328,6 +336,7 @@ int main(int argc, char **argv) {
         { "3.3", "row kernels, fp32", case_rows_fp32 },
         { "4.1", "implicit-GEMM convolution, fp16: shapes, strides, partial tiles, epilogue", case_conv_fp16 },
         { "4.2", "implicit-GEMM convolution, bf16", case_conv_bf16 },
+        { "4.3", "implicit-GEMM convolution, fp32 maps and weights by TF32 tensor cores", case_conv_tf32 },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

@@ -9,9 +9,10 @@
  *     a row softmax; the residual stream, norms and softmax sums stay fp32 in every dtype.
  *   - Between the products, one row kernel per step: each residual add also computes the next norm, and Linear
  *     biases ride with the activation or the residual add.
- *   - The DPT neck and head keep fp32 maps. Their k x k convolutions take their operands in the pass dtype: in
- *     fp16/bf16 passes one implicit-GEMM kernel (k_conv_mma: gather, tensor cores, output step), in fp32 passes
- *     im2col + TF32 GEMM in row bands. The 1 x 1 and transposed convolutions are TF32 GEMMs.
+ *   - The DPT neck and head keep fp32 maps. Each k x k convolution is one implicit-GEMM kernel (k_conv_mma:
+ *     gather, tensor cores, output step) on operands in the pass dtype (TF32 for fp32); with exact fp32 products
+ *     (SA3D_CUDA_TF32=0) or SA3D_CUDA_IMPLICIT=0, im2col + GEMM in row bands. The 1 x 1 and transposed
+ *     convolutions are TF32 GEMMs.
  *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
  *     eagerly), so small models are not bound by launch overhead.
  *   - The batch runs at once (the token rows of all images are one GEMM operand, the fused attention and the DPT
@@ -259,7 +260,7 @@ typedef struct dws {
     void *patches, *tok, *xn, *qkv, *scores, *ctx, *tmp, *mlp, *mlp2;
     float *out[SA3D_MAX_OUTPUTS];  /* device copies of the output views, same layout */
     unsigned long long *bad, bad_host[SA3D_MAX_OUTPUTS + 1];   /* first non-finite index per output, then input */
-    /* DPT maps (the whole batch); col and band only for im2col (fp32 passes, or SA3D_CUDA_IMPLICIT=0) */
+    /* DPT maps (the whole batch); col and band only for im2col (see conv2d) */
     float *proj, *reasm[4], *feat[4], *res_a, *res_b, *fused, *up, *convt_tmp, *col, *band, *head1, *head_up, *head2;
     size_t col_floats, band_floats;
     int rh[4], rw[4];
@@ -268,7 +269,7 @@ typedef struct dws {
     /* SA3D_CUDA_PROFILE=1: the pass runs eagerly with an event after every step, and the time of each kind of
      * step is printed to stderr after each pass (to see where a pass goes without a profiler). */
     int flash;                     /* fused attention: 0 off, 1 rows per block chosen here, 64 or 128 forced */
-    int implicit;                  /* DPT k x k convolutions by k_conv_mma (fp16/bf16 passes; SA3D_CUDA_IMPLICIT) */
+    int implicit;                  /* DPT k x k convolutions by k_conv_mma (SA3D_CUDA_IMPLICIT=0: im2col + GEMM) */
     int n_sm;                      /* the GPU's multiprocessors (the fused attention's block size) */
     int prof, n_ev;
     cudaEvent_t ev[1024];
@@ -340,7 +341,8 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
     const char *fl = getenv("SA3D_CUDA_FLASH");
     w->flash = !fl || !*fl ? 1 : !strcmp(fl, "0") ? 0 : !strcmp(fl, "64") ? 64 : !strcmp(fl, "128") ? 128 : 1;
     const char *im = getenv("SA3D_CUDA_IMPLICIT");
-    w->implicit = d->at != CUDA_R_32F && !(im && !strcmp(im, "0"));
+    /* fp32 passes with exact products (SA3D_CUDA_TF32=0) keep im2col + fp32 GEMM: the kernel's products are TF32 */
+    w->implicit = !(im && !strcmp(im, "0")) && (d->at != CUDA_R_32F || d->ct32 == CUBLAS_COMPUTE_32F_FAST_TF32);
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&w->n_sm, cudaDevAttrMultiProcessorCount, dev) !=
                                                   cudaSuccess)
@@ -591,12 +593,12 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
 
 /* out = act(nn.Conv2d(relu_in ? relu(in) : in) + b) + res over the B images of in [B][Ci][H][W] (b, res may be
  * NULL; relu_in only for k > 1). Maps are fp32.
- *   k x k, fp16/bf16 pass: one implicit-GEMM kernel (k_conv_mma), the gather, the tensor-core products and the
- *          output step in one launch, no scratch. SA3D_CUDA_IMPLICIT=0 takes the path below instead.
- *   k x k, fp32 pass: im2col + one strided-batched GEMM (TF32; the weights shared: stride 0) per band of output
- *          rows, fp32 accumulation and result, on pitches padded to 8 (col and the band result); each band's output
- *          step (k_conv_out) moves it into the unpadded maps with bias, activation and residual. The im2col matrix
- *          is in the pass dtype, as wt is.
+ *   k x k: one implicit-GEMM kernel (k_conv_mma): the gather, the tensor-core products (fp16/bf16, or TF32 in
+ *          fp32 passes) and the output step in one launch, no scratch.
+ *   k x k with exact fp32 products (SA3D_CUDA_TF32=0) or SA3D_CUDA_IMPLICIT=0: im2col + one strided-batched GEMM
+ *          (the weights shared: stride 0) per band of output rows, fp32 accumulation and result, on pitches padded
+ *          to 8 (col and the band result); each band's output step (k_conv_out) moves it into the unpadded maps
+ *          with bias, activation and residual. The im2col matrix is in the pass dtype, as wt is.
  *   1 x 1: wt fp32; one strided-batched GEMM (TF32) into out, the output step in place. */
 static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const void *wt, const float *b, int B,
                    int Ci, int H, int W, int Co, int k, int stride, int pad, int relu_in, int act, const float *res) {
@@ -605,14 +607,11 @@ static void conv2d(dws *w, const dmodel *d, float *out, const float *in, const v
     if (k > 1 && w->implicit) {
         with_dtype(d->at, [&](auto tag) {
             using T = decltype(tag);
-            if constexpr (sizeof(T) == 2) {
-                int mt = Co <= 32 ? 1 : 2;   /* 32 or 64 channels a block: the head's 32 fill one */
-                auto *kern = mt == 1 ? k_conv_mma<T, 1> : k_conv_mma<T, 2>;
-                dim3 grid((unsigned)((HWo + CV_BN - 1) / CV_BN), (unsigned)((Co + 32 * mt - 1) / (32 * mt)),
-                          (unsigned)B);
-                SA3D_LAUNCH(kern, grid, 128, w->st, out, in, (const T *)wt, b, res, Ci, H, W, Co, k, stride, pad, Ho,
-                            Wo, relu_in, act);
-            }
+            int mt = Co <= 32 ? 1 : 2;   /* 32 or 64 channels a block: the head's 32 fill one */
+            auto *kern = mt == 1 ? k_conv_mma<T, 1> : k_conv_mma<T, 2>;
+            dim3 grid((unsigned)((HWo + CV_BN - 1) / CV_BN), (unsigned)((Co + 32 * mt - 1) / (32 * mt)), (unsigned)B);
+            SA3D_LAUNCH(kern, grid, 128, w->st, out, in, (const T *)wt, b, res, Ci, H, W, Co, k, stride, pad, Ho, Wo,
+                        relu_in, act);
         });
         return;
     }

@@ -472,33 +472,46 @@ __global__ void k_im2col(T *col, const float *in, int H, int W, int k, int strid
     col[(size_t)r * pitch + c] = from_f<T>(relu_in ? fmaxf(v, 0.0f) : v);
 }
 
-/* Implicit-GEMM convolution for fp16/bf16 passes: the product W [Co][Kc] . col [Kc][Ho Wo] (Kc = Ci k k, in
- * nn.Conv2d's (ci, ky, kx) order) without im2col's matrix in memory. Each block gathers its [CV_BK][CV_BN] slice of
- * col straight from the fp32 maps into shared memory (ReLU when relu_in, rounded to T as k_im2col rounds), the
- * tensor cores accumulate in fp32, and k_conv_out's output step is the epilogue:
+/* Implicit-GEMM convolution: the product W [Co][Kc] . col [Kc][Ho Wo] (Kc = Ci k k, in nn.Conv2d's (ci, ky, kx)
+ * order) without im2col's matrix in memory. Each block gathers its [CV_BK][CV_BN] slice of col straight from the
+ * fp32 maps into shared memory (ReLU when relu_in), the tensor cores accumulate in fp32, and k_conv_out's output
+ * step is the epilogue:
  *     out[z][co][p] = act(acc + b[co]) + res[z][co][p]        (b, res may be NULL)
+ * T is the pass dtype, the weights' type: fp16/bf16 operands (as k_im2col rounds them) through mma m16n8k16, or
+ * for fp32 passes TF32 operands (both rounded by round_tf32) through mma m16n8k8.
  * A block: 32 MT output channels x CV_BN output positions of image blockIdx.z; 4 warps, 2 x 2, each 16 MT channels
  * x 64 positions (MT x 8 mma tiles of 16 x 8). Two small tables spare the gather its divisions: per position its
  * input corner (y stride - pad, x stride - pad), per k of the slice its channel offset and tap (ky, kx).
  * grid (ceil(Ho Wo / CV_BN), ceil(Co / (32 MT)), B), 128 threads. */
 #define CV_BN 128
 #define CV_BK 32
-#define CV_LD (CV_BK + 8)   /* 40 elements = 20 words a row: fragment reads and 16-byte stores hit distinct banks */
 #define CV_FAR (-(1 << 28)) /* input corner of a position past the end: every tap reads as padding */
 
-/* n elements (a multiple of 8) of v as 16-byte stores to shared memory. */
+/* Shared-memory row pitch in elements: 20 words (16-bit) or 36 words (fp32), so that a warp's fragment reads
+ * (8 rows x 4 words) and 16-byte stores (8 rows) hit distinct banks. */
+template <typename T> struct conv_ld { enum { v = sizeof(T) == 2 ? CV_BK + 8 : CV_BK + 4 }; };
+
+/* A map value (fp32) or a weight (already T) as the tensor cores take it: rounded to T, or for fp32 to TF32. */
+template <typename T> __device__ __forceinline__ T to_operand(float x) { return from_f<T>(x); }
+template <> __device__ __forceinline__ float to_operand<float>(float x) { return round_tf32(x); }
+template <typename T> __device__ __forceinline__ T weight_operand(T w) {
+    if constexpr (sizeof(T) == 4) return round_tf32(w);
+    else return w;
+}
+
+/* n elements (a multiple of 16 bytes) of v as 16-byte stores to shared memory. */
 template <typename T> __device__ __forceinline__ void store16(T *dst, const T *v, int n) {
 #pragma unroll
-    for (int i = 0; i < n; i += 8) *(uint4 *)(dst + i) = *(const uint4 *)(v + i);
+    for (int i = 0; i < n; i += 16 / (int)sizeof(T)) *(uint4 *)(dst + i) = *(const uint4 *)(v + i);
 }
 
 template <typename T, int MT>
 __global__ void __launch_bounds__(128) k_conv_mma(float *out, const float *in, const T *wt, const float *b,
                                                    const float *res, int Ci, int H, int W, int Co, int k, int stride,
                                                    int pad, int Ho, int Wo, int relu_in, int act) {
-    enum { BM = 32 * MT, A_PER = BM * CV_BK / 128 };   /* weights each thread stages per slice: 8 or 16 */
-    __shared__ __align__(16) T sa[BM * CV_LD];        /* weights [co][k] */
-    __shared__ __align__(16) T sb[CV_BN * CV_LD];     /* col [position][k] */
+    enum { BM = 32 * MT, A_PER = BM * CV_BK / 128, LD = conv_ld<T>::v };   /* A_PER: weights a thread stages */
+    __shared__ __align__(16) T sa[BM * LD];        /* weights [co][k] */
+    __shared__ __align__(16) T sb[CV_BN * LD];     /* col [position][k] */
     __shared__ int corner_y[CV_BN], corner_x[CV_BN], tap_y[CV_BK], tap_x[CV_BK];
     __shared__ long long chan_off[CV_BK];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
@@ -526,9 +539,9 @@ __global__ void __launch_bounds__(128) k_conv_mma(float *out, const float *in, c
 #pragma unroll
             for (int j = 0; j < A_PER; j++) {
                 int kk = k0 + kb + j;
-                v[j] = co < Co && kk < Kc ? wt[(size_t)co * Kc + kk] : from_f<T>(0.0f);
+                v[j] = co < Co && kk < Kc ? weight_operand(wt[(size_t)co * Kc + kk]) : from_f<T>(0.0f);
             }
-            store16(sa + m * CV_LD + kb, v, A_PER);
+            store16(sa + m * LD + kb, v, A_PER);
         }
         __syncthreads();   /* the tables */
         {   /* col: position tid, the slice's CV_BK values */
@@ -539,32 +552,57 @@ __global__ void __launch_bounds__(128) k_conv_mma(float *out, const float *in, c
                 long long o = chan_off[j];
                 int iy = y0 + tap_y[j], ix = x0 + tap_x[j];
                 float x = o >= 0 && iy >= 0 && iy < H && ix >= 0 && ix < W ? in[o + (long long)iy * W + ix] : 0.0f;
-                v[j] = from_f<T>(relu_in ? fmaxf(x, 0.0f) : x);
+                v[j] = to_operand<T>(relu_in ? fmaxf(x, 0.0f) : x);
             }
-            store16(sb + tid * CV_LD, v, CV_BK);
+            store16(sb + tid * LD, v, CV_BK);
         }
         __syncthreads();
+        if constexpr (sizeof(T) == 2) {   /* k steps of 16: a register holds two consecutive k */
 #pragma unroll
-        for (int ks = 0; ks < CV_BK; ks += 16) {
-            uint32_t a[MT][4], bf[8][2];
+            for (int ks = 0; ks < CV_BK; ks += 16) {
+                uint32_t a[MT][4], bf[8][2];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                const T *r0 = sa + (wm + mt * 16 + g) * CV_LD + ks + 2 * t, *r8 = r0 + 8 * CV_LD;
-                a[mt][0] = *(const uint32_t *)r0;
-                a[mt][1] = *(const uint32_t *)r8;
-                a[mt][2] = *(const uint32_t *)(r0 + 8);
-                a[mt][3] = *(const uint32_t *)(r8 + 8);
+                for (int mt = 0; mt < MT; mt++) {
+                    const T *r0 = sa + (wm + mt * 16 + g) * LD + ks + 2 * t, *r8 = r0 + 8 * LD;
+                    a[mt][0] = *(const uint32_t *)r0;
+                    a[mt][1] = *(const uint32_t *)r8;
+                    a[mt][2] = *(const uint32_t *)(r0 + 8);
+                    a[mt][3] = *(const uint32_t *)(r8 + 8);
+                }
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) {
+                    const T *c0 = sb + (wn + nt * 8 + g) * LD + ks + 2 * t;
+                    bf[nt][0] = *(const uint32_t *)c0;
+                    bf[nt][1] = *(const uint32_t *)(c0 + 8);
+                }
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++) mma16816<T>(acc[mt][nt], a[mt], bf[nt][0], bf[nt][1]);
             }
+        } else {   /* TF32, k steps of 8: a register holds one k */
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-                const T *c0 = sb + (wn + nt * 8 + g) * CV_LD + ks + 2 * t;
-                bf[nt][0] = *(const uint32_t *)c0;
-                bf[nt][1] = *(const uint32_t *)(c0 + 8);
+            for (int ks = 0; ks < CV_BK; ks += 8) {
+                uint32_t a[MT][4], bf[8][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    const uint32_t *r0 = (const uint32_t *)sa + (wm + mt * 16 + g) * LD + ks + t, *r8 = r0 + 8 * LD;
+                    a[mt][0] = r0[0];
+                    a[mt][1] = r8[0];
+                    a[mt][2] = r0[4];
+                    a[mt][3] = r8[4];
+                }
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) {
+                    const uint32_t *c0 = (const uint32_t *)sb + (wn + nt * 8 + g) * LD + ks + t;
+                    bf[nt][0] = c0[0];
+                    bf[nt][1] = c0[4];
+                }
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++) mma1688_tf32(acc[mt][nt], a[mt], bf[nt][0], bf[nt][1]);
             }
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int nt = 0; nt < 8; nt++) mma16816<T>(acc[mt][nt], a[mt], bf[nt][0], bf[nt][1]);
         }
     }
     /* accumulator (mt, nt)[2 h + e] is channel wm + 16 mt + g + 8 h, position wn + 8 nt + 2 t + e */
