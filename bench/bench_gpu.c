@@ -9,7 +9,9 @@
  * (a CUDA graph replay), the non-finite check of every output; outputs stay on the device
  * (SA3D_WS_NO_DOWNLOAD), as PyTorch's stay in GPU memory. The download of all outputs is timed separately.
  * --out writes the first output (last_hidden_state or predicted_depth) of the whole batch as raw float32 for the
- * driver to compare with PyTorch's. Prints one JSON line. Exit status 0, 1 on failure, 2 on usage errors. */
+ * driver to compare with PyTorch's. Prints one JSON line, with the device memory of the weights and of the
+ * workspace (everything the backend allocated: activations, scratch, the cuBLAS workspace) in MiB. Exit status
+ * 0, 1 on failure, 2 on usage errors. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +103,9 @@ int main(int argc, char **argv) {
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     printf("{\"impl\": \"semalign3d\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, \"height\": %d, "
            "\"width\": %d, \"ms_min\": %.4f, \"ms_median\": %.4f, \"ms_download\": %.4f, \"load_s\": %.3f, "
-           "\"output\": \"%s\"}\n", sa3d_model_device(m), dtype, B, H, W, t[0], t[runs / 2], dl_ms, load_s, o->name);
+           "\"mib_weights\": %.2f, \"mib_workspace\": %.2f, \"output\": \"%s\"}\n", sa3d_model_device(m), dtype, B,
+           H, W, t[0], t[runs / 2], dl_ms, load_s, sa3d_model_device_bytes(m) / 1048576.0,
+           sa3d_workspace_device_bytes(ws) / 1048576.0, o->name);
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "bench_gpu: %s\n", err.msg);

@@ -416,6 +416,60 @@ static void case_loud_dpt(void) {
     T_CHECK(n_dpt > 0);
 }
 
+/* Device bytes of the model in one dtype (0 when it does not open) and of a workspace for it, batch B. */
+static size_t device_bytes(const char *dir, const char *device, const char *dtype, int B, int H, int W,
+                           size_t *ws_bytes, size_t *n_params) {
+    sa3d_model_params p = sa3d_model_params_default();
+    p.device = device;
+    p.dtype = dtype;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    sa3d_error err;
+    size_t bytes = 0;
+    T_OK(sa3d_model_open(&m, dir, &p, &err), &err);
+    if (m) {
+        bytes = sa3d_model_device_bytes(m);
+        *n_params = sa3d_model_n_params(m);
+        T_OK(sa3d_workspace_new_batch(&ws, m, H, W, B, 0, &err), &err);
+        *ws_bytes = ws ? sa3d_workspace_device_bytes(ws) : 0;
+    }
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+    return bytes;
+}
+
+/* The device memory the API reports. The weights: the same in fp16 and bf16, between half and 3/4 of fp32's
+ * (matrices halve, vectors stay fp32), 0 on the CPU. A workspace: more than nothing, 0 on the CPU, the same in
+ * fp16 and bf16; with the implicit-GEMM convolutions smaller than with im2col (SA3D_CUDA_IMPLICIT=0), whose col
+ * and band scratch it does not allocate. (Parameters include the position embeddings, which a workspace holds
+ * resized, so they bound nothing here.) */
+static void case_device_memory(void) {
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    for (int i = 0; i < n; i++) {
+        size_t np = 0, w32, w16, wbf, wcpu, s32, s16, sbf, scpu, s16_im2col, np16 = 0;
+        w32 = device_bytes(dirs[i], "cuda", "fp32", 2, 56, 70, &s32, &np);
+        w16 = device_bytes(dirs[i], "cuda", "fp16", 2, 56, 70, &s16, &np16);
+        wbf = device_bytes(dirs[i], "cuda", "bf16", 2, 56, 70, &sbf, &np16);
+        wcpu = device_bytes(dirs[i], "cpu", "fp32", 2, 56, 70, &scpu, &np16);
+        setenv("SA3D_CUDA_IMPLICIT", "0", 1);
+        device_bytes(dirs[i], "cuda", "fp16", 2, 56, 70, &s16_im2col, &np16);
+        unsetenv("SA3D_CUDA_IMPLICIT");
+        int dpt = s16_im2col != s16;
+        printf("  %-30s %zu parameters; weights fp32 %zu, fp16 %zu, bf16 %zu bytes; workspace (2 x 56 x 70) fp32 "
+               "%zu, fp16 %zu%s\n", strrchr(dirs[i], '/') + 1, np, w32, w16, wbf, s32, s16,
+               dpt ? "" : " (no convolutions)");
+        if (dpt) printf("  %-30s fp16 workspace with im2col + GEMM %zu bytes\n", "", s16_im2col);
+        T_CHECK(w16 == wbf && 2 * w16 >= w32 && 4 * w16 < 3 * w32);
+        T_CHECK(wcpu == 0 && scpu == 0 && s32 > 0 && s16 > 0 && s16 == sbf);
+        T_CHECK(s16_im2col >= s16);
+        if (strstr(dirs[i], "depth")) T_CHECK(dpt);
+    }
+    for (int i = 0; i < n; i++) free(dirs[i]);
+    free(dirs);
+    T_CHECK(n > 0);
+}
+
 int main(int argc, char **argv) {
     if (!cuda_available()) return 77;
     static const t_case cases[] = {
@@ -423,6 +477,7 @@ int main(int argc, char **argv) {
         { "1.2", "GPU fp32 equals the Hugging Face reference", case_reference },
         { "1.3", "fused attention (64-wide heads), and SwiGLU, equal the CPU", case_fused_attention },
         { "1.4", "DPT head with O(1) weights (every step visible in the depth) equals the CPU", case_loud_dpt },
+        { "1.5", "device memory: weights once in the pass dtype, workspace without unused scratch", case_device_memory },
         { "2.1", "deferred download, graph replay, non-finite input", case_download_and_replay },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);

@@ -16,6 +16,10 @@ ViT-S/14, ViT-B/14, ViT-L/14 at 518 and 840, Depth Anything V2 Small at 518x686)
     (page-locked DMA), the whole pass and the non-finite check of every output.
   - parity: the largest |ours - torch fp32| over the first output (last_hidden_state / predicted_depth),
     relative to max(1, max |torch|).
+  - memory (MiB): PyTorch's weights (parameters and buffers in the run's dtype) + input + the allocator's peak
+    growth during one pass (torch.cuda.max_memory_allocated), against ours: the device memory bench_gpu reports
+    for the weights + the workspace (activations, scratch and the 32 MiB cuBLAS workspace). Neither counts the CUDA
+    context or cuBLAS's own allocations.
 Prints one table row per (case, dtype, batch) and writes every number to --json.
 """
 import argparse
@@ -67,6 +71,19 @@ def first_output(out):
     return out.predicted_depth if hasattr(out, "predicted_depth") else out.last_hidden_state
 
 
+def torch_mib(model, x):
+    """Weights + input + the allocator's peak growth during one pass, in MiB."""
+    weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        model(pixel_values=x)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    return (weights + x.numel() * x.element_size() + peak) / 2**20
+
+
 def time_torch(model, x, warmup, runs):
     with torch.inference_mode():
         for _ in range(warmup):
@@ -98,7 +115,7 @@ def main():
     print(f"# {dev}, torch {torch.__version__}, CUDA {torch.version.cuda}; warmup {a.warmup}, runs {a.runs}; "
           f"times in ms (best / median)", flush=True)
     hdr = (f"{'case':<12} {'dtype':<5} {'B':>2} | {'torch':>15} {'torch tf32':>15} | {'ours':>15} | "
-           f"{'speed-up':>8} | {'dl ms':>6} | {'rel err':>8}")
+           f"{'speed-up':>8} | {'dl ms':>6} | {'rel err':>8} | {'MiB torch':>9} {'ours':>7}")
     print(hdr)
     print("-" * len(hdr), flush=True)
     rows = []
@@ -115,10 +132,11 @@ def main():
             x = torch.from_numpy(px).cuda()
             torch.backends.cuda.matmul.allow_tf32 = False
             tb, tm, ref = time_torch(model, x, a.warmup, a.runs)
+            mib32 = torch_mib(model, x)
             for dtype in a.dtypes.split(","):
                 row = dict(case=name, dtype=dtype, batch=B, height=H, width=W, attn=attn, gpu=dev)
                 if dtype == "fp32":
-                    row.update(torch_ms_min=tb, torch_ms_median=tm)
+                    row.update(torch_ms_min=tb, torch_ms_median=tm, torch_mib=mib32)
                     torch.backends.cuda.matmul.allow_tf32 = True
                     row["torch_tf32_ms_min"], row["torch_tf32_ms_median"], _ = time_torch(model, x, a.warmup, a.runs)
                     torch.backends.cuda.matmul.allow_tf32 = False
@@ -126,6 +144,7 @@ def main():
                     half = copy.deepcopy(model).to(torch.float16 if dtype == "fp16" else torch.bfloat16)
                     xh = x.to(half.dtype)
                     row["torch_ms_min"], row["torch_ms_median"], _ = time_torch(half, xh, a.warmup, a.runs)
+                    row["torch_mib"] = torch_mib(half, xh)
                     del half, xh
                     torch.cuda.empty_cache()
                 out_path = os.path.join(tmp, f"{name}_b{B}_{dtype}.out")
@@ -140,7 +159,8 @@ def main():
                     continue
                 ours = json.loads(r.stdout.strip().splitlines()[-1])
                 row.update(ours_ms_min=ours["ms_min"], ours_ms_median=ours["ms_median"],
-                           ours_ms_download=ours["ms_download"], ours_load_s=ours["load_s"])
+                           ours_ms_download=ours["ms_download"], ours_load_s=ours["load_s"],
+                           ours_mib=ours["mib_weights"] + ours["mib_workspace"])
                 got = torch.from_numpy(np.fromfile(out_path, dtype=np.float32)).cuda()
                 want = ref.reshape(-1)
                 row["rel_err"] = (got.reshape(-1) - want).abs().max().item() / max(1.0, want.abs().max().item())
@@ -150,8 +170,8 @@ def main():
                       else f"{'-':>15}")
                 print(f"{name:<12} {dtype:<5} {B:>2} | {row['torch_ms_min']:6.2f} /{row['torch_ms_median']:7.2f} "
                       f"{tf} | {row['ours_ms_min']:6.2f} /{row['ours_ms_median']:7.2f} | "
-                      f"{row['speedup_median']:7.2f}x | {row['ours_ms_download']:6.2f} | {row['rel_err']:8.2e}",
-                      flush=True)
+                      f"{row['speedup_median']:7.2f}x | {row['ours_ms_download']:6.2f} | {row['rel_err']:8.2e} | "
+                      f"{row['torch_mib']:9.1f} {row['ours_mib']:7.1f}", flush=True)
                 rows.append(row)
                 os.remove(out_path)
             os.remove(px_path)

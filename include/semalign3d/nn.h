@@ -91,6 +91,8 @@ SA3D_API const char *sa3d_model_id(const sa3d_model *m);
 SA3D_API size_t sa3d_model_n_params(const sa3d_model *m);
 /* The backend the model runs on: "cpu" or "cuda". */
 SA3D_API const char *sa3d_model_device(const sa3d_model *m);
+/* Device memory the weights hold on a GPU (uploaded once, in the pass dtype); 0 on the CPU. */
+SA3D_API size_t sa3d_model_device_bytes(const sa3d_model *m);
 
 #define SA3D_WS_HIDDEN_STATES 1u   /* keep hidden_states.0..L (L+1 copies of [T][D]) */
 #define SA3D_WS_NO_DOWNLOAD 2u     /* GPU: leave the outputs on the device after a pass until
@@ -110,8 +112,10 @@ SA3D_API float *sa3d_workspace_input(sa3d_workspace *ws);
 /* Copies the outputs of the last pass to the host views (only needed with SA3D_WS_NO_DOWNLOAD). */
 SA3D_API sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err);
 SA3D_API void sa3d_workspace_free(sa3d_workspace *ws);
-/* Bytes the workspace holds (activations). */
+/* Bytes the workspace holds in host memory (the activations on the CPU; a GPU's position scratch and outputs). */
 SA3D_API size_t sa3d_workspace_bytes(const sa3d_workspace *ws);
+/* Device memory the workspace holds on a GPU (activations, scratch, the cuBLAS workspace); 0 on the CPU. */
+SA3D_API size_t sa3d_workspace_device_bytes(const sa3d_workspace *ws);
 
 /* Runs the model on pixels [batch][3][H][W] (already normalised; NULL: the sa3d_workspace_input buffer) into the
  * workspace outputs. Fails with

@@ -17,9 +17,13 @@
 #define SA3D_LAUNCH(kernel, grid, threads, stream, ...) kernel<<<grid, threads, 0, stream>>>(__VA_ARGS__)
 #endif
 
+/* Every device allocation of an owner (a model's weights, a workspace's activations), freed together; bytes is
+ * what they hold now, the device memory figure the API reports. */
 typedef struct dmem {
     void **p;
+    size_t *sz;
     int n, cap;
+    size_t bytes;
     cudaError_t first;   /* first failure, sticky */
 } dmem;
 
@@ -29,20 +33,39 @@ static inline void *dalloc(dmem *d, size_t bytes) {
     if (d->n == d->cap) {
         int cap = d->cap ? 2 * d->cap : 64;
         void **np = (void **)realloc(d->p, (size_t)cap * sizeof *np);
-        if (!np) { d->first = cudaErrorMemoryAllocation; return NULL; }
-        d->p = np;
+        if (np) d->p = np;
+        size_t *ns = np ? (size_t *)realloc(d->sz, (size_t)cap * sizeof *ns) : NULL;
+        if (!ns) { d->first = cudaErrorMemoryAllocation; return NULL; }
+        d->sz = ns;
         d->cap = cap;
     }
     void *ptr = NULL;
-    cudaError_t e = cudaMalloc(&ptr, bytes ? bytes : 16);
+    size_t n = bytes ? bytes : 16;
+    cudaError_t e = cudaMalloc(&ptr, n);
     if (e != cudaSuccess) { d->first = e; return NULL; }
-    d->p[d->n++] = ptr;
+    d->p[d->n] = ptr;
+    d->sz[d->n++] = n;
+    d->bytes += n;
     return ptr;
+}
+
+/* Frees one allocation of d before the others (a scratch needed only while setting up); NULL: nothing. */
+static inline void dfree(dmem *d, void *ptr) {
+    for (int i = 0; ptr && i < d->n; i++)
+        if (d->p[i] == ptr) {
+            cudaFree(ptr);
+            d->bytes -= d->sz[i];
+            d->n--;
+            d->p[i] = d->p[d->n];
+            d->sz[i] = d->sz[d->n];
+            return;
+        }
 }
 
 static inline void dmem_free(dmem *d) {
     for (int i = 0; i < d->n; i++) cudaFree(d->p[i]);
     free(d->p);
+    free(d->sz);
     memset(d, 0, sizeof *d);
 }
 

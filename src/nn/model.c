@@ -415,6 +415,7 @@ void sa3d_workspace_free(sa3d_workspace *ws) {
 }
 
 size_t sa3d_workspace_bytes(const sa3d_workspace *ws) { return ws->bytes; }
+size_t sa3d_workspace_device_bytes(const sa3d_workspace *ws) { return ws->dev_bytes; }
 int sa3d_workspace_n_outputs(const sa3d_workspace *ws) { return ws->n_out; }
 const sa3d_tensor_view *sa3d_workspace_output_at(const sa3d_workspace *ws, int i) {
     return i >= 0 && i < ws->n_out ? &ws->out[i] : NULL;
@@ -446,3 +447,4 @@ sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err) {
 }
 
 const char *sa3d_model_device(const sa3d_model *m) { return m->be->name; }
+size_t sa3d_model_device_bytes(const sa3d_model *m) { return m->dev_bytes; }

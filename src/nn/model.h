@@ -60,6 +60,7 @@ struct sa3d_model {
     const struct sa3d_backend *be;
     sa3d_nn_dtype dtype;
     void *dev;                      /* backend state (device weights); NULL on the CPU */
+    size_t dev_bytes;               /* device memory the backend holds for the weights (0 on the CPU) */
     char *dir;
     char id[17];
     int n_threads;
@@ -85,6 +86,7 @@ struct sa3d_workspace {
     int batch;                      /* images per pass */
     unsigned flags;
     void *dev;                      /* backend state (device activations, graph); NULL on the CPU */
+    size_t dev_bytes;               /* device memory the backend holds for it (0 on the CPU) */
     char *block;                    /* one allocation, carved below */
     size_t bytes;
     /* ViT activations */

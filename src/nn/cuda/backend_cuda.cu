@@ -65,7 +65,7 @@ typedef struct dmodel {
     size_t es;                     /* its element size */
     cublasComputeType_t ct;        /* backbone GEMMs */
     cublasComputeType_t ct32;      /* fp32 GEMMs (DPT): TF32 unless disabled */
-    float *stage32;                /* fp32 conversion scratch during upload, freed after */
+    float *stage32;                /* fp32 conversion scratch during upload, freed after it */
     void *patch_w;
     float *patch_b, *cls, *reg, *ln_w, *ln_b;
     dlayer *L;
@@ -159,6 +159,7 @@ static void cuda_model_release(sa3d_model *m) {
     free(d->L);
     free(d);
     m->dev = NULL;
+    m->dev_bytes = 0;
 }
 
 static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
@@ -246,6 +247,9 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
         cuda_model_release(m);
         return cuda_fail(err, m->dir, "uploading the weights", e);
     }
+    dfree(&d->mem, d->stage32);   /* the conversions have finished (synchronised above) */
+    d->stage32 = NULL;
+    m->dev_bytes = d->mem.bytes;
     return SA3D_OK;
 }
 
@@ -433,6 +437,7 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
         cuda_workspace_release(ws);
         return cuda_fail(err, m->dir, "allocating the activations", e);
     }
+    ws->dev_bytes = w->mem.bytes;
     return SA3D_OK;
 }
 
