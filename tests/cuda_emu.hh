@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
+#include <unordered_map>
 #include <vector>
 
 #define __global__
@@ -71,16 +72,38 @@ inline cudaError_t cudaGetDeviceCount(int *n) {
 }
 inline const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated error"; }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+// Device allocations are counted (emu_device_live: bytes held now), so that a test can hold the backends' own
+// accounting (sa3d_model_device_bytes, ...) to what they really allocate; page-locked host memory is not.
+inline std::unordered_map<void *, size_t> emu_device_sizes;
+inline size_t emu_device_live;
 inline cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = malloc(n);
+    if (!*p) return cudaErrorMemoryAllocation;
+    emu_device_sizes[*p] = n;
+    emu_device_live += n;
+    return cudaSuccess;
+}
+inline cudaError_t cudaMallocHost(void **p, size_t n) {
     *p = malloc(n);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
 inline cudaError_t cudaFree(void *p) {
+    auto it = emu_device_sizes.find(p);
+    if (p && it == emu_device_sizes.end()) {
+        fprintf(stderr, "cuda_emu: cudaFree of %p, which cudaMalloc did not return\n", p);
+        abort();
+    }
+    if (p) {
+        emu_device_live -= it->second;
+        emu_device_sizes.erase(it);
+    }
     free(p);
     return cudaSuccess;
 }
-inline cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+inline cudaError_t cudaFreeHost(void *p) {
+    free(p);
+    return cudaSuccess;
+}
 inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
     (void)kind;
     memcpy(dst, src, n);
@@ -119,7 +142,7 @@ inline cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_
 enum { cudaHostAllocDefault = 0 };
 inline cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
     (void)flags;
-    return cudaMalloc(p, n);
+    return cudaMallocHost(p, n);
 }
 inline int emu_multiprocessors = 6;   // what cudaDeviceGetAttribute reports: few, so small grids count as full
 typedef enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 } cudaDeviceAttr;

@@ -416,7 +416,12 @@ static void case_loud_dpt(void) {
     T_CHECK(n_dpt > 0);
 }
 
-/* Device bytes of the model in one dtype (0 when it does not open) and of a workspace for it, batch B. */
+/* The emulator's count of device bytes held (tests/nn_cuda_emu.cc); not linked into the GPU build. */
+size_t t_device_live_bytes(void) __attribute__((weak));
+
+/* Device bytes of the model in one dtype (0 when it does not open) and of a workspace for it, batch B. Under the
+ * emulator each figure must equal what the backend really holds: the device bytes it allocated and has not freed
+ * (a scratch kept past its use, or an allocation the count misses, shows here). */
 static size_t device_bytes(const char *dir, const char *device, const char *dtype, int B, int H, int W,
                            size_t *ws_bytes, size_t *n_params) {
     sa3d_model_params p = sa3d_model_params_default();
@@ -425,16 +430,20 @@ static size_t device_bytes(const char *dir, const char *device, const char *dtyp
     sa3d_model *m = NULL;
     sa3d_workspace *ws = NULL;
     sa3d_error err;
-    size_t bytes = 0;
+    size_t bytes = 0, live0 = t_device_live_bytes ? t_device_live_bytes() : 0;
     T_OK(sa3d_model_open(&m, dir, &p, &err), &err);
     if (m) {
         bytes = sa3d_model_device_bytes(m);
         *n_params = sa3d_model_n_params(m);
+        size_t live1 = t_device_live_bytes ? t_device_live_bytes() : 0;
+        if (t_device_live_bytes) T_CHECK(live1 - live0 == bytes);
         T_OK(sa3d_workspace_new_batch(&ws, m, H, W, B, 0, &err), &err);
         *ws_bytes = ws ? sa3d_workspace_device_bytes(ws) : 0;
+        if (t_device_live_bytes) T_CHECK(t_device_live_bytes() - live1 == *ws_bytes);
     }
     sa3d_workspace_free(ws);
     sa3d_model_free(m);
+    if (t_device_live_bytes) T_CHECK(t_device_live_bytes() == live0);
     return bytes;
 }
 
@@ -442,7 +451,8 @@ static size_t device_bytes(const char *dir, const char *device, const char *dtyp
  * (matrices halve, vectors stay fp32), 0 on the CPU. A workspace: more than nothing, 0 on the CPU, the same in
  * fp16 and bf16; with the implicit-GEMM convolutions smaller than with im2col (SA3D_CUDA_IMPLICIT=0), whose col
  * and band scratch it does not allocate. (Parameters include the position embeddings, which a workspace holds
- * resized, so they bound nothing here.) */
+ * resized, so they bound nothing here.) Under the emulator every figure is also checked against what is really
+ * allocated (device_bytes). */
 static void case_device_memory(void) {
     char **dirs;
     int n = t_model_fixture_dirs(&dirs);
