@@ -100,6 +100,9 @@ int cmd_forward(int argc, char **argv) {
         sa3d_st_writer_write(w, output, &err))
         goto fail;
     fprintf(stderr, "wrote %d outputs to %s\n", sa3d_workspace_n_outputs(ws), output);
+    if (sa3d_model_device_bytes(m))
+        fprintf(stderr, "device memory (%s, %s): weights %.1f MiB, workspace %.1f MiB\n", sa3d_model_device(m), dtype,
+                sa3d_model_device_bytes(m) / 1048576.0, sa3d_workspace_device_bytes(ws) / 1048576.0);
     rc = EXIT_OK;
 fail:
     if (rc != EXIT_OK) rc = cli_run_error(cmd, &err);
