@@ -554,45 +554,41 @@ template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
 
 inline uint16_t emu_half_of(uint32_t reg, int hi) { return (uint16_t)(hi ? reg >> 16 : reg & 0xffffu); }
 
-// c[16x8] += a[16x16] b[16x8]: lane 4g + t holds a's (g | g+8, 2t | 2t+1 | 2t+8 | 2t+9) and b's (2t | 2t+1 |
-// 2t+8 | 2t+9, g); its c is (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1). Products are exact in fp32 (11- or 8-bit
-// significands) and summed in k order.
-template <typename A> void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+// c[16x8] += a[16xK] b[Kx8] over the fragments of a warp: a_at(x, r, k) and b_at(x, k, n) read element (r, k) of a
+// and (k, n) of b from the lanes' registers x; c of lane 4g + t is (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1).
+// Products are exact in fp32 (11- or 8-bit significands) and summed in k order.
+template <typename FA, typename FB>
+void emu_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1, unsigned K, FA a_at, FB b_at) {
     emu_lane mine{ 0.0, { a[0], a[1], a[2], a[3] }, { b0, b1 }, nullptr };
     emu_warp_exchange(mine, [&](const emu_lane *x, unsigned lane) {
         unsigned g = lane / 4, t = lane % 4;
         for (int i = 0; i < 4; i++) {
             unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
             float acc = 0.0f;
-            for (unsigned k = 0; k < 16; k++) {
-                const emu_lane &la = x[(r % 8) * 4 + (k % 8) / 2], &lb = x[n * 4 + (k % 8) / 2];
-                float av = emu_to_float(emu_half_of(la.a[(r >= 8) + 2 * (k >= 8)], k & 1), A{});
-                float bv = emu_to_float(emu_half_of(lb.b[k >= 8], k & 1), A{});
-                acc += av * bv;
-            }
+            for (unsigned k = 0; k < K; k++) acc += a_at(x, r, k) * b_at(x, k, n);
             c[i] += acc;
         }
     });
 }
 
-// c[16x8] += a[16x8] b[8x8] on TF32 operands: lane 4g + t holds a's (g | g+8, t | t+4) and b's (t | t+4, g), each
-// an fp32 bit pattern of which the tensor core reads the top 19 bits (the low 13 significand bits are dropped, as
-// an unrounded operand would lose them); c as above. Products exact in fp32, summed in k order.
+// m16n8k16: lane 4g + t holds a's (g | g+8, 2t | 2t+1 | 2t+8 | 2t+9) and b's (2t | 2t+1 | 2t+8 | 2t+9, g), two
+// 16-bit values a register.
+template <typename A> void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    emu_mma(c, a, b0, b1, 16, [](const emu_lane *x, unsigned r, unsigned k) {
+        return emu_to_float(emu_half_of(x[(r % 8) * 4 + (k % 8) / 2].a[(r >= 8) + 2 * (k >= 8)], k & 1), A{});
+    }, [](const emu_lane *x, unsigned k, unsigned n) {
+        return emu_to_float(emu_half_of(x[n * 4 + (k % 8) / 2].b[k >= 8], k & 1), A{});
+    });
+}
+
+// m16n8k8 on TF32 operands: lane 4g + t holds a's (g | g+8, t | t+4) and b's (t | t+4, g), each an fp32 bit pattern
+// of which the tensor core reads the top 19 bits (the low 13 significand bits are dropped, as an unrounded operand
+// would lose them).
 inline void mma1688_tf32(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    emu_lane mine{ 0.0, { a[0], a[1], a[2], a[3] }, { b0, b1 }, nullptr };
-    emu_warp_exchange(mine, [&](const emu_lane *x, unsigned lane) {
-        unsigned g = lane / 4, t = lane % 4;
-        for (int i = 0; i < 4; i++) {
-            unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
-            float acc = 0.0f;
-            for (unsigned k = 0; k < 8; k++) {
-                const emu_lane &la = x[(r % 8) * 4 + k % 4], &lb = x[n * 4 + k % 4];
-                float av = emu_float(la.a[(r >= 8) + 2 * (k >= 4)] & ~0x1fffu);
-                float bv = emu_float(lb.b[k >= 4] & ~0x1fffu);
-                acc += av * bv;
-            }
-            c[i] += acc;
-        }
+    emu_mma(c, a, b0, b1, 8, [](const emu_lane *x, unsigned r, unsigned k) {
+        return emu_float(x[(r % 8) * 4 + k % 4].a[(r >= 8) + 2 * (k >= 4)] & ~0x1fffu);
+    }, [](const emu_lane *x, unsigned k, unsigned n) {
+        return emu_float(x[n * 4 + k % 4].b[k >= 4] & ~0x1fffu);
     });
 }
 // cvt.rna.tf32.f32: to nearest at significand bit 13, ties away from zero (Inf and NaN as they are).
