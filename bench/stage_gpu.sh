@@ -4,6 +4,10 @@
 # (OpenBLAS, cJSON, libjpeg, libpng, ...; the GPU machine has the CUDA ones), and the network fixtures.
 #
 #   bench/stage_gpu.sh [BUILD [STAGE]]    BUILD: a -DSEMALIGN3D_CUDA=ON build folder (default build-cuda)
+#
+# It also packs STAGE into STAGE.tar.gz (24 MB against 60 MB unpacked, most of it OpenBLAS), which is what to carry:
+# the `device` tool carries at most 64 MiB with the working tree. On the GPU machine:
+#   tar xzf .devrun.tar.gz && bash bench/run_gpu.sh .devrun
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-cuda}"
@@ -21,4 +25,5 @@ ldd "$stage"/bin/* | awk '/=> \// {print $3}' | sort -u |
 for d in "$fixtures"/*/; do
   [ -f "$d/config.json" ] && cp -r "$d" "$stage/fixtures/"
 done
-du -sh "$stage"
+tar czf "$stage.tar.gz" "$stage"
+du -sh "$stage" "$stage.tar.gz"
