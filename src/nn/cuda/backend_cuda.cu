@@ -109,8 +109,10 @@ static float *up_f32(dmodel *d, const float *h, size_t n) {
     return p;
 }
 
-/* Uploads up to three host matrices stacked (rows of a, then b, then c) in the backbone dtype. */
+/* Uploads up to three host matrices stacked (rows of a, then b, then c) in the backbone dtype; NULL for a missing
+ * a (a layer the checkpoint does not have), as up_f32. */
 static void *up_mat(dmodel *d, const float *a, const float *b, const float *c, size_t n_each) {
+    if (!a) return NULL;
     size_t n = n_each * (1 + (b != NULL) + (c != NULL));
     void *p = dalloc(&d->mem, n * d->es);
     if (!p) return NULL;
@@ -222,16 +224,15 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
             size_t N = (size_t)p->neck_hidden_sizes[s], f = (size_t)p->reassemble_num[s];
             d->reasm_proj_w[s] = up_f32(d, v->reasm_proj_w[s], N * D);
             d->reasm_proj_b[s] = up_f32(d, v->reasm_proj_b[s], N);
-            if (f > 1) d->reasm_resize_w[s] = up_f32(d, v->reasm_resize_w[s], N * N * f * f);
-            else if (v->reasm_resize_w[s])
-                d->reasm_resize_w[s] = up_mat(d, v->reasm_resize_w[s], NULL, NULL, N * N * 9);
+            d->reasm_resize_w[s] = f > 1 ? (void *)up_f32(d, v->reasm_resize_w[s], N * N * f * f)
+                                         : up_mat(d, v->reasm_resize_w[s], NULL, NULL, N * N * 9);
             d->reasm_resize_b[s] = up_f32(d, v->reasm_resize_b[s], N);
             d->neck_conv_w[s] = up_mat(d, v->neck_conv_w[s], NULL, NULL, F * N * 9);
             const sa3d_fusion_layer *h = &v->fusion[s];
             dfusion *y = &d->fu[s];
             y->proj_w = up_f32(d, h->proj_w, F * F); y->proj_b = up_f32(d, h->proj_b, F);
-            if (h->r1c1_w) y->r1c1_w = up_mat(d, h->r1c1_w, NULL, NULL, F * F * 9);
-            if (h->r1c2_w) y->r1c2_w = up_mat(d, h->r1c2_w, NULL, NULL, F * F * 9);
+            y->r1c1_w = up_mat(d, h->r1c1_w, NULL, NULL, F * F * 9);   /* NULL in the first fusion layer */
+            y->r1c2_w = up_mat(d, h->r1c2_w, NULL, NULL, F * F * 9);
             y->r2c1_w = up_mat(d, h->r2c1_w, NULL, NULL, F * F * 9);
             y->r2c2_w = up_mat(d, h->r2c2_w, NULL, NULL, F * F * 9);
             y->r1c1_b = up_f32(d, h->r1c1_b, F); y->r1c2_b = up_f32(d, h->r1c2_b, F);
