@@ -4,19 +4,20 @@
 # the networks with PyTorch, then the aligner on the CPU and the GPU side by side.
 #
 #   bench/run_gpu.sh [STAGE]     STAGE (default .devrun) holds what was built elsewhere:
-#       STAGE/bin/{test_nn_cuda,test_nn,bench_gpu,test_align_cuda,bench_align}   from a -DSEMALIGN3D_CUDA=ON build
+#       STAGE/bin/{test_nn_cuda,test_nn,bench_gpu,test_align_cuda,bench_align,semalign3d}
+#                                                     from a -DSEMALIGN3D_CUDA=ON build
 #       STAGE/lib/*.so*                               their non-CUDA shared libraries (OpenBLAS, cJSON, ...)
 #       STAGE/fixtures/<model fixture dirs>           copies of ../shared/fixtures model folders
 # With a full build tree on the GPU machine itself, point STAGE at a folder of links instead. Arguments after STAGE
 # go to peers/torch_gpu.py (for example --cases vitb840,vitl840 --batches 1).
 # Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, parity_align.log, bench.log, bench_gpu.json,
-# attention_rows.log, dpt_profile.log, bench_align.log.
-# SECTIONS (default "parity bench attention dpt align") picks the sections to run, in this order; a first short
+# attention_rows.log, dpt_profile.log, bench_align.log, pipeline.log.
+# SECTIONS (default "parity bench attention dpt align pipeline") picks the sections to run, in this order; a first short
 # run on a GPU lent for minutes can be SECTIONS="parity bench" with a few cases.
 set -uo pipefail
 stage="${1:-.devrun}"
 out="${OUT:-/tmp/sa3d-gpu-out}"
-sections=" ${SECTIONS:-parity bench attention dpt align} "
+sections=" ${SECTIONS:-parity bench attention dpt align pipeline} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 mkdir -p "$out"
 cublas_dir="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null || true)"
@@ -78,4 +79,11 @@ if want align; then
   timeout "${ALIGN_TIMEOUT:-180}" "$stage/bin/bench_align" --device cuda --threads "$(nproc)" --poses 2 2>&1 | \
       tee "$out/bench_align.log"
   echo "bench_align exit: ${PIPESTATUS[0]}"
+fi
+if want pipeline; then
+  echo "== features --flip over 48 images, fp16 ViT-B/14 at 840: the image pipeline against the stages one by one"
+  if [ -d /tmp/sa3d-gpu/vitb840 ]; then
+    timeout 240 bash bench/run_pipeline.sh "$stage/bin/semalign3d" /tmp/sa3d-gpu/vitb840 48 2 -- --device cuda \
+        --dtype fp16 2>&1 | tee "$out/pipeline.log"
+  fi
 fi

@@ -15,7 +15,7 @@ stage="${2:-.devrun}"
 fixtures="${SEMALIGN3D_FIXTURES:-../shared/fixtures}"
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/lib" "$stage/fixtures"
-for b in tests/test_nn_cuda tests/test_nn tests/test_align_cuda bench/bench_gpu bench/bench_align; do
+for b in tests/test_nn_cuda tests/test_nn tests/test_align_cuda bench/bench_gpu bench/bench_align semalign3d; do
   cp "$build/$b" "$stage/bin/"
 done
 # shared libraries outside the CUDA toolkit and the C library

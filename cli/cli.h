@@ -67,10 +67,25 @@ int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a)
 /* Checks the shared arguments and opens the model (which must be of `kind`); EXIT_OK, EXIT_USAGE (message
  * printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);
-/* Calls run(ctx, image path, stem, err) for every image; EXIT_OK, or EXIT_RUN / EXIT_INTERRUPTED with the
- * message printed. */
-int cli_net_each_image(const char *cmd, const cli_net_args *a,
-                       sa3d_status (*run)(void *ctx, const char *image, const char *stem, sa3d_error *err), void *ctx);
+/* The stages of one image (cli/pipeline.c), each given the image's slot (0 .. CLI_PIPELINE_SLOTS - 1), whose
+ * buffers belong to the command:
+ *   prepare  sets *skip when the outputs are up to date, else decodes and preprocesses (a helper thread);
+ *   run      runs the network and copies what finish needs out of the workspace (the calling thread, in order);
+ *   finish   post-processes and writes the output files atomically (a helper thread);
+ *   release  frees the slot's per-image buffers, whichever stage the image reached (the calling thread).
+ * run and finish are skipped after a failed stage or a skip. */
+#define CLI_PIPELINE_SLOTS 3
+typedef struct cli_image_stages {
+    sa3d_status (*prepare)(void *ctx, int slot, const char *image, const char *stem, int *skip, sa3d_error *err);
+    sa3d_status (*run)(void *ctx, int slot, sa3d_error *err);
+    sa3d_status (*finish)(void *ctx, int slot, sa3d_error *err);
+    void (*release)(void *ctx, int slot);
+} cli_image_stages;
+/* Every image through the stages, the network on one while the next is prepared and the previous written, with
+ * progress; a failed image is reported and counted, and the others go on. EXIT_OK, EXIT_USAGE (two images with
+ * the same output name), or EXIT_RUN / EXIT_INTERRUPTED with the message printed. */
+int cli_net_each_image(const char *cmd, const cli_net_args *a, const sa3d_model *m, const cli_image_stages *st,
+                       void *ctx);
 
 /* --set NAME=VALUE (repeatable; eval, match, demo): any aligner or matcher option by name
  * (sa3d_sa3d_matcher_params_set), applied after the command's own options; `--set list` prints them all with

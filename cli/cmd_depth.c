@@ -36,63 +36,106 @@ static int up_to_date(const char *path, const char *png, const char *model_id) {
     return ok;
 }
 
+/* One image's buffers (cli/pipeline.c). */
+typedef struct depth_slot {
+    const char *image;
+    char *path, *png;              /* the output files */
+    int iw, ih;                    /* image size */
+    float *px;                     /* the processor's input [3][ph][pw] */
+    int pw, ph;
+    float *pred;                   /* run's copy of predicted_depth [gh][gw] */
+    int gh, gw;
+} depth_slot;
+
 typedef struct depth_job {
     const sa3d_model *m;
     sa3d_workspace *ws;            /* reallocated when the input size changes */
     const char *model_dir, *out_dir;
+    depth_slot slot[CLI_PIPELINE_SLOTS];
 } depth_job;
 
-/* One image (skipped when both outputs are up to date): preprocess, forward, upsample, write both files. */
-static sa3d_status depth_one(void *ctx, const char *image_path, const char *stem, sa3d_error *err) {
+static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const char *stem, int *skip,
+                                 sa3d_error *err) {
     depth_job *j = ctx;
+    depth_slot *sl = &j->slot[slot];
     char name[600], pname[600];
     snprintf(name, sizeof name, "%s.depth.safetensors", stem);
     snprintf(pname, sizeof pname, "%s.depth.png", stem);
-    char *path = sa3d_path_join(j->out_dir, name), *png = sa3d_path_join(j->out_dir, pname);
+    sl->image = image;
+    sl->path = sa3d_path_join(j->out_dir, name);
+    sl->png = sa3d_path_join(j->out_dir, pname);
+    if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
+    if (up_to_date(sl->path, sl->png, sa3d_model_id(j->m))) {
+        *skip = 1;
+        return SA3D_OK;
+    }
     sa3d_image img = { 0 };
-    float *px = NULL, *full = NULL;
-    uint8_t *rgb = NULL;
-    sa3d_st_writer *w = NULL;
-    int pw, ph;
-    sa3d_status s = SA3D_OK;
     sa3d_dpt_preprocess_params pp = sa3d_dpt_preprocess_params_default();
-    if (!path || !png) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image_path); goto done; }
-    if (up_to_date(path, png, sa3d_model_id(j->m))) goto done;
-    if ((s = sa3d_image_load(&img, image_path, err)) || (s = sa3d_dpt_preprocess(&img, &pp, &px, &pw, &ph, err)))
-        goto done;
-    if (!j->ws || sa3d_workspace_output(j->ws, "predicted_depth")->shape[1] != (ph / 14) * 14 ||
-        sa3d_workspace_output(j->ws, "predicted_depth")->shape[2] != (pw / 14) * 14) {
+    sa3d_status s = sa3d_image_load(&img, image, err);   /* its messages name the file */
+    if (!s && (s = sa3d_dpt_preprocess(&img, &pp, &sl->px, &sl->pw, &sl->ph, err))) sa3d_error_prefix(err, "%s", image);
+    sl->iw = img.w;
+    sl->ih = img.h;
+    sa3d_image_free(&img);
+    return s;
+}
+
+static sa3d_status depth_run(void *ctx, int slot, sa3d_error *err) {
+    depth_job *j = ctx;
+    depth_slot *sl = &j->slot[slot];
+    int gh = (sl->ph / 14) * 14, gw = (sl->pw / 14) * 14;
+    if (!j->ws || sa3d_workspace_output(j->ws, "predicted_depth")->shape[1] != gh ||
+        sa3d_workspace_output(j->ws, "predicted_depth")->shape[2] != gw) {
         sa3d_workspace_free(j->ws);
         j->ws = NULL;
-        if ((s = sa3d_workspace_new(&j->ws, j->m, ph, pw, 0, err))) goto done;
+        if (sa3d_workspace_new(&j->ws, j->m, sl->ph, sl->pw, 0, err)) return sa3d_error_prefix(err, "%s", sl->image);
     }
-    if ((s = sa3d_model_forward(j->m, j->ws, px, err))) goto done;
+    if (sa3d_model_forward(j->m, j->ws, sl->px, err)) return sa3d_error_prefix(err, "%s", sl->image);
     const sa3d_tensor_view *d = sa3d_workspace_output(j->ws, "predicted_depth");
-    size_t npx = (size_t)img.w * img.h;
-    full = malloc(npx * sizeof(float));
-    rgb = malloc(npx * 3);
-    w = sa3d_st_writer_new();
-    if (!full || !rgb || !w) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image_path); goto done; }
-    sa3d_depth_upsample(full, img.w, img.h, d->data, (int)d->shape[2], (int)d->shape[1]);
-    int64_t pshape[2] = { d->shape[1], d->shape[2] }, fshape[2] = { img.h, img.w };
-    sa3d_colormap(rgb, full, npx);
-    if ((s = sa3d_st_writer_add_f32(w, "predicted_depth", 2, pshape, d->data, err)) ||
-        (s = sa3d_st_writer_add_f32(w, "depth", 2, fshape, full, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err)) ||
-        (s = sa3d_st_writer_set_metadata(w, "image", image_path, err)) ||
-        (s = sa3d_png_write(png, rgb, img.w, img.h, 3, err)) || (s = sa3d_st_writer_write(w, path, err)))
-        goto done;
-done:
+    sl->gh = (int)d->shape[1];
+    sl->gw = (int)d->shape[2];
+    if (!(sl->pred = malloc((size_t)sl->gh * sl->gw * sizeof(float))))
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", sl->image);
+    memcpy(sl->pred, d->data, (size_t)sl->gh * sl->gw * sizeof(float));
+    return SA3D_OK;
+}
+
+/* The map upsampled to the image size, its colour picture and both files. */
+static sa3d_status depth_finish(void *ctx, int slot, sa3d_error *err) {
+    depth_job *j = ctx;
+    depth_slot *sl = &j->slot[slot];
+    size_t npx = (size_t)sl->iw * sl->ih;
+    float *full = malloc(npx * sizeof(float));
+    uint8_t *rgb = malloc(npx * 3);
+    sa3d_st_writer *w = sa3d_st_writer_new();
+    sa3d_status s = SA3D_OK;
+    if (!full || !rgb || !w) {
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", sl->image);
+    } else {
+        sa3d_depth_upsample(full, sl->iw, sl->ih, sl->pred, sl->gw, sl->gh);
+        int64_t pshape[2] = { sl->gh, sl->gw }, fshape[2] = { sl->ih, sl->iw };
+        sa3d_colormap(rgb, full, npx);
+        if (sa3d_st_writer_add_f32(w, "predicted_depth", 2, pshape, sl->pred, err) ||
+            sa3d_st_writer_add_f32(w, "depth", 2, fshape, full, err) ||
+            sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err) ||
+            sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err) ||
+            sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
+            sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
+            sa3d_png_write(sl->png, rgb, sl->iw, sl->ih, 3, err) || sa3d_st_writer_write(w, sl->path, err))
+            s = err->code;
+    }
     sa3d_st_writer_free(w);
     free(rgb);
     free(full);
-    sa3d_pixels_free(px);
-    sa3d_image_free(&img);
-    sa3d_free(path);
-    sa3d_free(png);
     return s;
+}
+
+static void depth_release(void *ctx, int slot) {
+    depth_slot *sl = &((depth_job *)ctx)->slot[slot];
+    sa3d_free(sl->path);
+    sa3d_free(sl->png);
+    sa3d_pixels_free(sl->px);
+    free(sl->pred);
+    memset(sl, 0, sizeof *sl);
 }
 
 int cmd_depth(int argc, char **argv) {
@@ -118,7 +161,8 @@ int cmd_depth(int argc, char **argv) {
         job.m = m;
         job.model_dir = a.model_dir;
         job.out_dir = a.out_dir;
-        rc = cli_net_each_image(cmd, &a, depth_one, &job);
+        static const cli_image_stages stages = { depth_prepare, depth_run, depth_finish, depth_release };
+        rc = cli_net_each_image(cmd, &a, m, &stages, &job);
     } else if (rc == EXIT_RUN) {
         rc = cli_run_error(cmd, &err);
     }

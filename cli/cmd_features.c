@@ -41,56 +41,87 @@ static int up_to_date(const char *path, const char *model_id, const char *size, 
     return ok;
 }
 
+/* One image's buffers (cli/pipeline.c): its pixels, then the maps run copied out of the workspace. */
+typedef struct features_slot {
+    const char *image;
+    char *path;                    /* the output file */
+    float *px[2];                  /* [3][size][size] of the image and, with --flip, of its mirror */
+    float *maps;                   /* [1 + flip][n], allocated once */
+} features_slot;
+
 typedef struct features_job {
     const sa3d_model *m;
-    sa3d_workspace *ws;
-    const char *model_dir, *out_dir, *size_s;
+    sa3d_workspace *ws;            /* batch 1 + flip: the image and its mirror in one pass */
+    const char *model_dir, *out_dir;
+    char size_s[16];               /* the size as the metadata spells it */
     int size, flip;
     size_t n;                      /* floats of one map */
-    float *maps;                   /* [1 + flip][n] */
+    int64_t shape[3];              /* [D][size/14][size/14] */
+    features_slot slot[CLI_PIPELINE_SLOTS];
 } features_job;
 
-/* One image (skipped when its file is up to date): the map of the image and, with --flip, of its mirror. */
-static sa3d_status features_one(void *ctx, const char *image, const char *stem, sa3d_error *err) {
+static sa3d_status features_prepare(void *ctx, int slot, const char *image, const char *stem, int *skip,
+                                    sa3d_error *err) {
     features_job *j = ctx;
+    features_slot *sl = &j->slot[slot];
     char name[600];
     snprintf(name, sizeof name, "%s.features.safetensors", stem);
-    char *path = sa3d_path_join(j->out_dir, name);
-    if (!path) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(path, sa3d_model_id(j->m), j->size_s, j->flip)) { sa3d_free(path); return SA3D_OK; }
-    const sa3d_tensor_view *f = sa3d_workspace_output(j->ws, "feature_map");
+    sl->image = image;
+    if (!(sl->path = sa3d_path_join(j->out_dir, name)))
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
+    if (up_to_date(sl->path, sa3d_model_id(j->m), j->size_s, j->flip)) {
+        *skip = 1;
+        return SA3D_OK;
+    }
     sa3d_image img = { 0 };
-    float *px = NULL;
-    sa3d_st_writer *w = NULL;
-    sa3d_status s = sa3d_image_load(&img, image, err);
+    sa3d_status s = sa3d_image_load(&img, image, err);   /* its messages name the file */
     for (int pass = 0; !s && pass <= j->flip; pass++) {
         if (pass) sa3d_image_flip_lr(&img);
-        if ((s = sa3d_geoaware_preprocess(&img, j->size, &px, err)) || (s = sa3d_model_forward(j->m, j->ws, px, err)))
-            break;
-        memcpy(j->maps + (size_t)pass * j->n, f->data, j->n * sizeof(float));
-        sa3d_pixels_free(px);
-        px = NULL;
+        if ((s = sa3d_geoaware_preprocess(&img, j->size, &sl->px[pass], err))) sa3d_error_prefix(err, "%s", image);
     }
-    if (s) sa3d_error_prefix(err, "%s", image);
-    int64_t shape[3] = { f->shape[1], f->shape[2], f->shape[3] };
-    char size_str[16];
-    snprintf(size_str, sizeof size_str, "%d", j->size);
-    if (!s && (!(w = sa3d_st_writer_new()) || sa3d_st_writer_add_f32(w, "feature_map", 3, shape, j->maps, err) ||
-               (j->flip && sa3d_st_writer_add_f32(w, "feature_map_flip", 3, shape, j->maps + j->n, err)) ||
-               sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err) ||
-               sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err) ||
-               sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
-               sa3d_st_writer_set_metadata(w, "image", image, err) ||
-               sa3d_st_writer_set_metadata(w, "size", size_str, err) ||
-               sa3d_st_writer_set_metadata(w, "flip", j->flip ? "1" : "0", err) ||
-               sa3d_st_writer_set_metadata(w, "convention", "geoaware-sc: fit into square, centred, zero pad", err) ||
-               sa3d_st_writer_write(w, path, err)))
-        s = err->code ? err->code : sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    sa3d_st_writer_free(w);
-    sa3d_pixels_free(px);
     sa3d_image_free(&img);
-    sa3d_free(path);
     return s;
+}
+
+static sa3d_status features_run(void *ctx, int slot, sa3d_error *err) {
+    features_job *j = ctx;
+    features_slot *sl = &j->slot[slot];
+    float *in = sa3d_workspace_input(j->ws);
+    if (!in) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", sl->image);
+    size_t npx = (size_t)3 * j->size * j->size;
+    for (int pass = 0; pass <= j->flip; pass++) memcpy(in + pass * npx, sl->px[pass], npx * sizeof(float));
+    if (sa3d_model_forward(j->m, j->ws, NULL, err)) return sa3d_error_prefix(err, "%s", sl->image);
+    memcpy(sl->maps, sa3d_workspace_output(j->ws, "feature_map")->data, (size_t)(1 + j->flip) * j->n * sizeof(float));
+    return SA3D_OK;
+}
+
+static sa3d_status features_finish(void *ctx, int slot, sa3d_error *err) {
+    features_job *j = ctx;
+    features_slot *sl = &j->slot[slot];
+    sa3d_st_writer *w = sa3d_st_writer_new();
+    sa3d_status s = SA3D_OK;
+    if (!w || sa3d_st_writer_add_f32(w, "feature_map", 3, j->shape, sl->maps, err) ||
+        (j->flip && sa3d_st_writer_add_f32(w, "feature_map_flip", 3, j->shape, sl->maps + j->n, err)) ||
+        sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err) ||
+        sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err) ||
+        sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
+        sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
+        sa3d_st_writer_set_metadata(w, "size", j->size_s, err) ||
+        sa3d_st_writer_set_metadata(w, "flip", j->flip ? "1" : "0", err) ||
+        sa3d_st_writer_set_metadata(w, "convention", "geoaware-sc: fit into square, centred, zero pad", err) ||
+        sa3d_st_writer_write(w, sl->path, err))
+        s = err->code ? err->code : sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", sl->image);
+    sa3d_st_writer_free(w);
+    return s;
+}
+
+static void features_release(void *ctx, int slot) {
+    features_slot *sl = &((features_job *)ctx)->slot[slot];
+    sa3d_free(sl->path);
+    sa3d_pixels_free(sl->px[0]);
+    sa3d_pixels_free(sl->px[1]);
+    sl->path = NULL;
+    sl->px[0] = sl->px[1] = NULL;
 }
 
 int cmd_features(int argc, char **argv) {
@@ -118,27 +149,30 @@ int cmd_features(int argc, char **argv) {
     sa3d_model *m = NULL;
     features_job job = { 0 };
     int rc = cli_net_open(cmd, &a, SA3D_MODEL_DINOV2, &m, &err);
-    if (rc == EXIT_OK && sa3d_workspace_new(&job.ws, m, size, size, 0, &err)) rc = EXIT_RUN;
+    if (rc == EXIT_OK && sa3d_workspace_new_batch(&job.ws, m, size, size, 1 + flip, 0, &err)) rc = EXIT_RUN;
     if (rc == EXIT_OK) {
         const sa3d_tensor_view *f = sa3d_workspace_output(job.ws, "feature_map");
+        for (int d = 0; d < 3; d++) job.shape[d] = f->shape[1 + d];
         job.n = (size_t)f->shape[1] * (size_t)f->shape[2] * (size_t)f->shape[3];
-        if (!(job.maps = malloc(2 * job.n * sizeof(float)))) {
-            snprintf(err.msg, sizeof err.msg, "out of memory");
-            rc = EXIT_RUN;
-        }
+        for (int i = 0; i < CLI_PIPELINE_SLOTS && rc == EXIT_OK; i++)
+            if (!(job.slot[i].maps = malloc((size_t)(1 + flip) * job.n * sizeof(float)))) {
+                snprintf(err.msg, sizeof err.msg, "out of memory");
+                rc = EXIT_RUN;
+            }
     }
     if (rc == EXIT_OK) {
+        static const cli_image_stages stages = { features_prepare, features_run, features_finish, features_release };
         job.m = m;
         job.model_dir = a.model_dir;
         job.out_dir = a.out_dir;
-        job.size_s = size_s;
+        snprintf(job.size_s, sizeof job.size_s, "%d", size);
         job.size = size;
         job.flip = flip;
-        rc = cli_net_each_image(cmd, &a, features_one, &job);
+        rc = cli_net_each_image(cmd, &a, m, &stages, &job);
     } else if (rc == EXIT_RUN) {
         rc = cli_run_error(cmd, &err);
     }
-    free(job.maps);
+    for (int i = 0; i < CLI_PIPELINE_SLOTS; i++) free(job.slot[i].maps);
     free(a.images);
     sa3d_workspace_free(job.ws);
     sa3d_model_free(m);

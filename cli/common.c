@@ -209,34 +209,6 @@ int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, s
     return EXIT_OK;
 }
 
-int cli_net_each_image(const char *cmd, const cli_net_args *a,
-                       sa3d_status (*run)(void *ctx, const char *image, const char *stem, sa3d_error *err), void *ctx) {
-    cli_install_sigint();
-    int failed = 0;
-    cli_progress prog;
-    cli_progress_start(&prog, cmd, a->n_images, a->quiet);
-    for (int i = 0; i < a->n_images && !cli_interrupted; i++) {
-        char stem[512];
-        sa3d_error e = { 0 };
-        cli_stem(a->images[i], stem, sizeof stem);
-        if (run(ctx, a->images[i], stem, &e)) {
-            fprintf(stderr, "semalign3d %s: %s\n", cmd, e.msg[0] ? e.msg : "out of memory");
-            failed++;
-        }
-        cli_progress_step(&prog, stem);
-    }
-    cli_progress_end(&prog);
-    sa3d_error err = { 0 };
-    if (cli_interrupted) {
-        err.code = SA3D_ERR_CANCELLED;
-        snprintf(err.msg, sizeof err.msg, "interrupted");
-        return cli_run_error(cmd, &err);
-    }
-    if (!failed) return EXIT_OK;
-    snprintf(err.msg, sizeof err.msg, "%d of %d images failed", failed, a->n_images);
-    return cli_run_error(cmd, &err);
-}
-
 int cli_eval_progress(void *user, long done, long total, const char *item) {
     cli_progress *p = user;
     p->total = total;
