@@ -57,6 +57,17 @@ static void case_half_conversions(void) {
 // One attention problem: B images of T tokens, H heads of 64, random q, k, v in [-amp, amp] rounded to A and,
 // when bias_amp > 0, biases in [-bias_amp, bias_amp]; the kernel with MT row tiles per warp against
 // sa3d_ref_attention (double) on q + bq, k + bk, v + bv.
+// Runs f in each of the emulator's orders, lockstep and run-ahead (a copy waited for too late, or a shared slice
+// refilled too early, shows in one of them), and restores the mode.
+template <typename F> static void in_both_orders(F f) {
+    emu_order before = emu_order_mode;
+    for (emu_order order : { EMU_LOCKSTEP, EMU_RUN_AHEAD }) {
+        emu_order_mode = order;
+        f();
+    }
+    emu_order_mode = before;
+}
+
 template <typename A, int MT>
 static void check_attention(int B, int T, int H, float amp, float bias_amp, double u, const char *what) {
     int D = 64 * H, ld = 3 * D;
@@ -75,9 +86,7 @@ static void check_attention(int B, int T, int H, float amp, float bias_amp, doub
     float scale = 0.125f;   // 1 / sqrt(64)
     dim3 grid((unsigned)((T + 64 * MT - 1) / (64 * MT)), (unsigned)H, (unsigned)B);
     double worst = 0.0, bound = 2.0 * u * vmax * 1.1;
-    emu_order before = emu_order_mode;
-    for (emu_order order : { EMU_LOCKSTEP, EMU_RUN_AHEAD }) {
-        emu_order_mode = order;
+    in_both_orders([&] {
         for (auto &c : ctx) c = from_f<A>(NAN);   // every element must be written
         const float *bp = bias_amp > 0.0f ? bias.data() : NULL;
         emu_launch(grid, 128, [&] { k_flash_attn<A, MT>(ctx.data(), qkv.data(), bp, T, D, scale); });
@@ -91,8 +100,7 @@ static void check_attention(int B, int T, int H, float amp, float bias_amp, doub
                     if (!(e <= worst)) worst = e;   // NaN (an element never written) counts as the worst
                 }
         }
-    }
-    emu_order_mode = before;
+    });
     printf("       %-44s max |err| %.3g (bound %.3g)\n", what, worst, bound);
     if (!(worst <= bound)) T_FAIL("%s: max |err| %.3g > bound %.3g", what, worst, bound);
 }
@@ -286,9 +294,7 @@ static void check_conv(int B, int Ci, int H, int W, int Co, int k, int stride, i
             }
     const float *bp = bias ? b.data() : nullptr, *rp = residual ? res.data() : nullptr;
     double worst = 0.0;
-    emu_order before = emu_order_mode;
-    for (emu_order order : { EMU_LOCKSTEP, EMU_RUN_AHEAD }) {   // run-ahead: a slice refilled too early shows
-        emu_order_mode = order;
+    in_both_orders([&] {
         for (auto &v : out) v = NAN;   // every element must be written
         emu_launch(grid, 128, [&] {
             if (mt == 1)
@@ -302,8 +308,7 @@ static void check_conv(int B, int Ci, int H, int W, int Co, int k, int stride, i
             double e = fabs((double)out[o] - want[o]) / bound[o];
             if (!(e <= worst)) worst = e;   // NaN (an output never written) counts as the worst
         }
-    }
-    emu_order_mode = before;
+    });
     printf("       B %d, Ci %2d, %2dx%2d -> Co %2d, %dx%d stride %d pad %d (%d position blocks, %d channel blocks "
            "of %d), relu_in %d, act %2d%s%s: %.2g of bound\n", B, Ci, H, W, Co, k, k, stride, pad, (int)grid.x,
            (int)grid.y, 32 * mt, relu_in, act, bias ? ", bias" : "", residual ? ", residual" : "", worst);
