@@ -57,49 +57,6 @@ if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
   grep -q "trunc.png" "$T/e" || { echo "FAIL truncated-image message does not name the file"; fail=1; }
   [ ! -e "$T/o/trunc.depth.png" ] || { echo "FAIL partial output for a bad image"; fail=1; }
 
-  # several images of different sizes through the pipeline (cli/pipeline.c: the network on one image while the
-  # next is decoded and the previous written): a bad image in the middle fails alone, and every output is the
-  # bytes of a run on that image alone, with the pipeline and without it (SA3D_PIPELINE=0)
-  "$BIN" synth-spair --out "$T/synth" >/dev/null 2>&1; check "synth-spair for images" 0 $?
-  mkdir -p "$T/in" "$T/p" "$T/s" "$T/r"
-  i=0
-  for f in "$T"/synth/JPEGImages/*/*.jpg; do
-    i=$((i + 1)); [ $i -le 5 ] && cp "$f" "$T/in/im$i.jpg"
-  done
-  mv "$T/in/im5.jpg" "$T/in/im6.jpg"
-  head -c 2000 "$T/in/im4.jpg" > "$T/in/im5.jpg"
-  good="im1 im2 im3 im4 im6"
-  for f in $good; do
-    "$BIN" features --model "$dino" --out "$T/r" --size 112 --flip --quiet "$T/in/$f.jpg" &&
-      "$BIN" depth --model "$da" --out "$T/r" --quiet "$T/in/$f.jpg" || { echo "FAIL single-image run $f"; fail=1; }
-  done
-  for mode in p s; do
-    pipe=1; [ $mode = s ] && pipe=0
-    SA3D_PIPELINE=$pipe "$BIN" features --model "$dino" --out "$T/$mode" --size 112 --flip --quiet "$T"/in/im*.jpg \
-      2>"$T/e"
-    check "features 6 images, one bad (SA3D_PIPELINE=$pipe)" 1 $?
-    grep -q "im5.jpg" "$T/e" && grep -q "1 of 6 images failed" "$T/e" ||
-      { echo "FAIL messages: $(cat "$T/e")"; fail=1; }
-    SA3D_PIPELINE=$pipe "$BIN" depth --model "$da" --out "$T/$mode" --quiet "$T"/in/im*.jpg 2>"$T/e"
-    check "depth 6 images, one bad (SA3D_PIPELINE=$pipe)" 1 $?
-    for f in $good; do
-      for ext in features.safetensors depth.safetensors depth.png; do
-        cmp -s "$T/$mode/$f.$ext" "$T/r/$f.$ext" ||
-          { echo "FAIL $f.$ext (SA3D_PIPELINE=$pipe) differs from the image's own run"; fail=1; }
-      done
-    done
-    ls "$T/$mode" | grep -q "^im5" && { echo "FAIL output for the bad image"; fail=1; }
-  done
-  # resume: a second run rewrites nothing that is up to date
-  touch "$T/stamp"; sleep 1
-  "$BIN" features --model "$dino" --out "$T/p" --size 112 --flip --quiet "$T"/in/im[1234].jpg
-  check "features resume" 0 $?
-  [ -z "$(find "$T/p" -newer "$T/stamp")" ] || { echo "FAIL resume rewrote $(find "$T/p" -newer "$T/stamp")"; fail=1; }
-  # two images with one output name: a usage error before any work
-  mkdir -p "$T/in2"; cp "$img" "$T/in2/im1.png"
-  "$BIN" features --model "$dino" --out "$T/p" --size 112 --quiet "$T/in/im1.jpg" "$T/in2/im1.png" 2>"$T/e"
-  check "features duplicate output names" 2 $?
-  grep -q "separate --out" "$T/e" || { echo "FAIL duplicate-name message: $(cat "$T/e")"; fail=1; }
 else
   echo "FAIL image or model fixtures missing"; fail=1
 fi
