@@ -81,9 +81,11 @@ if want align; then
   echo "bench_align exit: ${PIPESTATUS[0]}"
 fi
 if want pipeline; then
-  echo "== features --flip over 48 images, fp16 ViT-B/14 at 840: the image pipeline against the stages one by one"
-  if [ -d /tmp/sa3d-gpu/vitb840 ]; then
-    timeout 240 bash bench/run_pipeline.sh "$stage/bin/semalign3d" /tmp/sa3d-gpu/vitb840 48 2 -- --device cuda \
-        --dtype fp16 2>&1 | tee "$out/pipeline.log"
-  fi
+  echo "== features --flip (fp16 ViT-B/14 at 840) and depth (fp16 Depth Anything V2 Small) over 48 images: the image"
+  echo "   pipeline against the stages one by one"
+  for name in vitb840 da_s518x686; do
+    [ -d "/tmp/sa3d-gpu/$name" ] || continue
+    timeout 240 bash bench/run_pipeline.sh "$stage/bin/semalign3d" "/tmp/sa3d-gpu/$name" 48 2 -- --device cuda \
+        --dtype fp16
+  done 2>&1 | tee "$out/pipeline.log"
 fi
