@@ -114,20 +114,19 @@ int cli_net_each_image(const char *cmd, const cli_net_args *a, const sa3d_model 
     const char *env = getenv("SA3D_PIPELINE");
     int on_cpu = !strcmp(sa3d_model_device(m), "cpu");
     int threaded = env && *env ? strcmp(env, "0") != 0 : !on_cpu;
-    int threads = a->threads_s ? atoi(a->threads_s) : 0;   /* checked by cli_net_open */
+    int threads = on_cpu ? 1 : a->threads_s ? atoi(a->threads_s) : 0;   /* checked by cli_net_open */
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (on_cpu) threads = 1;
     slot_state slots[CLI_PIPELINE_SLOTS];
     memset(slots, 0, sizeof slots);
     int failed = 0, n = a->n_images, k;
     cli_progress prog;
     cli_progress_start(&prog, cmd, n, a->quiet);
+    static const int stage_of[3] = { RUN, PREPARE, FINISH }, lag[3] = { 1, 0, 2 };   /* the order step() wants */
     for (k = 0; k < n + 2 && !cli_interrupted; k++) {
         stage_call calls[3];
         for (int i = 0; i < 3; i++) {   /* run image k - 1, prepare image k, finish image k - 2 */
-            int img = i == 0 ? k - 1 : i == 1 ? k : k - 2, si = (img + CLI_PIPELINE_SLOTS) % CLI_PIPELINE_SLOTS;
-            calls[i] = (stage_call){ st, ctx, img >= 0 && img < n ? &slots[si] : NULL, si, i == 0 ? RUN : i == 1 ?
-                                     PREPARE : FINISH, threads };
+            int img = k - lag[i], si = (img + CLI_PIPELINE_SLOTS) % CLI_PIPELINE_SLOTS;
+            calls[i] = (stage_call){ st, ctx, img >= 0 && img < n ? &slots[si] : NULL, si, stage_of[i], threads };
         }
         if (k < n) {
             slot_state *sl = calls[1].slot;
