@@ -3,15 +3,22 @@
  *
  *     bench_gpu --model DIR [--input FILE] --height H --width W --batch B [--device cuda] [--dtype fp32|fp16|bf16]
  *               [--warmup N] [--runs N] [--out FILE]
+ *     bench_gpu --model DIR --sizes HxW,HxW,... [--device ...] [--dtype ...] [--warmup N] [--runs N]
  *
- * FILE holds B x 3 x H x W float32 pixels (raw, little-endian; seeded random ones without it), read into the workspace's input buffer
- * (page-locked on the GPU). One timed pass = sa3d_model_forward: upload of the pixels, the whole network
- * (a CUDA graph replay), the non-finite check of every output; outputs stay on the device
+ * FILE holds B x 3 x H x W float32 pixels (raw, little-endian; seeded random ones without it), read into the
+ * workspace's input buffer (page-locked on the GPU). One timed pass = sa3d_model_forward: upload of the pixels,
+ * the whole network (a CUDA graph replay), the non-finite check of every output; outputs stay on the device
  * (SA3D_WS_NO_DOWNLOAD), as PyTorch's stay in GPU memory. The download of all outputs is timed separately.
  * --out writes the first output (last_hidden_state or predicted_depth) of the whole batch as raw float32 for the
  * driver to compare with PyTorch's. Prints one JSON line, with the device memory of the weights and of the
- * workspace (everything the backend allocated: activations, scratch, the cuBLAS workspace) in MiB. Exit status
- * 0, 1 on failure, 2 on usage errors. */
+ * workspace (everything the backend allocated: activations, scratch, the cuBLAS workspace) in MiB.
+ *
+ * --sizes: one image per pass, each pass at the next size of the list (over and over), as `semalign3d depth` meets
+ * images of varying aspect ratios. Times a pass (seeded pixels from host memory, outputs downloaded) two ways in
+ * the same run: one workspace resized to each size (sa3d_workspace_resize, what depth and eval do), and a new
+ * workspace made for each pass (what they did before: a workspace per input size). Warm-up: --warmup cycles of
+ * the list; timed: --runs cycles. Prints one JSON line with the median and mean pass of each and their ratio.
+ * Exit status 0, 1 on failure, 2 on usage errors. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +31,111 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+enum { MAX_SIZES = 32 };
+
+static int parse_sizes(const char *list, int (*hw)[2]) {
+    int n = 0;
+    for (const char *p = list; *p && n < MAX_SIZES; n++) {
+        char *end;
+        long h = strtol(p, &end, 10), w = *end == 'x' ? strtol(end + 1, &end, 10) : 0;
+        if (h < 1 || w < 1 || h > 16384 || w > 16384 || (*end && *end != ',')) return 0;
+        hw[n][0] = (int)h;
+        hw[n][1] = (int)w;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+/* How bench_sizes gets a workspace for each pass. */
+enum sizes_mode { SIZES_RESIZE, SIZES_NEW, SIZES_FIXED, N_SIZES_MODES };
+static const char *const sizes_mode_name[N_SIZES_MODES] = { "resize", "new", "fixed" };
+
+/* One pass at hw: RESIZE resizes one workspace to it, NEW makes a new workspace for it, FIXED reuses a workspace
+ * already at that size (made on its first pass). */
+static sa3d_status sizes_pass(const sa3d_model *m, sa3d_workspace **ws, const int hw[2], enum sizes_mode mode,
+                              const float *px, sa3d_error *err) {
+    if (mode == SIZES_RESIZE && *ws) {
+        if (sa3d_workspace_resize(*ws, hw[0], hw[1], err)) return err->code;
+    } else if (mode == SIZES_NEW || !*ws) {
+        sa3d_workspace_free(*ws);
+        *ws = NULL;
+        if (sa3d_workspace_new(ws, m, hw[0], hw[1], 0, err)) return err->code;
+    }
+    return sa3d_model_forward(m, *ws, px, err);
+}
+
+/* The --sizes benchmark: RESIZE and NEW cycle through the sizes, warmup + runs times, each pass at the next size;
+ * FIXED, the floor (the network alone), runs warmup + runs passes of each size on a workspace made for it. Median
+ * and mean of the runs x n timed passes of each mode, in one JSON line. */
+static int bench_sizes(const sa3d_model *m, const char *list, const char *dtype, int warmup, int runs) {
+    int hw[MAX_SIZES][2], n = parse_sizes(list, hw);
+    if (n < 1) {
+        fprintf(stderr, "bench_gpu: --sizes '%s': expected HxW[,HxW...] (at most %d, sides 1..16384)\n", list,
+                MAX_SIZES);
+        return 2;
+    }
+    size_t most = 0;
+    for (int i = 0; i < n; i++)
+        if ((size_t)hw[i][0] * hw[i][1] > most) most = (size_t)hw[i][0] * hw[i][1];
+    float *px = malloc(most * 3 * sizeof(float));
+    size_t passes = (size_t)runs * n;
+    double *t[N_SIZES_MODES] = { 0 }, mean[N_SIZES_MODES] = { 0 };
+    size_t held = 0;
+    sa3d_error err = { 0 };
+    int rc = 1;
+    for (int k = 0; k < N_SIZES_MODES; k++) t[k] = calloc(passes, sizeof(double));
+    if (!px || !t[0] || !t[1] || !t[2]) { fprintf(stderr, "bench_gpu: out of memory\n"); goto done; }
+    uint64_t st = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < most * 3; i++) {
+        st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+        px[i] = (float)(st >> 40) / (float)(1u << 24) * 4.0f - 2.0f;
+    }
+    for (int k = 0; k < N_SIZES_MODES; k++) {
+        sa3d_workspace *ws = NULL;
+        size_t nt = 0;
+        /* RESIZE and NEW: cycles of the sizes; FIXED: all passes of one size, then the next size's */
+        int fixed = k == SIZES_FIXED, outer = fixed ? n : warmup + runs, inner = fixed ? warmup + runs : n;
+        for (int a = 0; a < outer; a++) {
+            if (fixed) {
+                sa3d_workspace_free(ws);
+                ws = NULL;
+            }
+            for (int b = 0; b < inner; b++) {
+                int size = fixed ? a : b, cycle = fixed ? b : a;
+                double s = sa3d_now();
+                if (sizes_pass(m, &ws, hw[size], (enum sizes_mode)k, px, &err)) {
+                    fprintf(stderr, "bench_gpu: %s, %d x %d: %s\n", sizes_mode_name[k], hw[size][0], hw[size][1],
+                            err.msg);
+                    sa3d_workspace_free(ws);
+                    goto done;
+                }
+                double ms = (sa3d_now() - s) * 1e3;
+                if (cycle >= warmup) {
+                    t[k][nt++] = ms;
+                    mean[k] += ms / (double)passes;
+                }
+            }
+        }
+        if (k == SIZES_RESIZE) held = sa3d_workspace_device_bytes(ws) + sa3d_workspace_bytes(ws);
+        sa3d_workspace_free(ws);
+        qsort(t[k], passes, sizeof(double), cmp_double);
+    }
+    printf("{\"impl\": \"semalign3d\", \"mode\": \"sizes\", \"device\": \"%s\", \"dtype\": \"%s\", \"sizes\": \"%s\", "
+           "\"passes\": %zu", sa3d_model_device(m), dtype, list, passes);
+    for (int k = 0; k < N_SIZES_MODES; k++)
+        printf(", \"ms_%s_median\": %.4f, \"ms_%s_mean\": %.4f", sizes_mode_name[k], t[k][passes / 2],
+               sizes_mode_name[k], mean[k]);
+    printf(", \"new_over_resize\": %.3f, \"resize_over_fixed\": %.3f, \"mib_resize\": %.2f}\n",
+           mean[SIZES_NEW] / mean[SIZES_RESIZE], mean[SIZES_RESIZE] / mean[SIZES_FIXED], held / 1048576.0);
+    rc = 0;
+done:
+    for (int k = 0; k < N_SIZES_MODES; k++) free(t[k]);
+    free(px);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    const char *model = NULL, *input = NULL, *out = NULL, *device = "cuda", *dtype = "fp32";
+    const char *model = NULL, *input = NULL, *out = NULL, *device = "cuda", *dtype = "fp32", *sizes = NULL;
     int H = 0, W = 0, B = 1, warmup = 5, runs = 20;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -40,12 +150,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) B = atoi(v);
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
         else if (!strcmp(a, "--runs")) runs = atoi(v);
+        else if (!strcmp(a, "--sizes")) sizes = v;
         else { fprintf(stderr, "bench_gpu: unknown argument '%s'\n", a); return 2; }
         i++;
     }
-    if (!model || H <= 0 || W <= 0 || B <= 0 || runs <= 0 || runs > 10000 || warmup < 0) {
+    if (!model || (!sizes && (H <= 0 || W <= 0)) || B <= 0 || runs <= 0 || runs > 10000 || warmup < 0) {
         fprintf(stderr, "usage: bench_gpu --model DIR --input FILE --height H --width W --batch B [--dtype D] "
-                        "[--warmup N] [--runs N] [--out FILE]\n");
+                        "[--warmup N] [--runs N] [--out FILE]\n"
+                        "       bench_gpu --model DIR --sizes HxW,HxW,... [--dtype D] [--warmup N] [--runs N]\n");
         return 2;
     }
     sa3d_error err = { 0 };
@@ -59,6 +171,12 @@ int main(int argc, char **argv) {
     double t0 = sa3d_now();
     if (!t || sa3d_model_open(&m, model, &p, &err)) goto fail;
     double load_s = sa3d_now() - t0;
+    if (sizes) {
+        rc = bench_sizes(m, sizes, dtype, warmup, runs);
+        sa3d_model_free(m);
+        free(t);
+        return rc;
+    }
     if (sa3d_workspace_new_batch(&ws, m, H, W, B, SA3D_WS_NO_DOWNLOAD, &err)) goto fail;
     float *px = sa3d_workspace_input(ws);
     size_t n = (size_t)B * 3 * H * W;

@@ -11,13 +11,13 @@
 # With a full build tree on the GPU machine itself, point STAGE at a folder of links instead. Arguments after STAGE
 # go to peers/torch_gpu.py (for example --cases vitb840,vitl840 --batches 1).
 # Results go to $OUT (or /tmp/sa3d-gpu-out): parity.log, parity_align.log, bench.log, bench_gpu.json,
-# attention_rows.log, dpt_profile.log, bench_align.log, pipeline.log.
-# SECTIONS (default "parity bench attention dpt align pipeline") picks the sections to run, in this order; a first short
-# run on a GPU lent for minutes can be SECTIONS="parity bench" with a few cases.
+# attention_rows.log, dpt_profile.log, sizes.log + bench_sizes.json, bench_align.log, pipeline.log.
+# SECTIONS (default "parity bench attention dpt sizes align pipeline") picks the sections to run, in this order; a
+# first short run on a GPU lent for minutes can be SECTIONS="parity bench" with a few cases.
 set -uo pipefail
 stage="${1:-.devrun}"
 out="${OUT:-/tmp/sa3d-gpu-out}"
-sections=" ${SECTIONS:-parity bench attention dpt align pipeline} "
+sections=" ${SECTIONS:-parity bench attention dpt sizes align pipeline} "
 want() { [[ "$sections" == *" $1 "* ]]; }
 mkdir -p "$out"
 cublas_dir="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null || true)"
@@ -73,6 +73,14 @@ if want dpt; then
       done
     done
   fi 2>&1 | tee "$out/dpt_profile.log"
+fi
+if want sizes; then
+  echo "== Depth Anything V2 Small, one image per pass at SPair-like sizes in turn (what depth meets): PyTorch against"
+  echo "   our workspace resized to each size, and against a new workspace per pass (before sa3d_workspace_resize)"
+  PYTHONUNBUFFERED=1 timeout 180 python3 bench/peers/torch_gpu.py --bench "$stage/bin/bench_gpu" --cases da_s518x686 \
+      --sizes 392x518,518x392,350x518,518x518,294x518,378x518 --dtypes fp32,fp16 --warmup 2 --runs 5 \
+      --json "$out/bench_sizes.json" --dir /tmp/sa3d-gpu 2>&1 | tee "$out/sizes.log"
+  echo "sizes exit: ${PIPESTATUS[0]}"
 fi
 if want align; then
   echo "== aligner benchmark (CPU threads: all cores)"

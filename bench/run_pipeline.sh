@@ -10,7 +10,7 @@
 #
 # The images are synth3d's (about 230 x 220 JPEGs of varying size, seeded). `features` takes each through the
 # 840 x 840 GeoAware input and its mirror; `depth` through Depth Anything's processor, whose input size follows
-# the image's, so the workspace is rebuilt whenever it changes. The pipeline pays off when the network is fast
+# the image's, so the workspace is resized whenever it changes. The pipeline pays off when the network is fast
 # next to the decode, resize and write: a GPU, or on the CPU a small model such as the tiny fixture (which stands
 # in for a GPU pass here). The output folder is under $TMPDIR, so the writes' fsync goes to that disk.
 set -eu

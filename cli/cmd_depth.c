@@ -51,7 +51,7 @@ typedef struct depth_slot {
 
 typedef struct depth_job {
     const sa3d_model *m;
-    sa3d_workspace *ws;            /* reallocated when the input size changes */
+    sa3d_workspace *ws;            /* resized to each image's input size (Depth Anything keeps the aspect) */
     const char *model_dir, *out_dir;
     depth_slot slot[CLI_PIPELINE_SLOTS];
 } depth_job;
@@ -84,14 +84,10 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
 static sa3d_status depth_run(void *ctx, int slot, sa3d_error *err) {
     depth_job *j = ctx;
     depth_slot *sl = &j->slot[slot];
-    int gh = (sl->ph / 14) * 14, gw = (sl->pw / 14) * 14;
-    if (!j->ws || sa3d_workspace_output(j->ws, "predicted_depth")->shape[1] != gh ||
-        sa3d_workspace_output(j->ws, "predicted_depth")->shape[2] != gw) {
-        sa3d_workspace_free(j->ws);
-        j->ws = NULL;
-        if (sa3d_workspace_new(&j->ws, j->m, sl->ph, sl->pw, 0, err)) return sa3d_error_prefix(err, "%s", sl->image);
-    }
-    if (sa3d_model_forward(j->m, j->ws, sl->px, err)) return sa3d_error_prefix(err, "%s", sl->image);
+    if ((j->ws ? sa3d_workspace_resize(j->ws, sl->ph, sl->pw, err)
+               : sa3d_workspace_new(&j->ws, j->m, sl->ph, sl->pw, 0, err)) ||
+        sa3d_model_forward(j->m, j->ws, sl->px, err))
+        return sa3d_error_prefix(err, "%s", sl->image);
     const sa3d_tensor_view *d = sa3d_workspace_output(j->ws, "predicted_depth");
     sl->gh = (int)d->shape[1];
     sl->gw = (int)d->shape[2];

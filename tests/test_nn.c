@@ -172,16 +172,23 @@ static const char *find_fixture(const char *model_type, char *buf, size_t n) {
     return found;
 }
 
+/* The first fixture of model_type, opened on the CPU; NULL (the case failed) when there is none or it fails. */
+static sa3d_model *open_fixture(const char *model_type) {
+    char dir[4096];
+    sa3d_error err;
+    sa3d_model *m = NULL;
+    if (!find_fixture(model_type, dir, sizeof dir)) T_FAIL("no %s fixture", model_type);
+    else T_OK(sa3d_model_open(&m, dir, NULL, &err), &err);
+    return m;
+}
+
 /* Same inputs twice: bit-identical; a forward pass performs no allocation through sa3d_malloc. */
 static void case_determinism_no_alloc(void) {
     const char *types[] = { "dinov2", "depth_anything" };
     for (int k = 0; k < 2; k++) {
-        char dir[4096];
-        if (!find_fixture(types[k], dir, sizeof dir)) { T_FAIL("no %s fixture", types[k]); continue; }
         sa3d_error err;
-        sa3d_model *m = NULL;
+        sa3d_model *m = open_fixture(types[k]);
         sa3d_workspace *ws = NULL;
-        T_OK(sa3d_model_open(&m, dir, NULL, &err), &err);
         if (!m) continue;
         int H = 98, W = 126;
         T_OK(sa3d_workspace_new(&ws, m, H, W, 0, &err), &err);
@@ -326,12 +333,9 @@ static void case_bad_inputs(void) {
 static void case_batch(void) {
     const char *types[] = { "dinov2", "depth_anything" };
     for (int k = 0; k < 2; k++) {
-        char dir[4096];
-        if (!find_fixture(types[k], dir, sizeof dir)) { T_FAIL("no %s fixture", types[k]); continue; }
         sa3d_error err;
-        sa3d_model *m = NULL;
+        sa3d_model *m = open_fixture(types[k]);
         sa3d_workspace *one = NULL, *three = NULL;
-        T_OK(sa3d_model_open(&m, dir, NULL, &err), &err);
         if (!m) continue;
         int H = 70, W = 84, B = 3;
         T_OK(sa3d_workspace_new(&one, m, H, W, SA3D_WS_HIDDEN_STATES, &err), &err);
@@ -363,6 +367,74 @@ static void case_batch(void) {
     }
 }
 
+/* Runs ws (B images of H x W, pixels through its sa3d_workspace_input buffer) and a new workspace made for that
+ * size on the same pixels: every output must be the same, name, shape and bits. */
+static void expect_same_as_new(sa3d_model *m, sa3d_workspace *ws, int B, int H, int W, unsigned flags,
+                               const char *what) {
+    sa3d_error err;
+    sa3d_workspace *fresh = NULL;
+    size_t n = (size_t)B * 3 * H * W;
+    float *px = malloc(n * sizeof(float)), *in = sa3d_workspace_input(ws);
+    T_CHECK(in != NULL);
+    if (!px || !in) { free(px); return; }
+    fill_random(px, n, (uint64_t)(H * 1000 + W), 2.0f);
+    memcpy(in, px, n * sizeof(float));
+    T_OK(sa3d_model_forward(m, ws, NULL, &err), &err);
+    T_OK(sa3d_workspace_new_batch(&fresh, m, H, W, B, flags, &err), &err);
+    if (fresh) T_OK(sa3d_model_forward(m, fresh, px, &err), &err);
+    T_CHECK(fresh && sa3d_workspace_n_outputs(ws) == sa3d_workspace_n_outputs(fresh));
+    for (int i = 0; fresh && i < sa3d_workspace_n_outputs(fresh); i++) {
+        const sa3d_tensor_view *a = sa3d_workspace_output_at(ws, i), *b = sa3d_workspace_output_at(fresh, i);
+        size_t numel = 1;
+        for (int d = 0; d < b->ndim; d++) numel *= (size_t)b->shape[d];
+        if (!a || strcmp(a->name, b->name) || a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof a->shape) ||
+            memcmp(a->data, b->data, numel * sizeof(float)))
+            T_FAIL("%s: batch %d, %d x %d: output %s differs from a new workspace's", what, B, H, W, b->name);
+    }
+    sa3d_workspace_free(fresh);
+    free(px);
+}
+
+/* One workspace resized through larger and smaller sizes gives at each size what a workspace made for it gives,
+ * keeps its memory when shrinking, rejects a bad size without harm, and after running out of memory refuses
+ * passes until a resize succeeds. */
+static void case_resize(void) {
+    static const int sizes[][2] = { { 70, 84 }, { 98, 126 }, { 42, 56 }, { 98, 126 }, { 98, 126 }, { 70, 84 } };
+    const char *types[] = { "dinov2", "depth_anything" };
+    for (int k = 0; k < 2; k++) {
+        sa3d_error err;
+        sa3d_model *m = open_fixture(types[k]);
+        if (!m) continue;
+        for (int B = 1; B <= 2; B++) {
+            unsigned flags = B == 1 ? SA3D_WS_HIDDEN_STATES : 0;
+            sa3d_workspace *ws = NULL;
+            T_OK(sa3d_workspace_new_batch(&ws, m, sizes[0][0], sizes[0][1], B, flags, &err), &err);
+            if (!ws) continue;
+            size_t held = 0;
+            for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+                int H = sizes[i][0], W = sizes[i][1];
+                T_OK(sa3d_workspace_resize(ws, H, W, &err), &err);
+                if (i == 1) held = sa3d_workspace_bytes(ws);
+                if (i > 1) T_CHECK(sa3d_workspace_bytes(ws) == held);   /* the largest size's memory, kept */
+                expect_same_as_new(m, ws, B, H, W, flags, types[k]);
+            }
+            T_STATUS(sa3d_workspace_resize(ws, 13, 28, &err), SA3D_ERR_ARG, &err);
+            T_CONTAINS(err.msg, "each side must be in [14, 16384]");
+            expect_same_as_new(m, ws, B, 70, 84, flags, types[k]);
+            sa3d_alloc_fail_after(1);
+            T_STATUS(sa3d_workspace_resize(ws, 140, 154, &err), SA3D_ERR_NOMEM, &err);
+            sa3d_alloc_fail_after(0);
+            T_CHECK(sa3d_workspace_n_outputs(ws) == 0);
+            T_STATUS(sa3d_model_forward(m, ws, NULL, &err), SA3D_ERR_NOMEM, &err);
+            T_CONTAINS(err.msg, "last resize failed");
+            T_OK(sa3d_workspace_resize(ws, 140, 154, &err), &err);
+            expect_same_as_new(m, ws, B, 140, 154, flags, types[k]);
+            sa3d_workspace_free(ws);
+        }
+        sa3d_model_free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "every model fixture matches its reference", case_parity },
@@ -371,6 +443,7 @@ int main(int argc, char **argv) {
         { "3.1", "forward is deterministic and allocates nothing", case_determinism_no_alloc },
         { "3.2", "1 and 2 threads agree", case_threads },
         { "3.3", "a batch equals single-image passes", case_batch },
+        { "3.4", "a resized workspace equals one made for the size", case_resize },
         { "4.1", "config and checkpoint mismatches are named", case_config_errors },
         { "4.2", "bad sizes and NaN pixels are rejected", case_bad_inputs },
     };

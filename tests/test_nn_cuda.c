@@ -297,6 +297,76 @@ static void case_fused_attention(void) {
     }
 }
 
+/* The emulator's count of device bytes held (tests/nn_cuda_emu.cc); not linked into the GPU build. */
+size_t t_device_live_bytes(void) __attribute__((weak));
+
+/* One GPU workspace resized through larger and smaller sizes against a GPU workspace made for each size, the
+ * same pixels: every output bit for bit (the same kernels on the same sizes; cuBLAS is deterministic on one GPU
+ * with a fixed workspace), so a buffer sized for another input, a stale position table or a pass graph captured
+ * for another size shows. Its device memory grows with the largest size and stays when it shrinks; under the
+ * emulator it is also what the backend really holds. */
+static void resized_vs_new(const char *dir, const char *dtype, int B) {
+    static const int sizes[][2] = { { 56, 70 }, { 84, 98 }, { 42, 56 }, { 84, 98 }, { 56, 70 } };
+    sa3d_model_params p = sa3d_model_params_default();
+    p.device = "cuda";
+    p.dtype = dtype;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    sa3d_error err;
+    T_OK(sa3d_model_open(&m, dir, &p, &err), &err);
+    if (m) T_OK(sa3d_workspace_new_batch(&ws, m, sizes[0][0], sizes[0][1], B, 0, &err), &err);
+    size_t live0 = t_device_live_bytes ? t_device_live_bytes() - (ws ? sa3d_workspace_device_bytes(ws) : 0) : 0;
+    size_t held = 0;
+    int bad = 0;
+    for (size_t k = 0; ws && k < sizeof sizes / sizeof sizes[0]; k++) {
+        int H = sizes[k][0], W = sizes[k][1];
+        size_t n_px = (size_t)B * 3 * H * W;
+        sa3d_workspace *fresh = NULL;
+        T_OK(sa3d_workspace_resize(ws, H, W, &err), &err);
+        if (k == 1) held = sa3d_workspace_device_bytes(ws);
+        if (k > 1) T_CHECK(sa3d_workspace_device_bytes(ws) == held);
+        if (t_device_live_bytes) T_CHECK(t_device_live_bytes() - live0 == sa3d_workspace_device_bytes(ws));
+        float *px = malloc(n_px * sizeof(float));
+        fill_random(px, n_px, 100 + k);
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+        T_OK(sa3d_workspace_new_batch(&fresh, m, H, W, B, 0, &err), &err);
+        if (fresh) T_OK(sa3d_model_forward(m, fresh, px, &err), &err);
+        for (int i = 0; fresh && i < sa3d_workspace_n_outputs(fresh); i++) {
+            const sa3d_tensor_view *a = sa3d_workspace_output_at(ws, i), *b = sa3d_workspace_output_at(fresh, i);
+            if (memcmp(a->shape, b->shape, sizeof a->shape) || memcmp(a->data, b->data, numel(b) * sizeof(float))) {
+                T_FAIL("%s %s batch %d, %d x %d: output %s of the resized workspace differs from a new one's", dir,
+                       dtype, B, H, W, b->name);
+                bad = 1;
+            }
+        }
+        sa3d_workspace_free(fresh);
+        free(px);
+    }
+    const char *slash = strrchr(dir, '/');
+    printf("  %-30s %-4s batch %d: %s at 5 sizes; device memory %zu bytes at the largest\n",
+           slash ? slash + 1 : dir, dtype, B, bad ? "DIFFERENT" : "equal", held);
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+}
+
+static void case_resize(void) {
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    T_CHECK(n > 0);
+    for (int i = 0; i < n; i++) {
+        resized_vs_new(dirs[i], "fp32", 1);
+        resized_vs_new(dirs[i], "fp16", 2);
+        free(dirs[i]);
+    }
+    free(dirs);
+    char dir[512];   /* the fused attention kernel at each size */
+    make_tmp(dir, sizeof dir);
+    if (!dir[0]) return;
+    T_CHECK(write_dh64_model(dir, 0));
+    resized_vs_new(dir, "fp16", 1);
+    rm_tree(dir);
+}
+
 /* A Depth Anything fixture's depth is nearly constant (the tiny fixture's spans 0.5512 to 0.5553: its random neck
  * and head weights are too small to carry the image through, so the biases decide), and a wrong DPT step would
  * move it by less than the bound. This copies such a fixture (one with a DPT head) into dir with every neck and
@@ -416,9 +486,6 @@ static void case_loud_dpt(void) {
     T_CHECK(n_dpt > 0);
 }
 
-/* The emulator's count of device bytes held (tests/nn_cuda_emu.cc); not linked into the GPU build. */
-size_t t_device_live_bytes(void) __attribute__((weak));
-
 /* Device bytes of the model in one dtype (0 when it does not open) and of a workspace for it, batch B. Under the
  * emulator each figure must equal what the backend really holds: the device bytes it allocated and has not freed
  * (a scratch kept past its use, or an allocation the count misses, shows here). */
@@ -489,6 +556,7 @@ int main(int argc, char **argv) {
         { "1.4", "DPT head with O(1) weights (every step visible in the depth) equals the CPU", case_loud_dpt },
         { "1.5", "device memory: weights once in the pass dtype, workspace without unused scratch", case_device_memory },
         { "2.1", "deferred download, graph replay, non-finite input", case_download_and_replay },
+        { "2.2", "a resized workspace equals one made for the size", case_resize },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

@@ -21,6 +21,11 @@ ViT-S/14, ViT-B/14, ViT-L/14 at 518 and 840, Depth Anything V2 Small at 518x686)
     for the weights + the workspace (activations, scratch and the 32 MiB cuBLAS workspace). Neither counts the CUDA
     context or cuBLAS's own allocations.
 Prints one table row per (case, dtype, batch) and writes every number to --json.
+
+With --sizes HxW,HxW,... it times instead, per case and dtype, one image per pass with each pass at the next size
+of the list (as a run of `semalign3d depth` over photos of varying aspect ratios): PyTorch (pixels from host
+memory, output copied back; its caching allocator reuses memory across sizes) against bench_gpu --sizes (the
+same work: our workspace resized to each size, and a new workspace per pass as before sa3d_workspace_resize).
 """
 import argparse
 import copy
@@ -99,6 +104,68 @@ def time_torch(model, x, warmup, runs):
     return t[0], t[len(t) // 2], first_output(out).float()
 
 
+def print_header(hdr):
+    print(hdr)
+    print("-" * len(hdr), flush=True)
+
+
+def time_torch_sizes(model, sizes, dtype, warmup, runs):
+    """Median and mean ms of a pass (upload, model, output back to the host) over runs cycles of the sizes."""
+    rng = np.random.default_rng(0)
+    pxs = [torch.from_numpy(rng.standard_normal((1, 3, h, w), dtype=np.float32)) for h, w in sizes]
+    t = []
+    with torch.inference_mode():
+        for c in range(warmup + runs):
+            for x in pxs:
+                s = time.perf_counter()
+                first_output(model(pixel_values=x.cuda().to(dtype))).float().cpu()
+                if c >= warmup:
+                    t.append((time.perf_counter() - s) * 1e3)
+    return sorted(t)[len(t) // 2], sum(t) / len(t)
+
+
+def run_sizes(a, tmp, dev):
+    sizes = [tuple(int(v) for v in hw.split("x")) for hw in a.sizes.split(",")]
+    print(f"# {dev}, torch {torch.__version__}; one image per pass, sizes cycled: {a.sizes}; warmup {a.warmup} "
+          f"cycles, runs {a.runs} cycles; ms per pass (median / mean)", flush=True)
+    hdr = (f"{'case':<12} {'dtype':<5} | {'torch':>15} | {'ours (resize)':>15} | {'ours (new ws)':>15} | "
+           f"{'speed-up':>8} | {'new/resize':>10}")
+    print_header(hdr)
+    rows = []
+    for name in a.cases.split(","):
+        kind, size, _, _ = CASES[name]
+        path = os.path.join(tmp, name)
+        model = build_model(kind, size, path, seed=1)
+        for dtype in a.dtypes.split(","):
+            row = dict(case=name, dtype=dtype, sizes=a.sizes, gpu=dev)
+            torch.backends.cuda.matmul.allow_tf32 = dtype == "fp32"   # what our fp32 uses
+            tdt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+            m = model if dtype == "fp32" else copy.deepcopy(model).to(tdt)
+            row["torch_ms_median"], row["torch_ms_mean"] = time_torch_sizes(m, sizes, tdt, a.warmup, a.runs)
+            del m
+            torch.cuda.empty_cache()
+            cmd = [a.bench, "--model", path, "--sizes", a.sizes, "--dtype", dtype, "--warmup", str(a.warmup),
+                   "--runs", str(a.runs)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                row["error"] = r.stderr.strip()
+                print(f"{name:<12} {dtype:<5} | ours failed: {row['error']}", flush=True)
+                rows.append(row)
+                continue
+            ours = json.loads(r.stdout.strip().splitlines()[-1])
+            row.update({f"ours_{k}": v for k, v in ours.items() if k.startswith(("ms_", "new_", "mib_"))})
+            row["speedup_mean"] = row["torch_ms_mean"] / ours["ms_resize_mean"]
+            print(f"{name:<12} {dtype:<5} | {row['torch_ms_median']:6.2f} /{row['torch_ms_mean']:7.2f} | "
+                  f"{ours['ms_resize_median']:6.2f} /{ours['ms_resize_mean']:7.2f} | "
+                  f"{ours['ms_new_median']:6.2f} /{ours['ms_new_mean']:7.2f} | {row['speedup_mean']:7.2f}x | "
+                  f"{ours['new_over_resize']:9.2f}x", flush=True)
+            rows.append(row)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        del model
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True)
@@ -109,15 +176,21 @@ def main():
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--json")
     ap.add_argument("--dir")
+    ap.add_argument("--sizes")
     a = ap.parse_args()
     tmp = a.dir or tempfile.mkdtemp(prefix="sa3d-gpu-")
     dev = torch.cuda.get_device_name(0)
+    if a.sizes:
+        rows = run_sizes(a, tmp, dev)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return 0 if all("error" not in r for r in rows) else 1
     print(f"# {dev}, torch {torch.__version__}, CUDA {torch.version.cuda}; warmup {a.warmup}, runs {a.runs}; "
           f"times in ms (best / median)", flush=True)
     hdr = (f"{'case':<12} {'dtype':<5} {'B':>2} | {'torch':>15} {'torch tf32':>15} | {'ours':>15} | "
            f"{'speed-up':>8} | {'dl ms':>6} | {'rel err':>8} | {'MiB torch':>9} {'ours':>7}")
-    print(hdr)
-    print("-" * len(hdr), flush=True)
+    print_header(hdr)
     rows = []
     for name in a.cases.split(","):
         kind, size, H, W = CASES[name]

@@ -4,7 +4,7 @@
  *     sa3d_model_params p = sa3d_model_params_default();
  *     sa3d_model *m;  sa3d_workspace *ws;  sa3d_error err;
  *     if (sa3d_model_open(&m, "models/dinov2-base", &p, &err)) { fprintf(stderr, "%s\n", err.msg); ... }
- *     sa3d_workspace_new(&ws, m, 840, 840, 0, &err);            // activations for one input size, once
+ *     sa3d_workspace_new(&ws, m, 840, 840, 0, &err);            // activations for one input size (resizable)
  *     sa3d_model_forward(m, ws, pixels, &err);                   // pixels: [3][840][840], normalised
  *     const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");   // [1][768][60][60]
  *     sa3d_workspace_free(ws);  sa3d_model_free(m);
@@ -74,7 +74,7 @@ typedef struct sa3d_model_params {
 SA3D_API sa3d_model_params sa3d_model_params_default(void);
 
 typedef struct sa3d_model sa3d_model;           /* opaque: owns the mapping and converted weights */
-typedef struct sa3d_workspace sa3d_workspace;   /* opaque: activations for one input size */
+typedef struct sa3d_workspace sa3d_workspace;   /* opaque: activations for one input size at a time */
 
 /* Opens a Hugging Face model folder. Reads config.json ("architectures"/"model_type" pick the network), checks
  * every expected tensor exists with the exact shape (extra keys such as mask_token are ignored). On failure
@@ -105,6 +105,15 @@ SA3D_API sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *
  * batch as its leading dimension. The GPU runs the batch at once; the CPU runs its images one after another. */
 SA3D_API sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, int H, int W, int batch,
                                               unsigned flags, sa3d_error *err);
+/* Fits the workspace to inputs of H x W (same batch and flags), as if it had been made for that size, but keeping
+ * the memory it holds: each buffer is reused where the new size fits in it and replaced by a larger one where it
+ * does not (never shrunk), and on a GPU the stream, cuBLAS handle and page-locked input buffer stay (the pass is
+ * captured again). The same size costs nothing. For runs over images of varying sizes (Depth Anything keeps each
+ * image's aspect ratio), where a workspace per size would allocate and set up everything again. The output views,
+ * their shapes and the sa3d_workspace_input buffer may change: fetch them again. A bad size fails with
+ * SA3D_ERR_ARG and changes nothing; when memory runs out, passes fail until a resize succeeds or the workspace is
+ * freed. */
+SA3D_API sa3d_status sa3d_workspace_resize(sa3d_workspace *ws, int H, int W, sa3d_error *err);
 /* A host buffer for the pixels of one pass, [batch][3][H][W], owned by the workspace (page-locked memory on the
  * GPU, so the upload is one DMA): fill it, then call sa3d_model_forward with pixels = NULL. NULL when out of
  * memory. */

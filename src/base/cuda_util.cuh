@@ -62,6 +62,15 @@ static inline void dfree(dmem *d, void *ptr) {
         }
 }
 
+/* A device buffer of at least `bytes` owned by d (contents not kept): p when it is one of d's allocations and large
+ * enough, else a new one in its place (p is freed first, so the two are never held together). NULL on failure. */
+static inline void *dfit(dmem *d, void *p, size_t bytes) {
+    for (int i = 0; p && i < d->n; i++)
+        if (d->p[i] == p && d->sz[i] >= bytes) return p;
+    dfree(d, p);
+    return dalloc(d, bytes);
+}
+
 static inline void dmem_free(dmem *d) {
     for (int i = 0; i < d->n; i++) cudaFree(d->p[i]);
     free(d->p);

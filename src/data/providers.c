@@ -21,7 +21,7 @@ struct sa3d_provider {
     sa3d_provider_params p;
     sa3d_dataset *ds;
     char *import_dir, *cache_dir;
-    sa3d_workspace *ws;          /* network workspace for the current input size */
+    sa3d_workspace *ws;          /* network workspace, resized to each input size */
     char settings[256];          /* cache key part: source, model identity, sizes */
     sa3d_provider_stats stats;
 };
@@ -335,14 +335,9 @@ static sa3d_status compute_depth(sa3d_provider *pr, const char *cat, const char 
     sa3d_dpt_preprocess_params pp = sa3d_dpt_preprocess_params_default();
     if ((s = load_image(pr, cat, id, 0, &img, err)) || (s = sa3d_dpt_preprocess(&img, &pp, &px, &pw, &ph, err)))
         goto done;
-    if (pr->ws) {   /* the processor keeps the aspect ratio, so the input size changes between images */
-        const sa3d_tensor_view *d = sa3d_workspace_output(pr->ws, "predicted_depth");
-        if (d->shape[1] != (ph / 14) * 14 || d->shape[2] != (pw / 14) * 14) {
-            sa3d_workspace_free(pr->ws);
-            pr->ws = NULL;
-        }
-    }
-    if ((!pr->ws && (s = sa3d_workspace_new(&pr->ws, pr->p.model, ph, pw, 0, err))) ||
+    /* the processor keeps the aspect ratio, so the input size changes between images: one workspace, resized */
+    if ((s = pr->ws ? sa3d_workspace_resize(pr->ws, ph, pw, err)
+                    : sa3d_workspace_new(&pr->ws, pr->p.model, ph, pw, 0, err)) ||
         (s = sa3d_model_forward(pr->p.model, pr->ws, px, err)))
         goto done;
     const sa3d_tensor_view *d = sa3d_workspace_output(pr->ws, "predicted_depth");

@@ -24,7 +24,7 @@ const sa3d_backend *sa3d_backend_find(const char *name) {
 const char *sa3d_backend_names(void) { return backends[1] ? "cpu, cuda" : "cpu"; }
 
 static sa3d_status cpu_model_init(sa3d_model *m, sa3d_error *err) { (void)m; (void)err; return SA3D_OK; }
-static sa3d_status cpu_workspace_init(sa3d_workspace *ws, sa3d_error *err) { (void)ws; (void)err; return SA3D_OK; }
+static sa3d_status cpu_workspace_fit(sa3d_workspace *ws, sa3d_error *err) { (void)ws; (void)err; return SA3D_OK; }
 
 static sa3d_status cpu_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
     sa3d_set_threads(m->n_threads);
@@ -61,7 +61,7 @@ const sa3d_backend sa3d_backend_cpu = {
     .name = "cpu",
     .model_init = cpu_model_init,
     .model_release = NULL,
-    .workspace_init = cpu_workspace_init,
+    .workspace_fit = cpu_workspace_fit,
     .workspace_release = NULL,
     .forward = cpu_forward,
     .download = NULL,

@@ -4,9 +4,10 @@
  * same steps on the GPU. The seam is one pass, not one op, because a GPU pass keeps its activations in device
  * memory and in fp16/bf16, and replays the whole pass as one CUDA graph: none of that fits float* kernels.
  *
- * Lifecycle: model_init after the weights are bound (the CUDA backend uploads them once), workspace_init after
- * the host-side workspace fields are set (sizes, batch, output views), forward per batch of images, then the
- * release functions. The registry (backend.c) is the only place that knows which backends were built. */
+ * Lifecycle: model_init after the weights are bound (the CUDA backend uploads them once), workspace_fit each time
+ * the host-side workspace fields are set for an input size (sizes, batch, output views: at creation and on every
+ * sa3d_workspace_resize), forward per batch of images, then the release functions. The registry (backend.c) is
+ * the only place that knows which backends were built. */
 #ifndef SA3D_NN_BACKEND_H
 #define SA3D_NN_BACKEND_H
 
@@ -16,7 +17,10 @@ typedef struct sa3d_backend {
     const char *name;
     sa3d_status (*model_init)(sa3d_model *m, sa3d_error *err);
     void (*model_release)(sa3d_model *m);
-    sa3d_status (*workspace_init)(sa3d_workspace *ws, sa3d_error *err);
+    /* Makes the backend's buffers fit the workspace's current size: the first call allocates them, later ones keep
+     * what is large enough and grow the rest. A failure leaves the state workspace_release frees (or a later fit
+     * completes). */
+    sa3d_status (*workspace_fit)(sa3d_workspace *ws, sa3d_error *err);
     void (*workspace_release)(sa3d_workspace *ws);
     /* pixels: [batch][C][H][W] host floats, checked finite. Fills the output views (or, with
      * SA3D_WS_NO_DOWNLOAD, leaves them on the device until download). SA3D_ERR_NUMERIC if an output is not

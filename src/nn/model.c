@@ -283,6 +283,11 @@ static void add_output(sa3d_workspace *ws, const char *name, const float *src, i
     ws->out_src[i] = src;
 }
 
+/* Bytes of one pass's pixels, [batch][C][H][W] floats (checked sizes: at most 4096 x 64 x 16384^2 x 4 = 2^48). */
+static size_t input_bytes(const sa3d_workspace *ws) {
+    return (size_t)ws->batch * (size_t)ws->m->vit.n_channels * (size_t)ws->H * (size_t)ws->W * sizeof(float);
+}
+
 size_t sa3d_output_floats_per_image(const sa3d_workspace *ws, int i) {
     const sa3d_tensor_view *v = &ws->out[i];
     size_t n = 1;
@@ -295,30 +300,39 @@ sa3d_status sa3d_workspace_new(sa3d_workspace **out, const sa3d_model *m, int H,
     return sa3d_workspace_new_batch(out, m, H, W, 1, flags, err);
 }
 
-sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, int H, int W, int batch,
-                                     unsigned flags, sa3d_error *err) {
-    *out = NULL;
+static sa3d_status check_input_size(const sa3d_model *m, int H, int W, sa3d_error *err) {
+    int P = m->vit.patch_size;
+    if (H < P || W < P || H > 16384 || W > 16384)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: input %d x %d: each side must be in [%d, 16384]", m->dir, W, H, P);
+    return SA3D_OK;
+}
+
+/* A buffer of at least `bytes` (contents not kept): p itself when its capacity *cap covers them, else a new one
+ * in its place (p is freed). NULL when out of memory. */
+static void *grow(void *p, size_t *cap, size_t bytes) {
+    if (p && *cap >= bytes) return p;
+    sa3d_free(p);
+    p = sa3d_malloc(bytes);
+    *cap = p ? bytes : 0;
+    return p;
+}
+
+static sa3d_status fit_failed(sa3d_workspace *ws, sa3d_status s) {
+    ws->broken = s;
+    ws->n_out = 0;   /* no view may point into memory that was given back */
+    return s;
+}
+
+/* Lays the workspace out for inputs of H x W (checked): every buffer sized for it, grown where what the workspace
+ * holds is too small (a new workspace holds nothing), the position embeddings and output views for this size,
+ * then the backend's own buffers. On failure the workspace is marked broken (no pass) until a fit succeeds. */
+static sa3d_status fit(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
+    const sa3d_model *m = ws->m;
     const sa3d_vit_config *c = &m->vit;
-    if (H < c->patch_size || W < c->patch_size || H > 16384 || W > 16384)
-        return sa3d_fail(err, SA3D_ERR_ARG, "%s: input %d x %d: each side must be in [%d, 16384]", m->dir, W, H,
-                         c->patch_size);
-    if (batch < 1 || batch > 4096)
-        return sa3d_fail(err, SA3D_ERR_ARG, "%s: batch %d: must be in [1, 4096]", m->dir, batch);
-    if (c->pos_antialias && c->pos_grid > 512)
-        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: position grid %d is larger than 512", m->dir, c->pos_grid);
-    if (c->n_layers + 1 + 4 > SA3D_MAX_OUTPUTS)
-        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: %d layers is more than this build lists as outputs", m->dir,
-                         c->n_layers);
-    sa3d_workspace *ws = sa3d_calloc(1, sizeof *ws);
-    if (!ws) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
-    ws->m = m;
     ws->H = H;
     ws->W = W;
-    ws->batch = batch;
-    ws->flags = m->kind == SA3D_MODEL_DINOV2 ? flags : flags & ~SA3D_WS_HIDDEN_STATES;
     ws->gh = H / c->patch_size;
     ws->gw = W / c->patch_size;
-    ws->n_prefix = 1 + c->n_registers;
     ws->T = ws->n_prefix + ws->gh * ws->gw;
     /* The CPU backend computes in the host block; other backends keep their activations on the device and need
      * only the position scratch here. */
@@ -332,12 +346,12 @@ sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, 
         if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) floats += sa3d_dpt_workspace_floats(m, H, W);
     }
     size_t bytes;
-    if (!sa3d_mul_ok(floats + 64 * 64, sizeof(float), &bytes) || !(ws->block = sa3d_malloc(bytes))) {
-        sa3d_free(ws);
-        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of activations for %d x %d", m->dir,
-                         (floats * sizeof(float)) >> 20, W, H);
+    if (!sa3d_mul_ok(floats + 64 * 64, sizeof(float), &bytes) ||
+        !(ws->block = grow(ws->block, &ws->block_cap, bytes))) {
+        sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of activations for %d x %d", m->dir,
+                  (floats * sizeof(float)) >> 20, W, H);
+        return fit_failed(ws, SA3D_ERR_NOMEM);
     }
-    ws->bytes = bytes;
     /* carve: each array starts on a 64-byte boundary */
     float *cur = (float *)ws->block;
 #define TAKE(ptr, n) do { (ptr) = cur; cur += ((size_t)(n) + 15) & ~(size_t)15; } while (0)
@@ -362,7 +376,8 @@ sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, 
 #undef TAKE
     sa3d_vit_positions(m, ws->gh, ws->gw, H == W, ws->pos, ws->pos_grid, ws->pos_tmp);
 
-    int64_t B = batch;
+    int64_t B = ws->batch;
+    ws->n_out = 0;
     if (m->kind == SA3D_MODEL_DINOV2) {
         add_output(ws, "last_hidden_state", ws->last, 3, B, (int64_t)T, (int64_t)D, 0);
         add_output(ws, "pooler_output", ws->pooler, 2, B, (int64_t)D, 0, 0);
@@ -380,29 +395,65 @@ sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, 
     }
     /* Batched views (or any backend other than the CPU's) get their own host block: image b of view i at
      * data + b * sa3d_output_floats_per_image(ws, i). */
-    if (!on_host || batch > 1) {
+    if (!on_host || B > 1) {
         size_t total = 0;
-        for (int i = 0; i < ws->n_out; i++) total += sa3d_output_floats_per_image(ws, i) * (size_t)batch;
+        for (int i = 0; i < ws->n_out; i++) total += sa3d_output_floats_per_image(ws, i) * (size_t)B;
         size_t ob;
-        if (!sa3d_mul_ok(total, sizeof(float), &ob) || !(ws->out_block = sa3d_malloc(ob))) {
-            sa3d_workspace_free(ws);
-            return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of outputs for batch %d", m->dir,
-                             (total * sizeof(float)) >> 20, batch);
+        if (!sa3d_mul_ok(total, sizeof(float), &ob) || !(ws->out_block = grow(ws->out_block, &ws->out_cap, ob))) {
+            sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of outputs for batch %d", m->dir,
+                      (total * sizeof(float)) >> 20, ws->batch);
+            return fit_failed(ws, SA3D_ERR_NOMEM);
         }
-        ws->bytes += ob;
         size_t off = 0;
         for (int i = 0; i < ws->n_out; i++) {
             ws->out[i].data = ws->out_block + off;
-            off += sa3d_output_floats_per_image(ws, i) * (size_t)batch;
+            off += sa3d_output_floats_per_image(ws, i) * (size_t)B;
         }
     }
-    sa3d_status s = m->be->workspace_init(ws, err);
-    if (s) {
+    ws->bytes = ws->block_cap + ws->out_cap;
+    /* sa3d_workspace_input's buffer is made on first use; one too small for this size is made again then */
+    if (ws->input_own && ws->input_cap < input_bytes(ws)) {
+        sa3d_free(ws->input_own);
+        ws->input = ws->input_own = NULL;
+        ws->input_cap = 0;
+    }
+    sa3d_status s = m->be->workspace_fit(ws, err);
+    if (s) return fit_failed(ws, s);
+    ws->broken = SA3D_OK;
+    return SA3D_OK;
+}
+
+sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_model *m, int H, int W, int batch,
+                                     unsigned flags, sa3d_error *err) {
+    *out = NULL;
+    const sa3d_vit_config *c = &m->vit;
+    sa3d_status s = check_input_size(m, H, W, err);
+    if (s) return s;
+    if (batch < 1 || batch > 4096)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: batch %d: must be in [1, 4096]", m->dir, batch);
+    if (c->pos_antialias && c->pos_grid > 512)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: position grid %d is larger than 512", m->dir, c->pos_grid);
+    if (c->n_layers + 1 + 4 > SA3D_MAX_OUTPUTS)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: %d layers is more than this build lists as outputs", m->dir,
+                         c->n_layers);
+    sa3d_workspace *ws = sa3d_calloc(1, sizeof *ws);
+    if (!ws) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
+    ws->m = m;
+    ws->batch = batch;
+    ws->flags = m->kind == SA3D_MODEL_DINOV2 ? flags : flags & ~SA3D_WS_HIDDEN_STATES;
+    ws->n_prefix = 1 + c->n_registers;
+    if ((s = fit(ws, H, W, err))) {
         sa3d_workspace_free(ws);
         return s;
     }
     *out = ws;
     return SA3D_OK;
+}
+
+sa3d_status sa3d_workspace_resize(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
+    sa3d_status s = check_input_size(ws->m, H, W, err);
+    if (s || (H == ws->H && W == ws->W && !ws->broken)) return s;
+    return fit(ws, H, W, err);
 }
 
 void sa3d_workspace_free(sa3d_workspace *ws) {
@@ -428,16 +479,17 @@ const sa3d_tensor_view *sa3d_workspace_output(const sa3d_workspace *ws, const ch
 
 sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
     if (ws->m != m) return sa3d_fail(err, SA3D_ERR_ARG, "%s: workspace belongs to another model", m->dir);
+    if (ws->broken)
+        return sa3d_fail(err, ws->broken, "%s: workspace: its last resize failed (resize it again or free it)",
+                         m->dir);
     if (!pixels) pixels = ws->input;
     if (!pixels) return sa3d_fail(err, SA3D_ERR_ARG, "%s: no pixels (NULL, and no sa3d_workspace_input buffer)", m->dir);
     return m->be->forward(m, ws, pixels, err);   /* the backend checks that the pixels are finite */
 }
 
 float *sa3d_workspace_input(sa3d_workspace *ws) {
-    if (!ws->input) {
-        size_t n = (size_t)ws->batch * ws->m->vit.n_channels * ws->H * ws->W, bytes;
-        if (sa3d_mul_ok(n, sizeof(float), &bytes)) ws->input = ws->input_own = sa3d_malloc(bytes);
-    }
+    if (!ws->input && !ws->broken && (ws->input = ws->input_own = sa3d_malloc(input_bytes(ws))))
+        ws->input_cap = input_bytes(ws);
     return ws->input;
 }
 

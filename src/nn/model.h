@@ -87,8 +87,10 @@ struct sa3d_workspace {
     unsigned flags;
     void *dev;                      /* backend state (device activations, graph); NULL on the CPU */
     size_t dev_bytes;               /* device memory the backend holds for it (0 on the CPU) */
-    char *block;                    /* one allocation, carved below */
-    size_t bytes;
+    char *block;                    /* one allocation, carved below for the current size */
+    size_t block_cap;               /* its bytes (at least what the current size needs; sizes only grow it) */
+    size_t bytes;                   /* host bytes held: block_cap + out_cap */
+    sa3d_status broken;             /* the last fit's failure (no pass until a fit succeeds), else SA3D_OK */
     /* ViT activations */
     float *x, *xn, *q, *k, *v, *ctx, *tmp, *mlp, *mlp2, *scores, *patches, *pos;
     float *hidden;                  /* [L+1][T][D] with SA3D_WS_HIDDEN_STATES, else NULL */
@@ -107,9 +109,11 @@ struct sa3d_workspace {
      * b's slot of the batched views, which live in out_block. */
     const float *out_src[SA3D_MAX_OUTPUTS];
     float *out_block;
+    size_t out_cap;                 /* its bytes */
     int out_stale;                  /* outputs of the last pass are still on the device (SA3D_WS_NO_DOWNLOAD) */
     float *input;                   /* sa3d_workspace_input: [batch][C][H][W] (page-locked on the GPU) */
     float *input_own;               /* ... when model.c allocated it */
+    size_t input_cap;               /* input_own's bytes */
 };
 
 /* model.c: number of floats of output view i for one image. */

@@ -269,7 +269,8 @@ typedef struct dws {
     float *proj, *reasm[4], *feat[4], *res_a, *res_b, *fused, *up, *convt_tmp, *col, *band, *head1, *head_up, *head2;
     size_t col_floats, band_floats;
     int rh[4], rw[4];
-    cudaGraphExec_t exec;
+    size_t input_cap;              /* bytes of the page-locked input (ws->input) */
+    cudaGraphExec_t exec;          /* the pass at the current size */
     int graph;                     /* 0 not tried, 1 captured, -1 eager */
     /* SA3D_CUDA_PROFILE=1: the pass runs eagerly with an event after every step, and the time of each kind of
      * step is printed to stderr after each pass (to see where a pass goes without a profiler). */
@@ -333,10 +334,11 @@ static void cuda_workspace_release(sa3d_workspace *ws) {
     ws->dev = NULL;
 }
 
-static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
+/* The workspace's device state that does not depend on the input size: settings, stream, cuBLAS handle and its
+ * workspace, the non-finite flags. */
+static sa3d_status cuda_workspace_setup(sa3d_workspace *ws, sa3d_error *err) {
     const sa3d_model *m = ws->m;
     const dmodel *d = (const dmodel *)m->dev;
-    const sa3d_vit_config *c = &m->vit;
     dws *w = (dws *)calloc(1, sizeof *w);
     if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
     ws->dev = w;
@@ -357,35 +359,55 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
         for (int i = 0; i < 1024; i++) cudaEventCreate(&w->ev[i]);
     }
     cudaError_t e = cudaStreamCreateWithFlags(&w->st, cudaStreamNonBlocking);
-    if (e != cudaSuccess) { cuda_workspace_release(ws); return cuda_fail(err, m->dir, "creating a stream", e); }
+    if (e != cudaSuccess) return cuda_fail(err, m->dir, "creating a stream", e);
     if (cublasCreate(&w->blas) != CUBLAS_STATUS_SUCCESS) {
         w->blas = NULL;
-        cuda_workspace_release(ws);
         return sa3d_fail(err, SA3D_ERR_IO, "%s: cuBLAS could not be initialised", m->dir);
     }
     cublasSetStream(w->blas, w->st);
     size_t blas_ws = (size_t)32 << 20;   /* a fixed cuBLAS workspace, so graph capture never allocates */
     void *bw = dalloc(&w->mem, blas_ws);
     if (bw) cublasSetWorkspace(w->blas, bw, blas_ws);
+    w->bad = (unsigned long long *)dalloc(&w->mem, (SA3D_MAX_OUTPUTS + 1) * sizeof(unsigned long long));
+    if (w->mem.first != cudaSuccess) return cuda_fail(err, m->dir, "allocating the workspace", w->mem.first);
+    return SA3D_OK;
+}
+
+/* Every buffer sized for the workspace's current input size (DPT maps and scratch included): the first fit
+ * allocates them, a resize keeps each one that is large enough. Any pass captured for another size is dropped. */
+static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
+    const sa3d_model *m = ws->m;
+    const dmodel *d = (const dmodel *)m->dev;
+    const sa3d_vit_config *c = &m->vit;
+    sa3d_status st;
+    if (!ws->dev && (st = cuda_workspace_setup(ws, err))) return st;
+    dws *w = (dws *)ws->dev;
+    dmem *mem = &w->mem;
+    mem->first = cudaSuccess;   /* a failed fit before this one may have left its failure */
+    if (w->exec) {
+        cudaGraphExecDestroy(w->exec);
+        w->exec = NULL;
+    }
+    if (w->graph == 1) w->graph = 0;
 
     size_t B = (size_t)ws->batch, T = (size_t)ws->T, D = (size_t)c->hidden_size, Np = (size_t)ws->gh * ws->gw;
     size_t M = (size_t)c->mlp_hidden, K = (size_t)c->n_channels * c->patch_size * c->patch_size, es = d->es;
-    size_t H = (size_t)c->n_heads;
-    w->pixels = (float *)dalloc(&w->mem, B * c->n_channels * ws->H * ws->W * sizeof(float));
-    w->pos = (float *)dalloc(&w->mem, (1 + Np) * D * sizeof(float));
-    w->x = (float *)dalloc(&w->mem, B * T * D * sizeof(float));
-    w->patches = dalloc(&w->mem, B * Np * (size_t)pad8((int)K) * es);
-    w->tok = dalloc(&w->mem, B * Np * D * es);
-    w->xn = dalloc(&w->mem, B * T * D * es);
-    w->qkv = dalloc(&w->mem, (B * T + 8) * 3 * D * es);   /* + the key/value rows the padded products read */
-    w->scores = dalloc(&w->mem, H * T * (size_t)pad8((int)T) * es);
-    w->ctx = dalloc(&w->mem, B * T * D * es);
-    w->tmp = dalloc(&w->mem, B * T * D * es);
-    w->mlp = dalloc(&w->mem, B * T * M * (c->use_swiglu ? 2 : 1) * es);
-    if (c->use_swiglu) w->mlp2 = dalloc(&w->mem, B * T * M * es);
+    size_t H = (size_t)c->n_heads, n_px = B * c->n_channels * ws->H * ws->W;
+#define FIT(ptr, type, bytes) ((ptr) = (type)dfit(mem, (ptr), (bytes)))
+    FIT(w->pixels, float *, n_px * sizeof(float));
+    FIT(w->pos, float *, (1 + Np) * D * sizeof(float));
+    FIT(w->x, float *, B * T * D * sizeof(float));
+    FIT(w->patches, void *, B * Np * (size_t)pad8((int)K) * es);
+    FIT(w->tok, void *, B * Np * D * es);
+    FIT(w->xn, void *, B * T * D * es);
+    FIT(w->qkv, void *, (B * T + 8) * 3 * D * es);   /* + the key/value rows the padded products read */
+    FIT(w->scores, void *, H * T * (size_t)pad8((int)T) * es);
+    FIT(w->ctx, void *, B * T * D * es);
+    FIT(w->tmp, void *, B * T * D * es);
+    FIT(w->mlp, void *, B * T * M * (c->use_swiglu ? 2 : 1) * es);
+    if (c->use_swiglu) FIT(w->mlp2, void *, B * T * M * es);
     for (int i = 0; i < ws->n_out; i++)
-        w->out[i] = (float *)dalloc(&w->mem, sa3d_output_floats_per_image(ws, i) * B * sizeof(float));
-    w->bad = (unsigned long long *)dalloc(&w->mem, (SA3D_MAX_OUTPUTS + 1) * sizeof(unsigned long long));
+        FIT(w->out[i], float *, sa3d_output_floats_per_image(ws, i) * B * sizeof(float));
     if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) {
         const sa3d_dpt_config *p = &m->dpt;
         int gh = ws->gh, gw = ws->gw, P = c->patch_size;
@@ -393,7 +415,7 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
         size_t proj = 0, convt = 0, max_map = 0, col = 0, band = 0, cap = (size_t)32 << 20;
         const char *cap_env = getenv("SA3D_CUDA_COL_CAP");
         if (cap_env && *cap_env) cap = (size_t)strtoull(cap_env, NULL, 10);
-        w->stage = (float *)dalloc(&w->mem, 4 * B * T * D * sizeof(float));
+        FIT(w->stage, float *, 4 * B * T * D * sizeof(float));
         /* the maps hold the whole batch; the scratch covers every k x k convolution of dpt_pass */
         for (int s = 0; s < 4; s++) {
             size_t N = (size_t)p->neck_hidden_sizes[s], f = (size_t)p->reassemble_num[s];
@@ -402,8 +424,8 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
             proj = zmax(proj, B * N * Np);
             if (f > 1) convt = zmax(convt, B * N * f * f * Np);
             max_map = zmax(max_map, hw);
-            w->reasm[s] = (float *)dalloc(&w->mem, B * N * hw * sizeof(float));
-            w->feat[s] = (float *)dalloc(&w->mem, B * F * hw * sizeof(float));
+            FIT(w->reasm[s], float *, B * N * hw * sizeof(float));
+            FIT(w->feat[s], float *, B * F * hw * sizeof(float));
             col = zmax(col, scratch_need(cap, B, N * 9, rh, rw));   /* resize conv (output size), neck conv */
             band = zmax(band, scratch_need(cap, B, zmax(N, F), rh, rw));
             col = zmax(col, scratch_need(cap, B, F * 9, rh, rw));   /* residual units */
@@ -416,29 +438,33 @@ static sa3d_status cuda_workspace_init(sa3d_workspace *ws, sa3d_error *err) {
         if (!w->implicit) {   /* the implicit-GEMM kernel needs no scratch */
             w->col_floats = col;
             w->band_floats = band;
-            w->col = (float *)dalloc(&w->mem, col * sizeof(float));
-            w->band = (float *)dalloc(&w->mem, band * sizeof(float));
+            FIT(w->col, float *, col * sizeof(float));
+            FIT(w->band, float *, band * sizeof(float));
         }
-        w->proj = (float *)dalloc(&w->mem, proj * sizeof(float));
-        w->convt_tmp = (float *)dalloc(&w->mem, zmax(convt, 1) * sizeof(float));
-        w->res_a = (float *)dalloc(&w->mem, B * F * max_map * sizeof(float));
-        w->res_b = (float *)dalloc(&w->mem, B * F * max_map * sizeof(float));
-        w->fused = (float *)dalloc(&w->mem, B * F * zmax(max_map, th * tw) * sizeof(float));
-        w->up = (float *)dalloc(&w->mem, B * F * zmax(max_map, th * tw) * sizeof(float));
-        w->head1 = (float *)dalloc(&w->mem, B * Fh * th * tw * sizeof(float));
-        w->head_up = (float *)dalloc(&w->mem, B * Fh * OH * OW * sizeof(float));
-        w->head2 = (float *)dalloc(&w->mem, B * Hh * OH * OW * sizeof(float));
+        FIT(w->proj, float *, proj * sizeof(float));
+        FIT(w->convt_tmp, float *, zmax(convt, 1) * sizeof(float));
+        FIT(w->res_a, float *, B * F * max_map * sizeof(float));
+        FIT(w->res_b, float *, B * F * max_map * sizeof(float));
+        FIT(w->fused, float *, B * F * zmax(max_map, th * tw) * sizeof(float));
+        FIT(w->up, float *, B * F * zmax(max_map, th * tw) * sizeof(float));
+        FIT(w->head1, float *, B * Fh * th * tw * sizeof(float));
+        FIT(w->head_up, float *, B * Fh * OH * OW * sizeof(float));
+        FIT(w->head2, float *, B * Hh * OH * OW * sizeof(float));
     }
-    e = w->mem.first;
+#undef FIT
+    ws->dev_bytes = mem->bytes;
+    cudaError_t e = mem->first;
     if (e == cudaSuccess) e = cudaMemset(w->qkv, 0, (B * T + 8) * 3 * D * es);
-    if (e == cudaSuccess)
-        e = cudaHostAlloc((void **)&ws->input, B * c->n_channels * ws->H * ws->W * sizeof(float), cudaHostAllocDefault);
-    if (e == cudaSuccess) e = cudaMemcpy(w->pos, ws->pos, (1 + Np) * D * sizeof(float), cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) {
-        cuda_workspace_release(ws);
-        return cuda_fail(err, m->dir, "allocating the activations", e);
+    if (e == cudaSuccess && (!ws->input || w->input_cap < n_px * sizeof(float))) {   /* page-locked: one DMA */
+        if (ws->input) cudaFreeHost(ws->input);
+        ws->input = NULL;
+        w->input_cap = 0;
+        e = cudaHostAlloc((void **)&ws->input, n_px * sizeof(float), cudaHostAllocDefault);
+        if (e == cudaSuccess) w->input_cap = n_px * sizeof(float);
+        else ws->input = NULL;
     }
-    ws->dev_bytes = w->mem.bytes;
+    if (e == cudaSuccess) e = cudaMemcpy(w->pos, ws->pos, (1 + Np) * D * sizeof(float), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) return cuda_fail(err, m->dir, "allocating the activations", e);
     return SA3D_OK;
 }
 
@@ -793,6 +819,6 @@ static sa3d_status cuda_forward(const sa3d_model *m, sa3d_workspace *ws, const f
 }
 
 extern "C" const sa3d_backend sa3d_backend_cuda = {
-    "cuda", cuda_model_init, cuda_model_release, cuda_workspace_init, cuda_workspace_release, cuda_forward,
+    "cuda", cuda_model_init, cuda_model_release, cuda_workspace_fit, cuda_workspace_release, cuda_forward,
     cuda_download,
 };
