@@ -302,9 +302,10 @@ size_t t_device_live_bytes(void) __attribute__((weak));
 
 /* One GPU workspace resized through larger and smaller sizes against a GPU workspace made for each size, the
  * same pixels: every output bit for bit (the same kernels on the same sizes; cuBLAS is deterministic on one GPU
- * with a fixed workspace), so a buffer sized for another input, a stale position table or a pass graph captured
- * for another size shows. Its device memory grows with the largest size and stays when it shrinks; under the
- * emulator it is also what the backend really holds. */
+ * with a fixed workspace), so a buffer sized for another input, a stale position table, or a pass graph replayed
+ * at the wrong size or after its buffers moved shows. The sizes go up (buffers grow: every graph dropped), down
+ * (no growth) and back up to a size whose graph is kept, which is replayed. Its device memory grows with the
+ * largest size and stays when it shrinks; under the emulator it is also what the backend really holds. */
 static void resized_vs_new(const char *dir, const char *dtype, int B) {
     static const int sizes[][2] = { { 56, 70 }, { 84, 98 }, { 42, 56 }, { 84, 98 }, { 56, 70 } };
     sa3d_model_params p = sa3d_model_params_default();

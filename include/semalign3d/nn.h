@@ -107,12 +107,12 @@ SA3D_API sa3d_status sa3d_workspace_new_batch(sa3d_workspace **out, const sa3d_m
                                               unsigned flags, sa3d_error *err);
 /* Fits the workspace to inputs of H x W (same batch and flags), as if it had been made for that size, but keeping
  * the memory it holds: each buffer is reused where the new size fits in it and replaced by a larger one where it
- * does not (never shrunk), and on a GPU the stream, cuBLAS handle and page-locked input buffer stay (the pass is
- * captured again). The same size costs nothing. For runs over images of varying sizes (Depth Anything keeps each
- * image's aspect ratio), where a workspace per size would allocate and set up everything again. The output views,
- * their shapes and the sa3d_workspace_input buffer may change: fetch them again. A bad size fails with
- * SA3D_ERR_ARG and changes nothing; when memory runs out, passes fail until a resize succeeds or the workspace is
- * freed. */
+ * does not (never shrunk), and on a GPU the stream, cuBLAS handle and page-locked input buffer stay (a size met
+ * before replays its captured pass while no buffer has moved since). The same size costs nothing. For runs over
+ * images of varying sizes (Depth Anything keeps each image's aspect ratio), where a workspace per size would
+ * allocate and set up everything again. The output views, their shapes and the sa3d_workspace_input buffer may
+ * change: fetch them again. A bad size fails with SA3D_ERR_ARG and changes nothing; when memory runs out, passes
+ * fail until a resize succeeds or the workspace is freed. */
 SA3D_API sa3d_status sa3d_workspace_resize(sa3d_workspace *ws, int H, int W, sa3d_error *err);
 /* A host buffer for the pixels of one pass, [batch][3][H][W], owned by the workspace (page-locked memory on the
  * GPU, so the upload is one DMA): fill it, then call sa3d_model_forward with pixels = NULL. NULL when out of

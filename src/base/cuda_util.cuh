@@ -24,7 +24,8 @@ typedef struct dmem {
     size_t *sz;
     int n, cap;
     size_t bytes;
-    cudaError_t first;   /* first failure, sticky */
+    unsigned long n_made;   /* allocations made so far: a change means some pointer may have changed */
+    cudaError_t first;      /* first failure, sticky */
 } dmem;
 
 /* bytes of device memory, owned by d; NULL (and d->first set) on failure or after an earlier one */
@@ -46,6 +47,7 @@ static inline void *dalloc(dmem *d, size_t bytes) {
     d->p[d->n] = ptr;
     d->sz[d->n++] = n;
     d->bytes += n;
+    d->n_made++;
     return ptr;
 }
 

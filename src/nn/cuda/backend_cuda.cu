@@ -13,8 +13,9 @@
  *     gather, tensor cores, output step) on operands in the pass dtype (TF32 for fp32); with exact fp32 products
  *     (SA3D_CUDA_TF32=0) or SA3D_CUDA_IMPLICIT=0, im2col + GEMM in row bands. The 1 x 1 and transposed
  *     convolutions are TF32 GEMMs.
- *   - A whole pass is captured once per workspace as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0 runs it
- *     eagerly), so small models are not bound by launch overhead.
+ *   - A whole pass is captured once per workspace and input size as a CUDA graph and replayed (SA3D_CUDA_GRAPH=0
+ *     runs it eagerly), so small models are not bound by launch overhead; a resized workspace keeps the graphs
+ *     of up to 8 sizes while its buffers stay where they are.
  *   - The batch runs at once (the token rows of all images are one GEMM operand, the fused attention and the DPT
  *     head's kernels take the images as a grid dimension, the DPT's products are strided-batched GEMMs with the
  *     weights shared); only the unfused attention loops over the images.
@@ -256,6 +257,8 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
 
 /* ---- workspace: device activations ---- */
 
+enum { GRAPH_CACHE = 8 };   /* captured passes kept per workspace (input sizes) */
+
 typedef struct dws {
     dmem mem;
     cudaStream_t st;
@@ -270,8 +273,12 @@ typedef struct dws {
     size_t col_floats, band_floats;
     int rh[4], rw[4];
     size_t input_cap;              /* bytes of the page-locked input (ws->input) */
-    cudaGraphExec_t exec;          /* the pass at the current size */
-    int graph;                     /* 0 not tried, 1 captured, -1 eager */
+    /* Captured passes, one per input size met since the buffers last moved (a graph holds their addresses): a
+     * resize back to a size seen before replays its graph instead of capturing the pass again. */
+    struct { int H, W; unsigned long uses; cudaGraphExec_t exec; } graphs[GRAPH_CACHE];
+    unsigned long n_passes;        /* forward calls, for the least recently used graph */
+    cudaGraphExec_t exec;          /* the pass at the current size (one of graphs[]), or NULL */
+    int graph;                     /* at the current size: 0 not captured yet, 1 captured, -1 eager */
     /* SA3D_CUDA_PROFILE=1: the pass runs eagerly with an event after every step, and the time of each kind of
      * step is printed to stderr after each pass (to see where a pass goes without a profiler). */
     int flash;                     /* fused attention: 0 off, 1 rows per block chosen here, 64 or 128 forced */
@@ -319,10 +326,38 @@ static size_t scratch_need(size_t cap, size_t B, size_t rows, size_t Ho, size_t 
     return full <= cap ? full : zmax(row, cap);
 }
 
+static void drop_graphs(dws *w) {
+    for (int i = 0; i < GRAPH_CACHE; i++)
+        if (w->graphs[i].exec) cudaGraphExecDestroy(w->graphs[i].exec);
+    memset(w->graphs, 0, sizeof w->graphs);
+    w->exec = NULL;
+}
+
+/* After a fit: the current size's captured pass, if any (graph stays -1 when passes run eagerly). */
+static void pick_graph(sa3d_workspace *ws, dws *w) {
+    w->exec = NULL;
+    for (int i = 0; i < GRAPH_CACHE; i++)
+        if (w->graphs[i].exec && w->graphs[i].H == ws->H && w->graphs[i].W == ws->W) w->exec = w->graphs[i].exec;
+    if (w->graph != -1) w->graph = w->exec ? 1 : 0;
+}
+
+/* Keeps a newly captured pass for the current size, in place of the least recently used one when all are taken. */
+static void keep_graph(sa3d_workspace *ws, dws *w, cudaGraphExec_t exec) {
+    int k = 0;
+    for (int i = 1; i < GRAPH_CACHE && w->graphs[k].exec; i++)
+        if (!w->graphs[i].exec || w->graphs[i].uses < w->graphs[k].uses) k = i;
+    if (w->graphs[k].exec) cudaGraphExecDestroy(w->graphs[k].exec);
+    w->graphs[k].H = ws->H;
+    w->graphs[k].W = ws->W;
+    w->graphs[k].uses = w->n_passes;
+    w->graphs[k].exec = exec;
+    w->exec = exec;
+}
+
 static void cuda_workspace_release(sa3d_workspace *ws) {
     dws *w = (dws *)ws->dev;
     if (!w) return;
-    if (w->exec) cudaGraphExecDestroy(w->exec);
+    drop_graphs(w);
     if (w->prof)
         for (int i = 0; i < 1024; i++) cudaEventDestroy(w->ev[i]);
     if (ws->input && ws->input != ws->input_own) cudaFreeHost(ws->input);
@@ -384,11 +419,7 @@ static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
     dws *w = (dws *)ws->dev;
     dmem *mem = &w->mem;
     mem->first = cudaSuccess;   /* a failed fit before this one may have left its failure */
-    if (w->exec) {
-        cudaGraphExecDestroy(w->exec);
-        w->exec = NULL;
-    }
-    if (w->graph == 1) w->graph = 0;
+    unsigned long made = mem->n_made;
 
     size_t B = (size_t)ws->batch, T = (size_t)ws->T, D = (size_t)c->hidden_size, Np = (size_t)ws->gh * ws->gw;
     size_t M = (size_t)c->mlp_hidden, K = (size_t)c->n_channels * c->patch_size * c->patch_size, es = d->es;
@@ -452,6 +483,8 @@ static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
         FIT(w->head2, float *, B * Hh * OH * OW * sizeof(float));
     }
 #undef FIT
+    if (mem->n_made != made) drop_graphs(w);   /* a buffer moved: every captured pass holds its old address */
+    pick_graph(ws, w);
     ws->dev_bytes = mem->bytes;
     cudaError_t e = mem->first;
     if (e == cudaSuccess) e = cudaMemset(w->qkv, 0, (B * T + 8) * 3 * D * es);
@@ -782,21 +815,29 @@ static sa3d_status cuda_forward(const sa3d_model *m, sa3d_workspace *ws, const f
     size_t n_in = (size_t)ws->batch * m->vit.n_channels * ws->H * ws->W;
     cudaMemcpyAsync(w->pixels, pixels, n_in * sizeof(float), cudaMemcpyHostToDevice, w->st);
     w->bstat = CUBLAS_STATUS_SUCCESS;
-    if (w->graph == 0) {   /* first pass: capture it; if capture fails the pass runs eagerly from now on */
+    w->n_passes++;
+    if (w->graph == 0) {   /* first pass at this size: capture it; if that fails passes run eagerly from now on */
         cudaGraph_t g = NULL;
+        cudaGraphExec_t exec = NULL;
         w->graph = -1;
         if (cudaStreamBeginCapture(w->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
             whole_pass(m, ws, w);
             cudaError_t e = cudaStreamEndCapture(w->st, &g);
             if (e == cudaSuccess && g && w->bstat == CUBLAS_STATUS_SUCCESS &&
-                cudaGraphInstantiate(&w->exec, g, 0) == cudaSuccess)
+                cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) {
+                keep_graph(ws, w, exec);
                 w->graph = 1;
+            }
             if (g) cudaGraphDestroy(g);
         }
         cudaGetLastError();   /* a failed capture leaves an error behind; the eager pass reports its own */
         w->bstat = CUBLAS_STATUS_SUCCESS;
     }
-    if (w->graph == 1) cudaGraphLaunch(w->exec, w->st);
+    if (w->graph == 1) {
+        for (int i = 0; i < GRAPH_CACHE; i++)
+            if (w->graphs[i].exec == w->exec) w->graphs[i].uses = w->n_passes;
+        cudaGraphLaunch(w->exec, w->st);
+    }
     else whole_pass(m, ws, w);
     cudaMemcpyAsync(w->bad_host, w->bad, (size_t)(ws->n_out + 1) * sizeof(unsigned long long),
                     cudaMemcpyDeviceToHost, w->st);
