@@ -31,6 +31,15 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Seeded pseudo-random pixels in [-2, 2) (xorshift64), the same for every run. */
+static void fill_pixels(float *px, size_t n) {
+    uint64_t st = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < n; i++) {
+        st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+        px[i] = (float)(st >> 40) / (float)(1u << 24) * 4.0f - 2.0f;
+    }
+}
+
 enum { MAX_SIZES = 32 };
 
 static int parse_sizes(const char *list, int (*hw)[2]) {
@@ -85,11 +94,7 @@ static int bench_sizes(const sa3d_model *m, const char *list, const char *dtype,
     int rc = 1;
     for (int k = 0; k < N_SIZES_MODES; k++) t[k] = calloc(passes, sizeof(double));
     if (!px || !t[0] || !t[1] || !t[2]) { fprintf(stderr, "bench_gpu: out of memory\n"); goto done; }
-    uint64_t st = 0x9E3779B97F4A7C15ull;
-    for (size_t i = 0; i < most * 3; i++) {
-        st ^= st << 13; st ^= st >> 7; st ^= st << 17;
-        px[i] = (float)(st >> 40) / (float)(1u << 24) * 4.0f - 2.0f;
-    }
+    fill_pixels(px, most * 3);
     for (int k = 0; k < N_SIZES_MODES; k++) {
         sa3d_workspace *ws = NULL;
         size_t nt = 0;
@@ -189,12 +194,8 @@ int main(int argc, char **argv) {
             goto fail;
         }
         fclose(f);
-    } else {   /* no input file: seeded pseudo-random pixels in [-2, 2) */
-        uint64_t st = 0x9E3779B97F4A7C15ull;
-        for (size_t i = 0; i < n; i++) {
-            st ^= st << 13; st ^= st >> 7; st ^= st << 17;
-            px[i] = (float)(st >> 40) / (float)(1u << 24) * 4.0f - 2.0f;
-        }
+    } else {
+        fill_pixels(px, n);
     }
     for (int i = 0; i < warmup; i++)
         if (sa3d_model_forward(m, ws, NULL, &err)) goto fail;

@@ -488,8 +488,8 @@ sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const fl
 }
 
 float *sa3d_workspace_input(sa3d_workspace *ws) {
-    if (!ws->input && !ws->broken && (ws->input = ws->input_own = sa3d_malloc(input_bytes(ws))))
-        ws->input_cap = input_bytes(ws);
+    size_t bytes = input_bytes(ws);
+    if (!ws->input && !ws->broken && (ws->input = ws->input_own = sa3d_malloc(bytes))) ws->input_cap = bytes;
     return ws->input;
 }
 

@@ -277,8 +277,8 @@ typedef struct dws {
      * resize back to a size seen before replays its graph instead of capturing the pass again. */
     struct { int H, W; unsigned long uses; cudaGraphExec_t exec; } graphs[GRAPH_CACHE];
     unsigned long n_passes;        /* forward calls, for the least recently used graph */
-    cudaGraphExec_t exec;          /* the pass at the current size (one of graphs[]), or NULL */
-    int graph;                     /* at the current size: 0 not captured yet, 1 captured, -1 eager */
+    int cur;                       /* graphs[cur] is the pass at the current size; -1: not captured yet */
+    int eager;                     /* passes run without graphs (SA3D_CUDA_GRAPH=0, profiling, a failed capture) */
     /* SA3D_CUDA_PROFILE=1: the pass runs eagerly with an event after every step, and the time of each kind of
      * step is printed to stderr after each pass (to see where a pass goes without a profiler). */
     int flash;                     /* fused attention: 0 off, 1 rows per block chosen here, 64 or 128 forced */
@@ -330,15 +330,14 @@ static void drop_graphs(dws *w) {
     for (int i = 0; i < GRAPH_CACHE; i++)
         if (w->graphs[i].exec) cudaGraphExecDestroy(w->graphs[i].exec);
     memset(w->graphs, 0, sizeof w->graphs);
-    w->exec = NULL;
+    w->cur = -1;
 }
 
-/* After a fit: the current size's captured pass, if any (graph stays -1 when passes run eagerly). */
+/* After a fit: the current size's captured pass, if any (none when passes run eagerly). */
 static void pick_graph(sa3d_workspace *ws, dws *w) {
-    w->exec = NULL;
-    for (int i = 0; i < GRAPH_CACHE; i++)
-        if (w->graphs[i].exec && w->graphs[i].H == ws->H && w->graphs[i].W == ws->W) w->exec = w->graphs[i].exec;
-    if (w->graph != -1) w->graph = w->exec ? 1 : 0;
+    w->cur = -1;
+    for (int i = 0; i < GRAPH_CACHE && !w->eager; i++)
+        if (w->graphs[i].exec && w->graphs[i].H == ws->H && w->graphs[i].W == ws->W) w->cur = i;
 }
 
 /* Keeps a newly captured pass for the current size, in place of the least recently used one when all are taken. */
@@ -351,7 +350,7 @@ static void keep_graph(sa3d_workspace *ws, dws *w, cudaGraphExec_t exec) {
     w->graphs[k].W = ws->W;
     w->graphs[k].uses = w->n_passes;
     w->graphs[k].exec = exec;
-    w->exec = exec;
+    w->cur = k;
 }
 
 static void cuda_workspace_release(sa3d_workspace *ws) {
@@ -378,8 +377,9 @@ static sa3d_status cuda_workspace_setup(sa3d_workspace *ws, sa3d_error *err) {
     if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", m->dir);
     ws->dev = w;
     const char *g = getenv("SA3D_CUDA_GRAPH"), *pr = getenv("SA3D_CUDA_PROFILE");
-    w->graph = g && !strcmp(g, "0") ? -1 : 0;
     w->prof = pr && !strcmp(pr, "1");
+    w->eager = (g && !strcmp(g, "0")) || w->prof;
+    w->cur = -1;
     const char *fl = getenv("SA3D_CUDA_FLASH");
     w->flash = !fl || !*fl ? 1 : !strcmp(fl, "0") ? 0 : !strcmp(fl, "64") ? 64 : !strcmp(fl, "128") ? 128 : 1;
     const char *im = getenv("SA3D_CUDA_IMPLICIT");
@@ -389,10 +389,8 @@ static sa3d_status cuda_workspace_setup(sa3d_workspace *ws, sa3d_error *err) {
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&w->n_sm, cudaDevAttrMultiProcessorCount, dev) !=
                                                   cudaSuccess)
         w->n_sm = 1;
-    if (w->prof) {
-        w->graph = -1;
+    if (w->prof)
         for (int i = 0; i < 1024; i++) cudaEventCreate(&w->ev[i]);
-    }
     cudaError_t e = cudaStreamCreateWithFlags(&w->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) return cuda_fail(err, m->dir, "creating a stream", e);
     if (cublasCreate(&w->blas) != CUBLAS_STATUS_SUCCESS) {
@@ -816,29 +814,29 @@ static sa3d_status cuda_forward(const sa3d_model *m, sa3d_workspace *ws, const f
     cudaMemcpyAsync(w->pixels, pixels, n_in * sizeof(float), cudaMemcpyHostToDevice, w->st);
     w->bstat = CUBLAS_STATUS_SUCCESS;
     w->n_passes++;
-    if (w->graph == 0) {   /* first pass at this size: capture it; if that fails passes run eagerly from now on */
+    if (w->cur < 0 && !w->eager) {   /* first pass at this size: capture it; if that fails, run eagerly from now on */
         cudaGraph_t g = NULL;
         cudaGraphExec_t exec = NULL;
-        w->graph = -1;
+        w->eager = 1;
         if (cudaStreamBeginCapture(w->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
             whole_pass(m, ws, w);
             cudaError_t e = cudaStreamEndCapture(w->st, &g);
             if (e == cudaSuccess && g && w->bstat == CUBLAS_STATUS_SUCCESS &&
                 cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) {
                 keep_graph(ws, w, exec);
-                w->graph = 1;
+                w->eager = 0;
             }
             if (g) cudaGraphDestroy(g);
         }
         cudaGetLastError();   /* a failed capture leaves an error behind; the eager pass reports its own */
         w->bstat = CUBLAS_STATUS_SUCCESS;
     }
-    if (w->graph == 1) {
-        for (int i = 0; i < GRAPH_CACHE; i++)
-            if (w->graphs[i].exec == w->exec) w->graphs[i].uses = w->n_passes;
-        cudaGraphLaunch(w->exec, w->st);
+    if (w->cur >= 0) {
+        w->graphs[w->cur].uses = w->n_passes;
+        cudaGraphLaunch(w->graphs[w->cur].exec, w->st);
+    } else {
+        whole_pass(m, ws, w);
     }
-    else whole_pass(m, ws, w);
     cudaMemcpyAsync(w->bad_host, w->bad, (size_t)(ws->n_out + 1) * sizeof(unsigned long long),
                     cudaMemcpyDeviceToHost, w->st);
     cudaError_t e = cudaStreamSynchronize(w->st);
