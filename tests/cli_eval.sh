@@ -83,4 +83,30 @@ rm -rf "$T/evm"
 "$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"
 check "eval with a corrupt cache entry" 0 $?
 grep -q "1 stale cache entries replaced" "$T/e" || { echo "FAIL corrupt cache entry not replaced: $(cat "$T/e")"; fail=1; }
+
+# features computed during eval equal the files of `features --flip`, whatever images share a network pass (--batch;
+# the CPU runs a batch image by image): the same predictions, byte for byte
+mkdir "$T/fx"
+"$BIN" features --model "$dino" --size 112 --flip --out "$T/fx" --quiet "$T"/ds/JPEGImages/*/*.jpg 2>"$T/e"
+check "features --flip for eval" 0 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/fx" --size 112 --out "$T/evf" --quiet >/dev/null 2>"$T/e"
+check "eval with the features files" 0 $?
+cmp -s "$T/evf/predictions.jsonl" "$T/evm/predictions.jsonl" || { echo "FAIL eval --model differs from the files"; fail=1; }
+"$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --batch 3 --out "$T/evb" --quiet >/dev/null 2>"$T/e"
+check "eval --batch 3" 0 $?
+cmp -s "$T/evf/predictions.jsonl" "$T/evb/predictions.jsonl" || { echo "FAIL eval --batch 3 differs"; fail=1; }
+"$BIN" eval --dataset "$T/ds" --features "$T/fx" --batch 2 --out "$T/evx" >/dev/null 2>"$T/e"
+check "eval --batch without --model" 2 $?
+# SA3D_EMU_BIN (set by CMake where it is built): the CLI with the emulated CUDA network backend. --device cuda runs
+# two images a pass by default; one a pass must give the same bytes (the emulator's products do not depend on the
+# batch; a real GPU's cuBLAS may pick other kernels for other shapes)
+if [ -n "${SA3D_EMU_BIN:-}" ]; then
+  for b in 1 default; do
+    opt=(); [ "$b" = default ] || opt=(--batch "$b")
+    "$SA3D_EMU_BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --device cuda "${opt[@]}" --out "$T/eg$b" \
+        --quiet >/dev/null 2>"$T/e"
+    check "eval --device cuda (emulated), batch $b" 0 $?
+  done
+  cmp -s "$T/eg1/predictions.jsonl" "$T/egdefault/predictions.jsonl" || { echo "FAIL emulated GPU: batch 2 differs"; fail=1; }
+fi
 exit $fail

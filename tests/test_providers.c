@@ -146,6 +146,85 @@ static void case_depth_cache(void) {
     sa3d_model_free(m);
 }
 
+/* sa3d_provider_get_many on computed features gives every item what sa3d_provider_get gives it, bit for bit (the
+ * CPU runs a batch's images one after another, test_nn 3.3), for `batch` 1, 2 and 4 (batches, then singles for
+ * the rest): an image with and without flip (decoded once), a repeated item, a missing image failing alone and
+ * named, and a second call served by the cache. For every DINOv2 fixture. */
+static void case_features_many(void) {
+    char **dirs = NULL;
+    int nd = t_model_fixture_dirs(&dirs), n_dino = 0;
+    T_CHECK(nd > 0);
+    const char *const *ids = NULL;
+    sa3d_error err;
+    int n_ids = sa3d_dataset_split_images(ds, "test", cat, &ids, &err);
+    T_CHECK(n_ids >= 3);
+    for (int d = 0; d < nd && n_ids >= 3; d++) {
+        sa3d_model *m = NULL;
+        T_OK(sa3d_model_open(&m, dirs[d], NULL, &err), &err);
+        if (!m || sa3d_model_get_kind(m) != SA3D_MODEL_DINOV2) {
+            sa3d_model_free(m);
+            continue;
+        }
+        n_dino++;
+        enum { N = 8 };
+        const char *want_id[N] = { ids[0], ids[0], ids[1], "no_such_image", ids[0], ids[2], ids[1], ids[2] };
+        const int want_flip[N] = { 0, 1, 0, 0, 0, 1, 1, 0 };
+        sa3d_provider_params p = sa3d_provider_params_default();
+        p.kind = SA3D_SOURCE_COMPUTE;
+        p.model = m;
+        p.input_size = 70;
+        sa3d_provider *one = NULL;
+        T_OK(sa3d_feature_provider_new(&one, ds, &p, &err), &err);
+        sa3d_map ref[N] = { { 0 } };
+        for (int i = 0; i < N && one; i++)
+            if (strcmp(want_id[i], "no_such_image")) T_OK(sa3d_provider_get(one, cat, want_id[i], want_flip[i], &ref[i],
+                                                                            &err), &err);
+        sa3d_provider_free(one);
+        const int batches[] = { 1, 2, 4 };
+        for (int bi = 0; bi < 3; bi++) {
+            char cache[256];
+            snprintf(cache, sizeof cache, "%s/cache_many_%d_%d", root, d, batches[bi]);
+            p.batch = batches[bi];
+            p.cache_dir = cache;
+            sa3d_provider *many = NULL;
+            T_OK(sa3d_feature_provider_new(&many, ds, &p, &err), &err);
+            sa3d_provider_stats st[2];
+            for (int call = 0; call < 2 && many; call++) {   /* computed, then from the cache */
+                sa3d_provider_item it[N];
+                for (int i = 0; i < N; i++)
+                    it[i] = (sa3d_provider_item){ .category = cat, .id = want_id[i], .flip = want_flip[i] };
+                T_STATUS(sa3d_provider_get_many(many, it, N, &err), SA3D_ERR_IO, &err);
+                T_CONTAINS(err.msg, "no_such_image");
+                int same = 1;
+                for (int i = 0; i < N; i++) {
+                    if (!strcmp(want_id[i], "no_such_image")) {
+                        same &= it[i].status == SA3D_ERR_IO && !it[i].map.data;
+                        continue;
+                    }
+                    same &= it[i].status == SA3D_OK && it[i].map.c == ref[i].c && it[i].map.h == ref[i].h &&
+                            it[i].map.w == ref[i].w && it[i].map.data &&
+                            !memcmp(it[i].map.data, ref[i].data, (size_t)ref[i].c * ref[i].h * ref[i].w * 4);
+                    free(it[i].map.data);
+                }
+                if (!same) T_FAIL("%s: batch %d, call %d: an item differs from sa3d_provider_get", dirs[d],
+                                  batches[bi], call);
+                st[call] = sa3d_provider_get_stats(many);
+            }
+            /* 7 items found: computed on the first call (the repeated one again, or from the cache when a later
+             * chunk of the call holds it), all 7 from the cache on the second */
+            T_CHECK(st[0].computed + st[0].cache_hits == 7 && st[0].computed >= 6 && st[0].rejected == 0);
+            T_CHECK(st[1].computed == st[0].computed && st[1].cache_hits == st[0].cache_hits + 7 &&
+                    st[1].rejected == 0);
+            sa3d_provider_free(many);
+        }
+        for (int i = 0; i < N; i++) free(ref[i].data);
+        sa3d_model_free(m);
+    }
+    T_CHECK(n_dino > 0);
+    for (int d = 0; d < nd; d++) free(dirs[d]);
+    free(dirs);
+}
+
 static void cleanup(void) {
     sa3d_dataset_close(ds);
     char cmd[128];
@@ -158,6 +237,7 @@ int main(int argc, char **argv) {
         { "1.1", "segmentation and bbox masks, mirrored", case_masks },
         { "1.2", "imported features are unit cells; missing files named", case_import_features },
         { "1.3", "computed depth through the cache: hit, corrupt entry recomputed", case_depth_cache },
+        { "1.4", "computed features, many at once: equal to one by one", case_features_many },
     };
     setup();
     int rc = t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);

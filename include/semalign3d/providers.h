@@ -37,6 +37,8 @@ typedef struct sa3d_provider_params {
     const sa3d_model *model;      /* SA3D_SOURCE_COMPUTE: DINOv2 (features) or Depth Anything (depth); borrowed */
     int input_size;               /* features: GeoAware square side (840) */
     const char *cache_dir;        /* NULL: no cache */
+    int batch;                    /* computed features: images per network pass in sa3d_provider_get_many; 0: 2 on
+                                     a GPU (an image and its mirror), 1 on the CPU, which gains nothing by more */
 } sa3d_provider_params;
 SA3D_API sa3d_provider_params sa3d_provider_params_default(void);
 
@@ -58,6 +60,23 @@ typedef struct sa3d_map {
 } sa3d_map;
 SA3D_API sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const char *id, int flip,
                                        sa3d_map *out, sa3d_error *err);
+
+/* One image of sa3d_provider_get_many: what to get (category, id, flip) and what came of it. */
+typedef struct sa3d_provider_item {
+    const char *category, *id;
+    int flip;
+    sa3d_map map;                 /* out: owned by the caller (free with free()); zeros on failure */
+    sa3d_status status;           /* out */
+    sa3d_error err;               /* out: why, when status != SA3D_OK */
+} sa3d_provider_item;
+/* sa3d_provider_get for each of items[0..n), giving the same maps and cache entries, but sooner where the work
+ * allows: a provider that may be called concurrently serves the items on every core; a feature provider that
+ * computes decodes and preprocesses the images on every core (an image asked for with and without flip is decoded
+ * once), then runs the network on them in order, `batch` images per pass. For a GPU, which would otherwise wait for
+ * the decoder, and for an image and its mirror, which then share one pass. Every item gets its own status; returns
+ * the first failure in item order, its message in err (SA3D_OK when every item succeeded). One thread at a time,
+ * as sa3d_provider_get. The counters may count an item repeated in the list as computed twice. */
+SA3D_API sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items, int n, sa3d_error *err);
 
 /* 1 when sa3d_provider_get may be called from several threads at once on this provider (imported features,
  * depth or masks: each call reads its own file), 0 otherwise (a computing provider owns one workspace). */

@@ -298,12 +298,14 @@ static void gather_queries(batch_ctx *bc, const batch_image *im, const float *ma
     }
 }
 
-/* Loads image im into im->map, with its own error slot so that threads never share one; with want_queries,
- * also gathers its queries. */
-static void batch_load(batch_ctx *bc, batch_image *im, int want_queries) {
-    sa3d_map m;
-    im->status = sa3d_provider_get(bc->bm->features, im->cat, im->id, 0, &m, &im->err);
-    if (im->status) return;
+/* Image im's map from its provider item into im->map, the failure into im's own error slot (so that threads never
+ * share one); with want_queries, also gathers its queries. */
+static void batch_take(batch_ctx *bc, batch_image *im, sa3d_provider_item *it, int want_queries) {
+    sa3d_map m = it->map;
+    if ((im->status = it->status)) {
+        im->err = it->err;
+        return;
+    }
     if (m.h != m.w || (bc->C && (m.c != bc->C || m.h != bc->g))) {
         im->status = sa3d_fail(&im->err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d x %d; expected %d x %d x %d",
                                im->cat, im->id, m.c, m.h, m.w, bc->C, bc->g, bc->g);
@@ -314,18 +316,34 @@ static void batch_load(batch_ctx *bc, batch_image *im, int want_queries) {
     im->map = m.data;
 }
 
-/* Loads list[0..n) in parallel when the provider allows it; returns the first failure in list order. */
+enum { BATCH_LOAD_CHUNK = 16 };   /* maps asked of the provider at once */
+
+/* Loads list[0..n) by sa3d_provider_get_many, BATCH_LOAD_CHUNK images a call (served on every core, or decoded on
+ * every core ahead of the network); with want_queries, gathers their queries and keeps only the maps marked keep.
+ * Returns the first failure in list order. */
 static sa3d_status batch_load_all(batch_ctx *bc, batch_image *ims, const int *list, int n, int want_queries,
                                   sa3d_error *err) {
-    int par = sa3d_provider_concurrent(bc->bm->features);
-    #pragma omp parallel for schedule(dynamic, 1) if (par && n > 1)
-    for (int i = 0; i < n; i++) batch_load(bc, &ims[list[i]], want_queries);
-    bc->bm->batch.loads += n;
-    for (int i = 0; i < n; i++)
-        if (ims[list[i]].status) {
-            if (err) *err = ims[list[i]].err;
-            return ims[list[i]].status;
+    sa3d_provider_item it[BATCH_LOAD_CHUNK];
+    for (int c = 0; c < n; c += BATCH_LOAD_CHUNK) {
+        int k = n - c < BATCH_LOAD_CHUNK ? n - c : BATCH_LOAD_CHUNK;
+        for (int i = 0; i < k; i++)
+            it[i] = (sa3d_provider_item){ .category = ims[list[c + i]].cat, .id = ims[list[c + i]].id, .flip = 0 };
+        sa3d_provider_get_many(bc->bm->features, it, k, NULL);
+        #pragma omp parallel for schedule(static) if (k > 1)
+        for (int i = 0; i < k; i++) batch_take(bc, &ims[list[c + i]], &it[i], want_queries);
+        bc->bm->batch.loads += k;
+        for (int i = 0; i < k; i++) {
+            batch_image *im = &ims[list[c + i]];
+            if (im->status) {
+                if (err) *err = im->err;
+                return im->status;
+            }
+            if (want_queries && !im->keep) {
+                free(im->map);
+                im->map = NULL;
+            }
         }
+    }
     return SA3D_OK;
 }
 
@@ -445,11 +463,6 @@ sa3d_status sa3d_baseline_matcher_match_batch(void *ctx, const sa3d_pair *const 
     for (int i = 0; i < n_ims; i++)
         if (i != first && (ims[i].n_src > 0 || ims[i].keep)) list[nl++] = i;
     if ((s = batch_load_all(&bc, ims, list, nl, 1, err))) goto out;
-    for (int i = 0; i < nl; i++)
-        if (!ims[list[i]].keep) {
-            free(ims[list[i]].map);
-            ims[list[i]].map = NULL;
-        }
     bm->batch.load_s += sa3d_now() - t0;
     /* pass 2: targets in order; the ones not kept are reloaded in groups of max(kept, 1) */
     int group = kept > 0 ? kept : 1;

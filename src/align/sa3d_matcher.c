@@ -234,30 +234,41 @@ static cached_features *cache_slot(sa3d_sa3d_matcher *m) {
 
 /* The feature map of an image in the form the aligner takes, from the cache or else from the provider (then
  * cached). F->data is borrowed from the cache: valid until a later load evicts it, which the very next load
- * never does (FEATURE_CACHE_MAPS >= 2 and LRU). */
+ * never does (FEATURE_CACHE_MAPS >= 2 and LRU). With mirror, also the mirrored image's map, owned by the caller:
+ * asked for in the same provider call as the image's, so that a computing provider decodes the image once and
+ * runs both through one network pass (on a GPU). */
 static sa3d_status load_features(sa3d_sa3d_matcher *m, const char *cat, const char *id, int W, int H,
-                                 sa3d_feature_map *F, sa3d_error *err) {
+                                 sa3d_feature_map *F, sa3d_map *mirror, sa3d_error *err) {
     cached_features *c = cached_map(m, cat, id);
+    sa3d_provider_item it[2] = { { .category = cat, .id = id, .flip = 0 }, { .category = cat, .id = id, .flip = 1 } };
+    sa3d_provider_item *want = c ? it + 1 : it;
+    int n = !c + !!mirror;
+    sa3d_status s = n ? sa3d_provider_get_many(m->features, want, n, err) : SA3D_OK;
+    if (s && it[1].status && !it[0].status && err) {   /* the mirror failed, not the image */
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        sa3d_fail(err, s, "%s (align.w_mirror needs the mirrored image's features; --set align.w_mirror=0 aligns "
+                  "without them)", why);
+    }
+    if (!s && !c && it[0].map.h != it[0].map.w)
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map %d x %d is not square", cat, id, it[0].map.h,
+                      it[0].map.w);
+    char *key_cat = NULL, *key_id = NULL;
+    if (!s && !c && (!(key_cat = sa3d_strdup(cat)) || !(key_id = sa3d_strdup(id))))
+        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
+    if (s) {
+        sa3d_free(key_cat);
+        sa3d_free(key_id);
+        free(it[0].map.data);
+        free(it[1].map.data);
+        return s;
+    }
     if (!c) {
-        sa3d_map fm;
-        sa3d_status s = sa3d_provider_get(m->features, cat, id, 0, &fm, err);
-        if (s) return s;
-        if (fm.h != fm.w) {
-            free(fm.data);
-            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map %d x %d is not square", cat, id, fm.h,
-                             fm.w);
-        }
-        char *key_cat = sa3d_strdup(cat), *key_id = sa3d_strdup(id);
-        if (!key_cat || !key_id) {
-            sa3d_free(key_cat);
-            sa3d_free(key_id);
-            free(fm.data);
-            return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
-        }
         c = cache_slot(m);
         cached_features_clear(c);
-        *c = (cached_features){ key_cat, key_id, fm, 0 };
+        *c = (cached_features){ key_cat, key_id, it[0].map, 0 };
     }
+    if (mirror) *mirror = it[1].map;
     c->last_use = ++m->feature_uses;
     *F = (sa3d_feature_map){ c->map.c, c->map.h, c->map.data, W, H, m->p.input_size };
     return SA3D_OK;
@@ -298,22 +309,14 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
     float *cells[4] = { NULL, NULL, NULL, NULL };   /* mask, depth; mirror's mask, depth */
     sa3d_alignment *a = NULL;
     sa3d_align_input in = { .F = &F }, mi = { .F = &Fm };
-    sa3d_status s = load_features(m, cat, id, W, H, &F, err);
+    int mirror = m->p.align.w_mirror > 0.0;   /* the mirrored image's map: read once here, not cached */
+    sa3d_status s = load_features(m, cat, id, W, H, &F, mirror ? &fm : NULL, err);
     if (s || (s = sa3d_align_cells(m->masks, m->depth, cat, id, 0, m->p.input_size, F.g, &cells[0], &cells[1],
                                    err)))
         goto done;
     in.mask = cells[0];
     in.depth = cells[1];
-    if (m->p.align.w_mirror > 0.0) {   /* the mirrored image: read once here, not cached */
-        if ((s = sa3d_provider_get(m->features, cat, id, 1, &fm, err))) {
-            if (err) {
-                char why[sizeof err->msg];
-                snprintf(why, sizeof why, "%s", err->msg);
-                sa3d_fail(err, s, "%s (align.w_mirror needs the mirrored image's features; --set align.w_mirror=0 "
-                          "aligns without them)", why);
-            }
-            goto done;
-        }
+    if (mirror) {
         Fm = (sa3d_feature_map){ fm.c, fm.h, fm.data, W, H, m->p.input_size };
         if (fm.h != fm.w || fm.h != F.g || fm.c != F.C) {
             s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: mirrored feature map %d x %d x %d differs from the image's",
@@ -370,8 +373,8 @@ sa3d_status sa3d_sa3d_matcher_match(void *ctx, const sa3d_pair *pair, float (*pr
     sa3d_status s;
     if ((s = alignment_of(m, prior, pair->category, pair->src, pair->src_size[0], pair->src_size[1], &a1, err)) ||
         (s = alignment_of(m, prior, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &a2, err)) ||
-        (s = load_features(m, pair->category, pair->src, pair->src_size[0], pair->src_size[1], &F1, err)) ||
-        (s = load_features(m, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &F2, err)))
+        (s = load_features(m, pair->category, pair->src, pair->src_size[0], pair->src_size[1], &F1, NULL, err)) ||
+        (s = load_features(m, pair->category, pair->trg, pair->trg_size[0], pair->trg_size[1], &F2, NULL, err)))
         return s;   /* F1 and F2 are borrowed from the feature cache: nothing to free */
     if ((s = sa3d_match_sa3d(prior, a1, &F1, a2, &F2, (const float (*)[2])pair->src_kps, pair->n_kps, &m->p.match,
                              pred, fb, err))) {

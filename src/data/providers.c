@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "base/base.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
@@ -22,12 +25,13 @@ struct sa3d_provider {
     sa3d_dataset *ds;
     char *import_dir, *cache_dir;
     sa3d_workspace *ws;          /* network workspace, resized to each input size */
+    sa3d_workspace *ws_batch;    /* features: `batch` images a pass (sa3d_provider_get_many), made on first use */
     char settings[256];          /* cache key part: source, model identity, sizes */
     sa3d_provider_stats stats;
 };
 
 sa3d_provider_params sa3d_provider_params_default(void) {
-    sa3d_provider_params p = { SA3D_SOURCE_IMPORT, NULL, NULL, 840, NULL };
+    sa3d_provider_params p = { SA3D_SOURCE_IMPORT, NULL, NULL, 840, NULL, 0 };
     return p;
 }
 
@@ -84,6 +88,7 @@ sa3d_status sa3d_mask_provider_new(sa3d_provider **out, sa3d_dataset *ds, const 
 void sa3d_provider_free(sa3d_provider *pr) {
     if (!pr) return;
     sa3d_workspace_free(pr->ws);
+    sa3d_workspace_free(pr->ws_batch);
     sa3d_free(pr->import_dir);
     sa3d_free(pr->cache_dir);
     sa3d_free(pr);
@@ -298,33 +303,6 @@ static sa3d_status load_image(sa3d_provider *pr, const char *cat, const char *id
     return s;
 }
 
-/* DINOv2 on the GeoAware square of the (mirrored) image: the mirror is a separate network run (METHOD.md 3.1). */
-static sa3d_status compute_features(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out,
-                                    sa3d_error *err) {
-    sa3d_image img = { 0 };
-    float *px = NULL;
-    int S = pr->p.input_size;
-    sa3d_status s;
-    if ((s = load_image(pr, cat, id, flip, &img, err)) || (s = sa3d_geoaware_preprocess(&img, S, &px, err)) ||
-        (!pr->ws && (s = sa3d_workspace_new(&pr->ws, pr->p.model, S, S, 0, err))) ||
-        (s = sa3d_model_forward(pr->p.model, pr->ws, px, err)))
-        goto done;
-    const sa3d_tensor_view *f = sa3d_workspace_output(pr->ws, "feature_map");
-    size_t n = (size_t)f->shape[1] * f->shape[2] * f->shape[3];
-    if (!(out->data = malloc(n * sizeof(float)))) {
-        s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
-        goto done;
-    }
-    memcpy(out->data, f->data, n * sizeof(float));
-    out->c = (int)f->shape[1];
-    out->h = (int)f->shape[2];
-    out->w = (int)f->shape[3];
-done:
-    sa3d_pixels_free(px);
-    sa3d_image_free(&img);
-    return s;
-}
-
 /* Depth Anything on the original image, upsampled to its size (the mirror flips this map, METHOD.md 3.2). */
 static sa3d_status compute_depth(sa3d_provider *pr, const char *cat, const char *id, sa3d_map *out,
                                  sa3d_error *err) {
@@ -398,8 +376,7 @@ static sa3d_status get_uncached(sa3d_provider *pr, const char *cat, const char *
     *checked = 0;
     switch (pr->kind) {
     case KIND_FEATURES:
-        s = pr->p.kind == SA3D_SOURCE_IMPORT ? import_features(pr, cat, id, flip, out, checked, err)
-                                             : compute_features(pr, cat, id, flip, out, err);
+        s = import_features(pr, cat, id, flip, out, checked, err);   /* computed ones: sa3d_provider_get_many */
         if (!s && !*checked) sa3d_features_normalize(out->data, out->c, out->h * out->w);
         return s;
     case KIND_DEPTH:
@@ -433,36 +410,190 @@ static sa3d_status get_uncached(sa3d_provider *pr, const char *cat, const char *
     return SA3D_ERR_ARG;
 }
 
+/* Where an item's cache entry lives, for a provider that caches. */
+typedef struct cache_entry {
+    int on;
+    char dir[4096], path[4400], key[1024];
+} cache_entry;
+
+/* 1 and *out filled when the cache holds the map; else 0, *out zeroed and *ce ready for finish_map. */
+static int cache_get(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_map *out, cache_entry *ce) {
+    memset(out, 0, sizeof *out);
+    ce->on = pr->cache_dir && pr->p.kind == SA3D_SOURCE_COMPUTE;
+    if (!ce->on) return 0;
+    cache_paths(pr, cat, id, flip, ce->dir, sizeof ce->dir, ce->path, sizeof ce->path, ce->key, sizeof ce->key);
+    if (!cache_load(pr, ce->path, ce->key, out)) return 0;
+    pr->stats.cache_hits++;
+    return 1;
+}
+
+/* A map just made (s == SA3D_OK) is checked for finite values (unless *checked), counted and cached. On failure
+ * the map is freed and zeroed. */
+static sa3d_status finish_map(sa3d_provider *pr, const char *cat, const char *id, sa3d_status s, int checked,
+                              const cache_entry *ce, sa3d_map *out, sa3d_error *err) {
+    long bad = -1;
+    for (size_t i = 0; !s && !checked && i < (size_t)out->c * out->h * out->w && bad < 0; i++)
+        if (!isfinite(out->data[i])) bad = (long)i;
+    if (!s && bad >= 0)
+        s = sa3d_fail(err, SA3D_ERR_NUMERIC, "%s/%s: %s: non-finite value at index %ld", cat, id,
+                      kind_names[pr->kind], bad);
+    if (!s) {
+#pragma omp atomic
+        pr->stats.computed++;   /* import providers may be called from several threads (sa3d_provider_concurrent) */
+        if (ce->on) s = cache_store(ce->dir, ce->path, ce->key, out, err);
+    }
+    if (s) {
+        free(out->data);
+        memset(out, 0, sizeof *out);
+    }
+    return s;
+}
+
 sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const char *id, int flip, sa3d_map *out,
                               sa3d_error *err) {
-    memset(out, 0, sizeof *out);
-    int cacheable = pr->cache_dir && pr->p.kind == SA3D_SOURCE_COMPUTE;
-    char dir[4096], path[4400], key[1024];
-    if (cacheable) {
-        cache_paths(pr, category, id, flip, dir, sizeof dir, path, sizeof path, key, sizeof key);
-        if (cache_load(pr, path, key, out)) {
-            pr->stats.cache_hits++;
-            return SA3D_OK;
-        }
-    }
-    int checked = 0;
-    sa3d_status s = get_uncached(pr, category, id, flip, out, &checked, err);
-    if (s) return s;
-    long bad = -1;
-    for (size_t i = 0; !checked && i < (size_t)out->c * out->h * out->w && bad < 0; i++)
-        if (!isfinite(out->data[i])) bad = (long)i;
-    if (bad >= 0) {
-        free(out->data);
-        memset(out, 0, sizeof *out);
-        return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s/%s: %s: non-finite value at index %ld", category, id,
-                         kind_names[pr->kind], bad);
-    }
-#pragma omp atomic
-    pr->stats.computed++;   /* import providers may be called from several threads (sa3d_provider_concurrent) */
-    if (cacheable && (s = cache_store(dir, path, key, out, err))) {
-        free(out->data);
-        memset(out, 0, sizeof *out);
+    if (pr->kind == KIND_FEATURES && pr->p.kind == SA3D_SOURCE_COMPUTE) {   /* DINOv2: METHOD.md 3.1 */
+        sa3d_provider_item it = { .category = category, .id = id, .flip = flip };
+        sa3d_status s = sa3d_provider_get_many(pr, &it, 1, err);
+        *out = it.map;
         return s;
     }
+    cache_entry ce;
+    if (cache_get(pr, category, id, flip, out, &ce)) return SA3D_OK;
+    int checked = 0;
+    sa3d_status s = get_uncached(pr, category, id, flip, out, &checked, err);
+    return finish_map(pr, category, id, s, checked, &ce, out, err);
+}
+
+/* ---- many images at once ---- */
+
+enum { MANY_CHUNK = 16 };   /* items prepared ahead of the network, at most: 16 x 8.5 MB of pixels at 840 */
+
+/* The network input of one item of a chunk, prepared on any thread. */
+typedef struct many_slot {
+    cache_entry ce;
+    int hit;                      /* served from the cache */
+    int first;                    /* index of the chunk's first item of the same image (decoded there) */
+    float *px;                    /* [3][S][S] */
+} many_slot;
+
+/* Decodes image `i` of the chunk once and makes the pixels of every uncached item of that image. */
+static void many_prepare(sa3d_provider *pr, sa3d_provider_item *it, many_slot *sl, int n, int i) {
+    sa3d_image img = { 0 };
+    int flipped = 0;
+    sa3d_status s = SA3D_OK;
+    sa3d_error e;
+    for (int j = i; j < n; j++) {
+        if (sl[j].hit || sl[j].first != i) continue;
+        if (!img.rgb && (s = load_image(pr, it[i].category, it[i].id, 0, &img, &e))) break;
+        if (it[j].flip != flipped) {
+            sa3d_image_flip_lr(&img);
+            flipped = !flipped;
+        }
+        it[j].status = sa3d_geoaware_preprocess(&img, pr->p.input_size, &sl[j].px, &it[j].err);
+    }
+    for (int j = i; s && j < n; j++)   /* the decoder's failure is every item's of this image */
+        if (!sl[j].hit && sl[j].first == i) {
+            it[j].status = s;
+            it[j].err = e;
+        }
+    sa3d_image_free(&img);
+}
+
+/* Runs the network on the prepared items idx[0..nb) in one pass of ws (batch nb) into their maps. */
+static sa3d_status many_run(sa3d_provider *pr, sa3d_workspace *ws, sa3d_provider_item *it, many_slot *sl,
+                            const int *idx, int nb, sa3d_error *err) {
+    size_t npx = (size_t)3 * pr->p.input_size * pr->p.input_size;
+    float *in = sa3d_workspace_input(ws);
+    if (!in) return sa3d_fail(err, SA3D_ERR_NOMEM, "features: out of memory for the network input");
+    for (int b = 0; b < nb; b++) memcpy(in + b * npx, sl[idx[b]].px, npx * sizeof(float));
+    sa3d_status s = sa3d_model_forward(pr->p.model, ws, NULL, err);
+    if (s) return s;
+    const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");
+    size_t n = (size_t)f->shape[1] * f->shape[2] * f->shape[3];
+    for (int b = 0; b < nb; b++) {
+        sa3d_map *m = &it[idx[b]].map;
+        if (!(m->data = malloc(n * sizeof(float))))
+            return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", it[idx[b]].category, it[idx[b]].id);
+        memcpy(m->data, f->data + b * n, n * sizeof(float));
+        m->c = (int)f->shape[1];
+        m->h = (int)f->shape[2];
+        m->w = (int)f->shape[3];
+    }
+    return SA3D_OK;
+}
+
+/* A chunk of a computing feature provider's items: cache lookups, then every image decoded and preprocessed in
+ * parallel, then the network in item order, nb_max images a pass while that many are left, then one at a time.
+ * DINOv2 runs on the GeoAware square of the image or of its mirror (METHOD.md 3.1): the mirror is an image of its
+ * own to the network. */
+static void many_features(sa3d_provider *pr, sa3d_provider_item *it, many_slot *sl, int n, int nb_max) {
+    for (int i = 0; i < n; i++) {
+        sl[i] = (many_slot){ .first = i };
+        sl[i].hit = cache_get(pr, it[i].category, it[i].id, it[i].flip, &it[i].map, &sl[i].ce);
+        for (int j = 0; j < i && sl[i].first == i; j++)
+            if (!sl[j].hit && !strcmp(it[j].category, it[i].category) && !strcmp(it[j].id, it[i].id))
+                sl[i].first = sl[j].first;
+    }
+    #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (int i = 0; i < n; i++)
+        if (!sl[i].hit && sl[i].first == i) many_prepare(pr, it, sl, n, i);
+    int ready[MANY_CHUNK], n_ready = 0;
+    for (int i = 0; i < n; i++)
+        if (!sl[i].hit && !it[i].status) ready[n_ready++] = i;
+    for (int r = 0; r < n_ready;) {
+        int nb = n_ready - r >= nb_max ? nb_max : 1, S = pr->p.input_size;
+        sa3d_workspace **ws = nb > 1 ? &pr->ws_batch : &pr->ws;
+        sa3d_error e;
+        sa3d_status s = *ws ? SA3D_OK : sa3d_workspace_new_batch(ws, pr->p.model, S, S, nb, 0, &e);
+        if (!s) s = many_run(pr, *ws, it, sl, ready + r, nb, &e);
+        for (int b = 0; b < nb; b++) {
+            sa3d_provider_item *x = &it[ready[r + b]];
+            if (s) {
+                free(x->map.data);
+                memset(&x->map, 0, sizeof x->map);
+                x->status = s;
+                x->err = e;
+                continue;
+            }
+            sa3d_features_normalize(x->map.data, x->map.c, x->map.h * x->map.w);
+            x->status = finish_map(pr, x->category, x->id, SA3D_OK, 0, &sl[ready[r + b]].ce, &x->map, &x->err);
+        }
+        r += nb;
+    }
+    for (int i = 0; i < n; i++) sa3d_pixels_free(sl[i].px);
+}
+
+sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items, int n, sa3d_error *err) {
+    for (int i = 0; i < n; i++) {
+        memset(&items[i].map, 0, sizeof items[i].map);
+        items[i].status = SA3D_OK;
+    }
+    if (pr->kind == KIND_FEATURES && pr->p.kind == SA3D_SOURCE_COMPUTE) {
+        int nb = pr->p.batch > 0 ? pr->p.batch : strcmp(sa3d_model_device(pr->p.model), "cpu") ? 2 : 1;
+        nb = nb < MANY_CHUNK ? nb : MANY_CHUNK;
+        /* as many images ahead as there are threads to decode them, in whole passes */
+        int threads = 1;
+#ifdef _OPENMP
+        threads = omp_get_max_threads();
+#endif
+        int chunk = (threads + nb - 1) / nb * nb;
+        if (chunk > MANY_CHUNK) chunk = MANY_CHUNK / nb * nb;
+        many_slot *sl = sa3d_malloc((size_t)chunk * sizeof *sl);
+        if (!sl) return sa3d_fail(err, SA3D_ERR_NOMEM, "features: out of memory");
+        for (int c = 0; c < n; c += chunk) many_features(pr, items + c, sl, n - c < chunk ? n - c : chunk, nb);
+        sa3d_free(sl);
+    } else {
+        int par = sa3d_provider_concurrent(pr);
+        #pragma omp parallel for schedule(dynamic, 1) if (par && n > 1)
+        for (int i = 0; i < n; i++) {
+            sa3d_provider_item *x = &items[i];
+            x->status = sa3d_provider_get(pr, x->category, x->id, x->flip, &x->map, &x->err);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (items[i].status) {
+            if (err) *err = items[i].err;
+            return items[i].status;
+        }
     return SA3D_OK;
 }
