@@ -64,8 +64,8 @@ typedef struct cli_net_args {
 /* Matches argv[*i] against the shared options (--model, --out, --threads, --device, --dtype, --quiet) or takes it
  * as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
 int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a);
-/* Checks the shared arguments and opens the model (which must be of `kind`); EXIT_OK, EXIT_USAGE (message
- * printed) or EXIT_RUN (err set). */
+/* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
+ * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);
 /* The stages of one image (cli/pipeline.c), each given the image's slot (0 .. CLI_PIPELINE_SLOTS - 1), whose
  * buffers belong to the command:

@@ -20,7 +20,7 @@ static void help(void) {
            "and write the previous one while the network runs.\n\n"
            "options:\n"
            "  --model DIR      Depth Anything V2 folder (depth-anything/Depth-Anything-V2-*-hf)\n"
-           "  --out DIR        output folder (must exist)\n"
+           "  --out DIR        output folder (created if missing)\n"
            "  --threads N      threads (default 0 = all cores)\n"
            "  --device NAME    cpu (default) or cuda (builds with -DSEMALIGN3D_CUDA=ON)\n"
            "  --dtype NAME     fp32 (default), fp16 or bf16 (cuda only)\n"

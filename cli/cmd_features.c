@@ -20,7 +20,7 @@ static void help(void) {
            "and write the previous one while the network runs.\n\n"
            "options:\n"
            "  --model DIR      DINOv2 model folder (facebook/dinov2-*, facebook/dinov2-with-registers-*)\n"
-           "  --out DIR        output folder (must exist)\n"
+           "  --out DIR        output folder (created if missing)\n"
            "  --size N         square input size, a multiple of 14 (default 840: a 60 x 60 grid)\n"
            "  --flip           also compute the mirrored image's features\n"
            "  --threads N      threads (default 0 = all cores)\n"

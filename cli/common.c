@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "base/base.h"
 #include "cli.h"
 
 volatile int cli_interrupted;
@@ -206,7 +207,7 @@ int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, s
         *m = NULL;
         return EXIT_RUN;
     }
-    return EXIT_OK;
+    return sa3d_mkdirs(a->out_dir, err) ? EXIT_RUN : EXIT_OK;
 }
 
 int cli_eval_progress(void *user, long done, long total, const char *item) {

@@ -56,6 +56,13 @@ if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
   "$BIN" depth --model "$da" --out "$T/o" --quiet "$T/trunc.png" 2>"$T/e"; check "depth truncated image" 1 $?
   grep -q "trunc.png" "$T/e" || { echo "FAIL truncated-image message does not name the file"; fail=1; }
   [ ! -e "$T/o/trunc.depth.png" ] || { echo "FAIL partial output for a bad image"; fail=1; }
+  # --out is created when missing; a file in its way is one clear error before any image
+  "$BIN" features --model "$dino" --out "$T/new/feats" --size 112 --quiet "$img"; check "features --out created" 0 $?
+  [ -s "$T/new/feats/input.features.safetensors" ] || { echo "FAIL no feature file in the new folder"; fail=1; }
+  touch "$T/file"
+  "$BIN" depth --model "$da" --out "$T/file/d" --quiet "$img" 2>"$T/e"; check "depth --out under a file" 1 $?
+  grep -q "$T/file/d: cannot create directory" "$T/e" || { echo "FAIL --out message: $(cat "$T/e")"; fail=1; }
+  [ "$(wc -l < "$T/e")" = 1 ] || { echo "FAIL --out failure is not one message: $(cat "$T/e")"; fail=1; }
 
 else
   echo "FAIL image or model fixtures missing"; fail=1

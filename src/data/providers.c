@@ -118,19 +118,6 @@ static void flip_rows(float *x, int c, int h, int w) {
         }
 }
 
-/* mkdir -p; 0 on success. */
-static int mkdirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *q = buf + 1; *q; q++)
-        if (*q == '/') {
-            *q = '\0';
-            mkdir(buf, 0777);
-            *q = '/';
-        }
-    return (mkdir(buf, 0777) == 0 || sa3d_dir_exists(buf)) ? 0 : -1;
-}
-
 static void cache_paths(const sa3d_provider *pr, const char *cat, const char *id, int flip, char *dir, size_t nd,
                         char *path, size_t np, char *key, size_t nk) {
     snprintf(dir, nd, "%s/%s/%s", pr->cache_dir, kind_names[pr->kind], cat);
@@ -170,11 +157,11 @@ static int cache_load(sa3d_provider *pr, const char *path, const char *key, sa3d
 
 static sa3d_status cache_store(const char *dir, const char *path, const char *key, const sa3d_map *m,
                                sa3d_error *err) {
-    if (mkdirs(dir) != 0) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create the cache directory", dir);
+    sa3d_status s = sa3d_mkdirs(dir, err);
+    if (s) return s;
     sa3d_st_writer *w = sa3d_st_writer_new();
     if (!w) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
     int64_t shape[3] = { m->c, m->h, m->w };
-    sa3d_status s;
     if (!(s = sa3d_st_writer_add_f32(w, "map", 3, shape, m->data, err)) &&
         !(s = sa3d_st_writer_set_metadata(w, "key", key, err)) &&
         !(s = sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err)))
