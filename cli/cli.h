@@ -7,6 +7,7 @@
 #include "semalign3d/align.h"
 #include "semalign3d/data.h"
 #include "semalign3d/nn.h"
+#include "semalign3d/safetensors.h"
 #include "semalign3d/status.h"
 
 enum { EXIT_OK = 0, EXIT_RUN = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
@@ -64,6 +65,9 @@ typedef struct cli_net_args {
 /* Matches argv[*i] against the shared options (--model, --out, --threads, --device, --dtype, --quiet) or takes it
  * as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
 int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a);
+/* 1 when a file's metadata says this model made it: its model_id and dtype (files without a dtype were written
+ * before it was recorded, in fp32). The up-to-date test of `features` and `depth`. */
+int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m);
 /* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
  * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);

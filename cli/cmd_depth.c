@@ -29,11 +29,10 @@ static void help(void) {
            "  semalign3d depth --model models/Depth-Anything-V2-Small-hf --out depth JPEGImages/cat/*.jpg\n");
 }
 
-static int up_to_date(const char *path, const char *png, const char *model_id) {
+static int up_to_date(const char *path, const char *png, const sa3d_model *m) {
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || !sa3d_file_exists(png) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
-    const char *a = sa3d_st_metadata(st, "model_id");
-    int ok = a && !strcmp(a, model_id) && sa3d_st_find(st, "depth") && sa3d_st_find(st, "predicted_depth");
+    int ok = cli_made_by(st, m) && sa3d_st_find(st, "depth") && sa3d_st_find(st, "predicted_depth");
     sa3d_st_close(st);
     return ok;
 }
@@ -67,7 +66,7 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
     sl->path = sa3d_path_join(j->out_dir, name);
     sl->png = sa3d_path_join(j->out_dir, pname);
     if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(sl->path, sl->png, sa3d_model_id(j->m))) {
+    if (up_to_date(sl->path, sl->png, j->m)) {
         *skip = 1;
         return SA3D_OK;
     }
@@ -116,6 +115,7 @@ static sa3d_status depth_finish(void *ctx, int slot, sa3d_error *err) {
             sa3d_st_writer_add_f32(w, "depth", 2, fshape, full, err) ||
             sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err) ||
             sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err) ||
+            sa3d_st_writer_set_metadata(w, "dtype", sa3d_model_dtype(j->m), err) ||
             sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
             sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
             sa3d_png_write(sl->png, rgb, sl->iw, sl->ih, 3, err) || sa3d_st_writer_write(w, sl->path, err))

@@ -32,12 +32,11 @@ static void help(void) {
 }
 
 /* 1 when path exists and was made with the same model and settings. */
-static int up_to_date(const char *path, const char *model_id, const char *size, int flip) {
+static int up_to_date(const char *path, const sa3d_model *m, const char *size, int flip) {
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
-    const char *a = sa3d_st_metadata(st, "model_id"), *b = sa3d_st_metadata(st, "size"),
-               *c = sa3d_st_metadata(st, "flip");
-    int ok = a && b && c && !strcmp(a, model_id) && !strcmp(b, size) && !strcmp(c, flip ? "1" : "0") &&
+    const char *b = sa3d_st_metadata(st, "size"), *c = sa3d_st_metadata(st, "flip");
+    int ok = cli_made_by(st, m) && b && c && !strcmp(b, size) && !strcmp(c, flip ? "1" : "0") &&
              sa3d_st_find(st, "feature_map") && (!flip || sa3d_st_find(st, "feature_map_flip"));
     sa3d_st_close(st);
     return ok;
@@ -71,7 +70,7 @@ static sa3d_status features_prepare(void *ctx, int slot, const char *image, cons
     sl->image = image;
     if (!(sl->path = sa3d_path_join(j->out_dir, name)))
         return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(sl->path, sa3d_model_id(j->m), j->size_s, j->flip)) {
+    if (up_to_date(sl->path, j->m, j->size_s, j->flip)) {
         *skip = 1;
         return SA3D_OK;
     }
@@ -106,6 +105,7 @@ static sa3d_status features_finish(void *ctx, int slot, sa3d_error *err) {
         (j->flip && sa3d_st_writer_add_f32(w, "feature_map_flip", 3, j->shape, sl->maps + j->n, err)) ||
         sa3d_st_writer_set_metadata(w, "semalign3d_version", sa3d_version(), err) ||
         sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err) ||
+        sa3d_st_writer_set_metadata(w, "dtype", sa3d_model_dtype(j->m), err) ||
         sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
         sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
         sa3d_st_writer_set_metadata(w, "size", j->size_s, err) ||

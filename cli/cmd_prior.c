@@ -32,6 +32,8 @@ static void help_build(void) {
            "  --depth-dir DIR       import disparity maps (DIR[/<category>]/<id>.depth.safetensors)\n"
            "  --depth-model DIR     compute them with Depth Anything V2 instead\n"
            "  --masks KIND          segmentation (SPair Segmentation/, default) or bbox\n"
+           "  --device NAME         cpu (default) or cuda: the networks of --features-model and --depth-model\n"
+           "  --dtype NAME          their dtype: fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
            "  --cache DIR           cache computed features and depth maps here\n"
            "  --split NAME          training split (default trn)\n"
            "  --max-images N        first N training images (default 200, n_max_imgs)\n"
@@ -94,25 +96,35 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
 int cmd_build_prior(int argc, char **argv) {
     const char *cmd = "build-prior", *root = NULL, *cat = NULL, *out = NULL, *fdir = NULL, *fmodel = NULL,
                *ddir = NULL, *dmodel = NULL, *masks = "segmentation", *cache = NULL, *split = "trn", *s_max = NULL,
-               *s_seed = NULL, *s_refine = NULL, *s_tol = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL, *s_thr = NULL,
-               *s_size = NULL;
+               *s_seed = NULL, *s_refine = NULL, *s_tol = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL,
+               *s_thr = NULL, *s_size = NULL, *device = NULL, *dtype = NULL;
     int all = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help_build(); return EXIT_OK; }
         if (cli_flag(argv, i, "--all")) { all = 1; continue; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
-        if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) || (r = cli_opt(cmd, argc, argv, &i, "--category", &cat)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) || (r = cli_opt(cmd, argc, argv, &i, "--features-dir", &fdir)) ||
+        if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--category", &cat)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--features-dir", &fdir)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--features-model", &fmodel)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--depth-dir", &ddir)) || (r = cli_opt(cmd, argc, argv, &i, "--depth-model", &dmodel)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--masks", &masks)) || (r = cli_opt(cmd, argc, argv, &i, "--cache", &cache)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) || (r = cli_opt(cmd, argc, argv, &i, "--max-images", &s_max)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) || (r = cli_opt(cmd, argc, argv, &i, "--refine-iters", &s_refine)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--depth-dir", &ddir)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--depth-model", &dmodel)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--masks", &masks)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--cache", &cache)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--split", &split)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--max-images", &s_max)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--seed", &s_seed)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--refine-iters", &s_refine)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--refine-tol", &s_tol)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--grid", &s_grid)) || (r = cli_opt(cmd, argc, argv, &i, "--focal-iters", &s_focal)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--kmeans-k", &s_k)) || (r = cli_opt(cmd, argc, argv, &i, "--threads", &s_thr)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--size", &s_size))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--grid", &s_grid)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--focal-iters", &s_focal)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--kmeans-k", &s_k)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--threads", &s_thr)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--size", &s_size)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -123,6 +135,8 @@ int cmd_build_prior(int argc, char **argv) {
     if (!!cat == all) return cli_usage_error(cmd, "give exactly one of --category and --all");
     if (!!fdir == !!fmodel) return cli_usage_error(cmd, "give exactly one of --features-dir and --features-model");
     if (!!ddir == !!dmodel) return cli_usage_error(cmd, "give exactly one of --depth-dir and --depth-model");
+    if ((device || dtype) && !fmodel && !dmodel)
+        return cli_usage_error(cmd, "--device and --dtype belong to --features-model and --depth-model");
     if (strcmp(masks, "segmentation") && strcmp(masks, "bbox"))
         return cli_usage_error(cmd, "--masks %s: expected segmentation or bbox", masks);
     sa3d_prior_build_params bp = sa3d_prior_build_params_default();
@@ -153,6 +167,8 @@ int cmd_build_prior(int argc, char **argv) {
     if (sa3d_dataset_open(&ds, root, &dsp, &err)) goto done;
     sa3d_model_params mparams = sa3d_model_params_default();
     mparams.n_threads = bp.n_threads;
+    mparams.device = device;
+    mparams.dtype = dtype;
     sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
     pf.input_size = size;
     pf.cache_dir = pd.cache_dir = cache;

@@ -190,6 +190,11 @@ int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a)
     return 1;
 }
 
+int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m) {
+    const char *id = sa3d_st_metadata(st, "model_id"), *dtype = sa3d_st_metadata(st, "dtype");
+    return id && !strcmp(id, sa3d_model_id(m)) && !strcmp(dtype ? dtype : "fp32", sa3d_model_dtype(m));
+}
+
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err) {
     int threads = 0;
     if (!a->model_dir || !a->out_dir) return cli_usage_error(cmd, "--model and --out are required");

@@ -108,5 +108,27 @@ if [ -n "${SA3D_EMU_BIN:-}" ]; then
     check "eval --device cuda (emulated), batch $b" 0 $?
   done
   cmp -s "$T/eg1/predictions.jsonl" "$T/egdefault/predictions.jsonl" || { echo "FAIL emulated GPU: batch 2 differs"; fail=1; }
+  # the cache key names the dtype: fp16 entries are never served to an fp32 run (they are replaced, as stale),
+  # and `features` redoes an image made in another dtype instead of calling it up to date
+  k=0
+  for dt in fp16 fp32 fp32; do
+    k=$((k + 1))
+    rm -rf "$T/egc"
+    "$SA3D_EMU_BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --device cuda --dtype $dt --cache "$T/cdt" \
+        --out "$T/egc" --quiet >/dev/null 2>"$T/e$k"
+    check "eval --device cuda --dtype $dt (emulated) with a cache" 0 $?
+  done
+  grep -q " 0 from cache, [1-9][0-9]* stale" "$T/e2" || { echo "FAIL fp32 after fp16: $(cat "$T/e2")"; fail=1; }
+  grep -q " 0 computed or imported" "$T/e3" || { echo "FAIL fp32 cache not used: $(cat "$T/e3")"; fail=1; }
+  img=$(ls "$T"/ds/JPEGImages/*/*.jpg | head -1)
+  f="$T/fdt/$(basename "${img%.jpg}").features.safetensors"
+  for dt in fp16 fp32; do
+    "$SA3D_EMU_BIN" features --model "$dino" --size 112 --device cuda --dtype $dt --out "$T/fdt" --quiet "$img"
+    check "features --dtype $dt (emulated)" 0 $?
+    head -c 400 "$f" | grep -aq "\"dtype\":\"$dt\"" || { echo "FAIL features file not redone in $dt"; fail=1; }
+  done
 fi
+"$BIN" eval --dataset "$T/ds" --model "$dino" --dtype fp16 --out "$T/evx" --quiet >/dev/null 2>"$T/e"
+check "eval --dtype fp16 on the cpu" 1 $?
+grep -q "needs device cuda" "$T/e" || { echo "FAIL --dtype on the cpu message: $(cat "$T/e")"; fail=1; }
 exit $fail

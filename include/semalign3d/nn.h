@@ -91,6 +91,10 @@ SA3D_API const char *sa3d_model_id(const sa3d_model *m);
 SA3D_API size_t sa3d_model_n_params(const sa3d_model *m);
 /* The backend the model runs on: "cpu" or "cuda". */
 SA3D_API const char *sa3d_model_device(const sa3d_model *m);
+/* The dtype of its matrix products and activations: "fp32", "fp16" or "bf16" (sa3d_model_params.dtype). Outputs
+ * of different dtypes differ by more than rounding, so files and caches made by a model record it beside
+ * sa3d_model_id. */
+SA3D_API const char *sa3d_model_dtype(const sa3d_model *m);
 /* Device memory the weights hold on a GPU (uploaded once, in the pass dtype); 0 on the CPU. */
 SA3D_API size_t sa3d_model_device_bytes(const sa3d_model *m);
 

@@ -13,8 +13,8 @@
  *             annotation's bounding box, or imported PNG files (<dir>[/<category>]/<id>.png).
  *
  * Cache: with a cache directory, every computed map is stored as <cache>/<kind>/<category>/<id>[.flip].safetensors
- * with the full key (image, mirror flag, model identity, settings) in its metadata. An entry is used only when
- * its key matches and its tensor has the right shape and finite values; a stale or corrupt entry is recomputed
+ * with the full key (image, mirror flag, model identity and dtype, settings) in its metadata. An entry is used only
+ * when its key matches and its tensor has the right shape and finite values; a stale or corrupt entry is recomputed
  * and replaced (atomically), never silently used. Interrupted runs therefore resume without recomputation. */
 #ifndef SEMALIGN3D_PROVIDERS_H
 #define SEMALIGN3D_PROVIDERS_H

@@ -66,8 +66,11 @@ static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_da
     pr->p.import_dir = pr->import_dir;
     pr->p.cache_dir = pr->cache_dir;
     static const char *src_names[] = { "compute", "import", "segmentation", "bbox" };
-    snprintf(pr->settings, sizeof pr->settings, "source=%s;model=%s;size=%d", src_names[p->kind],
-             p->model ? sa3d_model_id(p->model) : "-", kind == KIND_FEATURES ? p->input_size : 0);
+    /* fp16/bf16 maps are keyed apart from fp32 ones; fp32 keeps the key it had before dtypes were recorded */
+    const char *dtype = p->model ? sa3d_model_dtype(p->model) : "fp32";
+    snprintf(pr->settings, sizeof pr->settings, "source=%s;model=%s;size=%d%s%s", src_names[p->kind],
+             p->model ? sa3d_model_id(p->model) : "-", kind == KIND_FEATURES ? p->input_size : 0,
+             strcmp(dtype, "fp32") ? ";dtype=" : "", strcmp(dtype, "fp32") ? dtype : "");
     *out = pr;
     return SA3D_OK;
 }

@@ -499,4 +499,8 @@ sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err) {
 }
 
 const char *sa3d_model_device(const sa3d_model *m) { return m->be->name; }
+const char *sa3d_model_dtype(const sa3d_model *m) {
+    static const char *const names[] = { "fp32", "fp16", "bf16" };
+    return names[m->dtype];
+}
 size_t sa3d_model_device_bytes(const sa3d_model *m) { return m->dev_bytes; }

@@ -165,6 +165,7 @@ static void attention_task(float *ctx, const float *q, const float *k, const flo
 void sa3d_attention(float *ctx, const float *q, const float *k, const float *v, int T, int n_heads, int Dh,
                     int ld, float scale, float *scores) {
     int blocks = (T + ATT_QB - 1) / ATT_QB, tasks = n_heads * blocks, nt = attention_threads();
+    (void)nt;   /* read only by the pragma, which a build without OpenMP ignores */
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid = 0;
