@@ -303,6 +303,19 @@ static void case_config_errors(void) {
     expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"depth_estimation_type\": \"absolute\", "
                              "\"backbone_config\": {\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
                              "\"reassemble_factors\": [4, 2, 1, 0.5]}", SA3D_ERR_UNSUPPORTED, "depth_estimation_type");
+    /* sizes that leave nothing to lay out, and numbers too large for an int (fuzz_config found these) */
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"image_size\": 10}", SA3D_ERR_FORMAT, "image_size: smaller than patch_size");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 1, \"num_attention_heads\": 1, "
+                             "\"mlp_ratio\": 0.5}", SA3D_ERR_FORMAT, "mlp_ratio: gives an MLP narrower");
+    expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
+                             "\"out_indices\": [1, 2, 3, 1e30]}}", SA3D_ERR_FORMAT, "out_indices: expected integers");
+    expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
+                             "\"out_features\": [\"stage1\", \"stage99999999999999999999\"]}}", SA3D_ERR_FORMAT,
+                        "out_features: expected names");
+    expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
+                             "\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
+                             "\"reassemble_factors\": [4, 2, 1, 1e-5]}", SA3D_ERR_UNSUPPORTED, "reassemble_factors");
     /* missing folder */
     sa3d_model *m;
     sa3d_error err;

@@ -2,8 +2,10 @@
  * every field that changes the computation is read (Hugging Face's defaults apply when a key is absent), and
  * a value we do not implement is SA3D_ERR_UNSUPPORTED naming the key and value, never a silent wrong answer. */
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "nn/model.h"
 
@@ -80,12 +82,14 @@ static sa3d_status parse_vit(const cfg_ctx *c, const cJSON *o, int with_register
         return unsupported(c, "num_attention_heads", val);
     }
     if (mlp_ratio <= 0.0 || mlp_ratio > 64.0) return bad(c, "mlp_ratio", "must be in (0, 64]");
-    if (eps <= 0.0 || eps > 1.0) return bad(c, "layer_norm_eps", "must be in (0, 1]");
+    if (eps < (double)FLT_MIN || eps > 1.0) return bad(c, "layer_norm_eps", "must be in [1.2e-38, 1] (a positive float)");
     v->ln_eps = (float)eps;
     int hidden = (int)(v->hidden_size * mlp_ratio);
     v->mlp_hidden = v->use_swiglu ? ((int)(hidden * 2.0 / 3.0) + 7) / 8 * 8 : hidden;
+    if (v->mlp_hidden < 1) return bad(c, "mlp_ratio", "gives an MLP narrower than one unit");
     v->pos_antialias = with_registers;
     v->pos_grid = v->image_size / v->patch_size;
+    if (v->pos_grid < 1) return bad(c, "image_size", "smaller than patch_size: no position grid");
     const char *act = get_str(o, "hidden_act");
     if (!act || !strcmp(act, "gelu")) v->act = SA3D_ACT_GELU;
     else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_fast"))
@@ -107,20 +111,25 @@ static sa3d_status parse_out_indices(const cfg_ctx *c, const cJSON *o, int n_lay
         const cJSON *e;
         cJSON_ArrayForEach(e, ind) {
             if (*n >= 4) return unsupported(c, "out_indices", "(more than 4 stages)");
-            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble)) return bad(c, "out_indices", "expected integers");
+            /* range before the cast: a double outside int is undefined behaviour to convert */
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < -n_layers - 1 ||
+                e->valuedouble > n_layers)
+                return bad(c, "out_indices", "expected integers in -(L+1)..L, L = num_hidden_layers");
             int i = (int)e->valuedouble;
             if (i < 0) i += n_layers + 1;
-            if (i < 1 || i > n_layers) return bad(c, "out_indices", "index outside 1..num_hidden_layers");
+            if (i < 1) return bad(c, "out_indices", "index outside 1..num_hidden_layers");
             idx[(*n)++] = i;
         }
     } else if (cJSON_IsArray(feat)) {
         const cJSON *e;
         cJSON_ArrayForEach(e, feat) {
             if (*n >= 4) return unsupported(c, "out_features", "(more than 4 stages)");
-            int i;
-            if (!cJSON_IsString(e) || sscanf(e->valuestring, "stage%d", &i) != 1 || i < 1 || i > n_layers)
+            char *end = NULL;   /* strtol, not sscanf's %d: an out-of-range number is then defined */
+            long i = cJSON_IsString(e) && !strncmp(e->valuestring, "stage", 5) ? strtol(e->valuestring + 5, &end, 10)
+                                                                               : 0;
+            if (!end || end == e->valuestring + 5 || *end || i < 1 || i > n_layers)
                 return bad(c, "out_features", "expected names stage1..stageL");
-            idx[(*n)++] = i;
+            idx[(*n)++] = (int)i;
         }
     }
     return SA3D_OK;
@@ -155,7 +164,10 @@ static sa3d_status parse_depth_anything(const cfg_ctx *c, const cJSON *root, sa3
         if (!cJSON_IsNumber(f) || !(f->valuedouble > 0.0)) return bad(c, "reassemble_factors", "expected positive numbers");
         double fv = f->valuedouble;
         if (fv >= 1.0 && fv == floor(fv) && fv <= 64) { d->reassemble_num[i] = (int)fv; d->reassemble_den[i] = 1; }
-        else if (fv < 1.0 && fabs(1.0 / fv - floor(1.0 / fv + 0.5)) < 1e-9) { d->reassemble_num[i] = 1; d->reassemble_den[i] = (int)floor(1.0 / fv + 0.5); }
+        else if (fv < 1.0 && fv >= 1.0 / 64 && fabs(1.0 / fv - floor(1.0 / fv + 0.5)) < 1e-9) {
+            d->reassemble_num[i] = 1;
+            d->reassemble_den[i] = (int)floor(1.0 / fv + 0.5);
+        }
         else { char val[32]; snprintf(val, sizeof val, "%g", fv); return unsupported(c, "reassemble_factors", val); }
     }
     int rhs, patch, head_in;
