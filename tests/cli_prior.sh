@@ -25,6 +25,21 @@ ls "$T/out" | grep -q tmp && { echo "FAIL temporary file left behind"; fail=1; }
 "$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
   --out "$T/out2" --seed 0 $FAST >/dev/null 2>&1
 cmp -s "$P" "$T/out2/aeroplane.prior.safetensors" || { echo "FAIL same seed, different file"; fail=1; }
+# features computed during the build (read 8 images ahead, sa3d_provider_get_many) give the prior that the files of
+# `features --flip` give, byte for byte: 11 training images, so the window is refilled, for the images and mirrors
+dino=$(grep -l '"Dinov2Model"' "$FIX"/*/config.json | head -1 | xargs dirname)
+"$BIN" synth3d --out "$T/s3" --images 24 >/dev/null 2>&1; check "synth3d" 0 $?
+"$BIN" features --model "$dino" --size 112 --flip --out "$T/s3f" --quiet "$T"/s3/JPEGImages/dog/*.jpg
+check "features --flip for build-prior" 0 $?
+F3="--max-images 11 --refine-iters 20 --grid 16 --kmeans-k 16 --focal-iters 100 --quiet"
+"$BIN" build-prior --dataset "$T/s3" --category dog --features-model "$dino" --size 112 --depth-dir "$T/s3/Depth" \
+  --out "$T/pm" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-model" 0 $?
+"$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" \
+  --out "$T/pf" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-dir" 0 $?
+cmp -s "$T/pm/dog.prior.safetensors" "$T/pf/dog.prior.safetensors" || { echo "FAIL computed features, other prior"; fail=1; }
+"$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" --dtype fp16 \
+  --out "$T/px" $F3 >/dev/null 2>"$T/e"; check "build-prior --dtype without a network" 2 $?
+
 "$BIN" show-prior "$P" --ply "$T/a.ply" --png "$T/a.png" >"$T/stdout" 2>/dev/null; check "show-prior" 0 $?
 head -c 4 "$T/a.png" | grep -q PNG || { echo "FAIL PNG not written"; fail=1; }
 grep -q "flip map: " "$T/stdout" || { echo "FAIL show-prior does not report the flip map"; fail=1; }
@@ -70,6 +85,11 @@ SMALL="--set align.n_hyp=4 --set align.n_iter=10"
 "$BIN" eval --dataset "$T/ds" --method semalign3d --priors "$T/out" --features "$T/ds/Features" --out "$T/ev" \
   --quiet $SMALL >/dev/null 2>"$T/e"; check "eval --method semalign3d on the prior" 0 $?
 [ -s "$T/ev/predictions.jsonl" ] && [ -s "$T/ev/report.json" ] || { echo "FAIL eval outputs missing"; fail=1; }
+# feature files without the mirrored maps: the aligner's mirror term says what it lacks and how to do without
+"$BIN" features --model "$dino" --size 112 --out "$T/noflip" --quiet "$T"/ds/JPEGImages/aeroplane/*.jpg
+"$BIN" eval --dataset "$T/ds" --method semalign3d --priors "$T/out" --features "$T/noflip" --out "$T/evn" \
+  --quiet $SMALL >/dev/null 2>"$T/e"; check "eval --method semalign3d without mirrored maps" 1 $?
+grep -q "feature_map_flip.*align.w_mirror=0 aligns without them" "$T/e" || { echo "FAIL message: $(cat "$T/e")"; fail=1; }
 I="$T/ds/JPEGImages/aeroplane"
 F="$T/ds/Features/aeroplane"
 "$BIN" match "$I/synth_000001.jpg" "$I/synth_000002.jpg" --points "40,40;60,50" --prior "$P" $SMALL \

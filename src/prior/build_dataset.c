@@ -5,12 +5,25 @@
 #include "base/base.h"
 #include "semalign3d/prior_build.h"
 
+/* Feature maps asked of the provider at once: the builder reads the images in order (all of them, then all the
+ * mirrors), so the next ones are known. A computing provider decodes them on every core and batches the network
+ * on a GPU (sa3d_provider_get_many); an importing one reads the files on every core. 8 maps: 88 MB at 768 x 60 x 60. */
+enum { FEATURE_WINDOW = 8 };
+
 typedef struct source_ctx {
     const char *category;
     const sa3d_image_anno *const *images;
+    int n_images;
     sa3d_provider *feat, *depth, *mask;
     int C, g;
+    sa3d_provider_item win[FEATURE_WINDOW];   /* fetched ahead; a taken item's map is NULL */
+    int win_first, win_n, win_flip;           /* images win_first .. + win_n, all with flip win_flip */
 } source_ctx;
+
+static void window_clear(source_ctx *c) {
+    for (int k = 0; k < c->win_n; k++) free(c->win[k].map.data);
+    c->win_n = 0;
+}
 
 static sa3d_status get_map(sa3d_provider *pr, const char *cat, const sa3d_image_anno *a, int flip, int c, int h,
                            int w, sa3d_map *m, const char *what, sa3d_error *err) {
@@ -39,14 +52,37 @@ static sa3d_status src_maps(void *user, int i, float *disp, uint8_t *mask, sa3d_
     return SA3D_OK;
 }
 
+/* Image i's (mirrored) feature map, from the window, which is refilled from image i on when it lacks it. The
+ * maps and errors are those of sa3d_provider_get one image at a time. */
 static sa3d_status src_features(void *user, int i, int flip, float *feat, sa3d_error *err) {
     source_ctx *c = user;
-    sa3d_map m;
-    sa3d_status s = get_map(c->feat, c->category, c->images[i], flip, c->C, c->g, c->g, &m, "feature", err);
-    if (s) return s;
-    memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
+    int k = i - c->win_first;
+    if (flip != c->win_flip || k < 0 || k >= c->win_n || (!c->win[k].map.data && !c->win[k].status)) {
+        window_clear(c);
+        c->win_first = i;
+        c->win_flip = flip;
+        c->win_n = c->n_images - i < FEATURE_WINDOW ? c->n_images - i : FEATURE_WINDOW;
+        for (int j = 0; j < c->win_n; j++)
+            c->win[j] = (sa3d_provider_item){ .category = c->category, .id = c->images[i + j]->id, .flip = flip };
+        sa3d_provider_get_many(c->feat, c->win, c->win_n, NULL);   /* each item keeps its own status */
+        k = 0;
+    }
+    sa3d_provider_item *it = &c->win[k];
+    sa3d_map m = it->map;
+    it->map.data = NULL;
+    sa3d_status s = it->status;
+    it->status = SA3D_OK;   /* taken: asking again refills */
+    if (s) {
+        if (err) *err = it->err;
+        return s;
+    }
+    if (m.c != c->C || m.h != c->g || m.w != c->g)
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d x %d; expected %d x %d x %d", c->category,
+                      it->id, m.c, m.h, m.w, c->C, c->g, c->g);
+    else
+        memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
     free(m.data);
-    return SA3D_OK;
+    return s;
 }
 
 sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const char *split, const char *category,
@@ -75,9 +111,11 @@ sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const c
     if (!s) {
         bp->feat_channels = m.c;
         bp->feat_grid = m.h;
-        source_ctx sc = { category, imgs, features, depth, masks, m.c, m.h };
+        source_ctx sc = { .category = category, .images = imgs, .n_images = n, .feat = features, .depth = depth,
+                          .mask = masks, .C = m.c, .g = m.h };
         sa3d_prior_source src = { &sc, src_maps, src_features };
         s = sa3d_prior_build(out, category, n_slots, flip, imgs, n, &src, bp, report, err);
+        window_clear(&sc);
     }
     free(imgs);
     return s;
