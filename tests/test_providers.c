@@ -217,6 +217,35 @@ static void case_features_many(void) {
                     st[1].rejected == 0);
             sa3d_provider_free(many);
         }
+        /* the Nth counted allocation failing, N = 1, 2, ... until a call succeeds: every item then either has its
+         * map or says out of memory, and nothing leaks (a fresh provider each time: the workspaces are made) */
+        p.batch = 2;
+        p.cache_dir = NULL;
+        int clean = 1;
+        for (long k = 1; k < 10000 && clean; k++) {
+            sa3d_provider *fp = NULL;
+            T_OK(sa3d_feature_provider_new(&fp, ds, &p, &err), &err);
+            long base = sa3d_alloc_live_blocks();
+            sa3d_provider_item it[3];
+            for (int i = 0; i < 3; i++) it[i] = (sa3d_provider_item){ .category = cat, .id = want_id[i],
+                                                                      .flip = want_flip[i] };
+            sa3d_alloc_fail_after(k);
+            sa3d_status s = sa3d_provider_get_many(fp, it, 3, &err);
+            sa3d_alloc_fail_after(0);
+            for (int i = 0; i < 3; i++) {
+                clean &= it[i].status == SA3D_OK ? it[i].map.data != NULL
+                                                 : it[i].status == SA3D_ERR_NOMEM && !it[i].map.data;
+                free(it[i].map.data);
+            }
+            sa3d_provider_free(fp);
+            clean &= sa3d_alloc_live_blocks() <= base;
+            if (!clean) T_FAIL("%s: allocation %ld failing: an item without its map or a leak (%s)", dirs[d], k,
+                               err.msg);
+            if (clean && s == SA3D_OK) {
+                printf("       %s: %ld injected allocation failures, each clean\n", dirs[d], k - 1);
+                break;
+            }
+        }
         for (int i = 0; i < N; i++) free(ref[i].data);
         sa3d_model_free(m);
     }

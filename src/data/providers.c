@@ -569,8 +569,10 @@ sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items,
         int chunk = (threads + nb - 1) / nb * nb;
         if (chunk > MANY_CHUNK) chunk = MANY_CHUNK / nb * nb;
         many_slot *sl = sa3d_malloc((size_t)chunk * sizeof *sl);
-        if (!sl) return sa3d_fail(err, SA3D_ERR_NOMEM, "features: out of memory");
-        for (int c = 0; c < n; c += chunk) many_features(pr, items + c, sl, n - c < chunk ? n - c : chunk, nb);
+        for (int i = 0; !sl && i < n; i++)   /* every item says so: callers read the items' statuses */
+            items[i].status = sa3d_fail(&items[i].err, SA3D_ERR_NOMEM, "%s/%s: features: out of memory",
+                                        items[i].category, items[i].id);
+        for (int c = 0; sl && c < n; c += chunk) many_features(pr, items + c, sl, n - c < chunk ? n - c : chunk, nb);
         sa3d_free(sl);
     } else {
         int par = sa3d_provider_concurrent(pr);
