@@ -194,6 +194,9 @@ static void compute_id(sa3d_model *m, const char *config_text) {
     snprintf(m->id, sizeof m->id, "%016llx", (unsigned long long)h);
 }
 
+/* sa3d_model_params.dtype's names, indexed by sa3d_nn_dtype (also what sa3d_model_dtype returns). */
+static const char *const dtype_names[] = { "fp32", "fp16", "bf16" };
+
 sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_params *p, sa3d_error *err) {
     *out = NULL;
     sa3d_model_params defaults = sa3d_model_params_default();
@@ -202,12 +205,10 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
     if (!be)
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device '%s' is not available in this build (built: %s)", dir,
                          p->device, sa3d_backend_names());
-    sa3d_nn_dtype dtype;
     const char *dt = p->dtype ? p->dtype : "fp32";
-    if (!strcmp(dt, "fp32")) dtype = SA3D_NN_FP32;
-    else if (!strcmp(dt, "fp16")) dtype = SA3D_NN_FP16;
-    else if (!strcmp(dt, "bf16")) dtype = SA3D_NN_BF16;
-    else return sa3d_fail(err, SA3D_ERR_ARG, "%s: dtype '%s': expected fp32, fp16 or bf16", dir, dt);
+    int dtype = 0;
+    while (dtype < 3 && strcmp(dt, dtype_names[dtype])) dtype++;
+    if (dtype == 3) return sa3d_fail(err, SA3D_ERR_ARG, "%s: dtype '%s': expected fp32, fp16 or bf16", dir, dt);
     if (dtype != SA3D_NN_FP32 && be == &sa3d_backend_cpu)
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: dtype %s needs device cuda (the CPU backend is fp32)", dir, dt);
     sa3d_status s;
@@ -220,7 +221,7 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
     }
     m->n_threads = p->n_threads;
     m->be = be;
-    m->dtype = dtype;
+    m->dtype = (sa3d_nn_dtype)dtype;
     if ((s = sa3d_read_file(config_path, 16u << 20, &text, NULL, err))) goto fail;
     if ((s = sa3d_parse_model_config(text, config_path, &m->kind, &m->vit, &m->dpt, err))) goto fail;
     if ((s = sa3d_checkpoint_open(&m->ck, dir, err))) goto fail;
@@ -499,8 +500,5 @@ sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err) {
 }
 
 const char *sa3d_model_device(const sa3d_model *m) { return m->be->name; }
-const char *sa3d_model_dtype(const sa3d_model *m) {
-    static const char *const names[] = { "fp32", "fp16", "bf16" };
-    return names[m->dtype];
-}
+const char *sa3d_model_dtype(const sa3d_model *m) { return dtype_names[m->dtype]; }
 size_t sa3d_model_device_bytes(const sa3d_model *m) { return m->dev_bytes; }

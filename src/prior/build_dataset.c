@@ -25,17 +25,20 @@ static void window_clear(source_ctx *c) {
     c->win_n = 0;
 }
 
+/* A map of image id that is not c x h x w is freed and an error. */
+static sa3d_status check_shape(const char *cat, const char *id, sa3d_map *m, int c, int h, int w, const char *what,
+                               sa3d_error *err) {
+    if (m->c == c && m->h == h && m->w == w) return SA3D_OK;
+    free(m->data);
+    m->data = NULL;
+    return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: %s map is %d x %d x %d; expected %d x %d x %d", cat, id, what,
+                     m->c, m->h, m->w, c, h, w);
+}
+
 static sa3d_status get_map(sa3d_provider *pr, const char *cat, const sa3d_image_anno *a, int flip, int c, int h,
                            int w, sa3d_map *m, const char *what, sa3d_error *err) {
     sa3d_status s = sa3d_provider_get(pr, cat, a->id, flip, m, err);
-    if (s) return s;
-    if (m->c != c || m->h != h || m->w != w) {
-        free(m->data);
-        m->data = NULL;
-        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: %s map is %d x %d x %d; expected %d x %d x %d", cat, a->id, what,
-                         m->c, m->h, m->w, c, h, w);
-    }
-    return SA3D_OK;
+    return s ? s : check_shape(cat, a->id, m, c, h, w, what, err);
 }
 
 static sa3d_status src_maps(void *user, int i, float *disp, uint8_t *mask, sa3d_error *err) {
@@ -76,13 +79,10 @@ static sa3d_status src_features(void *user, int i, int flip, float *feat, sa3d_e
         if (err) *err = it->err;
         return s;
     }
-    if (m.c != c->C || m.h != c->g || m.w != c->g)
-        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d x %d; expected %d x %d x %d", c->category,
-                      it->id, m.c, m.h, m.w, c->C, c->g, c->g);
-    else
-        memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
+    if ((s = check_shape(c->category, it->id, &m, c->C, c->g, c->g, "feature", err))) return s;
+    memcpy(feat, m.data, (size_t)c->C * c->g * c->g * sizeof(float));
     free(m.data);
-    return s;
+    return SA3D_OK;
 }
 
 sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const char *split, const char *category,
