@@ -8,7 +8,8 @@
  * FILE holds B x 3 x H x W float32 pixels (raw, little-endian; seeded random ones without it), read into the
  * workspace's input buffer (page-locked on the GPU). One timed pass = sa3d_model_forward: upload of the pixels,
  * the whole network (a CUDA graph replay), the non-finite check of every output; outputs stay on the device
- * (SA3D_WS_NO_DOWNLOAD), as PyTorch's stay in GPU memory. The download of all outputs is timed separately.
+ * (SA3D_WS_NO_DOWNLOAD), as PyTorch's stay in GPU memory. The download of all outputs is timed separately, and
+ * for DINOv2 that of feature_map alone (what features and eval read), each after a pass of its own.
  * --out writes the first output (last_hidden_state or predicted_depth) of the whole batch as raw float32 for the
  * driver to compare with PyTorch's. Prints one JSON line, with the device memory of the weights and of the
  * workspace (everything the backend allocated: activations, scratch, the cuBLAS workspace) in MiB.
@@ -206,7 +207,19 @@ int main(int argc, char **argv) {
     }
     double s = sa3d_now();
     if (sa3d_workspace_download(ws, &err)) goto fail;
-    double dl_ms = (sa3d_now() - s) * 1e3;
+    double dl_ms = (sa3d_now() - s) * 1e3, dl_fmap_ms = -1, out_mib = 0;
+    for (int i = 0; i < sa3d_workspace_n_outputs(ws); i++) {
+        const sa3d_tensor_view *v = sa3d_workspace_output_at(ws, i);
+        size_t k = 1;
+        for (int d = 0; d < v->ndim; d++) k *= (size_t)v->shape[d];
+        out_mib += (double)k * sizeof(float) / 1048576.0;
+    }
+    if (sa3d_workspace_output(ws, "feature_map")) {
+        if (sa3d_model_forward(m, ws, NULL, &err)) goto fail;
+        s = sa3d_now();
+        if (sa3d_workspace_download_output(ws, "feature_map", &err)) goto fail;
+        dl_fmap_ms = (sa3d_now() - s) * 1e3;
+    }
     const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
     if (out) {
         size_t k = 1;
@@ -221,9 +234,10 @@ int main(int argc, char **argv) {
     }
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     printf("{\"impl\": \"semalign3d\", \"device\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, \"height\": %d, "
-           "\"width\": %d, \"ms_min\": %.4f, \"ms_median\": %.4f, \"ms_download\": %.4f, \"load_s\": %.3f, "
-           "\"mib_weights\": %.2f, \"mib_workspace\": %.2f, \"output\": \"%s\"}\n", sa3d_model_device(m), dtype, B,
-           H, W, t[0], t[runs / 2], dl_ms, load_s, sa3d_model_device_bytes(m) / 1048576.0,
+           "\"width\": %d, \"ms_min\": %.4f, \"ms_median\": %.4f, \"ms_download\": %.4f, \"mib_outputs\": %.2f, "
+           "\"ms_download_feature_map\": %.4f, \"load_s\": %.3f, \"mib_weights\": %.2f, \"mib_workspace\": %.2f, "
+           "\"output\": \"%s\"}\n", sa3d_model_device(m), dtype, B, H, W, t[0], t[runs / 2], dl_ms, out_mib,
+           dl_fmap_ms, load_s, sa3d_model_device_bytes(m) / 1048576.0,
            sa3d_workspace_device_bytes(ws) / 1048576.0, o->name);
     rc = 0;
 fail:

@@ -91,7 +91,8 @@ static sa3d_status features_run(void *ctx, int slot, sa3d_error *err) {
     if (!in) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", sl->image);
     size_t npx = (size_t)3 * j->size * j->size;
     for (int pass = 0; pass <= j->flip; pass++) memcpy(in + pass * npx, sl->px[pass], npx * sizeof(float));
-    if (sa3d_model_forward(j->m, j->ws, NULL, err)) return sa3d_error_prefix(err, "%s", sl->image);
+    if (sa3d_model_forward(j->m, j->ws, NULL, err) || sa3d_workspace_download_output(j->ws, "feature_map", err))
+        return sa3d_error_prefix(err, "%s", sl->image);
     memcpy(sl->maps, sa3d_workspace_output(j->ws, "feature_map")->data, (size_t)(1 + j->flip) * j->n * sizeof(float));
     return SA3D_OK;
 }
@@ -151,7 +152,8 @@ int cmd_features(int argc, char **argv) {
     sa3d_model *m = NULL;
     features_job job = { 0 };
     int rc = cli_net_open(cmd, &a, SA3D_MODEL_DINOV2, &m, &err);
-    if (rc == EXIT_OK && sa3d_workspace_new_batch(&job.ws, m, size, size, 1 + flip, 0, &err)) rc = EXIT_RUN;
+    if (rc == EXIT_OK && sa3d_workspace_new_batch(&job.ws, m, size, size, 1 + flip, SA3D_WS_NO_DOWNLOAD, &err))
+        rc = EXIT_RUN;
     if (rc == EXIT_OK) {
         const sa3d_tensor_view *f = sa3d_workspace_output(job.ws, "feature_map");
         for (int d = 0; d < 3; d++) job.shape[d] = f->shape[1 + d];

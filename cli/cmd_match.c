@@ -85,7 +85,8 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
         }
         s = sa3d_geoaware_preprocess(flip ? &mirrored : img, size, &px, err);
         free(mirrored.rgb);
-        if (s || (s = sa3d_model_forward(m, ws, px, err))) {
+        if (s || (s = sa3d_model_forward(m, ws, px, err)) ||
+            (s = sa3d_workspace_download_output(ws, "feature_map", err))) {
             sa3d_pixels_free(px);
             return s;
         }
@@ -201,7 +202,7 @@ int cmd_match(int argc, char **argv) {
         mp.device = device;
         mp.dtype = dtype;
         mp.n_threads = threads;
-        if (sa3d_model_open(&m, model_dir, &mp, &err) || sa3d_workspace_new(&ws, m, size, size, 0, &err)) goto done;
+        if (sa3d_model_open(&m, model_dir, &mp, &err) || sa3d_workspace_new(&ws, m, size, size, SA3D_WS_NO_DOWNLOAD, &err)) goto done;
     }
     sa3d_align_params ap = smp.align;
     for (int k = 0; k < 2; k++) {

@@ -73,7 +73,8 @@ inline cudaError_t cudaGetDeviceCount(int *n) {
 inline const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated error"; }
 inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 // Device allocations are counted (emu_device_live: bytes held now), so that a test can hold the backends' own
-// accounting (sa3d_model_device_bytes, ...) to what they really allocate; page-locked host memory is not.
+// accounting (sa3d_model_device_bytes, ...) to what they really allocate. Page-locked host memory is tracked too
+// (emu_pinned): cudaFreeHost of anything else aborts, as the real one fails.
 inline std::unordered_map<void *, size_t> emu_device_sizes;
 inline size_t emu_device_live;
 inline cudaError_t cudaMalloc(void **p, size_t n) {
@@ -83,9 +84,12 @@ inline cudaError_t cudaMalloc(void **p, size_t n) {
     emu_device_live += n;
     return cudaSuccess;
 }
+inline std::unordered_map<void *, size_t> emu_pinned;
 inline cudaError_t cudaMallocHost(void **p, size_t n) {
     *p = malloc(n);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!*p) return cudaErrorMemoryAllocation;
+    emu_pinned[*p] = n;
+    return cudaSuccess;
 }
 inline cudaError_t cudaFree(void *p) {
     auto it = emu_device_sizes.find(p);
@@ -101,6 +105,10 @@ inline cudaError_t cudaFree(void *p) {
     return cudaSuccess;
 }
 inline cudaError_t cudaFreeHost(void *p) {
+    if (p && !emu_pinned.erase(p)) {
+        fprintf(stderr, "cuda_emu: cudaFreeHost of %p, which cudaMallocHost did not return\n", p);
+        abort();
+    }
     free(p);
     return cudaSuccess;
 }

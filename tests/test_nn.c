@@ -393,6 +393,8 @@ static void expect_same_as_new(sa3d_model *m, sa3d_workspace *ws, int B, int H, 
     fill_random(px, n, (uint64_t)(H * 1000 + W), 2.0f);
     memcpy(in, px, n * sizeof(float));
     T_OK(sa3d_model_forward(m, ws, NULL, &err), &err);
+    T_OK(sa3d_workspace_download_output(ws, sa3d_workspace_output_at(ws, 0)->name, &err), &err);   /* no-op here */
+    T_STATUS(sa3d_workspace_download_output(ws, "no_such_output", &err), SA3D_ERR_ARG, &err);
     T_OK(sa3d_workspace_new_batch(&fresh, m, H, W, B, flags, &err), &err);
     if (fresh) T_OK(sa3d_model_forward(m, fresh, px, &err), &err);
     T_CHECK(fresh && sa3d_workspace_n_outputs(ws) == sa3d_workspace_n_outputs(fresh));

@@ -171,41 +171,62 @@ static void case_reference(void) {
     free(dirs);
 }
 
-/* SA3D_WS_NO_DOWNLOAD leaves the views untouched until sa3d_workspace_download; a second pass is identical. */
+/* SA3D_WS_NO_DOWNLOAD leaves the views untouched until sa3d_workspace_download (or _download_output, which copies
+ * its one view, and only while that view is still on the device); a second pass is identical. */
 static void case_download_and_replay(void) {
     char **dirs;
     int n = t_model_fixture_dirs(&dirs);
     if (n <= 0) { T_FAIL("no model fixtures"); return; }
-    sa3d_error err;
-    sa3d_model *m = NULL;
-    sa3d_workspace *ws = NULL;
-    sa3d_model_params p = sa3d_model_params_default();
-    p.device = "cuda";
-    T_OK(sa3d_model_open(&m, dirs[0], &p, &err), &err);
-    if (m) T_OK(sa3d_workspace_new(&ws, m, 42, 56, SA3D_WS_NO_DOWNLOAD, &err), &err);
-    if (ws) {
-        size_t n_px = (size_t)3 * 42 * 56;
-        float *px = malloc(n_px * sizeof(float));
-        fill_random(px, n_px, 9);
-        const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
-        size_t k = numel(o);
-        memset((void *)o->data, 0, k * sizeof(float));
-        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
-        T_CHECK(max_abs(o->data, k) == 0.0);   /* not downloaded yet */
-        T_OK(sa3d_workspace_download(ws, &err), &err);
-        T_CHECK(max_abs(o->data, k) > 0.0);
-        float *first = malloc(k * sizeof(float));
-        memcpy(first, o->data, k * sizeof(float));
-        T_OK(sa3d_model_forward(m, ws, px, &err), &err);   /* graph replay */
-        T_OK(sa3d_workspace_download(ws, &err), &err);
-        T_CHECK(memcmp(first, o->data, k * sizeof(float)) == 0);
-        px[17] = NAN;
-        T_STATUS(sa3d_model_forward(m, ws, px, &err), SA3D_ERR_NUMERIC, &err);
-        free(first);
-        free(px);
+    for (int f = 0; f < n; f++) {   /* DINOv2's several views and Depth Anything's one */
+        sa3d_error err;
+        sa3d_model *m = NULL;
+        sa3d_workspace *ws = NULL;
+        sa3d_model_params p = sa3d_model_params_default();
+        p.device = "cuda";
+        T_OK(sa3d_model_open(&m, dirs[f], &p, &err), &err);
+        if (m) T_OK(sa3d_workspace_new(&ws, m, 42, 56, SA3D_WS_NO_DOWNLOAD, &err), &err);
+        if (ws) {
+            size_t n_px = (size_t)3 * 42 * 56;
+            float *px = malloc(n_px * sizeof(float));
+            fill_random(px, n_px, 9);
+            const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
+            int n_out = sa3d_workspace_n_outputs(ws);
+            const sa3d_tensor_view *last = sa3d_workspace_output_at(ws, n_out - 1);
+            size_t k = numel(o), k_last = numel(last);
+            for (int i = 0; i < n_out; i++) {
+                const sa3d_tensor_view *v = sa3d_workspace_output_at(ws, i);
+                memset((void *)v->data, 0, numel(v) * sizeof(float));
+            }
+            T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+            T_CHECK(max_abs(o->data, k) == 0.0);   /* not downloaded yet */
+            T_OK(sa3d_workspace_download_output(ws, last->name, &err), &err);
+            T_CHECK(max_abs(last->data, k_last) > 0.0);
+            if (n_out > 1) T_CHECK(max_abs(o->data, k) == 0.0);   /* only the view asked for */
+            float *last_copy = malloc(k_last * sizeof(float));
+            memcpy(last_copy, last->data, k_last * sizeof(float));
+            T_OK(sa3d_workspace_download(ws, &err), &err);
+            T_CHECK(max_abs(o->data, k) > 0.0);
+            T_CHECK(memcmp(last_copy, last->data, k_last * sizeof(float)) == 0);
+            memset((void *)last->data, 0, k_last * sizeof(float));   /* downloaded already: not copied again */
+            T_OK(sa3d_workspace_download_output(ws, last->name, &err), &err);
+            T_CHECK(max_abs(last->data, k_last) == 0.0);
+            memcpy((void *)last->data, last_copy, k_last * sizeof(float));
+            free(last_copy);
+            T_STATUS(sa3d_workspace_download_output(ws, "no_such_output", &err), SA3D_ERR_ARG, &err);
+            T_CHECK(strstr(err.msg, "no_such_output") != NULL);
+            float *first = malloc(k * sizeof(float));
+            memcpy(first, o->data, k * sizeof(float));
+            T_OK(sa3d_model_forward(m, ws, px, &err), &err);   /* graph replay */
+            T_OK(sa3d_workspace_download(ws, &err), &err);
+            T_CHECK(memcmp(first, o->data, k * sizeof(float)) == 0);
+            px[17] = NAN;
+            T_STATUS(sa3d_model_forward(m, ws, px, &err), SA3D_ERR_NUMERIC, &err);
+            free(first);
+            free(px);
     }
     sa3d_workspace_free(ws);
     sa3d_model_free(m);
+    }
     for (int i = 0; i < n; i++) free(dirs[i]);
     free(dirs);
 }

@@ -234,7 +234,8 @@ def main():
                     continue
                 ours = json.loads(r.stdout.strip().splitlines()[-1])
                 row.update(ours_ms_min=ours["ms_min"], ours_ms_median=ours["ms_median"],
-                           ours_ms_download=ours["ms_download"], ours_load_s=ours["load_s"],
+                           ours_ms_download=ours["ms_download"], ours_mib_outputs=ours["mib_outputs"],
+                           ours_ms_download_feature_map=ours["ms_download_feature_map"], ours_load_s=ours["load_s"],
                            ours_mib=ours["mib_weights"] + ours["mib_workspace"])
                 got = torch.from_numpy(np.fromfile(out_path, dtype=np.float32)).cuda()
                 want = ref.reshape(-1)

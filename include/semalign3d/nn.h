@@ -124,6 +124,9 @@ SA3D_API sa3d_status sa3d_workspace_resize(sa3d_workspace *ws, int H, int W, sa3
 SA3D_API float *sa3d_workspace_input(sa3d_workspace *ws);
 /* Copies the outputs of the last pass to the host views (only needed with SA3D_WS_NO_DOWNLOAD). */
 SA3D_API sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err);
+/* The same for one output view: a caller that reads only "feature_map" moves half the bytes of a DINOv2 pass
+ * (last_hidden_state is as large). SA3D_ERR_ARG when the workspace has no such output. */
+SA3D_API sa3d_status sa3d_workspace_download_output(sa3d_workspace *ws, const char *name, sa3d_error *err);
 SA3D_API void sa3d_workspace_free(sa3d_workspace *ws);
 /* Bytes the workspace holds in host memory (the activations on the CPU; a GPU's position scratch and outputs). */
 SA3D_API size_t sa3d_workspace_bytes(const sa3d_workspace *ws);

@@ -497,6 +497,7 @@ static sa3d_status many_run(sa3d_provider *pr, sa3d_workspace *ws, sa3d_provider
     if (!in) return sa3d_fail(err, SA3D_ERR_NOMEM, "features: out of memory for the network input");
     for (int b = 0; b < nb; b++) memcpy(in + b * npx, sl[idx[b]].px, npx * sizeof(float));
     sa3d_status s = sa3d_model_forward(pr->p.model, ws, NULL, err);
+    if (!s) s = sa3d_workspace_download_output(ws, "feature_map", err);   /* the only view read */
     if (s) return s;
     const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");
     size_t n = (size_t)f->shape[1] * f->shape[2] * f->shape[3];
@@ -534,7 +535,7 @@ static void many_features(sa3d_provider *pr, sa3d_provider_item *it, many_slot *
         int nb = n_ready - r >= nb_max ? nb_max : 1, S = pr->p.input_size;
         sa3d_workspace **ws = nb > 1 ? &pr->ws_batch : &pr->ws;
         sa3d_error e;
-        sa3d_status s = *ws ? SA3D_OK : sa3d_workspace_new_batch(ws, pr->p.model, S, S, nb, 0, &e);
+        sa3d_status s = *ws ? SA3D_OK : sa3d_workspace_new_batch(ws, pr->p.model, S, S, nb, SA3D_WS_NO_DOWNLOAD, &e);
         if (!s) s = many_run(pr, *ws, it, sl, ready + r, nb, &e);
         for (int b = 0; b < nb; b++) {
             sa3d_provider_item *x = &it[ready[r + b]];

@@ -65,4 +65,6 @@ const sa3d_backend sa3d_backend_cpu = {
     .workspace_release = NULL,
     .forward = cpu_forward,
     .download = NULL,
+    .host_alloc = sa3d_malloc,
+    .host_free = sa3d_free,
 };

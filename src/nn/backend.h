@@ -26,7 +26,13 @@ typedef struct sa3d_backend {
      * SA3D_WS_NO_DOWNLOAD, leaves them on the device until download). SA3D_ERR_NUMERIC if an output is not
      * finite, SA3D_ERR_IO for a device failure. */
     sa3d_status (*forward)(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err);
-    sa3d_status (*download)(sa3d_workspace *ws, sa3d_error *err);   /* NULL: outputs are always on the host */
+    /* Copies output view `which` (-1: every view) of the last pass to the host if it is still on the device (its
+     * ws->out_stale flag). NULL: outputs are always on the host. */
+    sa3d_status (*download)(sa3d_workspace *ws, int which, sa3d_error *err);
+    /* Host memory for the pixels and the output views (NULL: sa3d_malloc / sa3d_free). The GPU's is page-locked,
+     * so that each upload and download is one DMA at full speed instead of a copy through a staging buffer. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
 } sa3d_backend;
 
 /* NULL when the name is unknown or that backend was not built. */

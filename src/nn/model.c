@@ -309,11 +309,11 @@ static sa3d_status check_input_size(const sa3d_model *m, int H, int W, sa3d_erro
 }
 
 /* A buffer of at least `bytes` (contents not kept): p itself when its capacity *cap covers them, else a new one
- * in its place (p is freed). NULL when out of memory. */
-static void *grow(void *p, size_t *cap, size_t bytes) {
+ * from `alloc` in its place (p is given to `release`). NULL when out of memory. */
+static void *grow(void *p, size_t *cap, size_t bytes, void *(*alloc)(size_t), void (*release)(void *)) {
     if (p && *cap >= bytes) return p;
-    sa3d_free(p);
-    p = sa3d_malloc(bytes);
+    if (p) release(p);
+    p = alloc(bytes);
     *cap = p ? bytes : 0;
     return p;
 }
@@ -348,7 +348,7 @@ static sa3d_status fit(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
     }
     size_t bytes;
     if (!sa3d_mul_ok(floats + 64 * 64, sizeof(float), &bytes) ||
-        !(ws->block = grow(ws->block, &ws->block_cap, bytes))) {
+        !(ws->block = grow(ws->block, &ws->block_cap, bytes, sa3d_malloc, sa3d_free))) {
         sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of activations for %d x %d", m->dir,
                   (floats * sizeof(float)) >> 20, W, H);
         return fit_failed(ws, SA3D_ERR_NOMEM);
@@ -396,11 +396,14 @@ static sa3d_status fit(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
     }
     /* Batched views (or any backend other than the CPU's) get their own host block: image b of view i at
      * data + b * sa3d_output_floats_per_image(ws, i). */
+    const sa3d_backend *be = m->be;
+    memset(ws->out_stale, 0, sizeof ws->out_stale);
     if (!on_host || B > 1) {
         size_t total = 0;
         for (int i = 0; i < ws->n_out; i++) total += sa3d_output_floats_per_image(ws, i) * (size_t)B;
         size_t ob;
-        if (!sa3d_mul_ok(total, sizeof(float), &ob) || !(ws->out_block = grow(ws->out_block, &ws->out_cap, ob))) {
+        if (!sa3d_mul_ok(total, sizeof(float), &ob) ||
+            !(ws->out_block = grow(ws->out_block, &ws->out_cap, ob, be->host_alloc, be->host_free))) {
             sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate %zu MiB of outputs for batch %d", m->dir,
                       (total * sizeof(float)) >> 20, ws->batch);
             return fit_failed(ws, SA3D_ERR_NOMEM);
@@ -413,12 +416,12 @@ static sa3d_status fit(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
     }
     ws->bytes = ws->block_cap + ws->out_cap;
     /* sa3d_workspace_input's buffer is made on first use; one too small for this size is made again then */
-    if (ws->input_own && ws->input_cap < input_bytes(ws)) {
-        sa3d_free(ws->input_own);
-        ws->input = ws->input_own = NULL;
+    if (ws->input && ws->input_cap < input_bytes(ws)) {
+        be->host_free(ws->input);
+        ws->input = NULL;
         ws->input_cap = 0;
     }
-    sa3d_status s = m->be->workspace_fit(ws, err);
+    sa3d_status s = be->workspace_fit(ws, err);
     if (s) return fit_failed(ws, s);
     ws->broken = SA3D_OK;
     return SA3D_OK;
@@ -459,9 +462,10 @@ sa3d_status sa3d_workspace_resize(sa3d_workspace *ws, int H, int W, sa3d_error *
 
 void sa3d_workspace_free(sa3d_workspace *ws) {
     if (!ws) return;
-    if (ws->m->be->workspace_release) ws->m->be->workspace_release(ws);
-    sa3d_free(ws->input_own);
-    sa3d_free(ws->out_block);
+    const sa3d_backend *be = ws->m->be;
+    if (be->workspace_release) be->workspace_release(ws);
+    if (ws->input) be->host_free(ws->input);
+    if (ws->out_block) be->host_free(ws->out_block);
     sa3d_free(ws->block);
     sa3d_free(ws);
 }
@@ -472,10 +476,14 @@ int sa3d_workspace_n_outputs(const sa3d_workspace *ws) { return ws->n_out; }
 const sa3d_tensor_view *sa3d_workspace_output_at(const sa3d_workspace *ws, int i) {
     return i >= 0 && i < ws->n_out ? &ws->out[i] : NULL;
 }
-const sa3d_tensor_view *sa3d_workspace_output(const sa3d_workspace *ws, const char *name) {
+static int output_index(const sa3d_workspace *ws, const char *name) {   /* -1: none */
     for (int i = 0; i < ws->n_out; i++)
-        if (!strcmp(ws->out[i].name, name)) return &ws->out[i];
-    return NULL;
+        if (!strcmp(ws->out[i].name, name)) return i;
+    return -1;
+}
+const sa3d_tensor_view *sa3d_workspace_output(const sa3d_workspace *ws, const char *name) {
+    int i = output_index(ws, name);
+    return i >= 0 ? &ws->out[i] : NULL;
 }
 
 sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
@@ -490,13 +498,20 @@ sa3d_status sa3d_model_forward(const sa3d_model *m, sa3d_workspace *ws, const fl
 
 float *sa3d_workspace_input(sa3d_workspace *ws) {
     size_t bytes = input_bytes(ws);
-    if (!ws->input && !ws->broken && (ws->input = ws->input_own = sa3d_malloc(bytes))) ws->input_cap = bytes;
+    if (!ws->input && !ws->broken && (ws->input = ws->m->be->host_alloc(bytes))) ws->input_cap = bytes;
     return ws->input;
 }
 
 sa3d_status sa3d_workspace_download(sa3d_workspace *ws, sa3d_error *err) {
-    if (!ws->out_stale || !ws->m->be->download) return SA3D_OK;
-    return ws->m->be->download(ws, err);
+    if (!ws->m->be->download) return SA3D_OK;
+    return ws->m->be->download(ws, -1, err);
+}
+
+sa3d_status sa3d_workspace_download_output(sa3d_workspace *ws, const char *name, sa3d_error *err) {
+    int i = output_index(ws, name);
+    if (i < 0) return sa3d_fail(err, SA3D_ERR_ARG, "%s: the workspace has no output %s", ws->m->dir, name);
+    if (!ws->m->be->download) return SA3D_OK;
+    return ws->m->be->download(ws, i, err);
 }
 
 const char *sa3d_model_device(const sa3d_model *m) { return m->be->name; }

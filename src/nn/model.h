@@ -106,14 +106,13 @@ struct sa3d_workspace {
     sa3d_tensor_view out[SA3D_MAX_OUTPUTS];
     char out_names[SA3D_MAX_OUTPUTS][32];
     /* batch > 1 on the CPU: each image's outputs are produced in the arrays above (out_src) and copied to image
-     * b's slot of the batched views, which live in out_block. */
+     * b's slot of the batched views, which live in out_block. Other backends download into out_block. */
     const float *out_src[SA3D_MAX_OUTPUTS];
-    float *out_block;
+    float *out_block;               /* from the backend's host_alloc (page-locked on the GPU: one DMA a view) */
     size_t out_cap;                 /* its bytes */
-    int out_stale;                  /* outputs of the last pass are still on the device (SA3D_WS_NO_DOWNLOAD) */
-    float *input;                   /* sa3d_workspace_input: [batch][C][H][W] (page-locked on the GPU) */
-    float *input_own;               /* ... when model.c allocated it */
-    size_t input_cap;               /* input_own's bytes */
+    unsigned char out_stale[SA3D_MAX_OUTPUTS];   /* view i of the last pass is still on the device */
+    float *input;                   /* sa3d_workspace_input: [batch][C][H][W], from the backend's host_alloc */
+    size_t input_cap;               /* its bytes */
 };
 
 /* model.c: number of floats of output view i for one image. */

@@ -272,7 +272,6 @@ typedef struct dws {
     float *proj, *reasm[4], *feat[4], *res_a, *res_b, *fused, *up, *convt_tmp, *col, *band, *head1, *head_up, *head2;
     size_t col_floats, band_floats;
     int rh[4], rw[4];
-    size_t input_cap;              /* bytes of the page-locked input (ws->input) */
     /* Captured passes, one per input size met since the buffers last moved (a graph holds their addresses): a
      * resize back to a size seen before replays its graph instead of capturing the pass again. */
     struct { int H, W; unsigned long uses; cudaGraphExec_t exec; } graphs[GRAPH_CACHE];
@@ -359,8 +358,6 @@ static void cuda_workspace_release(sa3d_workspace *ws) {
     drop_graphs(w);
     if (w->prof)
         for (int i = 0; i < 1024; i++) cudaEventDestroy(w->ev[i]);
-    if (ws->input && ws->input != ws->input_own) cudaFreeHost(ws->input);
-    ws->input = NULL;
     if (w->blas) cublasDestroy(w->blas);
     if (w->st) cudaStreamDestroy(w->st);
     dmem_free(&w->mem);
@@ -486,14 +483,6 @@ static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
     ws->dev_bytes = mem->bytes;
     cudaError_t e = mem->first;
     if (e == cudaSuccess) e = cudaMemset(w->qkv, 0, (B * T + 8) * 3 * D * es);
-    if (e == cudaSuccess && (!ws->input || w->input_cap < n_px * sizeof(float))) {   /* page-locked: one DMA */
-        if (ws->input) cudaFreeHost(ws->input);
-        ws->input = NULL;
-        w->input_cap = 0;
-        e = cudaHostAlloc((void **)&ws->input, n_px * sizeof(float), cudaHostAllocDefault);
-        if (e == cudaSuccess) w->input_cap = n_px * sizeof(float);
-        else ws->input = NULL;
-    }
     if (e == cudaSuccess) e = cudaMemcpy(w->pos, ws->pos, (1 + Np) * D * sizeof(float), cudaMemcpyHostToDevice);
     if (e != cudaSuccess) return cuda_fail(err, m->dir, "allocating the activations", e);
     return SA3D_OK;
@@ -797,16 +786,34 @@ static void whole_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w) {
     }
 }
 
-static sa3d_status cuda_download(sa3d_workspace *ws, sa3d_error *err) {
+static sa3d_status cuda_download(sa3d_workspace *ws, int which, sa3d_error *err) {
     dws *w = (dws *)ws->dev;
-    for (int i = 0; i < ws->n_out; i++)
+    int any = 0;
+    for (int i = 0; i < ws->n_out; i++) {
+        if (!ws->out_stale[i] || (which >= 0 && i != which)) continue;
         cudaMemcpyAsync((void *)ws->out[i].data, w->out[i],
                         sa3d_output_floats_per_image(ws, i) * ws->batch * sizeof(float), cudaMemcpyDeviceToHost, w->st);
+        any = 1;
+    }
+    if (!any) return SA3D_OK;
     cudaError_t e = cudaStreamSynchronize(w->st);
     if (e != cudaSuccess) return cuda_fail(err, ws->m->dir, "downloading the outputs", e);
-    ws->out_stale = 0;
+    for (int i = 0; i < ws->n_out; i++)
+        if (which < 0 || i == which) ws->out_stale[i] = 0;
     return SA3D_OK;
 }
+
+/* Page-locked host memory for the pixels and the output views (sa3d_backend.host_alloc): a copy from pageable
+ * memory goes through a staging buffer at a fraction of the bus's speed. */
+static void *cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();   /* not sticky: the next call must not see it */
+        return NULL;
+    }
+    return p;
+}
+static void cuda_host_free(void *p) { cudaFreeHost(p); }
 
 static sa3d_status cuda_forward(const sa3d_model *m, sa3d_workspace *ws, const float *pixels, sa3d_error *err) {
     dws *w = (dws *)ws->dev;
@@ -852,12 +859,12 @@ static sa3d_status cuda_forward(const sa3d_model *m, sa3d_workspace *ws, const f
         if (w->bad_host[i] != ~0ull)
             return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: output %s: non-finite value at index %llu", m->dir,
                              ws->out[i].name, w->bad_host[i]);
-    ws->out_stale = 1;
+    memset(ws->out_stale, 1, (size_t)ws->n_out);
     if (ws->flags & SA3D_WS_NO_DOWNLOAD) return SA3D_OK;
-    return cuda_download(ws, err);
+    return cuda_download(ws, -1, err);
 }
 
 extern "C" const sa3d_backend sa3d_backend_cuda = {
     "cuda", cuda_model_init, cuda_model_release, cuda_workspace_fit, cuda_workspace_release, cuda_forward,
-    cuda_download,
+    cuda_download, cuda_host_alloc, cuda_host_free,
 };
