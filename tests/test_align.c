@@ -72,6 +72,9 @@ static void case_fd(void) {
         { "L_rec (a) sigma 3", only(1, 0, 0, 0, SA3D_REC_MIXTURE), 3.0 },
         { "L_rec (a) sigma 1", only(1, 0, 0, 0, SA3D_REC_MIXTURE), 1.0 },
         { "L_rec (b)", only(1, 0, 0, 0, SA3D_REC_POINT), 1.0 },
+        { "L_rec (b) sigma 1.5", only(1, 0, 0, 0, SA3D_REC_POINT), 1.5 },
+        { "L_rec (b) 4 lvl, s 3", only(1, 0, 0, 0, SA3D_REC_POINT), 3.0 },
+        { "L_rec (b) raw maps", only(1, 0, 0, 0, SA3D_REC_POINT), 1.5 },
         { "L_geom", only(0, 1, 0, 0, 0), 1.0 },
         { "L_bg", only(0, 0, 1, 0, 0), 1.0 },
         { "L_depth", only(0, 0, 0, 1, 0), 1.0 },
@@ -83,15 +86,22 @@ static void case_fd(void) {
         { "total, w_mirror 0.3", sa3d_align_params_default(), 1.0 },
     };
     cs[1].p.tau = 0.3;   /* a sharper soft-max too */
-    cs[6].p.w_sparse = cs[7].p.w_sparse = 1.0;
-    cs[9].p.w_sparse = 0.5;
-    cs[10].p.w_mirror = 0.0;
-    cs[11].p.w_mirror = 0.3;
+    /* reading (b)'s blurred maps: 2 levels (sds 1 and 2 = 16 / 8), sigma 1.5 between them; with sigma_start 6,
+     * 4 levels (1, 1.82, 3.30, 6), sigma 3 between the last two; then the raw maps */
+    cs[4].p.sigma_start = 6.0;
+    cs[5].p.point_blur = 0;
+    cs[9].p.w_sparse = cs[10].p.w_sparse = 1.0;
+    cs[12].p.w_sparse = 0.5;
+    cs[13].p.w_mirror = 0.0;
+    cs[14].p.w_mirror = 0.3;
     sa3d_error err;
     double Y[3 * SYNTH_SLOTS];
     for (size_t q = 0; q < sizeof cs / sizeof cs[0]; q++) {
         sa3d_align_ctx c;
         T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &cs[q].p, &err), &err);
+        if (cs[q].p.rec_mode == SA3D_REC_POINT)   /* the levels above, or none */
+            T_CHECK(c.n_lvl == (!cs[q].p.point_blur ? 0 : cs[q].p.sigma_start > 0.0 ? 4 : 2) &&
+                    (c.S_lvl != NULL) == (c.n_lvl > 0));
         for (int rep = 0; rep < 3; rep++) {
             true_anchors(&s, Y, 100 + rep, 0.03);
             double e = fd_check(&c, Y, 1.0 / 1.2 + 0.05 * rep, cs[q].sigma);
@@ -272,6 +282,49 @@ static void case_mirror(void) {
     sa3d_alignment_free(b);
     mirror_free(&mi);
     scene_free(&s);
+}
+
+/* Reading (b)'s blur: a constant map stays constant; an impulse becomes a separable Gaussian of the given sd
+ * (neighbouring taps in the ratio exp(-1 / (2 sigma^2)), sum 1, symmetric); a ramp is kept exactly away from the
+ * border and raised at it (the border value repeats outside); a tiny sd changes nothing. */
+static void case_blur(void) {
+    enum { g = 41, c = 20 };
+    float in[g * g], out[g * g], tmp[SA3D_ALIGN_BLUR_TMP(g)];
+    double sigma = 2.5;
+    for (int q = 0; q < g * g; q++) in[q] = 0.75f;
+    sa3d_align_blur(in, out, g, sigma, tmp);
+    double worst = 0.0;
+    for (int q = 0; q < g * g; q++) worst = fmax(worst, fabs((double)out[q] - 0.75));
+    T_CHECK(worst <= 1e-6);
+    memset(in, 0, sizeof in);
+    in[c * g + c] = 1.0f;
+    sa3d_align_blur(in, out, g, sigma, tmp);
+    double sum = 0.0, asym = 0.0, sep = 0.0;
+    for (int y = 0; y < g; y++)
+        for (int x = 0; x < g; x++) {
+            sum += (double)out[y * g + x];
+            asym = fmax(asym, fabs((double)out[y * g + x] - (double)out[y * g + (2 * c - x)]));
+            asym = fmax(asym, fabs((double)out[y * g + x] - (double)out[x * g + y]));
+            sep = fmax(sep, fabs((double)out[y * g + x] * (double)out[c * g + c] -
+                                (double)out[y * g + c] * (double)out[c * g + x]));
+        }
+    double ratio = (double)out[c * g + c + 1] / (double)out[c * g + c], want = exp(-0.5 / (sigma * sigma));
+    printf("       impulse, sd %.1f: sum %.7f, tap ratio %.7f (want %.7f), asymmetry %.1e, separability %.1e\n", sigma,
+           sum, ratio, want, asym, sep);
+    T_NEAR(sum, 1.0, 1e-5);
+    T_NEAR(ratio, want, 1e-5);
+    T_CHECK(asym <= 1e-7 && sep <= 1e-7);
+    T_CHECK(out[c * g + c + 8] > 0.0f && out[c * g + c + 9] == 0.0f);   /* truncated at ceil(3 sd) = 8 */
+    for (int y = 0; y < g; y++)
+        for (int x = 0; x < g; x++) in[y * g + x] = (float)x;
+    sa3d_align_blur(in, out, g, sigma, tmp);
+    worst = 0.0;   /* float sums of 17 taps of values up to 40: rounding below 17 x 40 x 6e-8 x 2 = 8e-5 */
+    for (int y = 0; y < g; y++)
+        for (int x = 8; x < g - 8; x++) worst = fmax(worst, fabs((double)out[y * g + x] - (double)x));
+    T_CHECK(worst <= 1e-4);
+    T_CHECK(out[0] > 0.5f && out[g - 1] < g - 1.5f);   /* the border's value pulls the ends inwards */
+    sa3d_align_blur(in, out, g, 0.01, tmp);
+    T_CHECK(memcmp(in, out, sizeof in) == 0);
 }
 
 static void case_recover(void) {
@@ -590,6 +643,7 @@ int main(int argc, char **argv) {
         { "1.2", "L_geom invariant to a similarity transform", case_geom_invariance },
         { "1.3", "L_sparse: every anchor, lowest at the anchors' own evidence", case_sparse },
         { "1.4", "mirror term: image and mirror alike, bit for bit; mirrored image, mirrored pose", case_mirror },
+        { "1.5", "reading (b)'s blur: constant, impulse (a Gaussian of the sd), ramp, border", case_blur },
         { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
         { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
         { "3.1", "matcher through two alignments; mirror features defeat the baseline", case_match },

@@ -55,6 +55,9 @@ typedef struct sa3d_align_params {
                                (a -DSEMALIGN3D_CUDA=ON build; the commands' --device cuda): deterministic, equal
                                to the CPU's to rounding, not bit for bit (docs/ALIGN.md) */
     int rec_mode;           /* SA3D_REC_MIXTURE */
+    int point_blur;         /* 1: reading (b) samples each similarity map blurred by a Gaussian of sd sigma_s, so
+                               its annealing widens the basin as (a)'s does (METHOD.md 5.3; docs/ALIGN.md);
+                               0: the raw maps */
     double w_rec, w_geom, w_bg, w_depth;   /* 1, 0.05, 1, 1 (0 switches a term off) */
     double sigma_start, sigma_end;         /* p_spatial sd in cells, annealed geometrically: g/8 -> 1 */
     double tau;             /* 1: soft-max temperature over points (1 = log of the sum, -> 0 = max) */

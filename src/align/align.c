@@ -26,6 +26,7 @@ sa3d_align_params sa3d_align_params_default(void) {
     p.n_threads = 0;
     p.device = SA3D_ALIGN_ON_CPU;
     p.rec_mode = SA3D_REC_MIXTURE;
+    p.point_blur = 1;
     p.w_rec = 1.0;
     p.w_geom = 0.05;
     p.w_bg = 1.0;
@@ -78,6 +79,7 @@ void sa3d_align_ctx_free(sa3d_align_ctx *c) {
     sa3d_free(c->rigT_pt);
     sa3d_free(c->rigT_w);
     sa3d_free(c->S);
+    sa3d_free(c->S_lvl);
     sa3d_free(c->sem_mu);
     sa3d_free(c->sem_sd);
     sa3d_free(c->pt_w);
@@ -167,6 +169,81 @@ static sa3d_status ctx_geom(sa3d_align_ctx *c, const sa3d_prior *pr, const int *
 static void csr_unshift(int *ptr, int rows) {
     for (int r = rows; r > 0; r--) ptr[r] = ptr[r - 1];
     ptr[0] = 0;
+}
+
+/* The sigma schedule's ends for grid g: sigma_start (0: g / 8) at the first iteration, sigma_end (0: 1) at the
+ * last. */
+static void sigma_ends(const sa3d_align_params *p, int g, double *s0, double *s1) {
+    *s0 = p->sigma_start > 0.0 ? p->sigma_start : g / 8.0;
+    *s1 = p->sigma_end > 0.0 ? p->sigma_end : 1.0;
+}
+
+void sa3d_align_blur(const float *in, float *out, int g, double sigma, float *tmp) {
+    float w[2 * SA3D_ALIGN_BLUR_MAX_R + 1];
+    double wd[2 * SA3D_ALIGN_BLUR_MAX_R + 1], sum = 0.0;
+    int R = (int)ceil(3.0 * sigma);
+    R = R < g ? R : g;
+    R = R < SA3D_ALIGN_BLUR_MAX_R ? R : SA3D_ALIGN_BLUR_MAX_R;
+    for (int j = -R; j <= R; j++) sum += wd[j + R] = exp(-0.5 * j * j / (sigma * sigma));
+    for (int j = 0; j <= 2 * R; j++) w[j] = (float)(wd[j] / sum);
+    /* Float sums with the taps in a fixed order; the loops run along x, so they vectorise without reordering any
+     * element's sum. Rows: each padded with its border values (pad), then the taps along x into tmp. */
+    float *pad = tmp + (size_t)g * g;
+    for (int y = 0; y < g; y++) {
+        const float *r = in + (size_t)y * g;
+        float *t = tmp + (size_t)y * g;
+        for (int k = 0; k < g + 2 * R; k++) pad[k] = r[k < R ? 0 : (k - R >= g ? g - 1 : k - R)];
+        for (int x = 0; x < g; x++) t[x] = 0.0f;
+        for (int j = 0; j <= 2 * R; j++)
+#pragma omp simd
+            for (int x = 0; x < g; x++) t[x] += w[j] * pad[x + j];
+    }
+    for (int y = 0; y < g; y++) {   /* columns: the taps along y, rows outside the grid read the border row */
+        float *o = out + (size_t)y * g;
+        for (int x = 0; x < g; x++) o[x] = 0.0f;
+        for (int j = 0; j <= 2 * R; j++) {
+            int yy = y + j - R < 0 ? 0 : (y + j - R >= g ? g - 1 : y + j - R);
+            const float *t = tmp + (size_t)yy * g;
+#pragma omp simd
+            for (int x = 0; x < g; x++) o[x] += w[j] * t[x];
+        }
+    }
+}
+
+/* Reading (b)'s blurred maps (point_blur): S_lvl at sds from the schedule's smallest sigma to its largest, at
+ * most a factor 2 apart (4 levels for g = 60: 1, 1.96, 3.83, 7.5 cells). */
+static sa3d_status blur_levels(sa3d_align_ctx *c, sa3d_error *err) {
+    double s0, s1;
+    sigma_ends(&c->p, c->g, &s0, &s1);
+    double lo = s0 < s1 ? s0 : s1, hi = s0 < s1 ? s1 : s0;
+    int L = 1 + (int)ceil(log2(hi / lo) - 1e-9);
+    L = L < 1 ? 1 : (L > 8 ? 8 : L);
+    c->n_lvl = L;
+    c->lvl_s0 = lo;
+    c->lvl_step = L > 1 ? log(hi / lo) / (L - 1) : 0.0;
+    int N = c->N, cells = c->cells;
+    size_t plane = (size_t)N * cells;
+    if (!(c->S_lvl = sa3d_malloc((size_t)L * plane * sizeof(float))))
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory for %d blurred similarity maps of %d points",
+                         L, N);
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *tmp = sa3d_malloc(SA3D_ALIGN_BLUR_TMP(c->g) * sizeof(float));
+        if (!tmp) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (long e = 0; e < (long)L * N; e++) {
+            if (!tmp) continue;
+            int l = (int)(e / N), i = (int)(e % N);
+            sa3d_align_blur(c->S + (size_t)i * cells, c->S_lvl + l * plane + (size_t)i * cells, c->g,
+                            lo * exp(l * c->lvl_step), tmp);
+        }
+        sa3d_free(tmp);
+    }
+    return failed ? sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory") : SA3D_OK;
 }
 
 sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const sa3d_align_input *in,
@@ -281,6 +358,8 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
                                        c->cand + (size_t)q * K, c->cand_lp + (size_t)q * K, sv + (size_t)q * K);
         sa3d_free(sv);
     }
+
+    if (p->rec_mode == SA3D_REC_POINT && p->point_blur && (st = blur_levels(c, err)) != SA3D_OK) goto done;
 
     /* L_sparse: the appended anchors (dense points that move with one slot) and their log p_sem maps */
     c->anc_pt = sa3d_malloc((size_t)(n + 1) * sizeof(int));
@@ -418,7 +497,8 @@ size_t sa3d_align_work_doubles(const sa3d_align_ctx *c) {
 }
 
 sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t) {
-    double s0 = p->sigma_start > 0.0 ? p->sigma_start : g / 8.0, s1 = p->sigma_end > 0.0 ? p->sigma_end : 1.0;
+    double s0, s1;
+    sigma_ends(p, g, &s0, &s1);
     int T = p->n_iter;
     /* sigma: geometric from s0 at t = 0 to s1 at t = T - 1; the final evaluation (t = T) is at s1 */
     int ramping = T > 1 && t < T;

@@ -116,6 +116,8 @@ typedef struct sa3d_ae_stage {
     double is2, lnorm;   /* 1 / sigma^2, log(2 pi sigma^2): the spatial Gaussian of L_rec and L_sparse */
     double it, lo;       /* 1 / tau and the outlier level over tau (reading (a)) */
     double inv_N;        /* 1 / N: L_bg's mean over the points */
+    int lvl;             /* reading (b) with blur: S_lvl levels lvl and lvl + 1 ... */
+    double beta;         /* ... mixed (1 - beta, beta); beta 0 reads level lvl alone */
 } sa3d_ae_stage;
 
 SA3D_HD sa3d_ae_stage sa3d_ae_stage_make(const sa3d_align_ctx *c, const sa3d_align_stage *s) {
@@ -128,6 +130,11 @@ SA3D_HD sa3d_ae_stage sa3d_ae_stage_make(const sa3d_align_ctx *c, const sa3d_ali
     k.it = 1.0 / c->p.tau;
     k.lo = c->p.outlier_logp * k.it;
     k.inv_N = 1.0 / c->N;
+    /* the stage's sigma on the levels' log scale: between levels lvl and lvl + 1 at fraction beta */
+    double u = c->n_lvl > 1 ? log(s->sigma / c->lvl_s0) / c->lvl_step : 0.0;
+    u = u > 0.0 ? (u < c->n_lvl - 1 ? u : c->n_lvl - 1) : 0.0;
+    k.lvl = (int)u;
+    k.beta = u - k.lvl;
     return k;
 }
 
@@ -233,7 +240,15 @@ SA3D_HD double sa3d_ae_point(const sa3d_align_ctx *c, int i, double phi, const s
     if (k->w_rec != 0.0) {
         if (p->rec_mode == SA3D_REC_POINT) {
             double sx, sy, dlp;
-            double s = sa3d_ae_bilinear(c->S + (size_t)i * c->cells, g, px, py, 0, &sx, &sy);
+            size_t plane = (size_t)c->N * c->cells;
+            const float *Si = c->S_lvl ? c->S_lvl + k->lvl * plane + (size_t)i * c->cells : c->S + (size_t)i * c->cells;
+            double s = sa3d_ae_bilinear(Si, g, px, py, 0, &sx, &sy);
+            if (c->S_lvl && k->beta > 0.0) {   /* the next (wider) level's share */
+                double tx, ty, t = sa3d_ae_bilinear(Si + plane, g, px, py, 0, &tx, &ty);
+                s += k->beta * (t - s);
+                sx += k->beta * (tx - sx);
+                sy += k->beta * (ty - sy);
+            }
             double lp = sa3d_align_lp(s, c->sem_mu[i], c->sem_sd[i], &dlp);
             *l_rec = c->pt_w[i] * lp;
             double kk = -k->w_rec * c->pt_w[i] * dlp;

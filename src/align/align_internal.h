@@ -21,6 +21,11 @@ typedef struct sa3d_align_ctx {
     float *S;                   /* [N][cells] similarity of dense point i with cell c */
     double *sem_mu, *sem_sd;    /* [N] attn mean and floored sd */
     double *pt_w;               /* [N] dense weight normalised to sum 1 (reading (b)) */
+    /* reading (b) with point_blur: S blurred at n_lvl sds lvl_s0 e^(l lvl_step), spanning the sigma schedule;
+     * a stage's sigma samples the two levels around it, mixed linearly in log sigma (sa3d_ae_stage_make) */
+    float *S_lvl;               /* [n_lvl][N][cells], or NULL: reading (b) samples S */
+    int n_lvl;
+    double lvl_s0, lvl_step;
     /* reading (a): active cells, their centre and weight, and top_k candidates each */
     int n_act, K;
     int *act_cell;              /* [n_act] */
@@ -45,6 +50,14 @@ typedef struct sa3d_align_ctx {
     struct sa3d_align_ctx *mirror;
     int *twin;                  /* [n] */
 } sa3d_align_ctx;
+
+/* out = in [g][g] blurred by a Gaussian of sd sigma (cells): separable, truncated at ceil(3 sigma) cells (at most
+ * g and SA3D_ALIGN_BLUR_MAX_R), the border value repeated outside the grid as sa3d_ae_bilinear reads similarity
+ * maps; weights normalised to sum 1, so a constant map stays constant (to float rounding). Float sums in a fixed
+ * order: deterministic. tmp: SA3D_ALIGN_BLUR_TMP(g) floats. */
+#define SA3D_ALIGN_BLUR_MAX_R 256
+#define SA3D_ALIGN_BLUR_TMP(g) ((size_t)(g) * (size_t)(g) + (size_t)(g) + 2 * SA3D_ALIGN_BLUR_MAX_R)
+void sa3d_align_blur(const float *in, float *out, int g, double sigma, float *tmp);
 
 /* What changes over the iterations: the spatial sd (cells) and the weights of the dense and sparse terms. */
 typedef struct sa3d_align_stage {

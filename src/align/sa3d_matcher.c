@@ -35,7 +35,7 @@ typedef struct param_field {
 #define P_MATCH(f, t) { "match." #f, t, offsetof(sa3d_sa3d_matcher_params, match.f) }
 static const param_field param_fields[] = {
     P_ALIGN(n_hyp, 'i'), P_ALIGN(n_iter, 'i'), P_ALIGN(lr, 'd'), P_ALIGN(seed, 'u'), P_ALIGN(rec_mode, 'i'),
-    P_ALIGN(w_rec, 'd'), P_ALIGN(w_geom, 'd'), P_ALIGN(w_bg, 'd'), P_ALIGN(w_depth, 'd'),
+    P_ALIGN(point_blur, 'i'), P_ALIGN(w_rec, 'd'), P_ALIGN(w_geom, 'd'), P_ALIGN(w_bg, 'd'), P_ALIGN(w_depth, 'd'),
     P_ALIGN(sigma_start, 'd'), P_ALIGN(sigma_end, 'd'), P_ALIGN(tau, 'd'), P_ALIGN(top_k, 'i'),
     P_ALIGN(outlier_logp, 'd'), P_ALIGN(sem_sd_floor, 'd'), P_ALIGN(use_tets, 'i'), P_ALIGN(max_pairs, 'i'),
     P_ALIGN(max_tets, 'i'), P_ALIGN(init_scale, 'd'), P_ALIGN(focal_init, 'd'), P_ALIGN(depth_default, 'd'),

@@ -67,7 +67,9 @@ static void ctx_upload(sa3d_align_gpu *g, const sa3d_align_ctx *c, sa3d_align_ct
     dv->rigT_ptr = up(g, c->rigT_ptr, n + 1);
     dv->rigT_pt = up(g, c->rigT_pt, nnz);
     dv->rigT_w = up(g, c->rigT_w, nnz);
-    dv->S = c->p.rec_mode == SA3D_REC_POINT ? up(g, c->S, N * cells) : NULL;   /* 14 MB at N 1000, g 60 */
+    /* reading (b): the raw maps (14 MB at N 1000, g 60) or the blurred levels (4 x 14 MB) */
+    dv->S = c->p.rec_mode == SA3D_REC_POINT && !c->S_lvl ? up(g, c->S, N * cells) : NULL;
+    dv->S_lvl = up(g, c->S_lvl, (size_t)c->n_lvl * N * cells);
     dv->sem_mu = up(g, c->sem_mu, N);
     dv->sem_sd = up(g, c->sem_sd, N);
     dv->pt_w = up(g, c->pt_w, N);
