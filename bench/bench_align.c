@@ -1,7 +1,8 @@
 /* bench_align: time per image of sa3d_align_image (METHOD.md 5) on a synthetic category (tests/align_synth.h)
  * at real sizes - N ~ 1000 dense points, g = 60, C = 768 - and an accuracy/speed table over the number of
  * hypotheses B and iterations. Accuracy: mean distance in cells between the aligned and the true projected
- * anchors, over several poses.
+ * anchors, over several poses. The last rows run reading (b) of L_reconstruct, with and without its blurred maps
+ * (align.point_blur), whose extra setup gets a line of its own.
  *
  *     bench_align [--threads N] [--dense N] [--poses K] [--tiny] [--device cuda]
  *
@@ -175,6 +176,21 @@ int main(int argc, char **argv) {
                                dp.top_k, c.n_act, best);
             sa3d_align_ctx_free(&c);
         }
+        sa3d_align_params pb = dp;   /* reading (b): the same, plus the blurred levels of the maps */
+        pb.rec_mode = SA3D_REC_POINT;
+        best = 1e30;
+        for (int r = 0; r < 2; r++) {
+            double t0 = sa3d_now();
+            if (sa3d_align_ctx_init(&c, cs[0].prior, &in, &pb, &err) != SA3D_OK) {
+                fprintf(stderr, "%s\n", err.msg);
+                return 1;
+            }
+            double dt = sa3d_now() - t0;
+            if (dt < best) best = dt;
+            if (r == 1) printf("setup, reading (b) with point_blur (the same and %d blurred levels, %.1f MB): %.3f s\n",
+                               c.n_lvl, (double)c.n_lvl * c.N * c.cells * sizeof(float) / 1e6, best);
+            sa3d_align_ctx_free(&c);
+        }
     }
     if (cuda) {
         int rc = device_table(cs, n_poses, &dp);
@@ -185,14 +201,17 @@ int main(int argc, char **argv) {
      * last. The renderer's mirror is a plain flip of the cells, which its prior (distinct left and right
      * features) fits badly, so that row times the term but its accuracy means little: the benchmark of
      * `semalign3d demo` measures what the term buys. */
-    typedef struct { int B, iters, keep; double ws, wm; } config;
-    config cfg_full[] = { { 100, 100, 10, -1, -1 }, { 25, 100, 5, -1, -1 }, { 50, 100, 10, -1, -1 },
-                          { 100, 50, 10, -1, -1 },  { 100, 200, 10, -1, -1 }, { 100, 100, 0, -1, -1 },
-                          { 200, 100, 10, -1, -1 }, { 100, 100, 10, 0, -1 }, { 100, 100, 10, -1, 0.5 } };
-    config cfg_tiny[] = { { 10, 30, 3, -1, -1 }, { 20, 30, 0, 0, -1 }, { 10, 30, 3, -1, 0.5 } };
-    int n_cfg = tiny ? 3 : (int)(sizeof cfg_full / sizeof cfg_full[0]);
-    printf("%5s %6s %6s %8s %8s | %10s | %12s %12s %8s\n", "B", "iters", "keep", "w_sparse", "w_mirror", "s/image",
-           "mean err", "worst err", "<=1 cell");
+    /* rec: L_reconstruct's reading, "a" (default), "b" (reading (b), blurred maps) or "b-raw" (point_blur 0) */
+    typedef struct { int B, iters, keep; double ws, wm; const char *rec; } config;
+    config cfg_full[] = { { 100, 100, 10, -1, -1, "a" }, { 25, 100, 5, -1, -1, "a" }, { 50, 100, 10, -1, -1, "a" },
+                          { 100, 50, 10, -1, -1, "a" },  { 100, 200, 10, -1, -1, "a" }, { 100, 100, 0, -1, -1, "a" },
+                          { 200, 100, 10, -1, -1, "a" }, { 100, 100, 10, 0, -1, "a" }, { 100, 100, 10, -1, 0.5, "a" },
+                          { 100, 100, 10, -1, -1, "b" }, { 100, 100, 10, -1, -1, "b-raw" } };
+    config cfg_tiny[] = { { 10, 30, 3, -1, -1, "a" }, { 20, 30, 0, 0, -1, "a" }, { 10, 30, 3, -1, 0.5, "a" },
+                          { 10, 30, 3, -1, -1, "b" } };
+    int n_cfg = tiny ? (int)(sizeof cfg_tiny / sizeof cfg_tiny[0]) : (int)(sizeof cfg_full / sizeof cfg_full[0]);
+    printf("%5s %6s %6s %8s %8s %5s | %10s | %12s %12s %8s\n", "B", "iters", "keep", "w_sparse", "w_mirror", "rec",
+           "s/image", "mean err", "worst err", "<=1 cell");
     for (int k = 0; k < n_cfg; k++) {
         sa3d_align_params p = dp;
         p.n_hyp = tiny ? cfg_tiny[k].B : cfg_full[k].B;
@@ -201,6 +220,9 @@ int main(int argc, char **argv) {
         double ws = tiny ? cfg_tiny[k].ws : cfg_full[k].ws, wm = tiny ? cfg_tiny[k].wm : cfg_full[k].wm;
         if (ws >= 0.0) p.w_sparse = ws;
         p.w_mirror = wm > 0.0 ? wm : 0.0;
+        const char *rec = tiny ? cfg_tiny[k].rec : cfg_full[k].rec;
+        p.rec_mode = rec[0] == 'b' ? SA3D_REC_POINT : SA3D_REC_MIXTURE;
+        p.point_blur = strcmp(rec, "b-raw") != 0;
         double tsum = 0.0, esum = 0.0, emax = 0.0;
         int good = 0;
         for (int q = 0; q < n_poses; q++) {
@@ -214,8 +236,8 @@ int main(int argc, char **argv) {
             if (e > emax) emax = e;
             good += e <= 1.0;
         }
-        printf("%5d %6d %6d %8.2f %8.2f | %10.3f | %12.3f %12.3f %5d/%d%s\n", p.n_hyp, p.n_iter, p.prune_keep,
-               p.w_sparse, p.w_mirror, tsum / n_poses, esum / n_poses, emax, good, n_poses,
+        printf("%5d %6d %6d %8.2f %8.2f %5s | %10.3f | %12.3f %12.3f %5d/%d%s\n", p.n_hyp, p.n_iter, p.prune_keep,
+               p.w_sparse, p.w_mirror, rec, tsum / n_poses, esum / n_poses, emax, good, n_poses,
                (!tiny && k == 0)     ? "   <- defaults, without the mirror term"
                : p.w_mirror > 0.0    ? "   (time only)"
                                      : "");
