@@ -202,7 +202,9 @@ int cmd_match(int argc, char **argv) {
         mp.device = device;
         mp.dtype = dtype;
         mp.n_threads = threads;
-        if (sa3d_model_open(&m, model_dir, &mp, &err) || sa3d_workspace_new(&ws, m, size, size, SA3D_WS_NO_DOWNLOAD, &err)) goto done;
+        if (sa3d_model_open(&m, model_dir, &mp, &err) ||
+            sa3d_workspace_new(&ws, m, size, size, SA3D_WS_NO_DOWNLOAD, &err))   /* feature_map alone comes back */
+            goto done;
     }
     sa3d_align_params ap = smp.align;
     for (int k = 0; k < 2; k++) {

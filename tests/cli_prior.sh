@@ -37,6 +37,18 @@ F3="--max-images 11 --refine-iters 20 --grid 16 --kmeans-k 16 --focal-iters 100 
 "$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" \
   --out "$T/pf" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-dir" 0 $?
 cmp -s "$T/pm/dog.prior.safetensors" "$T/pf/dog.prior.safetensors" || { echo "FAIL computed features, other prior"; fail=1; }
+# match computing the features (--model: feature_map alone downloaded from the workspace) gives what the
+# `features --flip` files give, byte for byte
+imgs=("$T"/s3/JPEGImages/dog/*.jpg)
+s1=$(basename "${imgs[0]%.jpg}"); s2=$(basename "${imgs[1]%.jpg}")
+MP=(--points "40,40;60,50" --prior "$T/pm/dog.prior.safetensors" --size 112 --set align.n_hyp=8 --set align.n_iter=20)
+"$BIN" match "${imgs[0]}" "${imgs[1]}" "${MP[@]}" --model "$dino" --json "$T/mm.json" >/dev/null 2>"$T/e"
+check "match --model" 0 $?
+"$BIN" match "${imgs[0]}" "${imgs[1]}" "${MP[@]}" --features1 "$T/s3f/$s1.features.safetensors" \
+  --features2 "$T/s3f/$s2.features.safetensors" --json "$T/mf.json" >/dev/null 2>"$T/e"
+check "match --features1/2" 0 $?
+grep -q '"matches": \[\[' "$T/mm.json" && cmp -s "$T/mm.json" "$T/mf.json" ||
+  { echo "FAIL match --model differs from the features files: $(cat "$T/e")"; fail=1; }
 "$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" --dtype fp16 \
   --out "$T/px" $F3 >/dev/null 2>"$T/e"; check "build-prior --dtype without a network" 2 $?
 

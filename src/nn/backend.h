@@ -29,8 +29,9 @@ typedef struct sa3d_backend {
     /* Copies output view `which` (-1: every view) of the last pass to the host if it is still on the device (its
      * ws->out_stale flag). NULL: outputs are always on the host. */
     sa3d_status (*download)(sa3d_workspace *ws, int which, sa3d_error *err);
-    /* Host memory for the pixels and the output views (NULL: sa3d_malloc / sa3d_free). The GPU's is page-locked,
-     * so that each upload and download is one DMA at full speed instead of a copy through a staging buffer. */
+    /* Host memory for the pixels and the output views (required; the CPU's: sa3d_malloc / sa3d_free). The GPU's is
+     * page-locked, so that each upload and download is one DMA at full speed instead of a copy through a staging
+     * buffer. */
     void *(*host_alloc)(size_t bytes);
     void (*host_free)(void *p);
 } sa3d_backend;
