@@ -67,6 +67,25 @@ static double time_align(const bcase *b, const sa3d_align_params *p, sa3d_alignm
     return best;
 }
 
+/* Best of 2 per-image set-ups (sa3d_align_ctx_init on case b's image alone) at params p; *c keeps the last, for
+ * the caller to report and free. Returns the seconds, or -1 after printing the error. */
+static double time_setup(const bcase *b, const sa3d_align_params *p, sa3d_align_ctx *c) {
+    sa3d_align_input in = { .F = &b->fm, .mask = b->mask, .depth = b->depth };
+    double best = 1e30;
+    for (int r = 0; r < 2; r++) {
+        sa3d_error err;
+        if (r > 0) sa3d_align_ctx_free(c);
+        double t0 = sa3d_now();
+        if (sa3d_align_ctx_init(c, b->prior, &in, p, &err) != SA3D_OK) {
+            fprintf(stderr, "bench_align: %s\n", err.msg);
+            return -1;
+        }
+        double dt = sa3d_now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
 /* --device cuda: CPU and GPU side by side on the same poses (a warm-up alignment on the GPU first). */
 static int device_table(const bcase *cs, int n_poses, const sa3d_align_params *dp) {
     typedef struct { int B, keep; double wm; } config;
@@ -159,39 +178,18 @@ int main(int argc, char **argv) {
     sa3d_align_params dp = sa3d_align_params_default();
     dp.n_threads = threads;
     dp.w_mirror = 0.0;   /* see the configurations below */
-    {
-        sa3d_align_input in = { .F = &cs[0].fm, .mask = cs[0].mask, .depth = cs[0].depth };
-        sa3d_align_ctx c;
-        sa3d_error err;
-        double best = 1e30;
-        for (int r = 0; r < 2; r++) {
-            double t0 = sa3d_now();
-            if (sa3d_align_ctx_init(&c, cs[0].prior, &in, &dp, &err) != SA3D_OK) {
-                fprintf(stderr, "%s\n", err.msg);
-                return 1;
-            }
-            double dt = sa3d_now() - t0;
-            if (dt < best) best = dt;
-            if (r == 1) printf("setup (similarity maps [N][C]x[C][g*g], top-%d candidates, %d active cells): %.3f s\n",
-                               dp.top_k, c.n_act, best);
-            sa3d_align_ctx_free(&c);
-        }
-        sa3d_align_params pb = dp;   /* reading (b): the same, plus the blurred levels of the maps */
-        pb.rec_mode = SA3D_REC_POINT;
-        best = 1e30;
-        for (int r = 0; r < 2; r++) {
-            double t0 = sa3d_now();
-            if (sa3d_align_ctx_init(&c, cs[0].prior, &in, &pb, &err) != SA3D_OK) {
-                fprintf(stderr, "%s\n", err.msg);
-                return 1;
-            }
-            double dt = sa3d_now() - t0;
-            if (dt < best) best = dt;
-            if (r == 1) printf("setup, reading (b) with point_blur (the same and %d blurred levels, %.1f MB): %.3f s\n",
-                               c.n_lvl, (double)c.n_lvl * c.N * c.cells * sizeof(float) / 1e6, best);
-            sa3d_align_ctx_free(&c);
-        }
-    }
+    sa3d_align_ctx c;
+    double setup = time_setup(&cs[0], &dp, &c);
+    if (setup < 0) return 1;
+    printf("setup (similarity maps [N][C]x[C][g*g], top-%d candidates, %d active cells): %.3f s\n", dp.top_k, c.n_act,
+           setup);
+    sa3d_align_ctx_free(&c);
+    sa3d_align_params pb = dp;   /* reading (b): the same, plus the blurred levels of the maps */
+    pb.rec_mode = SA3D_REC_POINT;
+    if ((setup = time_setup(&cs[0], &pb, &c)) < 0) return 1;
+    printf("setup, reading (b) with point_blur (the same and %d blurred levels, %.1f MB): %.3f s\n", c.n_lvl,
+           (double)c.n_lvl * c.N * c.cells * sizeof(float) / 1e6, setup);
+    sa3d_align_ctx_free(&c);
     if (cuda) {
         int rc = device_table(cs, n_poses, &dp);
         free_cases(cs, n_poses);
