@@ -19,7 +19,10 @@ static void help(void) {
            "and OUT/parts/<category>.jsonl; a rerun reuses finished categories (resume).\n\n"
            "methods:\n"
            "  baseline   GeoAware-SC feature matching: cosine similarity on the 60 x 60 grid, window soft-argmax\n"
-           "             (15 x 15 window, temperature 0.02)\n"
+           "             (15 x 15 window, temperature 0.02). --set match.baseline.adapt_flip=1 adds GeoAware's\n"
+           "             test-time adaptive flip (its zero-shot protocol: the mirrored source's features, --masks;\n"
+           "             =2 its mutual-nearest-neighbour variant, no masks); match.baseline.window_radius=5 its\n"
+           "             zero-shot window\n"
            "  semalign3d the prior of the pair's category (PRIORS/<category>.prior.safetensors, `build-prior`)\n"
            "             aligned to each image (once per image), then matching through both alignments with the\n"
            "             baseline as fallback for implausible alignments (docs/ALIGN.md); each pose is also\n"
@@ -34,7 +37,8 @@ static void help(void) {
            "  --priors DIR       semalign3d: folder of <category>.prior.safetensors\n"
            "  --depth DIR        semalign3d: import disparity maps (DIR[/<category>]/<id>.depth.safetensors) for\n"
            "                     L_depth; without it the aligner uses its default depth\n"
-           "  --masks KIND       semalign3d: segmentation (SPair Segmentation/, default), bbox or none\n"
+           "  --masks KIND       semalign3d and adapt_flip=1: segmentation (SPair Segmentation/, default), bbox\n"
+           "                     or none\n"
            "  --seed N           semalign3d: seed of the pose hypotheses (default 0)\n"
            "  --set NAME=VALUE   an aligner or matcher option (repeatable; docs/ALIGN.md); --set list prints\n"
            "                     them all with their values\n"
@@ -116,6 +120,13 @@ int cmd_eval(int argc, char **argv) {
     if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
+    int adapt_flip = smp.match.baseline.adapt_flip;
+    if (adapt_flip && sa3d)
+        return cli_usage_error(cmd, "match.baseline.adapt_flip belongs to --method baseline (SemAlign3D scores the "
+                               "mirror in its alignment: align.w_mirror)");
+    if (adapt_flip == SA3D_FLIP_MASK && !strcmp(masks, "none"))
+        return cli_usage_error(cmd, "match.baseline.adapt_flip=1 compares masked features: give --masks "
+                               "segmentation or bbox, or use adapt_flip=2 (mutual nearest neighbours, no masks)");
     char out_default[256];
     snprintf(out_default, sizeof out_default, "eval-%s-%s", dataset.split, method);
     if (!out) out = out_default;
@@ -155,6 +166,12 @@ int cmd_eval(int argc, char **argv) {
     }
     sa3d_baseline_params bp = smp.match.baseline;   /* the baseline method and the fallback of semalign3d */
     if (sa3d_feature_provider_new(&fp, ds, &pp, &err) || sa3d_baseline_matcher_new(&bm, fp, size, &bp, &err)) goto done;
+    if (adapt_flip == SA3D_FLIP_MASK || (sa3d && strcmp(masks, "none"))) {
+        sa3d_provider_params mq = sa3d_provider_params_default();
+        mq.kind = strcmp(masks, "bbox") ? SA3D_SOURCE_SEGMENTATION : SA3D_SOURCE_BBOX;
+        if (sa3d_mask_provider_new(&mpv, ds, &mq, &err)) goto done;
+    }
+    if (adapt_flip && sa3d_baseline_matcher_use_flip(bm, dataset.kind, mpv, &err)) goto done;
     if (sa3d) {   /* one prior per category of the split, providers for the aligner's mask and depth */
         for (int i = 0; i < sa3d_dataset_n_pairs(ds, dataset.split); i++) {
             const char *cat = sa3d_dataset_pair(ds, dataset.split, i)->category;
@@ -170,15 +187,11 @@ int cmd_eval(int argc, char **argv) {
             if (sa3d_prior_load(&priors[n_priors], pp_path, &err)) goto done;
             n_priors++;
         }
-        sa3d_provider_params dq = sa3d_provider_params_default(), mq = dq;
+        sa3d_provider_params dq = sa3d_provider_params_default();
         if (depth_dir) {
             dq.kind = SA3D_SOURCE_IMPORT;
             dq.import_dir = depth_dir;
             if (sa3d_depth_provider_new(&dpv, ds, &dq, &err)) goto done;
-        }
-        if (strcmp(masks, "none")) {
-            mq.kind = strcmp(masks, "bbox") ? SA3D_SOURCE_SEGMENTATION : SA3D_SOURCE_BBOX;
-            if (sa3d_mask_provider_new(&mpv, ds, &mq, &err)) goto done;
         }
         if (sa3d_sa3d_matcher_new(&sm, fp, mpv, dpv, (const sa3d_prior *const *)priors, n_priors, &smp, &err))
             goto done;
@@ -221,6 +234,12 @@ int cmd_eval(int argc, char **argv) {
                            "limit_per_category", limit_str, NULL };
     if (sa3d_pck_write_json(rep, path, meta, &err)) goto done;
     sa3d_provider_stats st = sa3d_provider_get_stats(fp);
+    if (adapt_flip) {
+        sa3d_baseline_batch_stats bs = sa3d_baseline_matcher_batch_stats(bm);
+        fprintf(stderr, "adaptive flip (%s): the mirrored source was closer in %ld of %ld pairs matched in this run\n",
+                adapt_flip == SA3D_FLIP_MASK ? "masked distance" : "mutual nearest neighbours", bs.flipped,
+                bs.flip_pairs);
+    }
     fprintf(stderr, "wrote %s/predictions.jsonl and %s (features: %ld computed or imported, %ld from cache, %ld stale "
             "cache entries replaced)\n", out, path, st.computed, st.cache_hits, st.rejected);
     rc = EXIT_OK;

@@ -17,6 +17,22 @@ grep -q "All: pair-weighted" "$T/table" || { echo "FAIL eval table"; fail=1; }
 v=$(grep "All: pair-weighted" "$T/table" | awk '{print $6}')
 [ "$v" = "100.00" ] || { echo "FAIL PCK@0.1 per-image is $v, expected 100.00 (features encode the answer)"; fail=1; }
 [ -s "$T/ev/report.json" ] && [ -s "$T/ev/predictions.jsonl" ] || { echo "FAIL eval outputs missing"; fail=1; }
+# GeoAware's adaptive flip: both metrics decide every pair and say so; the options it cannot combine with
+for m in 1 2; do
+  "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/evf$m" --quiet \
+    --set match.baseline.adapt_flip=$m >"$T/table2" 2>"$T/e"
+  check "eval --set match.baseline.adapt_flip=$m" 0 $?
+  grep -q "adaptive flip (.*): the mirrored source was closer in [0-9]* of 12 pairs" "$T/e" ||
+    { echo "FAIL adaptive flip $m summary: $(cat "$T/e")"; fail=1; }
+  grep -q "match.baseline.adapt_flip=$m" "$T/evf$m/parts/settings.txt" || { echo "FAIL settings lack adapt_flip"; fail=1; }
+done
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --masks none --set match.baseline.adapt_flip=1 \
+  >/dev/null 2>"$T/e"; check "adapt_flip=1 without masks" 2 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --method semalign3d --priors "$T" \
+  --set match.baseline.adapt_flip=2 >/dev/null 2>"$T/e"; check "adapt_flip with --method semalign3d" 2 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/evf3" --set match.baseline.adapt_flip=3 \
+  >/dev/null 2>"$T/e"; check "adapt_flip=3" 1 $?
+grep -q "adaptive flip 3" "$T/e" || { echo "FAIL adapt_flip=3 message: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
 grep -q "(12 resumed" "$T/table2" || { echo "FAIL rerun did not resume the finished categories"; fail=1; }

@@ -314,6 +314,314 @@ static void case_batch_equals_pairwise(void) {
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* ---- GeoAware-SC's adaptive flip (baseline_flip.c) ---- */
+
+static float *random_unit_map(int C, int g, uint64_t seed) {
+    float *F = malloc((size_t)C * g * g * sizeof *F);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < (size_t)C * g * g; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        F[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
+    }
+    sa3d_features_normalize(F, C, g * g);
+    return F;
+}
+
+/* GeoAware's get_distance written out as its torch code reads, in double: bilinear upsampling to 64 x 64
+ * (align_corners false, each output from the four neighbours), features times the mask, zeros set to -1e5,
+ * then for every source foreground cell the smallest norm over all 4096 target cells, averaged. */
+static void ref_upsample(double *out, const float *in, int C, int g) {
+    for (int c = 0; c < C; c++)
+        for (int oy = 0; oy < 64; oy++)
+            for (int ox = 0; ox < 64; ox++) {
+                double sy = ((double)oy + 0.5) * g / 64.0 - 0.5, sx = ((double)ox + 0.5) * g / 64.0 - 0.5;
+                if (sy < 0) sy = 0;
+                if (sx < 0) sx = 0;
+                int y0 = (int)sy, x0 = (int)sx, y1 = y0 < g - 1 ? y0 + 1 : y0, x1 = x0 < g - 1 ? x0 + 1 : x0;
+                double ly = sy - y0, lx = sx - x0;
+                const float *m = in + (size_t)c * g * g;
+                double m00 = m[y0 * g + x0], m01 = m[y0 * g + x1], m10 = m[y1 * g + x0], m11 = m[y1 * g + x1];
+                out[((size_t)c * 64 + oy) * 64 + ox] = (1 - ly) * ((1 - lx) * m00 + lx * m01) +
+                                                       ly * ((1 - lx) * m10 + lx * m11);
+            }
+}
+
+static double ref_masked_distance(const float *a, const unsigned char *ma, const float *b, const unsigned char *mb,
+                                  int C, int g) {
+    double *A = malloc((size_t)C * 4096 * sizeof *A), *B = malloc((size_t)C * 4096 * sizeof *B);
+    ref_upsample(A, a, C, g);
+    ref_upsample(B, b, C, g);
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < 4096; i++) {
+            A[(size_t)c * 4096 + i] *= ma[i];
+            B[(size_t)c * 4096 + i] *= mb[i];
+            if (A[(size_t)c * 4096 + i] == 0) A[(size_t)c * 4096 + i] = -100000;
+            if (B[(size_t)c * 4096 + i] == 0) B[(size_t)c * 4096 + i] = -100000;
+        }
+    double sum = 0;
+    int n = 0;
+    for (int p = 0; p < 4096; p++) {
+        if (!ma[p]) continue;
+        double best = INFINITY;
+        for (int q = 0; q < 4096; q++) {
+            double ss = 0;
+            for (int c = 0; c < C; c++) {
+                double d = A[(size_t)c * 4096 + p] - B[(size_t)c * 4096 + q];
+                ss += d * d;
+            }
+            if (sqrt(ss) < best) best = sqrt(ss);
+        }
+        sum += best;
+        n++;
+    }
+    free(A);
+    free(B);
+    return sum / n;   /* NaN for an empty source mask, as torch's mean */
+}
+
+/* get_distance_mutual_nn in double: cdist, argmin both ways, mean over mutual pairs. */
+static double ref_mutual_nn(const float *a, const float *b, int C, int g) {
+    int n = g * g;
+    double *D = malloc((size_t)n * n * sizeof *D);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double ss = 0;
+            for (int c = 0; c < C; c++) {
+                double d = (double)a[(size_t)c * n + i] - (double)b[(size_t)c * n + j];
+                ss += d * d;
+            }
+            D[(size_t)i * n + j] = sqrt(ss);
+        }
+    double sum = 0;
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        for (int k = 1; k < n; k++) if (D[(size_t)i * n + k] < D[(size_t)i * n + j]) j = k;
+        int back = 0;
+        for (int k = 1; k < n; k++) if (D[(size_t)k * n + j] < D[(size_t)back * n + j]) back = k;
+        if (back == i) { sum += D[(size_t)i * n + j]; m++; }
+    }
+    free(D);
+    return sum / m;
+}
+
+static void case_flip_distances(void) {
+    sa3d_error err = { 0 };
+    /* mask cells: a 30 x 20 image all foreground is the band of square rows 140 .. 699 (840 / 30 = 28 px a
+     * pixel, 560 rows of content centred); a mask of pixel column 0 only is square columns 0 .. 27 */
+    float full[30 * 20], col0[30 * 20];
+    for (int i = 0; i < 600; i++) { full[i] = 1.0f; col0[i] = (i % 30) == 0 ? 1.0f : 0.0f; }
+    unsigned char mc[4096], mc0[4096];
+    sa3d_flip_mask_cells(mc, full, 30, 20, 840);
+    sa3d_flip_mask_cells(mc0, col0, 30, 20, 840);
+    int bad = 0;
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 64; j++) {
+            int y = i * 840 / 64, x = j * 840 / 64;
+            bad += mc[i * 64 + j] != (y >= 140 && y <= 699);
+            bad += mc0[i * 64 + j] != (y >= 140 && y <= 699 && x <= 27);
+        }
+    T_CHECK(bad == 0);
+
+    /* masked distance against the written-out reference: two masks (a disc and a box), both ways round, an
+     * empty target mask (every cell the -1e5 vector) and an empty source mask (NaN) */
+    int C = 8, g = 60;
+    float *a = random_unit_map(C, g, 1), *b = random_unit_map(C, g, 2);
+    unsigned char ma[4096], mb[4096], none[4096] = { 0 };
+    for (int i = 0; i < 4096; i++) {
+        int y = i / 64, x = i % 64;
+        ma[i] = (x - 30) * (x - 30) + (y - 34) * (y - 34) < 15 * 15;
+        mb[i] = x >= 10 && x < 40 && y >= 20 && y < 50;
+    }
+    sa3d_feature_map fa = { C, g, a, 840, 840, 840 }, fb = { C, g, b, 840, 840, 840 };
+    double got, want;
+    const unsigned char *m1[3] = { ma, mb, ma }, *m2[3] = { mb, ma, none };
+    const sa3d_feature_map *f1[3] = { &fa, &fb, &fa }, *f2[3] = { &fb, &fa, &fb };
+    for (int k = 0; k < 3; k++) {
+        T_OK(sa3d_flip_distance_masked(f1[k], m1[k], f2[k], m2[k], &got, &err), &err);
+        want = ref_masked_distance(f1[k]->data, m1[k], f2[k]->data, m2[k], C, g);
+        printf("  masked distance %d: %.9g (reference %.9g, rel diff %.2g)\n", k, got, want, fabs(got - want) / want);
+        T_CHECK(fabs(got - want) <= 1e-6 * fabs(want));
+    }
+    T_OK(sa3d_flip_distance_masked(&fa, none, &fb, mb, &got, &err), &err);
+    T_CHECK(isnan(got));
+    /* mutual nearest neighbours on a 20 x 20 grid */
+    float *c20 = random_unit_map(C, 20, 3), *d20 = random_unit_map(C, 20, 4);
+    sa3d_feature_map fc = { C, 20, c20, 280, 280, 280 }, fd = { C, 20, d20, 280, 280, 280 };
+    T_OK(sa3d_flip_distance_mutual_nn(&fc, &fd, &got, &err), &err);
+    want = ref_mutual_nn(c20, d20, C, 20);
+    printf("  mutual-nn distance: %.9g (reference %.9g, rel diff %.2g)\n", got, want, fabs(got - want) / want);
+    T_CHECK(fabs(got - want) <= 1e-6 * fabs(want));
+    /* the same bits at 1 and 2 threads */
+    double t1, t2, u1, u2;
+    sa3d_set_threads(1);
+    T_OK(sa3d_flip_distance_masked(&fa, ma, &fb, mb, &t1, &err), &err);
+    T_OK(sa3d_flip_distance_mutual_nn(&fa, &fb, &u1, &err), &err);
+    sa3d_set_threads(2);
+    T_OK(sa3d_flip_distance_masked(&fa, ma, &fb, mb, &t2, &err), &err);
+    T_OK(sa3d_flip_distance_mutual_nn(&fa, &fb, &u2, &err), &err);
+    sa3d_set_threads(0);
+    T_CHECK(memcmp(&t1, &t2, sizeof t1) == 0 && memcmp(&u1, &u2, sizeof u1) == 0);
+    sa3d_feature_map f9 = fb;
+    f9.C = 9;
+    T_STATUS(sa3d_flip_distance_masked(&fa, ma, &f9, mb, &got, &err), SA3D_ERR_ARG, &err);
+    free(a);
+    free(b);
+    free(c20);
+    free(d20);
+}
+
+/* A target that is the source's mirror image, features and all: the mirror is at distance 0 (the pose distances
+ * compare sets of cell features, so the mirror's features are drawn independently, as a network's would differ),
+ * the flip is taken and every keypoint whose twin is in the pair lands exactly on its true place there (the twin's
+ * mirrored source position); the one without keeps its plain match. A target equal to the source keeps every
+ * plain match. */
+static void case_adapt_flip(void) {
+    sa3d_error err = { 0 };
+    int C = 16, g = 16, S = 224, n = 6;   /* 14 px cells, a square image: the square frame is the image */
+    float *F = random_unit_map(C, g, 7), *Ff = random_unit_map(C, g, 8);
+    sa3d_feature_map src = { C, g, F, S, S, S }, fl = { C, g, Ff, S, S, S };
+    /* slots 0-1 and 2-3 swap, 4 is on the symmetry plane, 5's twin 6 is not in the pair */
+    int fmap[SA3D_MAX_KPS];
+    for (int k = 0; k < SA3D_MAX_KPS; k++) fmap[k] = k;
+    fmap[0] = 1; fmap[1] = 0; fmap[2] = 3; fmap[3] = 2; fmap[5] = 6; fmap[6] = 5;
+    int ids[6] = { 0, 1, 2, 3, 4, 5 }, cell[6][2] = { { 2, 3 }, { 11, 4 }, { 5, 9 }, { 13, 12 }, { 7, 1 }, { 9, 14 } };
+    float kps[6][2], truth[6][2];
+    for (int k = 0; k < n; k++) { kps[k][0] = 14.0f * cell[k][0] + 7.0f; kps[k][1] = 14.0f * cell[k][1] + 7.0f; }
+    for (int k = 0; k < n; k++) {   /* in the mirrored image slot s sits at the mirror of its twin's place */
+        int j = fmap[ids[k]] == 6 ? k : fmap[ids[k]];
+        truth[k][0] = (float)S - kps[j][0];
+        truth[k][1] = kps[j][1];
+    }
+    unsigned char all[4096];
+    memset(all, 1, sizeof all);
+    float *work = malloc(sa3d_baseline_work_floats(C, g, n) * sizeof *work);
+    sa3d_baseline_params p = sa3d_baseline_params_default();
+    for (int metric = SA3D_FLIP_MASK; metric <= SA3D_FLIP_MUTUAL_NN; metric++) {
+        p.adapt_flip = metric;
+        float pred[6][2], plain5[2];
+        sa3d_flip_decision d;
+        T_OK(sa3d_match_baseline(&src, &fl, (const float (*)[2])kps, n, &p, pred, work, &err), &err);
+        memcpy(plain5, pred[5], sizeof plain5);
+        sa3d_flip_inputs in = { &src, &fl, &fl, all, all, all, (const float (*)[2])kps, ids, n, fmap };
+        T_OK(sa3d_baseline_adapt_flip(&in, &p, pred, work, &d, &err), &err);
+        printf("  metric %d: distance %.4g, mirrored %.4g, flipped %d, %d keypoints replaced\n", metric, d.dist,
+               d.dist_flip, d.flipped, d.n_replaced);
+        T_CHECK(d.flipped == 1 && d.n_replaced == 5 && d.dist_flip < 1e-6 && d.dist > 0.1);
+        for (int k = 0; k < 5; k++)
+            T_CHECK(fabsf(pred[k][0] - truth[k][0]) < 0.05f && fabsf(pred[k][1] - truth[k][1]) < 0.05f);
+        T_CHECK(memcmp(pred[5], plain5, sizeof plain5) == 0);   /* no twin: the plain match stays */
+        /* target = source: the plain matches stay, bit for bit */
+        float plain[6][2], again[6][2];
+        T_OK(sa3d_match_baseline(&src, &src, (const float (*)[2])kps, n, &p, plain, work, &err), &err);
+        memcpy(again, plain, sizeof plain);
+        sa3d_flip_inputs same = { &src, &fl, &src, all, all, all, (const float (*)[2])kps, ids, n, fmap };
+        T_OK(sa3d_baseline_adapt_flip(&same, &p, again, work, &d, &err), &err);
+        T_CHECK(d.flipped == 0 && d.n_replaced == 0 && memcmp(plain, again, sizeof plain) == 0);
+    }
+    /* contract: a metric must be chosen, the mask metric needs its masks */
+    float pred[6][2];
+    sa3d_flip_inputs in = { &src, &fl, &fl, NULL, all, all, (const float (*)[2])kps, ids, n, fmap };
+    p.adapt_flip = SA3D_FLIP_OFF;
+    T_STATUS(sa3d_baseline_adapt_flip(&in, &p, pred, work, NULL, &err), SA3D_ERR_ARG, &err);
+    p.adapt_flip = SA3D_FLIP_MASK;
+    T_STATUS(sa3d_baseline_adapt_flip(&in, &p, pred, work, NULL, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "mask");
+    free(F);
+    free(Ff);
+    free(work);
+}
+
+/* The matcher over a dataset: without use_flip the first pair fails with a message; with it, every pair is
+ * decided (some flipped, on the generator's mirrored features), the batch entry point equals the per-pair one,
+ * and a missing mirrored feature map is named. */
+static void case_adapt_flip_matcher(void) {
+    char root[512];
+    const char *t = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/sa3d_eval_flip_XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return; }
+    sa3d_error err = { 0 };
+    sa3d_synth_spair_params sp = sa3d_synth_spair_params_default();
+    sp.n_categories = 2;
+    sp.images_per_category = 6;
+    sp.pairs_trn = sp.pairs_val = 0;
+    sp.pairs_test = 24;
+    sp.feature_channels = 32;
+    sp.write_images = 0;
+    sp.write_segmentations = sp.write_flip_features = 1;
+    T_OK(sa3d_synth_spair_write(root, &sp, &err), &err);
+    sa3d_dataset *ds = NULL;
+    sa3d_provider *fp = NULL, *mp = NULL;
+    T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
+    int n = ds ? sa3d_dataset_load_split(ds, "test", &err) : -1;
+    T_CHECK(n == 24);
+    char fdir[600];
+    snprintf(fdir, sizeof fdir, "%s/Features", root);
+    sa3d_provider_params pp = sa3d_provider_params_default(), mq = pp;
+    pp.import_dir = fdir;
+    mq.kind = SA3D_SOURCE_SEGMENTATION;
+    T_OK(sa3d_feature_provider_new(&fp, ds, &pp, &err), &err);
+    T_OK(sa3d_mask_provider_new(&mp, ds, &mq, &err), &err);
+    for (int metric = SA3D_FLIP_MASK; metric <= SA3D_FLIP_MUTUAL_NN && n == 24; metric++) {
+        sa3d_baseline_params bp = sa3d_baseline_params_default();
+        bp.adapt_flip = metric;
+        sa3d_baseline_matcher *bm = NULL, *bm2 = NULL;
+        T_OK(sa3d_baseline_matcher_new(&bm, fp, sp.input_size, &bp, &err), &err);
+        float (*ref)[SA3D_MAX_KPS][2] = calloc((size_t)n, sizeof *ref), (*got)[SA3D_MAX_KPS][2] = calloc((size_t)n,
+                                                                                                        sizeof *got);
+        const sa3d_pair **prs = calloc((size_t)n, sizeof *prs);
+        for (int i = 0; i < n; i++) prs[i] = sa3d_dataset_pair(ds, "test", i);
+        T_STATUS(sa3d_baseline_matcher_match(bm, prs[0], ref[0], &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "use_flip");
+        if (metric == SA3D_FLIP_MASK)
+            T_STATUS(sa3d_baseline_matcher_use_flip(bm, SA3D_DATASET_SPAIR, NULL, &err), SA3D_ERR_ARG, &err);
+        T_OK(sa3d_baseline_matcher_use_flip(bm, SA3D_DATASET_SPAIR, mp, &err), &err);
+        for (int i = 0; i < n; i++) T_OK(sa3d_baseline_matcher_match(bm, prs[i], ref[i], &err), &err);
+        sa3d_baseline_batch_stats st = sa3d_baseline_matcher_batch_stats(bm);
+        printf("  metric %d: %ld of %ld pairs flipped\n", metric, st.flipped, st.flip_pairs);
+        T_CHECK(st.flip_pairs == n && st.flipped > 0 && st.flipped < n);
+        T_OK(sa3d_baseline_matcher_new(&bm2, fp, sp.input_size, &bp, &err), &err);
+        T_OK(sa3d_baseline_matcher_use_flip(bm2, SA3D_DATASET_SPAIR, mp, &err), &err);
+        memset(got, 0xff, (size_t)n * sizeof *got);
+        T_OK(sa3d_baseline_matcher_match_batch(bm2, prs, n, got, &err), &err);
+        T_CHECK(same_preds((const float (*)[SA3D_MAX_KPS][2])ref, (const float (*)[SA3D_MAX_KPS][2])got, ds, n));
+        sa3d_baseline_matcher_free(bm);
+        sa3d_baseline_matcher_free(bm2);
+        free(ref);
+        free(got);
+        free(prs);
+    }
+    sa3d_provider_free(fp);
+    /* a feature file without its mirrored map: the image is named */
+    sa3d_synth_spair_params sp2 = sp;
+    sp2.write_flip_features = 0;
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    snprintf(root, sizeof root, "%s/sa3d_eval_flip_XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return; }
+    sa3d_dataset_close(ds);
+    sa3d_provider_free(mp);
+    ds = NULL;
+    fp = mp = NULL;
+    T_OK(sa3d_synth_spair_write(root, &sp2, &err), &err);
+    T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
+    if (ds && sa3d_dataset_load_split(ds, "test", &err) == 24) {
+        T_OK(sa3d_feature_provider_new(&fp, ds, &pp, &err), &err);
+        sa3d_baseline_params bp = sa3d_baseline_params_default();
+        bp.adapt_flip = SA3D_FLIP_MUTUAL_NN;
+        sa3d_baseline_matcher *bm = NULL;
+        T_OK(sa3d_baseline_matcher_new(&bm, fp, sp.input_size, &bp, &err), &err);
+        T_OK(sa3d_baseline_matcher_use_flip(bm, SA3D_DATASET_SPAIR, NULL, &err), &err);
+        float pred[SA3D_MAX_KPS][2];
+        const sa3d_pair *pr = sa3d_dataset_pair(ds, "test", 0);
+        T_CHECK(sa3d_baseline_matcher_match(bm, pr, pred, &err) != SA3D_OK);
+        T_CONTAINS(err.msg, pr->src);
+        sa3d_baseline_matcher_free(bm);
+    }
+    sa3d_provider_free(fp);
+    sa3d_dataset_close(ds);
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "window soft-argmax equals the authors' function", case_soft_argmax },
@@ -321,6 +629,9 @@ int main(int argc, char **argv) {
         { "3.1", "fused normalise + copy equals in-place normalise", case_normalize_copy },
         { "3.3", "fixed-order product = naive twin, any rows, 1 and 2 threads", case_fixed_order_gemm },
         { "3.2", "batched baseline = per-pair baseline (threads, budgets, eval)", case_batch_equals_pairwise },
+        { "4.1", "adaptive flip: mask cells, masked and mutual-NN distances = GeoAware's", case_flip_distances },
+        { "4.2", "adaptive flip: a mirrored target is matched through the mirror", case_adapt_flip },
+        { "4.3", "adaptive flip in the matcher: contract, batch = per pair, errors", case_adapt_flip_matcher },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

@@ -9,9 +9,10 @@
 #include "semalign3d/eval.h"
 #include "semalign3d/match.h"
 #include "tensor/kernels.h"
+#include "baseline_internal.h"
 
 sa3d_baseline_params sa3d_baseline_params_default(void) {
-    sa3d_baseline_params p = { 7, 0.02f, (size_t)2 << 30 };
+    sa3d_baseline_params p = { 7, 0.02f, (size_t)2 << 30, SA3D_FLIP_OFF };
     return p;
 }
 
@@ -99,24 +100,25 @@ void sa3d_geoaware_from_square(int w, int h, int size, float x, float y, float *
 
 size_t sa3d_baseline_work_floats(int C, int g, int n) { return (size_t)n * ((size_t)C + (size_t)g * g); }
 
-sa3d_status sa3d_match_baseline(const sa3d_feature_map *src, const sa3d_feature_map *trg, const float (*src_kps)[2],
-                                int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
-                                sa3d_error *err) {
+size_t sa3d_baseline_query_cell(float x, float y, int input_size, int g) {
+    float cell_px = (float)input_size / (float)g;
+    int cx = (int)floorf(x / cell_px), cy = (int)floorf(y / cell_px);
+    cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
+    cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
+    return (size_t)cy * g + cx;
+}
+
+sa3d_status sa3d_match_baseline_cells(const sa3d_feature_map *src, const sa3d_feature_map *trg, const size_t *cells_q,
+                                      int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
+                                      sa3d_error *err) {
     if (src->C != trg->C || src->g != trg->g || src->g <= 0 || n < 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "baseline match: feature maps differ (C %d vs %d, grid %d vs %d)",
                          src->C, trg->C, src->g, trg->g);
     if (n == 0) return SA3D_OK;
     int C = src->C, g = src->g, cells = g * g;
     float *q = work, *S = work + (size_t)n * C;   /* q[n][C], S[n][g*g] */
-    float cell_px = (float)src->input_size / (float)g;
-    for (int i = 0; i < n; i++) {
-        float x, y;
-        sa3d_geoaware_to_square(src->img_w, src->img_h, src->input_size, src_kps[i][0], src_kps[i][1], &x, &y);
-        int cx = (int)floorf(x / cell_px), cy = (int)floorf(y / cell_px);
-        cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
-        cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
-        for (int c = 0; c < C; c++) q[(size_t)i * C + c] = src->data[(size_t)c * cells + (size_t)cy * g + cx];
-    }
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) q[(size_t)i * C + c] = src->data[(size_t)c * cells + cells_q[i]];
     /* S[n][cells] = q[n][C] . trg[C][cells]: cosine similarity (both unit). The fixed-order product, not
      * cblas_sgemm: each element must not depend on n or on the row's place, so that the batched matcher
      * (all queries of a target in one product) gives these very bits. */
@@ -133,9 +135,29 @@ sa3d_status sa3d_match_baseline(const sa3d_feature_map *src, const sa3d_feature_
     return SA3D_OK;
 }
 
+sa3d_status sa3d_match_baseline(const sa3d_feature_map *src, const sa3d_feature_map *trg, const float (*src_kps)[2],
+                                int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
+                                sa3d_error *err) {
+    if (n <= 0 || src->g <= 0) return sa3d_match_baseline_cells(src, trg, NULL, n, p, pred, work, err);
+    size_t cells_q[SA3D_MAX_KPS];
+    for (int done = 0; done < n; done += SA3D_MAX_KPS) {   /* a row's bits do not depend on the row count */
+        int k = n - done < SA3D_MAX_KPS ? n - done : SA3D_MAX_KPS;
+        for (int i = 0; i < k; i++) {
+            float x, y;
+            sa3d_geoaware_to_square(src->img_w, src->img_h, src->input_size, src_kps[done + i][0],
+                                    src_kps[done + i][1], &x, &y);
+            cells_q[i] = sa3d_baseline_query_cell(x, y, src->input_size, src->g);
+        }
+        sa3d_status s = sa3d_match_baseline_cells(src, trg, cells_q, k, p, pred + done, work, err);
+        if (s) return s;
+    }
+    return SA3D_OK;
+}
+
 /* ---- the matcher over a dataset: a per-category feature cache ---- */
 
-typedef struct cached_map { char id[64]; sa3d_map map; } cached_map;
+/* An image's map (id, mirror flag) and, for the adaptive flip's mask metric, its mask cells (NULL until needed). */
+typedef struct cached_map { char id[64]; int flip; sa3d_map map; unsigned char *mask; } cached_map;
 
 struct sa3d_baseline_matcher {
     sa3d_provider *features;
@@ -147,12 +169,22 @@ struct sa3d_baseline_matcher {
     float *work;
     size_t work_floats;
     struct { long loads; double load_s, match_s; } batch;   /* sa3d_baseline_matcher_batch_stats */
+    /* p.adapt_flip: sa3d_baseline_matcher_use_flip's dataset kind and mask provider, and the decisions so far */
+    int flip_ready;
+    sa3d_dataset_kind kind;
+    sa3d_provider *masks;
+    long flip_pairs, flipped;
 };
 
 sa3d_status sa3d_baseline_matcher_new(sa3d_baseline_matcher **out, sa3d_provider *features, int input_size,
                                       const sa3d_baseline_params *p, sa3d_error *err) {
     *out = NULL;
     if (input_size <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: input size %d", input_size);
+    if (p && (p->window_radius < 0 || !(p->temperature > 0.0f) || !isfinite(p->temperature) ||
+              p->adapt_flip < SA3D_FLIP_OFF || p->adapt_flip > SA3D_FLIP_MUTUAL_NN))
+        return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: window radius %d (>= 0), temperature %g (> 0), "
+                         "adaptive flip %d (0 off, 1 mask, 2 mutual-nn)", p->window_radius, (double)p->temperature,
+                         p->adapt_flip);
     sa3d_baseline_matcher *bm = sa3d_calloc(1, sizeof *bm);
     if (!bm) return sa3d_fail(err, SA3D_ERR_NOMEM, "baseline matcher: out of memory");
     bm->features = features;
@@ -165,6 +197,7 @@ sa3d_status sa3d_baseline_matcher_new(sa3d_baseline_matcher **out, sa3d_provider
 static void drop_maps(sa3d_baseline_matcher *bm) {
     for (int i = 0; i < bm->n_maps; i++) {
         free(bm->maps[i]->map.data);
+        sa3d_free(bm->maps[i]->mask);
         sa3d_free(bm->maps[i]);
     }
     bm->n_maps = 0;
@@ -178,15 +211,25 @@ void sa3d_baseline_matcher_free(sa3d_baseline_matcher *bm) {
     sa3d_free(bm);
 }
 
-static sa3d_status get_map(sa3d_baseline_matcher *bm, const char *cat, const char *id, const sa3d_map **out,
-                           sa3d_error *err) {
+sa3d_status sa3d_baseline_matcher_use_flip(sa3d_baseline_matcher *bm, sa3d_dataset_kind kind, sa3d_provider *masks,
+                                           sa3d_error *err) {
+    if (bm->p.adapt_flip == SA3D_FLIP_MASK && !masks)
+        return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: the adaptive flip's mask metric needs masks");
+    bm->kind = kind;
+    bm->masks = masks;
+    bm->flip_ready = 1;
+    return SA3D_OK;
+}
+
+static sa3d_status get_entry(sa3d_baseline_matcher *bm, const char *cat, const char *id, int flip, cached_map **out,
+                             sa3d_error *err) {
     if (strcmp(bm->category, cat) != 0) {   /* a new category: the previous one's maps are not needed again */
         drop_maps(bm);
         snprintf(bm->category, sizeof bm->category, "%s", cat);
     }
     for (int i = 0; i < bm->n_maps; i++)
-        if (!strcmp(bm->maps[i]->id, id)) {
-            *out = &bm->maps[i]->map;
+        if (!strcmp(bm->maps[i]->id, id) && bm->maps[i]->flip == flip) {
+            *out = bm->maps[i];
             return SA3D_OK;
         }
     if (bm->n_maps == bm->cap_maps) {
@@ -199,7 +242,8 @@ static sa3d_status get_map(sa3d_baseline_matcher *bm, const char *cat, const cha
     cached_map *c = sa3d_calloc(1, sizeof *c);
     if (!c) return sa3d_fail(err, SA3D_ERR_NOMEM, "baseline matcher: out of memory");
     snprintf(c->id, sizeof c->id, "%s", id);
-    sa3d_status s = sa3d_provider_get(bm->features, cat, id, 0, &c->map, err);
+    c->flip = flip;
+    sa3d_status s = sa3d_provider_get(bm->features, cat, id, flip, &c->map, err);
     if (!s && c->map.h != c->map.w)
         s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: feature map is %d x %d, not square", cat, id, c->map.h, c->map.w);
     if (s) {
@@ -208,7 +252,71 @@ static sa3d_status get_map(sa3d_baseline_matcher *bm, const char *cat, const cha
         return s;
     }
     bm->maps[bm->n_maps++] = c;
-    *out = &c->map;
+    *out = c;
+    return SA3D_OK;
+}
+
+static sa3d_status get_map(sa3d_baseline_matcher *bm, const char *cat, const char *id, const sa3d_map **out,
+                           sa3d_error *err) {
+    cached_map *c;
+    sa3d_status s = get_entry(bm, cat, id, 0, &c, err);
+    *out = s ? NULL : &c->map;
+    return s;
+}
+
+/* The mask cells of image (id, flip) of size W x H, loaded once. */
+static sa3d_status get_mask(sa3d_baseline_matcher *bm, cached_map *c, const char *cat, int W, int H,
+                            sa3d_error *err) {
+    if (c->mask) return SA3D_OK;
+    sa3d_map m;
+    sa3d_status s = sa3d_provider_get(bm->masks, cat, c->id, c->flip, &m, err);
+    if (s) return s;
+    if (m.c != 1 || m.w != W || m.h != H) {
+        free(m.data);
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: mask is %d x %d, the annotation says %d x %d", cat, c->id, m.w,
+                         m.h, W, H);
+    }
+    if (!(c->mask = sa3d_malloc(SA3D_FLIP_MASK_RES * SA3D_FLIP_MASK_RES))) {
+        free(m.data);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, c->id);
+    }
+    sa3d_flip_mask_cells(c->mask, m.data, W, H, bm->input_size);
+    free(m.data);
+    return SA3D_OK;
+}
+
+/* GeoAware's adaptive flip of one pair whose plain matches are in pred (baseline_flip.c). */
+static sa3d_status adapt_flip(sa3d_baseline_matcher *bm, const sa3d_pair *pair, const sa3d_feature_map *src,
+                              const sa3d_feature_map *trg, float (*pred)[2], sa3d_error *err) {
+    if (!bm->flip_ready)
+        return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: adaptive flip on, but no flip maps given "
+                         "(sa3d_baseline_matcher_use_flip)");
+    int fmap[SA3D_MAX_KPS];
+    if (sa3d_flip_map(bm->kind, pair->category, fmap) < 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "pair %s: no left-right flip map for category '%s'", pair->id,
+                         pair->category);
+    cached_map *cs, *cf, *ct;
+    sa3d_status s;
+    if ((s = get_entry(bm, pair->category, pair->src, 0, &cs, err)) ||
+        (s = get_entry(bm, pair->category, pair->src, 1, &cf, err)) ||
+        (s = get_entry(bm, pair->category, pair->trg, 0, &ct, err)))
+        return s;
+    if (cf->map.c != cs->map.c || cf->map.h != cs->map.h)
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: mirrored feature map is %d x %d x %d, the image's %d x %d x %d",
+                         pair->category, pair->src, cf->map.c, cf->map.h, cf->map.w, cs->map.c, cs->map.h, cs->map.w);
+    if (bm->p.adapt_flip == SA3D_FLIP_MASK &&
+        ((s = get_mask(bm, cs, pair->category, pair->src_size[0], pair->src_size[1], err)) ||
+         (s = get_mask(bm, cf, pair->category, pair->src_size[0], pair->src_size[1], err)) ||
+         (s = get_mask(bm, ct, pair->category, pair->trg_size[0], pair->trg_size[1], err))))
+        return s;
+    sa3d_feature_map fl = *src;
+    fl.data = cf->map.data;
+    sa3d_flip_inputs in = { src, &fl, trg, cs->mask, cf->mask, ct->mask, (const float (*)[2])pair->src_kps,
+                            pair->kp_ids, pair->n_kps, fmap };
+    sa3d_flip_decision d;
+    if ((s = sa3d_baseline_adapt_flip(&in, &bm->p, pred, bm->work, &d, err))) return s;
+    bm->flip_pairs++;
+    bm->flipped += d.flipped;
     return SA3D_OK;
 }
 
@@ -227,7 +335,10 @@ sa3d_status sa3d_baseline_matcher_match(void *ctx, const sa3d_pair *pair, float 
         if (!(bm->work = sa3d_malloc(need * sizeof(float)))) return sa3d_fail(err, SA3D_ERR_NOMEM, "baseline matcher: out of memory");
         bm->work_floats = need;
     }
-    return sa3d_match_baseline(&src, &trg, (const float (*)[2])pair->src_kps, pair->n_kps, &bm->p, pred, bm->work, err);
+    sa3d_status s2 = sa3d_match_baseline(&src, &trg, (const float (*)[2])pair->src_kps, pair->n_kps, &bm->p, pred,
+                                         bm->work, err);
+    if (s2 || bm->p.adapt_flip == SA3D_FLIP_OFF) return s2;
+    return adapt_flip(bm, pair, &src, &trg, pred, err);
 }
 
 /* ---- many pairs at once, grouped by target image (METHOD.md 6.2 step 4, same arithmetic as above) ----
@@ -276,7 +387,6 @@ typedef struct batch_ctx {
  * one column walk with a 14 KB stride per query. */
 static void gather_queries(batch_ctx *bc, const batch_image *im, const float *map) {
     int C = bc->C, g = bc->g, cells = g * g, in = bc->bm->input_size;
-    float cell_px = (float)in / (float)g;
     size_t cell[SA3D_MAX_KPS];
     for (int r = 0; r < im->n_src; r++) {
         int pi = bc->refs[im->first_ref + r].pair;
@@ -285,10 +395,7 @@ static void gather_queries(batch_ctx *bc, const batch_image *im, const float *ma
             float x, y;
             sa3d_geoaware_to_square(pr->src_size[0], pr->src_size[1], in, pr->src_kps[k][0], pr->src_kps[k][1], &x,
                                     &y);
-            int cx = (int)floorf(x / cell_px), cy = (int)floorf(y / cell_px);
-            cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
-            cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
-            cell[k] = (size_t)cy * g + cx;
+            cell[k] = sa3d_baseline_query_cell(x, y, in, g);
         }
         float *q = bc->q + bc->qoff[pi] * (size_t)C;
         for (int c = 0; c < C; c++) {
@@ -389,6 +496,14 @@ sa3d_status sa3d_baseline_matcher_match_batch(void *ctx, const sa3d_pair *const 
     sa3d_baseline_matcher *bm = ctx;
     if (n < 0) return sa3d_fail(err, SA3D_ERR_ARG, "baseline batch: %d pairs", n);
     if (n == 0) return SA3D_OK;
+    if (bm->p.adapt_flip != SA3D_FLIP_OFF) {   /* per pair: its pose distances dominate, and need its source */
+        for (int i = 0; i < n; i++) {
+            memset(pred[i], 0, sizeof pred[i]);
+            sa3d_status s = sa3d_baseline_matcher_match(bm, pairs[i], pred[i], err);
+            if (s) return s;
+        }
+        return SA3D_OK;
+    }
     sa3d_status s = SA3D_OK;
     batch_ref *refs = sa3d_malloc((size_t)2 * n * sizeof *refs);
     batch_image *ims = sa3d_calloc((size_t)2 * n, sizeof *ims);
@@ -498,6 +613,7 @@ out:
 }
 
 sa3d_baseline_batch_stats sa3d_baseline_matcher_batch_stats(const sa3d_baseline_matcher *bm) {
-    sa3d_baseline_batch_stats st = { bm->batch.loads, bm->batch.load_s, bm->batch.match_s };
+    sa3d_baseline_batch_stats st = { bm->batch.loads, bm->batch.load_s, bm->batch.match_s, bm->flip_pairs,
+                                     bm->flipped };
     return st;
 }

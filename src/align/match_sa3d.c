@@ -146,6 +146,8 @@ static const char *bad_option(const sa3d_match_params *p) {
     if (!(p->w_direct >= 0.0) || !isfinite(p->w_direct)) return "w_direct (>= 0)";
     if (!(p->baseline.temperature > 0.0f) || !isfinite(p->baseline.temperature)) return "baseline.temperature (> 0)";
     if (p->baseline.window_radius < 0) return "baseline.window_radius (>= 0)";
+    if (p->baseline.adapt_flip < SA3D_FLIP_OFF || p->baseline.adapt_flip > SA3D_FLIP_MUTUAL_NN)
+        return "baseline.adapt_flip (0 off, 1 mask, 2 mutual-nn)";
     if (isnan(p->anchor_snap) || isnan(p->max_query_dist) || isnan(p->vis_tol) || isnan(p->vis_radius))
         return "anchor_snap, max_query_dist, vis_tol or vis_radius (not NaN)";
     return NULL;

@@ -45,7 +45,7 @@ static const param_field param_fields[] = {
     P_MATCH(min_fg_frac, 'd'), P_MATCH(knn, 'i'), P_MATCH(vis_radius, 'd'), P_MATCH(vis_tol, 'd'),
     P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'), P_MATCH(anchor_snap, 'd'),
     P_MATCH(snap_front, 'i'), P_MATCH(soft_points, 'i'), P_MATCH(w_direct, 'd'),
-    P_MATCH(baseline.window_radius, 'i'), P_MATCH(baseline.temperature, 'f'),
+    P_MATCH(baseline.window_radius, 'i'), P_MATCH(baseline.temperature, 'f'), P_MATCH(baseline.adapt_flip, 'i'),
 };
 #define N_PARAM_FIELDS ((int)(sizeof param_fields / sizeof param_fields[0]))
 
