@@ -21,15 +21,17 @@ static void help(void) {
            "                       [--device cpu|cuda] [--set NAME=VALUE ...] [--quiet]\n\n"
            "Generates a synthetic category with known 3D structure (the dog of `semalign3d synth3d`: 60 images,\n"
            "64-channel mirror-ambiguous features, relative depth, masks), builds its prior from the trn split,\n"
-           "evaluates the GeoAware baseline and SemAlign3D on the test split (or --split), prints PCK@0.1\n"
-           "overall and by viewpoint variation, and writes into OUT (default: a new folder under /tmp):\n"
+           "evaluates the GeoAware baseline, the baseline with GeoAware's test-time adaptive flip (its zero-shot\n"
+           "protocol: match.baseline.adapt_flip, 1 unless set) and SemAlign3D on the test split (or --split),\n"
+           "prints PCK@0.1 overall and by viewpoint variation, and writes into OUT (default: a new folder under\n"
+           "/tmp):\n"
            "  dataset/                       the generated dataset (SPair layout)\n"
            "  dog.prior.safetensors          the prior\n"
-           "  baseline/, semalign3d/         predictions.jsonl and report.json of each method\n"
+           "  baseline/, baseline_flip/, semalign3d/   predictions.jsonl and report.json of each method\n"
            "  matches_baseline.png, matches_semalign3d.png   a hard pair, source | target, green = correct\n"
            "  aligned.png                    the aligned representation drawn over that pair's target image\n"
-           "With --json, the numbers under baseline_pck10, semalign3d_pck10, baseline_pck10_hard and\n"
-           "semalign3d_pck10_hard (per-image PCK@0.1 in %%, pair-weighted; hard = viewpoint variation 2).\n"
+           "With --json, the numbers under baseline_pck10, baseline_flip_pck10, semalign3d_pck10 and the same\n"
+           "with _hard (per-image PCK@0.1 in %%, pair-weighted; hard = viewpoint variation 2).\n"
            "The prior is built with the default settings (100^3 placement grid, refinement to convergence).\n\n"
            "options:\n"
            "  --seed N            dataset, prior and alignment seed (default 0)\n"
@@ -207,9 +209,9 @@ int cmd_demo(int argc, char **argv) {
     sa3d_dataset *ds = NULL;
     sa3d_provider *fp = NULL, *dp = NULL, *mp = NULL;
     sa3d_prior *prior = NULL;
-    sa3d_baseline_matcher *bm = NULL;
+    sa3d_baseline_matcher *bm = NULL, *bmf = NULL;
     sa3d_sa3d_matcher *sm = NULL;
-    sa3d_pck_report rb, rs;
+    sa3d_pck_report rb, rf, rs;
     int rc = EXIT_RUN;
     double t0 = sa3d_now(), t;
 
@@ -237,32 +239,46 @@ int cmd_demo(int argc, char **argv) {
            rep.n_instances, prior->n_used, prior->n_pairs, prior->n_tets, prior->n_dense, prior->focal_mean,
            sa3d_now() - t);
 
-    /* 3. both methods on the evaluation split */
+    /* 3. the three methods on the evaluation split: the baseline plain and with GeoAware's adaptive flip */
+    sa3d_baseline_params plain = smp.match.baseline, flip = smp.match.baseline;
+    plain.adapt_flip = SA3D_FLIP_OFF;
+    if (!flip.adapt_flip) flip.adapt_flip = SA3D_FLIP_MASK;
     t = sa3d_now();
-    if (sa3d_baseline_matcher_new(&bm, fp, 840, &smp.match.baseline, &err) ||
+    if (sa3d_baseline_matcher_new(&bm, fp, 840, &plain, &err) ||
         run_eval(ds, split, out, "baseline", sa3d_baseline_matcher_match, bm, quiet, &rb, &err))
         goto done;
     double tb = sa3d_now() - t;
+    t = sa3d_now();
+    if (sa3d_baseline_matcher_new(&bmf, fp, 840, &flip, &err) ||
+        sa3d_baseline_matcher_use_flip(bmf, SA3D_DATASET_SPAIR, mp, &err) ||
+        run_eval(ds, split, out, "baseline_flip", sa3d_baseline_matcher_match, bmf, quiet, &rf, &err))
+        goto done;
+    double tf = sa3d_now() - t;
     t = sa3d_now();
     const sa3d_prior *priors[1] = { prior };
     if (sa3d_sa3d_matcher_new(&sm, fp, mp, dp, priors, 1, &smp, &err) ||
         run_eval(ds, split, out, "semalign3d", sa3d_sa3d_matcher_match, sm, quiet, &rs, &err))
         goto done;
     sa3d_sa3d_matcher_stats st = sa3d_sa3d_matcher_get_stats(sm);
-    printf("3/4 evaluation: %d %s pairs; baseline %.1f s, SemAlign3D %.1f s (%ld images aligned, %ld of %ld queries "
-           "fell back to the baseline)\n", sa3d_dataset_n_pairs(ds, split), split, tb, sa3d_now() - t, st.alignments,
-           st.fallbacks, st.queries);
+    sa3d_baseline_batch_stats fs = sa3d_baseline_matcher_batch_stats(bmf);
+    printf("3/4 evaluation: %d %s pairs; baseline %.1f s, with the flip %.1f s (mirror taken in %ld pairs), "
+           "SemAlign3D %.1f s (%ld images aligned, %ld of %ld queries fell back to the baseline)\n",
+           sa3d_dataset_n_pairs(ds, split), split, tb, tf, fs.flipped, sa3d_now() - t, st.alignments, st.fallbacks,
+           st.queries);
 
     /* 4. the table, the pictures, the JSON */
     printf("\nPCK@0.1 per image (%%, mean over pairs), SPair protocol: alpha x max(w, h) of the target box\n");
-    printf("%-28s %8s %11s %8s\n", "pairs", "n", "baseline", "SemAlign3D");
-    printf("%-28s %8ld %11.2f %8.2f\n", "all", rb.overall.pairs, pck10(&rb.overall), pck10(&rs.overall));
+    printf("%-28s %8s %11s %11s %11s\n", "pairs", "n", "baseline", "+ flip", "SemAlign3D");
+    printf("%-28s %8ld %11.2f %11.2f %11.2f\n", "all", rb.overall.pairs, pck10(&rb.overall), pck10(&rf.overall),
+           pck10(&rs.overall));
     static const char *vv[3] = { "viewpoint variation 0", "viewpoint variation 1", "viewpoint variation 2 (hard)" };
     for (int v = 0; v < 3; v++)
-        printf("%-28s %8ld %11.2f %8.2f\n", vv[v], rb.by_flag[0][v].pairs, pck10(&rb.by_flag[0][v]),
-               pck10(&rs.by_flag[0][v]));
-    printf("per keypoint, all             %8ld %11.2f %8.2f\n", rb.overall.keypoints,
-           sa3d_pck_per_keypoint(&rb.overall, 0), sa3d_pck_per_keypoint(&rs.overall, 0));
+        printf("%-28s %8ld %11.2f %11.2f %11.2f\n", vv[v], rb.by_flag[0][v].pairs, pck10(&rb.by_flag[0][v]),
+               pck10(&rf.by_flag[0][v]), pck10(&rs.by_flag[0][v]));
+    printf("%-28s %8ld %11.2f %11.2f %11.2f\n", "per keypoint, all", rb.overall.keypoints,
+           sa3d_pck_per_keypoint(&rb.overall, 0), sa3d_pck_per_keypoint(&rf.overall, 0),
+           sa3d_pck_per_keypoint(&rs.overall, 0));
+    printf("(+ flip: the baseline with GeoAware-SC's test-time adaptive flip, its zero-shot protocol)\n");
     if (pictures(ds, split, out, bm, sm, &err)) goto done;
     if (json) {
         char text[1024];
@@ -270,9 +286,11 @@ int cmd_demo(int argc, char **argv) {
                            "{\"seed\": %d, \"difficulty\": \"%s\", \"split\": \"%s\", \"pairs\": %ld, "
                            "\"hard_pairs\": %ld, "
                            "\"baseline_pck10\": %.4f, \"semalign3d_pck10\": %.4f, \"baseline_pck10_hard\": %.4f, "
-                           "\"semalign3d_pck10_hard\": %.4f, \"seconds\": %.1f}\n",
+                           "\"semalign3d_pck10_hard\": %.4f, \"baseline_flip_pck10\": %.4f, "
+                           "\"baseline_flip_pck10_hard\": %.4f, \"seconds\": %.1f}\n",
                            seed, diff, split, rb.overall.pairs, rb.by_flag[0][2].pairs, pck10(&rb.overall),
-                           pck10(&rs.overall), pck10(&rb.by_flag[0][2]), pck10(&rs.by_flag[0][2]), sa3d_now() - t0);
+                           pck10(&rs.overall), pck10(&rb.by_flag[0][2]), pck10(&rs.by_flag[0][2]),
+                           pck10(&rf.overall), pck10(&rf.by_flag[0][2]), sa3d_now() - t0);
         if (sa3d_write_file_atomic(json, text, (size_t)len, &err)) goto done;
     }
     printf("4/4 done in %.1f s; outputs in %s\n", sa3d_now() - t0, out);
@@ -287,6 +305,7 @@ done:
     }
     sa3d_sa3d_matcher_free(sm);
     sa3d_baseline_matcher_free(bm);
+    sa3d_baseline_matcher_free(bmf);
     sa3d_prior_free(prior);
     sa3d_provider_free(fp);
     sa3d_provider_free(dp);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on an embedded default (no download): installs what is missing, builds, and runs
 # `semalign3d demo`: a synthetic category with known 3D truth, its prior built from the training split, and the
-# GeoAware baseline against SemAlign3D on the test split - the PCK table, pictures and out/demo.json.
+# GeoAware baseline (plain and with its test-time adaptive flip) against SemAlign3D on the test split - the PCK
+# table, pictures and out/demo.json.
 # Arguments go to the demo (e.g. --seed 3). With real checkpoints, the networks run end to end with
 # MODELS=models (DINOv2 features and Depth Anything V2 depth of IMAGE into out/networks/).
 set -euo pipefail

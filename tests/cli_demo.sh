@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo end to end (synthetic category -> prior -> baseline and SemAlign3D on the test split): exit 0, the
-# JSON keys with finite values, SemAlign3D above the baseline, the pictures; bad arguments exit 2 and write
-# nothing. Usage: cli_demo.sh BIN FIXTURES
+# The demo end to end (synthetic category -> prior -> baseline, baseline with the adaptive flip and SemAlign3D on
+# the test split): exit 0, the JSON keys with finite values, SemAlign3D above the baseline, the pictures; bad
+# arguments exit 2 and write nothing. Usage: cli_demo.sh BIN FIXTURES
 set -u
 BIN="$1"
 T="$(mktemp -d)"
@@ -10,16 +10,19 @@ fail=0
 check() { if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1; else echo "ok   $1"; fi; }
 
 "$BIN" demo --seed 1 --out "$T/d" --json "$T/d.json" --quiet > "$T/log" 2>&1; check "demo" 0 $?
-for k in baseline_pck10 semalign3d_pck10 baseline_pck10_hard semalign3d_pck10_hard; do
+for k in baseline_pck10 semalign3d_pck10 baseline_pck10_hard semalign3d_pck10_hard baseline_flip_pck10 \
+         baseline_flip_pck10_hard; do
   grep -q "\"$k\": [0-9]" "$T/d.json" || { echo "FAIL key $k missing or not a number"; fail=1; }
 done
 b=$(sed 's/.*"baseline_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 s=$(sed 's/.*"semalign3d_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 awk -v b="$b" -v s="$s" 'BEGIN { exit !(s > b) }' || { echo "FAIL SemAlign3D $s not above the baseline $b"; fail=1; }
-for f in matches_baseline.png matches_semalign3d.png aligned.png dog.prior.safetensors semalign3d/predictions.jsonl; do
+for f in matches_baseline.png matches_semalign3d.png aligned.png dog.prior.safetensors semalign3d/predictions.jsonl \
+         baseline_flip/predictions.jsonl; do
   [ -s "$T/d/$f" ] || { echo "FAIL $f missing"; fail=1; }
 done
 grep -q "viewpoint variation 2" "$T/log" || { echo "FAIL no viewpoint table"; fail=1; }
+grep -q "mirror taken in [0-9]* pairs" "$T/log" || { echo "FAIL no adaptive-flip summary"; fail=1; }
 
 # eval --method semalign3d with the demo's prior: the same kind of numbers through the eval command
 D="$T/d/dataset"
