@@ -17,20 +17,18 @@
 #include <string.h>
 #include <unistd.h>
 #include "base/base.h"
+#include "base/rng.h"
 #include "semalign3d/match.h"
 #include "semalign3d/safetensors.h"
 
 #define G 60
 #define R SA3D_FLIP_MASK_RES
 
-static float *unit_map(int C, uint64_t seed) {
+static float *unit_map(int C, uint64_t seed) {   /* uniform components, then unit cells */
     float *F = malloc((size_t)C * G * G * sizeof *F);
     if (!F) return NULL;
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < (size_t)C * G * G; i++) {   /* xorshift64: smooth enough for a timing */
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-        F[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
-    }
+    sa3d_rng r = sa3d_rng_for(seed, 0, 0);
+    for (size_t i = 0; i < (size_t)C * G * G; i++) F[i] = (float)(sa3d_rng_uniform(&r) - 0.5);
     sa3d_features_normalize(F, C, G * G);
     return F;
 }

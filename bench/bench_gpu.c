@@ -33,6 +33,12 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* Seeded pseudo-random pixels in [-2, 2) (xorshift64), the same for every run. */
+static size_t view_floats(const sa3d_tensor_view *v) {   /* the product of its shape */
+    size_t k = 1;
+    for (int d = 0; d < v->ndim; d++) k *= (size_t)v->shape[d];
+    return k;
+}
+
 static void fill_pixels(float *px, size_t n) {
     uint64_t st = 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < n; i++) {
@@ -208,12 +214,8 @@ int main(int argc, char **argv) {
     double s = sa3d_now();
     if (sa3d_workspace_download(ws, &err)) goto fail;
     double dl_ms = (sa3d_now() - s) * 1e3, dl_fmap_ms = -1, out_mib = 0;
-    for (int i = 0; i < sa3d_workspace_n_outputs(ws); i++) {
-        const sa3d_tensor_view *v = sa3d_workspace_output_at(ws, i);
-        size_t k = 1;
-        for (int d = 0; d < v->ndim; d++) k *= (size_t)v->shape[d];
-        out_mib += (double)k * sizeof(float) / 1048576.0;
-    }
+    for (int i = 0; i < sa3d_workspace_n_outputs(ws); i++)
+        out_mib += (double)view_floats(sa3d_workspace_output_at(ws, i)) * sizeof(float) / 1048576.0;
     if (sa3d_workspace_output(ws, "feature_map")) {
         if (sa3d_model_forward(m, ws, NULL, &err)) goto fail;
         s = sa3d_now();
@@ -222,8 +224,7 @@ int main(int argc, char **argv) {
     }
     const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
     if (out) {
-        size_t k = 1;
-        for (int d = 0; d < o->ndim; d++) k *= (size_t)o->shape[d];
+        size_t k = view_floats(o);
         FILE *g = fopen(out, "wb");
         if (!g || fwrite(o->data, sizeof(float), k, g) != k) {
             snprintf(err.msg, sizeof err.msg, "%s: cannot write", out);

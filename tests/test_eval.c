@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "base/base.h"
+#include "base/rng.h"
 #include "semalign3d/eval.h"
 #include "semalign3d/match.h"
 #include "semalign3d/providers.h"
@@ -220,11 +221,32 @@ static int same_preds(const float (*a)[SA3D_MAX_KPS][2], const float (*b)[SA3D_M
     return 1;
 }
 
+/* A synthetic SPair-layout dataset written by sp into a new folder under $TMPDIR (root[512] gets its path, name
+ * starting with tag), opened, its test split loaded, and a feature provider importing its Features/. Returns the
+ * number of test pairs, or -1 after reporting the failure. */
+static int synth_split(char root[512], const char *tag, const sa3d_synth_spair_params *sp, sa3d_dataset **ds,
+                       sa3d_provider **fp) {
+    const char *t = getenv("TMPDIR");
+    sa3d_error err = { 0 };
+    *ds = NULL;
+    *fp = NULL;
+    snprintf(root, 512, "%s/%s_XXXXXX", t && *t ? t : "/tmp", tag);
+    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return -1; }
+    char fdir[600];
+    snprintf(fdir, sizeof fdir, "%s/Features", root);
+    sa3d_provider_params pp = sa3d_provider_params_default();
+    pp.import_dir = fdir;
+    int n = -1;
+    if (sa3d_synth_spair_write(root, sp, &err) || sa3d_dataset_open(ds, root, NULL, &err) ||
+        (n = sa3d_dataset_load_split(*ds, "test", &err)) < 0 || sa3d_feature_provider_new(fp, *ds, &pp, &err)) {
+        T_FAIL("synthetic split in %s: %s", root, err.msg);
+        return -1;
+    }
+    return n;
+}
+
 static void case_batch_equals_pairwise(void) {
     char root[512];
-    const char *t = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/sa3d_eval_batch_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return; }
     sa3d_error err = { 0 };
     sa3d_synth_spair_params sp = sa3d_synth_spair_params_default();
     sp.n_categories = 3;
@@ -234,19 +256,12 @@ static void case_batch_equals_pairwise(void) {
     sp.feature_channels = 48;
     sp.feature_noise = 1.5f;   /* noisy codes: soft-argmax weights spread over the window, not cell centres */
     sp.write_images = sp.write_segmentations = sp.write_flip_features = 0;
-    T_OK(sa3d_synth_spair_write(root, &sp, &err), &err);
     sa3d_dataset *ds = NULL;
     sa3d_provider *fp = NULL;
     sa3d_baseline_matcher *bm = NULL;
-    T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
-    int n = ds ? sa3d_dataset_load_split(ds, "test", &err) : -1;
+    int n = synth_split(root, "sa3d_eval_batch", &sp, &ds, &fp);
     T_CHECK(n == 90);
-    char fdir[600];
-    snprintf(fdir, sizeof fdir, "%s/Features", root);
-    sa3d_provider_params pp = sa3d_provider_params_default();
-    pp.import_dir = fdir;
-    T_OK(sa3d_feature_provider_new(&fp, ds, &pp, &err), &err);
-    T_CHECK(sa3d_provider_concurrent(fp) == 1);
+    T_CHECK(fp && sa3d_provider_concurrent(fp) == 1);
     sa3d_baseline_params bp = sa3d_baseline_params_default();
     T_OK(sa3d_baseline_matcher_new(&bm, fp, sp.input_size, &bp, &err), &err);
     float (*ref)[SA3D_MAX_KPS][2] = calloc((size_t)n, sizeof *ref), (*got)[SA3D_MAX_KPS][2] = calloc((size_t)n, sizeof *got);
@@ -300,7 +315,8 @@ static void case_batch_equals_pairwise(void) {
     sa3d_free(b);
     /* a missing feature file: the failing image is named */
     char victim[900];
-    snprintf(victim, sizeof victim, "%s/%s/%s.features.safetensors", fdir, prs[n - 1]->category, prs[n - 1]->trg);
+    snprintf(victim, sizeof victim, "%s/Features/%s/%s.features.safetensors", root, prs[n - 1]->category,
+             prs[n - 1]->trg);
     remove(victim);
     T_STATUS(sa3d_baseline_matcher_match_batch(bm, prs, n, got, &err), SA3D_ERR_IO, &err);
     T_CONTAINS(err.msg, prs[n - 1]->trg);
@@ -316,13 +332,10 @@ static void case_batch_equals_pairwise(void) {
 
 /* ---- GeoAware-SC's adaptive flip (baseline_flip.c) ---- */
 
-static float *random_unit_map(int C, int g, uint64_t seed) {
+static float *random_unit_map(int C, int g, uint64_t seed) {   /* uniform components, then unit cells */
     float *F = malloc((size_t)C * g * g * sizeof *F);
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < (size_t)C * g * g; i++) {
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-        F[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
-    }
+    sa3d_rng r = sa3d_rng_for(seed, 0, 0);
+    for (size_t i = 0; i < (size_t)C * g * g; i++) F[i] = (float)(sa3d_rng_uniform(&r) - 0.5);
     sa3d_features_normalize(F, C, g * g);
     return F;
 }
@@ -537,9 +550,6 @@ static void case_adapt_flip(void) {
  * and a missing mirrored feature map is named. */
 static void case_adapt_flip_matcher(void) {
     char root[512];
-    const char *t = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/sa3d_eval_flip_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return; }
     sa3d_error err = { 0 };
     sa3d_synth_spair_params sp = sa3d_synth_spair_params_default();
     sp.n_categories = 2;
@@ -549,19 +559,13 @@ static void case_adapt_flip_matcher(void) {
     sp.feature_channels = 32;
     sp.write_images = 0;
     sp.write_segmentations = sp.write_flip_features = 1;
-    T_OK(sa3d_synth_spair_write(root, &sp, &err), &err);
     sa3d_dataset *ds = NULL;
     sa3d_provider *fp = NULL, *mp = NULL;
-    T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
-    int n = ds ? sa3d_dataset_load_split(ds, "test", &err) : -1;
+    int n = synth_split(root, "sa3d_eval_flip", &sp, &ds, &fp);
     T_CHECK(n == 24);
-    char fdir[600];
-    snprintf(fdir, sizeof fdir, "%s/Features", root);
-    sa3d_provider_params pp = sa3d_provider_params_default(), mq = pp;
-    pp.import_dir = fdir;
+    sa3d_provider_params mq = sa3d_provider_params_default();
     mq.kind = SA3D_SOURCE_SEGMENTATION;
-    T_OK(sa3d_feature_provider_new(&fp, ds, &pp, &err), &err);
-    T_OK(sa3d_mask_provider_new(&mp, ds, &mq, &err), &err);
+    if (ds) T_OK(sa3d_mask_provider_new(&mp, ds, &mq, &err), &err);
     for (int metric = SA3D_FLIP_MASK; metric <= SA3D_FLIP_MUTUAL_NN && n == 24; metric++) {
         sa3d_baseline_params bp = sa3d_baseline_params_default();
         bp.adapt_flip = metric;
@@ -592,20 +596,13 @@ static void case_adapt_flip_matcher(void) {
         free(prs);
     }
     sa3d_provider_free(fp);
+    sa3d_provider_free(mp);
+    sa3d_dataset_close(ds);
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     /* a feature file without its mirrored map: the image is named */
     sa3d_synth_spair_params sp2 = sp;
     sp2.write_flip_features = 0;
-    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    snprintf(root, sizeof root, "%s/sa3d_eval_flip_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(root)) { T_FAIL("mkdtemp failed"); return; }
-    sa3d_dataset_close(ds);
-    sa3d_provider_free(mp);
-    ds = NULL;
-    fp = mp = NULL;
-    T_OK(sa3d_synth_spair_write(root, &sp2, &err), &err);
-    T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
-    if (ds && sa3d_dataset_load_split(ds, "test", &err) == 24) {
-        T_OK(sa3d_feature_provider_new(&fp, ds, &pp, &err), &err);
+    if (synth_split(root, "sa3d_eval_flip", &sp2, &ds, &fp) == 24) {
         sa3d_baseline_params bp = sa3d_baseline_params_default();
         bp.adapt_flip = SA3D_FLIP_MUTUAL_NN;
         sa3d_baseline_matcher *bm = NULL;

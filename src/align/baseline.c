@@ -256,14 +256,6 @@ static sa3d_status get_entry(sa3d_baseline_matcher *bm, const char *cat, const c
     return SA3D_OK;
 }
 
-static sa3d_status get_map(sa3d_baseline_matcher *bm, const char *cat, const char *id, const sa3d_map **out,
-                           sa3d_error *err) {
-    cached_map *c;
-    sa3d_status s = get_entry(bm, cat, id, 0, &c, err);
-    *out = s ? NULL : &c->map;
-    return s;
-}
-
 /* The mask cells of image (id, flip) of size W x H, loaded once. */
 static sa3d_status get_mask(sa3d_baseline_matcher *bm, cached_map *c, const char *cat, int W, int H,
                             sa3d_error *err) {
@@ -285,9 +277,11 @@ static sa3d_status get_mask(sa3d_baseline_matcher *bm, cached_map *c, const char
     return SA3D_OK;
 }
 
-/* GeoAware's adaptive flip of one pair whose plain matches are in pred (baseline_flip.c). */
-static sa3d_status adapt_flip(sa3d_baseline_matcher *bm, const sa3d_pair *pair, const sa3d_feature_map *src,
-                              const sa3d_feature_map *trg, float (*pred)[2], sa3d_error *err) {
+/* GeoAware's adaptive flip of one pair whose plain matches are in pred (baseline_flip.c): src and trg are the maps
+ * of the cache entries cs and ct. */
+static sa3d_status adapt_flip(sa3d_baseline_matcher *bm, const sa3d_pair *pair, cached_map *cs, cached_map *ct,
+                              const sa3d_feature_map *src, const sa3d_feature_map *trg, float (*pred)[2],
+                              sa3d_error *err) {
     if (!bm->flip_ready)
         return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: adaptive flip on, but no flip maps given "
                          "(sa3d_baseline_matcher_use_flip)");
@@ -295,12 +289,9 @@ static sa3d_status adapt_flip(sa3d_baseline_matcher *bm, const sa3d_pair *pair, 
     if (sa3d_flip_map(bm->kind, pair->category, fmap) < 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "pair %s: no left-right flip map for category '%s'", pair->id,
                          pair->category);
-    cached_map *cs, *cf, *ct;
-    sa3d_status s;
-    if ((s = get_entry(bm, pair->category, pair->src, 0, &cs, err)) ||
-        (s = get_entry(bm, pair->category, pair->src, 1, &cf, err)) ||
-        (s = get_entry(bm, pair->category, pair->trg, 0, &ct, err)))
-        return s;
+    cached_map *cf;
+    sa3d_status s = get_entry(bm, pair->category, pair->src, 1, &cf, err);
+    if (s) return s;
     if (cf->map.c != cs->map.c || cf->map.h != cs->map.h)
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s/%s: mirrored feature map is %d x %d x %d, the image's %d x %d x %d",
                          pair->category, pair->src, cf->map.c, cf->map.h, cf->map.w, cs->map.c, cs->map.h, cs->map.w);
@@ -322,10 +313,12 @@ static sa3d_status adapt_flip(sa3d_baseline_matcher *bm, const sa3d_pair *pair, 
 
 sa3d_status sa3d_baseline_matcher_match(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err) {
     sa3d_baseline_matcher *bm = ctx;
-    const sa3d_map *ms, *mt;
+    cached_map *cs, *ct;
     sa3d_status s;
-    if ((s = get_map(bm, pair->category, pair->src, &ms, err)) || (s = get_map(bm, pair->category, pair->trg, &mt, err)))
+    if ((s = get_entry(bm, pair->category, pair->src, 0, &cs, err)) ||
+        (s = get_entry(bm, pair->category, pair->trg, 0, &ct, err)))
         return s;
+    const sa3d_map *ms = &cs->map, *mt = &ct->map;
     sa3d_feature_map src = { ms->c, ms->h, ms->data, pair->src_size[0], pair->src_size[1], bm->input_size };
     sa3d_feature_map trg = { mt->c, mt->h, mt->data, pair->trg_size[0], pair->trg_size[1], bm->input_size };
     size_t need = sa3d_baseline_work_floats(src.C, src.g, pair->n_kps);
@@ -335,10 +328,9 @@ sa3d_status sa3d_baseline_matcher_match(void *ctx, const sa3d_pair *pair, float 
         if (!(bm->work = sa3d_malloc(need * sizeof(float)))) return sa3d_fail(err, SA3D_ERR_NOMEM, "baseline matcher: out of memory");
         bm->work_floats = need;
     }
-    sa3d_status s2 = sa3d_match_baseline(&src, &trg, (const float (*)[2])pair->src_kps, pair->n_kps, &bm->p, pred,
-                                         bm->work, err);
-    if (s2 || bm->p.adapt_flip == SA3D_FLIP_OFF) return s2;
-    return adapt_flip(bm, pair, &src, &trg, pred, err);
+    s = sa3d_match_baseline(&src, &trg, (const float (*)[2])pair->src_kps, pair->n_kps, &bm->p, pred, bm->work, err);
+    if (s || bm->p.adapt_flip == SA3D_FLIP_OFF) return s;
+    return adapt_flip(bm, pair, cs, ct, &src, &trg, pred, err);
 }
 
 /* ---- many pairs at once, grouped by target image (METHOD.md 6.2 step 4, same arithmetic as above) ----
