@@ -127,6 +127,8 @@ int cmd_eval(int argc, char **argv) {
     if (adapt_flip == SA3D_FLIP_MASK && !strcmp(masks, "none"))
         return cli_usage_error(cmd, "match.baseline.adapt_flip=1 compares masked features: give --masks "
                                "segmentation or bbox, or use adapt_flip=2 (mutual nearest neighbours, no masks)");
+    if (smp.match.lift && !depth_dir)
+        return cli_usage_error(cmd, "match.lift back-projects the query with the image's pseudo depth: give --depth");
     char out_default[256];
     snprintf(out_default, sizeof out_default, "eval-%s-%s", dataset.split, method);
     if (!out) out = out_default;

@@ -30,6 +30,9 @@ done
   >/dev/null 2>"$T/e"; check "adapt_flip=1 without masks" 2 $?
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --method semalign3d --priors "$T" \
   --set match.baseline.adapt_flip=2 >/dev/null 2>"$T/e"; check "adapt_flip with --method semalign3d" 2 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --method semalign3d --priors "$T" \
+  --set match.lift=1 >/dev/null 2>"$T/e"; check "match.lift without --depth" 2 $?
+grep -q "give --depth" "$T/e" || { echo "FAIL lift without depth message: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/evf3" --set match.baseline.adapt_flip=3 \
   >/dev/null 2>"$T/e"; check "adapt_flip=3" 1 $?
 grep -q "adaptive flip 3" "$T/e" || { echo "FAIL adapt_flip=3 message: $(cat "$T/e")"; fail=1; }

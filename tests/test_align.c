@@ -391,6 +391,26 @@ static double pred_err_cells(const scene *s2, const float pr[2], int slot) {
     return hypot((double)xs / cp - gx, (double)ys / cp - gy);
 }
 
+/* Moves the dense point of anchor 1 (returned) exactly onto the projection of anchor 0 in view 1 (pose p1), 0.5 behind
+ * anchor 0's dense point: a hidden point on query 0. save[3] keeps what it overwrote (its projection and depth). */
+static int hide_behind_query0(sa3d_alignment *a1, const scene *s1, const synth_pose *p1, float save[3]) {
+    const sa3d_prior *pr = s1->prior;
+    int j0 = -1, j1 = -1;
+    for (int d = 0; d < pr->n_dense; d++) {
+        if (pr->dense_anchor[d] == pr->used[0]) j0 = d;
+        if (pr->dense_anchor[d] == pr->used[1]) j1 = d;
+    }
+    save[0] = a1->proj[2 * j1];
+    save[1] = a1->proj[2 * j1 + 1];
+    save[2] = a1->depth[j1];
+    double gx, gy;
+    synth_project(p1, s1->g, pr->anchors + 3 * pr->used[0], &gx, &gy);
+    a1->proj[2 * j1] = (float)gx;
+    a1->proj[2 * j1 + 1] = (float)gy;
+    a1->depth[j1] = a1->depth[j0] + 0.5f;
+    return j1;
+}
+
 static void case_match(void) {
     /* two views of a category whose left/right anchors share features */
     synth_pose p1 = { 0.5, 0.3, { 0.02, 0.0, 1.0 }, 1.2 }, p2 = { -0.4, 0.25, { -0.02, 0.01, 1.05 }, 1.3 };
@@ -432,7 +452,8 @@ static void case_match(void) {
     free(work);
     /* the default path, then each option (off by default) */
     const char *names[] = { "default", "vis_tol 0.3", "knn 5, vis_tol 0.3", "no anchor snap, no direct term",
-                            "cosine 0.1, normalised, 4 soft points", "density, normalised" };
+                            "cosine 0.1, normalised, 4 soft points", "density, normalised", "lift, pseudo depth",
+                            "lift, model depth" };
     for (int v = 0; v < (int)(sizeof names / sizeof *names); v++) {
         sa3d_match_params mv = sa3d_match_params_default();
         if (v == 1 || v == 2) mv.vis_tol = 0.3;
@@ -440,6 +461,7 @@ static void case_match(void) {
         if (v == 3) { mv.anchor_snap = 0.0; mv.w_direct = 0.0; }
         if (v == 4) { mv.query_sem = SA3D_QUERY_COSINE; mv.query_temp = 0.1; mv.query_norm = 1; mv.soft_points = 4; }
         if (v == 5) { mv.query_sem = SA3D_QUERY_DENSITY; mv.query_norm = 1; }
+        if (v >= 6) mv.lift = v == 6 ? SA3D_LIFT_PSEUDO : SA3D_LIFT_MODEL;
         T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err), &err);
         int ours_ok = 0, base_ok = 0, mirror_base_wrong = 0, mirror_ours_wrong = 0;
         for (int k = 0; k < n; k++) {
@@ -514,17 +536,8 @@ static void case_match(void) {
     {   /* snap_front: put anchor 1 exactly on query 0 in view 1 but behind anchor 0; the front-most rule keeps query
          * 0 on its own keypoint, the nearest rule sends it to anchor 1's */
         sa3d_prior *pr = s1.prior;
-        int j0 = -1, j1 = -1;
-        for (int d = 0; d < pr->n_dense; d++) {
-            if (pr->dense_anchor[d] == pr->used[0]) j0 = d;
-            if (pr->dense_anchor[d] == pr->used[1]) j1 = d;
-        }
-        float save[3] = { a1->proj[2 * j1], a1->proj[2 * j1 + 1], a1->depth[j1] };
-        double gx, gy;
-        synth_project(&p1, s1.g, pr->anchors + 3 * pr->used[0], &gx, &gy);
-        a1->proj[2 * j1] = (float)gx;
-        a1->proj[2 * j1 + 1] = (float)gy;
-        a1->depth[j1] = a1->depth[j0] + 0.5f;
+        float save[3];
+        int j1 = hide_behind_query0(a1, &s1, &p1, save);
         double e[2];
         for (int v = 0; v < 2; v++) {
             sa3d_match_params mv = sa3d_match_params_default();
@@ -534,9 +547,65 @@ static void case_match(void) {
         }
         printf("       hidden anchor on query 0: front-most rule %.2f cells off, nearest rule %.2f\n", e[0], e[1]);
         T_CHECK(e[0] <= 1.5 && e[1] > 1.5);
-        a1->proj[2 * j1] = save[0];
+        a1->proj[2 * j1] = save[0];   /* put back */
         a1->proj[2 * j1 + 1] = save[1];
         a1->depth[j1] = save[2];
+    }
+    {   /* the lift (METHOD 6.2.5). The scene's depth map is the rendered depth, so both modes see the model's relief.
+         * (1) What the depth shift absorbs: pseudo depth + 0.05 changes no match of SA3D_LIFT_PSEUDO; an increasing
+         * affine map of it (which keeps the front-most candidate) none of SA3D_LIFT_MODEL. */
+        int cells = a1->g * a1->g;
+        float *z_saved = malloc((size_t)cells * sizeof(float));
+        memcpy(z_saved, a1->cell_depth, (size_t)cells * sizeof(float));
+        float ref[SYNTH_SLOTS][2];
+        for (int mode = SA3D_LIFT_PSEUDO; mode <= SA3D_LIFT_MODEL; mode++) {
+            sa3d_match_params mv = sa3d_match_params_default();
+            mv.lift = mode;
+            T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, ref, fb, &err), &err);
+            for (int u = 0; u < cells; u++)
+                a1->cell_depth[u] = mode == SA3D_LIFT_PSEUDO ? z_saved[u] + 0.05f : 0.5f + 2.0f * z_saved[u];
+            T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err), &err);
+            double dmax = 0.0;
+            for (int k = 0; k < n; k++) dmax = fmax(dmax, hypot(pred[k][0] - ref[k][0], pred[k][1] - ref[k][1]));
+            printf("       lift mode %d, depth map %s: matches move by %.2g px at most\n", mode,
+                   mode == SA3D_LIFT_PSEUDO ? "+ 0.05" : "x 2 + 0.5", dmax);
+            T_CHECK(dmax <= 1e-3);
+            memcpy(a1->cell_depth, z_saved, (size_t)cells * sizeof(float));
+        }
+        /* (2) A hidden point exactly on the query: anchor 1's dense point moved onto query 0 in view 1, 0.5 behind
+         * anchor 0. The 2D transfer (knn 1) takes it and lands on anchor 1's keypoint in view 2; the lift with the
+         * pseudo depth, which puts the query at the depth the image shows there (the renderer's: anchor 0's) and
+         * looks for its neighbours in 3D, must not. (The model-depth lift puts it on the model's front-most surface
+         * within vis_radius, which in this coarse scene is not anchor 0's, so it is only printed.) */
+        sa3d_prior *pr = s1.prior;
+        float save[3];
+        int j1 = hide_behind_query0(a1, &s1, &p1, save);
+        double e[3];
+        for (int v = 0; v < 3; v++) {
+            sa3d_match_params mv = sa3d_match_params_default();
+            mv.w_direct = 0.0;
+            mv.anchor_snap = 0.0;
+            if (v == 0) mv.knn = 1;
+            else mv.lift = v;
+            T_OK(sa3d_match_sa3d(pr, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, 1, &mv, pred, fb, &err), &err);
+            e[v] = pred_err_cells(&s2, pred[0], pr->used[1]);
+        }
+        printf("       hidden point on query 0, distance to the hidden point's keypoint in view 2: 2D transfer %.2f "
+               "cells, lift (pseudo depth) %.2f, lift (model depth) %.2f\n", e[0], e[1], e[2]);
+        T_CHECK(e[0] <= 1.5 && e[1] > 1.5);
+        a1->proj[2 * j1] = save[0];   /* put back */
+        a1->proj[2 * j1 + 1] = save[1];
+        a1->depth[j1] = save[2];
+        /* (3) without image 1's depth map the lift is refused, naming what is missing */
+        float *cd = a1->cell_depth;
+        a1->cell_depth = NULL;
+        sa3d_match_params mv = sa3d_match_params_default();
+        mv.lift = SA3D_LIFT_MODEL;
+        T_STATUS(sa3d_match_sa3d(pr, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
+                 SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "depth map");
+        a1->cell_depth = cd;
+        free(z_saved);
     }
     {   /* options out of range are refused, naming the option */
         sa3d_match_params mv = sa3d_match_params_default();
@@ -549,6 +618,16 @@ static void case_match(void) {
         T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
                  SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, "w_direct");
+        const char *bad_lift[] = { "lift (0", "lift_k", "knn (0 with lift" };
+        for (int v = 0; v < 3; v++) {
+            mv = sa3d_match_params_default();
+            mv.lift = v == 0 ? 3 : SA3D_LIFT_PSEUDO;
+            if (v == 1) mv.lift_k = 17;
+            if (v == 2) mv.knn = 5;
+            T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
+                     SA3D_ERR_ARG, &err);
+            T_CONTAINS(err.msg, bad_lift[v]);
+        }
     }
     /* an implausible alignment sends every query to the baseline */
     mp.min_fg_frac = 1.01;
@@ -646,7 +725,8 @@ int main(int argc, char **argv) {
         { "1.5", "reading (b)'s blur: constant, impulse (a Gaussian of the sd), ramp, border", case_blur },
         { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
         { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
-        { "3.1", "matcher through two alignments; mirror features defeat the baseline", case_match },
+        { "3.1", "matcher through two alignments (every option, the lift); mirror features defeat the baseline",
+          case_match },
         { "4.1", "argument errors", case_args },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);

@@ -102,6 +102,8 @@ typedef struct sa3d_alignment {
     float *proj;            /* [n_dense][2] dense points in grid coordinates */
     float *depth;           /* [n_dense] their camera-frame depth Z (units of S), for visibility */
     float *proj_anchor;     /* [n_used][2] anchors in grid coordinates */
+    float *cell_depth;      /* [g][g] a copy of the input's pseudo depth, or NULL without one: the point map of
+                               the matcher's lift (sa3d_match_params.lift) */
     double fg_frac;         /* share of dense points projecting onto the mask (>= 0.5; inside the grid if
                                there is no mask) */
     int best_hyp;           /* index of the winning hypothesis */
@@ -129,6 +131,14 @@ typedef struct sa3d_match_params {
     int knn;                /* 0: the query -> point -> cell path of METHOD 6.2 steps 2-3; k in 1..16: the
                                geometric transfer of 6.2.5 - the query tied to the k (visible) points projecting
                                nearest to it in image 1 (weights dmin / d), carried to their image-2 projections */
+    int lift;               /* SA3D_LIFT_OFF; else METHOD 6.2.5's lift in place of steps 2-3: of image 1's pixels within
+                               10 of the query whose similarity to it exceeds 0.8 x its own, the front-most by pseudo
+                               depth is back-projected - at its pseudo depth shifted onto the aligned model's
+                               (SA3D_LIFT_PSEUDO) or at the model's own front-most depth there (SA3D_LIFT_MODEL) -,
+                               tied to the lift_k dense points nearest it in 3D (weights dmin / d), carried to their
+                               3D positions in image 2 and projected; the image-2 score is then a Gaussian (sigma)
+                               there x the direct 2D likelihood^w_direct. Needs the alignments' depth maps */
+    int lift_k;             /* 5 (1..16): the nearest dense points of the lift */
     double vis_radius;      /* 1.5 cells: each dense point occludes the cells within this radius of its projection */
     double vis_tol;         /* -1 (off): >= 0 makes only the points image 1 sees answer a query - a point is
                                visible when its depth is within vis_tol x the anchors' RMS radius of the nearest
@@ -157,6 +167,7 @@ typedef struct sa3d_match_params {
     sa3d_baseline_params baseline;   /* window radius 7, temperature 0.02 (also the fallback) */
 } sa3d_match_params;
 enum { SA3D_QUERY_PSEM = 0, SA3D_QUERY_COSINE = 1, SA3D_QUERY_DENSITY = 2 };
+enum { SA3D_LIFT_OFF = 0, SA3D_LIFT_PSEUDO = 1, SA3D_LIFT_MODEL = 2 };
 SA3D_API sa3d_match_params sa3d_match_params_default(void);
 
 /* METHOD.md 6.2: each query pixel of image 1 (original pixels) -> the representation point with the highest

@@ -65,6 +65,7 @@ void sa3d_alignment_free(sa3d_alignment *a) {
     sa3d_free(a->proj);
     sa3d_free(a->depth);
     sa3d_free(a->proj_anchor);
+    sa3d_free(a->cell_depth);
     sa3d_free(a);
 }
 
@@ -841,7 +842,8 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     if (!A || !(A->Y = sa3d_malloc((size_t)P3 * sizeof(double))) ||
         !(A->proj = sa3d_malloc((size_t)N * 2 * sizeof(float))) ||
         !(A->depth = sa3d_malloc((size_t)N * sizeof(float))) ||
-        !(A->proj_anchor = sa3d_malloc((size_t)n * 2 * sizeof(float)))) {
+        !(A->proj_anchor = sa3d_malloc((size_t)n * 2 * sizeof(float))) ||
+        (in->depth && !(A->cell_depth = sa3d_malloc((size_t)g * g * sizeof(float))))) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "align: out of memory");
         goto done;
     }
@@ -851,6 +853,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     A->img_w = in->F->img_w;
     A->img_h = in->F->img_h;
     A->input_size = in->F->input_size;
+    if (in->depth) memcpy(A->cell_depth, in->depth, (size_t)g * g * sizeof(float));
     memcpy(A->Y, Y + (size_t)best * P3, (size_t)P3 * sizeof(double));
     A->phi = phi[best];
     A->f = 1.0 / phi[best];

@@ -5,11 +5,13 @@
  * position. p_sem is the aligner's one-sided Gaussian of the similarity (align_internal.h). Options (docs/ALIGN.md):
  * other semantic evidence for step 2 (cosine, normalised density), each point's evidence normalised over image 1,
  * a posterior mixture over the best points instead of the argmax, only the points image 1 sees (a z-buffer on
- * the grid), and METHOD 6.2.5's geometric transfer through the k nearest projected points instead of steps 2-3.
+ * the grid), and, instead of steps 2-3, METHOD 6.2.5's geometric transfer through the k nearest projected points or
+ * its lift of the query to 3D with image 1's point map (lift_query).
  * Fallback to the GeoAware baseline: whole pair when an alignment is implausible, single query when it lies off
  * the projected object. */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "align/align_internal.h"
 #include "base/base.h"
@@ -26,6 +28,8 @@ sa3d_match_params sa3d_match_params_default(void) {
     p.max_energy = 1e30;
     p.min_fg_frac = 0.5;
     p.knn = 0;
+    p.lift = 0;
+    p.lift_k = 5;
     p.vis_radius = 1.5;
     p.vis_tol = -1.0;   /* off: on the val split (seeds 0-7) neither variant beat it; docs/ALIGN.md */
     p.query_sem = SA3D_QUERY_PSEM;
@@ -68,16 +72,12 @@ static double query_evidence(const sa3d_prior *prior, int i, double s, const sa3
     return p->query_sem == SA3D_QUERY_DENSITY ? lp - log(sd) : lp;
 }
 
-/* Which dense points alignment a sees. Self-occlusion matters most for the query -> point step: in a side view the
- * left and right legs of an animal project onto the same cells and their features are alike (mirror-ambiguous),
- * so without a test the hidden twin can win the query and send it to the wrong side in image 2. A z-buffer on
- * the grid: every point claims the cells whose centre lies within `radius` of its projection, at its depth; a
- * point is visible when its depth is within tol x the anchors' RMS radius of the nearest depth claimed at its
- * own cell. zbuf: [g][g] scratch. METHOD.md 5.4 leaves self-occlusion open; this is the matcher's reading. */
-static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius, double tol, float *zbuf) {
-    int g = a->g, N = a->n_dense, R = (int)ceil(radius);
+/* zbuf[g][g]: the front-most depth of alignment a's dense points at each cell, each point claiming the cells whose
+ * centre lies within `radius` of its projection; +inf where none does. */
+static void zbuffer(float *zbuf, const sa3d_alignment *a, double radius) {
+    int g = a->g, R = (int)ceil(radius);
     for (int u = 0; u < g * g; u++) zbuf[u] = INFINITY;
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < a->n_dense; i++) {
         double px = (double)a->proj[2 * i], py = (double)a->proj[2 * i + 1];
         int cx = (int)floor(px), cy = (int)floor(py);
         for (int y = cy - R; y <= cy + R; y++)
@@ -88,6 +88,16 @@ static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius,
                 if (a->depth[i] < zbuf[y * g + x]) zbuf[y * g + x] = a->depth[i];
             }
     }
+}
+
+/* Which dense points alignment a sees. Self-occlusion matters most for the query -> point step: in a side view the
+ * left and right legs of an animal project onto the same cells and their features are alike (mirror-ambiguous),
+ * so without a test the hidden twin can win the query and send it to the wrong side in image 2. A point is
+ * visible when its depth is within tol x the anchors' RMS radius of the nearest depth claimed at its own cell
+ * (zbuffer, [g][g] scratch). METHOD.md 5.4 leaves self-occlusion open; this is the matcher's reading. */
+static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius, double tol, float *zbuf) {
+    int g = a->g, N = a->n_dense;
+    zbuffer(zbuf, a, radius);
     double m[3] = { 0, 0, 0 }, r2 = 0.0;
     for (int k = 0; k < a->n_used; k++)
         for (int j = 0; j < 3; j++) m[j] += a->Y[3 * k + j] / a->n_used;
@@ -107,6 +117,116 @@ static void keep_smallest(double *val, int *id, int *n, int K, double v, int i) 
     while (j > 0 && val[j - 1] > v) { val[j] = val[j - 1]; id[j] = id[j - 1]; j--; }
     val[j] = v;
     id[j] = i;
+}
+
+/* ---- METHOD 6.2.5: the query lifted to 3D with image 1's point map ---- */
+
+#define LIFT_WINDOW_PX 10     /* query_img_coords_to_xyz_with_correction: the pixels within 10 of the query ... */
+#define LIFT_SIM_RATIO 0.8    /* ... whose similarity to it exceeds 0.8 x its own are the candidates */
+#define LIFT_MAX_K 16
+
+/* m[g][g] at continuous grid coordinates (x, y) (cell c covers [c, c + 1)), bilinear between cell centres with
+ * the edges clamped: what torch's upsampling (align_corners false, METHOD.md 2.7) gives there. */
+static double cell_bilinear(const double *m, int g, double x, double y) {
+    x -= 0.5;
+    y -= 0.5;
+    x = x < 0.0 ? 0.0 : x > g - 1 ? g - 1 : x;
+    y = y < 0.0 ? 0.0 : y > g - 1 ? g - 1 : y;
+    int x0 = (int)x, y0 = (int)y, x1 = x0 + 1 < g ? x0 + 1 : x0, y1 = y0 + 1 < g ? y0 + 1 : y0;
+    double fx = x - x0, fy = y - y0;
+    return (1 - fy) * ((1 - fx) * m[y0 * g + x0] + fx * m[y0 * g + x1]) +
+           fy * ((1 - fx) * m[y1 * g + x0] + fx * m[y1 * g + x1]);
+}
+
+/* Camera-frame position of dense point i of alignment a (units of S): its projection and depth undone. */
+static void dense_xyz(double X[3], const sa3d_alignment *a, int i) {
+    double Z = (double)a->depth[i], s = Z * a->phi / a->g;
+    X[0] = ((double)a->proj[2 * i] - 0.5 * a->g) * s;
+    X[1] = ((double)a->proj[2 * i + 1] - 0.5 * a->g) * s;
+    X[2] = Z;
+}
+
+/* Original pixel (u, v) of F's image -> continuous grid coordinates of its GeoAware square. */
+static void pixel_to_grid(const sa3d_feature_map *F, double u, double v, double *x, double *y) {
+    float xs, ys, cell = (float)F->input_size / (float)F->g;
+    sa3d_geoaware_to_square(F->img_w, F->img_h, F->input_size, (float)u, (float)v, &xs, &ys);
+    *x = (double)(xs / cell);
+    *y = (double)(ys / cell);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The shift that puts image 1's pseudo depth z onto the aligned model's depth Z: the median, over the cells the
+ * model covers, of (front-most model depth - z). Only a shift: Part 1 builds the cloud from point maps of the
+ * same pseudo depths, so their relief is already in the model's units, and L_depth ties the means only loosely
+ * (a mask-weighted mean against the anchors'). zbuf: zbuffer(a); tmp: [g][g]. */
+static double lift_depth_shift(const sa3d_alignment *a, const float *zbuf, double *tmp) {
+    int n = 0;
+    for (int u = 0; u < a->g * a->g; u++)
+        if (isfinite(zbuf[u]) && isfinite(a->cell_depth[u])) tmp[n++] = (double)zbuf[u] - (double)a->cell_depth[u];
+    if (n == 0) return 0.0;
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_double);
+    return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
+
+/* What the lifts of one pair share: image 1's pseudo depth per cell, its shift onto the model's depth, the model's
+ * front-most depth per cell (zbuffer), the options. */
+typedef struct lift_ctx {
+    const double *z1;
+    const float *zbuf;
+    double shift;
+    int mode, K;
+} lift_ctx;
+
+/* The lift of the query at original pixel (u, v) of image 1: 1 with (*gx, *gy) its image-2 grid position, 0 when it
+ * cannot be made (a transfer behind image 2's camera). sim: the query feature's similarity with every cell of image
+ * 1; z1: image 1's pseudo depth per cell (both [g][g]); shift: lift_depth_shift. The window is taken in original
+ * pixels, as the authors' helper does on the maps upsampled to the image; each pixel is sampled at its centre. */
+static int lift_query(double *gx, double *gy, const sa3d_alignment *a1, const sa3d_alignment *a2,
+                      const sa3d_feature_map *F1, float u, float v, const double *sim, const lift_ctx *L) {
+    const double *z1 = L->z1;
+    int g = a1->g, W = F1->img_w, H = F1->img_h, qu = (int)floorf(u), qv = (int)floorf(v), bu = qu, bv = qv;
+    double x, y;
+    pixel_to_grid(F1, qu + 0.5, qv + 0.5, &x, &y);
+    double s_q = cell_bilinear(sim, g, x, y), z_q = cell_bilinear(z1, g, x, y), z_best = INFINITY;
+    for (int r = qv - LIFT_WINDOW_PX < 0 ? 0 : qv - LIFT_WINDOW_PX; r < qv + LIFT_WINDOW_PX && r < H; r++)
+        for (int c = qu - LIFT_WINDOW_PX < 0 ? 0 : qu - LIFT_WINDOW_PX; c < qu + LIFT_WINDOW_PX && c < W; c++) {
+            pixel_to_grid(F1, c + 0.5, r + 0.5, &x, &y);
+            if (!(cell_bilinear(sim, g, x, y) > LIFT_SIM_RATIO * s_q)) continue;
+            double z = cell_bilinear(z1, g, x, y);
+            if (z < z_best) { z_best = z; bu = c; bv = r; }
+        }
+    if (!isfinite(z_best)) z_best = z_q;   /* no candidate (a query off the image): the query itself */
+    /* the candidate's 3D point, back-projected at its pixel (no half-pixel offset, METHOD.md 2.1) with its shifted
+     * pseudo depth or (SA3D_LIFT_MODEL) the model's front-most depth at its cell */
+    pixel_to_grid(F1, bu, bv, &x, &y);
+    double Z = z_best + L->shift;
+    int cx = (int)floor(x), cy = (int)floor(y);
+    if (L->mode == SA3D_LIFT_MODEL && cx >= 0 && cy >= 0 && cx < g && cy < g && isfinite(L->zbuf[cy * g + cx]))
+        Z = (double)L->zbuf[cy * g + cx];
+    double s = Z * a1->phi / g, q[3] = { (x - 0.5 * g) * s, (y - 0.5 * g) * s, Z };
+    /* its K nearest dense points in 3D, weights dmin / d (cluster_utils.compute_k_nearest_neighbours), carried to
+     * their positions in image 2 */
+    double dk[LIFT_MAX_K], X[3], T[3] = { 0, 0, 0 }, ws = 0.0;
+    int id[LIFT_MAX_K], nk = 0;
+    for (int i = 0; i < a1->n_dense; i++) {
+        dense_xyz(X, a1, i);
+        double d2 = (X[0] - q[0]) * (X[0] - q[0]) + (X[1] - q[1]) * (X[1] - q[1]) + (X[2] - q[2]) * (X[2] - q[2]);
+        keep_smallest(dk, id, &nk, L->K, sqrt(d2), i);
+    }
+    for (int j = 0; j < nk; j++) {
+        double w = (dk[0] + 1e-9) / (dk[j] + 1e-9);
+        dense_xyz(X, a2, id[j]);
+        for (int c = 0; c < 3; c++) T[c] += w * X[c];
+        ws += w;
+    }
+    if (nk == 0 || !(T[2] / ws >= SA3D_ALIGN_ZMIN)) return 0;
+    *gx = g * T[0] / (a2->phi * T[2]) + 0.5 * g;
+    *gy = g * T[1] / (a2->phi * T[2]) + 0.5 * g;
+    return 1;
 }
 
 /* log Z_i = log sum_u exp(evidence_i(u) - |u - g1_i|^2 / (2 sigma^2)) over the cells u of image 1 within 3 sigma of
@@ -137,6 +257,30 @@ static void query_log_norms(double *logZ, const sa3d_prior *prior, const sa3d_al
     }
 }
 
+/* The match in image 2 (original pixels) from the score mix[g][g] (log domain, overwritten): the direct 2D likelihood
+ * added with weight w_direct (query feature qf), then the window soft-argmax. sim, score: [g][g] scratch. */
+static void image2_pick(float out[2], double *mix, double *sim, float *score, const float *qf,
+                        const sa3d_feature_map *F2, const sa3d_match_params *p) {
+    int g = F2->g, cells = g * g;
+    if (p->w_direct > 0.0) {   /* + w_direct log softmax_u(F1(q) . F2(u) / temperature), up to a constant */
+        sim_map(sim, qf, F2);
+        double wt = p->w_direct / (double)p->baseline.temperature;
+        for (int u = 0; u < cells; u++) mix[u] += wt * sim[u];
+    }
+    double mx = -DBL_MAX;
+    for (int u = 0; u < cells; u++) if (mix[u] > mx) mx = mix[u];
+    /* sa3d_window_soft_argmax takes softmax(S / beta) with the cells outside the window at 0: feed it
+     * beta (score - max) + 60 beta so that softmax(S / beta) = softmax(score) inside the window and the
+     * outside cells weigh exp(-60) of the peak (negligible, as -inf would be). */
+    float beta = p->baseline.temperature, cell = (float)F2->input_size / (float)g;
+    for (int u = 0; u < cells; u++) score[u] = beta * (float)(mix[u] - mx) + 60.0f * beta;
+    int ax, ay;
+    float sx, sy;
+    sa3d_window_soft_argmax(score, g, g, p->baseline.window_radius, beta, &ax, &ay, &sx, &sy);
+    sa3d_geoaware_from_square(F2->img_w, F2->img_h, F2->input_size, (sx + 0.5f) * cell, (sy + 0.5f) * cell, &out[0],
+                              &out[1]);
+}
+
 /* The name of the first option out of its domain, or NULL. */
 static const char *bad_option(const sa3d_match_params *p) {
     if (!(p->sigma > 0.0) || !isfinite(p->sigma)) return "sigma (> 0)";
@@ -148,6 +292,9 @@ static const char *bad_option(const sa3d_match_params *p) {
     if (p->baseline.window_radius < 0) return "baseline.window_radius (>= 0)";
     if (p->baseline.adapt_flip < SA3D_FLIP_OFF || p->baseline.adapt_flip > SA3D_FLIP_MUTUAL_NN)
         return "baseline.adapt_flip (0 off, 1 mask, 2 mutual-nn)";
+    if (p->lift < SA3D_LIFT_OFF || p->lift > SA3D_LIFT_MODEL) return "lift (0 off, 1 pseudo depth, 2 model depth)";
+    if (p->lift_k < 1 || p->lift_k > LIFT_MAX_K) return "lift_k (1..16)";
+    if (p->lift && p->knn > 0) return "knn (0 with lift: both replace steps 2-3)";
     if (isnan(p->anchor_snap) || isnan(p->max_query_dist) || isnan(p->vis_tol) || isnan(p->vis_radius))
         return "anchor_snap, max_query_dist, vis_tol or vis_radius (not NaN)";
     return NULL;
@@ -175,14 +322,26 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
     float *score = sa3d_malloc((size_t)cells * sizeof(float)), *qf = sa3d_malloc((size_t)C * sizeof(float));
     double *sim = sa3d_malloc((size_t)cells * sizeof(double)), *mix = sa3d_malloc((size_t)cells * sizeof(double));
     double *logZ = p->query_norm ? sa3d_malloc((size_t)N * sizeof(double)) : NULL;
+    double *z1 = p->lift ? sa3d_malloc((size_t)cells * sizeof(double)) : NULL;
+    float *zbuf = p->lift ? sa3d_malloc((size_t)cells * sizeof(float)) : NULL;
     uint8_t *fb = sa3d_malloc((size_t)n), *vis = sa3d_malloc((size_t)N);
     float *work = NULL;
     sa3d_status st = SA3D_OK;
-    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ)) {
+    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ) || (p->lift && (!z1 || !zbuf))) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory");
         goto done;
     }
+    if (p->lift && !a1->cell_depth) {
+        st = sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: lift needs image 1's depth map (aligned without one)");
+        goto done;
+    }
     int pair_ok = plausible(a1, p) && plausible(a2, p);
+    lift_ctx lift = { z1, zbuf, 0.0, p->lift, p->lift_k };
+    if (p->lift && pair_ok) {
+        zbuffer(zbuf, a1, p->vis_radius);
+        lift.shift = lift_depth_shift(a1, zbuf, z1);
+        for (int u = 0; u < cells; u++) z1[u] = (double)a1->cell_depth[u];
+    }
     if (p->vis_tol >= 0.0) visible_points(vis, a1, p->vis_radius, p->vis_tol, score);
     else memset(vis, 1, (size_t)N);
     if (logZ && pair_ok) query_log_norms(logZ, prior, a1, F1, vis, p);
@@ -213,6 +372,18 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
             } else if (d2 <= da) { da = d2; ja = i; }
         }
         if (dmin2 > qmax2) continue;
+        if (p->lift) {   /* METHOD 6.2.5 in place of steps 2-3: a Gaussian around the lifted query's image-2 position */
+            double tx, ty;
+            sim_map(sim, qf, F1);
+            if (!lift_query(&tx, &ty, a1, a2, F1, src_kps[k][0], src_kps[k][1], sim, &lift)) continue;
+            for (int u = 0; u < cells; u++) {
+                double dx = (u % g) + 0.5 - tx, dy = (u / g) + 0.5 - ty;
+                mix[u] = -0.5 * (dx * dx + dy * dy) * is2;
+            }
+            image2_pick(pred[k], mix, sim, score, qf, F2, p);
+            fb[k] = 0;
+            continue;
+        }
         /* step 2: the snapped anchor, else the M best points by semantic evidence + log N(q; g1_i, sigma^2), best
          * first (ties: lower index); neg holds minus their scores */
         int top[MAX_SOFT], nt = 0;
@@ -269,23 +440,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
                 mix[u] = hi + log1p(exp(lo - hi));   /* log(e^s + e^mix) */
             }
         }
-        if (p->w_direct > 0.0) {   /* + w_direct log softmax_u(F1(q) . F2(u) / temperature), up to a constant */
-            sim_map(sim, qf, F2);
-            double wt = p->w_direct / (double)p->baseline.temperature;
-            for (int u = 0; u < cells; u++) mix[u] += wt * sim[u];
-        }
-        double mx = -DBL_MAX;
-        for (int u = 0; u < cells; u++) if (mix[u] > mx) mx = mix[u];
-        /* sa3d_window_soft_argmax takes softmax(S / beta) with the cells outside the window at 0: feed it
-         * beta (score - max) + 60 beta so that softmax(S / beta) = softmax(score) inside the window and the
-         * outside cells weigh exp(-60) of the peak (negligible, as -inf would be). */
-        float beta = p->baseline.temperature;
-        for (int u = 0; u < cells; u++) score[u] = beta * (float)(mix[u] - mx) + 60.0f * beta;
-        int ax, ay;
-        float sx, sy;
-        sa3d_window_soft_argmax(score, g, g, p->baseline.window_radius, beta, &ax, &ay, &sx, &sy);
-        sa3d_geoaware_from_square(F2->img_w, F2->img_h, F2->input_size, (sx + 0.5f) * cell2, (sy + 0.5f) * cell2,
-                                  &pred[k][0], &pred[k][1]);
+        image2_pick(pred[k], mix, sim, score, qf, F2, p);
         fb[k] = 0;
     }
     int n_fb = 0;
@@ -320,6 +475,8 @@ done:
     sa3d_free(logZ);
     sa3d_free(fb);
     sa3d_free(vis);
+    sa3d_free(z1);
+    sa3d_free(zbuf);
     sa3d_free(work);
     return st;
 }

@@ -42,9 +42,9 @@ static const param_field param_fields[] = {
     P_ALIGN(prune_at, 'd'), P_ALIGN(prune_keep, 'i'), P_ALIGN(w_sparse, 'd'), P_ALIGN(sparse_from, 'd'),
     P_ALIGN(dense_end, 'd'), P_ALIGN(sparse_outlier, 'd'), P_ALIGN(w_mirror, 'd'),
     P_MATCH(sigma, 'd'), P_MATCH(sem_sd_floor, 'd'), P_MATCH(max_query_dist, 'd'), P_MATCH(max_energy, 'd'),
-    P_MATCH(min_fg_frac, 'd'), P_MATCH(knn, 'i'), P_MATCH(vis_radius, 'd'), P_MATCH(vis_tol, 'd'),
-    P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'), P_MATCH(anchor_snap, 'd'),
-    P_MATCH(snap_front, 'i'), P_MATCH(soft_points, 'i'), P_MATCH(w_direct, 'd'),
+    P_MATCH(min_fg_frac, 'd'), P_MATCH(knn, 'i'), P_MATCH(lift, 'i'), P_MATCH(lift_k, 'i'), P_MATCH(vis_radius, 'd'),
+    P_MATCH(vis_tol, 'd'), P_MATCH(query_sem, 'i'), P_MATCH(query_temp, 'd'), P_MATCH(query_norm, 'i'),
+    P_MATCH(anchor_snap, 'd'), P_MATCH(snap_front, 'i'), P_MATCH(soft_points, 'i'), P_MATCH(w_direct, 'd'),
     P_MATCH(baseline.window_radius, 'i'), P_MATCH(baseline.temperature, 'f'), P_MATCH(baseline.adapt_flip, 'i'),
 };
 #define N_PARAM_FIELDS ((int)(sizeof param_fields / sizeof param_fields[0]))
