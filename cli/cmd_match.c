@@ -174,6 +174,9 @@ int cmd_match(int argc, char **argv) {
     if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
+    if (smp.match.lift)
+        return cli_usage_error(cmd, "match.lift needs the image's pseudo depth, which `match` does not compute: use "
+                               "`eval --depth DIR` or `demo`");
     float pts[SA3D_MAX_KPS][2], pred[SA3D_MAX_KPS][2];
     int n = parse_points(cmd, points, pts);
     if (n < 0) return EXIT_USAGE;

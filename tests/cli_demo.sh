@@ -73,6 +73,9 @@ margs=("$D/JPEGImages/dog/$a.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.p
 "$BIN" match "${margs[@]}" --points "100,100;120,90" --json "$T/m.json" --png "$T/m.png"; check "match" 0 $?
 grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match outputs"; fail=1; }
 "$BIN" match "${margs[@]}" --points "100,abc" --json "$T/m2.json" 2>/dev/null; check "match malformed points" 2 $?
+"$BIN" match "${margs[@]}" --points "100,100" --set match.lift=1 --json "$T/m2.json" 2>"$T/e"
+check "match with match.lift" 2 $?
+grep -q "does not compute" "$T/e" || { echo "FAIL match.lift message: $(cat "$T/e")"; fail=1; }
 "$BIN" match "${margs[@]}" --points "100,100;9999,1" --json "$T/m2.json" 2>/dev/null; check "match point outside" 1 $?
 "$BIN" match "$T/none.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.prior.safetensors" --points "1,1" \
   --features1 x --features2 y --json "$T/m2.json" 2>/dev/null; check "match missing image" 1 $?
