@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "align/align_internal.h"
+#include "align/baseline_internal.h"
 #include "base/base.h"
 #include "semalign3d/eval.h"
 
@@ -94,10 +95,9 @@ static void zbuffer(float *zbuf, const sa3d_alignment *a, double radius) {
  * left and right legs of an animal project onto the same cells and their features are alike (mirror-ambiguous),
  * so without a test the hidden twin can win the query and send it to the wrong side in image 2. A point is
  * visible when its depth is within tol x the anchors' RMS radius of the nearest depth claimed at its own cell
- * (zbuffer, [g][g] scratch). METHOD.md 5.4 leaves self-occlusion open; this is the matcher's reading. */
-static void visible_points(uint8_t *vis, const sa3d_alignment *a, double radius, double tol, float *zbuf) {
+ * (zbuf: zbuffer(a)). METHOD.md 5.4 leaves self-occlusion open; this is the matcher's reading. */
+static void visible_points(uint8_t *vis, const sa3d_alignment *a, double tol, const float *zbuf) {
     int g = a->g, N = a->n_dense;
-    zbuffer(zbuf, a, radius);
     double m[3] = { 0, 0, 0 }, r2 = 0.0;
     for (int k = 0; k < a->n_used; k++)
         for (int j = 0; j < 3; j++) m[j] += a->Y[3 * k + j] / a->n_used;
@@ -323,11 +323,12 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
     double *sim = sa3d_malloc((size_t)cells * sizeof(double)), *mix = sa3d_malloc((size_t)cells * sizeof(double));
     double *logZ = p->query_norm ? sa3d_malloc((size_t)N * sizeof(double)) : NULL;
     double *z1 = p->lift ? sa3d_malloc((size_t)cells * sizeof(double)) : NULL;
-    float *zbuf = p->lift ? sa3d_malloc((size_t)cells * sizeof(float)) : NULL;
+    int use_zbuf = p->lift || p->vis_tol >= 0.0;   /* the lift and the visibility test share one z-buffer */
+    float *zbuf = use_zbuf ? sa3d_malloc((size_t)cells * sizeof(float)) : NULL;
     uint8_t *fb = sa3d_malloc((size_t)n), *vis = sa3d_malloc((size_t)N);
     float *work = NULL;
     sa3d_status st = SA3D_OK;
-    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ) || (p->lift && (!z1 || !zbuf))) {
+    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ) || (p->lift && !z1) || (use_zbuf && !zbuf)) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory");
         goto done;
     }
@@ -336,13 +337,13 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         goto done;
     }
     int pair_ok = plausible(a1, p) && plausible(a2, p);
+    if (use_zbuf) zbuffer(zbuf, a1, p->vis_radius);
     lift_ctx lift = { z1, zbuf, 0.0, p->lift, p->lift_k };
     if (p->lift && pair_ok) {
-        zbuffer(zbuf, a1, p->vis_radius);
         lift.shift = lift_depth_shift(a1, zbuf, z1);
         for (int u = 0; u < cells; u++) z1[u] = (double)a1->cell_depth[u];
     }
-    if (p->vis_tol >= 0.0) visible_points(vis, a1, p->vis_radius, p->vis_tol, score);
+    if (p->vis_tol >= 0.0) visible_points(vis, a1, p->vis_tol, zbuf);
     else memset(vis, 1, (size_t)N);
     if (logZ && pair_ok) query_log_norms(logZ, prior, a1, F1, vis, p);
     double is2 = 1.0 / (p->sigma * p->sigma), qmax2 = p->max_query_dist * p->max_query_dist;
@@ -354,10 +355,8 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         float xs, ys;
         sa3d_geoaware_to_square(F1->img_w, F1->img_h, F1->input_size, src_kps[k][0], src_kps[k][1], &xs, &ys);
         double qx = (double)(xs / cell1), qy = (double)(ys / cell1);
-        int cx = (int)floor(qx), cy = (int)floor(qy);
-        cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
-        cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
-        for (int c = 0; c < C; c++) qf[c] = F1->data[(size_t)c * cells + (size_t)cy * g + cx];
+        size_t qcell = sa3d_baseline_query_cell(xs, ys, F1->input_size, g);   /* the cell the baseline reads */
+        for (int c = 0; c < C; c++) qf[c] = F1->data[(size_t)c * cells + qcell];
         /* the nearest projection (a query farther than max_query_dist from all is off the object) and the anchor
          * snap: of the visible appended anchors within anchor_snap cells, the front-most (snap_front) or the
          * nearest */
