@@ -32,13 +32,13 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Seeded pseudo-random pixels in [-2, 2) (xorshift64), the same for every run. */
 static size_t view_floats(const sa3d_tensor_view *v) {   /* the product of its shape */
     size_t k = 1;
     for (int d = 0; d < v->ndim; d++) k *= (size_t)v->shape[d];
     return k;
 }
 
+/* Seeded pseudo-random pixels in [-2, 2) (xorshift64), the same for every run. */
 static void fill_pixels(float *px, size_t n) {
     uint64_t st = 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < n; i++) {
