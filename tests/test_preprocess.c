@@ -439,7 +439,8 @@ static void test_dpt_fixtures(void) {
     }
 }
 
-/* 1.8 */
+/* 1.8 processor_config.json: class defaults for absent keys, what the C code cannot reproduce refused as
+ * unsupported, bad types and ranges and values that overflow the pixels refused naming the file and key. */
 static void test_dpt_params_load(void) {
     char tmpl[] = "/tmp/sa3d_pre_XXXXXX";
     char *dir = mkdtemp(tmpl);
@@ -466,6 +467,10 @@ static void test_dpt_params_load(void) {
         { "{\"keep_aspect_ratio\":1}", SA3D_ERR_FORMAT, "keep_aspect_ratio" },
         { "{\"ensure_multiple_of\":14.5}", SA3D_ERR_FORMAT, "ensure_multiple_of" },
         { "[1,2]", SA3D_ERR_FORMAT, "JSON object" },
+        /* each value is finite, but (v - mean / r) / (std / r) overflows float: inf pixels */
+        { "{\"image_mean\":[1e38,0.5,0.5]}", SA3D_ERR_FORMAT, "infinite pixel values" },
+        { "{\"image_std\":[1e-44,0.5,0.5]}", SA3D_ERR_FORMAT, "infinite pixel values" },
+        { "{\"rescale_factor\":1e300}", SA3D_ERR_FORMAT, "infinite pixel values" },
         { "{\"size\":", SA3D_ERR_FORMAT, "JSON object" },
     };
     char path[512];
@@ -485,8 +490,24 @@ static void test_dpt_params_load(void) {
             T_CHECK(p.resample == SA3D_RESAMPLE_BICUBIC && p.mean[0] == 0.5f && p.std[2] == 0.5f);
         }
     }
-    sa3d_dpt_preprocess_params p;
+    sa3d_dpt_preprocess_params p = sa3d_dpt_preprocess_params_default();
     sa3d_error err = { 0 };
+    sa3d_image img = { 4, 3, pattern(4, 3, 3, 7) };
+    float *px = (float *)1;
+    int w, h;
+    p.mean[1] = 1e38f; /* params made in code get the same check as a file's */
+    T_STATUS(sa3d_dpt_preprocess(&img, &p, &px, &w, &h, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "infinite pixel values");
+    T_CHECK(px == NULL);
+    p = sa3d_dpt_preprocess_params_default();
+    p.resample = SA3D_RESAMPLE_BOX; /* a file may ask for it; torch's uint8 resize has no box filter */
+    T_STATUS(sa3d_dpt_preprocess(&img, &p, &px, &w, &h, &err), SA3D_ERR_UNSUPPORTED, &err);
+    T_CONTAINS(err.msg, "resample box is not available with the torchvision backend");
+    p.impl = SA3D_DPT_PIL;
+    T_OK(sa3d_dpt_preprocess(&img, &p, &px, &w, &h, &err), &err);
+    T_CHECK(px && w == 518 && h == 392); /* 4 x 3 scaled least: 518 x 388.5 -> multiple of 14 */
+    sa3d_pixels_free(px);
+    free(img.rgb);
     snprintf(path, sizeof path, "%s/missing.json", dir);
     T_STATUS(sa3d_dpt_preprocess_params_load(&p, path, &err), SA3D_ERR_IO, &err);
     T_CONTAINS(err.msg, path);

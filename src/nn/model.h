@@ -5,6 +5,7 @@
 #define SA3D_NN_MODEL_H
 
 #include "base/base.h"
+#include "semalign3d/image.h"
 #include "semalign3d/nn.h"
 #include "semalign3d/safetensors.h"
 
@@ -77,6 +78,9 @@ struct sa3d_model {
 /* config.c: parse config.json text (path for messages). */
 sa3d_status sa3d_parse_model_config(const char *text, const char *path, sa3d_model_kind *kind, sa3d_vit_config *vit,
                                     sa3d_dpt_config *dpt, sa3d_error *err);
+/* preprocess.c: parse preprocessor_config.json text (path for messages), as sa3d_dpt_preprocess_params_load. */
+sa3d_status sa3d_dpt_preprocess_params_parse(sa3d_dpt_preprocess_params *p, const char *text, const char *path,
+                                             sa3d_error *err);
 
 #define SA3D_MAX_OUTPUTS 72
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "base/base.h"
+#include "nn/model.h"
 #include "semalign3d/image.h"
 
 /* ---- Pillow and torch uint8 resampling ----------------------------------------------------------------- */
@@ -92,6 +93,17 @@ static const resample_filter *filter_of(sa3d_resample f, flavor fl) {
     case SA3D_RESAMPLE_HAMMING: return fl == FLAVOR_PIL ? &hamming : NULL;
     }
     return NULL;
+}
+
+static const char *filter_name(sa3d_resample f) {
+    switch (f) {
+    case SA3D_RESAMPLE_BILINEAR: return "bilinear";
+    case SA3D_RESAMPLE_BICUBIC: return "bicubic";
+    case SA3D_RESAMPLE_LANCZOS: return "lanczos";
+    case SA3D_RESAMPLE_BOX: return "box";
+    case SA3D_RESAMPLE_HAMMING: return "hamming";
+    }
+    return "unknown";
 }
 
 /* One axis' coefficients: output i reads inputs [first[i], first[i] + count[i]) with weights k[i][..]. */
@@ -224,8 +236,8 @@ static sa3d_status resize_u8(uint8_t *dst, int dw, int dh, const uint8_t *src, i
     if (!dst || !src) return sa3d_fail(err, SA3D_ERR_ARG, "resize: dst or src is NULL");
     if (!f)
         return sa3d_fail(err, fl == FLAVOR_PIL ? SA3D_ERR_ARG : SA3D_ERR_UNSUPPORTED,
-                         "resize: filter %d is not available%s", (int)filter,
-                         fl == FLAVOR_PIL ? "" : " in torch");
+                         "resize: filter %d (%s) is not available%s", (int)filter, filter_name(filter),
+                         fl == FLAVOR_PIL ? "" : " in torch's antialiased uint8 resize (bilinear, bicubic, lanczos)");
     if (channels < 1 || channels > 4)
         return sa3d_fail(err, SA3D_ERR_ARG, "resize: %d channels; expected 1 to 4", channels);
     if (sw < 1 || sh < 1 || dw < 1 || dh < 1 || sw > SA3D_IMAGE_MAX_SIDE || sh > SA3D_IMAGE_MAX_SIDE ||
@@ -327,6 +339,34 @@ void sa3d_dpt_preprocess_size(const sa3d_dpt_preprocess_params *p, int w, int h,
     *out_h = (int)nh;
 }
 
+/* The float value of channel c's uint8 level v, for every v, as the processor computes it (p->impl). */
+static void pixel_lut(const sa3d_dpt_preprocess_params *p, int c, float lut[256]) {
+    if (p->impl == SA3D_DPT_PIL) {
+        /* transformers rescale: float64 product stored as float32; normalize: (x - mean) / std */
+        for (int v = 0; v < 256; v++) lut[v] = ((float)(v * p->rescale_factor) - p->mean[c]) / p->std[c];
+    } else if (p->mean[c] == 0.0f && p->std[c] == 1.0f) {
+        /* no normalisation: torch uint8 tensor * python float -> float32 product */
+        for (int v = 0; v < 256; v++) lut[v] = (float)v * (float)p->rescale_factor;
+    } else {
+        /* _fuse_mean_std_and_rescale_factor: float32 mean and std times float(1 / r), then
+         * (x - mean') / std' on the float32 image */
+        float inv = (float)(1.0 / p->rescale_factor), m = p->mean[c] * inv, sd = p->std[c] * inv;
+        for (int v = 0; v < 256; v++) lut[v] = ((float)v - m) / sd;
+    }
+}
+
+/* 1 when every level of every channel maps to a finite value: a mean, std or rescale factor far outside
+ * the usual [0, 1] can overflow float (1e38 x 255) and would feed inf to the network. */
+static int pixel_lut_finite(const sa3d_dpt_preprocess_params *p) {
+    for (int c = 0; c < 3; c++) {
+        float lut[256];
+        pixel_lut(p, c, lut);
+        for (int v = 0; v < 256; v++)
+            if (!isfinite(lut[v])) return 0;
+    }
+    return 1;
+}
+
 static sa3d_status check_image(const sa3d_image *img, const char *who, sa3d_error *err) {
     if (!img || !img->rgb || img->w < 1 || img->h < 1 || img->w > SA3D_IMAGE_MAX_SIDE ||
         img->h > SA3D_IMAGE_MAX_SIDE)
@@ -347,6 +387,13 @@ sa3d_status sa3d_dpt_preprocess(const sa3d_image *img, const sa3d_dpt_preprocess
         if (!(p->std[c] != 0.0f) || !isfinite(p->std[c]) || !isfinite(p->mean[c]))
             return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: mean/std[%d] = %g/%g", c, (double)p->mean[c],
                              (double)p->std[c]);
+    if (p->impl != SA3D_DPT_PIL && !filter_of(p->resample, FLAVOR_TORCH)) /* torchvision refuses it too */
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "dpt preprocess: resample %s is not available with the "
+                         "torchvision backend (impl SA3D_DPT_TORCHVISION); only with SA3D_DPT_PIL",
+                         filter_name(p->resample));
+    if (!pixel_lut_finite(p))
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: mean, std and rescale factor %g give infinite pixel "
+                         "values", p->rescale_factor);
     int w, h;
     sa3d_dpt_preprocess_size(p, img->w, img->h, &w, &h);
     if (w < 1 || h < 1 || w > SA3D_IMAGE_MAX_SIDE || h > SA3D_IMAGE_MAX_SIDE)
@@ -373,18 +420,7 @@ sa3d_status sa3d_dpt_preprocess(const sa3d_image *img, const sa3d_dpt_preprocess
     }
     for (int c = 0; c < 3; c++) {
         float lut[256];
-        if (p->impl == SA3D_DPT_PIL) {
-            /* transformers rescale: float64 product stored as float32; normalize: (x - mean) / std */
-            for (int v = 0; v < 256; v++) lut[v] = ((float)(v * p->rescale_factor) - p->mean[c]) / p->std[c];
-        } else if (p->mean[c] == 0.0f && p->std[c] == 1.0f) {
-            /* no normalisation: torch uint8 tensor * python float -> float32 product */
-            for (int v = 0; v < 256; v++) lut[v] = (float)v * (float)p->rescale_factor;
-        } else {
-            /* _fuse_mean_std_and_rescale_factor: float32 mean and std times float(1 / r), then
-             * (x - mean') / std' on the float32 image */
-            float inv = (float)(1.0 / p->rescale_factor), m = p->mean[c] * inv, sd = p->std[c] * inv;
-            for (int v = 0; v < 256; v++) lut[v] = ((float)v - m) / sd;
-        }
+        pixel_lut(p, c, lut);
         float *o = out + (size_t)c * n;
         for (size_t i = 0; i < n; i++) o[i] = lut[rs[i * 3 + (size_t)c]];
     }
@@ -472,8 +508,16 @@ sa3d_status sa3d_dpt_preprocess_params_load(sa3d_dpt_preprocess_params *p, const
     char *text = NULL;
     sa3d_status s = sa3d_read_file(path, (size_t)16 << 20, &text, NULL, err);
     if (s != SA3D_OK) return s;
-    cJSON *root = cJSON_Parse(text);
+    s = sa3d_dpt_preprocess_params_parse(p, text, path, err);
     sa3d_free(text);
+    return s;
+}
+
+sa3d_status sa3d_dpt_preprocess_params_parse(sa3d_dpt_preprocess_params *p, const char *text, const char *path,
+                                             sa3d_error *err) {
+    *p = sa3d_dpt_preprocess_params_default();
+    sa3d_status s = SA3D_OK;
+    cJSON *root = cJSON_Parse(text);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: not a JSON object", path);
@@ -555,7 +599,13 @@ sa3d_status sa3d_dpt_preprocess_params_load(sa3d_dpt_preprocess_params *p, const
             q.std[i] = 1.0f;
         }
     }
-    *p = q;
+    for (int impl = SA3D_DPT_TORCHVISION; impl <= SA3D_DPT_PIL && s == SA3D_OK; impl++) {
+        sa3d_dpt_preprocess_params t = q;
+        t.impl = (sa3d_dpt_impl)impl;
+        if (!pixel_lut_finite(&t))
+            s = pcfg_bad(&c, "image_mean, image_std, rescale_factor", "give infinite pixel values");
+    }
+    if (s == SA3D_OK) *p = q;
 done:
     cJSON_Delete(root);
     return s;
