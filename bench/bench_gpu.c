@@ -32,12 +32,6 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static size_t view_floats(const sa3d_tensor_view *v) {   /* the product of its shape */
-    size_t k = 1;
-    for (int d = 0; d < v->ndim; d++) k *= (size_t)v->shape[d];
-    return k;
-}
-
 /* Seeded pseudo-random pixels in [-2, 2) (xorshift64), the same for every run. */
 static void fill_pixels(float *px, size_t n) {
     uint64_t st = 0x9E3779B97F4A7C15ull;
@@ -215,7 +209,7 @@ int main(int argc, char **argv) {
     if (sa3d_workspace_download(ws, &err)) goto fail;
     double dl_ms = (sa3d_now() - s) * 1e3, dl_fmap_ms = -1, out_mib = 0;
     for (int i = 0; i < sa3d_workspace_n_outputs(ws); i++)
-        out_mib += (double)view_floats(sa3d_workspace_output_at(ws, i)) * sizeof(float) / 1048576.0;
+        out_mib += (double)sa3d_tensor_view_numel(sa3d_workspace_output_at(ws, i)) * sizeof(float) / 1048576.0;
     if (sa3d_workspace_output(ws, "feature_map")) {
         if (sa3d_model_forward(m, ws, NULL, &err)) goto fail;
         s = sa3d_now();
@@ -224,7 +218,7 @@ int main(int argc, char **argv) {
     }
     const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
     if (out) {
-        size_t k = view_floats(o);
+        size_t k = sa3d_tensor_view_numel(o);
         FILE *g = fopen(out, "wb");
         if (!g || fwrite(o->data, sizeof(float), k, g) != k) {
             snprintf(err.msg, sizeof err.msg, "%s: cannot write", out);

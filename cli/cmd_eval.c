@@ -41,7 +41,7 @@ static void help(void) {
            "                     or none\n"
            "  --seed N           semalign3d: seed of the pose hypotheses (default 0)\n"
            "  --set NAME=VALUE   an aligner or matcher option (repeatable; docs/ALIGN.md); --set list prints\n"
-           "                     them all with their values\n"
+           "                     them all with their values; the baseline takes match.baseline.* only\n"
            "  --features DIR     import feature maps: DIR[/<category>]/<id>.features.safetensors or <id>.npy\n"
            "  --model DIR        compute features with this DINOv2 model instead\n"
            "  --size N           feature input square side (default 840 -> 60 x 60 grid)\n"
@@ -120,6 +120,10 @@ int cmd_eval(int argc, char **argv) {
     if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
+    for (int k = 0; k < sets.n && !sa3d; k++) /* validated above; the baseline reads match.baseline.* alone */
+        if (strcmp(sets.v[k], "list") && strncmp(sets.v[k], "match.baseline.", 15))
+            return cli_usage_error(cmd, "--set %.*s: belongs to --method semalign3d (the baseline reads only "
+                                   "match.baseline.*)", (int)strcspn(sets.v[k], "="), sets.v[k]);
     int adapt_flip = smp.match.baseline.adapt_flip;
     if (adapt_flip && sa3d)
         return cli_usage_error(cmd, "match.baseline.adapt_flip belongs to --method baseline (SemAlign3D scores the "

@@ -33,6 +33,12 @@ done
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --method semalign3d --priors "$T" \
   --set match.lift=1 >/dev/null 2>"$T/e"; check "match.lift without --depth" 2 $?
 grep -q "give --depth" "$T/e" || { echo "FAIL lift without depth message: $(cat "$T/e")"; fail=1; }
+for set in match.lift=1 align.n_hyp=5; do   # settings the baseline would ignore
+  "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --set "$set" >/dev/null 2>"$T/e"
+  check "baseline --set $set" 2 $?
+  grep -q -- "--set ${set%=*}: belongs to --method semalign3d" "$T/e" ||
+    { echo "FAIL baseline $set: $(cat "$T/e")"; fail=1; }
+done
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/evf3" --set match.baseline.adapt_flip=3 \
   >/dev/null 2>"$T/e"; check "adapt_flip=3" 1 $?
 grep -q "adaptive flip 3" "$T/e" || { echo "FAIL adapt_flip=3 message: $(cat "$T/e")"; fail=1; }

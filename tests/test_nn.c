@@ -68,9 +68,9 @@ static int check_model_fixture(const char *dir, const char *name) {
         if (!strcmp(rt->name, "pixel_values")) continue;
         const sa3d_tensor_view *o = sa3d_workspace_output(ws, rt->name);
         if (!o) { T_FAIL("%s: reference key %s has no output", name, rt->name); continue; }
-        size_t n = 1;
+        size_t n = sa3d_tensor_view_numel(o);
         int same = o->ndim == rt->ndim;
-        for (int d = 0; d < o->ndim; d++) { n *= (size_t)o->shape[d]; same = same && o->shape[d] == rt->shape[d]; }
+        for (int d = 0; d < o->ndim && same; d++) same = o->shape[d] == rt->shape[d];
         if (!same) { T_FAIL("%s: %s: shape differs from the reference", name, rt->name); continue; }
         float *want = read_all(rt);
         size_t worst;
@@ -196,8 +196,7 @@ static void case_determinism_no_alloc(void) {
         float *px = malloc(n * 4);
         fill_random(px, n, 7, 2.0f);
         const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
-        size_t numel = 1;
-        for (int d = 0; d < o->ndim; d++) numel *= (size_t)o->shape[d];
+        size_t numel = sa3d_tensor_view_numel(o);
         float *first = malloc(numel * 4);
         long live = sa3d_alloc_live_blocks();
         sa3d_alloc_fail_after(1);   /* any allocation inside forward would fail it */
@@ -400,8 +399,7 @@ static void expect_same_as_new(sa3d_model *m, sa3d_workspace *ws, int B, int H, 
     T_CHECK(fresh && sa3d_workspace_n_outputs(ws) == sa3d_workspace_n_outputs(fresh));
     for (int i = 0; fresh && i < sa3d_workspace_n_outputs(fresh); i++) {
         const sa3d_tensor_view *a = sa3d_workspace_output_at(ws, i), *b = sa3d_workspace_output_at(fresh, i);
-        size_t numel = 1;
-        for (int d = 0; d < b->ndim; d++) numel *= (size_t)b->shape[d];
+        size_t numel = sa3d_tensor_view_numel(b);
         if (!a || strcmp(a->name, b->name) || a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof a->shape) ||
             memcmp(a->data, b->data, numel * sizeof(float)))
             T_FAIL("%s: batch %d, %d x %d: output %s differs from a new workspace's", what, B, H, W, b->name);

@@ -37,12 +37,6 @@ static double max_err(const float *a, const float *b, size_t n) {
     return m;
 }
 
-static size_t numel(const sa3d_tensor_view *v) {
-    size_t n = 1;
-    for (int d = 0; d < v->ndim; d++) n *= (size_t)v->shape[d];
-    return n;
-}
-
 static int cuda_available(void) {
     char **dirs;
     int n = t_model_fixture_dirs(&dirs);
@@ -94,8 +88,8 @@ static void compare(const char *dir, const char *dtype, double rel, int B, int H
         T_OK(sa3d_model_forward(cpu, wc, px + (size_t)b * n_img, &err), &err);
         for (int i = 0; i < sa3d_workspace_n_outputs(wc); i++) {
             const sa3d_tensor_view *c = sa3d_workspace_output_at(wc, i), *g = sa3d_workspace_output_at(wg, i);
-            size_t n = numel(c);
-            T_CHECK(g->shape[0] == B && numel(g) == n * (size_t)B);
+            size_t n = sa3d_tensor_view_numel(c);
+            T_CHECK(g->shape[0] == B && sa3d_tensor_view_numel(g) == n * (size_t)B);
             double e = max_err(g->data + (size_t)b * n, c->data, n) / fmax(1.0, max_abs(c->data, n));
             if (!(e <= worst)) { worst = e; worst_name = c->name; }
             if (!(e <= rel))
@@ -192,10 +186,10 @@ static void case_download_and_replay(void) {
             const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
             int n_out = sa3d_workspace_n_outputs(ws);
             const sa3d_tensor_view *last = sa3d_workspace_output_at(ws, n_out - 1);
-            size_t k = numel(o), k_last = numel(last);
+            size_t k = sa3d_tensor_view_numel(o), k_last = sa3d_tensor_view_numel(last);
             for (int i = 0; i < n_out; i++) {
                 const sa3d_tensor_view *v = sa3d_workspace_output_at(ws, i);
-                memset((void *)v->data, 0, numel(v) * sizeof(float));
+                memset((void *)v->data, 0, sa3d_tensor_view_numel(v) * sizeof(float));
             }
             T_OK(sa3d_model_forward(m, ws, px, &err), &err);
             T_CHECK(max_abs(o->data, k) == 0.0);   /* not downloaded yet */
@@ -355,7 +349,8 @@ static void resized_vs_new(const char *dir, const char *dtype, int B) {
         if (fresh) T_OK(sa3d_model_forward(m, fresh, px, &err), &err);
         for (int i = 0; fresh && i < sa3d_workspace_n_outputs(fresh); i++) {
             const sa3d_tensor_view *a = sa3d_workspace_output_at(ws, i), *b = sa3d_workspace_output_at(fresh, i);
-            if (memcmp(a->shape, b->shape, sizeof a->shape) || memcmp(a->data, b->data, numel(b) * sizeof(float))) {
+            if (memcmp(a->shape, b->shape, sizeof a->shape) ||
+                memcmp(a->data, b->data, sa3d_tensor_view_numel(b) * sizeof(float))) {
                 T_FAIL("%s %s batch %d, %d x %d: output %s of the resized workspace differs from a new one's", dir,
                        dtype, B, H, W, b->name);
                 bad = 1;
@@ -453,7 +448,7 @@ static double depth_spread(const char *dir) {
     if (px && !sa3d_model_open(&m, dir, &p, &err) && !sa3d_workspace_new(&ws, m, 56, 70, 0, &err) &&
         !sa3d_model_forward(m, ws, px, &err)) {
         const sa3d_tensor_view *o = sa3d_workspace_output_at(ws, 0);
-        size_t k = numel(o);
+        size_t k = sa3d_tensor_view_numel(o);
         float lo = o->data[0], hi = o->data[0];
         for (size_t i = 1; i < k; i++) { lo = fminf(lo, o->data[i]); hi = fmaxf(hi, o->data[i]); }
         spread = (double)(hi - lo) / fmax(1e-30, max_abs(o->data, k));

@@ -145,6 +145,8 @@ typedef struct sa3d_tensor_view {
     int64_t shape[4];
     const float *data;
 } sa3d_tensor_view;
+/* Number of floats in a view: the product of its ndim sizes (1 for a scalar). */
+SA3D_API size_t sa3d_tensor_view_numel(const sa3d_tensor_view *v);
 /* Outputs of the last forward pass, valid until the next pass or sa3d_workspace_free. */
 SA3D_API int sa3d_workspace_n_outputs(const sa3d_workspace *ws);
 SA3D_API const sa3d_tensor_view *sa3d_workspace_output_at(const sa3d_workspace *ws, int i);

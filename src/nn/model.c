@@ -289,6 +289,12 @@ static size_t input_bytes(const sa3d_workspace *ws) {
     return (size_t)ws->batch * (size_t)ws->m->vit.n_channels * (size_t)ws->H * (size_t)ws->W * sizeof(float);
 }
 
+size_t sa3d_tensor_view_numel(const sa3d_tensor_view *v) {
+    size_t n = 1;
+    for (int d = 0; d < v->ndim; d++) n *= (size_t)v->shape[d];
+    return n;
+}
+
 size_t sa3d_output_floats_per_image(const sa3d_workspace *ws, int i) {
     const sa3d_tensor_view *v = &ws->out[i];
     size_t n = 1;
