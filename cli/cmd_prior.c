@@ -2,6 +2,7 @@
  * with features, depth and masks from the providers; writes <out>/<category>.prior.safetensors atomically.
  * semalign3d show-prior: a prior file as a PLY point cloud coloured by a 3-component PCA of the features, and a
  * PNG software render (orthographic splats, far to near). */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@ static void help_build(void) {
            "options:\n"
            "  --dataset DIR         SPair-71k root (official layout)\n"
            "  --category NAME       one category; --all: every category of the dataset in turn\n"
+           "  --force               rebuild a category whose prior OUT already holds, made by this version from the\n"
+           "                        same inputs and settings (kept otherwise, so an interrupted --all resumes)\n"
            "  --out DIR             output folder (created)\n"
            "  --features-dir DIR    import feature maps (DIR[/<category>]/<id>.features.safetensors or .npy, with flip)\n"
            "  --features-model DIR  compute DINOv2 features instead (--size N, default 840 -> 60 x 60)\n"
@@ -66,10 +69,62 @@ static int on_progress(void *user, const char *stage, long done, long total) {
     return cli_interrupted;
 }
 
-/* One category: the prior built from the providers and saved. */
+/* What made a prior, recorded in its metadata: the build settings (sa3d_prior_build_params_json) and the inputs,
+ * all strings. Imported maps are known by their folder, computed ones by the network's identity and dtype. NULL
+ * when out of memory; free with cJSON_free. */
+static char *build_record(const sa3d_prior_build_params *bp, const char *root, const char *split, int max_images,
+                          const char *masks, const char *fdir, const sa3d_model *fm, int size, const char *ddir,
+                          const sa3d_model *dm) {
+    char *params = sa3d_prior_build_params_json(bp);
+    cJSON *o = params ? cJSON_Parse(params) : NULL;
+    free(params);
+    if (!o) return NULL;
+    char n[32], feat[4200], depth[4200];
+    snprintf(n, sizeof n, "%d", max_images);
+    if (fm) snprintf(feat, sizeof feat, "DINOv2 %s %s at %d", sa3d_model_id(fm), sa3d_model_dtype(fm), size);
+    else snprintf(feat, sizeof feat, "files in %s", fdir);
+    if (dm) snprintf(depth, sizeof depth, "Depth Anything %s %s", sa3d_model_id(dm), sa3d_model_dtype(dm));
+    else snprintf(depth, sizeof depth, "files in %s", ddir);
+    char *s = NULL;
+    if (cJSON_AddStringToObject(o, "dataset", root) && cJSON_AddStringToObject(o, "split", split) &&
+        cJSON_AddStringToObject(o, "max_images", n) && cJSON_AddStringToObject(o, "masks", masks) &&
+        cJSON_AddStringToObject(o, "features", feat) && cJSON_AddStringToObject(o, "depth", depth))
+        s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+/* 1 when path holds a prior of cat that this library version made from exactly this record (build_record). Reads
+ * the header alone: the file was written atomically, so one that is there is whole. */
+static int prior_current(const char *path, const char *cat, const char *record) {
+    sa3d_safetensors *st = NULL;
+    if (!sa3d_file_exists(path) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
+    const char *fmt = sa3d_st_metadata(st, "format"), *c = sa3d_st_metadata(st, "category"),
+               *v = sa3d_st_metadata(st, "semalign3d_version");
+    cJSON *o = cJSON_Parse(record);
+    int ok = o && fmt && !strcmp(fmt, SA3D_PRIOR_FORMAT) && c && !strcmp(c, cat) && v && !strcmp(v, sa3d_version());
+    const cJSON *e;
+    cJSON_ArrayForEach(e, o) {
+        const char *m = sa3d_st_metadata(st, e->string);
+        ok = ok && m && cJSON_IsString(e) && !strcmp(m, e->valuestring);
+    }
+    cJSON_Delete(o);
+    sa3d_st_close(st);
+    return ok;
+}
+
+/* One category: the prior built from the providers and saved with record in its metadata, unless OUT holds it
+ * already (and not force). */
 static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int max_images, const char *out,
                      sa3d_provider *fp, sa3d_provider *dp, sa3d_provider *mp, sa3d_prior_build_params *bp,
-                     int quiet, sa3d_error *err) {
+                     const char *record, int force, int quiet, sa3d_error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.prior.safetensors", out, cat);
+    if (!force && prior_current(path, cat, record)) {
+        printf("%s: kept %s (made by this version from the same inputs and settings; --force rebuilds it)\n", cat,
+               path);
+        return 0;
+    }
     prog_ctx pc = { .quiet = quiet };
     bp->progress = on_progress;
     bp->progress_user = &pc;
@@ -78,10 +133,7 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
     sa3d_status s = sa3d_prior_build_dataset(&prior, ds, split, cat, max_images, fp, dp, mp, bp, &rep, err);
     if (pc.stage) cli_progress_end(&pc.bar);
     if (s) return 1;
-    char path[4200], *meta = sa3d_prior_build_params_json(bp);
-    snprintf(path, sizeof path, "%s/%s.prior.safetensors", out, cat);
-    s = meta ? sa3d_prior_save(prior, path, meta, err) : sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
-    free(meta);
+    s = sa3d_prior_save(prior, path, record, err);
     if (!s) {
         double total = 0;
         for (int k = 0; k < SA3D_PRIOR_N_STAGES; k++) total += rep.stage_s[k];
@@ -98,12 +150,13 @@ int cmd_build_prior(int argc, char **argv) {
                *ddir = NULL, *dmodel = NULL, *masks = "segmentation", *cache = NULL, *split = "trn", *s_max = NULL,
                *s_seed = NULL, *s_refine = NULL, *s_tol = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL,
                *s_thr = NULL, *s_size = NULL, *device = NULL, *dtype = NULL;
-    int all = 0, quiet = 0;
+    int all = 0, quiet = 0, force = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help_build(); return EXIT_OK; }
         if (cli_flag(argv, i, "--all")) { all = 1; continue; }
         if (cli_flag(argv, i, "--quiet")) { quiet = 1; continue; }
+        if (cli_flag(argv, i, "--force")) { force = 1; continue; }
         if ((r = cli_opt(cmd, argc, argv, &i, "--dataset", &root)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--category", &cat)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
@@ -159,6 +212,7 @@ int cmd_build_prior(int argc, char **argv) {
     sa3d_dataset *ds = NULL;
     sa3d_model *fm = NULL, *dm = NULL;
     sa3d_provider *fp = NULL, *dp = NULL, *mp = NULL;
+    char *record = NULL;
     int rc = EXIT_RUN;
     sa3d_set_threads(bp.n_threads);
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
@@ -193,6 +247,8 @@ int cmd_build_prior(int argc, char **argv) {
         sa3d_mask_provider_new(&mp, ds, &pm, &err))
         goto done;
     if (sa3d_mkdirs(out, &err)) goto done;
+    record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm);
+    if (!record) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
     int failed = 0;
     for (int c = 0; c < SA3D_N_SPAIR_CATEGORIES; c++) {
         const char *name = cat ? cat : sa3d_spair_category(c);
@@ -202,7 +258,7 @@ int cmd_build_prior(int argc, char **argv) {
             if (n < 0) goto done;
             if (n == 0) continue;
         }
-        if (build_one(ds, name, split, max_images, out, fp, dp, mp, &bp, quiet, &err)) {
+        if (build_one(ds, name, split, max_images, out, fp, dp, mp, &bp, record, force, quiet, &err)) {
             if (cat || err.code == SA3D_ERR_CANCELLED) goto done;
             fprintf(stderr, "semalign3d %s: %s\n", cmd, err.msg);   /* --all goes on with the next category */
             failed++;
@@ -215,6 +271,7 @@ done:
     sa3d_provider_free(fp); sa3d_provider_free(dp); sa3d_provider_free(mp);
     sa3d_model_free(fm); sa3d_model_free(dm);
     sa3d_dataset_close(ds);
+    cJSON_free(record);
     return rc;
 }
 

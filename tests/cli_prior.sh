@@ -25,6 +25,25 @@ ls "$T/out" | grep -q tmp && { echo "FAIL temporary file left behind"; fail=1; }
 "$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
   --out "$T/out2" --seed 0 $FAST >/dev/null 2>&1
 cmp -s "$P" "$T/out2/aeroplane.prior.safetensors" || { echo "FAIL same seed, different file"; fail=1; }
+# resume: a prior made by this version from the same inputs and settings is kept; --force, another setting or
+# another input rebuilds it (the same seed gives the same bytes)
+P2="$T/out2/aeroplane.prior.safetensors"
+touch -d '2001-01-01' "$P2"
+for run in "kept" "--force" "--seed 1" "--masks bbox"; do
+  extra=$run; [ "$run" = kept ] && extra=
+  "$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$da" \
+    --out "$T/out2" $FAST $extra >"$T/stdout" 2>"$T/e"
+  check "build-prior rerun: $run" 0 $?
+  if [ "$run" = kept ]; then
+    grep -q "aeroplane: kept .*aeroplane.prior.safetensors" "$T/stdout" && [ "$(date -r "$P2" +%Y)" = 2001 ] ||
+      { echo "FAIL the current prior was not kept: $(cat "$T/stdout" "$T/e")"; fail=1; }
+  else
+    grep -q "slots placed" "$T/stdout" && [ "$(date -r "$P2" +%Y)" != 2001 ] ||
+      { echo "FAIL $run did not rebuild: $(cat "$T/stdout" "$T/e")"; fail=1; }
+    touch -d '2001-01-01' "$P2"
+  fi
+done
+grep -q '"masks":"bbox"' "$P2" || { echo "FAIL the inputs are not in the metadata"; fail=1; }
 # features computed during the build (read 8 images ahead, sa3d_provider_get_many) give the prior that the files of
 # `features --flip` give, byte for byte: 11 training images, so the window is refilled, for the images and mirrors
 dino=$(grep -l '"Dinov2Model"' "$FIX"/*/config.json | head -1 | xargs dirname)
@@ -36,7 +55,10 @@ F3="--max-images 11 --refine-iters 20 --grid 16 --kmeans-k 16 --focal-iters 100 
   --out "$T/pm" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-model" 0 $?
 "$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" \
   --out "$T/pf" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-dir" 0 $?
-cmp -s "$T/pm/dog.prior.safetensors" "$T/pf/dog.prior.safetensors" || { echo "FAIL computed features, other prior"; fail=1; }
+# the same tensors: the bytes after the header (its metadata names the inputs, which differ)
+data_of() { tail -c +$(( $(od -An -t u8 -N 8 "$1") + 9 )) "$1"; }
+cmp -s <(data_of "$T/pm/dog.prior.safetensors") <(data_of "$T/pf/dog.prior.safetensors") &&
+  [ "$(data_of "$T/pf/dog.prior.safetensors" | wc -c)" -gt 1000 ] || { echo "FAIL computed features, other prior"; fail=1; }
 # match computing the features (--model: feature_map alone downloaded from the workspace) gives what the
 # `features --flip` files give, byte for byte
 imgs=("$T"/s3/JPEGImages/dog/*.jpg)
