@@ -680,7 +680,8 @@ static void case_args(void) {
     T_OK(sa3d_sa3d_matcher_params_set(&mp, "match.baseline.temperature=0.04", &err), &err);
     T_CHECK(mp.match.baseline.temperature == 0.04f);
     const char *bad_sets[] = { "match.nope=1", "align.n_hyp=1.5", "align.n_hyp=99999999999", "match.sigma=nan",
-                               "match.sigma=inf", "match.sigma=", "align.seed=-1", "=1", "match.sigma" };
+                               "match.sigma=inf", "match.sigma=", "align.seed=-1", "align.seed= -1",
+                               "align.n_hyp= 7", "=1", "match.sigma" };
     for (int k = 0; k < (int)(sizeof bad_sets / sizeof *bad_sets); k++) {
         sa3d_sa3d_matcher_params before = mp;
         T_STATUS(sa3d_sa3d_matcher_params_set(&mp, bad_sets[k], &err), SA3D_ERR_ARG, &err);

@@ -3,6 +3,7 @@
  * one alignment per image, cached (an image takes part in many pairs), and per pair the match through both
  * alignments (match_sa3d.c). The last few decoded feature maps are kept too (an LRU of FEATURE_CACHE_MAPS),
  * so that a pair does not read again the maps its alignments were just computed on. */
+#include <ctype.h>
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -17,7 +18,8 @@
 
 sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void) {
     sa3d_sa3d_matcher_params p;
-    memset(&p, 0, sizeof p);   /* padding too, so that two defaults compare equal byte for byte */
+    memset(&p, 0, sizeof p);   /* fields not set below are 0 (compare options by their text, not their bytes:
+                                 * a struct returned by value need not keep its padding) */
     p.align = sa3d_align_params_default();
     p.match = sa3d_match_params_default();
     p.input_size = 840;
@@ -61,6 +63,8 @@ sa3d_status sa3d_sa3d_matcher_params_set(sa3d_sa3d_matcher_params *p, const char
         return sa3d_fail(err, SA3D_ERR_ARG, "option '%.*s': no such aligner or matcher option", (int)len,
                          assignment);
     const char *v = eq + 1;
+    if (isspace((unsigned char)*v)) /* strtoull would skip it and then wrap " -1" to 2^64 - 1 */
+        return sa3d_fail(err, SA3D_ERR_ARG, "option %s: '%s' starts with white space", f->name, v);
     char *end;
     errno = 0;
     unsigned char *field = (unsigned char *)p + f->offset;
