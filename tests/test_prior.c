@@ -449,6 +449,17 @@ static void case_file_negative(void) {
     T_STATUS(sa3d_prior_load(&q, copy, &err), SA3D_ERR_FORMAT, &err);
     T_CONTAINS(err.msg, "missing");
     printf("  %-28s -> %s\n", "tensors missing", err.msg);
+    const char *seeds[] = { "{\"seed\": \" -1\"}", "{\"seed\": \"+5\"}", "{\"seed\": \"-1\"}" };
+    for (int k = 0; k < 3; k++) { /* strtoull would take each, wrapping the first and last to 2^64 - 1 */
+        T_OK(sa3d_prior_save(p, copy, seeds[k], &err), &err);
+        T_STATUS(sa3d_prior_load(&q, copy, &err), SA3D_ERR_FORMAT, &err);
+        T_CONTAINS(err.msg, "seed");
+    }
+    T_OK(sa3d_prior_save(p, copy, "{\"seed\": \"18446744073709551615\"}", &err), &err);
+    T_OK(sa3d_prior_load(&q, copy, &err), &err);
+    T_CHECK(q && q->seed == UINT64_MAX);
+    sa3d_prior_free(q);
+    q = NULL;
     FILE *f = fopen(copy, "wb");
     fputs("garbage", f);
     fclose(f);

@@ -2,6 +2,7 @@
  * settings in __metadata__). Loading trusts nothing: every tensor must exist with the dtype and the exact shape
  * implied by the counts, and its values must be in range (finite, slot ids valid, Beta parameters positive),
  * so the aligner can use a loaded prior without further checks. Errors name the file and the tensor. */
+#include <ctype.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -368,7 +369,7 @@ static sa3d_status load_handle(sa3d_prior **out, const sa3d_safetensors *st, con
     errno = 0;
     unsigned long long sv = strtoull(seed, &end, 10);
     double nuv;
-    if (errno || end == seed || *end || seed[0] == '-' || !parse_double(fm, &p->focal_mean) ||
+    if (errno || end == seed || *end || !isdigit((unsigned char)seed[0]) || !parse_double(fm, &p->focal_mean) ||
         !parse_double(fs, &p->focal_sd) || !parse_double(nu, &nuv) || nuv != (double)U) {
         sa3d_fail(err, SA3D_ERR_FORMAT, "%s: __metadata__: seed, focal_mean, focal_sd or n_used malformed (n_used "
                   "must equal the length of 'used', %" PRId64 ")", L, U);
