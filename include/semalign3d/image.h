@@ -113,7 +113,8 @@ SA3D_API sa3d_dpt_preprocess_params sa3d_dpt_preprocess_params_default(void);
  * Keys that are absent take DPTImageProcessor's class defaults (size 384, multiple 1, no aspect keeping,
  * bicubic, 1/255, mean = std = 0.5). Settings the C code cannot reproduce (do_resize false, do_pad true,
  * resample 0 = nearest, another image_processor_type) are SA3D_ERR_UNSUPPORTED naming the key and value;
- * wrong types or ranges are SA3D_ERR_FORMAT naming "<path>: <key>". On failure *p is the default. impl is
+ * wrong types or ranges, and a mean, std and rescale factor that would give infinite pixels, are SA3D_ERR_FORMAT
+ * naming "<path>: <key>". On failure *p is the default. impl is
  * left at SA3D_DPT_TORCHVISION (the file does not say which backend ran; set it afterwards to choose). */
 SA3D_API sa3d_status sa3d_dpt_preprocess_params_load(sa3d_dpt_preprocess_params *p, const char *path,
                                                      sa3d_error *err);
@@ -121,7 +122,9 @@ SA3D_API sa3d_status sa3d_dpt_preprocess_params_load(sa3d_dpt_preprocess_params 
 SA3D_API void sa3d_dpt_preprocess_size(const sa3d_dpt_preprocess_params *p, int w, int h, int *out_w,
                                        int *out_h);
 /* pixels: [3][out_h][out_w] float32, owned by the caller, freed with sa3d_pixels_free. On failure *pixels is
- * NULL and *out_w = *out_h = 0; SA3D_ERR_ARG when the output size would be 0 or above SA3D_IMAGE_MAX_SIDE. */
+ * NULL and *out_w = *out_h = 0; SA3D_ERR_ARG when the output size would be 0 or above SA3D_IMAGE_MAX_SIDE or
+ * when mean, std and rescale factor would give infinite pixels, SA3D_ERR_UNSUPPORTED for a box or Hamming
+ * resample under SA3D_DPT_TORCHVISION (torch's uint8 resize has neither; SA3D_DPT_PIL does). */
 SA3D_API sa3d_status sa3d_dpt_preprocess(const sa3d_image *img, const sa3d_dpt_preprocess_params *p,
                                          float **pixels, int *out_w, int *out_h, sa3d_error *err);
 
