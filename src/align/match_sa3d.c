@@ -328,7 +328,8 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
     uint8_t *fb = sa3d_malloc((size_t)n), *vis = sa3d_malloc((size_t)N);
     float *work = NULL;
     sa3d_status st = SA3D_OK;
-    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ) || (p->lift && !z1) || (use_zbuf && !zbuf)) {
+    if (!score || !qf || !sim || !mix || !fb || !vis || (p->query_norm && !logZ) || (p->lift && !z1) ||
+        (use_zbuf && !zbuf)) {
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "match sa3d: out of memory");
         goto done;
     }
