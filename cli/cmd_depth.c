@@ -15,7 +15,9 @@ static void help(void) {
            "  predicted_depth  [h][w]  network output (relative inverse depth: larger = closer)\n"
            "  depth            [H][W]  the same upsampled bicubically to the image size (METHOD.md 3.2)\n"
            "and OUT/<stem>.depth.png, the image-size map in a colour scale (red = near).\n"
-           "Existing outputs made with the same model are kept, so an interrupted run resumes.\n"
+           "The input is prepared as the model folder's preprocessor_config.json (or processor_config.json) says,\n"
+           "or as every Depth-Anything-V2-*-hf says when it has neither (518, aspect kept, multiple of 14, bicubic).\n"
+           "Existing outputs made with the same model and preprocessing are kept, so an interrupted run resumes.\n"
            "Images must have distinct names (stems). On a GPU (--device cuda) helper threads decode the next image\n"
            "and write the previous one while the network runs.\n\n"
            "options:\n"
@@ -29,10 +31,17 @@ static void help(void) {
            "  semalign3d depth --model models/Depth-Anything-V2-Small-hf --out depth JPEGImages/cat/*.jpg\n");
 }
 
-static int up_to_date(const char *path, const char *png, const sa3d_model *m) {
+/* processor: sa3d_dpt_preprocess_params_text of the processor in use; files written before it was recorded used
+ * the default. */
+static int up_to_date(const char *path, const char *png, const sa3d_model *m, const char *processor) {
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || !sa3d_file_exists(png) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
-    int ok = cli_made_by(st, m) && sa3d_st_find(st, "depth") && sa3d_st_find(st, "predicted_depth");
+    char dflt[512];
+    sa3d_dpt_preprocess_params d = sa3d_dpt_preprocess_params_default();
+    const char *made = sa3d_st_metadata(st, "processor");
+    int ok = cli_made_by(st, m) && !strcmp(made ? made : sa3d_dpt_preprocess_params_text(&d, dflt, sizeof dflt),
+                                           processor) &&
+             sa3d_st_find(st, "depth") && sa3d_st_find(st, "predicted_depth");
     sa3d_st_close(st);
     return ok;
 }
@@ -52,6 +61,8 @@ typedef struct depth_job {
     const sa3d_model *m;
     sa3d_workspace *ws;            /* resized to each image's input size (Depth Anything keeps the aspect) */
     const char *model_dir, *out_dir;
+    sa3d_dpt_preprocess_params pre;  /* the model folder's processor */
+    char pre_text[512];
     depth_slot slot[CLI_PIPELINE_SLOTS];
 } depth_job;
 
@@ -66,14 +77,14 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
     sl->path = sa3d_path_join(j->out_dir, name);
     sl->png = sa3d_path_join(j->out_dir, pname);
     if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(sl->path, sl->png, j->m)) {
+    if (up_to_date(sl->path, sl->png, j->m, j->pre_text)) {
         *skip = 1;
         return SA3D_OK;
     }
     sa3d_image img = { 0 };
-    sa3d_dpt_preprocess_params pp = sa3d_dpt_preprocess_params_default();
     sa3d_status s = sa3d_image_load(&img, image, err);   /* its messages name the file */
-    if (!s && (s = sa3d_dpt_preprocess(&img, &pp, &sl->px, &sl->pw, &sl->ph, err))) sa3d_error_prefix(err, "%s", image);
+    if (!s && (s = sa3d_dpt_preprocess(&img, &j->pre, &sl->px, &sl->pw, &sl->ph, err)))
+        sa3d_error_prefix(err, "%s", image);
     sl->iw = img.w;
     sl->ih = img.h;
     sa3d_image_free(&img);
@@ -117,6 +128,7 @@ static sa3d_status depth_finish(void *ctx, int slot, sa3d_error *err) {
             sa3d_st_writer_set_metadata(w, "model_id", sa3d_model_id(j->m), err) ||
             sa3d_st_writer_set_metadata(w, "dtype", sa3d_model_dtype(j->m), err) ||
             sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
+            sa3d_st_writer_set_metadata(w, "processor", j->pre_text, err) ||
             sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
             sa3d_png_write(sl->png, rgb, sl->iw, sl->ih, 3, err) || sa3d_st_writer_write(w, sl->path, err))
             s = err->code;
@@ -155,7 +167,12 @@ int cmd_depth(int argc, char **argv) {
     sa3d_model *m = NULL;
     depth_job job = { 0 };
     int rc = cli_net_open(cmd, &a, SA3D_MODEL_DEPTH_ANYTHING, &m, &err);
+    char used[4200];
+    if (rc == EXIT_OK && sa3d_dpt_preprocess_params_find(&job.pre, a.model_dir, used, sizeof used, &err))
+        rc = EXIT_RUN;
     if (rc == EXIT_OK) {
+        sa3d_dpt_preprocess_params_text(&job.pre, job.pre_text, sizeof job.pre_text);
+        if (!a.quiet) fprintf(stderr, "processor: %s\n", used[0] ? used : "default (no preprocessor_config.json)");
         job.m = m;
         job.model_dir = a.model_dir;
         job.out_dir = a.out_dir;

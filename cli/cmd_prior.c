@@ -33,7 +33,8 @@ static void help_build(void) {
            "  --features-dir DIR    import feature maps (DIR[/<category>]/<id>.features.safetensors or .npy, with flip)\n"
            "  --features-model DIR  compute DINOv2 features instead (--size N, default 840 -> 60 x 60)\n"
            "  --depth-dir DIR       import disparity maps (DIR[/<category>]/<id>.depth.safetensors)\n"
-           "  --depth-model DIR     compute them with Depth Anything V2 instead\n"
+           "  --depth-model DIR     compute them with Depth Anything V2 instead (input prepared as the folder's\n"
+           "                        preprocessor_config.json says; the Depth-Anything-V2-*-hf settings without one)\n"
            "  --masks KIND          segmentation (SPair Segmentation/, default) or bbox\n"
            "  --device NAME         cpu (default) or cuda: the networks of --features-model and --depth-model\n"
            "  --dtype NAME          their dtype: fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
@@ -70,11 +71,12 @@ static int on_progress(void *user, const char *stage, long done, long total) {
 }
 
 /* What made a prior, recorded in its metadata: the build settings (sa3d_prior_build_params_json) and the inputs,
- * all strings. Imported maps are known by their folder, computed ones by the network's identity and dtype. NULL
- * when out of memory; free with cJSON_free. */
+ * all strings. Imported maps are known by their folder, computed ones by the network's identity and dtype, and
+ * depth by a processor other than the default (dpre: its text, NULL for the default). NULL when out of memory;
+ * free with cJSON_free. */
 static char *build_record(const sa3d_prior_build_params *bp, const char *root, const char *split, int max_images,
                           const char *masks, const char *fdir, const sa3d_model *fm, int size, const char *ddir,
-                          const sa3d_model *dm) {
+                          const sa3d_model *dm, const char *dpre) {
     char *params = sa3d_prior_build_params_json(bp);
     cJSON *o = params ? cJSON_Parse(params) : NULL;
     free(params);
@@ -83,7 +85,9 @@ static char *build_record(const sa3d_prior_build_params *bp, const char *root, c
     snprintf(n, sizeof n, "%d", max_images);
     if (fm) snprintf(feat, sizeof feat, "DINOv2 %s %s at %d", sa3d_model_id(fm), sa3d_model_dtype(fm), size);
     else snprintf(feat, sizeof feat, "files in %s", fdir);
-    if (dm) snprintf(depth, sizeof depth, "Depth Anything %s %s", sa3d_model_id(dm), sa3d_model_dtype(dm));
+    if (dm)
+        snprintf(depth, sizeof depth, "Depth Anything %s %s%s%s", sa3d_model_id(dm), sa3d_model_dtype(dm),
+                 dpre ? " processor " : "", dpre ? dpre : "");
     else snprintf(depth, sizeof depth, "files in %s", ddir);
     char *s = NULL;
     if (cJSON_AddStringToObject(o, "dataset", root) && cJSON_AddStringToObject(o, "split", split) &&
@@ -234,10 +238,18 @@ int cmd_build_prior(int argc, char **argv) {
         pf.kind = SA3D_SOURCE_IMPORT;
         pf.import_dir = fdir;
     }
+    sa3d_dpt_preprocess_params dpre;
+    char dpre_text[512], dpre_default[512], dpre_file[4200];
     if (dmodel) {
-        if (sa3d_model_open(&dm, dmodel, &mparams, &err)) goto done;
+        if (sa3d_model_open(&dm, dmodel, &mparams, &err) ||
+            sa3d_dpt_preprocess_params_find(&dpre, dmodel, dpre_file, sizeof dpre_file, &err))
+            goto done;
+        sa3d_dpt_preprocess_params dflt = sa3d_dpt_preprocess_params_default();
+        sa3d_dpt_preprocess_params_text(&dpre, dpre_text, sizeof dpre_text);
+        sa3d_dpt_preprocess_params_text(&dflt, dpre_default, sizeof dpre_default);
         pd.kind = SA3D_SOURCE_COMPUTE;
         pd.model = dm;
+        pd.depth_processor = &dpre;
     } else {
         pd.kind = SA3D_SOURCE_IMPORT;
         pd.import_dir = ddir;
@@ -247,7 +259,9 @@ int cmd_build_prior(int argc, char **argv) {
         sa3d_mask_provider_new(&mp, ds, &pm, &err))
         goto done;
     if (sa3d_mkdirs(out, &err)) goto done;
-    record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm);
+    /* a prior made with the default processor keeps the record it had before processors were read */
+    record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm,
+                          dm && strcmp(dpre_text, dpre_default) ? dpre_text : NULL);
     if (!record) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
     int failed = 0;
     for (int c = 0; c < SA3D_N_SPAIR_CATEGORIES; c++) {

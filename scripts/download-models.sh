@@ -44,7 +44,8 @@ auth=()
 
 if ! curl -sS --max-time 20 -o /dev/null -I "${auth[@]}" "$endpoint" 2>/tmp/sa3d_dl_err.$$; then
   echo "download-models.sh: cannot reach $endpoint ($(head -c 200 /tmp/sa3d_dl_err.$$))." >&2
-  echo "  No network? Download on another machine and copy models/<name>/{config.json,model.safetensors}." >&2
+  echo "  No network? Download on another machine and copy models/<name>/{config.json,model.safetensors}" >&2
+  echo "  (and Depth Anything's preprocessor_config.json)." >&2
   rm -f /tmp/sa3d_dl_err.$$
   exit 1
 fi
@@ -71,6 +72,12 @@ for name in "${models[@]}"; do
   echo "$repo -> $dir"
   base="$endpoint/$repo/resolve/main"
   fetch "$base/config.json" "$dir/config.json"
+  # Depth Anything's input settings (`depth` and `build-prior --depth-model` read them; a repository without the
+  # file gets the settings every Depth-Anything-V2-*-hf ships). DINOv2 uses GeoAware-SC's input, not its own.
+  case "$repo" in
+    depth-anything/*) rc=0; fetch "$base/preprocessor_config.json" "$dir/preprocessor_config.json" || rc=$?
+                      [ $rc -eq 0 ] || [ $rc -eq 22 ] || exit 1 ;;
+  esac
   rc=0
   fetch "$base/model.safetensors" "$dir/model.safetensors" || rc=$?
   if [ $rc -eq 22 ]; then   # sharded checkpoint

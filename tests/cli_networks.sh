@@ -63,6 +63,35 @@ if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
   "$BIN" depth --model "$da" --out "$T/file/d" --quiet "$img" 2>"$T/e"; check "depth --out under a file" 1 $?
   grep -q "$T/file/d: cannot create directory" "$T/e" || { echo "FAIL --out message: $(cat "$T/e")"; fail=1; }
   [ "$(wc -l < "$T/e")" = 1 ] || { echo "FAIL --out failure is not one message: $(cat "$T/e")"; fail=1; }
+  # the model folder's processor: preprocessor_config.json (else processor_config.json) decides the input, the
+  # output records it, and an output made with other settings is redone; a broken config is one error, no output
+  mkdir -p "$T/da2" "$T/o2"
+  ln -s "$(cd "$da" && pwd)"/* "$T/da2"/
+  rm -f "$T/da2/preprocessor_config.json" "$T/da2/processor_config.json"
+  cp "$T/o/input.depth.safetensors" "$T/def.safetensors"
+  sed 's/518/266/' "$FIX/preprocess_depth_anything/processor_config.json" > "$T/da2/preprocessor_config.json"
+  "$BIN" depth --model "$T/da2" --out "$T/o" "$img" 2>"$T/e"; check "depth, a 266 processor" 0 $?
+  grep -q "processor: $T/da2/preprocessor_config.json" "$T/e" ||
+    { echo "FAIL processor not named: $(cat "$T/e")"; fail=1; }
+  if [ -n "${SA3D_T_TOOL:-}" ]; then
+    "$SA3D_T_TOOL" same "$T/def.safetensors" predicted_depth "$T/o/input.depth.safetensors" predicted_depth \
+      2>/dev/null
+    check "depth: another processor's output is redone, not kept" 1 $?
+  fi
+  rm "$T/da2/preprocessor_config.json"   # processor_config.json holding the default settings: the default again
+  cp "$FIX/preprocess_depth_anything/processor_config.json" "$T/da2/processor_config.json"
+  "$BIN" depth --model "$T/da2" --out "$T/o" --quiet "$img"; check "depth, processor_config.json" 0 $?
+  if [ -n "${SA3D_T_TOOL:-}" ]; then
+    "$SA3D_T_TOOL" same "$T/def.safetensors" predicted_depth "$T/o/input.depth.safetensors" predicted_depth
+    check "depth: the default's settings in processor_config.json give the default's output" 0 $?
+  fi
+  touch -d 2001-01-01 "$T/o/input.depth.safetensors"
+  "$BIN" depth --model "$da" --out "$T/o" --quiet "$img"; check "depth, default processor again" 0 $?
+  [ "$(date -r "$T/o/input.depth.safetensors" +%Y)" = 2001 ] || { echo "FAIL same settings not kept"; fail=1; }
+  echo '{"size": {"height": 518}}' > "$T/da2/preprocessor_config.json"
+  "$BIN" depth --model "$T/da2" --out "$T/o2" --quiet "$img" 2>"$T/e"; check "depth, broken processor" 1 $?
+  grep -q "$T/da2/preprocessor_config.json: size" "$T/e" || { echo "FAIL config message: $(cat "$T/e")"; fail=1; }
+  [ -z "$(ls -A "$T/o2")" ] || { echo "FAIL output after a broken processor config"; fail=1; }
 
 else
   echo "FAIL image or model fixtures missing"; fail=1

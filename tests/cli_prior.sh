@@ -44,6 +44,21 @@ for run in "kept" "--force" "--seed 1" "--masks bbox"; do
   fi
 done
 grep -q '"masks":"bbox"' "$P2" || { echo "FAIL the inputs are not in the metadata"; fail=1; }
+# the depth model's processor is an input too: another preprocessor_config.json rebuilds, and the record names it
+mkdir -p "$T/da2" && ln -s "$(cd "$da" && pwd)"/* "$T/da2"/ && rm -f "$T/da2"/*processor_config.json
+echo '{"size": 266, "keep_aspect_ratio": true}' > "$T/da2/preprocessor_config.json"
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$T/da2" \
+  --out "$T/out2" $FAST --masks bbox >"$T/stdout" 2>"$T/e"
+check "build-prior, another depth processor" 0 $?
+grep -q "slots placed" "$T/stdout" && [ "$(date -r "$P2" +%Y)" != 2001 ] ||
+  { echo "FAIL another depth processor did not rebuild: $(cat "$T/stdout" "$T/e")"; fail=1; }
+grep -q 'processor size=266x266 ' "$P2" || { echo "FAIL the depth processor is not in the metadata"; fail=1; }
+echo '{"size": "big"}' > "$T/da2/preprocessor_config.json"
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/ds/Features" --depth-model "$T/da2" \
+  --out "$T/out3" $FAST 2>"$T/e"
+check "build-prior, broken depth processor" 1 $?
+grep -q "$T/da2/preprocessor_config.json: size" "$T/e" && [ ! -e "$T/out3" ] ||
+  { echo "FAIL broken processor: $(cat "$T/e")"; fail=1; }
 # features computed during the build (read 8 images ahead, sa3d_provider_get_many) give the prior that the files of
 # `features --flip` give, byte for byte: 11 training images, so the window is refilled, for the images and mirrors
 dino=$(grep -l '"Dinov2Model"' "$FIX"/*/config.json | head -1 | xargs dirname)

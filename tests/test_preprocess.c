@@ -3,6 +3,7 @@
  * against every preprocess fixture, the GeoAware-SC DINOv2 input layout and values, and allocation faults. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,6 +517,65 @@ static void test_dpt_params_load(void) {
     rmdir(dir);
 }
 
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) { T_FAIL("cannot write %s", path); return; }
+    fputs(text, f);
+    fclose(f);
+}
+
+/* 1.14 A model folder's processor: preprocessor_config.json before processor_config.json, the default without
+ * either, a broken file an error naming it; the settings' text differs exactly when a setting does. */
+static void test_dpt_params_find(void) {
+    char tmpl[] = "/tmp/sa3d_pre_XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    if (!dir) { T_FAIL("mkdtemp failed"); return; }
+    char pre[512], proc[512], used[600], a[512], b[512];
+    snprintf(pre, sizeof pre, "%s/preprocessor_config.json", dir);
+    snprintf(proc, sizeof proc, "%s/processor_config.json", dir);
+    sa3d_dpt_preprocess_params p, d = sa3d_dpt_preprocess_params_default();
+    sa3d_error err = { 0 };
+    T_OK(sa3d_dpt_preprocess_params_find(&p, dir, used, sizeof used, &err), &err);
+    T_CHECK(used[0] == 0 && !strcmp(sa3d_dpt_preprocess_params_text(&p, a, sizeof a),
+                                    sa3d_dpt_preprocess_params_text(&d, b, sizeof b)));
+    write_text(proc, "{\"size\": 266}");
+    T_OK(sa3d_dpt_preprocess_params_find(&p, dir, used, sizeof used, &err), &err);
+    T_CHECK(!strcmp(used, proc) && p.target_h == 266 && p.target_w == 266 && p.multiple == 1);
+    write_text(pre, "{\"size\": {\"height\": 518, \"width\": 392}, \"ensure_multiple_of\": 14}");
+    T_OK(sa3d_dpt_preprocess_params_find(&p, dir, used, sizeof used, &err), &err);
+    T_CHECK(!strcmp(used, pre) && p.target_h == 518 && p.target_w == 392 && p.multiple == 14);
+    write_text(pre, "{\"size\": {\"height\": 518}}");
+    T_STATUS(sa3d_dpt_preprocess_params_find(&p, dir, used, sizeof used, &err), SA3D_ERR_FORMAT, &err);
+    T_CONTAINS(err.msg, pre);
+    T_CHECK(used[0] == 0 && p.target_h == d.target_h && p.multiple == d.multiple);
+    remove(pre);
+    remove(proc);
+    rmdir(dir);
+    T_STATUS(sa3d_dpt_preprocess_params_find(&p, NULL, used, sizeof used, &err), SA3D_ERR_ARG, &err);
+
+    /* the text: the default's, then every field changed alone gives a new text */
+    sa3d_dpt_preprocess_params_text(&d, a, sizeof a);
+    if (strcmp(a, "size=518x518 multiple=14 keep_aspect=1 resample=bicubic rescale=0.0039215686274509803 "
+                  "mean=0.485000014,0.456,0.405999988 std=0.229000002,0.224000007,0.224999994 "
+                  "impl=torchvision"))
+        T_FAIL("default text: %s", a);
+    for (int f = 0; f < 9; f++) {
+        sa3d_dpt_preprocess_params q = d;
+        switch (f) {
+        case 0: q.target_h = 519; break;
+        case 1: q.target_w = 517; break;
+        case 2: q.multiple = 7; break;
+        case 3: q.keep_aspect_ratio = 0; break;
+        case 4: q.resample = SA3D_RESAMPLE_BILINEAR; break;
+        case 5: q.rescale_factor = nextafter(q.rescale_factor, 1.0); break;
+        case 6: q.mean[2] = nextafterf(q.mean[2], 1.0f); break;
+        case 7: q.std[1] = nextafterf(q.std[1], 0.0f); break;
+        case 8: q.impl = SA3D_DPT_PIL; break;
+        }
+        if (!strcmp(sa3d_dpt_preprocess_params_text(&q, b, sizeof b), a)) T_FAIL("field %d changed, same text", f);
+    }
+}
+
 /* 1.9 GeoAware layout (numpy.around half to even: 840 / 16 = 52.5 -> 52, 840 / 48 = 17.5 -> 18). */
 static void test_geoaware_layout(void) {
     static const int cases[][6] = {
@@ -639,6 +699,7 @@ int main(int argc, char **argv) {
         { "1.11", "allocation faults", test_alloc_faults },
         { "1.12", "resize: torch uint8 antialias flavour", test_resize_torch },
         { "1.13", "resize: 1 and 2 threads give identical bytes", test_threads },
+        { "1.14", "dpt: a model folder's processor, the settings' text", test_dpt_params_find },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

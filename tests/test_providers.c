@@ -95,7 +95,7 @@ static void case_import_features(void) {
 }
 
 /* Computed depth through the cache: first computed, then a hit (identical values), then a corrupt entry and an
- * entry written under another key are rejected and recomputed. */
+ * entry written under another key are rejected and recomputed; the processor is part of the key. */
 static void case_depth_cache(void) {
     char da[4096] = "";
     DIR *d = opendir(t_fixtures_root());
@@ -142,6 +142,29 @@ static void case_depth_cache(void) {
     T_OK(sa3d_st_open(&stf, path, &err), &err);
     T_CHECK(stf && sa3d_st_metadata(stf, "key") && strstr(sa3d_st_metadata(stf, "key"), sa3d_model_id(m)));
     sa3d_st_close(stf);
+    /* the processor: the default given explicitly finds the entry; another (266 x 266, no multiple) rejects it,
+     * computes another map at the same image size and keys its entry with the processor's text */
+    sa3d_dpt_preprocess_params pre = sa3d_dpt_preprocess_params_default();
+    p.depth_processor = &pre;
+    sa3d_map g, h;
+    T_OK(sa3d_depth_provider_new(&dp, ds, &p, &err), &err);
+    T_OK(sa3d_provider_get(dp, cat, id, 0, &g, &err), &err);
+    st = sa3d_provider_get_stats(dp);
+    T_CHECK(st.cache_hits == 1 && st.computed == 0 && memcmp(a.data, g.data, (size_t)a.w * a.h * 4) == 0);
+    sa3d_provider_free(dp);
+    pre.target_h = pre.target_w = 266;
+    pre.multiple = 1;
+    T_OK(sa3d_depth_provider_new(&dp, ds, &p, &err), &err);
+    pre.target_h = 518;   /* the provider keeps its own copy */
+    T_OK(sa3d_provider_get(dp, cat, id, 0, &h, &err), &err);
+    st = sa3d_provider_get_stats(dp);
+    T_CHECK(st.cache_hits == 0 && st.rejected == 1 && st.computed == 1);
+    T_CHECK(h.w == a.w && h.h == a.h && memcmp(a.data, h.data, (size_t)a.w * a.h * 4) != 0);
+    sa3d_provider_free(dp);
+    T_OK(sa3d_st_open(&stf, path, &err), &err);
+    T_CHECK(stf && sa3d_st_metadata(stf, "key") && strstr(sa3d_st_metadata(stf, "key"), ";processor=size=266x266 "));
+    sa3d_st_close(stf);
+    free(g.data); free(h.data);
     free(a.data); free(b.data); free(c.data); free(f.data);
     sa3d_model_free(m);
 }
@@ -265,7 +288,7 @@ int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "segmentation and bbox masks, mirrored", case_masks },
         { "1.2", "imported features are unit cells; missing files named", case_import_features },
-        { "1.3", "computed depth through the cache: hit, corrupt entry recomputed", case_depth_cache },
+        { "1.3", "computed depth cache: hit, corrupt entry redone, processor keyed", case_depth_cache },
         { "1.4", "computed features, many at once: equal to one by one", case_features_many },
     };
     setup();

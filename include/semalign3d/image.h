@@ -118,6 +118,14 @@ SA3D_API sa3d_dpt_preprocess_params sa3d_dpt_preprocess_params_default(void);
  * left at SA3D_DPT_TORCHVISION (the file does not say which backend ran; set it afterwards to choose). */
 SA3D_API sa3d_status sa3d_dpt_preprocess_params_load(sa3d_dpt_preprocess_params *p, const char *path,
                                                      sa3d_error *err);
+/* The processor a model folder ships: <dir>/preprocessor_config.json, else <dir>/processor_config.json, read
+ * as sa3d_dpt_preprocess_params_load (its failures, naming the file); a folder with neither gets the default
+ * (the settings every Depth-Anything-V2-*-hf ships). used (may be NULL): the path read, "" for the default. */
+SA3D_API sa3d_status sa3d_dpt_preprocess_params_find(sa3d_dpt_preprocess_params *p, const char *dir, char *used,
+                                                     size_t n_used, sa3d_error *err);
+/* Every setting as one line ("size=518x518 multiple=14 ... impl=torchvision") into buf[n], returned: settings
+ * that differ give different texts. For cache keys and output metadata; 512 bytes always suffice. */
+SA3D_API const char *sa3d_dpt_preprocess_params_text(const sa3d_dpt_preprocess_params *p, char *buf, size_t n);
 /* Output size the processor gives for an input of w x h (0 x 0 when a side rounds to 0 or w, h < 1). */
 SA3D_API void sa3d_dpt_preprocess_size(const sa3d_dpt_preprocess_params *p, int w, int h, int *out_w,
                                        int *out_h);

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include "semalign3d/data.h"
+#include "semalign3d/image.h"
 #include "semalign3d/nn.h"
 #include "semalign3d/status.h"
 
@@ -39,6 +40,8 @@ typedef struct sa3d_provider_params {
     const char *cache_dir;        /* NULL: no cache */
     int batch;                    /* computed features: images per network pass in sa3d_provider_get_many; 0: 2 on
                                      a GPU (an image and its mirror), 1 on the CPU, which gains nothing by more */
+    const sa3d_dpt_preprocess_params *depth_processor; /* computed depth: the model's processor (copied;
+                                     sa3d_dpt_preprocess_params_find reads a folder's); NULL: the default */
 } sa3d_provider_params;
 SA3D_API sa3d_provider_params sa3d_provider_params_default(void);
 

@@ -26,12 +26,13 @@ struct sa3d_provider {
     char *import_dir, *cache_dir;
     sa3d_workspace *ws;          /* network workspace, resized to each input size */
     sa3d_workspace *ws_batch;    /* features: `batch` images a pass (sa3d_provider_get_many), made on first use */
-    char settings[256];          /* cache key part: source, model identity, sizes */
+    sa3d_dpt_preprocess_params dpt; /* depth: the processor (p.depth_processor or the default) */
+    char settings[768];          /* cache key part: source, model identity, sizes, a non-default processor */
     sa3d_provider_stats stats;
 };
 
 sa3d_provider_params sa3d_provider_params_default(void) {
-    sa3d_provider_params p = { SA3D_SOURCE_IMPORT, NULL, NULL, 840, NULL, 0 };
+    sa3d_provider_params p = { SA3D_SOURCE_IMPORT, NULL, NULL, 840, NULL, 0, NULL };
     return p;
 }
 
@@ -65,12 +66,21 @@ static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_da
     }
     pr->p.import_dir = pr->import_dir;
     pr->p.cache_dir = pr->cache_dir;
+    pr->dpt = p->depth_processor ? *p->depth_processor : sa3d_dpt_preprocess_params_default();
+    pr->p.depth_processor = &pr->dpt;
     static const char *src_names[] = { "compute", "import", "segmentation", "bbox" };
     /* fp16/bf16 maps are keyed apart from fp32 ones; fp32 keeps the key it had before dtypes were recorded */
     const char *dtype = p->model ? sa3d_model_dtype(p->model) : "fp32";
-    snprintf(pr->settings, sizeof pr->settings, "source=%s;model=%s;size=%d%s%s", src_names[p->kind],
+    /* likewise a processor other than the default, which every Depth-Anything-V2-*-hf ships */
+    char pre[512], pre_default[512];
+    sa3d_dpt_preprocess_params dflt = sa3d_dpt_preprocess_params_default();
+    sa3d_dpt_preprocess_params_text(&pr->dpt, pre, sizeof pre);
+    sa3d_dpt_preprocess_params_text(&dflt, pre_default, sizeof pre_default);
+    int own_pre = kind == KIND_DEPTH && p->kind == SA3D_SOURCE_COMPUTE && strcmp(pre, pre_default);
+    snprintf(pr->settings, sizeof pr->settings, "source=%s;model=%s;size=%d%s%s%s%s", src_names[p->kind],
              p->model ? sa3d_model_id(p->model) : "-", kind == KIND_FEATURES ? p->input_size : 0,
-             strcmp(dtype, "fp32") ? ";dtype=" : "", strcmp(dtype, "fp32") ? dtype : "");
+             strcmp(dtype, "fp32") ? ";dtype=" : "", strcmp(dtype, "fp32") ? dtype : "",
+             own_pre ? ";processor=" : "", own_pre ? pre : "");
     *out = pr;
     return SA3D_OK;
 }
@@ -300,8 +310,8 @@ static sa3d_status compute_depth(sa3d_provider *pr, const char *cat, const char 
     float *px = NULL;
     int pw, ph;
     sa3d_status s;
-    sa3d_dpt_preprocess_params pp = sa3d_dpt_preprocess_params_default();
-    if ((s = load_image(pr, cat, id, 0, &img, err)) || (s = sa3d_dpt_preprocess(&img, &pp, &px, &pw, &ph, err)))
+    if ((s = load_image(pr, cat, id, 0, &img, err)) ||
+        (s = sa3d_dpt_preprocess(&img, &pr->dpt, &px, &pw, &ph, err)))
         goto done;
     /* the processor keeps the aspect ratio, so the input size changes between images: one workspace, resized */
     if ((s = pr->ws ? sa3d_workspace_resize(pr->ws, ph, pw, err)

@@ -513,6 +513,41 @@ sa3d_status sa3d_dpt_preprocess_params_load(sa3d_dpt_preprocess_params *p, const
     return s;
 }
 
+/* transformers saves an image processor as preprocessor_config.json; processor_config.json is the name of a
+ * multi-modal processor's file, which some exports (and the fixture) use for the image processor alone. */
+sa3d_status sa3d_dpt_preprocess_params_find(sa3d_dpt_preprocess_params *p, const char *dir, char *used,
+                                            size_t n_used, sa3d_error *err) {
+    static const char *const names[] = { "preprocessor_config.json", "processor_config.json" };
+    if (used && n_used) used[0] = 0;
+    if (!p || !dir) return sa3d_fail(err, SA3D_ERR_ARG, "dpt params: NULL argument");
+    *p = sa3d_dpt_preprocess_params_default();
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *path = sa3d_path_join(dir, names[i]);
+        if (!path) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", dir);
+        sa3d_status s = SA3D_OK;
+        int found = sa3d_file_exists(path);
+        if (found) {
+            s = sa3d_dpt_preprocess_params_load(p, path, err);
+            if (!s && used && n_used) snprintf(used, n_used, "%s", path);
+        }
+        sa3d_free(path);
+        if (found) return s;
+    }
+    return SA3D_OK;
+}
+
+const char *sa3d_dpt_preprocess_params_text(const sa3d_dpt_preprocess_params *p, char *buf, size_t n) {
+    if (!buf || !n) return buf;
+    /* %.9g and %.17g print every float and double exactly, so two settings that differ never share a text */
+    snprintf(buf, n,
+             "size=%dx%d multiple=%d keep_aspect=%d resample=%s rescale=%.17g mean=%.9g,%.9g,%.9g "
+             "std=%.9g,%.9g,%.9g impl=%s",
+             p->target_h, p->target_w, p->multiple, p->keep_aspect_ratio, filter_name(p->resample),
+             p->rescale_factor, (double)p->mean[0], (double)p->mean[1], (double)p->mean[2], (double)p->std[0],
+             (double)p->std[1], (double)p->std[2], p->impl == SA3D_DPT_PIL ? "pil" : "torchvision");
+    return buf;
+}
+
 sa3d_status sa3d_dpt_preprocess_params_parse(sa3d_dpt_preprocess_params *p, const char *text, const char *path,
                                              sa3d_error *err) {
     *p = sa3d_dpt_preprocess_params_default();
