@@ -586,8 +586,7 @@ sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items,
         for (int c = 0; sl && c < n; c += chunk) many_features(pr, items + c, sl, n - c < chunk ? n - c : chunk, nb);
         sa3d_free(sl);
     } else {
-        int par = sa3d_provider_concurrent(pr);
-        #pragma omp parallel for schedule(dynamic, 1) if (par && n > 1)
+        #pragma omp parallel for schedule(dynamic, 1) if (n > 1 && sa3d_provider_concurrent(pr))
         for (int i = 0; i < n; i++) {
             sa3d_provider_item *x = &items[i];
             x->status = sa3d_provider_get(pr, x->category, x->id, x->flip, &x->map, &x->err);
