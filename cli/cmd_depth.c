@@ -31,16 +31,13 @@ static void help(void) {
            "  semalign3d depth --model models/Depth-Anything-V2-Small-hf --out depth JPEGImages/cat/*.jpg\n");
 }
 
-/* processor: sa3d_dpt_preprocess_params_text of the processor in use; files written before it was recorded used
- * the default. */
-static int up_to_date(const char *path, const char *png, const sa3d_model *m, const char *processor) {
+/* The job's processor made the file too: its text, or the default for files written before it was recorded. */
+static int up_to_date(const char *path, const char *png, const sa3d_model *m, const sa3d_dpt_preprocess_params *pre,
+                      const char *pre_text) {
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || !sa3d_file_exists(png) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
-    char dflt[512];
-    sa3d_dpt_preprocess_params d = sa3d_dpt_preprocess_params_default();
     const char *made = sa3d_st_metadata(st, "processor");
-    int ok = cli_made_by(st, m) && !strcmp(made ? made : sa3d_dpt_preprocess_params_text(&d, dflt, sizeof dflt),
-                                           processor) &&
+    int ok = cli_made_by(st, m) && (made ? !strcmp(made, pre_text) : sa3d_dpt_preprocess_params_is_default(pre)) &&
              sa3d_st_find(st, "depth") && sa3d_st_find(st, "predicted_depth");
     sa3d_st_close(st);
     return ok;
@@ -77,7 +74,7 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
     sl->path = sa3d_path_join(j->out_dir, name);
     sl->png = sa3d_path_join(j->out_dir, pname);
     if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(sl->path, sl->png, j->m, j->pre_text)) {
+    if (up_to_date(sl->path, sl->png, j->m, &j->pre, j->pre_text)) {
         *skip = 1;
         return SA3D_OK;
     }

@@ -239,14 +239,12 @@ int cmd_build_prior(int argc, char **argv) {
         pf.import_dir = fdir;
     }
     sa3d_dpt_preprocess_params dpre;
-    char dpre_text[512], dpre_default[512], dpre_file[4200];
+    char dpre_text[512];
     if (dmodel) {
         if (sa3d_model_open(&dm, dmodel, &mparams, &err) ||
-            sa3d_dpt_preprocess_params_find(&dpre, dmodel, dpre_file, sizeof dpre_file, &err))
+            sa3d_dpt_preprocess_params_find(&dpre, dmodel, NULL, 0, &err))
             goto done;
-        sa3d_dpt_preprocess_params dflt = sa3d_dpt_preprocess_params_default();
         sa3d_dpt_preprocess_params_text(&dpre, dpre_text, sizeof dpre_text);
-        sa3d_dpt_preprocess_params_text(&dflt, dpre_default, sizeof dpre_default);
         pd.kind = SA3D_SOURCE_COMPUTE;
         pd.model = dm;
         pd.depth_processor = &dpre;
@@ -261,7 +259,7 @@ int cmd_build_prior(int argc, char **argv) {
     if (sa3d_mkdirs(out, &err)) goto done;
     /* a prior made with the default processor keeps the record it had before processors were read */
     record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm,
-                          dm && strcmp(dpre_text, dpre_default) ? dpre_text : NULL);
+                          dm && !sa3d_dpt_preprocess_params_is_default(&dpre) ? dpre_text : NULL);
     if (!record) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
     int failed = 0;
     for (int c = 0; c < SA3D_N_SPAIR_CATEGORIES; c++) {

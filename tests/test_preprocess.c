@@ -553,7 +553,8 @@ static void test_dpt_params_find(void) {
     rmdir(dir);
     T_STATUS(sa3d_dpt_preprocess_params_find(&p, NULL, used, sizeof used, &err), SA3D_ERR_ARG, &err);
 
-    /* the text: the default's, then every field changed alone gives a new text */
+    /* the text: the default's, then every field changed alone gives a new text (and is not the default) */
+    T_CHECK(sa3d_dpt_preprocess_params_is_default(&d));
     sa3d_dpt_preprocess_params_text(&d, a, sizeof a);
     if (strcmp(a, "size=518x518 multiple=14 keep_aspect=1 resample=bicubic rescale=0.0039215686274509803 "
                   "mean=0.485000014,0.456,0.405999988 std=0.229000002,0.224000007,0.224999994 "
@@ -573,6 +574,7 @@ static void test_dpt_params_find(void) {
         case 8: q.impl = SA3D_DPT_PIL; break;
         }
         if (!strcmp(sa3d_dpt_preprocess_params_text(&q, b, sizeof b), a)) T_FAIL("field %d changed, same text", f);
+        T_CHECK(!sa3d_dpt_preprocess_params_is_default(&q));
     }
 }
 

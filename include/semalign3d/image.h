@@ -126,6 +126,8 @@ SA3D_API sa3d_status sa3d_dpt_preprocess_params_find(sa3d_dpt_preprocess_params 
 /* Every setting as one line ("size=518x518 multiple=14 ... impl=torchvision") into buf[n], returned: settings
  * that differ give different texts. For cache keys and output metadata; 512 bytes always suffice. */
 SA3D_API const char *sa3d_dpt_preprocess_params_text(const sa3d_dpt_preprocess_params *p, char *buf, size_t n);
+/* 1 when p's text is the default's: the settings every Depth-Anything-V2-*-hf ships. */
+SA3D_API int sa3d_dpt_preprocess_params_is_default(const sa3d_dpt_preprocess_params *p);
 /* Output size the processor gives for an input of w x h (0 x 0 when a side rounds to 0 or w, h < 1). */
 SA3D_API void sa3d_dpt_preprocess_size(const sa3d_dpt_preprocess_params *p, int w, int h, int *out_w,
                                        int *out_h);

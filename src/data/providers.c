@@ -72,11 +72,10 @@ static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_da
     /* fp16/bf16 maps are keyed apart from fp32 ones; fp32 keeps the key it had before dtypes were recorded */
     const char *dtype = p->model ? sa3d_model_dtype(p->model) : "fp32";
     /* likewise a processor other than the default, which every Depth-Anything-V2-*-hf ships */
-    char pre[512], pre_default[512];
-    sa3d_dpt_preprocess_params dflt = sa3d_dpt_preprocess_params_default();
+    char pre[512];
+    int own_pre = kind == KIND_DEPTH && p->kind == SA3D_SOURCE_COMPUTE &&
+                  !sa3d_dpt_preprocess_params_is_default(&pr->dpt);
     sa3d_dpt_preprocess_params_text(&pr->dpt, pre, sizeof pre);
-    sa3d_dpt_preprocess_params_text(&dflt, pre_default, sizeof pre_default);
-    int own_pre = kind == KIND_DEPTH && p->kind == SA3D_SOURCE_COMPUTE && strcmp(pre, pre_default);
     snprintf(pr->settings, sizeof pr->settings, "source=%s;model=%s;size=%d%s%s%s%s", src_names[p->kind],
              p->model ? sa3d_model_id(p->model) : "-", kind == KIND_FEATURES ? p->input_size : 0,
              strcmp(dtype, "fp32") ? ";dtype=" : "", strcmp(dtype, "fp32") ? dtype : "",

@@ -548,6 +548,12 @@ const char *sa3d_dpt_preprocess_params_text(const sa3d_dpt_preprocess_params *p,
     return buf;
 }
 
+int sa3d_dpt_preprocess_params_is_default(const sa3d_dpt_preprocess_params *p) {
+    sa3d_dpt_preprocess_params d = sa3d_dpt_preprocess_params_default();
+    char a[512], b[512];
+    return !strcmp(sa3d_dpt_preprocess_params_text(p, a, sizeof a), sa3d_dpt_preprocess_params_text(&d, b, sizeof b));
+}
+
 sa3d_status sa3d_dpt_preprocess_params_parse(sa3d_dpt_preprocess_params *p, const char *text, const char *path,
                                              sa3d_error *err) {
     *p = sa3d_dpt_preprocess_params_default();
