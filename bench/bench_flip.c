@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
     timing ours[2];
     int ok = time_ours(SA3D_FLIP_MASK, &a, ma, &b, mb, runs, &ours[0]) &&
              time_ours(SA3D_FLIP_MUTUAL_NN, &a, NULL, &b, NULL, runs, &ours[1]);
-    double peer_ms[2] = { NAN, NAN }, peer_dist[2] = { NAN, NAN };
+    double peer_ms[2] = { (double)NAN, (double)NAN }, peer_dist[2] = { (double)NAN, (double)NAN };
     char status[512] = "not run (--no-peer)";
     if (ok && !no_peer) {
         char tmp[4096], in[4200], cmd[16384];

@@ -143,7 +143,7 @@ done:
 int main(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL, *device = "cuda", *dtype = "fp32", *sizes = NULL;
     int H = 0, W = 0, B = 1, warmup = 5, runs = 20;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {   /* --name value pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "bench_gpu: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--model")) model = v;
@@ -158,7 +158,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--runs")) runs = atoi(v);
         else if (!strcmp(a, "--sizes")) sizes = v;
         else { fprintf(stderr, "bench_gpu: unknown argument '%s'\n", a); return 2; }
-        i++;
     }
     if (!model || (!sizes && (H <= 0 || W <= 0)) || B <= 0 || runs <= 0 || runs > 10000 || warmup < 0) {
         fprintf(stderr, "usage: bench_gpu --model DIR --input FILE --height H --width W --batch B [--dtype D] "

@@ -64,7 +64,7 @@ static sa3d_prior *synth_make_prior(int C, int n_dense_extra, int mirror_feat, d
     p->n_used = n_used;
     for (int k = 0, u = 0; k < SYNTH_SLOTS; k++) {
         if (k == 5) {
-            for (int d = 0; d < 3; d++) p->anchors[3 * k + d] = INFINITY;
+            for (int d = 0; d < 3; d++) p->anchors[3 * k + d] = HUGE_VAL;
             continue;
         }
         p->used[u++] = k;
@@ -183,7 +183,7 @@ static void synth_render(const sa3d_prior *p, const synth_pose *ps, int g, doubl
     uint64_t s = seed;
     double *pj = malloc((size_t)N * 3 * sizeof(double));
     for (int i = 0; i < N; i++) {
-        double x[3] = { p->dense_xyz[3 * i], p->dense_xyz[3 * i + 1], p->dense_xyz[3 * i + 2] }, c[3];
+        double x[3] = { (double)p->dense_xyz[3 * i], (double)p->dense_xyz[3 * i + 1], (double)p->dense_xyz[3 * i + 2] }, c[3];
         synth_project(ps, g, x, &pj[3 * i], &pj[3 * i + 1]);
         synth_cam(ps, x, c);
         pj[3 * i + 2] = c[2];

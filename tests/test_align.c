@@ -566,7 +566,7 @@ static void case_match(void) {
                 a1->cell_depth[u] = mode == SA3D_LIFT_PSEUDO ? z_saved[u] + 0.05f : 0.5f + 2.0f * z_saved[u];
             T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err), &err);
             double dmax = 0.0;
-            for (int k = 0; k < n; k++) dmax = fmax(dmax, hypot(pred[k][0] - ref[k][0], pred[k][1] - ref[k][1]));
+            for (int k = 0; k < n; k++) dmax = fmax(dmax, hypot((double)(pred[k][0] - ref[k][0]), (double)(pred[k][1] - ref[k][1])));
             printf("       lift mode %d, depth map %s: matches move by %.2g px at most\n", mode,
                    mode == SA3D_LIFT_PSEUDO ? "+ 0.05" : "x 2 + 0.5", dmax);
             T_CHECK(dmax <= 1e-3);
@@ -614,7 +614,7 @@ static void case_match(void) {
                  SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, "query_temp");
         mv = sa3d_match_params_default();
-        mv.w_direct = NAN;
+        mv.w_direct = (double)NAN;
         T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
                  SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, "w_direct");

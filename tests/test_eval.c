@@ -353,7 +353,7 @@ static void ref_upsample(double *out, const float *in, int C, int g) {
                 int y0 = (int)sy, x0 = (int)sx, y1 = y0 < g - 1 ? y0 + 1 : y0, x1 = x0 < g - 1 ? x0 + 1 : x0;
                 double ly = sy - y0, lx = sx - x0;
                 const float *m = in + (size_t)c * g * g;
-                double m00 = m[y0 * g + x0], m01 = m[y0 * g + x1], m10 = m[y1 * g + x0], m11 = m[y1 * g + x1];
+                double m00 = (double)m[y0 * g + x0], m01 = (double)m[y0 * g + x1], m10 = (double)m[y1 * g + x0], m11 = (double)m[y1 * g + x1];
                 out[((size_t)c * 64 + oy) * 64 + ox] = (1 - ly) * ((1 - lx) * m00 + lx * m01) +
                                                        ly * ((1 - lx) * m10 + lx * m11);
             }
@@ -375,7 +375,7 @@ static double ref_masked_distance(const float *a, const unsigned char *ma, const
     int n = 0;
     for (int p = 0; p < 4096; p++) {
         if (!ma[p]) continue;
-        double best = INFINITY;
+        double best = HUGE_VAL;
         for (int q = 0; q < 4096; q++) {
             double ss = 0;
             for (int c = 0; c < C; c++) {

@@ -32,7 +32,7 @@ static void case_valid(void) {
     len = make_npy(buf, "{'descr': '<f2', 'fortran_order': False, 'shape': (3,), }", h, sizeof h);
     T_OK(sa3d_npy_parse(buf, len, "h.npy", &out, &nd, d, &err), &err);
     T_CHECK(nd == 1 && out[0] == 1.0f && out[1] == -2.0f);
-    T_NEAR(out[2], 5.960464477539063e-08, 1e-20);
+    T_NEAR((double)out[2], 5.960464477539063e-08, 1e-20);
     free(out);
     double dv = 3.25;
     len = make_npy(buf, "{'descr': '<f8', 'fortran_order': False, 'shape': (), }", &dv, sizeof dv);

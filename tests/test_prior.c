@@ -104,7 +104,7 @@ static void topology_case(const char *path) {
     /* modes */
     float *mode = calloc(P + 1, sizeof(float));
     double *gm = calloc(P + 1, sizeof(double)), *rm = jarr(j, "outputs.edge_pair_ratio_modes", &n2);
-    for (size_t i = 0; i < P; i++) gm[i] = mode[i] = sa3d_beta_mode_f32((float)bt[0][i].alpha, (float)bt[0][i].beta);
+    for (size_t i = 0; i < P; i++) { mode[i] = sa3d_beta_mode_f32((float)bt[0][i].alpha, (float)bt[0][i].beta); gm[i] = (double)mode[i]; }
     double worst = 0.0;
     for (size_t i = 0; i < P && n2 == P; i++) worst = fmax(worst, fabs(gm[i] - rm[i]) / fmax(1.0, fabs(rm[i])));
     printf("  %-40s n=%zu max rel %.3g (bound %.0e)\n", "edge_pair_ratio_modes", P, worst, TOL_MODE_REL);
@@ -306,7 +306,7 @@ static sa3d_prior *make_prior(void) {
     p->seed = 12345678901234ull;
     p->n_used = 5;
     for (int k = 0, u = 0; k < 6; k++) {
-        if (k == 3) { for (int a = 0; a < 3; a++) p->anchors[3 * k + a] = INFINITY; continue; }
+        if (k == 3) { for (int a = 0; a < 3; a++) p->anchors[3 * k + a] = HUGE_VAL; continue; }
         p->used[u++] = k;
         for (int a = 0; a < 3; a++) p->anchors[3 * k + a] = 0.1 * k - 0.05 * a;
     }
@@ -425,8 +425,8 @@ static void case_file_negative(void) {
     sa3d_prior *p = make_prior();
     if (!p) return;
     double a = p->anchors[3];
-    p->anchors[3] = NAN; expect_bad(p, "NaN anchor", "'anchors'"); p->anchors[3] = a;
-    p->anchors[9] = 0.5; expect_bad(p, "finite unused anchor", "'anchors'"); p->anchors[9] = INFINITY;
+    p->anchors[3] = (double)NAN; expect_bad(p, "NaN anchor", "'anchors'"); p->anchors[3] = a;
+    p->anchors[9] = 0.5; expect_bad(p, "finite unused anchor", "'anchors'"); p->anchors[9] = HUGE_VAL;
     p->pair_e1[1] = 6; expect_bad(p, "slot id out of range", "'pair_e1'"); p->pair_e1[1] = 1;
     p->tet_cz[3] = -1.0; expect_bad(p, "negative Beta parameter", "'tet_cz'"); p->tet_cz[3] = 7.0;
     p->used[1] = 0; expect_bad(p, "used not increasing", "'used'"); p->used[1] = 1;
@@ -489,7 +489,7 @@ static void case_kmeans(void) {
     /* the fixed point: every point is assigned to its nearest centre (what plain Lloyd converges to) */
     size_t wrong = 0;
     for (size_t i = 0; i < N; i++) {
-        double best = INFINITY;
+        double best = HUGE_VAL;
         int bi = -1;
         for (int j = 0; j < 300; j++) {
             double d = 0;

@@ -206,7 +206,7 @@ static void case_flip(void) {
         sa3d_geoaware_from_square(m.width, m.height, 840, x, y, &u, &v);
         double z;
         if (u < -0.5f || v < -0.5f || u > (float)m.width - 0.5f || v > (float)m.height - 0.5f ||
-            sa3d_synth3d_raycast(&m, u, v, &z) < 0)
+            sa3d_synth3d_raycast(&m, (double)u, (double)v, &z) < 0)
             continue;
         object++;
         for (int c = 0; c < C; c++) {
@@ -238,7 +238,7 @@ static void case_flip(void) {
         sa3d_geoaware_from_square(m.width, m.height, 840, x, y, &u, &v);
         double z, dot = 0.0, dr = 0.0;
         if (u < -0.5f || v < -0.5f || u > (float)m.width - 0.5f || v > (float)m.height - 0.5f ||
-            sa3d_synth3d_raycast(&m, u, v, &z) < 0)
+            sa3d_synth3d_raycast(&m, (double)u, (double)v, &z) < 0)
             continue;
         int j = (i * 7919 + 13) % cells;
         for (int c = 0; c < C; c++) {
@@ -339,7 +339,7 @@ static void case_baseline_gap(void) {
         T_CHECK(vv >= 0 && vv <= 2);
         if (vv < 0 || vv > 2) vv = 2;
         for (int k = 0; k < pr->n_kps; k++) {
-            double dx = pred[k][0] - pr->trg_kps[k][0], dy = pred[k][1] - pr->trg_kps[k][1];
+            double dx = (double)(pred[k][0] - pr->trg_kps[k][0]), dy = (double)(pred[k][1] - pr->trg_kps[k][1]);
             hit[vv] += sqrt(dx * dx + dy * dy) <= 0.1 * (double)pr->threshold_base;
             total[vv]++;
         }

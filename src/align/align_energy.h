@@ -179,7 +179,7 @@ SA3D_HD double sa3d_ae_rec_cell(const sa3d_align_ctx *c, int q, const sa3d_ae_st
     double *a = w.r + (size_t)q * K;
     double mx = k->lo;
     for (int j = 0; j < K; j++) {
-        if (id[j] < 0) { a[j] = -INFINITY; continue; }
+        if (id[j] < 0) { a[j] = -HUGE_VAL; continue; }
         double ex = cx - w.pr[2 * id[j]], ey = cy - w.pr[2 * id[j] + 1];
         a[j] = (lp[j] - 0.5 * (ex * ex + ey * ey) * k->is2 - k->lnorm) * k->it;
         if (a[j] > mx) mx = a[j];

@@ -137,7 +137,7 @@ static sa3d_status check_pair(const sa3d_feature_map *a, const sa3d_feature_map 
 sa3d_status sa3d_flip_distance_masked(const sa3d_feature_map *a, const unsigned char *mask_a,
                                       const sa3d_feature_map *b, const unsigned char *mask_b, double *out,
                                       sa3d_error *err) {
-    *out = NAN;
+    *out = (double)NAN;
     sa3d_status s = check_pair(a, b, err);
     if (s) return s;
     int C = a->C, np = 0, nq = 0;
@@ -180,7 +180,7 @@ out:
 
 sa3d_status sa3d_flip_distance_mutual_nn(const sa3d_feature_map *a, const sa3d_feature_map *b, double *out,
                                          sa3d_error *err) {
-    *out = NAN;
+    *out = (double)NAN;
     sa3d_status s = check_pair(a, b, err);
     if (s) return s;
     int ca = a->g * a->g, cb = b->g * b->g;
@@ -211,7 +211,7 @@ out:
 
 sa3d_status sa3d_baseline_adapt_flip(const sa3d_flip_inputs *in, const sa3d_baseline_params *p, float (*pred)[2],
                                      float *work, sa3d_flip_decision *d, sa3d_error *err) {
-    sa3d_flip_decision dec = { NAN, NAN, 0, 0 };
+    sa3d_flip_decision dec = { (double)NAN, (double)NAN, 0, 0 };
     if (d) *d = dec;
     const sa3d_feature_map *src = in->src, *fl = in->src_flip, *trg = in->trg;
     if (p->adapt_flip != SA3D_FLIP_MASK && p->adapt_flip != SA3D_FLIP_MUTUAL_NN)

@@ -191,7 +191,7 @@ static int lift_query(double *gx, double *gy, const sa3d_alignment *a1, const sa
     int g = a1->g, W = F1->img_w, H = F1->img_h, qu = (int)floorf(u), qv = (int)floorf(v), bu = qu, bv = qv;
     double x, y;
     pixel_to_grid(F1, qu + 0.5, qv + 0.5, &x, &y);
-    double s_q = cell_bilinear(sim, g, x, y), z_q = cell_bilinear(z1, g, x, y), z_best = INFINITY;
+    double s_q = cell_bilinear(sim, g, x, y), z_q = cell_bilinear(z1, g, x, y), z_best = HUGE_VAL;
     for (int r = qv - LIFT_WINDOW_PX < 0 ? 0 : qv - LIFT_WINDOW_PX; r < qv + LIFT_WINDOW_PX && r < H; r++)
         for (int c = qu - LIFT_WINDOW_PX < 0 ? 0 : qu - LIFT_WINDOW_PX; c < qu + LIFT_WINDOW_PX && c < W; c++) {
             pixel_to_grid(F1, c + 0.5, r + 0.5, &x, &y);
@@ -238,10 +238,10 @@ static void query_log_norms(double *logZ, const sa3d_prior *prior, const sa3d_al
     size_t cells = (size_t)g * g;
     double r = 3.0 * p->sigma, is2 = 1.0 / (p->sigma * p->sigma);
     for (int i = 0; i < prior->n_dense; i++) {
-        logZ[i] = INFINITY;
+        logZ[i] = HUGE_VAL;
         if (!vis[i]) continue;
         const float *f = prior->dense_feat + (size_t)i * C;
-        double px = (double)a1->proj[2 * i], py = (double)a1->proj[2 * i + 1], mx = -INFINITY, sum = 0.0;
+        double px = (double)a1->proj[2 * i], py = (double)a1->proj[2 * i + 1], mx = -HUGE_VAL, sum = 0.0;
         int x0 = (int)floor(px - r), x1 = (int)ceil(px + r), y0 = (int)floor(py - r), y1 = (int)ceil(py + r);
         for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < g; y++)
             for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < g; x++) {
@@ -362,7 +362,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
          * snap: of the visible appended anchors within anchor_snap cells, the front-most (snap_front) or the
          * nearest */
         int ja = -1;
-        double dmin2 = DBL_MAX, snap2 = p->anchor_snap * p->anchor_snap, da = snap2, za = INFINITY;
+        double dmin2 = DBL_MAX, snap2 = p->anchor_snap * p->anchor_snap, da = snap2, za = HUGE_VAL;
         for (int i = 0; i < N; i++) {
             double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1], d2 = dx * dx + dy * dy;
             if (d2 < dmin2) dmin2 = d2;
@@ -427,7 +427,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         }
         /* step 3: image 2's score, log sum_m w_m p_sem,m(u) N(u; g2_m, sigma^2) with w the posterior of step 2 over
          * its M best points (M = 1: the argmax point alone) */
-        for (int u = 0; u < cells; u++) mix[u] = -INFINITY;
+        for (int u = 0; u < cells; u++) mix[u] = -HUGE_VAL;
         for (int m = 0; m < nt; m++) {
             int i = top[m];
             double sd = point_sd(prior, i, p->sem_sd_floor), mu = (double)prior->dense_attn_mean[i];

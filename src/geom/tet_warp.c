@@ -82,10 +82,14 @@ static inline int inside_one(const double *b, double thresh) {
            fabs(b[0] + b[1] + b[2] + b[3] - 1.0) < thresh;
 }
 
-static inline double centroid_dist(const double *p, const double *info, size_t T, size_t t) {
+static inline double centroid_dist2(const double *p, const double *info, size_t T, size_t t) {
     double d0 = p[0] - info[TI_CEN * T + t], d1 = p[1] - info[(TI_CEN + 1) * T + t];
     double d2 = p[2] - info[(TI_CEN + 2) * T + t];
-    return sqrt(d0 * d0 + d1 * d1 + d2 * d2);
+    return d0 * d0 + d1 * d1 + d2 * d2;
+}
+
+static inline double centroid_dist(const double *p, const double *info, size_t T, size_t t) {
+    return sqrt(centroid_dist2(p, info, T, t));
 }
 
 void sa3d_tet_bary(double *bary /* [n_pts][T][4] */, const double *pts /* [n_pts][3] */, size_t n_pts,
@@ -154,12 +158,17 @@ size_t sa3d_tet_warp(double *out /* [n_pts][3] */, uint8_t *covered /* [n_pts] *
     #pragma omp parallel for schedule(static) reduction(+ : n_cov)
     for (size_t p = 0; p < n_pts; p++) {
         const double *x = pts + 3 * p;
-        double dmin = (double)INFINITY;
-        #pragma omp simd reduction(min : dmin)
-        for (size_t t = 0; t < T; t++) {
-            double d = centroid_dist(x, info, T, t);
-            dmin = d < dmin ? d : dmin;
+        /* The nearest centroid from squared distances, a chunk at a time: an omp simd min reduction over a
+         * sqrt vectorises in neither gcc 12 nor clang 14. sqrt is monotonic and correctly rounded, so
+         * sqrt(min d^2) is bit for bit the min of the distances. */
+        double d2min = HUGE_VAL, dist2[TET_CHUNK];
+        for (size_t t0 = 0; t0 < T; t0 += TET_CHUNK) {
+            size_t m = T - t0 < TET_CHUNK ? T - t0 : TET_CHUNK;
+            #pragma omp simd
+            for (size_t i = 0; i < m; i++) dist2[i] = centroid_dist2(x, info, T, t0 + i);
+            for (size_t i = 0; i < m; i++) d2min = dist2[i] < d2min ? dist2[i] : d2min;
         }
+        double dmin = sqrt(d2min);
         /* Per chunk of tets: the weight of every tet (0 outside) in one vectorised loop, then the few tets that
          * contain the point are accumulated in tet order. */
         double s = 0.0, acc[3] = { 0, 0, 0 }, wt[TET_CHUNK], bc[4][TET_CHUNK];

@@ -171,7 +171,7 @@ static sa3d_status stage_keypoints(build *b, const sa3d_image_anno *const *image
                 if (!a->visible[k]) continue;
                 int slot = f ? flip[k] : k;   /* the mirror's label goes through the flip map (METHOD.md 1.7) */
                 /* SPair pixels lie in [0, W] x [0, H]: x == W occurs, so clamp into the image (docs/PRIOR.md) */
-                double x = f ? (double)w - 1.0 - (double)a->kps[k][0] : (double)a->kps[k][0], y = a->kps[k][1];
+                double x = f ? (double)w - 1.0 - (double)a->kps[k][0] : (double)a->kps[k][0], y = (double)a->kps[k][1];
                 int u = (int)floor(x), v = (int)floor(y);
                 u = u < 0 ? 0 : u >= w ? w - 1 : u;
                 v = v < 0 ? 0 : v >= h ? h - 1 : v;
@@ -302,7 +302,7 @@ static sa3d_status stage_relations(build *b, fitted *out, size_t *n_pairs_all, s
     /* METHOD.md 4.1.3: S copies per instance, N(0, (rate d_min)^2) on every coordinate of the visible keypoints */
     for (int i = 0; i < I; i++) {
         const double *P = b->P + (size_t)i * n * 3;
-        double dmin = INFINITY;
+        double dmin = HUGE_VAL;
         for (int k = 0; k < n; k++)
             for (int l = k + 1; l < n; l++)
                 if (b->inst[i].vis[k] && b->inst[i].vis[l]) {
@@ -455,7 +455,7 @@ static sa3d_status warp_instance(build *b, merged *mg, const instance *in, const
     double phi = b->phi[in->img + in->flip * b->N];
     for (int j = 0; j < kv; j++) {
         int u = in->raw[ids[j]][0], v = in->raw[ids[j]][1];
-        lift(Q + 3 * j, in, phi, u, v, zat(b, in, u, v));
+        lift(Q + 3 * j, in, phi, u, v, (double)zat(b, in, u, v));
         memcpy(Y + 3 * j, b->anchors + 3 * ids[j], 3 * sizeof(double));
     }
     size_t T = sa3d_tet_count(kv);
@@ -490,7 +490,7 @@ static sa3d_status warp_instance(build *b, merged *mg, const instance *in, const
             int u = (int)(order[q] % (uint32_t)w), v = (int)(order[q] / (uint32_t)w);
             src_px[j][0] = u;
             src_px[j][1] = v;
-            lift(pts + 3 * j, in, phi, u, v, zat(b, in, u, v));
+            lift(pts + 3 * j, in, phi, u, v, (double)zat(b, in, u, v));
         }
         sa3d_tet_warp(out, cov, pts, m, info, Y, tets, T, SA3D_TET_THRESH);
         sa3d_tet_in_hull(hull, out, m, info_c, Tc, SA3D_TET_THRESH);

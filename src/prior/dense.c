@@ -19,7 +19,7 @@ static inline double d2(const double *a, const double *b) {
 
 /* Nearest and second-nearest centre of x (first index on ties). */
 static void nearest2(int32_t *a, double *u, double *l, const double *x, const double *C, int k) {
-    double b1 = INFINITY, b2 = INFINITY;
+    double b1 = HUGE_VAL, b2 = HUGE_VAL;
     int i1 = 0;
     for (int j = 0; j < k; j++) {
         double d = d2(x, C + 3 * j);
@@ -118,7 +118,7 @@ int sa3d_kmeans(double *C, int32_t *assign, const double *X, size_t N, int k, ui
          * lower bound and s_j cannot change cluster */
         #pragma omp parallel for schedule(static)
         for (int j = 0; j < k; j++) {
-            double m = INFINITY;
+            double m = HUGE_VAL;
             for (int q = 0; q < k; q++)
                 if (q != j) {
                     double d = d2(C + 3 * j, C + 3 * q);

@@ -50,7 +50,7 @@ static sa3d_status pca_colours(uint8_t *rgb, const float *X, int n, int C, sa3d_
             for (int j = 0; j < n; j++) G[(size_t)i * n + j] -= lambda * v[i] * v[j];
     }
     for (int k = 0; k < 3; k++) {
-        double lo = INFINITY, hi = -INFINITY;
+        double lo = HUGE_VAL, hi = -HUGE_VAL;
         for (int i = 0; i < n; i++) { lo = fmin(lo, comp[i * 3 + k]); hi = fmax(hi, comp[i * 3 + k]); }
         double span = hi > lo ? hi - lo : 1.0;
         for (int i = 0; i < n; i++) rgb[i * 3 + k] = (uint8_t)lrint(30.0 + 200.0 * (comp[i * 3 + k] - lo) / span);
@@ -111,10 +111,10 @@ sa3d_status sa3d_prior_render_png(const sa3d_prior *p, const char *path, int siz
     double R[3][3] = { { cos(az), 0.0, sin(az) },
                        { sin(el) * sin(az), cos(el), -sin(el) * cos(az) },
                        { -cos(el) * sin(az), sin(el), cos(el) * cos(az) } };
-    double lo[2] = { INFINITY, INFINITY }, hi[2] = { -INFINITY, -INFINITY };
+    double lo[2] = { HUGE_VAL, HUGE_VAL }, hi[2] = { -HUGE_VAL, -HUGE_VAL };
     for (int i = 0; i < total; i++) {
         double q[3];
-        if (i < n) for (int d = 0; d < 3; d++) q[d] = p->dense_xyz[i * 3 + d];
+        if (i < n) for (int d = 0; d < 3; d++) q[d] = (double)p->dense_xyz[i * 3 + d];
         else for (int d = 0; d < 3; d++) q[d] = p->anchors[(size_t)p->used[i - n] * 3 + d];
         double v[3];
         for (int r = 0; r < 3; r++) v[r] = R[r][0] * q[0] + R[r][1] * q[1] + R[r][2] * q[2];

@@ -394,7 +394,7 @@ typedef struct bnb_ctx {
 static double box_bound(const bnb_ctx *c, gbox *b) {
     double x[3], r2 = 0.0;
     for (int a = 0; a < 3; a++) {
-        double lo = c->grid[a][b->lo[a]], hi = c->grid[a][b->hi[a] - 1];
+        double lo = (double)c->grid[a][b->lo[a]], hi = (double)c->grid[a][b->hi[a] - 1];
         x[a] = 0.5 * (lo + hi);
         r2 += 0.25 * (hi - lo) * (hi - lo);
     }
@@ -445,7 +445,7 @@ static long bnb_screen(const bnb_ctx *c, double mag) {
     float leaf_min[BNB_BATCH];
     root.lb = box_bound(c, &root);
     if (!heap_push(&h, root)) return -1;
-    double fmin = INFINITY, thr = INFINITY;
+    double fmin = HUGE_VAL, thr = HUGE_VAL;
     long screened = 0;
     while (h.n > 0) {
         int nb = 0;
@@ -499,7 +499,7 @@ sa3d_status sa3d_prior_grid_place(double *Y, long *flat, double *emin, int n, co
         double lo = (double)ca - cube_size / 2.0, hi = (double)ca + cube_size / 2.0;
         for (int i = 0; i < cube_n; i++)   /* torch.linspace, end points included */
             grid[a][i] = (float)(cube_n == 1 ? lo : lo + (hi - lo) * (double)i / (double)(cube_n - 1));
-        c[a] = ca;
+        c[a] = (double)ca;
     }
     if (sub->n_pairs == 0) {   /* METHOD.md 4.5.3 step 5: no connected edge pair, put it at the centre */
         for (int a = 0; a < 3; a++) Y[3 * next + a] = c[a];
@@ -575,13 +575,13 @@ sa3d_status sa3d_prior_grid_place(double *Y, long *flat, double *emin, int n, co
             double *y = Yb + j * (size_t)n * 3;
             size_t i = (size_t)cand[b0 + j];
             memcpy(y, Y, (size_t)n * 3 * sizeof(double));
-            y[3 * next] = grid[0][i / NN];
-            y[3 * next + 1] = grid[1][(i / N) % N];
-            y[3 * next + 2] = grid[2][i % N];
+            y[3 * next] = (double)grid[0][i / NN];
+            y[3 * next + 1] = (double)grid[1][(i / N) % N];
+            y[3 * next + 2] = (double)grid[2][i % N];
         }
         sa3d_geom_energy(eb + b0, NULL, Yb, (int)nb, n, sub, use_tets);
     }
-    double best = INFINITY;
+    double best = HUGE_VAL;
     for (size_t i = 0; i < nc; i++)
         if (eb[i] < best) best = eb[i];
     for (size_t i = 0; i < nc; i++)   /* ties: the lowest flat index, as torch.argmin picks it */
@@ -589,9 +589,9 @@ sa3d_status sa3d_prior_grid_place(double *Y, long *flat, double *emin, int n, co
             size_t f = (size_t)cand[i];
             *flat = cand[i];
             *emin = eb[i];
-            Y[3 * next] = grid[0][f / NN];
-            Y[3 * next + 1] = grid[1][(f / N) % N];
-            Y[3 * next + 2] = grid[2][f % N];
+            Y[3 * next] = (double)grid[0][f / NN];
+            Y[3 * next + 1] = (double)grid[1][(f / N) % N];
+            Y[3 * next + 2] = (double)grid[2][f % N];
             break;
         }
     if (n_recheck) *n_recheck = nc;
@@ -607,7 +607,7 @@ sa3d_status sa3d_prior_sparse(double *anchors, const sa3d_geom_terms *g, const f
     sa3d_sparse_trace local;
     if (!trace) trace = &local;
     memset(trace, 0, sizeof *trace);
-    for (int k = 0; k < 3 * n; k++) anchors[k] = INFINITY;
+    for (int k = 0; k < 3 * n; k++) anchors[k] = HUGE_VAL;
     int v1, v2;
     if (!sa3d_prior_seed_edge(&v1, &v2, mode, g->e1, g->e2, g->n_pairs, n, 0))
         return sa3d_fail(err, SA3D_ERR_NUMERIC, "sparse cloud: no edge-pair relation survived the filter (METHOD.md "

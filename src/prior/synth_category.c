@@ -101,7 +101,7 @@ sa3d_status sa3d_prior_synth_make(sa3d_prior_synth **out, const sa3d_prior_synth
         rot(R, 6.283185307179586 * sa3d_rng_uniform(&q), 0.5 * sa3d_rng_uniform(&q) - 0.25,
             0.2 * sa3d_rng_uniform(&q) - 0.1);
         double tx = 0.4 * sa3d_rng_uniform(&q) - 0.2, ty = 0.3 * sa3d_rng_uniform(&q) - 0.15;
-        double X[SA3D_MAX_KPS][3], zmin = INFINITY, uv[SA3D_MAX_KPS][2];
+        double X[SA3D_MAX_KPS][3], zmin = HUGE_VAL, uv[SA3D_MAX_KPS][2];
         int n_vis = 0;
         for (int k = 0; k < n; k++) {
             double v[3];
@@ -137,7 +137,7 @@ sa3d_status sa3d_prior_synth_make(sa3d_prior_synth **out, const sa3d_prior_synth
         if (!s->disp[i] || !s->mask[i]) goto nomem;
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
-                double ws = 0.0, zs = 0.0, dmin = INFINITY;
+                double ws = 0.0, zs = 0.0, dmin = HUGE_VAL;
                 for (int k = 0; k < n; k++) {
                     double dx = x - uv[k][0], dy = y - uv[k][1], d2 = dx * dx + dy * dy;
                     double wk = 1.0 / (d2 * d2 + 1e-3);

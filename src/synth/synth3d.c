@@ -218,7 +218,7 @@ static void tracer_init(tracer *tr, const sa3d_synth3d_scene *s) {
 /* Nearest surface along the ray through (u, v): part index or -1; *Z its depth, e its unit-sphere point. */
 static int trace(const tracer *tr, double u, double v, double *Z, double e[3]) {
     const sa3d_synth3d_scene *s = tr->s;
-    double d[3] = { (u - s->cx) / s->focal, (v - s->cy) / s->focal, 1.0 }, best = INFINITY;
+    double d[3] = { (u - s->cx) / s->focal, (v - s->cy) / s->focal, 1.0 }, best = HUGE_VAL;
     int hit = -1;
     for (int p = 0; p < tr->inst.n; p++) {
         double B[3];
@@ -359,8 +359,8 @@ static void sample_dirs(double d[26][3]) {
 static void projected_box(const sa3d_synth3d_scene *s, const posed *P, double box[4]) {
     double d[26][3];
     sample_dirs(d);
-    box[0] = box[1] = INFINITY;
-    box[2] = box[3] = -INFINITY;
+    box[0] = box[1] = HUGE_VAL;
+    box[2] = box[3] = -HUGE_VAL;
     for (int p = 0; p < P->n; p++)
         for (int i = 0; i < 26; i++) {
             double X[3], C[3];
@@ -410,7 +410,7 @@ sa3d_status sa3d_synth3d_scene_of(const sa3d_synth3d_params *p, int index, sa3d_
 
     posed P;
     pose_parts(sh, s->size, s->scale, s->hinge, &P);
-    double box[4], lo[3] = { INFINITY, INFINITY, INFINITY }, hi[3] = { -INFINITY, -INFINITY, -INFINITY }, d[26][3];
+    double box[4], lo[3] = { HUGE_VAL, HUGE_VAL, HUGE_VAL }, hi[3] = { -HUGE_VAL, -HUGE_VAL, -HUGE_VAL }, d[26][3];
     sample_dirs(d);
     for (int q = 0; q < P.n; q++)
         for (int i = 0; i < 26; i++) {
@@ -624,7 +624,7 @@ static sa3d_status check_params(const sa3d_synth3d_params *p, sa3d_error *err) {
         (s = check_float("shape_variation", p->shape_variation, 0, 0.5, err)) ||
         (s = check_float("hinge_variation", p->hinge_variation, 0, 3, err)) ||
         (s = check_float("elevation_min", p->elevation_min, -89, 89, err)) ||
-        (s = check_float("elevation_max", p->elevation_max, p->elevation_min, 89, err)) ||
+        (s = check_float("elevation_max", p->elevation_max, (double)p->elevation_min, 89, err)) ||
         (s = check_float("roll_max", p->roll_max, 0, 90, err)) ||
         (s = check_float("depth_noise", p->depth_noise, 0, 1, err)) ||
         (s = check_float("depth_distortion", p->depth_distortion, 0, 0.9, err)))
