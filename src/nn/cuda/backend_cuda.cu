@@ -403,6 +403,12 @@ static sa3d_status cuda_workspace_setup(sa3d_workspace *ws, sa3d_error *err) {
     return SA3D_OK;
 }
 
+/* The fused attention kernel serves fp16/bf16 with head size 64 (SA3D_CUDA_FLASH=0 forces the two-GEMM path,
+ * SA3D_CUDA_FLASH=64 or 128 the query rows per block). */
+static int fused_attention(const dws *w, const dmodel *d, const sa3d_vit_config *c) {
+    return d->at != CUDA_R_32F && w->flash && c->hidden_size / c->n_heads == 64 && c->hidden_size % 8 == 0;
+}
+
 /* Every buffer sized for the workspace's current input size (DPT maps and scratch included): the first fit
  * allocates them, a resize keeps each one that is large enough. Any pass captured for another size is dropped. */
 static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
@@ -427,7 +433,8 @@ static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
     FIT(w->tok, void *, B * Np * D * es);
     FIT(w->xn, void *, B * T * D * es);
     FIT(w->qkv, void *, (B * T + 8) * 3 * D * es);   /* + the key/value rows the padded products read */
-    FIT(w->scores, void *, H * T * (size_t)pad8((int)T) * es);
+    /* the two-GEMM attention's scores: H T^2 (416 MB for ViT-L at 840 px in fp16), unused by the fused kernel */
+    FIT(w->scores, void *, fused_attention(w, d, c) ? 16 : H * T * (size_t)pad8((int)T) * es);
     FIT(w->ctx, void *, B * T * D * es);
     FIT(w->tmp, void *, B * T * D * es);
     FIT(w->mlp, void *, B * T * M * (c->use_swiglu ? 2 : 1) * es);
@@ -482,8 +489,11 @@ static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
     pick_graph(ws, w);
     ws->dev_bytes = mem->bytes;
     cudaError_t e = mem->first;
-    if (e == cudaSuccess) e = cudaMemset(w->qkv, 0, (B * T + 8) * 3 * D * es);
-    if (e == cudaSuccess) e = cudaMemcpy(w->pos, ws->pos, (1 + Np) * D * sizeof(float), cudaMemcpyHostToDevice);
+    /* On the passes' stream: it does not wait for the legacy default stream, and a copy from pageable memory may
+     * return before its data has landed, so the next pass could read part of the old embeddings. */
+    if (e == cudaSuccess) e = cudaMemsetAsync(w->qkv, 0, (B * T + 8) * 3 * D * es, w->st);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(w->pos, ws->pos, (1 + Np) * D * sizeof(float), cudaMemcpyHostToDevice, w->st);
     if (e != cudaSuccess) return cuda_fail(err, m->dir, "allocating the activations", e);
     return SA3D_OK;
 }
@@ -517,13 +527,6 @@ static void linear(dws *w, const dmodel *d, void *y, const void *x, const void *
 }
 
 /* ---- the ViT pass (vit.c's sa3d_vit_encode / sa3d_vit_finish) ---- */
-
-/* The fused attention kernel serves fp16/bf16 with head size 64 (SA3D_CUDA_FLASH=0 forces the two-GEMM path,
- * SA3D_CUDA_FLASH=64 or 128 the query rows per block). */
-template <typename A> static int fused_attention(const dws *w, const sa3d_vit_config *c) {
-    return w->flash && c->hidden_size / c->n_heads == 64 && c->hidden_size % 8 == 0;
-}
-template <> int fused_attention<float>(const dws *w, const sa3d_vit_config *c) { (void)w; (void)c; return 0; }
 
 /* 128 query rows per block (each K/V fragment serves two row tiles) when that still gives every multiprocessor
  * a block, else 64. */
@@ -565,7 +568,7 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
     int P = c->patch_size, Np = ws->gh * ws->gw, K = pad8(c->n_channels * P * P), rows = B * T, Tp = pad8(T);
     size_t TD = (size_t)T * D, n_x = (size_t)B * TD;
     float scale = (float)(1.0 / sqrt((double)Dh));
-    int fused = fused_attention<A>(w, c);
+    int fused = fused_attention(w, d, c);
     float eps = c->ln_eps;
 
     SA3D_LAUNCH(k_patches<A>, (unsigned)(B * Np), 256, st, (A *)w->patches, w->pixels, c->n_channels, ws->H, ws->W,
