@@ -223,9 +223,13 @@ int cmd_eval(int argc, char **argv) {
                          : sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);
     cli_progress_end(&prog);
     if (s) goto done;
-    char title[512];
-    snprintf(title, sizeof title, "semalign3d eval: method %s, %s split %s, %ld pairs (%ld resumed from %s/parts)",
-             method, dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, resumed, out);
+    char title[640], skipped_str[16];
+    int skipped = sa3d_dataset_n_skipped(ds, dataset.split);
+    snprintf(skipped_str, sizeof skipped_str, "%d", skipped);
+    snprintf(title, sizeof title,
+             "semalign3d eval: method %s, %s split %s, %ld pairs (%ld resumed from %s/parts)%s%s%s",
+             method, dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, resumed, out,
+             skipped ? "; " : "", skipped ? skipped_str : "", skipped ? " malformed pair records skipped" : "");
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);
@@ -237,7 +241,7 @@ int cmd_eval(int argc, char **argv) {
     const char *meta[] = { "method", method, "dataset", dataset.root, "kind", dataset.kind_s,
                            "split", dataset.split, "features", feat_dir ? feat_dir : "computed",
                            "model", model_dir ? model_dir : "-", "input_size", size_str,
-                           "limit_per_category", limit_str, NULL };
+                           "limit_per_category", limit_str, "skipped_records", skipped_str, NULL };
     if (sa3d_pck_write_json(rep, path, meta, &err)) goto done;
     sa3d_provider_stats st = sa3d_provider_get_stats(fp);
     if (adapt_flip) {

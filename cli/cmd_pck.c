@@ -58,10 +58,12 @@ int cmd_pck(int argc, char **argv) {
     rep->kind = dataset.kind;
     if (cli_dataset_open(&dataset, &ds, &err)) goto done;
     if (sa3d_pck_score_file(rep, ds, dataset.split, preds, allow_missing, &missing, &err)) goto done;
-    char title[512];
-    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored%s%ld missing)", preds,
-             dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, missing ? ", " : ", ",
-             missing);
+    char title[640], skipped_str[16];
+    int skipped = sa3d_dataset_n_skipped(ds, dataset.split);
+    snprintf(skipped_str, sizeof skipped_str, "%d", skipped);
+    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored, %ld missing%s%s%s)", preds,
+             dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, missing, skipped ? ", " : "",
+             skipped ? skipped_str : "", skipped ? " malformed pair records skipped" : "");
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);
@@ -70,7 +72,7 @@ int cmd_pck(int argc, char **argv) {
         char miss[32];
         snprintf(miss, sizeof miss, "%ld", missing);
         const char *meta[] = { "dataset", dataset.root, "kind", dataset.kind_s, "split", dataset.split,
-                               "predictions", preds, "missing_pairs", miss, NULL };
+                               "predictions", preds, "missing_pairs", miss, "skipped_records", skipped_str, NULL };
         if (sa3d_pck_write_json(rep, json, meta, &err)) goto done;
     }
     rc = EXIT_OK;

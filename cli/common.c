@@ -171,6 +171,11 @@ sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_
     sa3d_status s = sa3d_dataset_open(ds, o->root, &dp, err);
     if (s) return s;
     if (sa3d_dataset_load_split(*ds, o->split, err) < 0) return err && err->code ? err->code : SA3D_ERR_IO;
+    int skipped = sa3d_dataset_n_skipped(*ds, o->split);
+    if (skipped > 0)   /* the per-record warnings may have scrolled away: the total, once */
+        fprintf(stderr, "warning: %s split %s: %d malformed pair records skipped (above); results cover the other %d "
+                "pairs (--strict makes a malformed record an error)\n", o->root, o->split, skipped,
+                sa3d_dataset_n_pairs(*ds, o->split));
     return SA3D_OK;
 }
 

@@ -50,6 +50,25 @@ check "pck" 0 $?
 cmp -s <(grep -v semalign3d_version "$T/r.json" | grep -A3 '"per_keypoint"' | head -4) \
        <(grep -v semalign3d_version "$T/ev/report.json" | grep -A3 '"per_keypoint"' | head -4) ||
   { echo "FAIL pck and eval reports differ"; fail=1; }
+# a malformed pair record: skipped in lenient mode, and said so in the table, the report and on stderr
+cp -r "$T/ds" "$T/ds2"
+victim=$(ls "$T/ds2/PairAnnotation/test" | head -n 1)
+echo '{"not": "a pair"' > "$T/ds2/PairAnnotation/test/$victim"
+"$BIN" eval --dataset "$T/ds2" --features "$T/ds/Features" --out "$T/ev2" --quiet >"$T/table2" 2>"$T/e"
+check "eval, a malformed pair record" 0 $?
+grep -q "11 pairs .*; 1 malformed pair records skipped" "$T/table2" ||
+  { echo "FAIL eval title: $(head -1 "$T/table2")"; fail=1; }
+grep -q "1 malformed pair records skipped" "$T/e" || { echo "FAIL eval skip warning: $(cat "$T/e")"; fail=1; }
+grep -Eq '"skipped_records":[[:space:]]*"1"' "$T/ev2/report.json" ||
+  { echo "FAIL report lacks skipped_records"; fail=1; }
+"$BIN" pck --dataset "$T/ds2" --predictions "$T/ev2/predictions.jsonl" --json "$T/r2.json" >"$T/table2" 2>/dev/null
+check "pck, a malformed pair record" 0 $?
+grep -q "1 malformed pair records skipped" "$T/table2" && grep -Eq '"skipped_records":[[:space:]]*"1"' "$T/r2.json" ||
+  { echo "FAIL pck does not report the skipped record"; fail=1; }
+grep -Eq '"skipped_records":[[:space:]]*"0"' "$T/r.json" || { echo "FAIL pck report lacks skipped_records 0"; fail=1; }
+"$BIN" eval --dataset "$T/ds2" --features "$T/ds/Features" --out "$T/ev3" --strict --quiet >/dev/null 2>"$T/e"
+check "eval --strict, a malformed pair record" 1 $?
+grep -q "$victim" "$T/e" || { echo "FAIL --strict message does not name the record: $(cat "$T/e")"; fail=1; }
 head -n 3 "$T/ev/predictions.jsonl" > "$T/partial.jsonl"
 "$BIN" pck --dataset "$T/ds" --predictions "$T/partial.jsonl" >/dev/null 2>"$T/e"; check "pck missing pairs" 1 $?
 grep -q "have no prediction" "$T/e" || { echo "FAIL missing-pairs message"; fail=1; }

@@ -82,6 +82,7 @@ static void case_pck_variants(void) {
     sa3d_error err;
     /* cat "b", pair 1: 4 kps at distances 0, 0.999, 5 (not < 5), 9.99 -> @0.1: 4/4... */
     sa3d_pair p1 = make_pair("p1", "b", 4, 100.0f, 0);
+    p1.scale_variation = 1; p1.truncation = 2; p1.occlusion = 3; p1.mirror = 1;   /* each flag its own value */
     float d1[4] = { 0.0f, 0.999f, 5.0f, 9.99f };
     float pr1[4][2];
     for (int i = 0; i < 4; i++) { pr1[i][0] = p1.trg_kps[i][0] + d1[i]; pr1[i][1] = p1.trg_kps[i][1]; }
@@ -115,6 +116,9 @@ static void case_pck_variants(void) {
     T_NEAR(sa3d_pck_per_keypoint(&r.overall, 1), 400.0 / 7.0, 1e-9);
     /* viewpoint 2 holds pairs 2 and 3 */
     T_CHECK(r.by_flag[0][2].pairs == 2 && r.by_flag[0][0].pairs == 1);
+    /* the other flags, in the order sa3d_pck_flag_names gives them: pair 1 only */
+    T_CHECK(r.by_flag[1][1].pairs == 1 && r.by_flag[2][2].pairs == 1 && r.by_flag[3][3].pairs == 1 &&
+            r.by_flag[4][1].pairs == 1 && r.by_flag[4][1].keypoints == 4);
     /* text and JSON */
     char *text = sa3d_pck_format(&r, "test");
     T_CHECK(text && strstr(text, "All: category mean") && strstr(text, "All: pair-weighted") &&
@@ -325,6 +329,108 @@ static void case_batch_equals_pairwise(void) {
     free(got);
     free(prs);
     sa3d_baseline_matcher_free(bm);
+    sa3d_provider_free(fp);
+    sa3d_dataset_close(ds);
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- eval's written predictions score what the run scored ---------------------------------------------- */
+
+/* Predictions just inside the PCK@0.1 bound (the largest float offset along x with distance < 0.1 threshold, minus
+ * a few 1e-4 px), or a non-finite / absurd value for one pair. */
+typedef struct edge_matcher { const char *bad_pair; float bad_value; } edge_matcher;
+
+static sa3d_status edge_match(void *ctx, const sa3d_pair *pair, float (*pred)[2], sa3d_error *err) {
+    const edge_matcher *em = ctx;
+    (void)err;
+    for (int i = 0; i < pair->n_kps; i++) {
+        double gx = (double)pair->trg_kps[i][0], bound = 0.1 * (double)pair->threshold_base;
+        float x = (float)(gx + bound - 1e-4 * (i % 4));
+        while ((double)x - gx >= bound) x = nextafterf(x, -INFINITY);
+        pred[i][0] = x;
+        pred[i][1] = pair->trg_kps[i][1];
+        if (em->bad_pair && !strcmp(pair->id, em->bad_pair)) pred[i][0] = em->bad_value;
+    }
+    return SA3D_OK;
+}
+
+static sa3d_status edge_match_batch(void *ctx, const sa3d_pair *const *pairs, int n, float (*pred)[SA3D_MAX_KPS][2],
+                                    sa3d_error *err) {
+    for (int j = 0; j < n; j++) edge_match(ctx, pairs[j], pred[j], err);
+    return SA3D_OK;
+}
+
+static int same_report(const sa3d_pck_report *a, const sa3d_pck_report *b) {
+    for (int k = 0; k < SA3D_PCK_N_ALPHA; k++)
+        if (a->overall.correct[k] != b->overall.correct[k] ||
+            sa3d_pck_per_image(&a->overall, k) != sa3d_pck_per_image(&b->overall, k))
+            return 0;
+    return a->overall.pairs == b->overall.pairs;
+}
+
+/* A fresh run, a resumed run (from the part files) and `pck` on the run's predictions.jsonl give the same report,
+ * for predictions a few 1e-4 px inside the strict bound (3 decimals would round some of them across it: the check
+ * counts them, so that it has teeth). A matcher's non-finite or absurd prediction stops the run, naming the pair,
+ * before predictions.jsonl is written. */
+static void case_written_predictions(void) {
+    char root[512];
+    sa3d_synth_spair_params sp = sa3d_synth_spair_params_default();
+    sp.pairs_test = 40;
+    sp.write_images = sp.write_segmentations = sp.write_flip_features = 0;
+    sa3d_dataset *ds = NULL;
+    sa3d_provider *fp = NULL;
+    int n = synth_split(root, "sa3d_eval_written", &sp, &ds, &fp);
+    T_CHECK(n == 40);
+    if (n <= 0) return;
+    sa3d_error err;
+    edge_matcher em = { NULL, 0.0f };
+    long crossing = 0, resumed = 0, missing = 0;
+    for (int i = 0; i < n; i++) {   /* how many would a 3-decimal file move onto or past the bound */
+        const sa3d_pair *pr = sa3d_dataset_pair(ds, "test", i);
+        float pred[SA3D_MAX_KPS][2];
+        edge_match(&em, pr, pred, &err);
+        for (int k = 0; k < pr->n_kps; k++) {
+            char t[64];
+            snprintf(t, sizeof t, "%.3f", (double)pred[k][0]);
+            crossing += (double)(float)atof(t) - (double)pr->trg_kps[k][0] >= 0.1 * (double)pr->threshold_base;
+        }
+    }
+    char out[700], path[800];
+    snprintf(out, sizeof out, "%s/ev", root);
+    sa3d_eval_params ep = sa3d_eval_params_default();
+    ep.out_dir = out;
+    sa3d_pck_report fresh, again, rescored;
+    sa3d_pck_init(&fresh);
+    sa3d_pck_init(&again);
+    sa3d_pck_init(&rescored);
+    T_OK(sa3d_eval_run(ds, &ep, edge_match, &em, &fresh, &resumed, &err), &err);
+    T_CHECK(resumed == 0);
+    T_OK(sa3d_eval_run(ds, &ep, edge_match, &em, &again, &resumed, &err), &err);
+    T_CHECK(resumed == n);
+    snprintf(path, sizeof path, "%s/predictions.jsonl", out);
+    T_OK(sa3d_pck_score_file(&rescored, ds, "test", path, 0, &missing, &err), &err);
+    sa3d_pck_finish(&rescored);
+    printf("  %ld predictions a 3-decimal file would round onto the bound; PCK@0.1 fresh %.2f, resumed %.2f, "
+           "rescored %.2f\n", crossing, sa3d_pck_per_image(&fresh.overall, 0), sa3d_pck_per_image(&again.overall, 0),
+           sa3d_pck_per_image(&rescored.overall, 0));
+    T_CHECK(crossing > 0);
+    T_CHECK(sa3d_pck_per_image(&fresh.overall, 0) == 100.0);
+    T_CHECK(same_report(&fresh, &again) && same_report(&fresh, &rescored));
+    /* bad values, pair by pair and by category: refused with the pair named, no predictions.jsonl */
+    const float bad[3] = { NAN, INFINITY, 3e38f };
+    for (int v = 0; v < 6; v++) {
+        snprintf(out, sizeof out, "%s/bad%d", root, v);
+        ep.out_dir = out;
+        ep.match_batch = v >= 3 ? edge_match_batch : NULL;
+        em.bad_pair = sa3d_dataset_pair(ds, "test", n / 2)->id;
+        em.bad_value = bad[v % 3];
+        sa3d_pck_report r;
+        sa3d_pck_init(&r);
+        T_STATUS(sa3d_eval_run(ds, &ep, edge_match, &em, &r, &resumed, &err), SA3D_ERR_NUMERIC, &err);
+        T_CONTAINS(err.msg, em.bad_pair);
+        snprintf(path, sizeof path, "%s/predictions.jsonl", out);
+        T_CHECK(!sa3d_file_exists(path));
+    }
     sa3d_provider_free(fp);
     sa3d_dataset_close(ds);
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -623,6 +729,8 @@ int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "window soft-argmax equals the authors' function", case_soft_argmax },
         { "2.1", "PCK per-image/per-keypoint, category mean/pair-weighted, flags", case_pck_variants },
+        { "2.2", "eval: fresh, resumed and rescored agree at the bound; bad predictions refused",
+          case_written_predictions },
         { "3.1", "fused normalise + copy equals in-place normalise", case_normalize_copy },
         { "3.3", "fixed-order product = naive twin, any rows, 1 and 2 threads", case_fixed_order_gemm },
         { "3.2", "batched baseline = per-pair baseline (threads, budgets, eval)", case_batch_equals_pairwise },

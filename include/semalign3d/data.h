@@ -53,8 +53,9 @@
  * Validation, for every kind: each required field present with its type; image sizes are integers in
  * [1, 100000]; boxes are 4 finite numbers with x_min <= x_max and y_min <= y_max (a box may reach past the
  * image), and a pair's target box must not be empty; a keypoint must lie in the closed rectangle
- * [0, W] x [0, H] - SPair's coordinates are 1-based VOC pixels, so x == W occurs (trg_bndbox x_max == 500 ==
- * width in the sample) and is accepted, while x < 0 or x > W is an error; keypoint ids are integers in
+ * [0, W] x [0, H] - SPair's boxes come from VOC's 1-based ones, so x == W occurs (trg_bndbox x_max == 500 ==
+ * width in the sample) and is accepted (read, like every coordinate, as 0-based, METHOD.md 2.1; clamped where a
+ * pixel is needed), while x < 0 or x > W is an error; keypoint ids are integers in
  * [0, SA3D_MAX_KPS), no id twice; src_kps, trg_kps and kps_ids have equal lengths of at most SA3D_MAX_KPS;
  * SPair categories are the 18 of METHOD.md 1.4 (PF-PASCAL: the 20 VOC classes); a SPair pair file's name
  * agrees with its src_imname, trg_imname, category and filename fields, an image record's with its filename
@@ -158,6 +159,9 @@ SA3D_API sa3d_dataset_kind sa3d_dataset_get_kind(const sa3d_dataset *ds);
  * SA3D_ERR_IO from a record in strict mode, SA3D_ERR_NOMEM) and keeps nothing of the split. */
 SA3D_API int sa3d_dataset_load_split(sa3d_dataset *ds, const char *split, sa3d_error *err);
 SA3D_API int sa3d_dataset_n_pairs(const sa3d_dataset *ds, const char *split);          /* 0 if not loaded */
+/* Pair records that lenient mode skipped while the split was loaded (0 if not loaded): a protocol's pair count
+ * (SPair-71k test: 12,234) then falls short by as many, which eval and pck print and record. */
+SA3D_API int sa3d_dataset_n_skipped(const sa3d_dataset *ds, const char *split);
 /* Pair i of a loaded split in sorted order, or NULL (split not loaded, i out of range). Borrowed: valid until
  * sa3d_dataset_close. */
 SA3D_API const sa3d_pair *sa3d_dataset_pair(const sa3d_dataset *ds, const char *split, int i);

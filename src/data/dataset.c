@@ -124,11 +124,12 @@ int sa3d_ds_category_selected(const sa3d_dataset *ds, const char *category) {
     return 0;
 }
 
-sa3d_status sa3d_ds_bad_record(const sa3d_dataset *ds, const sa3d_error *rec, sa3d_error *err) {
+sa3d_status sa3d_ds_bad_record(sa3d_dataset *ds, const sa3d_error *rec, sa3d_error *err) {
     if (ds->strict || rec->code == SA3D_ERR_NOMEM) {
         if (err) *err = *rec;
         return rec->code;
     }
+    ds->load_skipped++;
     if (ds->warn) ds->warn(ds->warn_user, rec->msg);
     return SA3D_OK;
 }
@@ -349,6 +350,7 @@ int sa3d_dataset_load_split(sa3d_dataset *ds, const char *split, sa3d_error *err
     if (have) return have->n;
     sa3d_pair *pairs = NULL;
     int n = 0;
+    ds->load_skipped = 0;
     sa3d_status s = ds->kind == SA3D_DATASET_SPAIR      ? sa3d_spair_load_split(ds, split, &pairs, &n, err)
                     : ds->kind == SA3D_DATASET_PFPASCAL ? sa3d_pfpascal_load_split(ds, split, &pairs, &n, err)
                                                         : sa3d_ap10k_load_split(ds, split, &pairs, &n, err);
@@ -369,12 +371,18 @@ int sa3d_dataset_load_split(sa3d_dataset *ds, const char *split, sa3d_error *err
     memcpy(sp->name, split, strlen(split) + 1);
     sp->pairs = pairs;
     sp->n = m;
+    sp->skipped = ds->load_skipped;
     return m;
 }
 
 int sa3d_dataset_n_pairs(const sa3d_dataset *ds, const char *split) {
     const ds_split *sp = find_split(ds, split);
     return sp ? sp->n : 0;
+}
+
+int sa3d_dataset_n_skipped(const sa3d_dataset *ds, const char *split) {
+    const ds_split *sp = find_split(ds, split);
+    return sp ? sp->skipped : 0;
 }
 
 const sa3d_pair *sa3d_dataset_pair(const sa3d_dataset *ds, const char *split, int i) {

@@ -68,6 +68,7 @@ typedef struct ds_split {
     int n;
     ds_cat_images *cats; /* per-category image lists, filled on demand */
     int n_cats;
+    int skipped; /* pair records skipped in lenient mode */
 } ds_split;
 
 typedef struct ds_image {
@@ -87,6 +88,7 @@ struct sa3d_dataset {
     int n_cats;
     ds_split *splits;
     int n_splits;
+    int load_skipped; /* sa3d_ds_bad_record's count while a split loads */
     ds_image **imgs; /* open-addressing hash table of cached image records, cap_imgs slots */
     size_t n_imgs, cap_imgs;
 };
@@ -96,7 +98,7 @@ int sa3d_ds_category_selected(const sa3d_dataset *ds, const char *category);
 /* The strict/lenient rule (data.h) for one bad record whose problem is in rec: returns SA3D_OK after calling
  * the warning callback when the record is to be skipped; otherwise copies rec into err and returns its code
  * (strict mode, or SA3D_ERR_NOMEM in any mode). */
-sa3d_status sa3d_ds_bad_record(const sa3d_dataset *ds, const sa3d_error *rec, sa3d_error *err);
+sa3d_status sa3d_ds_bad_record(sa3d_dataset *ds, const sa3d_error *rec, sa3d_error *err);
 /* Cached image record lookup and insertion (the record is copied). */
 const ds_image *sa3d_ds_image_find(const sa3d_dataset *ds, const char *key);
 sa3d_status sa3d_ds_image_add(sa3d_dataset *ds, const ds_image *img, const ds_image **out, sa3d_error *err);

@@ -34,8 +34,8 @@ const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split,
     cJSON_ArrayForEach(pt, kps) {
         const cJSON *x = cJSON_GetArrayItem(pt, 0), *y = cJSON_GetArrayItem(pt, 1);
         if (!cJSON_IsArray(pt) || cJSON_GetArraySize(pt) != 2 || !cJSON_IsNumber(x) || !cJSON_IsNumber(y) ||
-            !isfinite(x->valuedouble) || !isfinite(y->valuedouble) || fabs(x->valuedouble) > 1e9 ||
-            fabs(y->valuedouble) > 1e9) {
+            !isfinite(x->valuedouble) || !isfinite(y->valuedouble) || fabs(x->valuedouble) > SA3D_PRED_MAX_ABS ||
+            fabs(y->valuedouble) > SA3D_PRED_MAX_ABS) {
             sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"trg_kps\"[%d]: expected [x, y] finite numbers", path, lineno, i);
             goto done;
         }
@@ -106,4 +106,13 @@ done:
     sa3d_free(by_index);
     sa3d_free(preds);
     return s;
+}
+
+sa3d_status sa3d_pred_check(const sa3d_pair *pair, const float (*pts)[2], sa3d_error *err) {
+    for (int i = 0; i < pair->n_kps; i++)
+        if (!(fabs((double)pts[i][0]) <= SA3D_PRED_MAX_ABS && fabs((double)pts[i][1]) <= SA3D_PRED_MAX_ABS))
+            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: the matcher predicted (%g, %g) for keypoint %d: not a finite "
+                             "pixel position within %g", pair->id, (double)pts[i][0], (double)pts[i][1], i,
+                             SA3D_PRED_MAX_ABS);
+    return SA3D_OK;
 }

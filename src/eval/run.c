@@ -14,9 +14,12 @@ sa3d_eval_params sa3d_eval_params_default(void) {
 
 typedef struct pred_row { float kps[SA3D_MAX_KPS][2]; } pred_row;
 
-/* Appends one JSON line for pair into buf (grown with realloc). */
+/* Appends one JSON line for pair into buf (grown with realloc). %.9g writes each float exactly (nine significant
+ * digits round-trip a float), so a resumed run and `pck` on predictions.jsonl score what the fresh run scored: a
+ * prediction rounded across the strict PCK bound would change the result. The points are checked
+ * (sa3d_pred_check), so each takes at most 2 x 15 + 6 characters. */
 static int append_line(char **buf, size_t *len, size_t *cap, const sa3d_pair *pair, const float (*pred)[2]) {
-    size_t need = 200 + strlen(pair->id) + (size_t)pair->n_kps * 40;
+    size_t need = 64 + strlen(pair->id) + (size_t)pair->n_kps * 40;
     if (*len + need > *cap) {
         size_t nc = (*cap + need) * 2;
         char *nb = realloc(*buf, nc);
@@ -24,11 +27,13 @@ static int append_line(char **buf, size_t *len, size_t *cap, const sa3d_pair *pa
         *buf = nb;
         *cap = nc;
     }
-    *len += (size_t)snprintf(*buf + *len, *cap - *len, "{\"pair\": \"%s\", \"trg_kps\": [", pair->id);
-    for (int i = 0; i < pair->n_kps; i++)
-        *len += (size_t)snprintf(*buf + *len, *cap - *len, "%s[%.3f, %.3f]", i ? ", " : "", (double)pred[i][0],
-                                 (double)pred[i][1]);
-    *len += (size_t)snprintf(*buf + *len, *cap - *len, "]}\n");
+    char *end = *buf + *len + need, *w = *buf + *len;
+    w += snprintf(w, (size_t)(end - w), "{\"pair\": \"%s\", \"trg_kps\": [", pair->id);
+    for (int i = 0; i < pair->n_kps && w < end; i++)
+        w += snprintf(w, (size_t)(end - w), "%s[%.9g, %.9g]", i ? ", " : "", (double)pred[i][0], (double)pred[i][1]);
+    if (w < end) w += snprintf(w, (size_t)(end - w), "]}\n");
+    if (w >= end) return 0;   /* not for checked points */
+    *len = (size_t)(w - *buf);
     return 1;
 }
 
@@ -129,6 +134,8 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
             for (int j = 0; j < m; j++) prs[j] = sa3d_dataset_pair(ds, p->split, idx[j]);
             s = p->match_batch(ctx, prs, m, (float (*)[SA3D_MAX_KPS][2])stage, err);
             sa3d_free(prs);
+            for (int j = 0; j < m && !s; j++)
+                s = sa3d_pred_check(sa3d_dataset_pair(ds, p->split, idx[j]), (const float (*)[2])stage[j].kps, err);
             if (s) { sa3d_error_prefix(err, "%s", cats[c]); sa3d_free(stage); goto out; }
             len = 0;
             for (int j = 0; j < m; j++)
@@ -149,8 +156,11 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
             len = 0;
             for (int j = 0; j < m; j++) {
                 const sa3d_pair *pr = sa3d_dataset_pair(ds, p->split, idx[j]);
-                if ((s = match(ctx, pr, stage[j].kps, err))) {
+                if ((s = match(ctx, pr, stage[j].kps, err)) == SA3D_OK)
+                    s = sa3d_pred_check(pr, (const float (*)[2])stage[j].kps, err);   /* names the pair */
+                else
                     sa3d_error_prefix(err, "%s", pr->id);
+                if (s) {
                     sa3d_free(stage);
                     goto out;
                 }
