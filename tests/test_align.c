@@ -169,7 +169,9 @@ static sa3d_align_params fast_params(void) {
 }
 
 /* L_sparse: every appended anchor takes part, and the term is lowest with the anchors where their own evidence is:
- * at the true pose it is below the same pose with the anchors shifted by 1.5 cells, at every sigma. */
+ * at the true pose it is below the same pose with the anchors shifted by 1.5 cells, at every sigma. And it is
+ * continuous: along a 10-cell shift no step of 2e-3 cells changes it by more than a smooth slope allows (a window
+ * cut at 4 sigma let one anchor's term jump by 2.3 nats where its evidence left the window). */
 static void case_sparse(void) {
     synth_pose pose = { 0.5, 0.2, { 0.0, 0.01, 1.0 }, 1.2 };
     scene s;
@@ -197,6 +199,19 @@ static void case_sparse(void) {
                    d ? "down" : "right");
             T_CHECK(isfinite(t0[4]) && t0[4] < t1[4] - 0.01);
         }
+        /* |dL/dshift| <= R / sigma^2 per anchor (responsibilities sum to <= 1, cells within R), so a smooth step
+         * of h cells moves the mean by at most h R / sigma^2 */
+        double h = 2e-3, prev = 0.0, jump = 0.0, bound = h * 6.1 / sig[q];
+        for (int i = 0; i <= 5000; i++) {
+            memcpy(Z, Y, sizeof Y);
+            for (int k = 0; k < c.n; k++) Z[3 * k] += (double)i * h * phi / c.g * Z[3 * k + 2];
+            sa3d_align_energy_total(&c, Z, phi, &st, NULL, NULL, t1, work);
+            if (i > 0 && fabs(t1[4] - prev) > jump) jump = fabs(t1[4] - prev);
+            prev = t1[4];
+        }
+        printf("       sigma %.1f: largest change of L_sparse in a step of %.0e cells %.2g (smooth: < %.2g)\n", sig[q],
+               h, jump, bound);
+        T_CHECK(jump < bound);
     }
     free(work);
     sa3d_align_ctx_free(&c);
@@ -325,6 +340,100 @@ static void case_blur(void) {
     T_CHECK(out[0] > 0.5f && out[g - 1] < g - 1.5f);   /* the border's value pulls the ends inwards */
     sa3d_align_blur(in, out, g, 0.01, tmp);
     T_CHECK(memcmp(in, out, sizeof in) == 0);
+}
+
+/* Sampling and schedule conventions that the other cases would survive breaking: bilinear reads at cell centres
+ * (c + 0.5), the mask padded with 0 outside the grid (L_bg: off the image is background), and the schedule's ends
+ * (sigma_start and no L_sparse at t = 0; sigma_end, full w_sparse and dense_end x w_rec at t = n_iter, where the
+ * best hypothesis is scored). */
+static void case_conventions(void) {
+    enum { g = 8 };
+    float m[g * g] = { 0 };
+    m[3 * g + 5] = 1.0f;   /* one-hot at cell (x 5, y 3) */
+    double dx, dy;
+    T_CHECK(sa3d_ae_bilinear(m, g, 5.5, 3.5, 0, &dx, &dy) == 1.0);
+    T_CHECK(sa3d_ae_bilinear(m, g, 6.5, 3.5, 0, &dx, &dy) == 0.0);
+    T_CHECK(sa3d_ae_bilinear(m, g, 6.0, 3.5, 0, &dx, &dy) == 0.5 && dx == -1.0);
+    T_CHECK(sa3d_ae_bilinear(m, g, 5.5, 3.25, 0, &dx, &dy) == 0.75 && dy == 1.0);
+    for (int q = 0; q < g * g; q++) m[q] = 1.0f;   /* all foreground: 0 padding shows at the border only */
+    T_CHECK(sa3d_ae_bilinear(m, g, 0.5, 4.5, 1, &dx, &dy) == 1.0);
+    T_CHECK(sa3d_ae_bilinear(m, g, 0.0, 4.5, 1, &dx, &dy) == 0.5 && dx == 1.0);
+    T_CHECK(sa3d_ae_bilinear(m, g, 0.0, 4.5, 0, &dx, &dy) == 1.0 && dx == 0.0);   /* border value, flat */
+    T_CHECK(sa3d_ae_bilinear(m, g, -3.0, 4.5, 1, &dx, &dy) == 0.0);
+
+    /* L_bg of a pose on an all-foreground mask: 0 on the grid, 1 once every point has left it */
+    synth_pose pose = { 0.5, 0.3, { 0.0, 0.0, 1.0 }, 1.2 };
+    scene s;
+    scene_make(&s, G_SMALL, C_SMALL, 40, 0, &pose, 2);
+    for (int q = 0; q < s.g * s.g; q++) s.mask[q] = 1.0f;
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
+    sa3d_align_params p = only(0, 0, 1, 0, 0);
+    sa3d_error err;
+    sa3d_align_ctx c;
+    T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &p, &err), &err);
+    double *work = malloc((sa3d_align_work_doubles(&c) + 3 * (size_t)c.n) * sizeof(double));
+    double Y[3 * SYNTH_SLOTS], t[5], phi = 1.0 / pose.f;
+    true_anchors(&s, Y, 1, 0.0);
+    sa3d_align_stage st = { .sigma = 1.0, .w_rec = 0.0, .w_sparse = 0.0 };
+    sa3d_align_energy_total(&c, Y, phi, &st, NULL, NULL, t, work);
+    double on_grid = t[2];
+    for (int k = 0; k < c.n; k++) Y[3 * k] += 3.0 * phi * Y[3 * k + 2];   /* 3 grid widths to the right */
+    sa3d_align_energy_total(&c, Y, phi, &st, NULL, NULL, t, work);
+    printf("       L_bg on an all-foreground mask: %.3g on the grid, %.3g off it\n", on_grid, t[2]);
+    T_CHECK(on_grid < 0.05 && fabs(t[2] - 1.0) < 1e-12);
+    free(work);
+    sa3d_align_ctx_free(&c);
+    scene_free(&s);
+
+    p = sa3d_align_params_default();
+    p.n_iter = 50;
+    sa3d_align_stage a = sa3d_align_stage_at(&p, 64, 0), b = sa3d_align_stage_at(&p, 64, p.n_iter);
+    T_CHECK(a.sigma == 8.0 && a.w_sparse == 0.0 && a.w_rec == p.w_rec);
+    T_CHECK(b.sigma == 1.0 && b.w_sparse == p.w_sparse && b.w_rec == p.dense_end * p.w_rec);
+    p.sigma_start = 5.0;
+    p.sigma_end = 2.0;
+    T_CHECK(sa3d_align_stage_at(&p, 64, 0).sigma == 5.0 && sa3d_align_stage_at(&p, 64, p.n_iter).sigma == 2.0);
+}
+
+/* The best hypothesis is the lowest energy at the schedule's end: without pruning each hypothesis runs as if alone
+ * (its own random stream, no shared state), so n_hyp 1, 4, 8 give energies that never rise and the winner of 8 is
+ * the first hypothesis with the lowest; the returned energy is energy_total at the end stage of the returned pose. */
+static void case_best(void) {
+    synth_pose pose = { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 };
+    scene s;
+    scene_make(&s, 24, C_SMALL, 80, 0, &pose, 12);
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
+    sa3d_align_params p = fast_params();
+    p.prune_keep = 0;
+    p.n_iter = 60;
+    sa3d_error err;
+    const int nh[3] = { 1, 4, 8 };
+    double E[3] = { 0, 0, 0 };
+    int best[3] = { -1, -1, -1 };
+    for (int r = 0; r < 3; r++) {
+        sa3d_alignment *a = NULL;
+        p.n_hyp = nh[r];
+        T_OK(sa3d_align_image(&a, s.prior, &in, &p, &err), &err);
+        if (!a) continue;
+        E[r] = a->energy;
+        best[r] = a->best_hyp;
+        if (r == 2) {   /* the reported energy is the end stage's, of the reported pose */
+            sa3d_align_ctx c;
+            T_OK(sa3d_align_ctx_init(&c, s.prior, &in, &p, &err), &err);
+            double *work = malloc((sa3d_align_work_doubles(&c) + 3 * (size_t)c.n) * sizeof(double)), t[5];
+            sa3d_align_stage end = sa3d_align_stage_at(&p, s.g, p.n_iter);
+            double e = sa3d_align_energy_total(&c, a->Y, a->phi, &end, NULL, NULL, t, work);
+            T_CHECK(e == a->energy && t[4] == a->e_sparse);
+            free(work);
+            sa3d_align_ctx_free(&c);
+        }
+        sa3d_alignment_free(a);
+    }
+    printf("       best of 1, 4, 8 hypotheses: E %.5f (hyp %d), %.5f (hyp %d), %.5f (hyp %d)\n", E[0], best[0], E[1],
+           best[1], E[2], best[2]);
+    T_CHECK(E[1] <= E[0] && E[2] <= E[1] && E[2] < E[0]);   /* the last: the check has teeth */
+    T_CHECK(best[0] == 0 && best[1] >= 0 && best[1] < 4 && (E[2] < E[1] ? best[2] >= 4 : best[2] == best[1]));
+    scene_free(&s);
 }
 
 static void case_recover(void) {
@@ -464,9 +573,11 @@ static void case_match(void) {
         if (v >= 6) mv.lift = v == 6 ? SA3D_LIFT_PSEUDO : SA3D_LIFT_MODEL;
         T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err), &err);
         int ours_ok = 0, base_ok = 0, mirror_base_wrong = 0, mirror_ours_wrong = 0;
+        double worst = 0.0;
         for (int k = 0; k < n; k++) {
             int slot = s1.prior->used[k];
             double eo = pred_err_cells(&s2, pred[k], slot), eb = pred_err_cells(&s2, base[k], slot);
+            worst = fmax(worst, eo);
             int mirror = slot <= 3 || slot == 6 || slot == 7 || slot == 8 || slot == 9;
             if (v == 0)
                 printf("       slot %2d%s: sa3d %.2f cells%s, baseline %.2f cells\n", slot, mirror ? " (mirror)" : "",
@@ -478,8 +589,9 @@ static void case_match(void) {
         printf("       %s: within 1.5 cells: sa3d %d/%d, baseline %d/%d; mirror keypoints wrong: sa3d %d, baseline "
                "%d\n", names[v], ours_ok, n, base_ok, n, mirror_ours_wrong, mirror_base_wrong);
         T_CHECK(mirror_base_wrong >= 1);
-        if (v == 0) {   /* the default gets every query right */
-            T_CHECK(ours_ok == n);
+        if (v == 0) {   /* the default gets every query right, to a fraction of a cell (0.52 at most; half a cell
+                           off in the output's pixel conversion gives 1.15) */
+            T_CHECK(ours_ok == n && worst <= 0.75);
             T_CHECK(mirror_ours_wrong == 0);
         } else {        /* the options (off by default) are at least as good as the baseline; some of these queries
                            are anchors hidden in view 1, which the visibility test cannot answer by design */
@@ -692,6 +804,13 @@ static void case_args(void) {
     in.F = &s.fm;
     p.top_k = 100;
     T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+    p = sa3d_align_params_default();
+    const double bad_outlier[] = { -INFINITY, NAN, -1e300, 1.0 };   /* the window radius would be absurd */
+    for (int k = 0; k < 4; k++) {
+        p.sparse_outlier = bad_outlier[k];
+        T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "sparse_outlier");
+    }
     /* the mirror term: a weight in [0, 1], the mirrored image, and a twin for every used anchor */
     p = sa3d_align_params_default();
     p.w_mirror = 0.5;
@@ -724,8 +843,10 @@ int main(int argc, char **argv) {
         { "1.3", "L_sparse: every anchor, lowest at the anchors' own evidence", case_sparse },
         { "1.4", "mirror term: image and mirror alike, bit for bit; mirrored image, mirrored pose", case_mirror },
         { "1.5", "reading (b)'s blur: constant, impulse (a Gaussian of the sd), ramp, border", case_blur },
+        { "1.6", "conventions: bilinear at cell centres, mask zero outside, the schedule's ends", case_conventions },
         { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
         { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
+        { "2.3", "best hypothesis: lowest end energy (n_hyp 1, 4, 8 never rise), reported as scored", case_best },
         { "3.1", "matcher through two alignments (every option, the lift); mirror features defeat the baseline",
           case_match },
         { "4.1", "argument errors", case_args },

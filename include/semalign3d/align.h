@@ -77,8 +77,8 @@ typedef struct sa3d_align_params {
     double w_sparse;        /* 1 (0: off; chosen on val, docs/ALIGN.md) */
     double sparse_from;     /* 0.3 */
     double dense_end;       /* 1 */
-    double sparse_outlier;  /* -12: log density of L_sparse's outlier component (an anchor with no evidence
-                               near it costs this, and is not pulled) */
+    double sparse_outlier;  /* -12, in [-1000, 0]: log density of L_sparse's outlier component (an anchor with
+                               no evidence near it costs this, and is not pulled) */
     /* 0.5: the mirror-consistent energy (1 - w_mirror) E_image(Y) + w_mirror E_mirror(M Y'), M Y' the pose
      * mirrored through the image's vertical axis with each anchor under its twin's label (prior->slot_flip):
      * where the mirrored image's object is if Y is right. Where the features tell the sides apart better in one

@@ -267,6 +267,8 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
                          p->dense_end);
     if (!(p->w_mirror >= 0.0 && p->w_mirror <= 1.0))
         return sa3d_fail(err, SA3D_ERR_ARG, "align: w_mirror %g out of range [0, 1]", p->w_mirror);
+    if (!(p->sparse_outlier >= -1000.0 && p->sparse_outlier <= 0.0))   /* it sets L_sparse's window radius */
+        return sa3d_fail(err, SA3D_ERR_ARG, "align: sparse_outlier %g out of range [-1000, 0]", p->sparse_outlier);
     c->N = pr->n_dense;
     c->n = pr->n_used;
     c->g = F->g;
@@ -515,7 +517,7 @@ sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t) {
 static double sparse_one(const sa3d_align_ctx *c, int a, const sa3d_ae_stage *k, sa3d_ae_work w) {
     const double *lp = c->anc_lp + (size_t)a * c->cells;
     int i = c->anc_pt[a], g = c->g;
-    double px = w.pr[2 * i], py = w.pr[2 * i + 1], R = 4.0 * k->sigma, o = c->p.sparse_outlier;
+    double px = w.pr[2 * i], py = w.pr[2 * i + 1], R = k->r_sparse, o = c->p.sparse_outlier;
     long win[4];
     sa3d_ae_sparse_window(g, px, py, R, win);
     double mx = o, l, ex, ey;

@@ -116,6 +116,7 @@ typedef struct sa3d_ae_stage {
     double is2, lnorm;   /* 1 / sigma^2, log(2 pi sigma^2): the spatial Gaussian of L_rec and L_sparse */
     double it, lo;       /* 1 / tau and the outlier level over tau (reading (a)) */
     double inv_N;        /* 1 / N: L_bg's mean over the points */
+    double r_sparse;     /* L_sparse's window radius (sa3d_ae_stage_make) */
     int lvl;             /* reading (b) with blur: S_lvl levels lvl and lvl + 1 ... */
     double beta;         /* ... mixed (1 - beta, beta); beta 0 reads level lvl alone */
 } sa3d_ae_stage;
@@ -130,6 +131,13 @@ SA3D_HD sa3d_ae_stage sa3d_ae_stage_make(const sa3d_align_ctx *c, const sa3d_ali
     k.it = 1.0 / c->p.tau;
     k.lo = c->p.outlier_logp * k.it;
     k.inv_N = 1.0 / c->N;
+    /* L_sparse drops the cells beyond R. A cell's term is at most exp(-R^2 / (2 sigma^2) - lnorm) (log p_sem <= 0),
+     * so R^2 / (2 sigma^2) >= 8 - o - lnorm keeps it below exp(o - 8), negligible next to the outlier floor exp(o)
+     * that an anchor with no evidence near it pays, and >= 8 below the Gaussian's peak. Crossing the window's edge
+     * then changes L_sparse_a by at most log(1 + e^-8) = 3.4e-4 (4 sigma, at o = -12 and sigma = 1, let it jump
+     * by 2.3). At o = -12: 6.0 sigma at sigma = 1, 5.6 at 3.75. */
+    double q = 8.0 - c->p.sparse_outlier - k.lnorm;
+    k.r_sparse = s->sigma * sqrt(2.0 * (q > 8.0 ? q : 8.0));
     /* the stage's sigma on the levels' log scale: between levels lvl and lvl + 1 at fraction beta */
     double u = c->n_lvl > 1 ? log(s->sigma / c->lvl_s0) / c->lvl_step : 0.0;
     u = u > 0.0 ? (u < c->n_lvl - 1 ? u : c->n_lvl - 1) : 0.0;
@@ -194,7 +202,7 @@ SA3D_HD double sa3d_ae_rec_cell(const sa3d_align_ctx *c, int q, const sa3d_ae_st
 }
 
 /* Step 2, appended anchor a: L_sparse_a = -log(exp(o) + sum_c exp(lp_a(c)) N(c; proj, sigma^2)) over the cells
- * within R = 4 sigma of the projection (the rest weigh < exp(-8)), o = sparse_outlier. A stable log-sum-exp in
+ * within R = k->r_sparse of the projection (the rest weigh < exp(o - 8)), o = sparse_outlier. A stable log-sum-exp in
  * two passes over the window, without a buffer: the largest term, then the sum relative to it. The window
  * (clamped to the grid; empty when x1 < x0 or y1 < y0): */
 SA3D_HD void sa3d_ae_sparse_window(int g, double px, double py, double R, long win[4]) {

@@ -43,7 +43,7 @@ __device__ static void sparse_warp(const sa3d_align_ctx *c, int a, const sa3d_ae
                                    int lane) {
     const double *lp = c->anc_lp + (size_t)a * c->cells;
     int i = c->anc_pt[a], g = c->g;
-    double px = w.pr[2 * i], py = w.pr[2 * i + 1], R = 4.0 * k->sigma, o = c->p.sparse_outlier;
+    double px = w.pr[2 * i], py = w.pr[2 * i + 1], R = k->r_sparse, o = c->p.sparse_outlier;
     long win[4];
     sa3d_ae_sparse_window(g, px, py, R, win);
     long wx = win[1] - win[0] + 1, wy = win[3] - win[2] + 1, cells = wx > 0 && wy > 0 ? wx * wy : 0;
