@@ -598,6 +598,27 @@ static void case_match(void) {
             T_CHECK(ours_ok >= base_ok && mirror_ours_wrong <= mirror_base_wrong);
         }
     }
+    {   /* non-square images (the same grids, read as the padded squares of a landscape and a portrait image): the
+         * queries' and the outputs' pixel <-> grid conversions go through the padding offsets */
+        int w1 = s1.fm.img_w, h1 = s1.fm.img_h, w2 = s2.fm.img_w, h2 = s2.fm.img_h;
+        s1.fm.img_h = h1 * 4 / 5;
+        s2.fm.img_w = w2 * 3 / 4;
+        float qn[SYNTH_SLOTS][2];
+        for (int k = 0; k < n; k++) {
+            double gx, gy, cp = (double)s1.fm.input_size / s1.g;
+            synth_project(&p1, s1.g, s1.prior->anchors + 3 * s1.prior->used[k], &gx, &gy);
+            sa3d_geoaware_from_square(s1.fm.img_w, s1.fm.img_h, s1.fm.input_size, (float)(gx * cp),
+                                      (float)(gy * cp), &qn[k][0], &qn[k][1]);
+        }
+        sa3d_match_params mv = sa3d_match_params_default();
+        T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])qn, n, &mv, pred, fb, &err), &err);
+        double worst = 0.0;
+        for (int k = 0; k < n; k++) worst = fmax(worst, pred_err_cells(&s2, pred[k], s1.prior->used[k]));
+        printf("       images %d x %d and %d x %d: worst match %.2f cells\n", s1.fm.img_w, s1.fm.img_h, s2.fm.img_w,
+               s2.fm.img_h, worst);
+        T_CHECK(worst <= 0.75);
+        s1.fm.img_w = w1; s1.fm.img_h = h1; s2.fm.img_w = w2; s2.fm.img_h = h2;
+    }
     {   /* anchor_snap: make every non-anchor dense point a copy of an anchor (feature and statistics), exactly on that
          * anchor's query in view 1 (so that it wins step 2) and ten cells off in view 2; the queries must still land
          * on their keypoints through the anchors, and must not without the snap (direct term off: it would pull
@@ -659,6 +680,23 @@ static void case_match(void) {
         }
         printf("       hidden anchor on query 0: front-most rule %.2f cells off, nearest rule %.2f\n", e[0], e[1]);
         T_CHECK(e[0] <= 1.5 && e[1] > 1.5);
+        /* the same point behind the camera (a diverged pose) is not seen: query 0's match is what it is with the
+         * point back in its place (the default, without the occlusion test, in which it would be the front-most) */
+        {
+            sa3d_match_params mv = sa3d_match_params_default();
+            float ref0[1][2], hid[2] = { a1->proj[2 * j1], a1->proj[2 * j1 + 1] };
+            a1->proj[2 * j1] = save[0];
+            a1->proj[2 * j1 + 1] = save[1];
+            a1->depth[j1] = save[2];
+            T_OK(sa3d_match_sa3d(pr, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, 1, &mv, ref0, fb, &err), &err);
+            a1->proj[2 * j1] = hid[0];
+            a1->proj[2 * j1 + 1] = hid[1];
+            a1->depth[j1] = -1.0f;
+            T_OK(sa3d_match_sa3d(pr, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, 1, &mv, pred, fb, &err), &err);
+            printf("       anchor 1 behind the camera on query 0: match %s\n",
+                   memcmp(ref0, pred, sizeof pred[0]) ? "CHANGED" : "unchanged");
+            T_CHECK(memcmp(ref0, pred, sizeof pred[0]) == 0);
+        }
         a1->proj[2 * j1] = save[0];   /* put back */
         a1->proj[2 * j1 + 1] = save[1];
         a1->depth[j1] = save[2];

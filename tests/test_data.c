@@ -177,6 +177,33 @@ static void check_pair_against_json(const sa3d_pair *p, const cJSON *j, const ch
 
 static const char *const splits[3] = { "trn", "val", "test" };
 
+/* METHOD.md 1.3: SemAlign3D reads boxes and keypoints from the image records, the evaluation from the pair record.
+ * They must agree: the sizes and boxes, each pair keypoint at its id in both records, and the ids exactly those
+ * visible in both images. */
+static void check_pair_against_images(sa3d_dataset *ds, const sa3d_pair *p) {
+    const sa3d_image_anno *im[2] = { NULL, NULL };
+    sa3d_error err = { 0 };
+    T_OK(sa3d_dataset_image(ds, p->category, p->src, &im[0], &err), &err);
+    T_OK(sa3d_dataset_image(ds, p->category, p->trg, &im[1], &err), &err);
+    if (!im[0] || !im[1]) return;
+    const int *size[2] = { p->src_size, p->trg_size };
+    const float *box[2] = { p->src_bbox, p->trg_bbox };
+    const float (*kps[2])[2] = { (const float (*)[2])p->src_kps, (const float (*)[2])p->trg_kps };
+    for (int s = 0; s < 2; s++) {
+        T_CHECK(im[s]->width == size[s][0] && im[s]->height == size[s][1]);
+        for (int c = 0; c < 4; c++) T_CHECK(im[s]->bbox[c] == box[s][c]);
+        for (int i = 0; i < p->n_kps; i++) {
+            int id = p->kp_ids[i];
+            T_CHECK(id >= 0 && id < im[s]->n_slots && im[s]->visible[id]);
+            if (id >= 0 && id < im[s]->n_slots)
+                T_CHECK(im[s]->kps[id][0] == kps[s][i][0] && im[s]->kps[id][1] == kps[s][i][1]);
+        }
+    }
+    int both = 0;
+    for (int k = 0; k < im[0]->n_slots && k < im[1]->n_slots; k++) both += im[0]->visible[k] && im[1]->visible[k];
+    T_CHECK(both == p->n_kps);
+}
+
 static void case_sample_pairs(void) {
     sa3d_dataset *ds = NULL;
     sa3d_error err = { 0 };
@@ -204,6 +231,7 @@ static void case_sample_pairs(void) {
             const sa3d_pair *pr = sa3d_dataset_find_pair(ds, splits[s], stem);
             if (!pr) T_FAIL("%s: pair %s not found", splits[s], stem);
             if (j && pr) check_pair_against_json(pr, j, stem);
+            if (pr) check_pair_against_images(ds, pr);
             cJSON_Delete(j);
             files++;
         }
@@ -212,7 +240,7 @@ static void case_sample_pairs(void) {
         for (int i = 1; i < n; i++)
             T_CHECK(strcmp(sa3d_dataset_pair(ds, splits[s], i - 1)->id,
                            sa3d_dataset_pair(ds, splits[s], i)->id) < 0);
-        printf("       %s: %d pairs checked field by field\n", splits[s], files);
+        printf("       %s: %d pairs checked field by field, and against their image records\n", splits[s], files);
         total += files;
     }
     T_CHECK(total > 0);
@@ -1609,7 +1637,7 @@ static void case_faults_other(void) {
 
 int main(int argc, char **argv) {
     static const t_case cases[] = {
-        { "1.1", "real SPair pair records: every field as in the JSON", case_sample_pairs },
+        { "1.1", "real SPair pair records: every field as in the JSON and the image records", case_sample_pairs },
         { "1.2", "real SPair image records: every field as in the JSON", case_sample_images },
         { "1.3", "PCK threshold and keypoints equal pck_threshold.json", case_pck_threshold },
         { "1.4", "split image lists of the sample: sorted src+trg set", case_sample_split_images },

@@ -74,11 +74,13 @@ static double query_evidence(const sa3d_prior *prior, int i, double s, const sa3
 }
 
 /* zbuf[g][g]: the front-most depth of alignment a's dense points at each cell, each point claiming the cells whose
- * centre lies within `radius` of its projection; +inf where none does. */
+ * centre lies within `radius` of its projection; +inf where none does. A point behind the camera (depth below
+ * SA3D_ALIGN_ZMIN) claims nothing: its projection, through the clamped depth, is no place on the image. */
 static void zbuffer(float *zbuf, const sa3d_alignment *a, double radius) {
     int g = a->g, R = (int)ceil(radius);
     for (int u = 0; u < g * g; u++) zbuf[u] = INFINITY;
     for (int i = 0; i < a->n_dense; i++) {
+        if (!((double)a->depth[i] >= SA3D_ALIGN_ZMIN)) continue;
         double px = (double)a->proj[2 * i], py = (double)a->proj[2 * i + 1];
         int cx = (int)floor(px), cy = (int)floor(py);
         for (int y = cy - R; y <= cy + R; y++)
@@ -106,7 +108,8 @@ static void visible_points(uint8_t *vis, const sa3d_alignment *a, double tol, co
     double slack = tol * sqrt(r2);
     for (int i = 0; i < N; i++) {
         int cx = (int)floor((double)a->proj[2 * i]), cy = (int)floor((double)a->proj[2 * i + 1]);
-        vis[i] = cx < 0 || cy < 0 || cx >= g || cy >= g || (double)a->depth[i] <= (double)zbuf[cy * g + cx] + slack;
+        vis[i] = (double)a->depth[i] >= SA3D_ALIGN_ZMIN &&   /* behind the camera: hidden */
+                 (cx < 0 || cy < 0 || cx >= g || cy >= g || (double)a->depth[i] <= (double)zbuf[cy * g + cx] + slack);
     }
 }
 
@@ -345,7 +348,8 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         for (int u = 0; u < cells; u++) z1[u] = (double)a1->cell_depth[u];
     }
     if (p->vis_tol >= 0.0) visible_points(vis, a1, p->vis_tol, zbuf);
-    else memset(vis, 1, (size_t)N);
+    else   /* no occlusion test; a point behind the camera (a diverged pose) is still not seen */
+        for (int i = 0; i < N; i++) vis[i] = (double)a1->depth[i] >= SA3D_ALIGN_ZMIN;
     if (logZ && pair_ok) query_log_norms(logZ, prior, a1, F1, vis, p);
     double is2 = 1.0 / (p->sigma * p->sigma), qmax2 = p->max_query_dist * p->max_query_dist;
     float cell1 = (float)F1->input_size / (float)g, cell2 = (float)F2->input_size / (float)g;
