@@ -27,13 +27,14 @@ static int append_line(char **buf, size_t *len, size_t *cap, const sa3d_pair *pa
         *buf = nb;
         *cap = nc;
     }
-    char *end = *buf + *len + need, *w = *buf + *len;
-    w += snprintf(w, (size_t)(end - w), "{\"pair\": \"%s\", \"trg_kps\": [", pair->id);
-    for (int i = 0; i < pair->n_kps && w < end; i++)
-        w += snprintf(w, (size_t)(end - w), "%s[%.9g, %.9g]", i ? ", " : "", (double)pred[i][0], (double)pred[i][1]);
-    if (w < end) w += snprintf(w, (size_t)(end - w), "]}\n");
-    if (w >= end) return 0;   /* not for checked points */
-    *len = (size_t)(w - *buf);
+    size_t at = *len, end = *len + need;   /* snprintf returns the length it wanted: stop once that overshoots */
+    at += (size_t)snprintf(*buf + at, end - at, "{\"pair\": \"%s\", \"trg_kps\": [", pair->id);
+    for (int i = 0; i < pair->n_kps && at < end; i++)
+        at += (size_t)snprintf(*buf + at, end - at, "%s[%.9g, %.9g]", i ? ", " : "", (double)pred[i][0],
+                               (double)pred[i][1]);
+    if (at < end) at += (size_t)snprintf(*buf + at, end - at, "]}\n");
+    if (at >= end) return 0;   /* not for checked points */
+    *len = at;
     return 1;
 }
 
