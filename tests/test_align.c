@@ -843,7 +843,7 @@ static void case_args(void) {
     p.top_k = 100;
     T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
     p = sa3d_align_params_default();
-    const double bad_outlier[] = { -INFINITY, NAN, -1e300, 1.0 };   /* the window radius would be absurd */
+    const double bad_outlier[] = { -HUGE_VAL, (double)NAN, -1e300, 1.0 };   /* the window radius would be absurd */
     for (int k = 0; k < 4; k++) {
         p.sparse_outlier = bad_outlier[k];
         T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
