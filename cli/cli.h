@@ -131,6 +131,9 @@ int cli_dataset_check(const char *cmd, cli_dataset_opts *o);
 /* Opens the dataset (warnings through cli_warn) and loads the split. On failure err says why and *ds is NULL
  * or open without the split; sa3d_dataset_close takes either. */
 sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_error *err);
+/* The split's malformed pair records that were skipped: their count in count (for a report's meta) and, when there
+ * were any, "<sep><count> malformed pair records skipped" in note (else ""), for a report's title. */
+void cli_skipped_records(const sa3d_dataset *ds, const char *split, const char *sep, char count[16], char note[80]);
 
 /* Basename without directory and extension ("a/b/2008_00.jpg" -> "2008_00"), into buf. */
 void cli_stem(const char *path, char *buf, size_t n);

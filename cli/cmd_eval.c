@@ -223,13 +223,10 @@ int cmd_eval(int argc, char **argv) {
                          : sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);
     cli_progress_end(&prog);
     if (s) goto done;
-    char title[640], skipped_str[16];
-    int skipped = sa3d_dataset_n_skipped(ds, dataset.split);
-    snprintf(skipped_str, sizeof skipped_str, "%d", skipped);
-    snprintf(title, sizeof title,
-             "semalign3d eval: method %s, %s split %s, %ld pairs (%ld resumed from %s/parts)%s%s%s",
-             method, dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, resumed, out,
-             skipped ? "; " : "", skipped ? skipped_str : "", skipped ? " malformed pair records skipped" : "");
+    char title[640], skipped_str[16], skipped_note[80];
+    cli_skipped_records(ds, dataset.split, "; ", skipped_str, skipped_note);
+    snprintf(title, sizeof title, "semalign3d eval: method %s, %s split %s, %ld pairs (%ld resumed from %s/parts)%s",
+             method, dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, resumed, out, skipped_note);
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);

@@ -58,12 +58,10 @@ int cmd_pck(int argc, char **argv) {
     rep->kind = dataset.kind;
     if (cli_dataset_open(&dataset, &ds, &err)) goto done;
     if (sa3d_pck_score_file(rep, ds, dataset.split, preds, allow_missing, &missing, &err)) goto done;
-    char title[640], skipped_str[16];
-    int skipped = sa3d_dataset_n_skipped(ds, dataset.split);
-    snprintf(skipped_str, sizeof skipped_str, "%d", skipped);
-    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored, %ld missing%s%s%s)", preds,
-             dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, missing, skipped ? ", " : "",
-             skipped ? skipped_str : "", skipped ? " malformed pair records skipped" : "");
+    char title[640], skipped_str[16], skipped_note[80];
+    cli_skipped_records(ds, dataset.split, ", ", skipped_str, skipped_note);
+    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored, %ld missing%s)", preds,
+             dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, missing, skipped_note);
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);

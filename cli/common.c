@@ -179,6 +179,13 @@ sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_
     return SA3D_OK;
 }
 
+void cli_skipped_records(const sa3d_dataset *ds, const char *split, const char *sep, char count[16], char note[80]) {
+    int n = sa3d_dataset_n_skipped(ds, split);
+    snprintf(count, 16, "%d", n);
+    if (n > 0) snprintf(note, 80, "%s%d malformed pair records skipped", sep, n);
+    else note[0] = '\0';
+}
+
 /* ---- network commands over image files ---- */
 
 int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a) {

@@ -491,6 +491,17 @@ static void case_determinism(void) {
 }
 
 /* px error in cells between a prediction (original pixels of image 2) and the true anchor projection */
+/* Queries of view s (pose p): its used anchors at their true projections, in the image's original pixels. */
+static void anchor_queries(const scene *s, const synth_pose *p, float (*q)[2]) {
+    double cp = (double)s->fm.input_size / s->g;
+    for (int k = 0; k < s->prior->n_used; k++) {
+        double gx, gy;
+        synth_project(p, s->g, s->prior->anchors + 3 * s->prior->used[k], &gx, &gy);
+        sa3d_geoaware_from_square(s->fm.img_w, s->fm.img_h, s->fm.input_size, (float)(gx * cp), (float)(gy * cp),
+                                  &q[k][0], &q[k][1]);
+    }
+}
+
 static double pred_err_cells(const scene *s2, const float pr[2], int slot) {
     double gx, gy;
     synth_project(&s2->pose, s2->g, s2->prior->anchors + 3 * slot, &gx, &gy);
@@ -539,13 +550,7 @@ static void case_match(void) {
     int n = s1.prior->n_used;
     float q[SYNTH_SLOTS][2], pred[SYNTH_SLOTS][2], base[SYNTH_SLOTS][2];
     uint8_t fb[SYNTH_SLOTS];
-    for (int k = 0; k < n; k++) {
-        double gx, gy;
-        synth_project(&p1, s1.g, s1.prior->anchors + 3 * s1.prior->used[k], &gx, &gy);
-        double cp = (double)s1.fm.input_size / s1.g;
-        sa3d_geoaware_from_square(s1.fm.img_w, s1.fm.img_h, s1.fm.input_size, (float)(gx * cp), (float)(gy * cp),
-                                  &q[k][0], &q[k][1]);
-    }
+    anchor_queries(&s1, &p1, q);
     /* the alignment's dense depths are Z of rig . Y: an appended anchor's depth is its anchor's Z */
     double dz = 0.0;
     for (int i = 0; i < a1->n_dense; i++)
@@ -604,12 +609,7 @@ static void case_match(void) {
         s1.fm.img_h = h1 * 4 / 5;
         s2.fm.img_w = w2 * 3 / 4;
         float qn[SYNTH_SLOTS][2];
-        for (int k = 0; k < n; k++) {
-            double gx, gy, cp = (double)s1.fm.input_size / s1.g;
-            synth_project(&p1, s1.g, s1.prior->anchors + 3 * s1.prior->used[k], &gx, &gy);
-            sa3d_geoaware_from_square(s1.fm.img_w, s1.fm.img_h, s1.fm.input_size, (float)(gx * cp),
-                                      (float)(gy * cp), &qn[k][0], &qn[k][1]);
-        }
+        anchor_queries(&s1, &p1, qn);
         sa3d_match_params mv = sa3d_match_params_default();
         T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])qn, n, &mv, pred, fb, &err), &err);
         double worst = 0.0;
