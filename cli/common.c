@@ -251,6 +251,9 @@ int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_mat
         sa3d_error err = { 0 };
         if (sa3d_sa3d_matcher_params_set(p, s->v[k], &err)) return cli_usage_error(cmd, "--set: %s", err.msg);
     }
+    sa3d_error err = { 0 };   /* values of the right type but out of their domains: refused before any work */
+    if (sa3d_align_params_check(&p->align, &err) || sa3d_match_params_check(&p->match, &err))
+        return cli_usage_error(cmd, "--set: %s", err.msg);
     if (!list) return -1;
     char *text = cli_settings_text(NULL, p);
     if (!text) { fprintf(stderr, "semalign3d %s: out of memory\n", cmd); return EXIT_RUN; }

@@ -58,6 +58,12 @@ grep -q "match.nope" "$T/e" || { echo "FAIL unknown option not named"; fail=1; }
 "$BIN" demo --set align.n_hyp=1.5 > /dev/null 2>&1; check "demo --set non-integer" 2 $?
 "$BIN" demo --set match.sigma=nan > /dev/null 2>&1; check "demo --set nan" 2 $?
 "$BIN" demo --set match.sigma > /dev/null 2>&1; check "demo --set without =" 2 $?
+# numbers of the right type out of their options' domains: refused before any work, naming the option
+for opt in align.rec_mode=3 align.sigma_start=-1 align.focal_init=25 match.sigma=0 match.lift_k=17; do
+  "$BIN" demo --set "$opt" --out "$T/dbad" > /dev/null 2>"$T/e"; check "demo --set $opt" 2 $?
+  name=${opt%%=*}
+  grep -q "option ${name#*.} " "$T/e" && [ ! -e "$T/dbad" ] || { echo "FAIL demo --set $opt: $(cat "$T/e")"; fail=1; }
+done
 "$BIN" demo --device gpu > /dev/null 2>&1; check "demo --device unknown" 2 $?
 # --device cuda where it cannot run: refused before any work, nothing written (where it can, this is skipped)
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --device cuda \

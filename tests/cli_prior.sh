@@ -154,7 +154,7 @@ check "match without the mirror term" 0 $?
 grep -q '"matches": \[\[' "$T/m0.json" || { echo "FAIL match outputs: $(cat "$T/e")"; fail=1; }
 "$BIN" match "$I/synth_000001.jpg" "$I/synth_000002.jpg" --points "40,40" --prior "$P" --set align.w_mirror=2 \
   --features1 "$F/synth_000001.features.safetensors" --features2 "$F/synth_000002.features.safetensors" \
-  --json "$T/m2.json" >/dev/null 2>"$T/e"; check "match with w_mirror out of range" 1 $?
+  --json "$T/m2.json" >/dev/null 2>"$T/e"; check "match with w_mirror out of range" 2 $?
 grep -q "w_mirror" "$T/e" && [ ! -e "$T/m2.json" ] || { echo "FAIL w_mirror 2: $(cat "$T/e")"; fail=1; }
 # --device: an unknown name is a usage error; cuda either runs (a CUDA build on a GPU machine) or is refused before
 # any output with a message that says why

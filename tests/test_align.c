@@ -436,6 +436,34 @@ static void case_best(void) {
     scene_free(&s);
 }
 
+/* The focal length stays within its bound f = 1/phi <= 20 (SA3D_ALIGN_PHI_MIN) in a telephoto view (true f 40, the
+ * object 33 units away, nearly orthographic): at the start, where the prior's focal_mean is 40 (no iteration: the
+ * start is the result), and after every Adam step, where a start at half the object's size pulls phi below the bound
+ * as the projection grows (phi 0.033 at the end without the per-step clamp). (A focal_init past the bound: 4.1.) */
+static void case_focal(void) {
+    synth_pose pose = { 0.6, 0.25, { 0.0, 0.0, 33.0 }, 40.0 };
+    scene s;
+    scene_make(&s, 24, C_SMALL, 80, 0, &pose, 14);
+    sa3d_align_input in = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
+    sa3d_error err;
+    for (int v = 0; v < 3; v++) {
+        sa3d_align_params p = fast_params();
+        if (v == 0) p.n_iter = 0;
+        if (v == 2) { p.focal_init = 20.0; p.init_scale = 0.5; }
+        sa3d_alignment *a = NULL;
+        T_OK(sa3d_align_image(&a, s.prior, &in, &p, &err), &err);
+        if (!a) continue;
+        double e = anchor_err(&s, a);
+        printf("       focal_init %g (prior focal_mean %g), init_scale %g, %d iterations: phi %.6g, anchors off by "
+               "%.3f cells\n", p.focal_init, s.prior->focal_mean, p.init_scale, p.n_iter, a->phi, e);
+        T_CHECK(a->phi >= SA3D_ALIGN_PHI_MIN && a->f == 1.0 / a->phi);
+        if (v == 0) T_CHECK(a->phi == SA3D_ALIGN_PHI_MIN);
+        else T_CHECK(e <= 1.0);
+        sa3d_alignment_free(a);
+    }
+    scene_free(&s);
+}
+
 static void case_recover(void) {
     synth_pose poses[] = { { 0.6, 0.25, { 0.02, -0.01, 1.0 }, 1.2 }, { -2.2, 0.35, { -0.03, 0.02, 0.9 }, 1.4 },
                            { 3.0, -0.2, { 0.0, 0.03, 1.1 }, 1.1 } };
@@ -603,6 +631,66 @@ static void case_match(void) {
             T_CHECK(ours_ok >= base_ok && mirror_ours_wrong <= mirror_base_wrong);
         }
     }
+    {   /* a query off the object (the image's corner) farther than max_query_dist from every projection of alignment
+         * 1 goes to the baseline, alone: the others keep their matches; with the bound just past its distance it
+         * is matched, just short of it it is not */
+        float qo[SYNTH_SLOTS + 1][2], po[SYNTH_SLOTS + 1][2], bo[1][2], ref[SYNTH_SLOTS][2];
+        uint8_t fo[SYNTH_SLOTS + 1];
+        memcpy(qo, q, (size_t)n * sizeof q[0]);
+        qo[n][0] = qo[n][1] = 3.0f;
+        float xs, ys;
+        sa3d_geoaware_to_square(s1.fm.img_w, s1.fm.img_h, s1.fm.input_size, qo[n][0], qo[n][1], &xs, &ys);
+        double cell1 = (double)s1.fm.input_size / s1.g, dmin = HUGE_VAL;
+        for (int i = 0; i < a1->n_dense; i++)
+            dmin = fmin(dmin, hypot((double)xs / cell1 - (double)a1->proj[2 * i],
+                                    (double)ys / cell1 - (double)a1->proj[2 * i + 1]));
+        sa3d_match_params mv = sa3d_match_params_default();
+        float *wk = malloc(sa3d_baseline_work_floats(s1.C, s1.g, 1) * sizeof(float));
+        T_OK(sa3d_match_baseline(&s1.fm, &s2.fm, (const float(*)[2])&qo[n], 1, &mv.baseline, bo, wk, &err), &err);
+        free(wk);
+        T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, ref, fo, &err), &err);
+        T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])qo, n + 1, &mv, po, fo, &err), &err);
+        printf("       query at the corner, %.2f cells from the nearest projection: %s\n", dmin,
+               fo[n] ? "the baseline's match" : "MATCHED");
+        T_CHECK(dmin > mv.max_query_dist && fo[n] == 1 && po[n][0] == bo[0][0] && po[n][1] == bo[0][1]);
+        for (int k = 0; k < n; k++) T_CHECK(fo[k] == 0 && memcmp(po[k], ref[k], sizeof po[k]) == 0);
+        for (int v = 0; v < 2; v++) {
+            mv.max_query_dist = dmin * (v == 0 ? 1.001 : 0.999);
+            T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])&qo[n], 1, &mv, po, fo, &err),
+                 &err);
+            T_CHECK(fo[0] == v);
+        }
+    }
+    {   /* step 3 alone: image 2's features all alike (its semantic term flat) and no direct term leave image 2's score
+         * the spatial Gaussian around the chosen point's projection, so the output is that projection, to the
+         * window's truncation; queries exactly on view 1's appended anchors (nearest snap) choose them. Half a cell
+         * off in the Gaussian's centre or in the output's conversion moves every match by 0.71 cells. */
+        int cells = s2.g * s2.g, C = s2.C, checked = 0;
+        float *flat = calloc((size_t)C * cells, sizeof(float)), qa[1][2];
+        for (int u = 0; u < cells; u++) flat[u] = 1.0f;   /* channel 0: the unit vector e_0 in every cell */
+        sa3d_feature_map F2 = s2.fm;
+        F2.data = flat;
+        sa3d_match_params mv = sa3d_match_params_default();
+        mv.w_direct = 0.0;
+        mv.snap_front = 0;
+        double worst = 0.0, cell1 = (double)s1.fm.input_size / s1.g, cell2 = (double)s2.fm.input_size / s2.g;
+        for (int i = 0; i < a1->n_dense; i++) {
+            double px = (double)a2->proj[2 * i], py = (double)a2->proj[2 * i + 1];
+            if (s1.prior->dense_anchor[i] < 0 || fmin(px, py) < 8.0 || fmax(px, py) > s2.g - 8.0) continue;
+            float qx = (float)((double)a1->proj[2 * i] * cell1), qy = (float)((double)a1->proj[2 * i + 1] * cell1);
+            sa3d_geoaware_from_square(s1.fm.img_w, s1.fm.img_h, s1.fm.input_size, qx, qy, &qa[0][0], &qa[0][1]);
+            T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &F2, (const float(*)[2])qa, 1, &mv, pred, fb, &err), &err);
+            float xs, ys;
+            sa3d_geoaware_to_square(F2.img_w, F2.img_h, F2.input_size, pred[0][0], pred[0][1], &xs, &ys);
+            worst = fmax(worst, hypot((double)xs / cell2 - px, (double)ys / cell2 - py));
+            T_CHECK(fb[0] == 0);
+            checked++;
+        }
+        printf("       flat image 2, no direct term: %d anchors' matches vs their projections in view 2: %.2g cells at "
+               "most\n", checked, worst);
+        T_CHECK(checked >= 4 && worst <= 0.02);
+        free(flat);
+    }
     {   /* non-square images (the same grids, read as the padded squares of a landscape and a portrait image): the
          * queries' and the outputs' pixel <-> grid conversions go through the padding offsets */
         int w1 = s1.fm.img_w, h1 = s1.fm.img_h, w2 = s2.fm.img_w, h2 = s2.fm.img_h;
@@ -768,6 +856,30 @@ static void case_match(void) {
         T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
                  SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, "w_direct");
+        {   /* the rest of the options' domains, each value refused naming its option */
+#define M_D(name, v) { #name, offsetof(sa3d_match_params, name), 1, v }
+#define M_I(name, v) { #name, offsetof(sa3d_match_params, name), 0, v }
+            static const struct { const char *name; size_t off; int is_double; double v; } bad_m[] = {
+                M_D(sigma, 0.0), M_D(sem_sd_floor, HUGE_VAL), M_I(knn, 17), M_I(knn, -1), M_I(soft_points, 0),
+                M_I(soft_points, 17), M_I(query_norm, 2), M_I(snap_front, -1), M_D(anchor_snap, -1.0),
+                M_D(max_query_dist, -3.0), M_D(vis_radius, HUGE_VAL), M_D(vis_radius, -1.0), M_D(vis_tol, (double)NAN),
+                M_D(max_energy, (double)NAN), M_D(min_fg_frac, (double)NAN), M_I(query_sem, 3),
+            };
+#undef M_D
+#undef M_I
+            for (size_t k = 0; k < sizeof bad_m / sizeof *bad_m; k++) {
+                mv = sa3d_match_params_default();
+                char *field = (char *)&mv + bad_m[k].off;
+                if (bad_m[k].is_double) *(double *)field = bad_m[k].v;
+                else *(int *)field = (int)bad_m[k].v;
+                T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb,
+                                         &err), SA3D_ERR_ARG, &err);
+                T_CONTAINS(err.msg, bad_m[k].name);
+                T_STATUS(sa3d_match_params_check(&mv, &err), SA3D_ERR_ARG, &err);
+            }
+            mv = sa3d_match_params_default();
+            T_OK(sa3d_match_params_check(&mv, &err), &err);
+        }
         const char *bad_lift[] = { "lift (0", "lift_k", "knn (0 with lift" };
         for (int v = 0; v < 3; v++) {
             mv = sa3d_match_params_default();
@@ -840,14 +952,39 @@ static void case_args(void) {
     }
     T_CONTAINS(err.msg, "NAME=VALUE");
     in.F = &s.fm;
-    p.top_k = 100;
-    T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
-    p = sa3d_align_params_default();
-    const double bad_outlier[] = { -HUGE_VAL, (double)NAN, -1e300, 1.0 };   /* the window radius would be absurd */
-    for (int k = 0; k < 4; k++) {
-        p.sparse_outlier = bad_outlier[k];
-        T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
-        T_CONTAINS(err.msg, "sparse_outlier");
+    {   /* every option out of its domain is refused, naming it (NaN and infinities too, which --set cannot give) */
+#define OPT_D(name, v) { #name, offsetof(sa3d_align_params, name), 1, v }
+#define OPT_I(name, v) { #name, offsetof(sa3d_align_params, name), 0, v }
+        static const struct { const char *name; size_t off; int is_double; double v; } bad_opts[] = {
+            OPT_I(n_hyp, 0), OPT_I(n_hyp, 2000000), OPT_I(n_iter, -1), OPT_I(n_iter, 2147483647), OPT_D(lr, 0.0),
+            OPT_D(lr, HUGE_VAL), OPT_I(n_threads, -1), OPT_I(rec_mode, 2), OPT_I(point_blur, -1), OPT_I(use_tets, 2),
+            OPT_D(w_rec, -1.0), OPT_D(w_geom, (double)NAN), OPT_D(w_bg, HUGE_VAL), OPT_D(w_depth, -0.5),
+            OPT_D(sigma_start, -1.0), OPT_D(sigma_end, (double)NAN), OPT_D(sigma_end, HUGE_VAL), OPT_D(tau, 0.0),
+            OPT_D(tau, HUGE_VAL), OPT_I(top_k, 0), OPT_I(top_k, 100), OPT_D(outlier_logp, (double)NAN),
+            OPT_D(outlier_logp, HUGE_VAL), OPT_D(sem_sd_floor, 0.0), OPT_D(sem_sd_floor, HUGE_VAL),
+            OPT_I(max_pairs, -1), OPT_I(max_tets, -5), OPT_D(init_scale, 0.0), OPT_D(init_scale, -1.0),
+            OPT_D(focal_init, 20.5), OPT_D(focal_init, -1.0), OPT_D(focal_init, (double)NAN),
+            OPT_D(focal_init, HUGE_VAL), OPT_D(depth_default, 0.0), OPT_D(depth_default, HUGE_VAL),
+            OPT_D(prune_at, (double)NAN), OPT_D(prune_at, 1.5), OPT_I(prune_keep, -1), OPT_D(w_sparse, HUGE_VAL),
+            OPT_D(w_sparse, -1.0), OPT_D(sparse_from, 1.0), OPT_D(dense_end, HUGE_VAL), OPT_D(dense_end, -1.0),
+            OPT_D(sparse_outlier, -HUGE_VAL), OPT_D(sparse_outlier, (double)NAN), OPT_D(sparse_outlier, -1e300),
+            OPT_D(sparse_outlier, 1.0), OPT_D(w_mirror, 1.5), OPT_D(w_mirror, (double)NAN),
+        };
+#undef OPT_D
+#undef OPT_I
+        for (size_t k = 0; k < sizeof bad_opts / sizeof *bad_opts; k++) {
+            p = sa3d_align_params_default();
+            p.w_mirror = 0.0;
+            char *field = (char *)&p + bad_opts[k].off;
+            if (bad_opts[k].is_double) *(double *)field = bad_opts[k].v;
+            else *(int *)field = (int)bad_opts[k].v;
+            T_STATUS(sa3d_align_image(&a, s.prior, &in, &p, &err), SA3D_ERR_ARG, &err);
+            T_CONTAINS(err.msg, bad_opts[k].name);
+            T_CHECK(a == NULL);
+            T_STATUS(sa3d_align_params_check(&p, &err), SA3D_ERR_ARG, &err);
+        }
+        p = sa3d_align_params_default();
+        T_OK(sa3d_align_params_check(&p, &err), &err);
     }
     /* the mirror term: a weight in [0, 1], the mirrored image, and a twin for every used anchor */
     p = sa3d_align_params_default();
@@ -885,6 +1022,8 @@ int main(int argc, char **argv) {
         { "2.1", "pose recovered from random starts (3 poses; one without mask/depth)", case_recover },
         { "2.2", "deterministic: twice at 2 threads, and 1 thread", case_determinism },
         { "2.3", "best hypothesis: lowest end energy (n_hyp 1, 4, 8 never rise), reported as scored", case_best },
+        { "2.4", "focal length: a telephoto view stays at the bound f <= 20, at the start and after every step",
+          case_focal },
         { "3.1", "matcher through two alignments (every option, the lift); mirror features defeat the baseline",
           case_match },
         { "4.1", "argument errors", case_args },

@@ -46,8 +46,8 @@ enum { SA3D_REC_MIXTURE = 0,     /* METHOD.md 5.3 reading (a): per-cell soft-max
        SA3D_REC_POINT = 1 };     /* reading (b): per-point likelihood of the similarity sampled at its projection */
 
 typedef struct sa3d_align_params {
-    int n_hyp;              /* B = 100 random rotations (METHOD.md 5.2) */
-    int n_iter;             /* 100 Adam iterations (opt_data's default) */
+    int n_hyp;              /* B = 100 random rotations (METHOD.md 5.2); 1..1e6 */
+    int n_iter;             /* 100 Adam iterations (opt_data's default); 0..1e6 */
     double lr;              /* 0.01: Adam step on Y (units of S) and on phi */
     uint64_t seed;          /* 0: the rotations; stream b of the seed for hypothesis b */
     int n_threads;          /* 0 = all cores; results do not depend on it */
@@ -67,7 +67,8 @@ typedef struct sa3d_align_params {
     int use_tets;           /* 1: L_geom includes the tetrahedron relations */
     int max_pairs, max_tets;   /* 400, 400: evenly strided subset of the prior's relations (0 = all) */
     double init_scale;      /* 1.0: canonical extent = init_scale x the extent of the back-projected mask */
-    double focal_init;      /* 0: start at the prior's focal_mean (1.5 when the prior has none) */
+    double focal_init;      /* 0: start at the prior's focal_mean (1.5 when the prior has none), else in (0, 20]:
+                               f = 1/phi stays <= 20 throughout (docs/ALIGN.md) */
     double depth_default;   /* 1.0: depth of every cell when no depth map is given, and then d* */
     double prune_at;        /* 0.3: after this share of the iterations keep only ... */
     int prune_keep;         /* 10 ... the best hypotheses (0 = never prune) */
@@ -87,6 +88,10 @@ typedef struct sa3d_align_params {
     double w_mirror;
 } sa3d_align_params;
 SA3D_API sa3d_align_params sa3d_align_params_default(void);
+/* SA3D_OK when every option is in its domain (the comments above; weights, scales and temperatures finite, NaN
+ * nowhere), else SA3D_ERR_ARG naming the first that is not. sa3d_align_image checks too; this is to check before
+ * long work. */
+SA3D_API sa3d_status sa3d_align_params_check(const sa3d_align_params *p, sa3d_error *err);
 /* SA3D_OK when params.device can run here (the CPU always; CUDA with a -DSEMALIGN3D_CUDA=ON build and a GPU),
  * else SA3D_ERR_UNSUPPORTED saying why (SA3D_ERR_ARG for an unknown device): to check before long work. */
 SA3D_API sa3d_status sa3d_align_device_check(int device, sa3d_error *err);
@@ -169,6 +174,8 @@ typedef struct sa3d_match_params {
 enum { SA3D_QUERY_PSEM = 0, SA3D_QUERY_COSINE = 1, SA3D_QUERY_DENSITY = 2 };
 enum { SA3D_LIFT_OFF = 0, SA3D_LIFT_PSEUDO = 1, SA3D_LIFT_MODEL = 2 };
 SA3D_API sa3d_match_params sa3d_match_params_default(void);
+/* As sa3d_align_params_check, for the matcher's options (sa3d_match_sa3d checks too). */
+SA3D_API sa3d_status sa3d_match_params_check(const sa3d_match_params *p, sa3d_error *err);
 
 /* METHOD.md 6.2: each query pixel of image 1 (original pixels) -> the representation point with the highest
  * p_sem x p_spatial under a1 (or the appended anchor within anchor_snap) -> the cell of image 2 with the highest

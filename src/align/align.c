@@ -53,6 +53,48 @@ sa3d_align_params sa3d_align_params_default(void) {
     return p;
 }
 
+/* The first option out of its domain, named with its domain, or NULL. Every option is checked, whether or not
+ * this run reads it, so that a typo'd value fails at once rather than in a later run that does read it. */
+static const char *bad_option(const sa3d_align_params *p) {
+#define FIN(x) isfinite(p->x)
+    if (p->n_hyp < 1 || p->n_hyp > 1000000) return "n_hyp (1..1000000)";
+    if (p->n_iter < 0 || p->n_iter > 1000000) return "n_iter (0..1000000)";
+    if (!(p->lr > 0.0) || !FIN(lr)) return "lr (> 0)";
+    if (p->n_threads < 0) return "n_threads (0: all cores, or > 0)";
+    if (p->rec_mode != SA3D_REC_MIXTURE && p->rec_mode != SA3D_REC_POINT) return "rec_mode (0 mixture, 1 point)";
+    if (p->point_blur != 0 && p->point_blur != 1) return "point_blur (0 or 1)";
+    if (p->use_tets != 0 && p->use_tets != 1) return "use_tets (0 or 1)";
+    if (!(p->w_rec >= 0.0 && FIN(w_rec) && p->w_geom >= 0.0 && FIN(w_geom) && p->w_bg >= 0.0 && FIN(w_bg) &&
+          p->w_depth >= 0.0 && FIN(w_depth)))
+        return "w_rec, w_geom, w_bg or w_depth (>= 0)";
+    if (!(p->sigma_start >= 0.0 && FIN(sigma_start) && p->sigma_end >= 0.0 && FIN(sigma_end)))
+        return "sigma_start or sigma_end (0: the default, else > 0)";
+    if (!(p->tau > 0.0) || !FIN(tau)) return "tau (> 0)";
+    if (p->top_k < 1 || p->top_k > 64) return "top_k (1..64)";
+    if (!FIN(outlier_logp)) return "outlier_logp (finite)";
+    if (!(p->sem_sd_floor > 0.0) || !FIN(sem_sd_floor)) return "sem_sd_floor (> 0)";
+    if (p->max_pairs < 0 || p->max_tets < 0) return "max_pairs or max_tets (0: all, or > 0)";
+    if (!(p->init_scale > 0.0) || !FIN(init_scale)) return "init_scale (> 0)";
+    if (!(p->focal_init == 0.0 || (p->focal_init > 0.0 && p->focal_init <= 1.0 / SA3D_ALIGN_PHI_MIN)))
+        return "focal_init (0: the prior's, else in (0, 20])";
+    if (!(p->depth_default > 0.0) || !FIN(depth_default)) return "depth_default (> 0)";
+    if (!(p->prune_at >= 0.0 && p->prune_at <= 1.0)) return "prune_at ([0, 1])";
+    if (p->prune_keep < 0) return "prune_keep (0: never, or > 0)";
+    if (!(p->w_sparse >= 0.0) || !FIN(w_sparse)) return "w_sparse (>= 0)";
+    if (!(p->sparse_from >= 0.0 && p->sparse_from < 1.0)) return "sparse_from ([0, 1))";
+    if (!(p->dense_end >= 0.0) || !FIN(dense_end)) return "dense_end (>= 0)";
+    /* it sets L_sparse's window radius */
+    if (!(p->sparse_outlier >= -1000.0 && p->sparse_outlier <= 0.0)) return "sparse_outlier ([-1000, 0])";
+    if (!(p->w_mirror >= 0.0 && p->w_mirror <= 1.0)) return "w_mirror ([0, 1])";
+    return NULL;
+#undef FIN
+}
+
+sa3d_status sa3d_align_params_check(const sa3d_align_params *p, sa3d_error *err) {
+    const char *bad = bad_option(p);
+    return bad ? sa3d_fail(err, SA3D_ERR_ARG, "align: option %s out of range", bad) : SA3D_OK;
+}
+
 sa3d_status sa3d_align_device_check(int device, sa3d_error *err) {
     if (device == SA3D_ALIGN_ON_CPU) return SA3D_OK;
     if (device == SA3D_ALIGN_ON_CUDA) return sa3d_align_gpu_check(err);
@@ -258,17 +300,7 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
     if (pr->n_used < 2 || pr->n_dense < 1 || F->g < 2)
         return sa3d_fail(err, SA3D_ERR_ARG, "align: prior has %d used anchors and %d dense points, grid %d",
                          pr->n_used, pr->n_dense, F->g);
-    if (p->top_k < 1 || p->top_k > 64 || p->tau <= 0.0 || p->sem_sd_floor <= 0.0)
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: top_k %d, tau %g, sem_sd_floor %g out of range (top_k 1..64)",
-                         p->top_k, p->tau, p->sem_sd_floor);
-    if (!(p->w_sparse >= 0.0) || !(p->sparse_from >= 0.0 && p->sparse_from < 1.0) || !(p->dense_end >= 0.0))
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: w_sparse %g, sparse_from %g, dense_end %g out of range "
-                         "(w_sparse >= 0, sparse_from in [0, 1), dense_end >= 0)", p->w_sparse, p->sparse_from,
-                         p->dense_end);
-    if (!(p->w_mirror >= 0.0 && p->w_mirror <= 1.0))
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: w_mirror %g out of range [0, 1]", p->w_mirror);
-    if (!(p->sparse_outlier >= -1000.0 && p->sparse_outlier <= 0.0))   /* it sets L_sparse's window radius */
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: sparse_outlier %g out of range [-1000, 0]", p->sparse_outlier);
+    if (sa3d_align_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     c->N = pr->n_dense;
     c->n = pr->n_used;
     c->g = F->g;
@@ -673,10 +705,8 @@ static int cmp_energy(const void *a, const void *b) {
 sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, const sa3d_align_input *in,
                              const sa3d_align_params *p, sa3d_error *err) {
     *out = NULL;
-    if (p->n_hyp < 1 || p->n_iter < 0 || !(p->lr > 0.0))
-        return sa3d_fail(err, SA3D_ERR_ARG, "align: n_hyp %d, n_iter %d, lr %g out of range", p->n_hyp, p->n_iter,
-                         p->lr);
-    sa3d_status st = sa3d_align_device_check(p->device, err);
+    sa3d_status st = sa3d_align_params_check(p, err);
+    if (st == SA3D_OK) st = sa3d_align_device_check(p->device, err);
     if (st != SA3D_OK) return st;
     sa3d_set_threads(p->n_threads);
     sa3d_align_ctx c;
@@ -718,6 +748,7 @@ sa3d_status sa3d_align_image(sa3d_alignment **out, const sa3d_prior *prior, cons
     /* METHOD.md 5.2 initialisation. Reference set: the foreground cells (mask >= 0.5, else cells whose best
      * point's similarity is within one sd of its attn mean) back-projected at their depth with phi0. */
     double phi0 = 1.0 / (p->focal_init > 0.0 ? p->focal_init : (prior->focal_mean > 0.0 ? prior->focal_mean : 1.5));
+    if (phi0 < SA3D_ALIGN_PHI_MIN) phi0 = SA3D_ALIGN_PHI_MIN;   /* a prior's focal_mean past f = 20 starts at 20 */
     int m = 0;
     double mean_ref[3] = { 0, 0, 0 };
     for (int q = 0; q < c.cells; q++) {

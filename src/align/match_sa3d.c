@@ -287,7 +287,7 @@ static void image2_pick(float out[2], double *mix, double *sim, float *score, co
 /* The name of the first option out of its domain, or NULL. */
 static const char *bad_option(const sa3d_match_params *p) {
     if (!(p->sigma > 0.0) || !isfinite(p->sigma)) return "sigma (> 0)";
-    if (!(p->sem_sd_floor > 0.0)) return "sem_sd_floor (> 0)";
+    if (!(p->sem_sd_floor > 0.0) || !isfinite(p->sem_sd_floor)) return "sem_sd_floor (> 0)";
     if (p->query_sem < SA3D_QUERY_PSEM || p->query_sem > SA3D_QUERY_DENSITY) return "query_sem (0, 1 or 2)";
     if (!(p->query_temp > 0.0) || !isfinite(p->query_temp)) return "query_temp (> 0)";
     if (!(p->w_direct >= 0.0) || !isfinite(p->w_direct)) return "w_direct (>= 0)";
@@ -298,9 +298,21 @@ static const char *bad_option(const sa3d_match_params *p) {
     if (p->lift < SA3D_LIFT_OFF || p->lift > SA3D_LIFT_MODEL) return "lift (0 off, 1 pseudo depth, 2 model depth)";
     if (p->lift_k < 1 || p->lift_k > LIFT_MAX_K) return "lift_k (1..16)";
     if (p->lift && p->knn > 0) return "knn (0 with lift: both replace steps 2-3)";
-    if (isnan(p->anchor_snap) || isnan(p->max_query_dist) || isnan(p->vis_tol) || isnan(p->vis_radius))
-        return "anchor_snap, max_query_dist, vis_tol or vis_radius (not NaN)";
+    if (p->knn < 0 || p->knn > 16) return "knn (0 off, or 1..16)";
+    if (p->soft_points < 1 || p->soft_points > MAX_SOFT) return "soft_points (1..16)";
+    if (p->query_norm != 0 && p->query_norm != 1) return "query_norm (0 or 1)";
+    if (p->snap_front != 0 && p->snap_front != 1) return "snap_front (0 or 1)";
+    if (!(p->anchor_snap >= 0.0)) return "anchor_snap (0 off, or > 0)";
+    if (!(p->max_query_dist >= 0.0)) return "max_query_dist (>= 0; inf: never)";
+    if (!(p->vis_radius >= 0.0) || !isfinite(p->vis_radius)) return "vis_radius (>= 0)";
+    if (isnan(p->vis_tol)) return "vis_tol (< 0 off, or >= 0)";
+    if (isnan(p->max_energy) || isnan(p->min_fg_frac)) return "max_energy or min_fg_frac (not NaN)";
     return NULL;
+}
+
+sa3d_status sa3d_match_params_check(const sa3d_match_params *p, sa3d_error *err) {
+    const char *bad = bad_option(p);
+    return bad ? sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: option %s out of range", bad) : SA3D_OK;
 }
 
 static int plausible(const sa3d_alignment *a, const sa3d_match_params *p) {
@@ -312,8 +324,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
                             const sa3d_match_params *p, float (*pred)[2], uint8_t *fallback, sa3d_error *err) {
     if (n < 0 || !prior || !a1 || !a2 || !F1 || !F2)
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: missing argument or n = %d", n);
-    const char *bad = bad_option(p);
-    if (bad) return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: option %s out of range", bad);
+    if (sa3d_match_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     if (n == 0) return SA3D_OK;
     if (F1->C != prior->C || F2->C != prior->C || F1->g != F2->g || a1->g != F1->g || a2->g != F2->g ||
         a1->n_dense != prior->n_dense || a2->n_dense != prior->n_dense)
@@ -321,7 +332,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
                          "alignments (grid %d/%d, %d/%d points) disagree", prior->C, prior->n_dense, F1->C, F2->C,
                          F1->g, F2->g, a1->g, a2->g, a1->n_dense, a2->n_dense);
     int g = F1->g, cells = g * g, N = prior->n_dense, C = prior->C;
-    int M = p->soft_points < 1 ? 1 : p->soft_points > MAX_SOFT ? MAX_SOFT : p->soft_points;
+    int M = p->soft_points;
     float *score = sa3d_malloc((size_t)cells * sizeof(float)), *qf = sa3d_malloc((size_t)C * sizeof(float));
     double *sim = sa3d_malloc((size_t)cells * sizeof(double)), *mix = sa3d_malloc((size_t)cells * sizeof(double));
     double *logZ = p->query_norm ? sa3d_malloc((size_t)N * sizeof(double)) : NULL;
@@ -409,7 +420,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
             if (nt == 0) continue;
         }
         if (p->knn > 0) {   /* METHOD 6.2.5: the k nearest visible projections, inverse-distance weights */
-            int K = p->knn < 16 ? p->knn : 16, nk = 0, id[16];
+            int K = p->knn, nk = 0, id[16];
             double dk[16];
             for (int i = 0; i < N; i++) {
                 if (!vis[i]) continue;

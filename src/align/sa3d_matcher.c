@@ -181,8 +181,10 @@ sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *featur
     *out = NULL;
     if (!features || !priors || n_priors < 1)
         return sa3d_fail(err, SA3D_ERR_ARG, "semalign3d matcher: features and at least one prior are required");
-    if (p) {   /* before any work: no GPU, no run */
-        sa3d_status st = sa3d_align_device_check(p->align.device, err);
+    if (p) {   /* before any work: options out of their domains or no GPU, no run */
+        sa3d_status st = sa3d_align_params_check(&p->align, err);
+        if (st == SA3D_OK) st = sa3d_match_params_check(&p->match, err);
+        if (st == SA3D_OK) st = sa3d_align_device_check(p->align.device, err);
         if (st != SA3D_OK) return st;
     }
     sa3d_sa3d_matcher *m = sa3d_calloc(1, sizeof *m);
