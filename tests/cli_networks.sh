@@ -34,6 +34,10 @@ for d in "$FIX"/*/; do
   "$BIN" forward --model "$d" --input "$d/reference.safetensors" --output "$T/$name.st" 2>/dev/null
   check "forward $name" 0 $?
   [ -s "$T/$name.st" ] || { echo "FAIL forward $name wrote nothing"; fail=1; }
+  # more threads than cores runs (the attention wrote past its scratch; test_nn 2.1 and 3.2 compare the outputs)
+  "$BIN" forward --model "$d" --input "$d/reference.safetensors" --threads 16 --output "$T/$name.t16.st" 2>"$T/e"
+  check "forward $name --threads 16" 0 $?
+  [ -s "$T/$name.t16.st" ] || { echo "FAIL forward $name --threads 16: $(cat "$T/e")"; fail=1; }
   # wrong input key: clear error, no output
   "$BIN" forward --model "$d" --input "$d/reference.safetensors" --input-key nope --output "$T/$name.bad" 2>"$T/e"
   check "forward $name bad key" 1 $?

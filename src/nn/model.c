@@ -211,6 +211,8 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
     if (dtype == 3) return sa3d_fail(err, SA3D_ERR_ARG, "%s: dtype '%s': expected fp32, fp16 or bf16", dir, dt);
     if (dtype != SA3D_NN_FP32 && be == &sa3d_backend_cpu)
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: dtype %s needs device cuda (the CPU backend is fp32)", dir, dt);
+    if (p->n_threads < 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: n_threads %d (0: all cores, or > 0)", dir, p->n_threads);
     sa3d_status s;
     char *config_path = NULL, *text = NULL;
     loader L = { 0 };
@@ -349,7 +351,7 @@ static sa3d_status fit(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
     size_t M = (size_t)c->mlp_hidden, P = (size_t)c->patch_size, G = (size_t)c->pos_grid;
     size_t floats = (1 + Np) * D + D * (G * G + Np) + (c->pos_antialias ? D * G * ws->gw : 0) + 64;
     if (on_host) {
-        floats = sa3d_vit_workspace_floats(c, H, W, ws->flags, n_stages);
+        floats = sa3d_vit_workspace_floats(c, H, W, ws->flags, n_stages, sa3d_attention_blocks(m->n_threads));
         if (m->kind == SA3D_MODEL_DEPTH_ANYTHING) floats += sa3d_dpt_workspace_floats(m, H, W);
     }
     size_t bytes;
@@ -370,7 +372,8 @@ static sa3d_status fit(sa3d_workspace *ws, int H, int W, sa3d_error *err) {
         TAKE(ws->ctx, T * D); TAKE(ws->tmp, T * D);
         TAKE(ws->mlp, T * M * (c->use_swiglu ? 2 : 1));
         if (c->use_swiglu) TAKE(ws->mlp2, T * M);
-        TAKE(ws->scores, sa3d_attention_scratch_floats(ws->T));
+        ws->score_blocks = sa3d_attention_blocks(m->n_threads);
+        TAKE(ws->scores, sa3d_attention_scratch_floats(ws->T, ws->score_blocks));
         TAKE(ws->patches, Np * c->n_channels * P * P);
         if (ws->flags & SA3D_WS_HIDDEN_STATES) TAKE(ws->hidden, (size_t)(c->n_layers + 1) * T * D);
         if (n_stages) TAKE(ws->stage, (size_t)n_stages * T * D);

@@ -97,6 +97,7 @@ struct sa3d_workspace {
     sa3d_status broken;             /* the last fit's failure (no pass until a fit succeeds), else SA3D_OK */
     /* ViT activations */
     float *x, *xn, *q, *k, *v, *ctx, *tmp, *mlp, *mlp2, *scores, *patches, *pos;
+    int score_blocks;               /* attention scratch blocks in scores (sa3d_attention_blocks(m->n_threads)) */
     float *hidden;                  /* [L+1][T][D] with SA3D_WS_HIDDEN_STATES, else NULL */
     float *stage;                   /* DA: [4][T][D] normed backbone stage outputs */
     float *last, *pooler, *fmap;    /* DINOv2 outputs */
@@ -123,7 +124,8 @@ struct sa3d_workspace {
 size_t sa3d_output_floats_per_image(const sa3d_workspace *ws, int i);
 
 /* vit.c */
-size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigned flags, int n_stages);
+size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigned flags, int n_stages,
+                                 int score_blocks);
 /* Position embeddings for a gh x gw grid into pos [1 + gh*gw][D]; grid: D*(G*G + gh*gw) floats of scratch, tmp:
  * D*G*gw (antialiased models only). The CUDA backend computes them on the host once per workspace too. */
 void sa3d_vit_positions(const sa3d_model *m, int gh, int gw, int square, float *pos, float *grid, float *tmp);

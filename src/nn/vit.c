@@ -6,11 +6,12 @@
 #include "nn/model.h"
 #include "tensor/kernels.h"
 
-size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigned flags, int n_stages) {
+size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigned flags, int n_stages,
+                                 int score_blocks) {
     size_t gh = (size_t)H / c->patch_size, gw = (size_t)W / c->patch_size, Np = gh * gw;
     size_t T = 1 + (size_t)c->n_registers + Np, D = (size_t)c->hidden_size, M = (size_t)c->mlp_hidden;
     size_t P = (size_t)c->patch_size;
-    size_t n = 7 * T * D + T * M * (c->use_swiglu ? 3 : 1) + sa3d_attention_scratch_floats((int)T);
+    size_t n = 7 * T * D + T * M * (c->use_swiglu ? 3 : 1) + sa3d_attention_scratch_floats((int)T, score_blocks);
     n += Np * c->n_channels * P * P + (1 + Np) * D;
     if (c->pos_antialias) n += D * (size_t)c->pos_grid * gw;
     n += D * ((size_t)c->pos_grid * c->pos_grid + Np);
@@ -88,7 +89,7 @@ void sa3d_vit_encode(const sa3d_model *m, sa3d_workspace *ws, const float *pixel
         sa3d_linear(ws->q, ws->xn, L->wq, L->bq, T, D, D);
         sa3d_linear(ws->k, ws->xn, L->wk, L->bk, T, D, D);
         sa3d_linear(ws->v, ws->xn, L->wv, L->bv, T, D, D);
-        sa3d_attention(ws->ctx, ws->q, ws->k, ws->v, T, c->n_heads, Dh, D, scale, ws->scores);
+        sa3d_attention(ws->ctx, ws->q, ws->k, ws->v, T, c->n_heads, Dh, D, scale, ws->scores, ws->score_blocks);
         sa3d_linear(ws->tmp, ws->ctx, L->wo, L->bo, T, D, D);
         sa3d_add_scaled(ws->x, ws->tmp, L->ls1, T, D);                               /* x += ls1 * attn */
         sa3d_layernorm(ws->xn, ws->x, L->ln2_w, L->ln2_b, T, D, c->ln_eps);

@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 #include "tensor/kernels.h"
 #include "tensor/vmath.h"
 #ifdef _OPENMP
@@ -148,7 +149,20 @@ static int attention_threads(void) {
 #endif
 }
 
-size_t sa3d_attention_scratch_floats(int T) { return (size_t)attention_threads() * ATT_QB * (size_t)T; }
+/* One block per thread that will run tasks; never more than the cores (more threads than cores would only
+ * allocate more scratch for no speed). */
+int sa3d_attention_blocks(int n_threads) {
+#if defined(SA3D_BLAS_OPENMP) && defined(_OPENMP)
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = n_threads > 0 ? n_threads : (int)(cores > 0 ? cores : 1);
+    return cores > 0 && n > cores ? (int)cores : n;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
+size_t sa3d_attention_scratch_floats(int T, int blocks) { return (size_t)blocks * ATT_QB * (size_t)T; }
 
 static void attention_task(float *ctx, const float *q, const float *k, const float *v, int T, int Dh, int ld,
                            float scale, int h, int q0, float *scores) {
@@ -163,8 +177,9 @@ static void attention_task(float *ctx, const float *q, const float *k, const flo
 }
 
 void sa3d_attention(float *ctx, const float *q, const float *k, const float *v, int T, int n_heads, int Dh,
-                    int ld, float scale, float *scores) {
+                    int ld, float scale, float *scores, int scratch_blocks) {
     int blocks = (T + ATT_QB - 1) / ATT_QB, tasks = n_heads * blocks, nt = attention_threads();
+    if (nt > scratch_blocks) nt = scratch_blocks;   /* a thread beyond the scratch would write past it */
     (void)nt;   /* read only by the pragma, which a build without OpenMP ignores */
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {

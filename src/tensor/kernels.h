@@ -30,10 +30,14 @@ void sa3d_gemm_fixed_order(float *S, const float *A, const float *B, int M, int 
 void sa3d_ref_gemm_fixed_order(float *S, const float *A, const float *B, int M, int K, int N);
 
 /* Multi-head self-attention, eager PyTorch semantics: per head h, softmax(q_h k_h^T * scale) v_h.
- * q, k, v, ctx: [T][ld] with head h in columns [h*Dh, (h+1)*Dh). scores: sa3d_attention_scratch_floats(T). */
-size_t sa3d_attention_scratch_floats(int T);
+ * q, k, v, ctx: [T][ld] with head h in columns [h*Dh, (h+1)*Dh). scores: sa3d_attention_scratch_floats(T,
+ * blocks) with blocks = sa3d_attention_blocks(n_threads) for the thread count the caller will run with (0: all
+ * cores); each thread fills its own block, so the pass runs on at most `blocks` threads whatever the thread count
+ * in effect then. */
+int sa3d_attention_blocks(int n_threads);
+size_t sa3d_attention_scratch_floats(int T, int blocks);
 void sa3d_attention(float *ctx, const float *q, const float *k, const float *v, int T, int n_heads, int Dh,
-                    int ld, float scale, float *scores);
+                    int ld, float scale, float *scores, int blocks);
 /* Naive reference twin (tests). */
 void sa3d_ref_attention(float *ctx, const float *q, const float *k, const float *v, int T, int n_heads, int Dh,
                         int ld, float scale);
