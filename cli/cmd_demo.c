@@ -55,7 +55,6 @@ static sa3d_status run_eval(sa3d_dataset *ds, const char *split, const char *out
     sa3d_eval_params ep = sa3d_eval_params_default();
     ep.split = split;
     ep.out_dir = dir;
-    ep.method = name;
     cli_progress bar;
     cli_progress_start(&bar, name, sa3d_dataset_n_pairs(ds, split), quiet);
     ep.progress = cli_eval_progress;
@@ -191,6 +190,8 @@ int cmd_demo(int argc, char **argv) {
     else return cli_usage_error(cmd, "--difficulty %s: expected easy, medium or hard", diff);
     if (strcmp(split, "test") && strcmp(split, "val"))
         return cli_usage_error(cmd, "--split %s: expected test or val (trn builds the prior)", split);
+    if (out && strlen(out) > SA3D_EVAL_MAX_DIR - 32)   /* the evaluations go to OUT/<method> */
+        return cli_usage_error(cmd, "--out: a name of %zu bytes (at most %d)", strlen(out), SA3D_EVAL_MAX_DIR - 32);
     sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
     smp.align.seed = (uint64_t)seed;
     if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;

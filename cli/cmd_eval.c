@@ -136,6 +136,8 @@ int cmd_eval(int argc, char **argv) {
     char out_default[256];
     snprintf(out_default, sizeof out_default, "eval-%s-%s", dataset.split, method);
     if (!out) out = out_default;
+    if (strlen(out) > SA3D_EVAL_MAX_DIR)
+        return cli_usage_error(cmd, "--out: a name of %zu bytes (at most %d)", strlen(out), SA3D_EVAL_MAX_DIR);
 
     cli_install_sigint();
     sa3d_error err = { 0 };
@@ -208,7 +210,6 @@ int cmd_eval(int argc, char **argv) {
     sa3d_eval_params ep = sa3d_eval_params_default();
     ep.split = dataset.split;
     ep.out_dir = out;
-    ep.method = method;
     ep.limit = limit;
     char head[8800];
     snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\n", method,

@@ -43,6 +43,16 @@ done
   >/dev/null 2>"$T/e"; check "adapt_flip=3" 2 $?
 grep -q "option baseline.adapt_flip" "$T/e" && [ ! -e "$T/evf3" ] ||
   { echo "FAIL adapt_flip=3 message: $(cat "$T/e")"; fail=1; }
+# an output folder name too long for its files' paths (they were cut short: the parts went to a sibling folder)
+long="$T/$(printf 'x%.0s' $(seq 1 1950))"
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$long" >/dev/null 2>"$T/e"
+check "eval --out too long" 2 $?
+grep -q "at most" "$T/e" && [ -z "$(ls "$T" | grep '^xxx')" ] || { echo "FAIL long --out: $(cat "$T/e")"; fail=1; }
+# the baseline's window radius is bounded (a radius of INT_MAX overflowed the window and gave NaN predictions)
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/evr" --set match.baseline.window_radius=2147483647 \
+  >/dev/null 2>"$T/e"; check "eval window_radius INT_MAX" 2 $?
+grep -q "option baseline.window_radius" "$T/e" && [ ! -e "$T/evr" ] ||
+  { echo "FAIL window_radius: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
 grep -q "(12 resumed" "$T/table2" || { echo "FAIL rerun did not resume the finished categories"; fail=1; }

@@ -4,6 +4,7 @@
 #define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
 #include <ftw.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,15 @@ static void case_soft_argmax(void) {
         printf("  map %d: argmax (%d, %d), soft (%.5f, %.5f), |err| %.2g %.2g (bound %g)\n", m, ax, ay, (double)sx,
                (double)sy, ex, ey, SOFTARGMAX_TOL);
         T_CHECK(ex <= SOFTARGMAX_TOL && ey <= SOFTARGMAX_TOL);
+        /* radii past the grid are the whole grid (INT_MAX overflowed the window's bounds), below 0 are 0 */
+        int bx, by, cx, cy;
+        float tx, ty, ux, uy;
+        sa3d_window_soft_argmax(S, w, h, INT_MAX, 0.02f, &bx, &by, &tx, &ty);
+        sa3d_window_soft_argmax(S, w, h, w + h, 0.02f, &cx, &cy, &ux, &uy);
+        T_CHECK(bx == cx && by == cy && tx == ux && ty == uy);
+        sa3d_window_soft_argmax(S, w, h, -5, 0.02f, &bx, &by, &tx, &ty);
+        sa3d_window_soft_argmax(S, w, h, 0, 0.02f, &cx, &cy, &ux, &uy);
+        T_CHECK(bx == cx && by == cy && tx == ux && ty == uy);
         free(S);
     }
     cJSON_Delete(j);
@@ -403,6 +413,23 @@ static void case_written_predictions(void) {
     sa3d_pck_init(&fresh);
     sa3d_pck_init(&again);
     sa3d_pck_init(&rescored);
+    {   /* bad parameters: refused before anything is written, naming the problem */
+        char long_dir[SA3D_EVAL_MAX_DIR + 8];
+        snprintf(long_dir, sizeof long_dir, "%s/", out);
+        memset(long_dir + strlen(long_dir), 'x', sizeof long_dir - 1 - strlen(long_dir));
+        long_dir[sizeof long_dir - 1] = '\0';
+        const char *want[4] = { "limit", "output directory", "required", "required" };
+        for (int k = 0; k < 4; k++) {
+            sa3d_eval_params bad = ep;
+            if (k == 0) bad.limit = -1;
+            if (k == 1) bad.out_dir = long_dir;
+            if (k == 2) bad.out_dir = NULL;
+            T_STATUS(sa3d_eval_run(ds, &bad, k == 3 ? NULL : edge_match, &em, &fresh, &resumed, &err), SA3D_ERR_ARG,
+                     &err);
+            T_CONTAINS(err.msg, want[k]);
+        }
+        T_CHECK(!sa3d_dir_exists(out));
+    }
     T_OK(sa3d_eval_run(ds, &ep, edge_match, &em, &fresh, &resumed, &err), &err);
     T_CHECK(resumed == 0);
     T_OK(sa3d_eval_run(ds, &ep, edge_match, &em, &again, &resumed, &err), &err);
@@ -638,8 +665,33 @@ static void case_adapt_flip(void) {
         T_OK(sa3d_baseline_adapt_flip(&same, &p, again, work, &d, &err), &err);
         T_CHECK(d.flipped == 0 && d.n_replaced == 0 && memcmp(plain, again, sizeof plain) == 0);
     }
-    /* contract: a metric must be chosen, the mask metric needs its masks */
+    /* every option out of its domain is refused by each function that takes them, naming it */
     float pred[6][2];
+    {
+        const char *names[] = { "window_radius", "window_radius", "temperature", "temperature", "temperature",
+                                "adapt_flip" };
+        for (int k = 0; k < 6; k++) {
+            sa3d_baseline_params b = sa3d_baseline_params_default();
+            if (k == 0) b.window_radius = -1;
+            if (k == 1) b.window_radius = SA3D_WINDOW_MAX_RADIUS + 1;
+            if (k >= 2 && k <= 4) b.temperature = k == 2 ? 0.0f : k == 3 ? NAN : INFINITY;
+            if (k == 5) b.adapt_flip = 3;
+            T_STATUS(sa3d_baseline_params_check(&b, &err), SA3D_ERR_ARG, &err);
+            T_CONTAINS(err.msg, names[k]);
+            T_STATUS(sa3d_match_baseline(&src, &fl, (const float (*)[2])kps, n, &b, pred, work, &err), SA3D_ERR_ARG,
+                     &err);
+            T_CONTAINS(err.msg, names[k]);
+            if (k != 5) {   /* (adapt_flip 3 is refused as the metric it must name) */
+                b.adapt_flip = SA3D_FLIP_MUTUAL_NN;
+                sa3d_flip_inputs fi = { &src, &fl, &fl, all, all, all, (const float (*)[2])kps, ids, n, fmap };
+                T_STATUS(sa3d_baseline_adapt_flip(&fi, &b, pred, work, NULL, &err), SA3D_ERR_ARG, &err);
+                T_CONTAINS(err.msg, names[k]);
+            }
+        }
+        T_STATUS(sa3d_match_baseline(&src, &fl, (const float (*)[2])kps, n, NULL, pred, work, &err), SA3D_ERR_ARG,
+                 &err);
+    }
+    /* contract: a metric must be chosen, the mask metric needs its masks */
     sa3d_flip_inputs in = { &src, &fl, &fl, NULL, all, all, (const float (*)[2])kps, ids, n, fmap };
     p.adapt_flip = SA3D_FLIP_OFF;
     T_STATUS(sa3d_baseline_adapt_flip(&in, &p, pred, work, NULL, &err), SA3D_ERR_ARG, &err);

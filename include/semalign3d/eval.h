@@ -85,8 +85,8 @@ typedef int (*sa3d_progress_fn)(void *user, long done, long total, const char *i
 
 typedef struct sa3d_eval_params {
     const char *split;            /* "test" */
-    const char *out_dir;          /* predictions.jsonl, parts/<category>.jsonl (resume state) */
-    const char *method;           /* recorded in the outputs */
+    const char *out_dir;          /* predictions.jsonl, parts/<category>.jsonl (resume state); at most
+                                     SA3D_EVAL_MAX_DIR bytes */
     const char *settings;         /* NULL, or everything else that changes the predictions (one line per setting):
                                      kept in out_dir/parts/settings.txt, and a rerun into the same out_dir with
                                      other settings fails instead of mixing their predictions with these */
@@ -97,6 +97,7 @@ typedef struct sa3d_eval_params {
     void *progress_user;
 } sa3d_eval_params;
 SA3D_API sa3d_eval_params sa3d_eval_params_default(void);
+#define SA3D_EVAL_MAX_DIR 1900   /* out_dir's longest name: its files' paths are built in fixed buffers */
 
 /* Runs the matcher on every pair of the split, category by category (sorted). Each finished category is
  * written to out_dir/parts/<category>.jsonl atomically; a rerun reuses complete, valid part files (resume)
@@ -108,7 +109,8 @@ SA3D_API sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, 
 /* Window soft-argmax on a similarity map S[h][w] (METHOD.md 6.2 step 4; GeoAware-SC / SemAlign3D flow utils):
  * argmax cell, keep S within |dx|,|dy| <= radius of it and set the rest to 0 (not -inf), softmax of S / beta
  * over all cells, expected position under linspace(-1, 1, n) per axis mapped back to cells and clamped.
- * Returns the argmax cell in (ax, ay) and the sub-cell position in (x, y), in cell units. */
+ * Returns the argmax cell in (ax, ay) and the sub-cell position in (x, y), in cell units. A radius below 0 is
+ * taken as 0, one past the grid as the grid. */
 SA3D_API void sa3d_window_soft_argmax(const float *S, int w, int h, int radius, float beta, int *ax, int *ay,
                                       float *x, float *y);
 

@@ -53,6 +53,11 @@ typedef struct sa3d_baseline_params {
                              fallback queries never flip */
 } sa3d_baseline_params;
 SA3D_API sa3d_baseline_params sa3d_baseline_params_default(void);
+/* SA3D_OK when window_radius is in 0..SA3D_WINDOW_MAX_RADIUS, temperature finite and > 0 and adapt_flip a
+ * sa3d_flip_metric; else SA3D_ERR_ARG naming the first option that is not. Every function taking these
+ * parameters checks them. */
+#define SA3D_WINDOW_MAX_RADIUS 1000
+SA3D_API sa3d_status sa3d_baseline_params_check(const sa3d_baseline_params *p, sa3d_error *err);
 
 /* Scratch floats for n keypoints: n * (C + g*g). */
 SA3D_API size_t sa3d_baseline_work_floats(int C, int g, int n);

@@ -98,6 +98,21 @@ void sa3d_geoaware_from_square(int w, int h, int size, float x, float y, float *
     *v = (y - oy) / s;
 }
 
+const char *sa3d_baseline_bad_option(const sa3d_baseline_params *p) {
+    if (p->window_radius < 0 || p->window_radius > SA3D_WINDOW_MAX_RADIUS)
+        return "baseline.window_radius (0..1000)";
+    if (!(p->temperature > 0.0f) || !isfinite(p->temperature)) return "baseline.temperature (> 0)";
+    if (p->adapt_flip < SA3D_FLIP_OFF || p->adapt_flip > SA3D_FLIP_MUTUAL_NN)
+        return "baseline.adapt_flip (0 off, 1 mask, 2 mutual-nn)";
+    return NULL;
+}
+
+sa3d_status sa3d_baseline_params_check(const sa3d_baseline_params *p, sa3d_error *err) {
+    if (!p) return sa3d_fail(err, SA3D_ERR_ARG, "baseline: no parameters (sa3d_baseline_params_default gives them)");
+    const char *bad = sa3d_baseline_bad_option(p);
+    return bad ? sa3d_fail(err, SA3D_ERR_ARG, "baseline: option %s out of range", bad) : SA3D_OK;
+}
+
 size_t sa3d_baseline_work_floats(int C, int g, int n) { return (size_t)n * ((size_t)C + (size_t)g * g); }
 
 size_t sa3d_baseline_query_cell(float x, float y, int input_size, int g) {
@@ -114,6 +129,7 @@ sa3d_status sa3d_match_baseline_cells(const sa3d_feature_map *src, const sa3d_fe
     if (src->C != trg->C || src->g != trg->g || src->g <= 0 || n < 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "baseline match: feature maps differ (C %d vs %d, grid %d vs %d)",
                          src->C, trg->C, src->g, trg->g);
+    if (sa3d_baseline_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     if (n == 0) return SA3D_OK;
     int C = src->C, g = src->g, cells = g * g;
     float *q = work, *S = work + (size_t)n * C;   /* q[n][C], S[n][g*g] */
@@ -180,11 +196,7 @@ sa3d_status sa3d_baseline_matcher_new(sa3d_baseline_matcher **out, sa3d_provider
                                       const sa3d_baseline_params *p, sa3d_error *err) {
     *out = NULL;
     if (input_size <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: input size %d", input_size);
-    if (p && (p->window_radius < 0 || !(p->temperature > 0.0f) || !isfinite(p->temperature) ||
-              p->adapt_flip < SA3D_FLIP_OFF || p->adapt_flip > SA3D_FLIP_MUTUAL_NN))
-        return sa3d_fail(err, SA3D_ERR_ARG, "baseline matcher: window radius %d (>= 0), temperature %g (> 0), "
-                         "adaptive flip %d (0 off, 1 mask, 2 mutual-nn)", p->window_radius, (double)p->temperature,
-                         p->adapt_flip);
+    if (p && sa3d_baseline_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     sa3d_baseline_matcher *bm = sa3d_calloc(1, sizeof *bm);
     if (!bm) return sa3d_fail(err, SA3D_ERR_NOMEM, "baseline matcher: out of memory");
     bm->features = features;

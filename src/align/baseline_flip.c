@@ -216,6 +216,7 @@ sa3d_status sa3d_baseline_adapt_flip(const sa3d_flip_inputs *in, const sa3d_base
     const sa3d_feature_map *src = in->src, *fl = in->src_flip, *trg = in->trg;
     if (p->adapt_flip != SA3D_FLIP_MASK && p->adapt_flip != SA3D_FLIP_MUTUAL_NN)
         return sa3d_fail(err, SA3D_ERR_ARG, "adaptive flip: metric %d (expected 1 mask or 2 mutual-nn)", p->adapt_flip);
+    if (sa3d_baseline_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     if (!src || !fl || !trg || !in->flip_map || in->n < 0 || in->n > SA3D_MAX_KPS || (in->n && !in->kp_ids))
         return sa3d_fail(err, SA3D_ERR_ARG, "adaptive flip: missing input (maps, flip map or %d keypoints)", in->n);
     if (fl->C != src->C || fl->g != src->g || fl->input_size != src->input_size)

@@ -10,6 +10,8 @@
 sa3d_status sa3d_match_baseline_cells(const sa3d_feature_map *src, const sa3d_feature_map *trg, const size_t *cells_q,
                                       int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
                                       sa3d_error *err);
+/* The first baseline option out of its domain ("baseline.NAME (domain)"), or NULL. */
+const char *sa3d_baseline_bad_option(const sa3d_baseline_params *p);
 /* The cell of square-frame point (x, y) on a g x g grid over an input_size square, clamped to the grid. */
 size_t sa3d_baseline_query_cell(float x, float y, int input_size, int g);
 

@@ -291,10 +291,8 @@ static const char *bad_option(const sa3d_match_params *p) {
     if (p->query_sem < SA3D_QUERY_PSEM || p->query_sem > SA3D_QUERY_DENSITY) return "query_sem (0, 1 or 2)";
     if (!(p->query_temp > 0.0) || !isfinite(p->query_temp)) return "query_temp (> 0)";
     if (!(p->w_direct >= 0.0) || !isfinite(p->w_direct)) return "w_direct (>= 0)";
-    if (!(p->baseline.temperature > 0.0f) || !isfinite(p->baseline.temperature)) return "baseline.temperature (> 0)";
-    if (p->baseline.window_radius < 0) return "baseline.window_radius (>= 0)";
-    if (p->baseline.adapt_flip < SA3D_FLIP_OFF || p->baseline.adapt_flip > SA3D_FLIP_MUTUAL_NN)
-        return "baseline.adapt_flip (0 off, 1 mask, 2 mutual-nn)";
+    const char *bad = sa3d_baseline_bad_option(&p->baseline);
+    if (bad) return bad;
     if (p->lift < SA3D_LIFT_OFF || p->lift > SA3D_LIFT_MODEL) return "lift (0 off, 1 pseudo depth, 2 model depth)";
     if (p->lift_k < 1 || p->lift_k > LIFT_MAX_K) return "lift_k (1..16)";
     if (p->lift && p->knn > 0) return "knn (0 with lift: both replace steps 2-3)";

@@ -241,6 +241,7 @@ void sa3d_window_soft_argmax(const float *S, int w, int h, int radius, float bet
     for (int i = 1; i < w * h; i++)
         if (S[i] > S[best]) best = i;
     int bx = best % w, by = best / w;
+    radius = radius < 0 ? 0 : (radius > w + h ? w + h : radius);   /* beyond the grid: the same window */
     int x0 = bx - radius < 0 ? 0 : bx - radius, x1 = bx + radius > w - 1 ? w - 1 : bx + radius;
     int y0 = by - radius < 0 ? 0 : by - radius, y1 = by + radius > h - 1 ? h - 1 : by + radius;
     long n_in = (long)(x1 - x0 + 1) * (y1 - y0 + 1), n_out = (long)w * h - n_in;

@@ -8,7 +8,7 @@
 #include "semalign3d/eval.h"
 
 sa3d_eval_params sa3d_eval_params_default(void) {
-    sa3d_eval_params p = { .split = "test", .out_dir = "eval-out", .method = "baseline" };
+    sa3d_eval_params p = { .split = "test", .out_dir = "eval-out" };
     return p;
 }
 
@@ -58,6 +58,12 @@ static int load_part(const char *path, const sa3d_dataset *ds, const char *split
 sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair_matcher match, void *ctx,
                           sa3d_pck_report *r, long *resumed_pairs, sa3d_error *err) {
     *resumed_pairs = 0;
+    if (!p->split || !p->out_dir || (!match && !p->match_batch))
+        return sa3d_fail(err, SA3D_ERR_ARG, "eval: split, out_dir and a matcher are required");
+    if (strlen(p->out_dir) > SA3D_EVAL_MAX_DIR)
+        return sa3d_fail(err, SA3D_ERR_ARG, "eval: output directory name of %zu bytes (at most %d): %.60s...",
+                         strlen(p->out_dir), SA3D_EVAL_MAX_DIR, p->out_dir);
+    if (p->limit < 0) return sa3d_fail(err, SA3D_ERR_ARG, "eval: limit %ld (0: every pair, or > 0)", p->limit);
     int n = sa3d_dataset_n_pairs(ds, p->split);
     if (n <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "split %s has no pairs", p->split);
     char parts[2048];
