@@ -99,6 +99,10 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
     } else {
         sa3d_safetensors *st;
         if ((s = sa3d_st_open(&st, file, err))) return s;
+        if ((s = sa3d_features_check_size(st, file, size, err))) {
+            sa3d_st_close(st);
+            return s;
+        }
         const sa3d_st_tensor *t = sa3d_st_find(st, key);
         int square = t && ((t->ndim == 3 && t->shape[1] == t->shape[2]) ||
                            (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]));

@@ -202,7 +202,7 @@ int cmd_build_prior(int argc, char **argv) {
         (s_seed && !cli_int(cmd, "--seed", s_seed, 0, 2147483647, &seed)) ||
         (s_refine && !cli_int(cmd, "--refine-iters", s_refine, 0, 100000000, &bp.refine_iters)) ||
         (s_tol && !cli_real(cmd, "--refine-tol", s_tol, 0.0, 1.0, &bp.refine_tol)) ||
-        (s_grid && !cli_int(cmd, "--grid", s_grid, 1, 4096, &bp.cube_n)) ||
+        (s_grid && !cli_int(cmd, "--grid", s_grid, 1, SA3D_PRIOR_MAX_GRID, &bp.cube_n)) ||
         (s_focal && !cli_int(cmd, "--focal-iters", s_focal, 0, 10000000, &bp.focal_iters)) ||
         (s_k && !cli_int(cmd, "--kmeans-k", s_k, 1, 1000000, &bp.kmeans_k)) ||
         (s_thr && !cli_int(cmd, "--threads", s_thr, 0, 1024, &bp.n_threads)) ||

@@ -68,8 +68,13 @@ check "features --flip for build-prior" 0 $?
 F3="--max-images 11 --refine-iters 20 --grid 16 --kmeans-k 16 --focal-iters 100 --quiet"
 "$BIN" build-prior --dataset "$T/s3" --category dog --features-model "$dino" --size 112 --depth-dir "$T/s3/Depth" \
   --out "$T/pm" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-model" 0 $?
-"$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" \
+"$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" --size 112 \
   --out "$T/pf" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-dir" 0 $?
+# files computed at another input size than the run's are refused, naming both (keypoints would go to other cells)
+"$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" \
+  --out "$T/pf2" $F3 >/dev/null 2>"$T/e"; check "build-prior --features-dir at another size" 1 $?
+grep -q "computed at input size 112; this run reads features at 840" "$T/e" ||
+  { echo "FAIL size mismatch message: $(cat "$T/e")"; fail=1; }
 # the same tensors: the bytes after the header (its metadata names the inputs, which differ)
 data_of() { tail -c +$(( $(od -An -t u8 -N 8 "$1") + 9 )) "$1"; }
 cmp -s <(data_of "$T/pm/dog.prior.safetensors") <(data_of "$T/pf/dog.prior.safetensors") &&
@@ -86,6 +91,11 @@ check "match --model" 0 $?
 check "match --features1/2" 0 $?
 grep -q '"matches": \[\[' "$T/mm.json" && cmp -s "$T/mm.json" "$T/mf.json" ||
   { echo "FAIL match --model differs from the features files: $(cat "$T/e")"; fail=1; }
+"$BIN" match "${imgs[0]}" "${imgs[1]}" --points "40,40" --prior "$T/pm/dog.prior.safetensors" \
+  --features1 "$T/s3f/$s1.features.safetensors" --features2 "$T/s3f/$s2.features.safetensors" --json "$T/mz.json" \
+  >/dev/null 2>"$T/e"; check "match on features of another input size" 1 $?
+grep -q "computed at input size 112; this run reads features at 840" "$T/e" && [ ! -e "$T/mz.json" ] ||
+  { echo "FAIL match size mismatch: $(cat "$T/e")"; fail=1; }
 "$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" --dtype fp16 \
   --out "$T/px" $F3 >/dev/null 2>"$T/e"; check "build-prior --dtype without a network" 2 $?
 
@@ -137,7 +147,7 @@ SMALL="--set align.n_hyp=4 --set align.n_iter=10"
 # feature files without the mirrored maps: the aligner's mirror term says what it lacks and how to do without
 "$BIN" features --model "$dino" --size 112 --out "$T/noflip" --quiet "$T"/ds/JPEGImages/aeroplane/*.jpg
 "$BIN" eval --dataset "$T/ds" --method semalign3d --priors "$T/out" --features "$T/noflip" --out "$T/evn" \
-  --quiet $SMALL >/dev/null 2>"$T/e"; check "eval --method semalign3d without mirrored maps" 1 $?
+  --size 112 --quiet $SMALL >/dev/null 2>"$T/e"; check "eval --method semalign3d without mirrored maps" 1 $?
 grep -q "feature_map_flip.*align.w_mirror=0 aligns without them" "$T/e" || { echo "FAIL message: $(cat "$T/e")"; fail=1; }
 I="$T/ds/JPEGImages/aeroplane"
 F="$T/ds/Features/aeroplane"

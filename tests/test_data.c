@@ -1046,6 +1046,14 @@ static void case_bad_roots(void) {
     p.categories = NULL;
     p.layout = "medium";
     T_STATUS(sa3d_dataset_open(&ds, root, &p, &err), SA3D_ERR_ARG, &err);
+    p.layout = "small";   /* a layout is SPair's alone; strict is a flag */
+    p.kind = SA3D_DATASET_PFPASCAL;
+    T_STATUS(sa3d_dataset_open(&ds, root, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "only SPair-71k");
+    p = sa3d_dataset_params_default();
+    p.strict = -7;
+    T_STATUS(sa3d_dataset_open(&ds, root, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "strict -7");
     T_STATUS(sa3d_dataset_open(&ds, NULL, NULL, &err), SA3D_ERR_ARG, &err);
     T_OK(sa3d_dataset_open(&ds, root, NULL, &err), &err);
     T_CHECK(sa3d_dataset_load_split(ds, "val", &err) == -1 && err.code == SA3D_ERR_IO);

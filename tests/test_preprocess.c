@@ -508,6 +508,24 @@ static void test_dpt_params_load(void) {
     T_OK(sa3d_dpt_preprocess(&img, &p, &px, &w, &h, &err), &err);
     T_CHECK(px && w == 518 && h == 392); /* 4 x 3 scaled least: 518 x 388.5 -> multiple of 14 */
     sa3d_pixels_free(px);
+    /* settings made in code out of their domains: refused by the check and by the processor, naming them */
+    const char *want[7] = { "rescale_factor", "rescale_factor", "impl 7", "keep_aspect_ratio 5", "resample 99",
+                            "multiple 0", "target" };
+    for (int k = 0; k < 7; k++) {
+        p = sa3d_dpt_preprocess_params_default();
+        if (k == 0) p.rescale_factor = -1.0 / 255.0;
+        if (k == 1) p.rescale_factor = 0.0;
+        if (k == 2) p.impl = (sa3d_dpt_impl)7;
+        if (k == 3) p.keep_aspect_ratio = 5;
+        if (k == 4) p.resample = (sa3d_resample)99;
+        if (k == 5) p.multiple = 0;
+        if (k == 6) p.target_w = SA3D_IMAGE_MAX_SIDE + 1;
+        T_STATUS(sa3d_dpt_preprocess_params_check(&p, &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, want[k]);
+        px = (float *)1;
+        T_STATUS(sa3d_dpt_preprocess(&img, &p, &px, &w, &h, &err), SA3D_ERR_ARG, &err);
+        T_CHECK(px == NULL);
+    }
     free(img.rgb);
     snprintf(path, sizeof path, "%s/missing.json", dir);
     T_STATUS(sa3d_dpt_preprocess_params_load(&p, path, &err), SA3D_ERR_IO, &err);

@@ -838,6 +838,28 @@ static void case_build_negative(void) {
     T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL, &err),
              SA3D_ERR_ARG, &err);
     T_CONTAINS(err.msg, "kmeans_k");
+    /* reals out of their ranges, each named (cutoff 1 built a prior without dense points; kmeans_tol inf stopped
+     * k-means after one pass; cube_n 4096 wanted 275 GB after three stages of work) */
+    const char *names[8] = { "cutoff", "cutoff", "kmeans_tol", "noise_rate", "focal_init", "refine_wd", "cube_n",
+                             "refine_lr" };
+    for (int k = 0; k < 8; k++) {
+        p = test_params();
+        if (k == 0) p.cutoff = 1.0;
+        if (k == 1) p.cutoff = (double)NAN;
+        if (k == 2) p.kmeans_tol = HUGE_VAL;
+        if (k == 3) p.noise_rate = 1e300;
+        if (k == 4) p.focal_init = -0.2;
+        if (k == 5) p.refine_wd = HUGE_VAL;
+        if (k == 6) p.cube_n = SA3D_PRIOR_MAX_GRID + 1;
+        if (k == 7) p.refine_lr = 0.0;
+        T_STATUS(sa3d_prior_build_params_check(&p, &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, names[k]);
+        T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL,
+                                  &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, names[k]);
+    }
+    p = test_params();
+    T_OK(sa3d_prior_build_params_check(&p, &err), &err);
     sa3d_prior_synth_free(sy);
 }
 

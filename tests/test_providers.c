@@ -88,10 +88,34 @@ static void case_import_features(void) {
     T_STATUS(sa3d_provider_get(fp, cat, "no_such_image", 0, &f, &err), SA3D_ERR_IO, &err);
     T_CONTAINS(err.msg, "no_such_image");
     sa3d_provider_free(fp);
+    /* the files record the size they were computed at (840): another run size is refused, naming both */
+    p.input_size = 420;
+    T_OK(sa3d_feature_provider_new(&fp, ds, &p, &err), &err);
+    T_STATUS(sa3d_provider_get(fp, cat, id, 0, &f, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "computed at input size 840; this run reads features at 420");
+    sa3d_provider_free(fp);
+    p.input_size = 840;
     p.import_dir = NULL;
     T_STATUS(sa3d_feature_provider_new(&fp, ds, &p, &err), SA3D_ERR_ARG, &err);
     p.kind = SA3D_SOURCE_BBOX;
     T_STATUS(sa3d_depth_provider_new(&fp, ds, &p, &err), SA3D_ERR_ARG, &err);
+    /* settings out of their domains, refused at creation, naming them */
+    p = sa3d_provider_params_default();
+    p.import_dir = dir;
+    const char *want[4] = { "source kind 7", "batch 17", "input size 16800", "rescale_factor" };
+    sa3d_dpt_preprocess_params bad_pre = sa3d_dpt_preprocess_params_default();
+    bad_pre.rescale_factor = 0.0;
+    for (int k = 0; k < 4; k++) {
+        sa3d_provider_params q = p;
+        if (k == 0) q.kind = (sa3d_source_kind)7;
+        if (k == 1) q.batch = 17;
+        if (k == 2) q.input_size = 16800;
+        if (k == 3) q.depth_processor = &bad_pre;
+        sa3d_status s = k == 3 ? sa3d_depth_provider_new(&fp, ds, &q, &err)
+                               : sa3d_feature_provider_new(&fp, ds, &q, &err);
+        T_CHECK(s == SA3D_ERR_ARG && fp == NULL);
+        T_CONTAINS(err.msg, want[k]);
+    }
 }
 
 /* Computed depth through the cache: first computed, then a hit (identical values), then a corrupt entry and an

@@ -92,15 +92,17 @@ static void case_params(void) {
     char sub[600];
     snprintf(sub, sizeof sub, "%s/new", dir);
     sa3d_error err;
-    struct { const char *field; sa3d_synth_spair_params p; } bad[6];
-    for (int i = 0; i < 6; i++) bad[i].p = p;
+    struct { const char *field; sa3d_synth_spair_params p; } bad[8];
+    for (int i = 0; i < 8; i++) bad[i].p = p;
     bad[0].field = "n_categories"; bad[0].p.n_categories = 19;
     bad[1].field = "images_per_category"; bad[1].p.images_per_category = 1;
     bad[2].field = "max_side"; bad[2].p.max_side = p.min_side - 1;
     bad[3].field = "input_size"; bad[3].p.input_size = 10;
     bad[4].field = "kp_visible"; bad[4].p.kp_visible = 0.0f;
     bad[5].field = "feature_noise"; bad[5].p.feature_noise = -1.0f;
-    for (int i = 0; i < 6; i++) {
+    bad[6].field = "n_threads"; bad[6].p.n_threads = -1;
+    bad[7].field = "write_images"; bad[7].p.write_images = 7;
+    for (int i = 0; i < 8; i++) {
         T_STATUS(sa3d_synth_spair_write(sub, &bad[i].p, &err), SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, bad[i].field);
     }

@@ -146,7 +146,8 @@ typedef struct sa3d_dataset sa3d_dataset;   /* opaque: owns every record it read
  * (ImageAnnotation/ for SPair and AP-10K, JPEGImages/ for PF-PASCAL) and that every name in p->categories
  * is known (SPair, PF-PASCAL). Reads no record: pair lists are read per split on first use. p may be NULL
  * (defaults). On failure *out is NULL: SA3D_ERR_IO (root or folder missing), SA3D_ERR_ARG (unknown
- * category, layout other than "large"/"small"), SA3D_ERR_NOMEM. */
+ * category, layout other than "large"/"small" or for another kind than SPair, strict not 0 or 1),
+ * SA3D_ERR_NOMEM. */
 SA3D_API sa3d_status sa3d_dataset_open(sa3d_dataset **out, const char *root, const sa3d_dataset_params *p,
                                        sa3d_error *err);
 SA3D_API void sa3d_dataset_close(sa3d_dataset *ds);     /* NULL is a no-op */

@@ -109,6 +109,10 @@ typedef struct sa3d_dpt_preprocess_params {
     sa3d_dpt_impl impl;     /* SA3D_DPT_TORCHVISION */
 } sa3d_dpt_preprocess_params;
 SA3D_API sa3d_dpt_preprocess_params sa3d_dpt_preprocess_params_default(void);
+/* SA3D_OK when every setting is in its domain (sides and multiple in [1, SA3D_IMAGE_MAX_SIDE], flags 0 or 1,
+ * enums known, std non-zero, rescale factor > 0, all finite, pixels finite), else SA3D_ERR_ARG naming it;
+ * SA3D_ERR_UNSUPPORTED for a box or Hamming resample under SA3D_DPT_TORCHVISION. sa3d_dpt_preprocess checks too. */
+SA3D_API sa3d_status sa3d_dpt_preprocess_params_check(const sa3d_dpt_preprocess_params *p, sa3d_error *err);
 /* Reads a Hugging Face preprocessor_config.json / processor_config.json of a DPTImageProcessor into *p.
  * Keys that are absent take DPTImageProcessor's class defaults (size 384, multiple 1, no aspect keeping,
  * bicubic, 1/255, mean = std = 0.5). Settings the C code cannot reproduce (do_resize false, do_pad true,

@@ -57,6 +57,8 @@ typedef struct sa3d_prior_source {
 /* Progress: stage name, items done and total. A non-zero return cancels the build (SA3D_ERR_CANCELLED). */
 typedef int (*sa3d_prior_progress_fn)(void *user, const char *stage, long done, long total);
 
+#define SA3D_PRIOR_MAX_GRID 512   /* cube_n: 512^3 floats = 0.5 GiB of grid energies */
+
 typedef struct sa3d_prior_build_params {
     uint64_t seed;           /* 0: noise augmentation, pixel subsampling, k-means++ */
     int n_threads;           /* 0 = all cores */
@@ -68,7 +70,7 @@ typedef struct sa3d_prior_build_params {
     double noise_rate;       /* 0.2 x the smallest keypoint distance */
     int min_sample_imgs;     /* 4: a relation needs 4 x noise_samples samples (4.3) */
     double cube_size;        /* 1.0 (4.5) */
-    int cube_n;              /* 100 */
+    int cube_n;              /* 100, at most SA3D_PRIOR_MAX_GRID (cube_n^3 floats of energies per placement) */
     int n_max_comb;          /* 100 */
     int grid_exhaustive;     /* 0: branch and bound over the grid; 1: screen every point (same answer, slower) */
     int refine_iters;        /* 20000 */
@@ -86,6 +88,9 @@ typedef struct sa3d_prior_build_params {
     void *progress_user;
 } sa3d_prior_build_params;
 SA3D_API sa3d_prior_build_params sa3d_prior_build_params_default(void);
+/* SA3D_OK when every setting is in its range, else SA3D_ERR_ARG naming it with its range. The builds check too
+ * (sa3d_prior_build_dataset before reading any image). */
+SA3D_API sa3d_status sa3d_prior_build_params_check(const sa3d_prior_build_params *p, sa3d_error *err);
 
 /* The build's settings as a JSON object of strings (for sa3d_prior_save's extra metadata); malloc'd, free()
  * it; NULL when out of memory. */

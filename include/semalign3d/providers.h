@@ -23,6 +23,7 @@
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/nn.h"
+#include "semalign3d/safetensors.h"
 #include "semalign3d/status.h"
 
 #ifdef __cplusplus
@@ -89,6 +90,13 @@ SA3D_API int sa3d_provider_concurrent(const sa3d_provider *pr);
  * stale or corrupt. */
 typedef struct sa3d_provider_stats { long cache_hits, computed, rejected; } sa3d_provider_stats;
 SA3D_API sa3d_provider_stats sa3d_provider_get_stats(const sa3d_provider *pr);
+
+/* SA3D_ERR_ARG naming both sizes when the features file at path (open as st) records an input size ("size"
+ * metadata, as `semalign3d features` and synth-spair write it) other than input_size: keypoints go to cells
+ * through it, and at another size they land on other cells with no other sign of it. Files that record none
+ * (GeoAware's .npy, other tools' files) pass. The importing provider and `match --features1/2` check it. */
+SA3D_API sa3d_status sa3d_features_check_size(const sa3d_safetensors *st, const char *path, int input_size,
+                                              sa3d_error *err);
 
 /* NumPy .npy reader (format versions 1-3, little-endian f4/f2/f8, C order). dims: shape, ndim <= 4. Hostile
  * headers give SA3D_ERR_FORMAT naming the file. data: caller frees with free(). */

@@ -240,6 +240,10 @@ sa3d_status sa3d_dataset_open(sa3d_dataset **out, const char *root, const sa3d_d
     if (p->layout && strcmp(p->layout, "large") && strcmp(p->layout, "small"))
         return sa3d_fail(err, SA3D_ERR_ARG, "%s: layout '%s': expected \"large\" or \"small\"", root,
                          p->layout);
+    if (p->layout && p->kind != SA3D_DATASET_SPAIR)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: layout '%s': only SPair-71k has layouts", root, p->layout);
+    if (p->strict != 0 && p->strict != 1)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: strict %d: expected 0 or 1", root, p->strict);
     if (!sa3d_dir_exists(root)) return sa3d_fail(err, SA3D_ERR_IO, "%s: no such dataset folder", root);
 
     sa3d_status s = SA3D_OK;

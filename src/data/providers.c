@@ -36,10 +36,17 @@ sa3d_provider_params sa3d_provider_params_default(void) {
     return p;
 }
 
+enum { MANY_CHUNK = 16 };   /* items prepared ahead of the network, at most: 16 x 8.5 MB of pixels at 840 */
+
 static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_dataset *ds,
                                 const sa3d_provider_params *p, sa3d_error *err) {
     *out = NULL;
     const char *what = kind_names[kind];
+    if (p->kind < SA3D_SOURCE_COMPUTE || p->kind > SA3D_SOURCE_BBOX)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: source kind %d unknown", what, (int)p->kind);
+    if (p->batch < 0 || p->batch > MANY_CHUNK)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: batch %d (0: the device's default, or 1..%d)", what,
+                         p->batch, MANY_CHUNK);
     if (p->kind == SA3D_SOURCE_IMPORT && !p->import_dir)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: import needs a directory", what);
     if (p->kind == SA3D_SOURCE_COMPUTE) {
@@ -51,9 +58,13 @@ static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_da
     }
     if ((p->kind == SA3D_SOURCE_SEGMENTATION || p->kind == SA3D_SOURCE_BBOX) && kind != KIND_MASK)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: segmentation and bbox sources give masks only", what);
-    if (kind == KIND_FEATURES && (p->input_size < 14 || p->input_size % 14))
-        return sa3d_fail(err, SA3D_ERR_ARG, "features provider: input size %d is not a positive multiple of 14",
-                         p->input_size);
+    if (kind == KIND_FEATURES && (p->input_size < 14 || p->input_size % 14 || p->input_size > SA3D_IMAGE_MAX_SIDE))
+        return sa3d_fail(err, SA3D_ERR_ARG, "features provider: input size %d is not a multiple of 14 in [14, %d]",
+                         p->input_size, SA3D_IMAGE_MAX_SIDE);
+    if (kind == KIND_DEPTH && p->depth_processor) {   /* a bad processor fails here, not on every image */
+        sa3d_status s = sa3d_dpt_preprocess_params_check(p->depth_processor, err);
+        if (s != SA3D_OK) return s;
+    }
     sa3d_provider *pr = sa3d_calloc(1, sizeof *pr);
     if (!pr) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s provider: out of memory", what);
     pr->kind = kind;
@@ -220,16 +231,30 @@ static sa3d_status import_safetensors(const char *path, const char *key, int wan
     return s;
 }
 
+sa3d_status sa3d_features_check_size(const sa3d_safetensors *st, const char *path, int input_size,
+                                     sa3d_error *err) {
+    const char *made = sa3d_st_metadata(st, "size");
+    if (made && strtol(made, NULL, 10) != input_size)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: computed at input size %.16s; this run reads features at %d "
+                         "(--size)", path, made, input_size);
+    return SA3D_OK;
+}
+
 /* Feature maps stored as aligned float32 (what `semalign3d features` and synth-spair write) are normalised
  * straight from the mapping into the output: one read of the file's pages, one write, no intermediate copy
  * and no separate finiteness pass (sa3d_features_normalize_copy). *done = 0 leaves the file to the general
- * path (other dtypes, unaligned data). */
+ * path (other dtypes, unaligned data). A file that records another input size than this run's is refused
+ * (sa3d_features_check_size). */
 static sa3d_status import_features_st(const char *path, const char *key, const char *cat, const char *id,
-                                      sa3d_map *out, int *done, sa3d_error *err) {
+                                      int input_size, sa3d_map *out, int *done, sa3d_error *err) {
     *done = 0;
     sa3d_safetensors *st;
     sa3d_status s = sa3d_st_open(&st, path, err);
     if (s) return s;
+    if ((s = sa3d_features_check_size(st, path, input_size, err)) != SA3D_OK) {
+        sa3d_st_close(st);
+        return s;
+    }
     const sa3d_st_tensor *t = sa3d_st_find(st, key);
     if (t && t->dtype == SA3D_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0 && t->numel > 0 &&
         (t->ndim == 3 || (t->ndim == 4 && t->shape[0] == 1))) {
@@ -263,7 +288,7 @@ static sa3d_status import_features(sa3d_provider *pr, const char *cat, const cha
     snprintf(name, sizeof name, "%s.features.safetensors", id);
     if (find_import(pr->import_dir, cat, name, path, sizeof path)) {
         const char *key = flip ? "feature_map_flip" : "feature_map";
-        sa3d_status s = import_features_st(path, key, cat, id, out, normalized, err);
+        sa3d_status s = import_features_st(path, key, cat, id, pr->p.input_size, out, normalized, err);
         if (s || *normalized) return s;
         return import_safetensors(path, key, 3, out, err);
     }
@@ -465,7 +490,6 @@ sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const cha
 
 /* ---- many images at once ---- */
 
-enum { MANY_CHUNK = 16 };   /* items prepared ahead of the network, at most: 16 x 8.5 MB of pixels at 840 */
 
 /* The network input of one item of a chunk, prepared on any thread. */
 typedef struct many_slot {

@@ -374,6 +374,35 @@ static sa3d_status check_image(const sa3d_image *img, const char *who, sa3d_erro
     return SA3D_OK;
 }
 
+sa3d_status sa3d_dpt_preprocess_params_check(const sa3d_dpt_preprocess_params *p, sa3d_error *err) {
+    if (!p) return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: no parameters");
+    if (p->target_h < 1 || p->target_w < 1 || p->target_h > SA3D_IMAGE_MAX_SIDE || p->target_w > SA3D_IMAGE_MAX_SIDE ||
+        p->multiple < 1 || p->multiple > SA3D_IMAGE_MAX_SIDE)
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: target %d x %d, multiple %d (each in [1, %d])",
+                         p->target_w, p->target_h, p->multiple, SA3D_IMAGE_MAX_SIDE);
+    if (p->keep_aspect_ratio != 0 && p->keep_aspect_ratio != 1)
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: keep_aspect_ratio %d (0 or 1)", p->keep_aspect_ratio);
+    if (p->impl != SA3D_DPT_TORCHVISION && p->impl != SA3D_DPT_PIL)
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: impl %d (SA3D_DPT_TORCHVISION or SA3D_DPT_PIL)",
+                         (int)p->impl);
+    if (!filter_of(p->resample, FLAVOR_PIL))
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: resample %d unknown", (int)p->resample);
+    for (int c = 0; c < 3; c++)
+        if (!(p->std[c] != 0.0f) || !isfinite(p->std[c]) || !isfinite(p->mean[c]))
+            return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: mean/std[%d] = %g/%g", c, (double)p->mean[c],
+                             (double)p->std[c]);
+    if (!(p->rescale_factor > 0.0) || !isfinite(p->rescale_factor))
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: rescale_factor %g (> 0)", p->rescale_factor);
+    if (p->impl != SA3D_DPT_PIL && !filter_of(p->resample, FLAVOR_TORCH)) /* torchvision refuses it too */
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "dpt preprocess: resample %s is not available with the "
+                         "torchvision backend (impl SA3D_DPT_TORCHVISION); only with SA3D_DPT_PIL",
+                         filter_name(p->resample));
+    if (!pixel_lut_finite(p))
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: mean, std and rescale factor %g give infinite pixel "
+                         "values", p->rescale_factor);
+    return SA3D_OK;
+}
+
 sa3d_status sa3d_dpt_preprocess(const sa3d_image *img, const sa3d_dpt_preprocess_params *p, float **pixels,
                                 int *out_w, int *out_h, sa3d_error *err) {
     if (pixels) *pixels = NULL;
@@ -382,18 +411,7 @@ sa3d_status sa3d_dpt_preprocess(const sa3d_image *img, const sa3d_dpt_preprocess
     if (!pixels || !out_w || !out_h || !p)
         return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: NULL argument");
     sa3d_status s = check_image(img, "dpt preprocess", err);
-    if (s != SA3D_OK) return s;
-    for (int c = 0; c < 3; c++)
-        if (!(p->std[c] != 0.0f) || !isfinite(p->std[c]) || !isfinite(p->mean[c]))
-            return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: mean/std[%d] = %g/%g", c, (double)p->mean[c],
-                             (double)p->std[c]);
-    if (p->impl != SA3D_DPT_PIL && !filter_of(p->resample, FLAVOR_TORCH)) /* torchvision refuses it too */
-        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "dpt preprocess: resample %s is not available with the "
-                         "torchvision backend (impl SA3D_DPT_TORCHVISION); only with SA3D_DPT_PIL",
-                         filter_name(p->resample));
-    if (!pixel_lut_finite(p))
-        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: mean, std and rescale factor %g give infinite pixel "
-                         "values", p->rescale_factor);
+    if (s != SA3D_OK || (s = sa3d_dpt_preprocess_params_check(p, err)) != SA3D_OK) return s;
     int w, h;
     sa3d_dpt_preprocess_size(p, img->w, img->h, &w, &h);
     if (w < 1 || h < 1 || w > SA3D_IMAGE_MAX_SIDE || h > SA3D_IMAGE_MAX_SIDE)

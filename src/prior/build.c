@@ -595,11 +595,11 @@ static sa3d_status keypoint_features(sa3d_prior *pr, const build *b, const merge
 
 /* ---- the whole build ----------------------------------------------------------------------------------------------- */
 
-static sa3d_status check_params(const sa3d_prior_build_params *p, sa3d_error *err) {
+sa3d_status sa3d_prior_build_params_check(const sa3d_prior_build_params *p, sa3d_error *err) {
     struct { const char *name; long v, lo, hi; } iv[] = {
         { "feat_channels", p->feat_channels, 1, 65536 }, { "feat_grid", p->feat_grid, 1, 1024 },
         { "focal_iters", p->focal_iters, 0, 10000000 }, { "noise_samples", p->noise_samples, 1, 1000 },
-        { "min_sample_imgs", p->min_sample_imgs, 1, 100000 }, { "cube_n", p->cube_n, 1, 4096 },
+        { "min_sample_imgs", p->min_sample_imgs, 1, 100000 }, { "cube_n", p->cube_n, 1, SA3D_PRIOR_MAX_GRID },
         { "n_max_comb", p->n_max_comb, 1, 1000000 },
         { "grid_exhaustive", p->grid_exhaustive, 0, 1 }, { "refine_iters", p->refine_iters, 0, 100000000 },
         { "dense_max_src", p->dense_max_src, 1, 100000000 }, { "dense_max_pts", p->dense_max_pts, 1, 100000000 },
@@ -609,10 +609,19 @@ static sa3d_status check_params(const sa3d_prior_build_params *p, sa3d_error *er
         if (iv[i].v < iv[i].lo || iv[i].v > iv[i].hi)
             return sa3d_fail(err, SA3D_ERR_ARG, "prior build: %s = %ld; expected %ld to %ld", iv[i].name, iv[i].v,
                              iv[i].lo, iv[i].hi);
-    if (!(p->focal_init > 0.0) || !(p->noise_rate >= 0.0) || !(p->cube_size > 0.0) || !(p->refine_lr > 0.0) ||
-        !(p->refine_wd >= 0.0) || !(p->refine_tol >= 0.0) || !isfinite(p->refine_tol) || !(p->kmeans_tol >= 0.0) || !(p->cutoff >= 0.0) || !isfinite(p->focal_init) ||
-        !isfinite(p->noise_rate) || !isfinite(p->cube_size) || !isfinite(p->refine_lr) || !isfinite(p->refine_wd))
-        return sa3d_fail(err, SA3D_ERR_ARG, "prior build: a real-valued setting is out of range");
+    /* reals: lo < v (lo_open) or lo <= v, v <= hi (hi_open: v < hi); NaN fails every comparison */
+    struct { const char *name; double v, lo, hi; int lo_open, hi_open; } rv[] = {
+        { "focal_init", p->focal_init, 0.0, 1e6, 1, 0 }, { "noise_rate", p->noise_rate, 0.0, 10.0, 0, 0 },
+        { "cube_size", p->cube_size, 0.0, 1e6, 1, 0 }, { "refine_lr", p->refine_lr, 0.0, 1e3, 1, 0 },
+        { "refine_wd", p->refine_wd, 0.0, 1e3, 0, 0 }, { "refine_tol", p->refine_tol, 0.0, 1e6, 0, 0 },
+        { "kmeans_tol", p->kmeans_tol, 0.0, 1e6, 0, 0 },
+        { "cutoff", p->cutoff, 0.0, 1.0, 0, 1 } };   /* a share of the merged points: 1 would keep none */
+    for (size_t i = 0; i < sizeof rv / sizeof rv[0]; i++) {
+        double v = rv[i].v, lo = rv[i].lo, hi = rv[i].hi;
+        if (!((rv[i].lo_open ? v > lo : v >= lo) && (rv[i].hi_open ? v < hi : v <= hi)))
+            return sa3d_fail(err, SA3D_ERR_ARG, "prior build: %s = %g; expected %s%g, %g%s", rv[i].name, v,
+                             rv[i].lo_open ? "(" : "[", lo, hi, rv[i].hi_open ? ")" : "]");
+    }
     return SA3D_OK;
 }
 
@@ -637,7 +646,7 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     if (n_images < 2)
         return sa3d_fail(err, SA3D_ERR_ARG, "prior build: %s: %d training images; expected at least 2", category,
                          n_images);
-    sa3d_status st = check_params(p, err);
+    sa3d_status st = sa3d_prior_build_params_check(p, err);
     if (st) return st;
     for (int k = 0; k < n_slots; k++)
         if (flip[k] < 0 || flip[k] >= n_slots || flip[flip[k]] != k)

@@ -90,6 +90,8 @@ sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const c
                                      sa3d_provider *masks, sa3d_prior_build_params *bp,
                                      sa3d_prior_build_report *report, sa3d_error *err) {
     *out = NULL;
+    if (!bp) return sa3d_fail(err, SA3D_ERR_ARG, "prior build: no parameters");
+    if (sa3d_prior_build_params_check(bp, err) != SA3D_OK) return SA3D_ERR_ARG;   /* before any image is read */
     const char *const *ids = NULL;
     int n = sa3d_dataset_split_images(ds, split, category, &ids, err);
     if (n < 0) return err->code;

@@ -483,8 +483,9 @@ sa3d_status sa3d_prior_grid_place(double *Y, long *flat, double *emin, int n, co
     if (n_recheck) *n_recheck = 0;
     if (n_screened) *n_screened = 0;
     *emin = 0.0;
-    if (cube_n < 1 || cube_n > 4096)
-        return sa3d_fail(err, SA3D_ERR_ARG, "grid placement: %d points per axis; expected 1 to 4096", cube_n);
+    if (cube_n < 1 || cube_n > SA3D_PRIOR_MAX_GRID)
+        return sa3d_fail(err, SA3D_ERR_ARG, "grid placement: %d points per axis; expected 1 to %d", cube_n,
+                         SA3D_PRIOR_MAX_GRID);
     /* centre = mean of the placed points, as float32 (torch) */
     double c[3] = { 0, 0, 0 };
     int n_placed = 0;

@@ -115,7 +115,12 @@ static sa3d_status check_params(const sa3d_synth_spair_params *p, sa3d_error *er
         (s = check_int("max_side", p->max_side, p->min_side, 4096, err)) ||
         (s = check_int("feature_channels", p->feature_channels, 1, 4096, err)) ||
         (s = check_int("feature_grid", p->feature_grid, 1, 512, err)) ||
-        (s = check_int("input_size", p->input_size, p->feature_grid, 16384, err)))
+        (s = check_int("input_size", p->input_size, p->feature_grid, 16384, err)) ||
+        (s = check_int("n_threads", p->n_threads, 0, 4096, err)) ||
+        (s = check_int("write_images", p->write_images, 0, 1, err)) ||
+        (s = check_int("write_segmentations", p->write_segmentations, 0, 1, err)) ||
+        (s = check_int("write_features", p->write_features, 0, 1, err)) ||
+        (s = check_int("write_flip_features", p->write_flip_features, 0, 1, err)))
         return s;
     if (!(p->kp_visible > 0.0f && p->kp_visible <= 1.0f))
         return sa3d_fail(err, SA3D_ERR_ARG, "synthetic SPair: kp_visible = %g; expected (0, 1]", (double)p->kp_visible);
