@@ -1554,6 +1554,16 @@ static void case_ap10k(void) {
         T_CHECK(a->n_slots == 17 && a->visible[16] && !strcmp(a->supercategory, "Canidae") &&
                 !strcmp(a->category, "wolf"));
     sa3d_dataset_close(ds);
+    /* --categories names a species, a family or "all" of the dataset; a misspelt one is refused, named (it selected
+     * nothing, silently) */
+    p.categories = "dog,Felidae,all";
+    T_OK(sa3d_dataset_open(&ds, root, &p, &err), &err);
+    T_CHECK(sa3d_dataset_load_split(ds, "test", &err) == 1);   /* the dog pair: the cat pair is named by species */
+    sa3d_dataset_close(ds);
+    p.categories = "dog,wolff";
+    T_STATUS(sa3d_dataset_open(&ds, root, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "'wolff'");
+    p.categories = NULL;
     T_OK(sa3d_dataset_open(&ds, root, &p, &err), &err); /* cold lookups by species, family, "all" */
     T_OK(sa3d_dataset_image(ds, "dog", "000000000011", &a, &err), &err);
     T_OK(sa3d_dataset_image(ds, "Felidae", "000000000031", &a, &err), &err);

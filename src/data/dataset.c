@@ -190,14 +190,35 @@ const char *sa3d_pfpascal_category(int class_index) {
     return class_index >= 1 && class_index <= 20 ? pf_classes[class_index - 1] : NULL;
 }
 
-static int known_category(sa3d_dataset_kind kind, const char *name) {
-    if (kind == SA3D_DATASET_SPAIR) return sa3d_spair_category_index(name) >= 0;
-    if (kind == SA3D_DATASET_PFPASCAL) {
+/* 1 when name is one of the kind's categories: SPair's and PF-PASCAL's fixed lists; for AP-10K, whose species
+ * are not a fixed list, a species or family of the dataset (a folder ImageAnnotation/<family>[/<name>]; the
+ * cross-species pairs are named by family) or "all" (the cross-family pairs): a misspelt name would otherwise
+ * select nothing, silently. -1 when out of memory. */
+static int known_category(const sa3d_dataset *ds, const char *name) {
+    if (ds->kind == SA3D_DATASET_SPAIR) return sa3d_spair_category_index(name) >= 0;
+    if (ds->kind == SA3D_DATASET_PFPASCAL) {
         for (int i = 0; i < 20; i++)
             if (!strcmp(pf_classes[i], name)) return 1;
         return 0;
     }
-    return sa3d_ds_safe_name(name, 32);
+    if (!sa3d_ds_safe_name(name, 32)) return 0;
+    if (!strcmp(name, "all")) return 1;
+    char *annos = sa3d_ds_path(ds->root, "ImageAnnotation", (const char *)NULL), **fam = NULL;
+    int n_fam = 0, found = 0;
+    sa3d_error e;
+    if (!annos || sa3d_ds_list_dir(annos, "", 1, &fam, &n_fam, &e) != SA3D_OK) {
+        sa3d_free(annos);
+        return !annos || e.code == SA3D_ERR_NOMEM ? -1 : 0;
+    }
+    for (int i = 0; i < n_fam && !found; i++) {
+        if (!strcmp(fam[i], name)) { found = 1; break; }
+        char *dir = sa3d_ds_path(annos, fam[i], name, (const char *)NULL);
+        found = dir ? sa3d_dir_exists(dir) : -1;
+        sa3d_free(dir);
+    }
+    sa3d_ds_free_names(fam, n_fam);
+    sa3d_free(annos);
+    return found;
 }
 
 static sa3d_status parse_categories(sa3d_dataset *ds, const char *list, sa3d_error *err) {
@@ -217,8 +238,9 @@ static sa3d_status parse_categories(sa3d_dataset *ds, const char *list, sa3d_err
                 return sa3d_fail(err, SA3D_ERR_ARG, "categories: '%.*s': unknown category", (int)len, p);
             memcpy(name, p, len);
             name[len] = '\0';
-            if (!known_category(ds->kind, name))
-                return sa3d_fail(err, SA3D_ERR_ARG, "categories: '%s': unknown category", name);
+            int known = known_category(ds, name);
+            if (known < 0) return sa3d_fail(err, SA3D_ERR_NOMEM, "categories: out of memory");
+            if (!known) return sa3d_fail(err, SA3D_ERR_ARG, "categories: '%s': unknown category", name);
             if (!sa3d_ds_category_selected(ds, name)) memcpy(ds->cats[ds->n_cats++], name, len + 1);
         }
         if (!e) break;
