@@ -237,6 +237,7 @@ int cmd_build_prior(int argc, char **argv) {
     } else {
         pf.kind = SA3D_SOURCE_IMPORT;
         pf.import_dir = fdir;
+        pf.input_size = 0;   /* the prior maps keypoints to cells by image size and grid: any size the files have */
     }
     sa3d_dpt_preprocess_params dpre;
     char dpre_text[512];

@@ -44,7 +44,8 @@ done
 grep -q "option baseline.adapt_flip" "$T/e" && [ ! -e "$T/evf3" ] ||
   { echo "FAIL adapt_flip=3 message: $(cat "$T/e")"; fail=1; }
 # an output folder name too long for its files' paths (they were cut short: the parts went to a sibling folder)
-long="$T/$(printf 'x%.0s' $(seq 1 1950))"
+long="$T"
+for k in $(seq 1 20); do long="$long/$(printf 'x%.0s' $(seq 1 99))"; done   # 2000 bytes in 100-byte parts
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$long" >/dev/null 2>"$T/e"
 check "eval --out too long" 2 $?
 grep -q "at most" "$T/e" && [ -z "$(ls "$T" | grep '^xxx')" ] || { echo "FAIL long --out: $(cat "$T/e")"; fail=1; }

@@ -37,7 +37,9 @@ typedef struct sa3d_provider_params {
     sa3d_source_kind kind;
     const char *import_dir;       /* SA3D_SOURCE_IMPORT */
     const sa3d_model *model;      /* SA3D_SOURCE_COMPUTE: DINOv2 (features) or Depth Anything (depth); borrowed */
-    int input_size;               /* features: GeoAware square side (840) */
+    int input_size;               /* features: GeoAware square side (840), which imported files that record one
+                                     must match (sa3d_features_check_size); 0 with SA3D_SOURCE_IMPORT: any, for a
+                                     caller that maps keypoints to cells without it (build-prior) */
     const char *cache_dir;        /* NULL: no cache */
     int batch;                    /* computed features: images per network pass in sa3d_provider_get_many; 0: 2 on
                                      a GPU (an image and its mirror), 1 on the CPU, which gains nothing by more */

@@ -64,16 +64,18 @@ static const char *bad_option(const sa3d_align_params *p) {
     if (p->rec_mode != SA3D_REC_MIXTURE && p->rec_mode != SA3D_REC_POINT) return "rec_mode (0 mixture, 1 point)";
     if (p->point_blur != 0 && p->point_blur != 1) return "point_blur (0 or 1)";
     if (p->use_tets != 0 && p->use_tets != 1) return "use_tets (0 or 1)";
-    if (!(p->w_rec >= 0.0 && FIN(w_rec) && p->w_geom >= 0.0 && FIN(w_geom) && p->w_bg >= 0.0 && FIN(w_bg) &&
-          p->w_depth >= 0.0 && FIN(w_depth)))
-        return "w_rec, w_geom, w_bg or w_depth (>= 0)";
-    if (!(p->sigma_start >= 0.0 && FIN(sigma_start) && p->sigma_end >= 0.0 && FIN(sigma_end)))
-        return "sigma_start or sigma_end (0: the default, else > 0)";
+    if (!(p->w_rec >= 0.0) || !FIN(w_rec)) return "w_rec (>= 0)";
+    if (!(p->w_geom >= 0.0) || !FIN(w_geom)) return "w_geom (>= 0)";
+    if (!(p->w_bg >= 0.0) || !FIN(w_bg)) return "w_bg (>= 0)";
+    if (!(p->w_depth >= 0.0) || !FIN(w_depth)) return "w_depth (>= 0)";
+    if (!(p->sigma_start >= 0.0) || !FIN(sigma_start)) return "sigma_start (0: g/8, else > 0)";
+    if (!(p->sigma_end >= 0.0) || !FIN(sigma_end)) return "sigma_end (0: 1, else > 0)";
     if (!(p->tau > 0.0) || !FIN(tau)) return "tau (> 0)";
     if (p->top_k < 1 || p->top_k > 64) return "top_k (1..64)";
     if (!FIN(outlier_logp)) return "outlier_logp (finite)";
     if (!(p->sem_sd_floor > 0.0) || !FIN(sem_sd_floor)) return "sem_sd_floor (> 0)";
-    if (p->max_pairs < 0 || p->max_tets < 0) return "max_pairs or max_tets (0: all, or > 0)";
+    if (p->max_pairs < 0) return "max_pairs (0: all, or > 0)";
+    if (p->max_tets < 0) return "max_tets (0: all, or > 0)";
     if (!(p->init_scale > 0.0) || !FIN(init_scale)) return "init_scale (> 0)";
     if (!(p->focal_init == 0.0 || (p->focal_init > 0.0 && p->focal_init <= 1.0 / SA3D_ALIGN_PHI_MIN)))
         return "focal_init (0: the prior's, else in (0, 20])";

@@ -304,7 +304,8 @@ static const char *bad_option(const sa3d_match_params *p) {
     if (!(p->max_query_dist >= 0.0)) return "max_query_dist (>= 0; inf: never)";
     if (!(p->vis_radius >= 0.0) || !isfinite(p->vis_radius)) return "vis_radius (>= 0)";
     if (isnan(p->vis_tol)) return "vis_tol (< 0 off, or >= 0)";
-    if (isnan(p->max_energy) || isnan(p->min_fg_frac)) return "max_energy or min_fg_frac (not NaN)";
+    if (isnan(p->max_energy)) return "max_energy (not NaN)";
+    if (isnan(p->min_fg_frac)) return "min_fg_frac (not NaN)";
     return NULL;
 }
 

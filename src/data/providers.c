@@ -42,7 +42,7 @@ static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_da
                                 const sa3d_provider_params *p, sa3d_error *err) {
     *out = NULL;
     const char *what = kind_names[kind];
-    if (p->kind < SA3D_SOURCE_COMPUTE || p->kind > SA3D_SOURCE_BBOX)
+    if ((int)p->kind < (int)SA3D_SOURCE_COMPUTE || (int)p->kind > (int)SA3D_SOURCE_BBOX)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: source kind %d unknown", what, (int)p->kind);
     if (p->batch < 0 || p->batch > MANY_CHUNK)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: batch %d (0: the device's default, or 1..%d)", what,
@@ -58,7 +58,8 @@ static sa3d_status provider_new(sa3d_provider **out, provider_kind kind, sa3d_da
     }
     if ((p->kind == SA3D_SOURCE_SEGMENTATION || p->kind == SA3D_SOURCE_BBOX) && kind != KIND_MASK)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s provider: segmentation and bbox sources give masks only", what);
-    if (kind == KIND_FEATURES && (p->input_size < 14 || p->input_size % 14 || p->input_size > SA3D_IMAGE_MAX_SIDE))
+    if (kind == KIND_FEATURES && !(p->kind == SA3D_SOURCE_IMPORT && p->input_size == 0) &&
+        (p->input_size < 14 || p->input_size % 14 || p->input_size > SA3D_IMAGE_MAX_SIDE))
         return sa3d_fail(err, SA3D_ERR_ARG, "features provider: input size %d is not a multiple of 14 in [14, %d]",
                          p->input_size, SA3D_IMAGE_MAX_SIDE);
     if (kind == KIND_DEPTH && p->depth_processor) {   /* a bad processor fails here, not on every image */
@@ -244,14 +245,14 @@ sa3d_status sa3d_features_check_size(const sa3d_safetensors *st, const char *pat
  * straight from the mapping into the output: one read of the file's pages, one write, no intermediate copy
  * and no separate finiteness pass (sa3d_features_normalize_copy). *done = 0 leaves the file to the general
  * path (other dtypes, unaligned data). A file that records another input size than this run's is refused
- * (sa3d_features_check_size). */
+ * (sa3d_features_check_size), unless input_size is 0 (a caller that maps keypoints without it). */
 static sa3d_status import_features_st(const char *path, const char *key, const char *cat, const char *id,
                                       int input_size, sa3d_map *out, int *done, sa3d_error *err) {
     *done = 0;
     sa3d_safetensors *st;
     sa3d_status s = sa3d_st_open(&st, path, err);
     if (s) return s;
-    if ((s = sa3d_features_check_size(st, path, input_size, err)) != SA3D_OK) {
+    if (input_size && (s = sa3d_features_check_size(st, path, input_size, err)) != SA3D_OK) {
         sa3d_st_close(st);
         return s;
     }

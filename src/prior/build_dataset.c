@@ -91,7 +91,9 @@ sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const c
                                      sa3d_prior_build_report *report, sa3d_error *err) {
     *out = NULL;
     if (!bp) return sa3d_fail(err, SA3D_ERR_ARG, "prior build: no parameters");
-    if (sa3d_prior_build_params_check(bp, err) != SA3D_OK) return SA3D_ERR_ARG;   /* before any image is read */
+    sa3d_prior_build_params chk = *bp;   /* before any image is read; C and g are set from the maps below */
+    chk.feat_channels = chk.feat_grid = 1;
+    if (sa3d_prior_build_params_check(&chk, err) != SA3D_OK) return SA3D_ERR_ARG;
     const char *const *ids = NULL;
     int n = sa3d_dataset_split_images(ds, split, category, &ids, err);
     if (n < 0) return err->code;

@@ -960,6 +960,7 @@ sa3d_status sa3d_synth3d_providers(sa3d_dataset *ds, const char *root, sa3d_prov
     sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
     pf.kind = pd.kind = SA3D_SOURCE_IMPORT;
     pf.import_dir = fdir;
+    pf.input_size = 0;   /* the dataset's own, whatever it is: the caller's matcher says which size it reads at */
     pd.import_dir = ddir;
     pm.kind = SA3D_SOURCE_SEGMENTATION;
     sa3d_status s;
