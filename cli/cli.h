@@ -71,6 +71,9 @@ int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m);
 /* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
  * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);
+/* 1 when --device (cpu, cuda) and --dtype (fp32, fp16, bf16) name something (either may be NULL); else 0 after a
+ * usage error. Whether this build and machine can run it is the model's to say (a run error). */
+int cli_model_names_ok(const char *cmd, const char *device, const char *dtype);
 /* The stages of one image (cli/pipeline.c), each given the image's slot (0 .. CLI_PIPELINE_SLOTS - 1), whose
  * buffers belong to the command:
  *   prepare  sets *skip when the outputs are up to date, else decodes and preprocesses (a helper thread);

@@ -112,6 +112,7 @@ int cmd_eval(int argc, char **argv) {
         (batch_s && !cli_int(cmd, "--batch", batch_s, 1, 16, &batch)))
         return EXIT_USAGE;
     if ((batch_s || dtype) && !model_dir) return cli_usage_error(cmd, "--batch and --dtype belong to --model");
+    if (!cli_model_names_ok(cmd, NULL, dtype)) return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
     sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
     smp.input_size = size;

@@ -46,6 +46,7 @@ int cmd_forward(int argc, char **argv) {
     if (!model_dir || !input || !output) return cli_usage_error(cmd, "--model, --input and --output are required");
     int threads = 0;
     if (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)) return EXIT_USAGE;
+    if (!cli_model_names_ok(cmd, device, dtype)) return EXIT_USAGE;
 
     sa3d_error err = { 0 };
     sa3d_safetensors *in = NULL;

@@ -167,6 +167,7 @@ int cmd_match(int argc, char **argv) {
     if (!model_dir == !(feat_path[0] && feat_path[1]) || (!!feat_path[0] != !!feat_path[1]))
         return cli_usage_error(cmd, "give either --model or both --features1 and --features2");
     if (dtype && !model_dir) return cli_usage_error(cmd, "--dtype belongs to --model");
+    if (!cli_model_names_ok(cmd, NULL, dtype)) return EXIT_USAGE;
     int size, seed, threads = 0;
     if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) || !cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed) ||
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))

@@ -194,6 +194,7 @@ int cmd_build_prior(int argc, char **argv) {
     if (!!ddir == !!dmodel) return cli_usage_error(cmd, "give exactly one of --depth-dir and --depth-model");
     if ((device || dtype) && !fmodel && !dmodel)
         return cli_usage_error(cmd, "--device and --dtype belong to --features-model and --depth-model");
+    if (!cli_model_names_ok(cmd, device, dtype)) return EXIT_USAGE;
     if (strcmp(masks, "segmentation") && strcmp(masks, "bbox"))
         return cli_usage_error(cmd, "--masks %s: expected segmentation or bbox", masks);
     sa3d_prior_build_params bp = sa3d_prior_build_params_default();

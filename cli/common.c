@@ -207,9 +207,18 @@ int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m) {
     return id && !strcmp(id, sa3d_model_id(m)) && !strcmp(dtype ? dtype : "fp32", sa3d_model_dtype(m));
 }
 
+int cli_model_names_ok(const char *cmd, const char *device, const char *dtype) {
+    if (device && strcmp(device, "cpu") && strcmp(device, "cuda"))
+        return !cli_usage_error(cmd, "--device %s: expected cpu or cuda", device);
+    if (dtype && strcmp(dtype, "fp32") && strcmp(dtype, "fp16") && strcmp(dtype, "bf16"))
+        return !cli_usage_error(cmd, "--dtype %s: expected fp32, fp16 or bf16", dtype);
+    return 1;
+}
+
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err) {
     int threads = 0;
     if (!a->model_dir || !a->out_dir) return cli_usage_error(cmd, "--model and --out are required");
+    if (!cli_model_names_ok(cmd, a->device, a->dtype)) return EXIT_USAGE;
     if (!a->n_images) return cli_usage_error(cmd, "no images given");
     if (a->threads_s && !cli_int(cmd, "--threads", a->threads_s, 0, 1024, &threads)) return EXIT_USAGE;
     sa3d_model_params p = sa3d_model_params_default();

@@ -23,6 +23,12 @@ done
 "$BIN" forward --bogus >/dev/null 2>&1; check "forward unknown option" 2 $?
 "$BIN" features --model x --out "$T" --size 841 a.jpg 2>"$T/e" >/dev/null; check "features --size 841" 2 $?
 grep -q "multiple of 14" "$T/e" || { echo "FAIL --size message"; fail=1; }
+# unknown device and dtype names are usage errors, named (whether a known one can run here is a run error)
+"$BIN" features --model x --out "$T/o1" --dtype fp8 a.jpg 2>"$T/e" >/dev/null; check "features --dtype fp8" 2 $?
+grep -q -- "--dtype fp8" "$T/e" && [ ! -e "$T/o1" ] || { echo "FAIL --dtype message: $(cat "$T/e")"; fail=1; }
+"$BIN" depth --model x --out "$T/o1" --device tpu a.jpg 2>"$T/e" >/dev/null; check "depth --device tpu" 2 $?
+"$BIN" forward --model x --input a --output "$T/o1.st" --dtype half 2>"$T/e" >/dev/null
+check "forward --dtype half" 2 $?
 "$BIN" forward --model "$T/none" --input "$T/none.st" --output "$T/out.st" 2>"$T/e"; check "forward missing input" 1 $?
 grep -q "none.st" "$T/e" || { echo "FAIL missing-input message does not name the file"; fail=1; }
 [ ! -e "$T/out.st" ] || { echo "FAIL partial output after failure"; fail=1; }
