@@ -491,7 +491,6 @@ sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const cha
 
 /* ---- many images at once ---- */
 
-
 /* The network input of one item of a chunk, prepared on any thread. */
 typedef struct many_slot {
     cache_entry ce;
