@@ -261,8 +261,7 @@ int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_mat
         if (sa3d_sa3d_matcher_params_set(p, s->v[k], &err)) return cli_usage_error(cmd, "--set: %s", err.msg);
     }
     sa3d_error err = { 0 };   /* values of the right type but out of their domains: refused before any work */
-    if (sa3d_align_params_check(&p->align, &err) || sa3d_match_params_check(&p->match, &err))
-        return cli_usage_error(cmd, "--set: %s", err.msg);
+    if (sa3d_sa3d_matcher_params_check(p, &err)) return cli_usage_error(cmd, "--set: %s", err.msg);
     if (!list) return -1;
     char *text = cli_settings_text(NULL, p);
     if (!text) { fprintf(stderr, "semalign3d %s: out of memory\n", cmd); return EXIT_RUN; }
@@ -272,9 +271,8 @@ int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_mat
 }
 
 int cli_align_device(const char *cmd, const char *name, sa3d_sa3d_matcher_params *p) {
-    if (!strcmp(name, "cpu")) p->align.device = SA3D_ALIGN_ON_CPU;
-    else if (!strcmp(name, "cuda")) p->align.device = SA3D_ALIGN_ON_CUDA;
-    else return !cli_usage_error(cmd, "--device %s: expected cpu or cuda", name);
+    if (!cli_model_names_ok(cmd, name, NULL)) return 0;
+    p->align.device = strcmp(name, "cuda") ? SA3D_ALIGN_ON_CPU : SA3D_ALIGN_ON_CUDA;
     return 1;
 }
 

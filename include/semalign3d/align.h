@@ -208,6 +208,8 @@ SA3D_API sa3d_sa3d_matcher_params sa3d_sa3d_matcher_params_default(void);
  * the commands set from --threads, --device and --size). Sets one field from "NAME=VALUE"; SA3D_ERR_ARG names
  * the problem for an unknown name or a value that is not a number of the field's type (integers in range, reals
  * finite). */
+/* sa3d_align_params_check, then sa3d_match_params_check (the device is sa3d_align_device_check's). */
+SA3D_API sa3d_status sa3d_sa3d_matcher_params_check(const sa3d_sa3d_matcher_params *p, sa3d_error *err);
 SA3D_API sa3d_status sa3d_sa3d_matcher_params_set(sa3d_sa3d_matcher_params *p, const char *assignment,
                                                   sa3d_error *err);
 /* The i-th option's name, with its value in p written into value[cap]; NULL past the last one. */

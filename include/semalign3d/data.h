@@ -144,8 +144,8 @@ typedef struct sa3d_dataset sa3d_dataset;   /* opaque: owns every record it read
 
 /* Opens a dataset root: checks that it is a directory holding the kind's annotation folder
  * (ImageAnnotation/ for SPair and AP-10K, JPEGImages/ for PF-PASCAL) and that every name in p->categories
- * is known (SPair's and PF-PASCAL's lists; for AP-10K a species or family folder of the dataset, or "all"). Reads no record: pair lists are read per split on first use. p may be NULL
- * (defaults). On failure *out is NULL: SA3D_ERR_IO (root or folder missing), SA3D_ERR_ARG (unknown
+ * is known (SPair's and PF-PASCAL's lists; for AP-10K a species or family folder of the dataset, or "all").
+ * Reads no record: pair lists are read per split on first use. p may be NULL (defaults). On failure *out is NULL: SA3D_ERR_IO (root or folder missing), SA3D_ERR_ARG (unknown
  * category, layout other than "large"/"small" or for another kind than SPair, strict not 0 or 1),
  * SA3D_ERR_NOMEM. */
 SA3D_API sa3d_status sa3d_dataset_open(sa3d_dataset **out, const char *root, const sa3d_dataset_params *p,

@@ -175,6 +175,11 @@ static void cached_features_clear(cached_features *c) {
     memset(c, 0, sizeof *c);
 }
 
+sa3d_status sa3d_sa3d_matcher_params_check(const sa3d_sa3d_matcher_params *p, sa3d_error *err) {
+    sa3d_status st = sa3d_align_params_check(&p->align, err);
+    return st == SA3D_OK ? sa3d_match_params_check(&p->match, err) : st;
+}
+
 sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *features, sa3d_provider *masks,
                                   sa3d_provider *depth, const sa3d_prior *const *priors, int n_priors,
                                   const sa3d_sa3d_matcher_params *p, sa3d_error *err) {
@@ -182,8 +187,7 @@ sa3d_status sa3d_sa3d_matcher_new(sa3d_sa3d_matcher **out, sa3d_provider *featur
     if (!features || !priors || n_priors < 1)
         return sa3d_fail(err, SA3D_ERR_ARG, "semalign3d matcher: features and at least one prior are required");
     if (p) {   /* before any work: options out of their domains or no GPU, no run */
-        sa3d_status st = sa3d_align_params_check(&p->align, err);
-        if (st == SA3D_OK) st = sa3d_match_params_check(&p->match, err);
+        sa3d_status st = sa3d_sa3d_matcher_params_check(p, err);
         if (st == SA3D_OK) st = sa3d_align_device_check(p->align.device, err);
         if (st != SA3D_OK) return st;
     }
