@@ -298,14 +298,15 @@ static void case_config_errors(void) {
                              "\"image_size\": 56, \"num_hidden_layers\": 3}", SA3D_ERR_FORMAT, "wrong shape");
     expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
                              "\"image_size\": 56, \"num_hidden_layers\": 4}", SA3D_ERR_FORMAT,
-                        "tensor 'encoder.layer.3.norm1.weight' is missing");
+                        "model.safetensors: tensor 'encoder.layer.3.norm1.weight' is missing");
     expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
                              "\"out_indices\": [1, 2]}}", SA3D_ERR_UNSUPPORTED, "exactly 4 stages");
     expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
-                             "\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
+                             "\"out_indices\": [1,2,3,4], \"reshape_hidden_states\": false}, \"neck_hidden_sizes\": [8,16,24,32], "
                              "\"reassemble_factors\": [4, 2, 1, 0.3]}", SA3D_ERR_UNSUPPORTED, "reassemble_factors");
     expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"depth_estimation_type\": \"absolute\", "
-                             "\"backbone_config\": {\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
+                             "\"backbone_config\": {\"model_type\": \"dinov2\", \"out_indices\": [1,2,3,4], "
+                             "\"reshape_hidden_states\": false}, \"neck_hidden_sizes\": [8,16,24,32], "
                              "\"reassemble_factors\": [4, 2, 1, 0.5]}", SA3D_ERR_UNSUPPORTED, "depth_estimation_type");
     /* sizes that leave nothing to lay out, and numbers too large for an int (fuzz_config found these) */
     expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
@@ -318,8 +319,33 @@ static void case_config_errors(void) {
                              "\"out_features\": [\"stage1\", \"stage99999999999999999999\"]}}", SA3D_ERR_FORMAT,
                         "out_features: expected names");
     expect_config_error(dir, "{\"model_type\": \"depth_anything\", \"backbone_config\": {\"model_type\": \"dinov2\", "
-                             "\"out_indices\": [1,2,3,4]}, \"neck_hidden_sizes\": [8,16,24,32], "
+                             "\"out_indices\": [1,2,3,4], \"reshape_hidden_states\": false}, \"neck_hidden_sizes\": [8,16,24,32], "
                              "\"reassemble_factors\": [4, 2, 1, 1e-5]}", SA3D_ERR_UNSUPPORTED, "reassemble_factors");
+    /* what Hugging Face refuses or cannot run is refused, never run with a guessed meaning */
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"num_channels\": 4}", SA3D_ERR_UNSUPPORTED, "num_channels: unsupported value 4");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"num_channels\": 1}", SA3D_ERR_UNSUPPORTED, "num_channels: unsupported value 1");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"hidden_act\": 5}", SA3D_ERR_FORMAT, "hidden_act: expected a string");
+    expect_config_error(dir, "{\"model_type\": \"dinov2\", \"hidden_size\": 32, \"num_attention_heads\": 4, "
+                             "\"hidden_act\": null}", SA3D_ERR_FORMAT, "hidden_act: expected a string");
+#define DA_BB(x) "{\"model_type\": \"depth_anything\", \"backbone_config\": {" x "}}"
+    expect_config_error(dir, DA_BB("\"model_type\": \"dinov2\", \"out_indices\": [4, 3, 2, 1]"), SA3D_ERR_FORMAT,
+                        "backbone_config.out_indices: stages must increase");
+    expect_config_error(dir, DA_BB("\"model_type\": \"dinov2\", \"out_indices\": [4, 4, 4, 4]"), SA3D_ERR_FORMAT,
+                        "backbone_config.out_indices: stages must increase");
+    expect_config_error(dir, DA_BB("\"model_type\": \"dinov2\", \"out_features\": [\"stage2\", \"stage1\", "
+                                   "\"stage3\", \"stage4\"]"), SA3D_ERR_FORMAT,
+                        "backbone_config.out_features: stages must increase");
+    expect_config_error(dir, DA_BB("\"model_type\": \"dinov2\", \"out_indices\": [1, 2, 3, 4], \"out_features\": "
+                                   "[\"stage1\", \"stage2\", \"stage3\", \"stage5\"]"), SA3D_ERR_FORMAT,
+                        "out_features: names other stages than out_indices");
+    expect_config_error(dir, DA_BB("\"out_indices\": [1, 2, 3, 4], \"reshape_hidden_states\": false"),
+                        SA3D_ERR_FORMAT, "backbone_config.model_type: missing");
+    expect_config_error(dir, DA_BB("\"model_type\": \"dinov2\", \"out_indices\": [1, 2, 3, 4]"),
+                        SA3D_ERR_UNSUPPORTED, "backbone_config.reshape_hidden_states: unsupported value true");
+#undef DA_BB
     /* missing folder */
     sa3d_model *m;
     sa3d_error err;

@@ -584,12 +584,15 @@ static void case_single(void) {
     sa3d_checkpoint *ck = NULL;
     T_OK(sa3d_checkpoint_open(&ck, dir, &err), &err);
     T_CHECK(sa3d_checkpoint_count(ck) == 1 && sa3d_checkpoint_find(ck, "w") != NULL);
+    T_CHECK(ck && strstr(sa3d_checkpoint_source(ck), "/model.safetensors") &&
+            !strstr(sa3d_checkpoint_source(ck), INDEX));   /* the file a missing tensor's message names */
     sa3d_checkpoint_close(ck);
     /* With both present, the index wins. */
     T_OK(write_shard(dir, SHARD1, "a", sh_a, 4, "b", sh_b, 2, &err), &err);
     write_text(dir, INDEX, "{\"weight_map\": {\"a\": \"" SHARD1 "\", \"b\": \"" SHARD1 "\"}}");
     T_OK(sa3d_checkpoint_open(&ck, dir, &err), &err);
     T_CHECK(sa3d_checkpoint_count(ck) == 2 && sa3d_checkpoint_find(ck, "w") == NULL);
+    T_CHECK(ck && strstr(sa3d_checkpoint_source(ck), "/" INDEX));
     sa3d_checkpoint_close(ck);
 }
 

@@ -86,6 +86,9 @@ typedef struct sa3d_checkpoint sa3d_checkpoint;
 SA3D_API sa3d_status sa3d_checkpoint_open(sa3d_checkpoint **out, const char *dir, sa3d_error *err);
 SA3D_API void sa3d_checkpoint_close(sa3d_checkpoint *ck);
 SA3D_API int sa3d_checkpoint_count(const sa3d_checkpoint *ck);
+/* The file that lists the checkpoint's tensors (DIR/model.safetensors or DIR/model.safetensors.index.json), for
+ * messages about a tensor it lacks. */
+SA3D_API const char *sa3d_checkpoint_source(const sa3d_checkpoint *ck);
 SA3D_API const sa3d_st_tensor *sa3d_checkpoint_get(const sa3d_checkpoint *ck, int i);
 SA3D_API const sa3d_st_tensor *sa3d_checkpoint_find(const sa3d_checkpoint *ck, const char *name);
 

@@ -722,6 +722,7 @@ struct sa3d_checkpoint {
     int n;
     const sa3d_st_tensor **t;        /* [n] file by file, header order within a file */
     const sa3d_st_tensor **by_name;  /* [n] sorted by name */
+    char *source;                    /* the file that lists the tensors: model.safetensors or the index */
 };
 
 /* One weight_map entry; the strings point into the parsed index. */
@@ -745,6 +746,7 @@ void sa3d_checkpoint_close(sa3d_checkpoint *ck) {
     sa3d_free(ck->files);
     sa3d_free(ck->t);
     sa3d_free(ck->by_name);
+    sa3d_free(ck->source);
     sa3d_free(ck);
 }
 
@@ -905,7 +907,8 @@ sa3d_status sa3d_checkpoint_open(sa3d_checkpoint **out, const char *dir, sa3d_er
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
     }
-    if (sa3d_file_exists(idx_path)) {
+    int sharded = sa3d_file_exists(idx_path);
+    if (sharded) {
         s = open_sharded(ck, dir, idx_path, err);
         if (s != SA3D_OK) goto fail;
     } else {
@@ -925,8 +928,13 @@ sa3d_status sa3d_checkpoint_open(sa3d_checkpoint **out, const char *dir, sa3d_er
     }
     s = ck_merge(ck, err);
     if (s != SA3D_OK) goto fail;
-    sa3d_free(idx_path);
-    sa3d_free(single);
+    if (sharded) {
+        ck->source = idx_path;
+        sa3d_free(single);
+    } else {
+        ck->source = single;
+        sa3d_free(idx_path);
+    }
     *out = ck;
     return SA3D_OK;
 fail:
@@ -937,6 +945,7 @@ fail:
 }
 
 int sa3d_checkpoint_count(const sa3d_checkpoint *ck) { return ck ? ck->n : 0; }
+const char *sa3d_checkpoint_source(const sa3d_checkpoint *ck) { return ck ? ck->source : NULL; }
 
 const sa3d_st_tensor *sa3d_checkpoint_get(const sa3d_checkpoint *ck, int i) {
     return ck && i >= 0 && i < ck->n ? ck->t[i] : NULL;

@@ -65,7 +65,8 @@ static sa3d_status parse_vit(const cfg_ctx *c, const cJSON *o, int with_register
     if ((s = get_int(c, o, "hidden_size", 768, 1, 65536, &v->hidden_size)) ||
         (s = get_int(c, o, "num_hidden_layers", 12, 1, 1024, &v->n_layers)) ||
         (s = get_int(c, o, "num_attention_heads", 12, 1, 4096, &v->n_heads)) ||
-        (s = get_int(c, o, "patch_size", 14, 1, 1024, &v->patch_size)) ||
+        /* the defaults of Dinov2Config (14) and Dinov2WithRegistersConfig (16) */
+        (s = get_int(c, o, "patch_size", with_registers ? 16 : 14, 1, 1024, &v->patch_size)) ||
         (s = get_int(c, o, "image_size", 224, 1, 65536, &v->image_size)) ||
         (s = get_int(c, o, "num_channels", 3, 1, 64, &v->n_channels)) ||
         (s = get_int(c, o, "num_register_tokens", with_registers ? 4 : 0, 0, 1024, &v->n_registers)) ||
@@ -76,6 +77,12 @@ static sa3d_status parse_vit(const cfg_ctx *c, const cJSON *o, int with_register
         (s = get_num(c, o, "layer_norm_eps", 1e-6, &eps)))
         return s;
     if (!with_registers) v->n_registers = 0;
+    /* every caller packs RGB pixels, [3][H][W] an image */
+    if (v->n_channels != 3) {
+        char val[64];
+        snprintf(val, sizeof val, "%d (images are RGB: 3 channels)", v->n_channels);
+        return unsupported(c, "num_channels", val);
+    }
     if (v->hidden_size % v->n_heads != 0) {
         char val[64];
         snprintf(val, sizeof val, "%d (hidden_size %d is not a multiple)", v->n_heads, v->hidden_size);
@@ -90,6 +97,8 @@ static sa3d_status parse_vit(const cfg_ctx *c, const cJSON *o, int with_register
     v->pos_antialias = with_registers;
     v->pos_grid = v->image_size / v->patch_size;
     if (v->pos_grid < 1) return bad(c, "image_size", "smaller than patch_size: no position grid");
+    const cJSON *act_item = cJSON_GetObjectItemCaseSensitive(o, "hidden_act");
+    if (act_item && !cJSON_IsString(act_item)) return bad(c, "hidden_act", "expected a string");
     const char *act = get_str(o, "hidden_act");
     if (!act || !strcmp(act, "gelu")) v->act = SA3D_ACT_GELU;
     else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_fast"))
@@ -102,11 +111,25 @@ static sa3d_status parse_vit(const cfg_ctx *c, const cJSON *o, int with_register
     return SA3D_OK;
 }
 
-/* Stage indices from "out_indices", else from "out_features" ("stageN" -> N). */
+/* Stage indices from "out_indices" and "out_features" ("stageN" -> N): either, or both when they name the same
+ * stages; in increasing order without repeats, as Hugging Face's backbone checks require. */
 static sa3d_status parse_out_indices(const cfg_ctx *c, const cJSON *o, int n_layers, int *idx, int *n) {
     const cJSON *ind = cJSON_GetObjectItemCaseSensitive(o, "out_indices");
     const cJSON *feat = cJSON_GetObjectItemCaseSensitive(o, "out_features");
+    int from_feat[4], n_feat = 0;
     *n = 0;
+    if (cJSON_IsArray(feat)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, feat) {
+            if (n_feat >= 4) return unsupported(c, "out_features", "(more than 4 stages)");
+            char *end = NULL;   /* strtol, not sscanf's %d: an out-of-range number is then defined */
+            long i = cJSON_IsString(e) && !strncmp(e->valuestring, "stage", 5) ? strtol(e->valuestring + 5, &end, 10)
+                                                                               : 0;
+            if (!end || end == e->valuestring + 5 || *end || i < 1 || i > n_layers)
+                return bad(c, "out_features", "expected names stage1..stageL");
+            from_feat[n_feat++] = (int)i;
+        }
+    }
     if (cJSON_IsArray(ind)) {
         const cJSON *e;
         cJSON_ArrayForEach(e, ind) {
@@ -120,18 +143,15 @@ static sa3d_status parse_out_indices(const cfg_ctx *c, const cJSON *o, int n_lay
             if (i < 1) return bad(c, "out_indices", "index outside 1..num_hidden_layers");
             idx[(*n)++] = i;
         }
-    } else if (cJSON_IsArray(feat)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, feat) {
-            if (*n >= 4) return unsupported(c, "out_features", "(more than 4 stages)");
-            char *end = NULL;   /* strtol, not sscanf's %d: an out-of-range number is then defined */
-            long i = cJSON_IsString(e) && !strncmp(e->valuestring, "stage", 5) ? strtol(e->valuestring + 5, &end, 10)
-                                                                               : 0;
-            if (!end || end == e->valuestring + 5 || *end || i < 1 || i > n_layers)
-                return bad(c, "out_features", "expected names stage1..stageL");
-            idx[(*n)++] = (int)i;
-        }
+        if (cJSON_IsArray(feat) && (n_feat != *n || memcmp(from_feat, idx, (size_t)n_feat * sizeof(int)) != 0))
+            return bad(c, "out_features", "names other stages than out_indices");
+    } else {
+        memcpy(idx, from_feat, (size_t)n_feat * sizeof(int));
+        *n = n_feat;
     }
+    for (int k = 1; k < *n; k++)
+        if (idx[k] <= idx[k - 1])
+            return bad(c, cJSON_IsArray(ind) ? "out_indices" : "out_features", "stages must increase, without repeats");
     return SA3D_OK;
 }
 
@@ -140,7 +160,8 @@ static sa3d_status parse_depth_anything(const cfg_ctx *c, const cJSON *root, sa3
     const cJSON *bb = cJSON_GetObjectItemCaseSensitive(root, "backbone_config");
     if (!cJSON_IsObject(bb)) return bad(c, "backbone_config", "missing or not an object");
     const char *bb_type = get_str(bb, "model_type");
-    if (bb_type && strcmp(bb_type, "dinov2") != 0) return unsupported(c, "backbone_config.model_type", bb_type);
+    if (!bb_type) return bad(c, "backbone_config.model_type", "missing (Depth Anything V2's backbone is \"dinov2\")");
+    if (strcmp(bb_type, "dinov2") != 0) return unsupported(c, "backbone_config.model_type", bb_type);
     cfg_ctx cb = { c->path, "backbone_config.", c->err };
     if ((s = parse_vit(&cb, bb, 0, vit))) return s;
     memset(d, 0, sizeof *d);
@@ -149,7 +170,8 @@ static sa3d_status parse_depth_anything(const cfg_ctx *c, const cJSON *root, sa3
     if (n != 4) return unsupported(&cb, "out_indices", "(Depth Anything needs exactly 4 stages)");
     d->n_stages = 4;
     int reshape;
-    if ((s = get_bool(&cb, bb, "reshape_hidden_states", 0, &reshape))) return s;
+    /* absent means true (Dinov2Config's default), which Depth Anything's neck cannot take */
+    if ((s = get_bool(&cb, bb, "reshape_hidden_states", 1, &reshape))) return s;
     if (reshape) return unsupported(&cb, "reshape_hidden_states", "true");
 
     const cJSON *nh = cJSON_GetObjectItemCaseSensitive(root, "neck_hidden_sizes");

@@ -38,7 +38,8 @@ static void need(loader *L, const float **dst, int optional, int ndim, const int
     const sa3d_st_tensor *t = sa3d_checkpoint_find(L->m->ck, key);
     if (!t) {
         if (optional) return;
-        L->status = sa3d_fail(L->err, SA3D_ERR_FORMAT, "%s: tensor '%s' is missing", L->m->dir, key);
+        L->status = sa3d_fail(L->err, SA3D_ERR_FORMAT, "%s: tensor '%s' is missing",
+                             sa3d_checkpoint_source(L->m->ck), key);
         return;
     }
     int ok = t->ndim == ndim;
