@@ -434,6 +434,17 @@ static void case_file_negative(void) {
     p->slot_flip[0] = 2; expect_bad(p, "flip not an involution", "'slot_flip'"); p->slot_flip[0] = 1;
     p->slot_flip[4] = 6; expect_bad(p, "flip out of range", "'slot_flip'"); p->slot_flip[4] = 5;
     p->rig[5] = INFINITY; expect_bad(p, "infinite rig entry", "'rig'"); p->rig[5] = 0.0f;
+    /* values that pass as finite but break the aligner later: ln B(1e306, 3) is inf - inf; coordinates beyond
+     * +-1e6; the rig's contract (prior.h) of affine rows over used slots */
+    p->pair_ratio[0] = 1e306; expect_bad(p, "Beta with ln B overflowing", "'pair_ratio': element 0: Beta parameters whose ln B");
+    p->pair_ratio[0] = 2.0;
+    p->anchors[3] = 1e7; expect_bad(p, "anchor beyond 1e6", "'anchors': element 3"); p->anchors[3] = a;
+    p->dense_xyz[2] = 1e7f; expect_bad(p, "dense point beyond 1e6", "'dense_xyz': element 2"); p->dense_xyz[2] = 0.02f;
+    p->rig[3] = 0.5f; expect_bad(p, "rig weight on unused slot", "'rig': element 3: weight on an unused slot");
+    p->rig[3] = 0.0f;
+    p->rig[7] = 0.5f; expect_bad(p, "rig row not summing to 1", "'rig': element 6: row does not sum to 1");
+    p->rig[7] = 1.0f;
+    { sa3d_error e2 = { 0 }; T_OK(sa3d_prior_check_values(p, "restored", &e2), &e2); }
     /* a file that is not a prior at all, and one with a tensor missing */
     sa3d_error err = { 0 };
     sa3d_prior *q = NULL;
@@ -863,6 +874,102 @@ static void case_build_negative(void) {
     sa3d_prior_synth_free(sy);
 }
 
+/* A source whose features of image 0 (not mirrored) hold one NaN; everything else from the synthetic source. */
+static sa3d_prior_source nan_inner;
+static sa3d_status nan_features(void *user, int image, int flip, float *feat, sa3d_error *err) {
+    sa3d_status s = nan_inner.features(user, image, flip, feat, err);
+    if (!s && image == 0 && !flip) feat[7] = NAN;
+    return s;
+}
+
+/* How the build fails or copes where the data leaves something out: slots the greedy order cannot reach, no
+ * dense point at all, a NaN in a feature map. */
+static void case_build_degenerate(void) {
+    sa3d_prior_synth_params sp;
+    sa3d_prior_synth_params_default(&sp);
+    sp.n_images = 12;
+    sp.p_hidden = 0.0;
+    sa3d_prior_synth *sy = NULL;
+    sa3d_error err = { 0 };
+    T_OK(sa3d_prior_synth_make(&sy, &sp, &err), &err);
+    if (!sy) return;
+    sa3d_prior_build_params p = test_params();
+    p.refine_iters = 300;
+    sa3d_prior_source src = sa3d_prior_synth_source(sy);
+    sa3d_prior *pr = NULL;
+    /* (1) slots {0..3} only in images 0-5, {4..9} only in images 6-11 (each group closed under the flip map): no
+     * relation joins the groups, so the order never reaches the group without the seed edge. Its relations were
+     * kept by the filter; through a slot at +inf they made the refinement's L_geom NaN and failed the build. */
+    for (int i = 0; i < sp.n_images; i++)
+        for (int k = 0; k < sp.n_slots; k++)
+            if ((i < 6) != (k < 4)) sy->annos[i].visible[k] = 0;
+    for (int k = 0; k < sp.n_slots; k++) T_CHECK((sy->flip[k] < 4) == (k < 4));
+    sa3d_prior_build_report rep;
+    T_OK(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, &rep, &err),
+         &err);
+    if (pr) {
+        uint8_t used[64] = { 0 };
+        for (int u = 0; u < pr->n_used; u++) used[pr->used[u]] = 1;
+        T_CHECK(pr->n_used == 4 || pr->n_used == 6);
+        for (int k = 0; k < sp.n_slots; k++) T_CHECK(used[k] == (pr->n_used == 4 ? k < 4 : k >= 4));
+        int among = pr->n_pairs > 0 && pr->n_tets > 0;   /* every stored relation joins used slots only */
+        for (size_t e = 0; e < pr->n_pairs; e++)
+            for (int j = 0; j < 2; j++) among &= used[pr->pair_e1[2 * e + j]] && used[pr->pair_e2[2 * e + j]];
+        for (size_t t = 0; t < pr->n_tets; t++)
+            among &= used[pr->tet_t[3 * t]] && used[pr->tet_t[3 * t + 1]] && used[pr->tet_t[3 * t + 2]] &&
+                     used[pr->tet_v[t]];
+        T_CHECK(among);
+        T_CHECK(isfinite(rep.refine_energy[0]) && rep.refine_energy[1] <= rep.refine_energy[0]);
+        printf("  two slot groups never seen together: %d of %d slots placed, %zu edge pairs and %zu tets among them, "
+               "L_geom %.4f -> %.4f\n", pr->n_used, pr->n_slots, pr->n_pairs, pr->n_tets, rep.refine_energy[0],
+               rep.refine_energy[1]);
+        sa3d_prior_free(pr);
+        pr = NULL;
+    }
+    for (int i = 0; i < sp.n_images; i++)
+        for (int k = 0; k < sp.n_slots; k++) sy->annos[i].visible[k] = 1;
+    /* (2) empty masks: no instance gives a warped point. The build returned a "prior" of bare anchors with zero
+     * features and statistics, which the aligner cannot tell from anything */
+    uint8_t *masks = malloc((size_t)sp.n_images * sp.w * sp.h);
+    if (masks) {
+        for (int i = 0; i < sp.n_images; i++) {
+            memcpy(masks + (size_t)i * sp.w * sp.h, sy->mask[i], (size_t)sp.w * sp.h);
+            memset(sy->mask[i], 0, (size_t)sp.w * sp.h);
+        }
+        T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL,
+                                  &err), SA3D_ERR_NUMERIC, &err);
+        T_CHECK(pr == NULL);
+        T_CONTAINS(err.msg, "no dense points");
+        printf("  empty masks: %s\n", err.msg);
+        for (int i = 0; i < sp.n_images; i++) memcpy(sy->mask[i], masks + (size_t)i * sp.w * sp.h, (size_t)sp.w * sp.h);
+        free(masks);
+    }
+    /* (2b) as many clusters as merged points: every weight is 1 / n_merged, below the cutoff */
+    sa3d_prior_build_params many = p;
+    many.kmeans_k = 1000000;
+    T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &many, NULL, &err),
+             SA3D_ERR_NUMERIC, &err);
+    T_CHECK(pr == NULL);
+    T_CONTAINS(err.msg, "no dense points: none of the");
+    printf("  kmeans_k 1e6: %s\n", err.msg);
+    /* (3) one NaN in one feature map: it voided the keypoint statistics of every slot the image shows, and the
+     * saved file was one the loader refuses */
+    nan_inner = src;
+    sa3d_prior_source bad = src;
+    bad.features = nan_features;
+    T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &bad, &p, NULL, &err),
+             SA3D_ERR_NUMERIC, &err);
+    T_CHECK(pr == NULL);
+    T_CONTAINS(err.msg, "feature map: value 7 (channel 0) is not finite");
+    T_CONTAINS(err.msg, sy->annos[0].id);
+    printf("  NaN feature: %s\n", err.msg);
+    /* the same data without the faults builds */
+    T_OK(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL, &err), &err);
+    T_CHECK(pr && pr->n_used == sp.n_slots);
+    sa3d_prior_free(pr);
+    sa3d_prior_synth_free(sy);
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "sparse_topology.json: modes, seed edge, order, subsets, grid argmin", case_topology },
@@ -875,6 +982,7 @@ int main(int argc, char **argv) {
         { "4.2", "build: bit-identical for a seed at 1 and 2 threads", case_build_determinism },
         { "4.3", "build: the refinement's convergence stop matches the full run", case_refine_stop },
         { "4.4", "build: bad inputs and no surviving relation", case_build_negative },
+        { "4.5", "build: unreachable slots, no dense point (2 ways), a NaN feature", case_build_degenerate },
     };
     int rc = t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
     if (tmpdir[0]) {

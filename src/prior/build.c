@@ -106,6 +106,7 @@ typedef struct instance {
 
 typedef struct build {
     const sa3d_prior_build_params *p;
+    const sa3d_image_anno *const *images;   /* [N] */
     int n, N, I, C, g;                 /* slots, images, instances (2N), channels, grid */
     instance *inst;                    /* [I] */
     float **zmap;                      /* [N] pseudo-depth [H][W] of the original image */
@@ -271,6 +272,34 @@ static void fitted_free(fitted *f) {
     sa3d_free(f->e1); sa3d_free(f->e2); sa3d_free(f->t); sa3d_free(f->v);
     sa3d_free(f->R); sa3d_free(f->A); sa3d_free(f->cx); sa3d_free(f->cy); sa3d_free(f->cz); sa3d_free(f->mode);
     memset(f, 0, sizeof *f);
+}
+
+/* Keeps the relations whose vertices are all used slots, in order: the others reach a slot the sparse stage never
+ * placed (+inf), so the aligner could not evaluate them (prior.h). Every slot placed keeps them all. */
+static void fitted_keep_used(fitted *f, const uint8_t *used) {
+    size_t np = 0, nt = 0;
+    for (size_t i = 0; i < f->n_pairs; i++) {
+        const int32_t *a = f->e1 + 2 * i, *c = f->e2 + 2 * i;
+        if (!(used[a[0]] && used[a[1]] && used[c[0]] && used[c[1]])) continue;
+        memmove(f->e1 + 2 * np, a, 2 * sizeof(int32_t));
+        memmove(f->e2 + 2 * np, c, 2 * sizeof(int32_t));
+        f->R[np] = f->R[i];
+        f->A[np] = f->A[i];
+        f->mode[np] = f->mode[i];
+        np++;
+    }
+    for (size_t i = 0; i < f->n_tets; i++) {
+        const int32_t *t = f->t + 3 * i;
+        if (!(used[t[0]] && used[t[1]] && used[t[2]] && used[f->v[i]])) continue;
+        memmove(f->t + 3 * nt, t, 3 * sizeof(int32_t));
+        f->v[nt] = f->v[i];
+        f->cx[nt] = f->cx[i];
+        f->cy[nt] = f->cy[i];
+        f->cz[nt] = f->cz[i];
+        nt++;
+    }
+    f->n_pairs = np;
+    f->n_tets = nt;
 }
 
 /* A fit that fails (zero variance: no MLE) is left at (1, 1) and so filtered out, for this relation alone
@@ -471,7 +500,8 @@ static sa3d_status warp_instance(build *b, merged *mg, const instance *in, const
     np = 0;
     for (int y = 0; y < h; y++)   /* mask pixels of the instance, row-major in its own frame */
         for (int x = 0; x < w; x++)
-            if (b->mask[in->img][(size_t)y * w + (in->flip ? w - 1 - x : x)]) order[np++] = (uint32_t)(y * w + x);
+            if (b->mask[in->img][(size_t)y * w + (in->flip ? w - 1 - x : x)])
+                order[np++] = (uint32_t)((size_t)y * (size_t)w + (size_t)x);
     /* A uniform random subset of at most dense_max_src pixels, visited in random order, keeping the first
      * dense_max_pts that survive: the same distribution as the authors' 10,000-pixel sample, warp, hull filter,
      * then a random 1,000 of the survivors, without warping pixels that would be thrown away (docs/PRIOR.md). */
@@ -535,6 +565,12 @@ static sa3d_status stage_dense(build *b, merged *mg, const sa3d_prior_source *sr
     for (int i = 0; i < I; i++) {
         const instance *in = &b->inst[i];
         if ((st = src->features(src->user, in->img, in->flip, F, err))) goto done;
+        for (size_t q = 0; q < gg * (size_t)C; q++)   /* as the depth check: a NaN would void every statistic */
+            if (!isfinite(F[q])) {
+                st = sa3d_fail(err, SA3D_ERR_NUMERIC, "image %s%s: feature map: value %zu (channel %zu) is not finite",
+                               b->images[in->img]->id, in->flip ? " (mirrored)" : "", q, q / gg);
+                goto done;
+            }
         for (int k = 0; k < n; k++)   /* keypoint features at the raw keypoint cell (4.5 step 5) */
             if (in->vis[k])
                 cell_feat(b, F, in, in->raw[k][0], in->raw[k][1], mg->kfeat + ((size_t)i * n + k) * (size_t)C);
@@ -654,7 +690,9 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
                              "[0, %d)", category, k, flip[k], n_slots);
     for (int i = 0; i < n_images; i++) {
         const sa3d_image_anno *a = images[i];
-        if (!a || a->width < 1 || a->height < 1 || a->width > 100000 || a->height > 100000)
+        /* pixel indices are 32-bit (the dense stage's sampling order) */
+        if (!a || a->width < 1 || a->height < 1 || a->width > 100000 || a->height > 100000 ||
+            (int64_t)a->width * a->height > INT32_MAX)
             return sa3d_fail(err, SA3D_ERR_ARG, "prior build: image %d (%s): bad size", i, a ? a->id : "NULL");
         for (int k = 0; k < a->n_slots && k < n_slots; k++)
             if (a->visible[k] && (!(a->kps[k][0] >= 0.0f && a->kps[k][0] <= (float)a->width) ||
@@ -666,6 +704,7 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     build b;
     memset(&b, 0, sizeof b);
     b.p = p;
+    b.images = images;
     b.n = n_slots;
     b.N = n_images;
     b.I = 2 * n_images;
@@ -726,15 +765,22 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         b.used[k] = isfinite(b.anchors[3 * k]);
         nu += b.used[k];
     }
+    fitted_keep_used(&fr, b.used);
     double t4 = sa3d_now();
     rep->stage_s[3] = t4 - t3;
     if ((st = stage_dense(&b, &mg, src, err))) goto fail;
     double t5 = sa3d_now();
     rep->stage_s[4] = t5 - t4;
     rep->n_merged = mg.n;
+    if (mg.n == 0) {   /* the dense cloud would be the bare anchors, with no features: a prior in name only */
+        st = sa3d_fail(err, SA3D_ERR_NUMERIC, "prior build: %s: no dense points: %s", category,
+                       nu < 4 ? "fewer than 4 keypoint slots were placed (METHOD.md 4.6 a warps by tetrahedra of them)"
+                              : "no training instance has 4 visible placed keypoints and object pixels in its mask");
+        goto fail;
+    }
 
     /* METHOD.md 4.6 b: k-means, anchors appended, statistics, rig, hull filter, weight cutoff */
-    int k = mg.n == 0 ? 0 : (size_t)p->kmeans_k < mg.n ? p->kmeans_k : (int)mg.n;
+    int k = (size_t)p->kmeans_k < mg.n ? p->kmeans_k : (int)mg.n;
     int m = k + nu;
     centres = sa3d_malloc(((size_t)m + 1) * 3 * sizeof(double));
     assign = sa3d_malloc((mg.n + 1) * sizeof(int32_t));
@@ -750,11 +796,8 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "clustering: out of memory");
         goto fail;
     }
-    if (k > 0) {
-        rep->kmeans_iters = sa3d_kmeans(centres, assign, mg.xyz, mg.n, k, p->seed, p->kmeans_iters, p->kmeans_tol,
-                                        err);
-        if (rep->kmeans_iters < 0) { st = err ? err->code : SA3D_ERR_NOMEM; goto fail; }
-    }
+    rep->kmeans_iters = sa3d_kmeans(centres, assign, mg.xyz, mg.n, k, p->seed, p->kmeans_iters, p->kmeans_tol, err);
+    if (rep->kmeans_iters < 0) { st = err ? err->code : SA3D_ERR_NOMEM; goto fail; }
     int ids[SA3D_PRIOR_MAX_SLOTS], j = 0;
     for (int s = 0; s < b.n; s++)
         if (b.used[s]) {
@@ -762,7 +805,7 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
             memcpy(centres + 3 * (size_t)(k + j), b.anchors + 3 * s, 3 * sizeof(double));
             j++;
         }
-    if (mg.n > 0 && (st = sa3d_dense_stats(cfeat, cmean, csd, centres, m, mg.xyz, mg.feat, mg.n, b.C, p->knn, err)))
+    if ((st = sa3d_dense_stats(cfeat, cmean, csd, centres, m, mg.xyz, mg.feat, mg.n, b.C, p->knn, err)))
         goto fail;
     /* the rig over the canonical tetrahedra of the used slots (tets hold slot ids) */
     {
@@ -772,7 +815,7 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         sa3d_tet_prepare(info, Yu, tets, Tc);
         for (size_t t = 0; t < 4 * Tc; t++) tets[t] = ids[tets[t]];
     }
-    if (k > 0 && (st = sa3d_dense_rig(crig, chull, centres, k, info, tets, Tc, b.n, err))) goto fail;
+    if ((st = sa3d_dense_rig(crig, chull, centres, k, info, tets, Tc, b.n, err))) goto fail;
     double *cnt = sa3d_calloc((size_t)k + 1, sizeof(double));
     if (!cnt) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "clustering: out of memory"); goto fail; }
     for (size_t i = 0; i < mg.n; i++) cnt[assign[i]] += 1.0;
@@ -783,6 +826,13 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         n_keep += chull[c];
     }
     rep->n_centres_kept = n_keep;
+    if (n_keep == 0) {   /* as with no merged point: the anchors alone would be the dense cloud */
+        sa3d_free(cnt);
+        st = sa3d_fail(err, SA3D_ERR_NUMERIC, "prior build: %s: no dense points: none of the %d cluster centres has a "
+                       "weight above the cutoff %g inside the hull (kmeans_k too large for %zu merged points?)",
+                       category, k, p->cutoff, mg.n);
+        goto fail;
+    }
     st = sa3d_prior_alloc(&pr, b.n, b.C, fr.n_pairs, fr.n_tets, n_keep + nu, err);
     if (st) { sa3d_free(cnt); goto fail; }
     snprintf(pr->category, sizeof pr->category, "%s", category);
@@ -825,16 +875,17 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
                 if (row[s] != 0.0f) x += (double)row[s] * b.anchors[3 * s + a];
             pr->dense_xyz[3 * d + a] = (float)x;
         }
-        if (mg.n > 0) {
-            memcpy(pr->dense_feat + (size_t)d * b.C, cfeat + (size_t)c * b.C, (size_t)b.C * sizeof(float));
-            pr->dense_attn_mean[d] = cmean[c];
-            pr->dense_attn_sd[d] = csd[c];
-        }
+        memcpy(pr->dense_feat + (size_t)d * b.C, cfeat + (size_t)c * b.C, (size_t)b.C * sizeof(float));
+        pr->dense_attn_mean[d] = cmean[c];
+        pr->dense_attn_sd[d] = csd[c];
         pr->dense_weight[d] = anchor ? 1.0f : (float)cnt[c];
         pr->dense_anchor[d] = anchor ? ids[c - k] : -1;
         d++;
     }
     sa3d_free(cnt);
+    char label[160];
+    snprintf(label, sizeof label, "prior build: %s: the built prior", category);
+    if ((st = sa3d_prior_check_values(pr, label, err))) goto fail;
     rep->stage_s[5] = sa3d_now() - t5;
     progress(&b, "done", 1, 1);
     *out = pr;

@@ -97,6 +97,13 @@ double sa3d_prior_energy(double *grad /* [n][3] or NULL */, const double *Y /* [
 /* Doubles of scratch sa3d_prior_energy needs for g (one [n][3] gradient per chunk plus energies). */
 size_t sa3d_prior_energy_scratch(const sa3d_geom_terms *g, int n);
 
+/* ---- the file's value checks (prior_io.c) ---------------------------------------------------------------------- */
+
+/* What sa3d_prior_load requires of the values once the shapes agree (finite, in range, ids valid, the rig's
+ * contract); SA3D_ERR_FORMAT with "label: tensor 'name': element i: what". The builder runs it on what it built, so
+ * it never saves a prior the loader would refuse. */
+sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *label, sa3d_error *err);
+
 /* ---- dense cloud helpers (dense.c) -------------------------------------------------------------------------------- */
 
 /* Seeded k-means++ then Lloyd (Hamerly's bounds: the same fixed point as plain Lloyd) on pts [N][3]. centres

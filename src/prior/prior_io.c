@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/base.h"
+#include "geom/geom.h"
 #include "prior/prior_internal.h"
 #include "semalign3d/prior.h"
 #include "semalign3d/safetensors.h"
@@ -18,6 +19,9 @@
 /* Caps on counts read from a file; larger priors are not produced by the builder and are refused as hostile. */
 #define MAX_C 65536
 #define MAX_DENSE 10000000
+/* Canonical coordinates: the seed edge has length 0.035, a built cloud spans a few units; far beyond that, squared
+ * distances and the camera's divisions lose all precision (the aligner would see inf or 0) */
+#define MAX_COORD 1e6
 
 /* ---- allocation -------------------------------------------------------------------------------------------- */
 
@@ -234,7 +238,7 @@ static sa3d_status bad(sa3d_error *err, const char *label, const char *name, siz
     return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: tensor '%s': element %zu: %s", label, name, idx, what);
 }
 
-static sa3d_status check_values(const sa3d_prior *p, const char *L, sa3d_error *err) {
+sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *L, sa3d_error *err) {
     size_t n = (size_t)p->n_slots, C = (size_t)p->C, D = (size_t)p->n_dense;
     uint8_t is_used[SA3D_PRIOR_MAX_SLOTS] = { 0 };
     for (int i = 0; i < p->n_used; i++) {
@@ -246,9 +250,9 @@ static sa3d_status check_values(const sa3d_prior *p, const char *L, sa3d_error *
     for (size_t k = 0; k < n; k++)
         for (int a = 0; a < 3; a++) {
             double v = p->anchors[3 * k + (size_t)a];
-            if (is_used[k] ? !isfinite(v) : !(isinf(v) && v > 0))
+            if (is_used[k] ? !(fabs(v) <= MAX_COORD) : !(isinf(v) && v > 0))
                 return bad(err, L, "anchors", 3 * k + (size_t)a,
-                           is_used[k] ? "not finite for a used slot" : "not +inf for an unused slot");
+                           is_used[k] ? "not finite and within +-1e6 for a used slot" : "not +inf for an unused slot");
         }
     for (size_t i = 0; i < n * C; i++)
         if (!isfinite(p->anchor_feat[i])) return bad(err, L, "anchor_feat", i, "not finite");
@@ -268,9 +272,13 @@ static sa3d_status check_values(const sa3d_prior *p, const char *L, sa3d_error *
         { "tet_cx", p->tet_cx, 2 * p->n_tets }, { "tet_cy", p->tet_cy, 2 * p->n_tets },
         { "tet_cz", p->tet_cz, 2 * p->n_tets } };
     for (int j = 0; j < 5; j++)
-        for (size_t i = 0; i < betas[j].count; i++)
+        for (size_t i = 0; i < betas[j].count; i++) {
             if (!(betas[j].v[i] > 0.0) || !isfinite(betas[j].v[i]))
                 return bad(err, L, betas[j].name, i, "Beta parameter not finite and positive");
+            /* parameters near DBL_MAX pass the test above, but ln B(alpha, beta) overflows to inf - inf */
+            if (i % 2 == 1 && !isfinite(sa3d_beta_lnb(betas[j].v[i - 1], betas[j].v[i])))
+                return bad(err, L, betas[j].name, i - 1, "Beta parameters whose ln B(alpha, beta) is not finite");
+        }
     struct { const char *name; const float *v; size_t count; } dense[] = {
         { "dense_xyz", p->dense_xyz, 3 * D }, { "dense_feat", p->dense_feat, D * C },
         { "dense_attn_mean", p->dense_attn_mean, D }, { "dense_attn_sd", p->dense_attn_sd, D },
@@ -278,6 +286,17 @@ static sa3d_status check_values(const sa3d_prior *p, const char *L, sa3d_error *
     for (int j = 0; j < 6; j++)
         for (size_t i = 0; i < dense[j].count; i++)
             if (!isfinite(dense[j].v[i])) return bad(err, L, dense[j].name, i, "not finite");
+    for (size_t i = 0; i < 3 * D; i++)
+        if (!(fabs((double)p->dense_xyz[i]) <= MAX_COORD)) return bad(err, L, "dense_xyz", i, "outside +-1e6");
+    for (size_t i = 0; i < D; i++) {   /* the rig contract of prior.h: affine rows over the used slots only */
+        double sum = 0.0;
+        for (size_t k = 0; k < n; k++) {
+            double w = (double)p->rig[i * n + k];
+            if (!is_used[k] && w != 0.0) return bad(err, L, "rig", i * n + k, "weight on an unused slot");
+            sum += w;
+        }
+        if (!(fabs(sum - 1.0) <= 1e-3)) return bad(err, L, "rig", i * n, "row does not sum to 1");
+    }
     for (size_t i = 0; i < D; i++) {
         if (p->dense_attn_sd[i] < 0.0f) return bad(err, L, "dense_attn_sd", i, "negative");
         if (p->dense_weight[i] < 0.0f) return bad(err, L, "dense_weight", i, "negative");
@@ -376,7 +395,7 @@ static sa3d_status load_handle(sa3d_prior **out, const sa3d_safetensors *st, con
         goto fail;
     }
     p->seed = (uint64_t)sv;
-    if (check_values(p, L, err)) goto fail;
+    if (sa3d_prior_check_values(p, L, err)) goto fail;
     *out = p;
     return SA3D_OK;
 fail:
