@@ -52,6 +52,8 @@ void cli_warn(void *user, const char *msg);
 /* Set by SIGINT; long loops check it between items. */
 extern volatile int cli_interrupted;
 void cli_install_sigint(void);
+/* A library cancel callback (user unused): cli_interrupted. */
+int cli_cancel_requested(void *user);
 
 /* Commands that run a network over image files (features, depth): the options they share, the model, and the
  * loop over images with progress, resume (the callback skips images whose output is up to date), per-image
@@ -65,9 +67,14 @@ typedef struct cli_net_args {
 /* Matches argv[*i] against the shared options (--model, --out, --threads, --device, --dtype, --quiet) or takes it
  * as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
 int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a);
-/* 1 when a file's metadata says this model made it: its model_id and dtype (files without a dtype were written
- * before it was recorded, in fp32). The up-to-date test of `features` and `depth`. */
-int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m);
+/* 1 when a file's metadata says this model made it from this image: its model_id and dtype (files without a dtype
+ * were written before it was recorded, in fp32) and image_digest equal to image_digest (cli_image_digest; files
+ * without one are redone). The up-to-date test of `features` and `depth`. */
+int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *image_digest);
+/* 16 hex digits of FNV-1a over the bytes of the file at path, so an output made from another image of the same
+ * name (replaced, or from another folder) is not taken as up to date; "" when it cannot be read (the image's own
+ * load then says why). */
+void cli_image_digest(const char *path, char out[17]);
 /* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
  * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);

@@ -46,6 +46,12 @@ static void help(void) {
            "  --quiet             no progress lines\n");
 }
 
+/* The prior build's progress callback: silent (the demo prints a line per stage), but Ctrl-C stops it. */
+static int prior_cancel(void *user, const char *stage, long done, long total) {
+    (void)user; (void)stage; (void)done; (void)total;
+    return cli_interrupted;
+}
+
 typedef struct method_run { const char *name; sa3d_pck_report r; } method_run;
 
 static sa3d_status run_eval(sa3d_dataset *ds, const char *split, const char *out, const char *name,
@@ -64,6 +70,12 @@ static sa3d_status run_eval(sa3d_dataset *ds, const char *split, const char *out
     sa3d_status s = sa3d_mkdirs(dir, err);
     if (!s) s = sa3d_eval_run(ds, &ep, match, ctx, r, &resumed, err);
     cli_progress_end(&bar);
+    if (!s) {   /* the same report as `eval` writes */
+        char path[4300];
+        snprintf(path, sizeof path, "%s/report.json", dir);
+        const char *meta[] = { "method", name, "dataset", "synth3d (semalign3d demo)", "split", split, NULL };
+        s = sa3d_pck_write_json(r, path, meta, err);
+    }
     return s;
 }
 
@@ -219,6 +231,7 @@ int cmd_demo(int argc, char **argv) {
     /* 1. the dataset */
     sa3d_synth3d_params sp = sa3d_synth3d_params_default(level);
     sp.seed = (uint64_t)seed;
+    sp.cancel = cli_cancel_requested;
     if (sa3d_synth3d_write(root, &sp, &err)) goto done;
     printf("1/4 dataset: %d images of dog, %d/%d/%d trn/val/test pairs (%s, seed %d) in %.1f s\n",
            sp.images_per_category, sp.pairs_trn, sp.pairs_val, sp.pairs_test, diff, seed, sa3d_now() - t0);
@@ -231,6 +244,7 @@ int cmd_demo(int argc, char **argv) {
     t = sa3d_now();
     sa3d_prior_build_params bp = sa3d_prior_build_params_default();
     bp.seed = (uint64_t)seed;
+    bp.progress = prior_cancel;
     sa3d_prior_build_report rep;
     if (sa3d_prior_build_dataset(&prior, ds, "trn", "dog", 0, fp, dp, mp, &bp, &rep, &err)) goto done;
     char path[4300];

@@ -17,7 +17,8 @@ static void help(void) {
            "and OUT/<stem>.depth.png, the image-size map in a colour scale (red = near).\n"
            "The input is prepared as the model folder's preprocessor_config.json (or processor_config.json) says,\n"
            "or as every Depth-Anything-V2-*-hf says when it has neither (518, aspect kept, multiple of 14, bicubic).\n"
-           "Existing outputs made with the same model and preprocessing are kept, so an interrupted run resumes.\n"
+           "Existing outputs made from the same image bytes with the same model and preprocessing are kept, so an\n"
+           "interrupted run resumes.\n"
            "Images must have distinct names (stems). On a GPU (--device cuda) helper threads decode the next image\n"
            "and write the previous one while the network runs.\n\n"
            "options:\n"
@@ -32,12 +33,13 @@ static void help(void) {
 }
 
 /* The job's processor made the file too: its text, or the default for files written before it was recorded. */
-static int up_to_date(const char *path, const char *png, const sa3d_model *m, const sa3d_dpt_preprocess_params *pre,
-                      const char *pre_text) {
+static int up_to_date(const char *path, const char *png, const sa3d_model *m, const char *digest,
+                      const sa3d_dpt_preprocess_params *pre, const char *pre_text) {
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || !sa3d_file_exists(png) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
     const char *made = sa3d_st_metadata(st, "processor");
-    int ok = cli_made_by(st, m) && (made ? !strcmp(made, pre_text) : sa3d_dpt_preprocess_params_is_default(pre)) &&
+    int ok = cli_made_by(st, m, digest) &&
+             (made ? !strcmp(made, pre_text) : sa3d_dpt_preprocess_params_is_default(pre)) &&
              sa3d_st_find(st, "depth") && sa3d_st_find(st, "predicted_depth");
     sa3d_st_close(st);
     return ok;
@@ -46,6 +48,7 @@ static int up_to_date(const char *path, const char *png, const sa3d_model *m, co
 /* One image's buffers (cli/pipeline.c). */
 typedef struct depth_slot {
     const char *image;
+    char digest[17];               /* cli_image_digest of the image file */
     char *path, *png;              /* the output files */
     int iw, ih;                    /* image size */
     float *px;                     /* the processor's input [3][ph][pw] */
@@ -74,7 +77,8 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
     sl->path = sa3d_path_join(j->out_dir, name);
     sl->png = sa3d_path_join(j->out_dir, pname);
     if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(sl->path, sl->png, j->m, &j->pre, j->pre_text)) {
+    cli_image_digest(image, sl->digest);
+    if (up_to_date(sl->path, sl->png, j->m, sl->digest, &j->pre, j->pre_text)) {
         *skip = 1;
         return SA3D_OK;
     }
@@ -127,6 +131,7 @@ static sa3d_status depth_finish(void *ctx, int slot, sa3d_error *err) {
             sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
             sa3d_st_writer_set_metadata(w, "processor", j->pre_text, err) ||
             sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
+            sa3d_st_writer_set_metadata(w, "image_digest", sl->digest, err) ||
             sa3d_png_write(sl->png, rgb, sl->iw, sl->ih, 3, err) || sa3d_st_writer_write(w, sl->path, err))
             s = err->code;
     }

@@ -119,6 +119,10 @@ int cmd_eval(int argc, char **argv) {
     smp.align.seed = (uint64_t)seed;
     smp.align.n_threads = threads;
     if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
+    if (!sa3d && !model_dir) {   /* no network nor aligner to refuse --device cuda later: a build without it here */
+        sa3d_error derr = { 0 };
+        if (sa3d_align_device_check(smp.align.device, &derr)) return cli_run_error(cmd, &derr);
+    }
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
     for (int k = 0; k < sets.n && !sa3d; k++) /* validated above; the baseline reads match.baseline.* alone */
@@ -213,8 +217,10 @@ int cmd_eval(int argc, char **argv) {
     ep.out_dir = out;
     ep.limit = limit;
     char head[8800];
-    snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\n", method,
-             feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "", depth_dir ? depth_dir : "", masks);
+    /* the device and dtype change the numbers too (TF32, 16-bit networks) */
+    snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\ndevice=%s\n"
+             "dtype=%s\n", method, feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "",
+             depth_dir ? depth_dir : "", masks, device ? device : "cpu", dtype ? dtype : "fp32");
     if (!(settings = cli_settings_text(head, &smp))) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     ep.settings = settings;
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */

@@ -14,8 +14,9 @@ static void help(void) {
            "Writes OUT/<image stem>.features.safetensors per image with\n"
            "  feature_map       [D][size/14][size/14]  last DINOv2 block, before the final norm (GeoAware-SC)\n"
            "  feature_map_flip  the same for the left-right mirrored image (with --flip)\n"
-           "and the settings (model id, size, image size, padding) in the metadata. Existing outputs with the same\n"
-           "settings are kept, so an interrupted run resumes.\n"
+           "and the settings (model id and dtype, input size, flip, the image's path and a digest of its bytes)\n"
+           "in the metadata. Existing outputs made from the same image bytes with the same settings are kept, so\n"
+           "an interrupted run resumes.\n"
            "Images must have distinct names (stems). On a GPU (--device cuda) helper threads decode the next image\n"
            "and write the previous one while the network runs.\n\n"
            "options:\n"
@@ -32,11 +33,11 @@ static void help(void) {
 }
 
 /* 1 when path exists and was made with the same model and settings. */
-static int up_to_date(const char *path, const sa3d_model *m, const char *size, int flip) {
+static int up_to_date(const char *path, const sa3d_model *m, const char *digest, const char *size, int flip) {
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
     const char *b = sa3d_st_metadata(st, "size"), *c = sa3d_st_metadata(st, "flip");
-    int ok = cli_made_by(st, m) && b && c && !strcmp(b, size) && !strcmp(c, flip ? "1" : "0") &&
+    int ok = cli_made_by(st, m, digest) && b && c && !strcmp(b, size) && !strcmp(c, flip ? "1" : "0") &&
              sa3d_st_find(st, "feature_map") && (!flip || sa3d_st_find(st, "feature_map_flip"));
     sa3d_st_close(st);
     return ok;
@@ -45,6 +46,7 @@ static int up_to_date(const char *path, const sa3d_model *m, const char *size, i
 /* One image's buffers (cli/pipeline.c): its pixels, then the maps run copied out of the workspace. */
 typedef struct features_slot {
     const char *image;
+    char digest[17];               /* cli_image_digest of the image file */
     char *path;                    /* the output file */
     float *px[2];                  /* [3][size][size] of the image and, with --flip, of its mirror */
     float *maps;                   /* [1 + flip][n], allocated once */
@@ -70,7 +72,8 @@ static sa3d_status features_prepare(void *ctx, int slot, const char *image, cons
     sl->image = image;
     if (!(sl->path = sa3d_path_join(j->out_dir, name)))
         return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    if (up_to_date(sl->path, j->m, j->size_s, j->flip)) {
+    cli_image_digest(image, sl->digest);
+    if (up_to_date(sl->path, j->m, sl->digest, j->size_s, j->flip)) {
         *skip = 1;
         return SA3D_OK;
     }
@@ -109,6 +112,7 @@ static sa3d_status features_finish(void *ctx, int slot, sa3d_error *err) {
         sa3d_st_writer_set_metadata(w, "dtype", sa3d_model_dtype(j->m), err) ||
         sa3d_st_writer_set_metadata(w, "model_dir", j->model_dir, err) ||
         sa3d_st_writer_set_metadata(w, "image", sl->image, err) ||
+        sa3d_st_writer_set_metadata(w, "image_digest", sl->digest, err) ||
         sa3d_st_writer_set_metadata(w, "size", j->size_s, err) ||
         sa3d_st_writer_set_metadata(w, "flip", j->flip ? "1" : "0", err) ||
         sa3d_st_writer_set_metadata(w, "convention", "geoaware-sc: fit into square, centred, zero pad", err) ||

@@ -27,7 +27,7 @@ static void help(void) {
            "                      image and of its mirror (the aligner's mirror term, align.w_mirror)\n"
            "  --features1 FILE    or import them: `semalign3d features --flip` output (keys feature_map and\n"
            "                      feature_map_flip; without the latter, --set align.w_mirror=0) for IMAGE1 ...\n"
-           "  --features2 FILE    ... and IMAGE2\n"
+           "  --features2 FILE    ... and IMAGE2 (a file made by `features` from other image bytes is refused)\n"
            "  --size N            feature input square side (default 840 -> 60 x 60)\n"
            "  --device NAME       cpu (default) or cuda: the network (--model) and the aligner's energy\n"
            "  --dtype NAME        with --model: fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
@@ -68,8 +68,8 @@ static int parse_points(const char *cmd, const char *s, float (*pts)[2]) {
 
 /* The unit feature map of an image (flip: of its left-right mirror, for the aligner's mirror term): computed by
  * the model or read from a `features` file (key feature_map, or feature_map_flip). */
-static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, const char *file,
-                               int size, int flip, sa3d_feature_map *F, sa3d_error *err) {
+static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, const char *img_path,
+                               const char *file, int size, int flip, sa3d_feature_map *F, sa3d_error *err) {
     float *data = NULL;
     int C, g;
     sa3d_status s;
@@ -100,6 +100,15 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
         sa3d_safetensors *st;
         if ((s = sa3d_st_open(&st, file, err))) return s;
         if ((s = sa3d_features_check_size(st, file, size, err))) {
+            sa3d_st_close(st);
+            return s;
+        }
+        const char *made_from = sa3d_st_metadata(st, "image_digest");   /* `features` records it */
+        char digest[17];
+        cli_image_digest(img_path, digest);
+        if (made_from && digest[0] && strcmp(made_from, digest)) {
+            s = sa3d_fail(err, SA3D_ERR_ARG, "%s: computed from another image than %s (image_digest %s, the image's "
+                          "%s)", file, img_path, made_from, digest);
             sa3d_st_close(st);
             return s;
         }
@@ -217,8 +226,9 @@ int cmd_match(int argc, char **argv) {
     sa3d_align_params ap = smp.align;
     for (int k = 0; k < 2; k++) {
         /* no mask or depth for arbitrary images; the mirrored image's features for the mirror term */
-        if (features_of(m, ws, &img[k], feat_path[k], size, 0, &F[k], &err)) goto done;
-        if (ap.w_mirror > 0.0 && features_of(m, ws, &img[k], feat_path[k], size, 1, &Fm[k], &err)) goto done;
+        if (features_of(m, ws, &img[k], img_path[k], feat_path[k], size, 0, &F[k], &err)) goto done;
+        if (ap.w_mirror > 0.0 && features_of(m, ws, &img[k], img_path[k], feat_path[k], size, 1, &Fm[k], &err))
+            goto done;
         sa3d_align_input in_m = { .F = &Fm[k] };
         sa3d_align_input in = { .F = &F[k], .mirror = ap.w_mirror > 0.0 ? &in_m : NULL };
         if (sa3d_align_image(&a[k], prior, &in, &ap, &err)) {
@@ -243,6 +253,7 @@ int cmd_match(int argc, char **argv) {
     for (int q = 0; q < n; q++) len += (size_t)snprintf(text + len, cap - len, "%s%d", q ? ", " : "", fallback[q]);
     len += (size_t)snprintf(text + len, cap - len, "], \"energy\": [%.6g, %.6g], \"focal\": [%.4f, %.4f]}\n",
                             a[0]->energy, a[1]->energy, a[0]->f, a[1]->f);
+    if (json && sa3d_write_file_atomic(json, text, len, &err)) goto done;   /* first: a bad path writes nothing */
     if (png) {
         int w, h;
         sa3d_side_by_side(&canvas, &w, &h, img[0].rgb, img[0].w, img[0].h, img[1].rgb, img[1].w, img[1].h);
@@ -256,11 +267,7 @@ int cmd_match(int argc, char **argv) {
         }
         if (sa3d_png_write(png, canvas, w, h, 3, &err)) goto done;
     }
-    if (json) {
-        if (sa3d_write_file_atomic(json, text, len, &err)) goto done;
-    } else {
-        fputs(text, stdout);
-    }
+    if (!json) fputs(text, stdout);
     rc = EXIT_OK;
 done:
     if (rc != EXIT_OK) rc = cli_run_error(cmd, &err);

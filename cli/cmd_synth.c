@@ -39,9 +39,11 @@ int cmd_synth(int argc, char **argv) {
     if ((seed_s && !cli_int(cmd, "--seed", seed_s, 0, 2147483647, &seed)) ||
         (cats_s && !cli_int(cmd, "--categories", cats_s, 1, 18, &p.n_categories)) ||
         (imgs_s && !cli_int(cmd, "--images", imgs_s, 2, 100000, &p.images_per_category)) ||
-        (pairs_s && !cli_int(cmd, "--pairs-test", pairs_s, 0, 10000000, &p.pairs_test)))
+        (pairs_s && !cli_int(cmd, "--pairs-test", pairs_s, 0, 999999, &p.pairs_test)))
         return EXIT_USAGE;
     p.seed = (uint64_t)seed;
+    p.cancel = cli_cancel_requested;   /* Ctrl-C: the staging folder is removed, nothing is left */
+    cli_install_sigint();
     sa3d_error err = { 0 };
     if (sa3d_synth_spair_write(out, &p, &err)) return cli_run_error(cmd, &err);
     fprintf(stderr, "wrote a synthetic SPair-layout dataset to %s\n", out);

@@ -72,6 +72,8 @@ int cmd_synth3d(int argc, char **argv) {
         else return cli_usage_error(cmd, "--min-side %d is above --max-side %d", p.min_side, p.max_side);
     }
     p.seed = (uint64_t)seed;
+    p.cancel = cli_cancel_requested;   /* Ctrl-C: the staging folder is removed, nothing is left */
+    cli_install_sigint();
     sa3d_error err = { 0 };
     if (sa3d_synth3d_write(out, &p, &err)) return cli_run_error(cmd, &err);
     fprintf(stderr, "wrote a synthetic 3D benchmark (%d images, %d/%d/%d pairs) to %s\n",

@@ -18,6 +18,11 @@ static void on_sigint(int sig) {
     cli_interrupted = 1;
 }
 
+int cli_cancel_requested(void *user) {
+    (void)user;
+    return cli_interrupted;
+}
+
 void cli_install_sigint(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -31,14 +36,18 @@ int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, co
     if (strncmp(a, name, n) != 0) return 0;
     if (a[n] == '=') {
         *value = a + n + 1;
-        return 1;
+    } else {
+        if (a[n] != '\0') return 0;
+        if (*i + 1 >= argc) {
+            cli_usage_error(cmd, "%s needs a value", name);
+            return -1;
+        }
+        *value = argv[++*i];
     }
-    if (a[n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        cli_usage_error(cmd, "%s needs a value", name);
+    if (!**value) {   /* no option takes an empty value; as a folder, "" + "/name" would write under / */
+        cli_usage_error(cmd, "%s: empty value", name);
         return -1;
     }
-    *value = argv[++*i];
     return 1;
 }
 
@@ -202,9 +211,25 @@ int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a)
     return 1;
 }
 
-int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m) {
+int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *image_digest) {
     const char *id = sa3d_st_metadata(st, "model_id"), *dtype = sa3d_st_metadata(st, "dtype");
-    return id && !strcmp(id, sa3d_model_id(m)) && !strcmp(dtype ? dtype : "fp32", sa3d_model_dtype(m));
+    const char *digest = sa3d_st_metadata(st, "image_digest");
+    return id && !strcmp(id, sa3d_model_id(m)) && !strcmp(dtype ? dtype : "fp32", sa3d_model_dtype(m)) &&
+           image_digest[0] && digest && !strcmp(digest, image_digest);
+}
+
+void cli_image_digest(const char *path, char out[17]) {
+    char *data = NULL;
+    size_t len = 0;
+    out[0] = '\0';
+    if (sa3d_read_file(path, (size_t)1 << 31, &data, &len, NULL) != SA3D_OK) return;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)data[i];
+        h *= 1099511628211ull;
+    }
+    sa3d_free(data);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
 int cli_model_names_ok(const char *cmd, const char *device, const char *dtype) {

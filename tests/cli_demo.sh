@@ -18,7 +18,7 @@ b=$(sed 's/.*"baseline_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 s=$(sed 's/.*"semalign3d_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 awk -v b="$b" -v s="$s" 'BEGIN { exit !(s > b) }' || { echo "FAIL SemAlign3D $s not above the baseline $b"; fail=1; }
 for f in matches_baseline.png matches_semalign3d.png aligned.png dog.prior.safetensors semalign3d/predictions.jsonl \
-         baseline_flip/predictions.jsonl; do
+         baseline_flip/predictions.jsonl baseline/report.json baseline_flip/report.json semalign3d/report.json; do
   [ -s "$T/d/$f" ] || { echo "FAIL $f missing"; fail=1; }
 done
 grep -q "viewpoint variation 2" "$T/log" || { echo "FAIL no viewpoint table"; fail=1; }
@@ -78,6 +78,11 @@ margs=("$D/JPEGImages/dog/$a.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.p
        --features1 "$D/Features/dog/$a.features.safetensors" --features2 "$D/Features/dog/$b.features.safetensors")
 "$BIN" match "${margs[@]}" --points "100,100;120,90" --json "$T/m.json" --png "$T/m.png"; check "match" 0 $?
 grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match outputs"; fail=1; }
+grep -q '"per_image"' "$T/d/semalign3d/report.json" || { echo "FAIL demo report.json without PCK"; fail=1; }
+# an unwritable --json: nothing written, the PNG included (it was written first and left behind)
+"$BIN" match "${margs[@]}" --points "100,100" --json "$T/nodir/m.json" --png "$T/m3.png" 2>/dev/null
+check "match with --json in a missing folder" 1 $?
+[ ! -e "$T/m3.png" ] || { echo "FAIL match wrote its PNG although the JSON failed"; fail=1; }
 "$BIN" match "${margs[@]}" --points "100,abc" --json "$T/m2.json" 2>/dev/null; check "match malformed points" 2 $?
 "$BIN" match "${margs[@]}" --points "100,100" --set match.lift=1 --json "$T/m2.json" 2>"$T/e"
 check "match with match.lift" 2 $?
@@ -88,6 +93,8 @@ grep -q "does not compute" "$T/e" || { echo "FAIL match.lift message: $(cat "$T/
 [ ! -e "$T/m2.json" ] || { echo "FAIL match wrote JSON after a failure"; fail=1; }
 
 "$BIN" demo --seed x > /dev/null 2>&1; check "demo --seed x" 2 $?
+"$BIN" demo --out "" > /dev/null 2>"$T/e"; check "demo --out ''" 2 $?   # "" + "/dataset" was a folder under /
+grep -q "empty value" "$T/e" || { echo "FAIL demo --out '': $(cat "$T/e")"; fail=1; }
 "$BIN" demo --difficulty extreme > /dev/null 2>&1; check "demo --difficulty extreme" 2 $?
 "$BIN" demo --split trn > /dev/null 2>&1; check "demo --split trn" 2 $?
 mkdir -p "$T/full/dataset"; touch "$T/full/dataset/x"

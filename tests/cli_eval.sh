@@ -11,6 +11,14 @@ check() { if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1
 
 "$BIN" synth-spair --out "$T/ds" --categories 2 --pairs-test 12 2>/dev/null; check "synth-spair" 0 $?
 "$BIN" synth-spair --out "$T/ds" 2>/dev/null; check "synth-spair into a non-empty dir" 1 $?
+# Ctrl-C while synth3d writes: exit 130 and nothing left behind (the dataset is staged, then renamed whole; it
+# left .tmp files and a partial tree that the rerun refused as not empty)
+"$BIN" synth3d --out "$T/s3i" --images 1000 --threads 1 2>"$T/e" &
+pid=$!; sleep 1; kill -INT $pid; wait $pid; check "synth3d interrupted" 130 $?
+[ -z "$(ls "$T" | grep s3i)" ] || { echo "FAIL interrupted synth3d left $(ls "$T" | grep s3i)"; fail=1; }
+"$BIN" synth3d --out "$T/s3i/" --images 12 --pairs-trn 4 --pairs-val 2 --pairs-test 2 2>/dev/null
+check "synth3d after the interruption" 0 $?
+[ -s "$T/s3i/synth_params.json" ] && [ -z "$(ls "$T" | grep partial)" ] || { echo "FAIL synth3d rerun output"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table" 2>/dev/null
 check "eval baseline" 0 $?
 grep -q "All: pair-weighted" "$T/table" || { echo "FAIL eval table"; fail=1; }
@@ -54,6 +62,25 @@ grep -q "at most" "$T/e" && [ -z "$(ls "$T" | grep '^xxx')" ] || { echo "FAIL lo
   >/dev/null 2>"$T/e"; check "eval window_radius INT_MAX" 2 $?
 grep -q "option baseline.window_radius" "$T/e" && [ ! -e "$T/evr" ] ||
   { echo "FAIL window_radius: $(cat "$T/e")"; fail=1; }
+# a run that fails before its first category leaves no settings that block the corrected run
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --size 420 --out "$T/evs" --quiet >/dev/null 2>"$T/e"
+check "eval --size other than the files'" 1 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/evs" --quiet >/dev/null 2>"$T/e"
+check "eval rerun after a failed start" 0 $?
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --size 420 --out "$T/evs" --quiet >/dev/null 2>"$T/e"
+check "eval other settings over finished categories" 1 $?
+grep -q "made with other settings" "$T/e" || { echo "FAIL settings guard: $(cat "$T/e")"; fail=1; }
+"$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "" >/dev/null 2>"$T/e"
+check "eval --out ''" 2 $?   # "" + "/parts" wrote under /
+grep -q -- "--out: empty value" "$T/e" || { echo "FAIL --out '': $(cat "$T/e")"; fail=1; }
+# the baseline too refuses a device this build or machine lacks, before any work (where it can run, this passes)
+if ! "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --device cuda --out "$T/evc" --quiet >/dev/null \
+     2>"$T/e"; then
+  grep -q "cuda" "$T/e" && [ ! -e "$T/evc" ] || { echo "FAIL eval --device cuda: $(cat "$T/e")"; fail=1; }
+fi
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ds" --allow-missing --json "$T/rd.json" >/dev/null 2>"$T/e"
+check "pck --predictions a folder" 1 $?   # it read as an empty file
+grep -q "not a regular file" "$T/e" && [ ! -e "$T/rd.json" ] || { echo "FAIL pck folder: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
 grep -q "(12 resumed" "$T/table2" || { echo "FAIL rerun did not resume the finished categories"; fail=1; }

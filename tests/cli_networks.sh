@@ -98,6 +98,24 @@ if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
   touch -d 2001-01-01 "$T/o/input.depth.safetensors"
   "$BIN" depth --model "$da" --out "$T/o" --quiet "$img"; check "depth, default processor again" 0 $?
   [ "$(date -r "$T/o/input.depth.safetensors" +%Y)" = 2001 ] || { echo "FAIL same settings not kept"; fail=1; }
+  # another image under the same name is not taken as done (the file records a digest of the image's bytes)
+  mkdir -p "$T/other"
+  "$BIN" synth-spair --out "$T/sy" --categories 1 --images 2 2>/dev/null
+  cp "$(ls "$T"/sy/JPEGImages/*/*.jpg | head -1)" "$T/other/input.png"
+  touch -d 2001-01-01 "$T/o/input.features.safetensors"
+  "$BIN" features --model "$dino" --out "$T/o" --size 112 --flip --quiet "$img"; check "features kept" 0 $?
+  [ "$(date -r "$T/o/input.features.safetensors" +%Y)" = 2001 ] || { echo "FAIL same image not kept"; fail=1; }
+  for cmd in features depth; do
+    f="$T/o/input.$cmd.safetensors"
+    [ $cmd = depth ] && touch -d 2001-01-01 "$f"
+    if [ $cmd = features ]; then
+      "$BIN" features --model "$dino" --out "$T/o" --size 112 --flip --quiet "$T/other/input.png"
+    else
+      "$BIN" depth --model "$da" --out "$T/o" --quiet "$T/other/input.png"
+    fi
+    check "$cmd, another image of the same name" 0 $?
+    [ "$(date -r "$f" +%Y)" != 2001 ] || { echo "FAIL $cmd kept the output of another image"; fail=1; }
+  done
   echo '{"size": {"height": 518}}' > "$T/da2/preprocessor_config.json"
   "$BIN" depth --model "$T/da2" --out "$T/o2" --quiet "$img" 2>"$T/e"; check "depth, broken processor" 1 $?
   grep -q "$T/da2/preprocessor_config.json: size" "$T/e" || { echo "FAIL config message: $(cat "$T/e")"; fail=1; }

@@ -91,6 +91,12 @@ grep -q '"matches": \[\[' "$T/mm.json" && cmp -s "$T/mm.json" "$T/mf.json" ||
   >/dev/null 2>"$T/e"; check "match on features of another input size" 1 $?
 grep -q "computed at input size 112; this run reads features at 840" "$T/e" && [ ! -e "$T/mz.json" ] ||
   { echo "FAIL match size mismatch: $(cat "$T/e")"; fail=1; }
+# features of image 2 given for image 1: the file's image_digest names other bytes (it ran, on wrong features)
+"$BIN" match "${imgs[0]}" "${imgs[1]}" "${MP[@]}" --features1 "$T/s3f/$s2.features.safetensors" \
+  --features2 "$T/s3f/$s2.features.safetensors" --json "$T/mw.json" >/dev/null 2>"$T/e"
+check "match on another image's features" 1 $?
+grep -q "computed from another image than ${imgs[0]}" "$T/e" && [ ! -e "$T/mw.json" ] ||
+  { echo "FAIL match other image: $(cat "$T/e")"; fail=1; }
 "$BIN" build-prior --dataset "$T/s3" --category dog --features-dir "$T/s3f" --depth-dir "$T/s3/Depth" --dtype fp16 \
   --out "$T/px" $F3 >/dev/null 2>"$T/e"; check "build-prior --dtype without a network" 2 $?
 

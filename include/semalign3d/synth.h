@@ -77,7 +77,7 @@ typedef struct sa3d_synth_spair_params {
     uint64_t seed;                 /* 0 */
     int n_categories;              /* 2: the first n of the 18 sorted SPair categories, 1..18 */
     int images_per_category;       /* 6; 2..100000 */
-    int pairs_trn, pairs_val, pairs_test;   /* 12, 4, 8: pairs per split over all categories; 0..10000000 */
+    int pairs_trn, pairs_val, pairs_test;   /* 12, 4, 8: pairs per split over all categories; 0..999999 */
     int min_side, max_side;        /* 160, 320: image width and height in pixels, 32..4096 */
     float kp_visible;              /* 0.7: probability that a keypoint slot is visible, (0, 1] */
     int feature_channels;          /* C: 32; 1..4096 */
@@ -89,15 +89,18 @@ typedef struct sa3d_synth_spair_params {
     int write_features;            /* 1: Features (feature_map) */
     int write_flip_features;       /* 1: also feature_map_flip in each feature file */
     int n_threads;                 /* 0 = all cores */
+    int (*cancel)(void *user);   /* NULL, or polled before each file, from several threads at once: non-zero
+                                    stops the write (SA3D_ERR_CANCELLED) and nothing is left under root */
+    void *cancel_user;
 } sa3d_synth_spair_params;
 
 SA3D_API sa3d_synth_spair_params sa3d_synth_spair_params_default(void);
 
 /* Writes the dataset described above under root. root must not exist (it is created, with its parents) or be
- * an empty directory, so a generated split never mixes with other files. Every file is written atomically
- * (temp file + rename). Failure: SA3D_ERR_ARG (a parameter out of range, naming it; root not empty),
- * SA3D_ERR_IO (naming the file or directory), SA3D_ERR_NOMEM; files written before the failure stay, and
- * synth_params.json is then absent. */
+ * an empty directory, so a generated split never mixes with other files. The whole dataset is written into
+ * "<root>.partial-<pid>" and renamed to root at the end, so it appears whole or not at all. Failure: SA3D_ERR_ARG
+ * (a parameter out of range, naming it; root not empty), SA3D_ERR_IO (naming the file or directory),
+ * SA3D_ERR_NOMEM, SA3D_ERR_CANCELLED (p->cancel); the staging folder is then removed. */
 SA3D_API sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_params *p, sa3d_error *err);
 
 /* The content of synth_params.json for p: a one-line JSON object with every parameter, the category names

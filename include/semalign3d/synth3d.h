@@ -130,6 +130,9 @@ typedef struct sa3d_synth3d_params {
     float depth_noise;           /* preset; 0..1 */
     float depth_distortion;      /* preset; 0..0.9 */
     int n_threads;               /* 0 = all cores */
+    int (*cancel)(void *user);   /* NULL, or polled before each file, from several threads at once: non-zero
+                                    stops the write (SA3D_ERR_CANCELLED) and nothing is left under root */
+    void *cancel_user;
 } sa3d_synth3d_params;
 
 /* Defaults with the preset of `difficulty` (an out-of-range value gives MEDIUM). */
@@ -140,9 +143,10 @@ SA3D_API int sa3d_synth3d_difficulty_parse(const char *name);
 SA3D_API const char *sa3d_synth3d_category(int i);
 
 /* Writes the dataset under root, which must not exist (it is created, with its parents) or be an empty
- * directory. Parameters and root are checked before anything is created. Every file is atomic (temp file +
- * rename). Failure: SA3D_ERR_ARG (a parameter out of range, naming it; root not empty), SA3D_ERR_IO (naming
- * the file), SA3D_ERR_NOMEM; files written before an I/O failure stay, synth_params.json is then absent. */
+ * directory. Parameters and root are checked before anything is created. The whole dataset is written into
+ * "<root>.partial-<pid>" and renamed to root at the end, so it appears whole or not at all. Failure:
+ * SA3D_ERR_ARG (a parameter out of range, naming it; root not empty), SA3D_ERR_IO (naming the file),
+ * SA3D_ERR_NOMEM, SA3D_ERR_CANCELLED (p->cancel); the staging folder is then removed. */
 SA3D_API sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, sa3d_error *err);
 
 /* The providers of a dataset written by sa3d_synth3d_write and opened as ds from root: features and depth

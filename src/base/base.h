@@ -53,6 +53,9 @@ int sa3d_file_exists(const char *path);
 /* mkdir -p: creates path and its missing parents (mode 0777 & umask); an existing directory is fine. */
 sa3d_status sa3d_mkdirs(const char *path, sa3d_error *err);
 int sa3d_dir_exists(const char *path);
+/* Removes path and, for a folder, everything under it (links themselves, not their targets); 0, or -1 when
+ * something stayed. A missing path is 0. */
+int sa3d_remove_tree(const char *path);
 
 /* Thread count: 0 means all online cores. Applies to OpenMP and OpenBLAS; returns the count used. */
 int sa3d_set_threads(int n_threads);

@@ -1,8 +1,9 @@
 /* File helpers: whole-file reads with a size cap, atomic writes (temp file + fsync + rename), paths,
  * and the process-wide thread count for OpenMP and OpenBLAS. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* POSIX 2008 with XSI: nftw */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,18 @@ double sa3d_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb; (void)type; (void)ftw;
+    return remove(path) != 0 && errno != ENOENT;
+}
+
+int sa3d_remove_tree(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return errno == ENOENT ? 0 : -1;
+    /* depth first, links not followed: what a link points to is not part of the tree */
+    return nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+}
+
 sa3d_status sa3d_mkdirs(const char *path, sa3d_error *err) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
@@ -160,7 +173,10 @@ sa3d_status sa3d_mkdirs(const char *path, sa3d_error *err) {
                 return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
             *q = '/';
         }
-    if (mkdir(buf, 0777) != 0 && !sa3d_dir_exists(buf))
-        return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    if (mkdir(buf, 0777) != 0) {
+        int e = errno;   /* the check below calls stat(), which sets errno */
+        if (!sa3d_dir_exists(buf))
+            return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(e));
+    }
     return SA3D_OK;
 }

@@ -1,10 +1,12 @@
 /* Scoring a predictions file made by anyone (JSON lines, one pair per line; format in eval.h): every line is
  * validated (pair known, one finite point per src keypoint, no duplicates) and errors name file:line. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "base/base.h"
 #include "eval/eval_internal.h"
 #include "semalign3d/eval.h"
@@ -55,7 +57,12 @@ sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, cons
     int n = sa3d_dataset_n_pairs(ds, split);
     if (n <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "%s: split %s has no pairs (not loaded?)", path, split);
     FILE *f = fopen(path, "rb");
-    if (!f) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open", path);
+    if (!f) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {   /* a folder opens, then reads as empty */
+        fclose(f);
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: not a regular file", path);
+    }
     unsigned char *seen = sa3d_calloc((size_t)n, 1);
     const sa3d_pair **by_index = sa3d_calloc((size_t)n, sizeof *by_index);
     float (*preds)[SA3D_MAX_KPS][2] = sa3d_calloc((size_t)n, sizeof *preds);
@@ -87,6 +94,10 @@ sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, cons
         if (seen[idx]) { s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: pair %s predicted twice", path, lineno, p->id); goto done; }
         seen[idx] = 1;
         memcpy(preds[idx], pts, sizeof pts);
+    }
+    if (ferror(f)) {   /* getline's -1 is also a read error, not only the end */
+        s = sa3d_fail(err, SA3D_ERR_IO, "%s: read failed after line %ld: %s", path, lineno, strerror(errno));
+        goto done;
     }
     for (int i = 0; i < n; i++) {   /* split order, so the report does not depend on line order */
         if (!seen[i]) {

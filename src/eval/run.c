@@ -1,4 +1,5 @@
 /* Running a matcher over a dataset split with per-category resume files, then scoring (eval.h). */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,11 +56,26 @@ static int load_part(const char *path, const sa3d_dataset *ds, const char *split
     return ok && k == n;
 }
 
+/* Whether the parts folder holds a category's predictions (<category>.jsonl). */
+static int has_part_files(const char *parts) {
+    DIR *d = opendir(parts);
+    if (!d) return 1;   /* unreadable: assume it does */
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        found = n > 6 && !strcmp(e->d_name + n - 6, ".jsonl");
+    }
+    closedir(d);
+    return found;
+}
+
 sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair_matcher match, void *ctx,
                           sa3d_pck_report *r, long *resumed_pairs, sa3d_error *err) {
     *resumed_pairs = 0;
     if (!p->split || !p->out_dir || (!match && !p->match_batch))
         return sa3d_fail(err, SA3D_ERR_ARG, "eval: split, out_dir and a matcher are required");
+    if (!p->out_dir[0]) return sa3d_fail(err, SA3D_ERR_ARG, "eval: empty output directory name");
     if (strlen(p->out_dir) > SA3D_EVAL_MAX_DIR)
         return sa3d_fail(err, SA3D_ERR_ARG, "eval: output directory name of %zu bytes (at most %d): %.60s...",
                          strlen(p->out_dir), SA3D_EVAL_MAX_DIR, p->out_dir);
@@ -75,15 +91,19 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
         char path[2100], *old = NULL;
         size_t len;
         snprintf(path, sizeof path, "%s/settings.txt", parts);
+        int same = 0;
         if (sa3d_file_exists(path)) {   /* one that cannot be read is an error, not a fresh start */
             sa3d_status rs = sa3d_read_file(path, (size_t)1 << 20, &old, &len, err);
             if (rs) return rs;
-            int same = !strcmp(old, p->settings);
+            same = !strcmp(old, p->settings);
             sa3d_free(old);
-            if (!same)
+            /* other settings guard only predictions: a run that failed before its first category (a wrong
+             * --features folder, --size) left none, and its settings must not block the corrected run */
+            if (!same && has_part_files(parts))
                 return sa3d_fail(err, SA3D_ERR_ARG, "%s: the predictions there were made with other settings (see "
                                  "that file); give another output folder or delete it", path);
-        } else {
+        }
+        if (!same) {
             sa3d_status ws = sa3d_write_file_atomic(path, p->settings, strlen(p->settings), err);
             if (ws) return ws;
         }

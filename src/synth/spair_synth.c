@@ -454,7 +454,8 @@ static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_re
 }
 
 static sa3d_status write_dataset(synth *sy, const char *manifest, sa3d_error *err) {
-    sa3d_synth_writer w = { .root = sy->root, .category_name = sa3d_spair_category,
+    sa3d_synth_writer w = { .root = sy->root, .cancel = sy->p.cancel, .cancel_user = sy->p.cancel_user,
+                            .category_name = sa3d_spair_category,
                             .n_categories = sy->n_cats, .ctx = sy, .n_images = sy->n_images,
                             .write_image = write_image_files, .pair_record = pair_record_at,
                             .manifest = manifest };
@@ -473,9 +474,11 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
     if ((s = check_params(p, err))) return s;
     if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
     if ((s = sa3d_synth_check_root(root, err))) return s;
+    char stage[3100];
+    if ((s = sa3d_synth_stage_begin(stage, sizeof stage, root, err))) return s;
     synth sy;
     memset(&sy, 0, sizeof sy);
-    sy.root = root;
+    sy.root = stage;   /* renamed to root once whole */
     sy.p = *p;
     sy.n_cats = p->n_categories;
     sy.n_images = p->n_categories * p->images_per_category;
@@ -508,5 +511,5 @@ done:
     sa3d_free(sy.cats);
     sa3d_free(sy.images);
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
-    return s;
+    return sa3d_synth_stage_end(stage, root, s, err);
 }

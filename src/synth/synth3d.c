@@ -945,7 +945,8 @@ static void pair_record_at(const void *ctx, int split, int i, sa3d_synth_pair_re
 
 static sa3d_status write_dataset(s3 *sy, const char *manifest, sa3d_error *err) {
     /* every image has all six per-category files */
-    sa3d_synth_writer w = { .root = sy->root, .folders = SA3D_SYNTH_ALL_FOLDERS,
+    sa3d_synth_writer w = { .root = sy->root, .cancel = sy->p.cancel, .cancel_user = sy->p.cancel_user,
+                            .folders = SA3D_SYNTH_ALL_FOLDERS,
                             .category_name = sa3d_synth3d_category, .n_categories = sy->p.n_categories,
                             .ctx = sy, .n_images = sy->n_images, .write_image = write_image_files,
                             .pair_record = pair_record_at, .manifest = manifest };
@@ -981,9 +982,11 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     if ((st = check_params(p, err))) return st;
     if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
     if ((st = sa3d_synth_check_root(root, err))) return st;
+    char stage[3100];
+    if ((st = sa3d_synth_stage_begin(stage, sizeof stage, root, err))) return st;
     s3 sy;
     memset(&sy, 0, sizeof sy);
-    sy.root = root;
+    sy.root = stage;   /* renamed to root once whole */
     sy.p = *p;
     sy.n_images = p->n_categories * p->images_per_category;
     if (!(sy.images = sa3d_calloc((size_t)sy.n_images, sizeof *sy.images))) {
@@ -1012,5 +1015,5 @@ done:
     for (int c = 0; c < SA3D_SYNTH3D_N_CATEGORIES; c++) sa3d_free(sy.tables[c].block);
     sa3d_free(sy.images);
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
-    return st;
+    return sa3d_synth_stage_end(stage, root, st, err);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "base/rng.h"
 #include "semalign3d/safetensors.h"
 #include "synth/synth_io.h"
@@ -295,7 +296,8 @@ static sa3d_status write_items(const sa3d_synth_writer *w, sa3d_error *err) {
     for (int i = 0; i < w->n_images; i++) {
         if (first_error_any(&fe)) continue;
         sa3d_error e = { SA3D_OK, "" };
-        if (w->write_image(w->ctx, i, &e)) first_error_note(&fe, i, &e);
+        if (w->cancel && w->cancel(w->cancel_user)) sa3d_fail(&e, SA3D_ERR_CANCELLED, "cancelled");
+        if (e.code || w->write_image(w->ctx, i, &e)) first_error_note(&fe, i, &e);
     }
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS && !fe.failed; sp++) {
         #pragma omp parallel for schedule(static)
@@ -304,7 +306,8 @@ static sa3d_status write_items(const sa3d_synth_writer *w, sa3d_error *err) {
             sa3d_error e = { SA3D_OK, "" };
             sa3d_synth_pair_record r;
             w->pair_record(w->ctx, sp, i, &r);
-            if (sa3d_synth_write_pair_record(w->root, sp, &r, &e)) first_error_note(&fe, i, &e);
+            if (w->cancel && w->cancel(w->cancel_user)) sa3d_fail(&e, SA3D_ERR_CANCELLED, "cancelled");
+            if (e.code || sa3d_synth_write_pair_record(w->root, sp, &r, &e)) first_error_note(&fe, i, &e);
         }
     }
     if (fe.failed) {
@@ -345,4 +348,22 @@ sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err
         (s = sa3d_path_fmt(path, sizeof path, err, "%s/synth_params.json", w->root)))
         return s;
     return sa3d_write_file_atomic(path, w->manifest, strlen(w->manifest), err);
+}
+
+sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, sa3d_error *err) {
+    size_t len = strlen(root);
+    while (len > 1 && root[len - 1] == '/') len--;
+    sa3d_status s = sa3d_path_fmt(stage, n, err, "%.*s.partial-%ld", (int)len, root, (long)getpid());
+    if (s) return s;
+    struct stat sb;
+    if (lstat(stage, &sb) == 0)   /* left by a killed run that had this pid: not ours to remove */
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: exists (a staging folder an earlier run left?); remove it", stage);
+    return sa3d_mkdirs(stage, err);
+}
+
+sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, sa3d_status s, sa3d_error *err) {
+    if (s == SA3D_OK && rename(stage, root) != 0)
+        s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot rename %s to it: %s", root, stage, strerror(errno));
+    if (s != SA3D_OK) sa3d_remove_tree(stage);
+    return s;
 }

@@ -141,6 +141,8 @@ typedef struct sa3d_synth_writer {
      * in (synth3d: the bbox from the rendered mask) is final. */
     void (*pair_record)(const void *ctx, int split, int i, sa3d_synth_pair_record *out);
     const char *manifest;              /* synth_params.json: written last, it marks a complete dataset */
+    int (*cancel)(void *user);         /* NULL, or polled before each file (from several threads at once) */
+    void *cancel_user;
 } sa3d_synth_writer;
 
 /* Creates root and its tree (sa3d_synth_make_tree), writes the images, then the pair records (both in
@@ -148,5 +150,13 @@ typedef struct sa3d_synth_writer {
  * count), then the Layout/large lists and last the manifest. After a failure no new item starts, and err is
  * that of the failed item with the smallest index. */
 sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err);
+
+/* A dataset appears whole or not at all: a generator writes into a staging folder beside root and renames it to
+ * root at the end, so an interrupted or failed run leaves nothing a rerun would refuse as "not empty".
+ * sa3d_synth_stage_begin: stage = "<root>.partial-<pid>" (trailing slashes of root dropped), created with root's
+ * parents. sa3d_synth_stage_end with the write's status s: on SA3D_OK renames stage to root (an empty root folder
+ * is replaced), else removes stage; returns s, or the rename's error. */
+sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, sa3d_error *err);
+sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, sa3d_status s, sa3d_error *err);
 
 #endif
