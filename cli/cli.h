@@ -59,7 +59,7 @@ int cli_cancel_requested(void *user);
  * loop over images with progress, resume (the callback skips images whose output is up to date), per-image
  * failures counted and SIGINT honoured between images. */
 typedef struct cli_net_args {
-    const char *model_dir, *out_dir, *threads_s, *device, *dtype;
+    const char *model_dir, *out_dir, *threads_s, *device, *dtype, *positions;
     int quiet;
     const char **images;          /* the positional arguments */
     int n_images;
@@ -80,7 +80,7 @@ void cli_image_digest(const char *path, char out[17]);
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);
 /* 1 when --device (cpu, cuda) and --dtype (fp32, fp16, bf16) name something (either may be NULL); else 0 after a
  * usage error. Whether this build and machine can run it is the model's to say (a run error). */
-int cli_model_names_ok(const char *cmd, const char *device, const char *dtype);
+int cli_model_names_ok(const char *cmd, const char *device, const char *dtype, const char *positions);
 /* The stages of one image (cli/pipeline.c), each given the image's slot (0 .. CLI_PIPELINE_SLOTS - 1), whose
  * buffers belong to the command:
  *   prepare  sets *skip when the outputs are up to date, else decodes and preprocesses (a helper thread);

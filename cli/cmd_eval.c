@@ -47,6 +47,8 @@ static void help(void) {
            "  --size N           feature input square side (default 840 -> 60 x 60 grid)\n"
            "  --device NAME      cpu (default) or cuda: the network (--model) and the aligner's energy\n"
            "  --dtype NAME       with --model: fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
+           "  --positions NAME   with --model: hf (default) or hub: positions resized as Hugging Face\n"
+           "                     or as the torch.hub DINOv2 GeoAware-SC used (scale (g + 0.1) / G)\n"
            "  --batch N          with --model: images per network pass (default 2 on cuda, where an image\n"
            "                     and its mirror share a pass; 1 on the cpu, which gains nothing by more)\n"
            "  --cache DIR        cache computed features here (keyed by image, model and settings)\n"
@@ -64,7 +66,7 @@ int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *method = "baseline", *feat_dir = NULL, *model_dir = NULL, *size_s = "840",
                *cache = NULL, *out = NULL, *limit_s = NULL, *threads_s = NULL, *priors_dir = NULL,
                *depth_dir = NULL, *masks = "segmentation", *seed_s = "0", *device = "cpu", *batch_s = NULL,
-               *dtype = NULL;
+               *dtype = NULL, *positions = NULL;
     cli_dataset_opts dataset = cli_dataset_opts_default();
     cli_param_sets sets = { .n = 0 };
     int quiet = 0, size = 840, threads = 0, limit = 0, batch = 0;
@@ -86,6 +88,7 @@ int cmd_eval(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--batch", &batch_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--positions", &positions)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--out", &out)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--limit", &limit_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s))) {
@@ -111,8 +114,9 @@ int cmd_eval(int argc, char **argv) {
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)) ||
         (batch_s && !cli_int(cmd, "--batch", batch_s, 1, 16, &batch)))
         return EXIT_USAGE;
-    if ((batch_s || dtype) && !model_dir) return cli_usage_error(cmd, "--batch and --dtype belong to --model");
-    if (!cli_model_names_ok(cmd, NULL, dtype)) return EXIT_USAGE;
+    if ((batch_s || dtype || positions) && !model_dir)
+        return cli_usage_error(cmd, "--batch, --dtype and --positions belong to --model");
+    if (!cli_model_names_ok(cmd, NULL, dtype, positions)) return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
     sa3d_sa3d_matcher_params smp = sa3d_sa3d_matcher_params_default();
     smp.input_size = size;
@@ -170,6 +174,7 @@ int cmd_eval(int argc, char **argv) {
         mp.n_threads = threads;
         mp.device = device;
         mp.dtype = dtype;
+        mp.positions = positions;
         if (sa3d_model_open(&m, model_dir, &mp, &err)) goto done;
         pp.kind = SA3D_SOURCE_COMPUTE;
         pp.model = m;

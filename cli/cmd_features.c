@@ -27,6 +27,8 @@ static void help(void) {
            "  --threads N      threads (default 0 = all cores)\n"
            "  --device NAME    cpu (default) or cuda (builds with -DSEMALIGN3D_CUDA=ON)\n"
            "  --dtype NAME     fp32 (default), fp16 or bf16 (cuda only)\n"
+           "  --positions NAME positions resized as Hugging Face (hf, default) or as the torch.hub\n"
+           "                   DINOv2 that GeoAware-SC used (hub: bicubic by scale (g + 0.1) / G)\n"
            "  --quiet          no progress lines\n"
            "example:\n"
            "  semalign3d features --model models/dinov2-base --out feats --flip JPEGImages/aeroplane/*.jpg\n");

@@ -21,13 +21,15 @@ static void help(void) {
            "  --threads N          threads (default 0 = all cores)\n"
            "  --device NAME        cpu (default) or cuda (builds with -DSEMALIGN3D_CUDA=ON)\n"
            "  --dtype NAME         fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
+           "  --positions NAME     hf (default) or hub: position embeddings resized as Hugging Face or\n"
+           "                       as the original release (torch.hub DINOv2: scale (g + 0.1) / G)\n"
            "example:\n"
            "  semalign3d forward --model models/dinov2-base --input px.safetensors --output out.safetensors\n");
 }
 
 int cmd_forward(int argc, char **argv) {
     const char *cmd = "forward", *model_dir = NULL, *input = NULL, *key = "pixel_values", *output = NULL,
-               *threads_s = NULL, *device = "cpu", *dtype = "fp32";
+               *threads_s = NULL, *device = "cpu", *dtype = "fp32", *positions = NULL;
     for (int i = 1; i < argc; i++) {
         int r;
         if (cli_flag(argv, i, "-h") || cli_flag(argv, i, "--help")) { help(); return EXIT_OK; }
@@ -37,7 +39,8 @@ int cmd_forward(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--output", &output)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--threads", &threads_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--positions", &positions))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -46,7 +49,7 @@ int cmd_forward(int argc, char **argv) {
     if (!model_dir || !input || !output) return cli_usage_error(cmd, "--model, --input and --output are required");
     int threads = 0;
     if (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)) return EXIT_USAGE;
-    if (!cli_model_names_ok(cmd, device, dtype)) return EXIT_USAGE;
+    if (!cli_model_names_ok(cmd, device, dtype, positions)) return EXIT_USAGE;
 
     sa3d_error err = { 0 };
     sa3d_safetensors *in = NULL;
@@ -70,6 +73,7 @@ int cmd_forward(int argc, char **argv) {
     p.n_threads = threads;
     p.device = device;
     p.dtype = dtype;
+    p.positions = positions;
     if (sa3d_model_open(&m, model_dir, &p, &err)) goto fail;
     int C = (int)t->shape[nd - 3];
     int64_t H = t->shape[nd - 2], W = t->shape[nd - 1];

@@ -31,6 +31,8 @@ static void help(void) {
            "  --size N            feature input square side (default 840 -> 60 x 60)\n"
            "  --device NAME       cpu (default) or cuda: the network (--model) and the aligner's energy\n"
            "  --dtype NAME        with --model: fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
+           "  --positions NAME    with --model: hf (default) or hub: positions resized as Hugging Face\n"
+           "                      or as the torch.hub DINOv2 GeoAware-SC used (scale (g + 0.1) / G)\n"
            "  --seed N            seed of the pose hypotheses (default 0)\n"
            "  --json FILE         write the JSON here (atomic) instead of stdout\n"
            "  --png FILE          the side-by-side picture (atomic)\n"
@@ -146,7 +148,7 @@ static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa
 int cmd_match(int argc, char **argv) {
     const char *cmd = "match", *img_path[2] = { NULL, NULL }, *points = NULL, *prior_path = NULL, *model_dir = NULL,
                *feat_path[2] = { NULL, NULL }, *size_s = "840", *device = "cpu", *seed_s = "0", *json = NULL,
-               *png = NULL, *threads_s = NULL, *dtype = NULL;
+               *png = NULL, *threads_s = NULL, *dtype = NULL, *positions = NULL;
     cli_param_sets sets = { .n = 0 };
     for (int i = 1; i < argc; i++) {
         int r;
@@ -159,6 +161,7 @@ int cmd_match(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--size", &size_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--positions", &positions)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--seed", &seed_s)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--json", &json)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--png", &png)) ||
@@ -175,8 +178,8 @@ int cmd_match(int argc, char **argv) {
     if (!points || !prior_path) return cli_usage_error(cmd, "--points and --prior are required");
     if (!model_dir == !(feat_path[0] && feat_path[1]) || (!!feat_path[0] != !!feat_path[1]))
         return cli_usage_error(cmd, "give either --model or both --features1 and --features2");
-    if (dtype && !model_dir) return cli_usage_error(cmd, "--dtype belongs to --model");
-    if (!cli_model_names_ok(cmd, NULL, dtype)) return EXIT_USAGE;
+    if ((dtype || positions) && !model_dir) return cli_usage_error(cmd, "--dtype and --positions belong to --model");
+    if (!cli_model_names_ok(cmd, NULL, dtype, positions)) return EXIT_USAGE;
     int size, seed, threads = 0;
     if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) || !cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed) ||
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
@@ -218,6 +221,7 @@ int cmd_match(int argc, char **argv) {
         sa3d_model_params mp = sa3d_model_params_default();
         mp.device = device;
         mp.dtype = dtype;
+        mp.positions = positions;
         mp.n_threads = threads;
         if (sa3d_model_open(&m, model_dir, &mp, &err) ||
             sa3d_workspace_new(&ws, m, size, size, SA3D_WS_NO_DOWNLOAD, &err))   /* feature_map alone comes back */

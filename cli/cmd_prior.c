@@ -38,6 +38,8 @@ static void help_build(void) {
            "  --masks KIND          segmentation (SPair Segmentation/, default) or bbox\n"
            "  --device NAME         cpu (default) or cuda: the networks of --features-model and --depth-model\n"
            "  --dtype NAME          their dtype: fp32 (default; TF32 products on cuda), fp16 or bf16 (cuda only)\n"
+           "  --positions NAME      their position embeddings: hf (default, as Hugging Face) or hub (as the\n"
+           "                        original releases: bicubic by scale (g + 0.1) / G)\n"
            "  --cache DIR           cache computed features and depth maps here\n"
            "  --split NAME          training split (default trn)\n"
            "  --max-images N        first N training images (default 200, n_max_imgs)\n"
@@ -153,7 +155,7 @@ int cmd_build_prior(int argc, char **argv) {
     const char *cmd = "build-prior", *root = NULL, *cat = NULL, *out = NULL, *fdir = NULL, *fmodel = NULL,
                *ddir = NULL, *dmodel = NULL, *masks = "segmentation", *cache = NULL, *split = "trn", *s_max = NULL,
                *s_seed = NULL, *s_refine = NULL, *s_tol = NULL, *s_grid = NULL, *s_focal = NULL, *s_k = NULL,
-               *s_thr = NULL, *s_size = NULL, *device = NULL, *dtype = NULL;
+               *s_thr = NULL, *s_size = NULL, *device = NULL, *dtype = NULL, *positions = NULL;
     int all = 0, quiet = 0, force = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -181,7 +183,8 @@ int cmd_build_prior(int argc, char **argv) {
             (r = cli_opt(cmd, argc, argv, &i, "--threads", &s_thr)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--size", &s_size)) ||
             (r = cli_opt(cmd, argc, argv, &i, "--device", &device)) ||
-            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype))) {
+            (r = cli_opt(cmd, argc, argv, &i, "--dtype", &dtype)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--positions", &positions))) {
             if (r < 0) return EXIT_USAGE;
             continue;
         }
@@ -192,9 +195,9 @@ int cmd_build_prior(int argc, char **argv) {
     if (!!cat == all) return cli_usage_error(cmd, "give exactly one of --category and --all");
     if (!!fdir == !!fmodel) return cli_usage_error(cmd, "give exactly one of --features-dir and --features-model");
     if (!!ddir == !!dmodel) return cli_usage_error(cmd, "give exactly one of --depth-dir and --depth-model");
-    if ((device || dtype) && !fmodel && !dmodel)
-        return cli_usage_error(cmd, "--device and --dtype belong to --features-model and --depth-model");
-    if (!cli_model_names_ok(cmd, device, dtype)) return EXIT_USAGE;
+    if ((device || dtype || positions) && !fmodel && !dmodel)
+        return cli_usage_error(cmd, "--device, --dtype and --positions belong to --features-model and --depth-model");
+    if (!cli_model_names_ok(cmd, device, dtype, positions)) return EXIT_USAGE;
     if (strcmp(masks, "segmentation") && strcmp(masks, "bbox"))
         return cli_usage_error(cmd, "--masks %s: expected segmentation or bbox", masks);
     sa3d_prior_build_params bp = sa3d_prior_build_params_default();
@@ -228,6 +231,7 @@ int cmd_build_prior(int argc, char **argv) {
     mparams.n_threads = bp.n_threads;
     mparams.device = device;
     mparams.dtype = dtype;
+    mparams.positions = positions;
     sa3d_provider_params pf = sa3d_provider_params_default(), pd = pf, pm = pf;
     pf.input_size = size;
     pf.cache_dir = pd.cache_dir = cache;

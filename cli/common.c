@@ -204,7 +204,8 @@ int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a)
         (r = cli_opt(cmd, argc, argv, i, "--out", &a->out_dir)) ||
         (r = cli_opt(cmd, argc, argv, i, "--threads", &a->threads_s)) ||
         (r = cli_opt(cmd, argc, argv, i, "--device", &a->device)) ||
-        (r = cli_opt(cmd, argc, argv, i, "--dtype", &a->dtype)))
+        (r = cli_opt(cmd, argc, argv, i, "--dtype", &a->dtype)) ||
+        (r = cli_opt(cmd, argc, argv, i, "--positions", &a->positions)))
         return r;
     if (argv[*i][0] == '-' && argv[*i][1]) return 0;
     a->images[a->n_images++] = argv[*i];   /* images has room for argc entries */
@@ -232,24 +233,27 @@ void cli_image_digest(const char *path, char out[17]) {
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
-int cli_model_names_ok(const char *cmd, const char *device, const char *dtype) {
+int cli_model_names_ok(const char *cmd, const char *device, const char *dtype, const char *positions) {
     if (device && strcmp(device, "cpu") && strcmp(device, "cuda"))
         return !cli_usage_error(cmd, "--device %s: expected cpu or cuda", device);
     if (dtype && strcmp(dtype, "fp32") && strcmp(dtype, "fp16") && strcmp(dtype, "bf16"))
         return !cli_usage_error(cmd, "--dtype %s: expected fp32, fp16 or bf16", dtype);
+    if (positions && strcmp(positions, "hf") && strcmp(positions, "hub"))
+        return !cli_usage_error(cmd, "--positions %s: expected hf or hub", positions);
     return 1;
 }
 
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err) {
     int threads = 0;
     if (!a->model_dir || !a->out_dir) return cli_usage_error(cmd, "--model and --out are required");
-    if (!cli_model_names_ok(cmd, a->device, a->dtype)) return EXIT_USAGE;
+    if (!cli_model_names_ok(cmd, a->device, a->dtype, a->positions)) return EXIT_USAGE;
     if (!a->n_images) return cli_usage_error(cmd, "no images given");
     if (a->threads_s && !cli_int(cmd, "--threads", a->threads_s, 0, 1024, &threads)) return EXIT_USAGE;
     sa3d_model_params p = sa3d_model_params_default();
     p.n_threads = threads;
     if (a->device) p.device = a->device;
     if (a->dtype) p.dtype = a->dtype;
+    if (a->positions) p.positions = a->positions;
     if (sa3d_model_open(m, a->model_dir, &p, err)) return EXIT_RUN;
     if (sa3d_model_get_kind(*m) != kind) {
         snprintf(err->msg, sizeof err->msg, "%s: not a %s model (config.json model_type)", a->model_dir,
@@ -296,7 +300,7 @@ int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_mat
 }
 
 int cli_align_device(const char *cmd, const char *name, sa3d_sa3d_matcher_params *p) {
-    if (!cli_model_names_ok(cmd, name, NULL)) return 0;
+    if (!cli_model_names_ok(cmd, name, NULL, NULL)) return 0;
     p->align.device = strcmp(name, "cuda") ? SA3D_ALIGN_ON_CPU : SA3D_ALIGN_ON_CUDA;
     return 1;
 }

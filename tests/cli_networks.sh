@@ -98,6 +98,19 @@ if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
   touch -d 2001-01-01 "$T/o/input.depth.safetensors"
   "$BIN" depth --model "$da" --out "$T/o" --quiet "$img"; check "depth, default processor again" 0 $?
   [ "$(date -r "$T/o/input.depth.safetensors" +%Y)" = 2001 ] || { echo "FAIL same settings not kept"; fail=1; }
+  # positions by the original release's rule: another model id, so the hf file is not taken as done; a bad name is
+  # a usage error
+  cp "$T/o/input.features.safetensors" "$T/hf.safetensors"
+  "$BIN" features --model "$dino" --out "$T/o" --size 112 --flip --positions hub --quiet "$img"
+  check "features --positions hub" 0 $?
+  if [ -n "${SA3D_T_TOOL:-}" ]; then
+    "$SA3D_T_TOOL" same "$T/hf.safetensors" feature_map "$T/o/input.features.safetensors" feature_map 2>/dev/null
+    check "features --positions hub: recomputed, other maps" 1 $?
+  fi
+  "$BIN" features --model "$dino" --out "$T/o" --size 112 --flip --positions timm --quiet "$img" 2>"$T/e"
+  check "features --positions timm" 2 $?
+  grep -q "expected hf or hub" "$T/e" || { echo "FAIL --positions message: $(cat "$T/e")"; fail=1; }
+  "$BIN" features --model "$dino" --out "$T/o" --size 112 --flip --quiet "$img"; check "features back to hf" 0 $?
   # another image under the same name is not taken as done (the file records a digest of the image's bytes)
   mkdir -p "$T/other"
   "$BIN" synth-spair --out "$T/sy" --categories 1 --images 2 2>/dev/null

@@ -479,6 +479,93 @@ static void case_resize(void) {
     }
 }
 
+/* Forward a DINOv2 fixture at H x W with the given positions rule; last_hidden_state copied out (malloc'd), and
+ * the model id. NULL when the fixture cannot run. */
+static float *forward_positions(const char *dir, const char *positions, int H, int W, size_t *numel, char id[17]) {
+    sa3d_model_params p = sa3d_model_params_default();
+    p.positions = positions;
+    sa3d_model *m = NULL;
+    sa3d_workspace *ws = NULL;
+    sa3d_error err;
+    float *out = NULL, *px = malloc((size_t)3 * H * W * 4);
+    T_OK(sa3d_model_open(&m, dir, &p, &err), &err);
+    if (m && px && !sa3d_workspace_new(&ws, m, H, W, 0, &err)) {
+        fill_random(px, (size_t)3 * H * W, 5, 2.0f);
+        T_OK(sa3d_model_forward(m, ws, px, &err), &err);
+        const sa3d_tensor_view *o = sa3d_workspace_output(ws, "last_hidden_state");
+        *numel = sa3d_tensor_view_numel(o);
+        if ((out = malloc(*numel * 4))) memcpy(out, o->data, *numel * 4);
+        snprintf(id, 17, "%s", sa3d_model_id(m));
+    }
+    free(px);
+    sa3d_workspace_free(ws);
+    sa3d_model_free(m);
+    return out;
+}
+
+/* PyTorch's bicubic (Keys, A = -0.75) of the ramp in[j] = j at input coordinate c, taps inside the grid. */
+static double ramp_bicubic(double c) {
+    const double A = -0.75;
+    double i = floor(c), t = c - i, v = 0.0;
+    for (int k = -1; k <= 2; k++) {
+        double x = fabs(t - k);
+        double w = x <= 1.0 ? ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                            : ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+        v += w * (i + k);
+    }
+    return v;
+}
+
+/* positions "hub": the original release's scale_factor rule (sa3d_model_params.positions). The resize samples
+ * input (o + 0.5) G / (g + 0.1) - 0.5, not (o + 0.5) G / g - 0.5: on a ramp, away from the borders, the output is
+ * the cubic of that coordinate (ramp_bicubic, written out here). The model's outputs then differ from "hf" where
+ * the grid is resized, equal it where it is not (a square input of the checkpoint's grid) and for with-registers
+ * models (whose release resizes as Hugging Face does), and the model id tells the rules apart. */
+static void case_positions_hub(void) {
+    enum { G = 37, g = 60 };
+    float in[G * G], out[g * g], hf[g * g];
+    for (int y = 0; y < G; y++)
+        for (int x = 0; x < G; x++) in[y * G + x] = (float)x;   /* a ramp along the width */
+    float s_hub = (float)(1.0 / ((g + 0.1) / G));
+    sa3d_resize_bicubic_scaled(out, in, 1, G, G, g, g, s_hub, s_hub);
+    sa3d_resize_bicubic(hf, in, 1, G, G, g, g, 0, NULL);
+    double worst = 0.0, apart = 0.0;
+    for (int o = 2; o < g - 3; o++) {   /* taps inside the grid */
+        double want = ramp_bicubic((o + 0.5) * G / (g + 0.1) - 0.5);
+        double want_hf = ramp_bicubic((o + 0.5) * G / (double)g - 0.5);
+        worst = fmax(worst, fabs((double)out[17 * g + o] - want));
+        worst = fmax(worst, fabs((double)hf[17 * g + o] - want_hf));
+        apart = fmax(apart, fabs((double)out[17 * g + o] - (double)hf[17 * g + o]));
+    }
+    printf("  37 -> 60 ramp: max|out - bicubic at the rule's coordinate| %.2g (both rules); hub vs hf up to %.3f\n",
+           worst, apart);
+    T_CHECK(worst <= 1e-4 && apart > 0.05);
+    char dir[4096];
+    if (!find_fixture("dinov2", dir, sizeof dir)) { T_FAIL("no dinov2 fixture"); return; }
+    size_t n1 = 0, n2 = 0;
+    char id1[17] = "", id2[17] = "";
+    float *a = forward_positions(dir, "hf", 70, 98, &n1, id1), *b = forward_positions(dir, "hub", 70, 98, &n2, id2);
+    double diff = a && b && n1 == n2 ? max_err(a, b, n1, &(size_t){ 0 }) : 0.0;
+    printf("  dinov2 at 70 x 98 (grid 5 x 7 from 4 x 4): hub vs hf max|diff| %.3g; ids %s / %s\n", diff, id1, id2);
+    T_CHECK(diff > 1e-3 && strcmp(id1, id2) != 0);
+    free(a); free(b);
+    a = forward_positions(dir, "hf", 56, 56, &n1, id1);   /* the checkpoint's own grid: nothing is resized */
+    b = forward_positions(dir, "hub", 56, 56, &n2, id2);
+    T_CHECK(a && b && n1 == n2 && memcmp(a, b, n1 * 4) == 0);
+    free(a); free(b);
+    if (!find_fixture("dinov2_with_registers", dir, sizeof dir)) { T_FAIL("no registers fixture"); return; }
+    a = forward_positions(dir, "hf", 70, 98, &n1, id1);
+    b = forward_positions(dir, "hub", 70, 98, &n2, id2);
+    T_CHECK(a && b && n1 == n2 && memcmp(a, b, n1 * 4) == 0 && !strcmp(id1, id2));
+    free(a); free(b);
+    sa3d_model_params p = sa3d_model_params_default();
+    p.positions = "timm";
+    sa3d_model *m = NULL;
+    sa3d_error err;
+    T_STATUS(sa3d_model_open(&m, dir, &p, &err), SA3D_ERR_ARG, &err);
+    T_CONTAINS(err.msg, "positions 'timm': expected hf or hub");
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "every model fixture matches its reference", case_parity },
@@ -490,6 +577,7 @@ int main(int argc, char **argv) {
         { "3.4", "a resized workspace equals one made for the size", case_resize },
         { "4.1", "config and checkpoint mismatches are named", case_config_errors },
         { "4.2", "bad sizes and NaN pixels are rejected", case_bad_inputs },
+        { "5.1", "positions by the original release's rule (hub)", case_positions_hub },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

@@ -7,7 +7,7 @@
 #include "tensor/kernels.h"
 
 sa3d_model_params sa3d_model_params_default(void) {
-    sa3d_model_params p = { "cpu", 0, "fp32" };
+    sa3d_model_params p = { "cpu", 0, "fp32", "hf" };
     return p;
 }
 
@@ -191,6 +191,7 @@ static void compute_id(sa3d_model *m, const char *config_text) {
         FNV(t->shape, sizeof(int64_t) * (size_t)t->ndim);
         FNV(t->data, t->nbytes < 256 ? t->nbytes : 256);
     }
+    if (m->vit.pos_offset != 0.0) FNV("positions=hub", 13);   /* other outputs, so another identity */
 #undef FNV
     snprintf(m->id, sizeof m->id, "%016llx", (unsigned long long)h);
 }
@@ -214,6 +215,10 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: dtype %s needs device cuda (the CPU backend is fp32)", dir, dt);
     if (p->n_threads < 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s: n_threads %d (0: all cores, or > 0)", dir, p->n_threads);
+    const char *positions = p->positions ? p->positions : "hf";
+    int hub = !strcmp(positions, "hub");
+    if (!hub && strcmp(positions, "hf"))
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: positions '%s': expected hf or hub", dir, positions);
     sa3d_status s;
     char *config_path = NULL, *text = NULL;
     loader L = { 0 };
@@ -227,6 +232,7 @@ sa3d_status sa3d_model_open(sa3d_model **out, const char *dir, const sa3d_model_
     m->dtype = (sa3d_nn_dtype)dtype;
     if ((s = sa3d_read_file(config_path, 16u << 20, &text, NULL, err))) goto fail;
     if ((s = sa3d_parse_model_config(text, config_path, &m->kind, &m->vit, &m->dpt, err))) goto fail;
+    if (hub && m->vit.n_registers == 0) m->vit.pos_offset = 0.1;   /* the release's interpolate_offset */
     if ((s = sa3d_checkpoint_open(&m->ck, dir, err))) goto fail;
     m->prefix = m->kind == SA3D_MODEL_DEPTH_ANYTHING ? "backbone." : "";
     if (!(m->vw.layer = sa3d_calloc((size_t)m->vit.n_layers, sizeof *m->vw.layer))) {

@@ -23,7 +23,9 @@ size_t sa3d_vit_workspace_floats(const sa3d_vit_config *c, int H, int W, unsigne
 
 /* Position embeddings for a gh x gw grid (Dinov2Embeddings.interpolate_pos_encoding): used as stored when the
  * grid matches and the input is square, else the G x G patch part is resized with bicubic (align_corners=False;
- * antialiased for the with-registers model, as Hugging Face does) to gh x gw. */
+ * antialiased for the with-registers model, as Hugging Face does) to gh x gw. With pos_offset (the original
+ * release), PyTorch gets scale_factor (g + offset) / G per axis and samples by its inverse, computed in double and
+ * rounded to float as its kernel does; the output is still gh x gw (floor of g + offset). */
 void sa3d_vit_positions(const sa3d_model *m, int gh, int gw, int square, float *pos_out, float *grid, float *tmp) {
     const sa3d_vit_config *c = &m->vit;
     size_t D = (size_t)c->hidden_size, Np = (size_t)gh * gw;
@@ -37,7 +39,11 @@ void sa3d_vit_positions(const sa3d_model *m, int gh, int gw, int square, float *
     float *res = grid + D * (size_t)G * G;     /* [D][G][G] -> [D][gh][gw] */
     for (size_t p = 0; p < (size_t)G * G; p++)
         for (size_t d = 0; d < D; d++) grid[d * G * G + p] = pos[(1 + p) * D + d];
-    sa3d_resize_bicubic(res, grid, (int)D, G, G, gh, gw, c->pos_antialias, tmp);
+    if (c->pos_offset != 0.0)
+        sa3d_resize_bicubic_scaled(res, grid, (int)D, G, G, gh, gw, (float)(1.0 / ((gh + c->pos_offset) / G)),
+                                   (float)(1.0 / ((gw + c->pos_offset) / G)));
+    else
+        sa3d_resize_bicubic(res, grid, (int)D, G, G, gh, gw, c->pos_antialias, tmp);
     for (size_t p = 0; p < Np; p++)
         for (size_t d = 0; d < D; d++) pos_out[(1 + p) * D + d] = res[d * Np + p];
 }

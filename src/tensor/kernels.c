@@ -404,7 +404,10 @@ void sa3d_resize_bicubic(float *out, const float *in, int C, int H, int W, int H
         }
         return;
     }
-    float sh = compute_scale(H, Ho, 0), sw = compute_scale(W, Wo, 0);
+    sa3d_resize_bicubic_scaled(out, in, C, H, W, Ho, Wo, compute_scale(H, Ho, 0), compute_scale(W, Wo, 0));
+}
+
+void sa3d_resize_bicubic_scaled(float *out, const float *in, int C, int H, int W, int Ho, int Wo, float sh, float sw) {
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const float *src = in + (size_t)c * H * W;

@@ -60,6 +60,9 @@ void sa3d_resize_bilinear(float *out, const float *in, int C, int H, int W, int 
  * tmp (antialias only): C*H*Wo floats. */
 void sa3d_resize_bicubic(float *out, const float *in, int C, int H, int W, int Ho, int Wo, int antialias,
                          float *tmp);
+/* The same without antialias, sampling input (o + 0.5) s - 0.5 for output o with the given scales sh, sw (input
+ * pixels per output pixel) instead of H / Ho, W / Wo: F.interpolate(scale_factor=...) samples by 1 / scale_factor. */
+void sa3d_resize_bicubic_scaled(float *out, const float *in, int C, int H, int W, int Ho, int Wo, float sh, float sw);
 
 /* Index of the first non-finite value in x[n], or -1. */
 long sa3d_first_nonfinite(const float *x, size_t n);
