@@ -970,6 +970,54 @@ static void case_build_degenerate(void) {
     sa3d_prior_synth_free(sy);
 }
 
+/* Progress of the build's stages; cancels at the first call of cancel_at (a stage name), if set. */
+typedef struct stage_log {
+    const char *cancel_at;
+    int sparse_calls, refine_calls;
+    long sparse_last, sparse_total;
+} stage_log;
+static int log_progress(void *user, const char *stage, long done, long total) {
+    stage_log *l = user;
+    if (!strcmp(stage, "sparse") && total > 1) { l->sparse_calls++; l->sparse_last = done; l->sparse_total = total; }
+    if (!strcmp(stage, "refine")) l->refine_calls++;
+    return l->cancel_at && !strcmp(stage, l->cancel_at);
+}
+
+/* The sparse stage reports each placement and the refinement every 250 steps (it reported nothing for the
+ * whole stage, seconds to minutes at real size), and either can be cancelled there. */
+static void case_build_progress(void) {
+    sa3d_prior_synth_params sp;
+    sa3d_prior_synth_params_default(&sp);
+    sa3d_prior_synth *sy = NULL;
+    sa3d_error err = { 0 };
+    T_OK(sa3d_prior_synth_make(&sy, &sp, &err), &err);
+    if (!sy) return;
+    sa3d_prior_build_params p = test_params();
+    p.refine_tol = 0.0;   /* every step: 4 windows */
+    sa3d_prior_source src = sa3d_prior_synth_source(sy);
+    sa3d_prior *pr = NULL;
+    stage_log log = { 0 };
+    p.progress = log_progress;
+    p.progress_user = &log;
+    T_OK(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL, &err),
+         &err);
+    printf("  sparse: %d calls, last %ld of %ld; refine: %d calls over %d steps\n", log.sparse_calls, log.sparse_last,
+           log.sparse_total, log.refine_calls, p.refine_iters);
+    T_CHECK(log.sparse_calls == log.sparse_total && log.sparse_last == log.sparse_total && log.sparse_total >= 1);
+    T_CHECK(log.refine_calls == p.refine_iters / 250 - 1);   /* after steps 250, 500, 750 */
+    sa3d_prior_free(pr);
+    pr = NULL;
+    const char *at[2] = { "sparse", "refine" };
+    for (int k = 0; k < 2; k++) {
+        stage_log c = { .cancel_at = at[k] };
+        p.progress_user = &c;
+        T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL,
+                                  &err), SA3D_ERR_CANCELLED, &err);
+        T_CHECK(pr == NULL && (k == 0 ? c.refine_calls == 0 : c.refine_calls == 1));
+    }
+    sa3d_prior_synth_free(sy);
+}
+
 int main(int argc, char **argv) {
     static const t_case cases[] = {
         { "1.1", "sparse_topology.json: modes, seed edge, order, subsets, grid argmin", case_topology },
@@ -983,6 +1031,7 @@ int main(int argc, char **argv) {
         { "4.3", "build: the refinement's convergence stop matches the full run", case_refine_stop },
         { "4.4", "build: bad inputs and no surviving relation", case_build_negative },
         { "4.5", "build: unreachable slots, no dense point (2 ways), a NaN feature", case_build_degenerate },
+        { "4.6", "build: the sparse stage reports progress and can be cancelled", case_build_progress },
     };
     int rc = t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
     if (tmpdir[0]) {

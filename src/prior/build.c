@@ -750,6 +750,8 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     sp.refine_tol = p->refine_tol;
     sp.adam.lr = p->refine_lr;
     sp.adam.weight_decay = p->refine_wd;
+    sp.progress = p->progress;
+    sp.progress_user = p->progress_user;
     sa3d_sparse_trace trace;
     if ((st = sa3d_prior_sparse(b.anchors, &g, fr.mode, b.n, &sp, &trace, err))) goto fail;
     rep->refine_energy[0] = trace.refine_energy[0];

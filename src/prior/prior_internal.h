@@ -47,6 +47,10 @@ typedef struct sa3d_sparse_params {
     double refine_tol;      /* convergence stop of step 4 (sa3d_prior_refine); 0 runs every step */
     sa3d_adamw_params adam; /* lr 1e-3, PyTorch AdamW defaults (weight decay 0.01, METHOD.md 10.6) */
     int grid_exhaustive;    /* 1: screen every grid point; 0 (default): branch and bound, the same answer */
+    /* NULL, or told ("sparse", keypoints placed, to place) after each placement and ("refine", step, refine_iters)
+     * every SA3D_REFINE_WINDOW steps; a non-zero return stops the build (SA3D_ERR_CANCELLED) */
+    int (*progress)(void *user, const char *stage, long done, long total);
+    void *progress_user;
 } sa3d_sparse_params;
 sa3d_sparse_params sa3d_sparse_params_default(void);
 
@@ -80,16 +84,15 @@ sa3d_status sa3d_prior_grid_place(double *Y /* [n][3] */, long *flat, double *em
 sa3d_status sa3d_prior_sparse(double *anchors /* [n][3] */, const sa3d_geom_terms *g, const float *mode /* [P] */,
                               int n, const sa3d_sparse_params *p, sa3d_sparse_trace *trace, sa3d_error *err);
 
-/* Step 4: AdamW on the used rows of Y over all relations of g, at most iters steps. L_geom is evaluated in fixed
- * chunks of relations (parallel, summed in chunk order: bit-identical at any thread count). Every
- * SA3D_REFINE_WINDOW steps, when L_geom fell by less than tol (1 + |L|) over the window (tol > 0), it stops and
- * applies the remaining steps' decoupled weight decay in closed form (see sparse.c). e0, e1 (may be NULL): the
- * energy before and after; *steps (may be NULL): the steps run. SA3D_ERR_NUMERIC names the iteration when the
- * energy stops being finite. */
+/* Step 4: AdamW (p->adam) on the used rows of Y over all relations of g, at most p->refine_iters steps. L_geom is
+ * evaluated in fixed chunks of relations (parallel, summed in chunk order: bit-identical at any thread count).
+ * Every SA3D_REFINE_WINDOW steps, when L_geom fell by less than p->refine_tol (1 + |L|) over the window (tol > 0),
+ * it stops and applies the remaining steps' decoupled weight decay in closed form (see sparse.c); p->progress is
+ * told then too. e0, e1 (may be NULL): the energy before and after; *steps (may be NULL): the steps run.
+ * SA3D_ERR_NUMERIC names the iteration when the energy stops being finite. */
 #define SA3D_REFINE_WINDOW 250
 sa3d_status sa3d_prior_refine(double *Y /* [n][3] */, const uint8_t *used, int n, const sa3d_geom_terms *g,
-                              int iters, double tol, const sa3d_adamw_params *adam, double *e0, double *e1,
-                              int *steps, sa3d_error *err);
+                              const sa3d_sparse_params *p, double *e0, double *e1, int *steps, sa3d_error *err);
 
 /* L_geom of one configuration over all of g with its gradient (may be NULL), chunked as in sa3d_prior_refine. */
 double sa3d_prior_energy(double *grad /* [n][3] or NULL */, const double *Y /* [n][3] */, int n,

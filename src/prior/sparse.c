@@ -18,7 +18,7 @@
 #define SA3D_PI 3.14159265358979323846
 
 sa3d_sparse_params sa3d_sparse_params_default(void) {
-    sa3d_sparse_params p = { 1.0, 100, 100, 20000, 1e-6, sa3d_adamw_params_default(), 0 };
+    sa3d_sparse_params p = { 1.0, 100, 100, 20000, 1e-6, sa3d_adamw_params_default(), 0, NULL, NULL };
     return p;
 }
 
@@ -691,6 +691,10 @@ sa3d_status sa3d_prior_sparse(double *anchors, const sa3d_geom_terms *g, const f
         if (st) goto done;
         placed[next] = 1;
         n_placed++;
+        if (p->progress && p->progress(p->progress_user, "sparse", s + 1, trace->n_order)) {
+            st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
+            goto done;
+        }
     }
     if (p->refine_iters > 0) {
         /* Over the relations among placed slots: a slot the order never reached stays at +inf (METHOD.md 4.5.4),
@@ -698,8 +702,8 @@ sa3d_status sa3d_prior_sparse(double *anchors, const sa3d_geom_terms *g, const f
         sa3d_geom_terms among;
         void *mem[2] = { NULL, NULL };
         if ((st = terms_among(&among, mem, g, placed, err))) goto done;
-        st = sa3d_prior_refine(anchors, placed, n, &among, p->refine_iters, p->refine_tol, &p->adam,
-                               &trace->refine_energy[0], &trace->refine_energy[1], &trace->refine_steps, err);
+        st = sa3d_prior_refine(anchors, placed, n, &among, p, &trace->refine_energy[0], &trace->refine_energy[1],
+                               &trace->refine_steps, err);
         sa3d_free(mem[0]);
         sa3d_free(mem[1]);
     }
@@ -761,8 +765,11 @@ double sa3d_prior_energy(double *grad, const double *Y, int n, const sa3d_geom_t
  * decoupled weight decay, x *= 1 - lr wd per step, which only rescales the cloud - L_geom is scale-invariant - by
  * (1 - lr wd)^remaining (about 0.82 over 20,000 steps, METHOD.md 10.6). That factor is applied, so the cloud keeps
  * the scale the full run gives it; tol = 0 runs every step as the authors do. */
-sa3d_status sa3d_prior_refine(double *Y, const uint8_t *used, int n, const sa3d_geom_terms *g, int iters, double tol,
-                              const sa3d_adamw_params *adam, double *e0, double *e1, int *steps, sa3d_error *err) {
+sa3d_status sa3d_prior_refine(double *Y, const uint8_t *used, int n, const sa3d_geom_terms *g,
+                              const sa3d_sparse_params *p, double *e0, double *e1, int *steps, sa3d_error *err) {
+    int iters = p->refine_iters;
+    double tol = p->refine_tol;
+    const sa3d_adamw_params *adam = &p->adam;
     int idx[SA3D_PRIOR_MAX_SLOTS], nu = 0;
     for (int k = 0; k < n; k++)
         if (used[k]) idx[nu++] = k;
@@ -785,6 +792,11 @@ sa3d_status sa3d_prior_refine(double *Y, const uint8_t *used, int n, const sa3d_
         E = sa3d_prior_energy(G, Y, n, g, buf);
         if (!isfinite(E)) {
             st = sa3d_fail(err, SA3D_ERR_NUMERIC, "sparse refinement: iteration %ld: L_geom is not finite", it);
+            break;
+        }
+        if (it % SA3D_REFINE_WINDOW == 1 && it > 1 && p->progress &&
+            p->progress(p->progress_user, "refine", it - 1, iters)) {
+            st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
             break;
         }
         if (tol > 0.0 && it % SA3D_REFINE_WINDOW == 1 && it > 1) {   /* E is L_geom after it - 1 steps */
