@@ -3,6 +3,7 @@
 #ifndef SA3D_CLI_H
 #define SA3D_CLI_H
 
+#include <signal.h>
 #include <stdio.h>
 #include "semalign3d/align.h"
 #include "semalign3d/data.h"
@@ -49,8 +50,9 @@ int cli_eval_progress(void *user, long done, long total, const char *item);
 /* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
 void cli_warn(void *user, const char *msg);
 
-/* Set by SIGINT; long loops check it between items. */
-extern volatile int cli_interrupted;
+/* Set by SIGINT or SIGTERM; long loops check it between items (also from several threads: a sig_atomic_t is
+ * read and written whole). A second signal ends the process at once. */
+extern volatile sig_atomic_t cli_interrupted;
 void cli_install_sigint(void);
 /* A library cancel callback (user unused): cli_interrupted. */
 int cli_cancel_requested(void *user);

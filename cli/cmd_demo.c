@@ -70,7 +70,7 @@ static sa3d_status run_eval(sa3d_dataset *ds, const char *split, const char *out
     sa3d_status s = sa3d_mkdirs(dir, err);
     if (!s) s = sa3d_eval_run(ds, &ep, match, ctx, r, &resumed, err);
     cli_progress_end(&bar);
-    if (!s) {   /* the same report as `eval` writes */
+    if (!s) {   /* the PCK report `eval` writes (fewer meta keys: the demo has no model, features folder or limit) */
         char path[4300];
         snprintf(path, sizeof path, "%s/report.json", dir);
         const char *meta[] = { "method", name, "dataset", "synth3d (semalign3d demo)", "split", split, NULL };

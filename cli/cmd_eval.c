@@ -222,10 +222,16 @@ int cmd_eval(int argc, char **argv) {
     ep.out_dir = out;
     ep.limit = limit;
     char head[8800];
-    /* the device and dtype change the numbers too (TF32, 16-bit networks) */
-    snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\ndevice=%s\n"
-             "dtype=%s\n", method, feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "",
-             depth_dir ? depth_dir : "", masks, device ? device : "cpu", dtype ? dtype : "fp32");
+    int hl = snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\n", method,
+                      feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "", depth_dir ? depth_dir : "",
+                      masks);
+    /* What else changes the numbers: the network itself (its id: checkpoint, config and position rule) and its
+     * dtype, and the GPU (TF32 products, the aligner's sums in another order). Lines only where they apply, so
+     * the folders of earlier versions' CPU runs on imported features still resume (their --model folders, which
+     * did not say which network, are refused) */
+    if (m)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "network=%s %s\n", sa3d_model_id(m), sa3d_model_dtype(m));
+    if (device && strcmp(device, "cpu")) snprintf(head + hl, sizeof head - (size_t)hl, "device=%s\n", device);
     if (!(settings = cli_settings_text(head, &smp))) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     ep.settings = settings;
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */

@@ -269,7 +269,10 @@ int cmd_match(int argc, char **argv) {
             sa3d_draw_disc(canvas, w, h, pts[q][0], pts[q][1], 3.0f, c);
             sa3d_draw_disc(canvas, w, h, (float)img[0].w + pred[q][0], pred[q][1], 3.0f, c);
         }
-        if (sa3d_png_write(png, canvas, w, h, 3, &err)) goto done;
+        if (sa3d_png_write(png, canvas, w, h, 3, &err)) {
+            if (json) remove(json);   /* all outputs or none */
+            goto done;
+        }
     }
     if (!json) fputs(text, stdout);
     rc = EXIT_OK;

@@ -11,7 +11,7 @@
 #include "base/base.h"
 #include "cli.h"
 
-volatile int cli_interrupted;
+volatile sig_atomic_t cli_interrupted;
 
 static void on_sigint(int sig) {
     (void)sig;
@@ -27,7 +27,9 @@ void cli_install_sigint(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESETHAND;   /* the first asks the run to stop cleanly; a second kills it */
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);   /* timeout, docker stop: the same clean stop */
 }
 
 int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value) {
@@ -220,17 +222,15 @@ int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *ima
 }
 
 void cli_image_digest(const char *path, char out[17]) {
-    char *data = NULL;
-    size_t len = 0;
     out[0] = '\0';
-    if (sa3d_read_file(path, (size_t)1 << 31, &data, &len, NULL) != SA3D_OK) return;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)data[i];
-        h *= 1099511628211ull;
-    }
-    sa3d_free(data);
-    snprintf(out, 17, "%016llx", (unsigned long long)h);
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    uint64_t h = SA3D_FNV_OFFSET;
+    unsigned char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = sa3d_fnv1a(h, buf, n);
+    if (!ferror(f)) snprintf(out, 17, "%016llx", (unsigned long long)h);
+    fclose(f);
 }
 
 int cli_model_names_ok(const char *cmd, const char *device, const char *dtype, const char *positions) {

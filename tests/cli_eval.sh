@@ -18,7 +18,18 @@ pid=$!; sleep 1; kill -INT $pid; wait $pid; check "synth3d interrupted" 130 $?
 [ -z "$(ls "$T" | grep s3i)" ] || { echo "FAIL interrupted synth3d left $(ls "$T" | grep s3i)"; fail=1; }
 "$BIN" synth3d --out "$T/s3i/" --images 12 --pairs-trn 4 --pairs-val 2 --pairs-test 2 2>/dev/null
 check "synth3d after the interruption" 0 $?
-[ -s "$T/s3i/synth_params.json" ] && [ -z "$(ls "$T" | grep partial)" ] || { echo "FAIL synth3d rerun output"; fail=1; }
+[ -s "$T/s3i/synth_params.json" ] && [ -z "$(ls -A "$T/s3i" | grep partial)" ] ||
+  { echo "FAIL synth3d rerun output"; fail=1; }
+# roots the staging must serve too: DIR/. (a stage beside it, DIR/..partial-PID, was inside it), a link to an
+# empty folder, and one holding a killed run's staging folder
+mkdir -p "$T/dot" "$T/tgt" "$T/stale/.partial-x1y2z3/JPEGImages"
+ln -s "$T/tgt" "$T/lnk"
+"$BIN" synth-spair --out "$T/dot/." --categories 1 2>/dev/null; check "synth-spair --out DIR/." 0 $?
+"$BIN" synth-spair --out "$T/lnk" --categories 1 2>/dev/null; check "synth-spair --out a link" 0 $?
+"$BIN" synth-spair --out "$T/stale" --categories 1 2>/dev/null; check "synth-spair over a stale staging folder" 0 $?
+for d in dot tgt stale; do
+  [ -s "$T/$d/synth_params.json" ] && [ -z "$(ls -A "$T/$d" | grep partial)" ] || { echo "FAIL synth root $d"; fail=1; }
+done
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table" 2>/dev/null
 check "eval baseline" 0 $?
 grep -q "All: pair-weighted" "$T/table" || { echo "FAIL eval table"; fail=1; }
@@ -160,6 +171,10 @@ rm -rf "$T/evm"
 "$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"
 check "eval from the cache" 0 $?
 grep -q "0 computed or imported" "$T/e" || { echo "FAIL second run recomputed features: $(cat "$T/e")"; fail=1; }
+# another position rule is another network: its predictions are not taken from the hf run's folder
+"$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --positions hub --out "$T/evm" --quiet >/dev/null 2>"$T/e"
+check "eval --positions hub over an hf folder" 1 $?
+grep -q "made with other settings" "$T/e" || { echo "FAIL hub resumed hf predictions: $(cat "$T/e")"; fail=1; }
 f=$(find "$T/cache" -name '*.safetensors' | head -1)
 echo garbage > "$f"
 rm -rf "$T/evm"

@@ -1,6 +1,8 @@
 /* TEST HELPER for the CLI scripts (tests/cli_pipeline.sh), not library code:
  *   t_tool mirror IN OUT.png              writes the left-right mirror of image IN as a PNG (lossless)
- *   t_tool same FILE_A KEY_A FILE_B KEY_B  exit 0 when the two safetensors tensors have the same shape and bytes
+ *   t_tool same FILE_A KEY_A FILE_B KEY_B  exit 0 when the two safetensors tensors have the same shape and bytes,
+ *                                          1 when they differ, 2 when a file or tensor cannot be read (so a check
+ *                                          that expects 1 does not pass on a missing file)
  * so a script can check `features --flip`'s mirror map against the features of a mirrored copy of the image. */
 #include <stdio.h>
 #include <string.h>
@@ -23,16 +25,21 @@ static int mirror(const char *in, const char *out) {
 static int same(const char *fa, const char *ka, const char *fb, const char *kb) {
     sa3d_error err = { 0 };
     sa3d_safetensors *a = NULL, *b = NULL;
-    int rc = 1;
+    int rc = 2;
     if (sa3d_st_open(&a, fa, &err) || sa3d_st_open(&b, fb, &err)) {
         fprintf(stderr, "t_tool same: %s\n", err.msg);
     } else {
         const sa3d_st_tensor *x = sa3d_st_find(a, ka), *y = sa3d_st_find(b, kb);
-        if (!x || !y) fprintf(stderr, "t_tool same: %s missing\n", !x ? ka : kb);
-        else if (x->ndim != y->ndim || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof x->shape[0]) ||
-                 x->nbytes != y->nbytes || memcmp(x->data, y->data, x->nbytes))
+        rc = 1;
+        if (!x || !y) {
+            fprintf(stderr, "t_tool same: %s missing\n", !x ? ka : kb);
+            rc = 2;
+        } else if (x->ndim != y->ndim || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof x->shape[0]) ||
+                   x->nbytes != y->nbytes || memcmp(x->data, y->data, x->nbytes)) {
             fprintf(stderr, "t_tool same: %s:%s and %s:%s differ\n", fa, ka, fb, kb);
-        else rc = 0;
+        } else {
+            rc = 0;
+        }
     }
     if (a) sa3d_st_close(a);
     if (b) sa3d_st_close(b);
@@ -43,5 +50,5 @@ int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "mirror")) return mirror(argv[2], argv[3]);
     if (argc == 6 && !strcmp(argv[1], "same")) return same(argv[2], argv[3], argv[4], argv[5]);
     fprintf(stderr, "usage: t_tool mirror IN OUT.png | t_tool same FILE_A KEY_A FILE_B KEY_B\n");
-    return 2;
+    return 3;
 }

@@ -12,6 +12,7 @@
 #include "semalign3d/nn.h"
 #include "semalign3d/safetensors.h"
 #include "t.h"
+#include "nn/model.h"
 #include "tensor/kernels.h"
 
 /* STYLE.md section 7: network output vs HF reference, optimised kernel vs ref_ twin. */
@@ -503,16 +504,31 @@ static float *forward_positions(const char *dir, const char *positions, int H, i
     return out;
 }
 
-/* PyTorch's bicubic (Keys, A = -0.75) of the ramp in[j] = j at input coordinate c, taps inside the grid. */
-static double ramp_bicubic(double c) {
+/* Keys' cubic convolution weight (A = -0.75, PyTorch's bicubic) at distance x. */
+static double keys_w(double x) {
     const double A = -0.75;
+    x = fabs(x);
+    if (x >= 2.0) return 0.0;
+    return x <= 1.0 ? ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0 : ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+}
+
+/* PyTorch's bicubic of the ramp in[j] = j at input coordinate c, taps inside the grid. */
+static double ramp_bicubic(double c) {
     double i = floor(c), t = c - i, v = 0.0;
-    for (int k = -1; k <= 2; k++) {
-        double x = fabs(t - k);
-        double w = x <= 1.0 ? ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-                            : ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-        v += w * (i + k);
-    }
+    for (int k = -1; k <= 2; k++) v += keys_w(t - k) * (i + k);
+    return v;
+}
+
+/* PyTorch's bicubic of channel d of a [G*G][D] grid (row-major positions) at input (ry, rx), taps clamped. */
+static double grid_bicubic(const float *pos, int G, size_t D, size_t d, double ry, double rx) {
+    double iy = floor(ry), ix = floor(rx), v = 0.0;
+    for (int a = -1; a <= 2; a++)
+        for (int b = -1; b <= 2; b++) {
+            int y = (int)iy + a, x = (int)ix + b;
+            y = y < 0 ? 0 : y >= G ? G - 1 : y;
+            x = x < 0 ? 0 : x >= G ? G - 1 : x;
+            v += keys_w(ry - iy - a) * keys_w(rx - ix - b) * (double)pos[((size_t)y * G + x) * D + d];
+        }
     return v;
 }
 
@@ -549,6 +565,40 @@ static void case_positions_hub(void) {
     printf("  dinov2 at 70 x 98 (grid 5 x 7 from 4 x 4): hub vs hf max|diff| %.3g; ids %s / %s\n", diff, id1, id2);
     T_CHECK(diff > 1e-3 && strcmp(id1, id2) != 0);
     free(a); free(b);
+    /* the positions of a 5 x 7 grid against the bicubic written out, rows at 4 / 5.1 and columns at 4 / 7.1 input
+     * cells per output cell (the release's "w" is the image height: each axis by its own grid) */
+    sa3d_model_params hp = sa3d_model_params_default();
+    hp.positions = "hub";
+    sa3d_model *hm = NULL;
+    sa3d_error herr;
+    T_OK(sa3d_model_open(&hm, dir, &hp, &herr), &herr);
+    if (hm) {
+        const sa3d_vit_config *c = sa3d_model_vit_config(hm);
+        int Gp = c->pos_grid, gh = 5, gw = 7;
+        size_t D = (size_t)c->hidden_size;
+        float *pos = malloc((1 + (size_t)gh * gw) * D * 4), *grid = malloc(D * ((size_t)Gp * Gp + (size_t)gh * gw) * 4);
+        if (pos && grid) {
+            sa3d_vit_positions(hm, gh, gw, 0, pos, grid, NULL);
+            const float *stored = hm->vw.pos + D;   /* past the CLS position */
+            double err_right = 0.0, err_swapped = 0.0, mag = 0.0;
+            for (int y = 0; y < gh; y++)
+                for (int x = 0; x < gw; x++)
+                    for (size_t d = 0; d < D; d++) {
+                        double got = (double)pos[(1 + (size_t)y * gw + x) * D + d];
+                        double ry = (y + 0.5) * Gp / (gh + 0.1) - 0.5, rx = (x + 0.5) * Gp / (gw + 0.1) - 0.5;
+                        double sy = (y + 0.5) * Gp / (gw + 0.1) - 0.5, sx = (x + 0.5) * Gp / (gh + 0.1) - 0.5;
+                        err_right = fmax(err_right, fabs(got - grid_bicubic(stored, Gp, D, d, ry, rx)));
+                        err_swapped = fmax(err_swapped, fabs(got - grid_bicubic(stored, Gp, D, d, sy, sx)));
+                        mag = fmax(mag, fabs(got));
+                    }
+            printf("  hub positions of a 5 x 7 grid: max|err| %.2g (%.2g with the axes' scales swapped), max|pos| "
+                   "%.2g\n", err_right, err_swapped, mag);
+            T_CHECK(err_right <= 1e-5 * fmax(1.0, mag) && err_swapped > 1e-3 * mag);
+        }
+        free(pos);
+        free(grid);
+        sa3d_model_free(hm);
+    }
     a = forward_positions(dir, "hf", 56, 56, &n1, id1);   /* the checkpoint's own grid: nothing is resized */
     b = forward_positions(dir, "hub", 56, 56, &n2, id2);
     T_CHECK(a && b && n1 == n2 && memcmp(a, b, n1 * 4) == 0);

@@ -47,10 +47,10 @@ typedef struct sa3d_vit_config {
     int use_swiglu;
     int qkv_bias;
     int pos_antialias;       /* with-registers models interpolate positions with antialiased bicubic */
-    double pos_offset;       /* 0 (Hugging Face); 0.1 with sa3d_model_params.positions "hub" (see there) */
     int apply_layernorm;     /* backbone use: final norm on each stage output */
     float ln_eps;
     sa3d_activation act;
+    double pos_offset;       /* 0 (Hugging Face); 0.1 with sa3d_model_params.positions "hub" (see there) */
 } sa3d_vit_config;
 
 /* Depth Anything (DPT neck + head) settings. */
@@ -72,13 +72,13 @@ typedef struct sa3d_model_params {
     const char *dtype;    /* "fp32" (default; TF32 matrix products on cuda), "fp16" or "bf16" (cuda only: matrix
                              products and activations in 16 bits, sums and the residual stream in fp32) */
     const char *positions;   /* How the position embeddings are resized to an input grid (gh, gw) other than the
-                                checkpoint's G x G. "hf" (default): as Hugging Face transformers, bicubic to the
-                                size (gh, gw). "hub": as the original DINOv2 release (torch.hub dinov2_vit*14, which
-                                GeoAware-SC's features came from, METHOD.md 3.1; also Depth-Anything-V2's own copy),
-                                bicubic by scale_factor (g + 0.1) / G, which samples at G / (g + 0.1) instead of
-                                G / g: up to 0.06 cells apart at 840. With-registers models are the same either
-                                way (the hub's use offset 0 and antialias, as Hugging Face). "hub" is part of
-                                sa3d_model_id. */
+                                checkpoint's G x G. "hf" (default): as current Hugging Face transformers, bicubic
+                                to the size (gh, gw) (releases before about 4.45 used the "hub" rule). "hub": as
+                                the original DINOv2 release (torch.hub dinov2_vit*14, which GeoAware-SC's features
+                                came from, METHOD.md 3.1; also Depth-Anything-V2's own copy), bicubic by
+                                scale_factor (g + 0.1) / G, which samples at G / (g + 0.1) instead of G / g: up to
+                                0.06 cells apart at 840. With-registers models are the same either way (the hub's
+                                use offset 0 and antialias, as Hugging Face). "hub" is part of sa3d_model_id. */
 } sa3d_model_params;
 SA3D_API sa3d_model_params sa3d_model_params_default(void);
 

@@ -98,7 +98,7 @@ SA3D_API sa3d_synth_spair_params sa3d_synth_spair_params_default(void);
 
 /* Writes the dataset described above under root. root must not exist (it is created, with its parents) or be
  * an empty directory, so a generated split never mixes with other files. The whole dataset is written into
- * "<root>.partial-<pid>" and renamed to root at the end, so it appears whole or not at all. Failure: SA3D_ERR_ARG
+ * root/.partial-XXXXXX and moved up into root at the end, so it appears whole or not at all. Failure: SA3D_ERR_ARG
  * (a parameter out of range, naming it; root not empty), SA3D_ERR_IO (naming the file or directory),
  * SA3D_ERR_NOMEM, SA3D_ERR_CANCELLED (p->cancel); the staging folder is then removed. */
 SA3D_API sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_params *p, sa3d_error *err);

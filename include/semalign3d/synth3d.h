@@ -144,7 +144,7 @@ SA3D_API const char *sa3d_synth3d_category(int i);
 
 /* Writes the dataset under root, which must not exist (it is created, with its parents) or be an empty
  * directory. Parameters and root are checked before anything is created. The whole dataset is written into
- * "<root>.partial-<pid>" and renamed to root at the end, so it appears whole or not at all. Failure:
+ * root/.partial-XXXXXX and moved up into root at the end, so it appears whole or not at all. Failure:
  * SA3D_ERR_ARG (a parameter out of range, naming it; root not empty), SA3D_ERR_IO (naming the file),
  * SA3D_ERR_NOMEM, SA3D_ERR_CANCELLED (p->cancel); the staging folder is then removed. */
 SA3D_API sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, sa3d_error *err);

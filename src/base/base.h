@@ -57,6 +57,15 @@ int sa3d_dir_exists(const char *path);
  * something stayed. A missing path is 0. */
 int sa3d_remove_tree(const char *path);
 
+/* FNV-1a over n bytes, continuing from h (SA3D_FNV_OFFSET to start): the cheap identities of a model, an image
+ * file, a cache key. */
+#define SA3D_FNV_OFFSET 1469598103934665603ull
+static inline uint64_t sa3d_fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *q = (const unsigned char *)p;
+    for (size_t i = 0; i < n; i++) h = (h ^ q[i]) * 1099511628211ull;
+    return h;
+}
+
 /* Thread count: 0 means all online cores. Applies to OpenMP and OpenBLAS; returns the count used. */
 int sa3d_set_threads(int n_threads);
 

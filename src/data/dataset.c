@@ -136,11 +136,7 @@ sa3d_status sa3d_ds_bad_record(sa3d_dataset *ds, const sa3d_error *rec, sa3d_err
 
 /* ---- image record cache: open addressing on FNV-1a of the key ---- */
 
-static uint64_t hash_key(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash_key(const char *s) { return sa3d_fnv1a(SA3D_FNV_OFFSET, s, strlen(s)); }
 
 const ds_image *sa3d_ds_image_find(const sa3d_dataset *ds, const char *key) {
     if (!ds->cap_imgs) return NULL;

@@ -181,9 +181,8 @@ static sa3d_status finish_bindings(loader *L) {
 /* FNV-1a over config.json and, per tensor, its name, shape and first 256 bytes: a cheap identity that changes
  * whenever the checkpoint or its configuration does. */
 static void compute_id(sa3d_model *m, const char *config_text) {
-    uint64_t h = 1469598103934665603ull;
-#define FNV(ptr, len) do { const unsigned char *q_ = (const unsigned char *)(ptr); \
-        for (size_t i_ = 0; i_ < (len); i_++) { h ^= q_[i_]; h *= 1099511628211ull; } } while (0)
+    uint64_t h = SA3D_FNV_OFFSET;
+#define FNV(ptr, len) (h = sa3d_fnv1a(h, (ptr), (len)))
     FNV(config_text, strlen(config_text));
     for (int i = 0; i < sa3d_checkpoint_count(m->ck); i++) {
         const sa3d_st_tensor *t = sa3d_checkpoint_get(m->ck, i);

@@ -475,7 +475,8 @@ sa3d_status sa3d_synth_spair_write(const char *root, const sa3d_synth_spair_para
     if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
     if ((s = sa3d_synth_check_root(root, err))) return s;
     char stage[3100];
-    if ((s = sa3d_synth_stage_begin(stage, sizeof stage, root, err))) return s;
+    int created = 0;
+    if ((s = sa3d_synth_stage_begin(stage, sizeof stage, root, &created, err))) return s;
     synth sy;
     memset(&sy, 0, sizeof sy);
     sy.root = stage;   /* renamed to root once whole */
@@ -511,5 +512,5 @@ done:
     sa3d_free(sy.cats);
     sa3d_free(sy.images);
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
-    return sa3d_synth_stage_end(stage, root, s, err);
+    return sa3d_synth_stage_end(stage, root, created, s, err);
 }

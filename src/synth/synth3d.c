@@ -983,7 +983,8 @@ sa3d_status sa3d_synth3d_write(const char *root, const sa3d_synth3d_params *p, s
     if (strlen(root) > 3000) return sa3d_fail(err, SA3D_ERR_ARG, "%.100s...: path too long", root);
     if ((st = sa3d_synth_check_root(root, err))) return st;
     char stage[3100];
-    if ((st = sa3d_synth_stage_begin(stage, sizeof stage, root, err))) return st;
+    int created = 0;
+    if ((st = sa3d_synth_stage_begin(stage, sizeof stage, root, &created, err))) return st;
     s3 sy;
     memset(&sy, 0, sizeof sy);
     sy.root = stage;   /* renamed to root once whole */
@@ -1015,5 +1016,5 @@ done:
     for (int c = 0; c < SA3D_SYNTH3D_N_CATEGORIES; c++) sa3d_free(sy.tables[c].block);
     sa3d_free(sy.images);
     for (int sp = 0; sp < SA3D_SYNTH_N_SPLITS; sp++) sa3d_free(sy.pairs[sp]);
-    return sa3d_synth_stage_end(stage, root, st, err);
+    return sa3d_synth_stage_end(stage, root, created, st, err);
 }

@@ -42,6 +42,12 @@ sa3d_status sa3d_path_fmt(char *buf, size_t n, sa3d_error *err, const char *fmt,
     return SA3D_OK;
 }
 
+/* Staging folders are root/.partial-XXXXXX: inside root, so moving their entries up is a rename on one file
+ * system whatever root is ("." , a link, a mount point), and root keeps its owner and mode. */
+#define STAGE_PREFIX ".partial-"
+
+static int is_stage_name(const char *name) { return !strncmp(name, STAGE_PREFIX, strlen(STAGE_PREFIX)); }
+
 sa3d_status sa3d_synth_check_root(const char *root, sa3d_error *err) {
     struct stat st;
     if (stat(root, &st) != 0) return SA3D_OK;
@@ -49,8 +55,8 @@ sa3d_status sa3d_synth_check_root(const char *root, sa3d_error *err) {
     DIR *d = opendir(root);
     if (!d) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", root, strerror(errno));
     int entries = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) entries++;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)   /* a killed run's staging folder does not count */
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !is_stage_name(e->d_name)) entries++;
     closedir(d);
     if (entries)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s: not empty; the synthetic dataset is written only into a new or empty "
@@ -342,6 +348,7 @@ static sa3d_status write_layout_lists(const sa3d_synth_writer *w, sa3d_error *er
 sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err) {
     char path[4096];
     sa3d_status s;
+    if (w->cancel && w->cancel(w->cancel_user)) return sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
     if ((s = sa3d_mkdirs(w->root, err)) ||
         (s = sa3d_synth_make_tree(w->root, w->folders, w->category_name, w->n_categories, err)) ||
         (s = write_items(w, err)) || (s = write_layout_lists(w, err)) ||
@@ -350,20 +357,54 @@ sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err
     return sa3d_write_file_atomic(path, w->manifest, strlen(w->manifest), err);
 }
 
-sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, sa3d_error *err) {
-    size_t len = strlen(root);
-    while (len > 1 && root[len - 1] == '/') len--;
-    sa3d_status s = sa3d_path_fmt(stage, n, err, "%.*s.partial-%ld", (int)len, root, (long)getpid());
-    if (s) return s;
+sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, int *created, sa3d_error *err) {
     struct stat sb;
-    if (lstat(stage, &sb) == 0)   /* left by a killed run that had this pid: not ours to remove */
-        return sa3d_fail(err, SA3D_ERR_IO, "%s: exists (a staging folder an earlier run left?); remove it", stage);
-    return sa3d_mkdirs(stage, err);
+    *created = stat(root, &sb) != 0;
+    sa3d_status s = sa3d_mkdirs(root, err);
+    if (s) return s;
+    DIR *d = opendir(root);   /* staging folders of runs that were killed: ours, inside an otherwise empty root */
+    if (!d) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", root, strerror(errno));
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        char old[4200];
+        if (is_stage_name(e->d_name) && !sa3d_path_fmt(old, sizeof old, NULL, "%s/%s", root, e->d_name))
+            sa3d_remove_tree(old);
+    }
+    closedir(d);
+    if ((s = sa3d_path_fmt(stage, n, err, "%s/" STAGE_PREFIX "XXXXXX", root))) return s;
+    if (!mkdtemp(stage)) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create: %s", stage, strerror(errno));
+    return SA3D_OK;
 }
 
-sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, sa3d_status s, sa3d_error *err) {
-    if (s == SA3D_OK && rename(stage, root) != 0)
-        s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot rename %s to it: %s", root, stage, strerror(errno));
-    if (s != SA3D_OK) sa3d_remove_tree(stage);
+sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, int created, sa3d_status s, sa3d_error *err) {
+    char moved[32][256];   /* what this run moved into root, to take back out if a later move fails */
+    int n_moved = 0;
+    if (s == SA3D_OK) {   /* every entry up into root, synth_params.json (what marks a whole dataset) last */
+        DIR *d = opendir(stage);
+        if (!d) s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", stage, strerror(errno));
+        for (int last = 0; s == SA3D_OK && last < 2; last++) {
+            if (d) rewinddir(d);
+            for (struct dirent *e; s == SA3D_OK && d && (e = readdir(d)) != NULL;) {
+                int manifest = strcmp(e->d_name, "synth_params.json") == 0;
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || manifest != last) continue;
+                char from[4200], to[4200];
+                if (n_moved == 32 || strlen(e->d_name) >= sizeof moved[0])
+                    s = sa3d_fail(err, SA3D_ERR_IO, "%s: unexpected entry %.100s", stage, e->d_name);
+                else if (!(s = sa3d_path_fmt(from, sizeof from, err, "%s/%s", stage, e->d_name)) &&
+                         !(s = sa3d_path_fmt(to, sizeof to, err, "%s/%s", root, e->d_name))) {
+                    if (rename(from, to) != 0)
+                        s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot move it into %s: %s", from, root, strerror(errno));
+                    else
+                        snprintf(moved[n_moved++], sizeof moved[0], "%s", e->d_name);
+                }
+            }
+        }
+        if (d) closedir(d);
+    }
+    for (int k = 0; s != SA3D_OK && k < n_moved; k++) {
+        char path[4200];
+        if (!sa3d_path_fmt(path, sizeof path, NULL, "%s/%s", root, moved[k])) sa3d_remove_tree(path);
+    }
+    sa3d_remove_tree(stage);
+    if (s != SA3D_OK && created) rmdir(root);   /* empty again: as it was, absent */
     return s;
 }

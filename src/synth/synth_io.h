@@ -151,12 +151,14 @@ typedef struct sa3d_synth_writer {
  * that of the failed item with the smallest index. */
 sa3d_status sa3d_synth_write_dataset(const sa3d_synth_writer *w, sa3d_error *err);
 
-/* A dataset appears whole or not at all: a generator writes into a staging folder beside root and renames it to
- * root at the end, so an interrupted or failed run leaves nothing a rerun would refuse as "not empty".
- * sa3d_synth_stage_begin: stage = "<root>.partial-<pid>" (trailing slashes of root dropped), created with root's
- * parents. sa3d_synth_stage_end with the write's status s: on SA3D_OK renames stage to root (an empty root folder
- * is replaced), else removes stage; returns s, or the rename's error. */
-sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, sa3d_error *err);
-sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, sa3d_status s, sa3d_error *err);
+/* A dataset appears whole or not at all: a generator writes into a staging folder root/.partial-XXXXXX (inside
+ * root, so the moves below are renames on one file system whatever root is: ".", a link, a mount point) and moves
+ * its entries up into root at the end, synth_params.json last. sa3d_synth_stage_begin: creates root (with its
+ * parents) and stage, after removing staging folders that killed runs left in root (sa3d_synth_check_root does
+ * not count them); *created: root did not exist. sa3d_synth_stage_end with the write's status s: on SA3D_OK moves
+ * stage's entries up, else (or when a move fails) takes out what it moved; removes stage, and a root it created
+ * when the write failed; returns s, or the move's error. */
+sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, int *created, sa3d_error *err);
+sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, int created, sa3d_status s, sa3d_error *err);
 
 #endif
