@@ -50,9 +50,12 @@ int cli_eval_progress(void *user, long done, long total, const char *item);
 /* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
 void cli_warn(void *user, const char *msg);
 
-/* Set by SIGINT or SIGTERM; long loops check it between items (also from several threads: a sig_atomic_t is
- * read and written whole). A second signal ends the process at once. */
+/* Every command starts with cli_install_fatal_signals: SIGINT and SIGTERM end the process as by default, but
+ * first remove the temp file of any atomic write in progress (sa3d_atomic_remove_temps). Commands with long loops
+ * then call cli_install_sigint: a signal sets cli_interrupted, which they check between items (also from several
+ * threads: a sig_atomic_t is read and written whole), and a second one ends the process as above. */
 extern volatile sig_atomic_t cli_interrupted;
+void cli_install_fatal_signals(void);
 void cli_install_sigint(void);
 /* A library cancel callback (user unused): cli_interrupted. */
 int cli_cancel_requested(void *user);

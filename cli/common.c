@@ -13,9 +13,30 @@
 
 volatile sig_atomic_t cli_interrupted;
 
+/* Ends the process as the signal would, without the temp file of a write it interrupts. */
+static void on_fatal_signal(int sig) {
+    sa3d_atomic_remove_temps();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* A signal the process was started with ignored (a background job of a script, for SIGINT) stays ignored. */
+static void set_handler(void (*fn)(int)) {
+    const int sigs[2] = { SIGINT, SIGTERM };
+    for (int k = 0; k < 2; k++) {
+        struct sigaction old, sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = fn;
+        if (sigaction(sigs[k], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[k], &sa, NULL);
+    }
+}
+
+void cli_install_fatal_signals(void) { set_handler(on_fatal_signal); }
+
 static void on_sigint(int sig) {
     (void)sig;
     cli_interrupted = 1;
+    set_handler(on_fatal_signal);   /* the first asks the run to stop cleanly; a second ends it */
 }
 
 int cli_cancel_requested(void *user) {
@@ -23,14 +44,7 @@ int cli_cancel_requested(void *user) {
     return cli_interrupted;
 }
 
-void cli_install_sigint(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = SA_RESETHAND;   /* the first asks the run to stop cleanly; a second kills it */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);   /* timeout, docker stop: the same clean stop */
-}
+void cli_install_sigint(void) { set_handler(on_sigint); }   /* SIGTERM too: timeout, docker stop */
 
 int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value) {
     const char *a = argv[*i];

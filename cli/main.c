@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
         printf("semalign3d %s\n", sa3d_version());
         return EXIT_OK;
     }
+    cli_install_fatal_signals();
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "semalign3d: unknown command '%s'; see 'semalign3d --help'\n", argv[1]);

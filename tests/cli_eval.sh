@@ -11,10 +11,10 @@ check() { if [ "$2" != "$3" ]; then echo "FAIL $1: exit $3, expected $2"; fail=1
 
 "$BIN" synth-spair --out "$T/ds" --categories 2 --pairs-test 12 2>/dev/null; check "synth-spair" 0 $?
 "$BIN" synth-spair --out "$T/ds" 2>/dev/null; check "synth-spair into a non-empty dir" 1 $?
-# Ctrl-C while synth3d writes: exit 130 and nothing left behind (the dataset is staged, then renamed whole; it
-# left .tmp files and a partial tree that the rerun refused as not empty)
+# SIGTERM (as Ctrl-C; a script's background job ignores SIGINT) while synth3d writes: exit 130 and nothing left
+# behind (the dataset is staged, then moved up whole; it left .tmp files and a partial tree the rerun refused)
 "$BIN" synth3d --out "$T/s3i" --images 1000 --threads 1 2>"$T/e" &
-pid=$!; sleep 1; kill -INT $pid; wait $pid; check "synth3d interrupted" 130 $?
+pid=$!; sleep 1; kill -TERM $pid; wait $pid; check "synth3d interrupted" 130 $?
 [ -z "$(ls "$T" | grep s3i)" ] || { echo "FAIL interrupted synth3d left $(ls "$T" | grep s3i)"; fail=1; }
 "$BIN" synth3d --out "$T/s3i/" --images 12 --pairs-trn 4 --pairs-val 2 --pairs-test 2 2>/dev/null
 check "synth3d after the interruption" 0 $?

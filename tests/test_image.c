@@ -565,6 +565,23 @@ static void test_atomic_write(void) {
     T_CHECK(img.rgb && memcmp(img.rgb, noise, 64 * 64 * 3) == 0);
     sa3d_image_free(&img);
     T_CHECK(dir_entries(sub) == 1);
+    /* what a SIGINT handler calls before the process ends: the temp files of writes in progress go, those of
+     * finished writes are no longer listed (the finished file stays), and a later abort is still clean */
+    sa3d_atomic_file a, b;
+    char pa[200], pb[200];
+    snprintf(pa, sizeof pa, "%s/a.bin", sub);
+    snprintf(pb, sizeof pb, "%s/b.bin", sub);
+    T_OK(sa3d_atomic_open(&a, pa, &err), &err);
+    T_OK(sa3d_atomic_open(&b, pb, &err), &err);
+    T_OK(sa3d_atomic_write(&a, "x", 1, &err), &err);
+    T_OK(sa3d_atomic_write(&b, "y", 1, &err), &err);
+    T_OK(sa3d_atomic_commit(&b, &err), &err);
+    T_CHECK(dir_entries(sub) == 3);   /* out.png, a's temp file, b.bin */
+    sa3d_atomic_remove_temps();
+    T_CHECK(dir_entries(sub) == 2 && access(pb, F_OK) == 0);
+    sa3d_atomic_abort(&a);
+    T_CHECK(dir_entries(sub) == 2);
+    remove(pb);
     remove(path);
     rmdir(sub);
     free(noise);

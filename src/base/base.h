@@ -39,11 +39,15 @@ typedef struct sa3d_atomic_file {
     FILE *f;
     char *tmp_path;
     char *path;
+    int slot;   /* 1 + its entry in the list of temp files being written (sa3d_atomic_remove_temps), 0 none */
 } sa3d_atomic_file;
 sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error *err);
 sa3d_status sa3d_atomic_write(sa3d_atomic_file *af, const void *data, size_t n, sa3d_error *err);
 sa3d_status sa3d_atomic_commit(sa3d_atomic_file *af, sa3d_error *err);   /* closes; renames into place */
 void sa3d_atomic_abort(sa3d_atomic_file *af);                             /* closes; removes the temp file */
+/* Removes every temp file an sa3d_atomic_file of this process is writing. Async-signal-safe: for a SIGINT or
+ * SIGTERM handler that then ends the process, so that an interrupted write leaves no "<path>.tmp.<pid>". */
+void sa3d_atomic_remove_temps(void);
 /* The whole sequence for one buffer: open, write len bytes, commit (abort on failure). */
 sa3d_status sa3d_write_file_atomic(const char *path, const void *data, size_t len, sa3d_error *err);
 

@@ -48,6 +48,35 @@ sa3d_status sa3d_read_file(const char *path, size_t max_bytes, char **out, size_
     return SA3D_OK;
 }
 
+/* The temp files being written, for sa3d_atomic_remove_temps in a signal handler, which can neither lock nor
+ * allocate: fixed slots, each claimed by a compare-and-swap (0 free -> 1 claimed), its path copied, then marked
+ * full (2). A file without a free slot or with a longer path is written all the same, just not listed. */
+#define TEMP_SLOTS 64
+static char temp_path[TEMP_SLOTS][4352];
+static int temp_state[TEMP_SLOTS];
+
+static int temp_list(const char *tmp) {
+    if (strlen(tmp) >= sizeof temp_path[0]) return 0;
+    for (int k = 0; k < TEMP_SLOTS; k++) {
+        int free_ = 0;
+        if (__atomic_compare_exchange_n(&temp_state[k], &free_, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            memcpy(temp_path[k], tmp, strlen(tmp) + 1);
+            __atomic_store_n(&temp_state[k], 2, __ATOMIC_RELEASE);
+            return k + 1;
+        }
+    }
+    return 0;
+}
+
+static void temp_unlist(int slot) {
+    if (slot > 0) __atomic_store_n(&temp_state[slot - 1], 0, __ATOMIC_RELEASE);
+}
+
+void sa3d_atomic_remove_temps(void) {
+    for (int k = 0; k < TEMP_SLOTS; k++)
+        if (__atomic_load_n(&temp_state[k], __ATOMIC_ACQUIRE) == 2) unlink(temp_path[k]);
+}
+
 sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error *err) {
     memset(af, 0, sizeof *af);
     size_t n = strlen(path) + 32;
@@ -58,6 +87,7 @@ sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error 
         return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", path);
     }
     snprintf(af->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
+    af->slot = temp_list(af->tmp_path);   /* before the file exists: a signal in between finds nothing to remove */
     af->f = fopen(af->tmp_path, "wb");
     if (!af->f) {
         sa3d_status s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create: %s", af->tmp_path, strerror(errno));
@@ -83,15 +113,18 @@ sa3d_status sa3d_atomic_commit(sa3d_atomic_file *af, sa3d_error *err) {
     if (s == SA3D_OK && rename(af->tmp_path, af->path) != 0)
         s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot rename into place: %s", af->path, strerror(errno));
     if (s != SA3D_OK) remove(af->tmp_path);
+    temp_unlist(af->slot);
     sa3d_free(af->tmp_path);
     sa3d_free(af->path);
     af->tmp_path = af->path = NULL;
+    af->slot = 0;
     return s;
 }
 
 void sa3d_atomic_abort(sa3d_atomic_file *af) {
     if (af->f) fclose(af->f);
     if (af->tmp_path) remove(af->tmp_path);
+    temp_unlist(af->slot);
     sa3d_free(af->tmp_path);
     sa3d_free(af->path);
     memset(af, 0, sizeof *af);
