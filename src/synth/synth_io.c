@@ -376,33 +376,36 @@ sa3d_status sa3d_synth_stage_begin(char *stage, size_t n, const char *root, int 
 }
 
 sa3d_status sa3d_synth_stage_end(const char *stage, const char *root, int created, sa3d_status s, sa3d_error *err) {
-    char moved[32][256];   /* what this run moved into root, to take back out if a later move fails */
-    int n_moved = 0;
-    if (s == SA3D_OK) {   /* every entry up into root, synth_params.json (what marks a whole dataset) last */
+    char name[32][256];   /* the stage's entries, read before any moves (a folder changing under readdir may skip) */
+    int n = 0;
+    unsigned char moved[32] = { 0 };
+    if (s == SA3D_OK) {
         DIR *d = opendir(stage);
         if (!d) s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", stage, strerror(errno));
-        for (int last = 0; s == SA3D_OK && last < 2; last++) {
-            if (d) rewinddir(d);
-            for (struct dirent *e; s == SA3D_OK && d && (e = readdir(d)) != NULL;) {
-                int manifest = strcmp(e->d_name, "synth_params.json") == 0;
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || manifest != last) continue;
-                char from[4200], to[4200];
-                if (n_moved == 32 || strlen(e->d_name) >= sizeof moved[0])
-                    s = sa3d_fail(err, SA3D_ERR_IO, "%s: unexpected entry %.100s", stage, e->d_name);
-                else if (!(s = sa3d_path_fmt(from, sizeof from, err, "%s/%s", stage, e->d_name)) &&
-                         !(s = sa3d_path_fmt(to, sizeof to, err, "%s/%s", root, e->d_name))) {
-                    if (rename(from, to) != 0)
-                        s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot move it into %s: %s", from, root, strerror(errno));
-                    else
-                        snprintf(moved[n_moved++], sizeof moved[0], "%s", e->d_name);
-                }
-            }
+        for (struct dirent *e; s == SA3D_OK && d && (e = readdir(d)) != NULL;) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            if (n == 32 || strlen(e->d_name) >= sizeof name[0])
+                s = sa3d_fail(err, SA3D_ERR_IO, "%s: unexpected entry %.100s", stage, e->d_name);
+            else
+                snprintf(name[n++], sizeof name[0], "%s", e->d_name);
         }
         if (d) closedir(d);
     }
-    for (int k = 0; s != SA3D_OK && k < n_moved; k++) {
+    for (int last = 0; s == SA3D_OK && last < 2; last++)   /* synth_params.json, which marks a whole dataset, last */
+        for (int k = 0; s == SA3D_OK && k < n; k++) {
+            if ((strcmp(name[k], "synth_params.json") == 0) != last) continue;
+            char from[4200], to[4200];
+            if ((s = sa3d_path_fmt(from, sizeof from, err, "%s/%s", stage, name[k])) ||
+                (s = sa3d_path_fmt(to, sizeof to, err, "%s/%s", root, name[k])))
+                break;
+            if (rename(from, to) != 0)
+                s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot move it into %s: %s", from, root, strerror(errno));
+            else
+                moved[k] = 1;
+        }
+    for (int k = 0; s != SA3D_OK && k < n; k++) {   /* a move failed: take out what this run moved in */
         char path[4200];
-        if (!sa3d_path_fmt(path, sizeof path, NULL, "%s/%s", root, moved[k])) sa3d_remove_tree(path);
+        if (moved[k] && !sa3d_path_fmt(path, sizeof path, NULL, "%s/%s", root, name[k])) sa3d_remove_tree(path);
     }
     sa3d_remove_tree(stage);
     if (s != SA3D_OK && created) rmdir(root);   /* empty again: as it was, absent */
