@@ -994,19 +994,17 @@ static void case_build_progress(void) {
     if (!sy) return;
     sa3d_prior_build_params p = test_params();
     p.refine_tol = 0.0;   /* every step: 4 windows */
-    sa3d_prior_source src = sa3d_prior_synth_source(sy);
-    sa3d_prior *pr = NULL;
     stage_log log = { 0 };
     p.progress = log_progress;
     p.progress_user = &log;
-    T_OK(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL, &err),
-         &err);
+    sa3d_prior *pr = build_synth(sy, &p, 0, NULL);
     printf("  sparse: %d calls, last %ld of %ld; refine: %d calls over %d steps\n", log.sparse_calls, log.sparse_last,
            log.sparse_total, log.refine_calls, p.refine_iters);
     T_CHECK(log.sparse_calls == log.sparse_total && log.sparse_last == log.sparse_total && log.sparse_total >= 1);
     T_CHECK(log.refine_calls == p.refine_iters / 250 - 1);   /* after steps 250, 500, 750 */
     sa3d_prior_free(pr);
     pr = NULL;
+    sa3d_prior_source src = sa3d_prior_synth_source(sy);
     const char *at[2] = { "sparse", "refine" };
     for (int k = 0; k < 2; k++) {
         stage_log c = { .cancel_at = at[k] };

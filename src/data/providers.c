@@ -15,6 +15,7 @@
 #include "semalign3d/match.h"
 #include "semalign3d/providers.h"
 #include "semalign3d/safetensors.h"
+#include "tensor/kernels.h"
 
 typedef enum { KIND_FEATURES, KIND_DEPTH, KIND_MASK } provider_kind;
 static const char *kind_names[] = { "features", "depth", "masks" };
@@ -456,9 +457,7 @@ static int cache_get(sa3d_provider *pr, const char *cat, const char *id, int fli
  * the map is freed and zeroed. */
 static sa3d_status finish_map(sa3d_provider *pr, const char *cat, const char *id, sa3d_status s, int checked,
                               const cache_entry *ce, sa3d_map *out, sa3d_error *err) {
-    long bad = -1;
-    for (size_t i = 0; !s && !checked && i < (size_t)out->c * out->h * out->w && bad < 0; i++)
-        if (!isfinite(out->data[i])) bad = (long)i;
+    long bad = !s && !checked ? sa3d_first_nonfinite(out->data, (size_t)out->c * out->h * out->w) : -1;
     if (!s && bad >= 0)
         s = sa3d_fail(err, SA3D_ERR_NUMERIC, "%s/%s: %s: non-finite value at index %ld", cat, id,
                       kind_names[pr->kind], bad);

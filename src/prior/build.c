@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "base/rng.h"
 #include "geom/geom.h"
+#include "tensor/kernels.h"
 #include "prior/prior_internal.h"
 #include "semalign3d/prior_build.h"
 
@@ -565,12 +566,12 @@ static sa3d_status stage_dense(build *b, merged *mg, const sa3d_prior_source *sr
     for (int i = 0; i < I; i++) {
         const instance *in = &b->inst[i];
         if ((st = src->features(src->user, in->img, in->flip, F, err))) goto done;
-        for (size_t q = 0; q < gg * (size_t)C; q++)   /* as the depth check: a NaN would void every statistic */
-            if (!isfinite(F[q])) {
-                st = sa3d_fail(err, SA3D_ERR_NUMERIC, "image %s%s: feature map: value %zu (channel %zu) is not finite",
-                               b->images[in->img]->id, in->flip ? " (mirrored)" : "", q, q / gg);
-                goto done;
-            }
+        long q = sa3d_first_nonfinite(F, gg * (size_t)C);   /* as depth is checked: a NaN voids every statistic */
+        if (q >= 0) {
+            st = sa3d_fail(err, SA3D_ERR_NUMERIC, "image %s%s: feature map: value %ld (channel %ld) is not finite",
+                           b->images[in->img]->id, in->flip ? " (mirrored)" : "", q, q / (long)gg);
+            goto done;
+        }
         for (int k = 0; k < n; k++)   /* keypoint features at the raw keypoint cell (4.5 step 5) */
             if (in->vis[k])
                 cell_feat(b, F, in, in->raw[k][0], in->raw[k][1], mg->kfeat + ((size_t)i * n + k) * (size_t)C);
@@ -754,9 +755,6 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     sp.progress_user = p->progress_user;
     sa3d_sparse_trace trace;
     if ((st = sa3d_prior_sparse(b.anchors, &g, fr.mode, b.n, &sp, &trace, err))) goto fail;
-    rep->refine_energy[0] = trace.refine_energy[0];
-    rep->refine_energy[1] = trace.refine_energy[1];
-    rep->refine_steps = trace.refine_steps;
     rep->grid_screened = rep->grid_total = 0;
     for (int s = 0; s < trace.n_order; s++) {
         rep->grid_screened += trace.n_screened[s];
@@ -767,7 +765,17 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         b.used[k] = isfinite(b.anchors[3 * k]);
         nu += b.used[k];
     }
+    /* step 4 over the relations among placed slots: a slot the order never reached stays at +inf (METHOD.md
+     * 4.5.4), and a relation through it would make L_geom NaN. With every slot placed they are all kept. */
     fitted_keep_used(&fr, b.used);
+    rep->refine_energy[0] = rep->refine_energy[1] = 0.0;
+    rep->refine_steps = 0;
+    if (p->refine_iters > 0) {
+        sa3d_geom_terms among = { fr.n_pairs, fr.e1, fr.e2, fr.R, fr.A, fr.n_tets, fr.t, fr.v, fr.cx, fr.cy, fr.cz };
+        if ((st = sa3d_prior_refine(b.anchors, b.used, b.n, &among, &sp, &rep->refine_energy[0], &rep->refine_energy[1],
+                                    &rep->refine_steps, err)))
+            goto fail;
+    }
     double t4 = sa3d_now();
     rep->stage_s[3] = t4 - t3;
     if ((st = stage_dense(&b, &mg, src, err))) goto fail;

@@ -43,7 +43,7 @@ typedef struct sa3d_sparse_params {
     double cube_size;       /* 1.0 (DEFAULT_SPARSE_PC_CONSTRUCTION_PARAMS) */
     int cube_n;             /* 100 grid points per axis */
     int n_max_comb;         /* 100 relations of each kind per step */
-    int refine_iters;       /* 20000 (GeomOptimizer n_iter); 0 skips step 4 */
+    int refine_iters;       /* 20000 (GeomOptimizer n_iter) steps of step 4, sa3d_prior_refine; 0 skips it */
     double refine_tol;      /* convergence stop of step 4 (sa3d_prior_refine); 0 runs every step */
     sa3d_adamw_params adam; /* lr 1e-3, PyTorch AdamW defaults (weight decay 0.01, METHOD.md 10.6) */
     int grid_exhaustive;    /* 1: screen every grid point; 0 (default): branch and bound, the same answer */
@@ -63,8 +63,6 @@ typedef struct sa3d_sparse_trace {
     double emin[SA3D_PRIOR_MAX_SLOTS];/* per step: the minimum energy (double) */
     size_t n_recheck[SA3D_PRIOR_MAX_SLOTS]; /* per step: candidates re-evaluated in double */
     long n_screened[SA3D_PRIOR_MAX_SLOTS];  /* per step: grid points screened in float32 */
-    double refine_energy[2];          /* L_geom over all relations before and after step 4 */
-    int refine_steps;                 /* steps of step 4 run */
 } sa3d_sparse_trace;
 
 /* Step 3.3: puts `next` on the candidate of least L_geom (the subset sub; tets when use_tets) of the N^3 grid of
@@ -80,7 +78,8 @@ sa3d_status sa3d_prior_grid_place(double *Y /* [n][3] */, long *flat, double *em
                                   int next, const sa3d_geom_terms *sub, int use_tets, double cube_size, int cube_n,
                                   int exhaustive, size_t *n_recheck, long *n_screened, sa3d_error *err);
 
-/* Steps 1-4: anchors [n][3] (unplaced slots +inf) from the relations g and their float32 ratio modes. */
+/* Steps 1-3: anchors [n][3] (unplaced slots +inf) from the relations g and their float32 ratio modes; the
+ * builder then runs step 4 (sa3d_prior_refine) over the relations among the placed slots. */
 sa3d_status sa3d_prior_sparse(double *anchors /* [n][3] */, const sa3d_geom_terms *g, const float *mode /* [P] */,
                               int n, const sa3d_sparse_params *p, sa3d_sparse_trace *trace, sa3d_error *err);
 

@@ -601,42 +601,7 @@ done:
     return st;
 }
 
-/* The relations of g whose vertices are all marked in keep, in g's order; *out points into mem[0] (ids) and
- * mem[1] (Beta terms), which the caller frees. */
-static sa3d_status terms_among(sa3d_geom_terms *out, void *mem[2], const sa3d_geom_terms *g, const uint8_t *keep,
-                               sa3d_error *err) {
-    int32_t *ids = sa3d_malloc((g->n_pairs * 4 + g->n_tets * 4 + 1) * sizeof(int32_t));
-    sa3d_beta_term *bt = sa3d_malloc((g->n_pairs * 2 + g->n_tets * 3 + 1) * sizeof *bt);
-    mem[0] = ids;
-    mem[1] = bt;
-    if (!ids || !bt) return sa3d_fail(err, SA3D_ERR_NOMEM, "sparse refinement: out of memory");
-    int32_t *e1 = ids, *e2 = e1 + 2 * g->n_pairs, *t = e2 + 2 * g->n_pairs, *v = t + 3 * g->n_tets;
-    sa3d_beta_term *R = bt, *A = R + g->n_pairs, *cx = A + g->n_pairs, *cy = cx + g->n_tets, *cz = cy + g->n_tets;
-    size_t np = 0, nt = 0;
-    for (size_t i = 0; i < g->n_pairs; i++) {
-        const int32_t *a = g->e1 + 2 * i, *b = g->e2 + 2 * i;
-        if (!(keep[a[0]] && keep[a[1]] && keep[b[0]] && keep[b[1]])) continue;
-        memcpy(e1 + 2 * np, a, 2 * sizeof(int32_t));
-        memcpy(e2 + 2 * np, b, 2 * sizeof(int32_t));
-        R[np] = g->ratio[i];
-        A[np] = g->cosang[i];
-        np++;
-    }
-    for (size_t i = 0; i < g->n_tets; i++) {
-        const int32_t *tri = g->t + 3 * i;
-        if (!(keep[tri[0]] && keep[tri[1]] && keep[tri[2]] && keep[g->v[i]])) continue;
-        memcpy(t + 3 * nt, tri, 3 * sizeof(int32_t));
-        v[nt] = g->v[i];
-        cx[nt] = g->cx[i];
-        cy[nt] = g->cy[i];
-        cz[nt] = g->cz[i];
-        nt++;
-    }
-    *out = (sa3d_geom_terms){ np, e1, e2, R, A, nt, t, v, cx, cy, cz };
-    return SA3D_OK;
-}
-
-/* ---- steps 1-4 --------------------------------------------------------------------------------------------------- */
+/* ---- steps 1-3 --------------------------------------------------------------------------------------------------- */
 
 sa3d_status sa3d_prior_sparse(double *anchors, const sa3d_geom_terms *g, const float *mode, int n,
                               const sa3d_sparse_params *p, sa3d_sparse_trace *trace, sa3d_error *err) {
@@ -695,17 +660,6 @@ sa3d_status sa3d_prior_sparse(double *anchors, const sa3d_geom_terms *g, const f
             st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
             goto done;
         }
-    }
-    if (p->refine_iters > 0) {
-        /* Over the relations among placed slots: a slot the order never reached stays at +inf (METHOD.md 4.5.4),
-         * and a relation through it would make L_geom NaN. With every slot placed this is g itself. */
-        sa3d_geom_terms among;
-        void *mem[2] = { NULL, NULL };
-        if ((st = terms_among(&among, mem, g, placed, err))) goto done;
-        st = sa3d_prior_refine(anchors, placed, n, &among, p, &trace->refine_energy[0], &trace->refine_energy[1],
-                               &trace->refine_steps, err);
-        sa3d_free(mem[0]);
-        sa3d_free(mem[1]);
     }
 done:
     sa3d_free(pi); sa3d_free(ti); sa3d_free(bt); sa3d_free(ids);
