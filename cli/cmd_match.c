@@ -68,81 +68,74 @@ static int parse_points(const char *cmd, const char *s, float (*pts)[2]) {
     return n;
 }
 
-/* The unit feature map of an image (flip: of its left-right mirror, for the aligner's mirror term): computed by
- * the model or read from a `features` file (key feature_map, or feature_map_flip). */
-static sa3d_status features_of(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, const char *img_path,
-                               const char *file, int size, int flip, sa3d_feature_map *F, sa3d_error *err) {
-    float *data = NULL;
-    int C, g;
-    sa3d_status s;
-    const char *key = flip ? "feature_map_flip" : "feature_map";
-    if (m) {
-        float *px = NULL;
-        sa3d_image mirrored = { img->w, img->h, NULL };
-        if (flip) {
-            size_t nb = (size_t)img->w * (size_t)img->h * 3;
-            if (!(mirrored.rgb = malloc(nb))) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
-            memcpy(mirrored.rgb, img->rgb, nb);
-            sa3d_image_flip_lr(&mirrored);
-        }
-        s = sa3d_geoaware_preprocess(flip ? &mirrored : img, size, &px, err);
-        free(mirrored.rgb);
-        if (s || (s = sa3d_model_forward(m, ws, px, err)) ||
-            (s = sa3d_workspace_download_output(ws, "feature_map", err))) {
-            sa3d_pixels_free(px);
-            return s;
-        }
-        sa3d_pixels_free(px);
-        const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");
-        C = (int)f->shape[1];
-        g = (int)f->shape[2];
-        if (!(data = malloc((size_t)C * g * g * sizeof(float)))) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
-        memcpy(data, f->data, (size_t)C * g * g * sizeof(float));
-    } else {
-        sa3d_safetensors *st;
-        if ((s = sa3d_st_open(&st, file, err))) return s;
-        if ((s = sa3d_features_check_size(st, file, size, err))) {
-            sa3d_st_close(st);
-            return s;
-        }
-        const char *made_from = sa3d_st_metadata(st, "image_digest");   /* `features` records it */
-        char digest[17];
-        cli_image_digest(img_path, digest);
-        if (made_from && digest[0] && strcmp(made_from, digest)) {
-            s = sa3d_fail(err, SA3D_ERR_ARG, "%s: computed from another image than %s (image_digest %s, the image's "
-                          "%s)", file, img_path, made_from, digest);
-            sa3d_st_close(st);
-            return s;
-        }
-        const sa3d_st_tensor *t = sa3d_st_find(st, key);
-        int square = t && ((t->ndim == 3 && t->shape[1] == t->shape[2]) ||
-                           (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]));
-        if (!square) {
-            sa3d_st_close(st);
-            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor %s of shape [C][g][g]%s", file, key,
-                             flip ? " (the mirrored image's features, which align.w_mirror needs: `semalign3d "
-                                    "features --flip`, or --set align.w_mirror=0)" : "");
-        }
-        C = (int)t->shape[t->ndim - 3];
-        g = (int)t->shape[t->ndim - 1];
-        if (!(data = malloc(t->numel * sizeof(float)))) {
-            sa3d_st_close(st);
-            return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
-        }
-        size_t numel = t->numel;   /* t belongs to st, which is closed next */
-        s = sa3d_st_read_f32(t, data, numel, err);
-        sa3d_st_close(st);
-        if (s) { free(data); return s; }
-        long bad = -1;
-        for (size_t i = 0; i < numel && bad < 0; i++) if (!isfinite(data[i])) bad = (long)i;
-        if (bad >= 0) {
-            free(data);
-            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: %s: non-finite value at %ld", file, key, bad);
-        }
+/* The unit feature map of an image (flip: of its left-right mirror, for the aligner's mirror term), computed by
+ * the model. */
+static sa3d_status features_compute(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, int size,
+                                    int flip, sa3d_feature_map *F, sa3d_error *err) {
+    float *px = NULL;
+    sa3d_image mirrored = { img->w, img->h, NULL };
+    if (flip) {
+        size_t nb = (size_t)img->w * (size_t)img->h * 3;
+        if (!(mirrored.rgb = malloc(nb))) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+        memcpy(mirrored.rgb, img->rgb, nb);
+        sa3d_image_flip_lr(&mirrored);
     }
+    sa3d_status s = sa3d_geoaware_preprocess(flip ? &mirrored : img, size, &px, err);
+    free(mirrored.rgb);
+    if (!s && !(s = sa3d_model_forward(m, ws, px, err))) s = sa3d_workspace_download_output(ws, "feature_map", err);
+    sa3d_pixels_free(px);
+    if (s) return s;
+    const sa3d_tensor_view *f = sa3d_workspace_output(ws, "feature_map");
+    int C = (int)f->shape[1], g = (int)f->shape[2];
+    float *data = malloc((size_t)C * g * g * sizeof(float));
+    if (!data) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+    memcpy(data, f->data, (size_t)C * g * g * sizeof(float));
     sa3d_features_normalize(data, C, g * g);
     *F = (sa3d_feature_map){ C, g, data, img->w, img->h, size };
     return SA3D_OK;
+}
+
+/* One tensor of an open `features` file as a unit feature map. */
+static sa3d_status features_tensor(const sa3d_safetensors *st, const char *file, const char *key, int flip,
+                                   const sa3d_image *img, int size, sa3d_feature_map *F, sa3d_error *err) {
+    const sa3d_st_tensor *t = sa3d_st_find(st, key);
+    int square = t && ((t->ndim == 3 && t->shape[1] == t->shape[2]) ||
+                       (t->ndim == 4 && t->shape[0] == 1 && t->shape[2] == t->shape[3]));
+    if (!square)
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: no tensor %s of shape [C][g][g]%s", file, key,
+                         flip ? " (the mirrored image's features, which align.w_mirror needs: `semalign3d "
+                                "features --flip`, or --set align.w_mirror=0)" : "");
+    int C = (int)t->shape[t->ndim - 3], g = (int)t->shape[t->ndim - 1];
+    float *data = malloc(t->numel * sizeof(float));
+    if (!data) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+    sa3d_status s = sa3d_st_read_f32(t, data, t->numel, err);
+    for (size_t i = 0; !s && i < t->numel; i++)
+        if (!isfinite(data[i])) s = sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: %s: non-finite value at %zu", file, key, i);
+    if (s) { free(data); return s; }
+    sa3d_features_normalize(data, C, g * g);
+    *F = (sa3d_feature_map){ C, g, data, img->w, img->h, size };
+    return SA3D_OK;
+}
+
+/* The unit feature maps of an image read from its `features` file (key feature_map) and, where Fm is given, of its
+ * mirror (feature_map_flip): one open, one check that the file was made from these image bytes. */
+static sa3d_status features_read(const char *file, const sa3d_image *img, const char *img_path, int size,
+                                 sa3d_feature_map *F, sa3d_feature_map *Fm, sa3d_error *err) {
+    sa3d_safetensors *st;
+    sa3d_status s = sa3d_st_open(&st, file, err);
+    if (s) return s;
+    const char *made_from = sa3d_st_metadata(st, "image_digest");   /* `features` records it */
+    char digest[17];
+    if (!(s = sa3d_features_check_size(st, file, size, err))) {
+        cli_image_digest(img_path, digest);
+        if (made_from && digest[0] && strcmp(made_from, digest))
+            s = sa3d_fail(err, SA3D_ERR_ARG, "%s: computed from another image than %s (image_digest %s, the "
+                          "image's %s)", file, img_path, made_from, digest);
+    }
+    if (!s) s = features_tensor(st, file, "feature_map", 0, img, size, F, err);
+    if (!s && Fm) s = features_tensor(st, file, "feature_map_flip", 1, img, size, Fm, err);
+    sa3d_st_close(st);
+    return s;
 }
 
 int cmd_match(int argc, char **argv) {
@@ -230,11 +223,13 @@ int cmd_match(int argc, char **argv) {
     sa3d_align_params ap = smp.align;
     for (int k = 0; k < 2; k++) {
         /* no mask or depth for arbitrary images; the mirrored image's features for the mirror term */
-        if (features_of(m, ws, &img[k], img_path[k], feat_path[k], size, 0, &F[k], &err)) goto done;
-        if (ap.w_mirror > 0.0 && features_of(m, ws, &img[k], img_path[k], feat_path[k], size, 1, &Fm[k], &err))
+        sa3d_feature_map *mirror = ap.w_mirror > 0.0 ? &Fm[k] : NULL;
+        if (m ? features_compute(m, ws, &img[k], size, 0, &F[k], &err) ||
+                    (mirror && features_compute(m, ws, &img[k], size, 1, mirror, &err))
+              : features_read(feat_path[k], &img[k], img_path[k], size, &F[k], mirror, &err))
             goto done;
         sa3d_align_input in_m = { .F = &Fm[k] };
-        sa3d_align_input in = { .F = &F[k], .mirror = ap.w_mirror > 0.0 ? &in_m : NULL };
+        sa3d_align_input in = { .F = &F[k], .mirror = mirror ? &in_m : NULL };
         if (sa3d_align_image(&a[k], prior, &in, &ap, &err)) {
             sa3d_error_prefix(&err, "%s", img_path[k]);
             goto done;

@@ -466,6 +466,15 @@ static void case_file_negative(void) {
         T_STATUS(sa3d_prior_load(&q, copy, &err), SA3D_ERR_FORMAT, &err);
         T_CONTAINS(err.msg, "seed");
     }
+    /* a category that would break the JSON `match` prints or a file name made from it */
+    const char *cats[] = { "{\"category\": \"car\\\"s\"}", "{\"category\": \"../car\"}", "{\"category\": \"\"}",
+                           "{\"category\": \"car\\n\"}" };
+    for (int k = 0; k < 4; k++) {
+        T_OK(sa3d_prior_save(p, copy, cats[k], &err), &err);
+        T_STATUS(sa3d_prior_load(&q, copy, &err), SA3D_ERR_FORMAT, &err);
+        T_CONTAINS(err.msg, "category");
+        T_CHECK(q == NULL);
+    }
     T_OK(sa3d_prior_save(p, copy, "{\"seed\": \"18446744073709551615\"}", &err), &err);
     T_OK(sa3d_prior_load(&q, copy, &err), &err);
     T_CHECK(q && q->seed == UINT64_MAX);

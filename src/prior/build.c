@@ -675,8 +675,9 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     for (int s = 0; s < SA3D_PRIOR_N_STAGES; s++) rep->stage_name[s] = names[s];
     if (!category || !flip || !images || !src || !src->maps || !src->features || !p)
         return sa3d_fail(err, SA3D_ERR_ARG, "sa3d_prior_build: a required argument is NULL");
-    if (strlen(category) >= sizeof(((sa3d_prior *)0)->category))
-        return sa3d_fail(err, SA3D_ERR_ARG, "prior build: category name '%s' too long", category);
+    if (!sa3d_prior_category_ok(category))
+        return sa3d_fail(err, SA3D_ERR_ARG, "prior build: category name '%s': expected 1 to %zu printable ASCII "
+                         "characters without '\"', '\\' or '/'", category, sizeof(((sa3d_prior *)0)->category) - 1);
     if (n_slots < 4 || n_slots > SA3D_PRIOR_MAX_SLOTS || n_slots > SA3D_MAX_KPS)
         return sa3d_fail(err, SA3D_ERR_ARG, "prior build: %s: %d keypoint slots; expected 4 to %d", category, n_slots,
                          SA3D_PRIOR_MAX_SLOTS);

@@ -106,6 +106,10 @@ size_t sa3d_prior_energy_scratch(const sa3d_geom_terms *g, int n);
  * it never saves a prior the loader would refuse. */
 sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *label, sa3d_error *err);
 
+/* A category name a prior may carry: 1 to 63 printable ASCII characters without '"', '\\' or '/', since it
+ * becomes part of file names (<category>.prior.safetensors) and of JSON that commands print. */
+int sa3d_prior_category_ok(const char *name);
+
 /* ---- dense cloud helpers (dense.c) -------------------------------------------------------------------------------- */
 
 /* Seeded k-means++ then Lloyd (Hamerly's bounds: the same fixed point as plain Lloyd) on pts [N][3]. centres

@@ -238,6 +238,14 @@ static sa3d_status bad(sa3d_error *err, const char *label, const char *name, siz
     return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: tensor '%s': element %zu: %s", label, name, idx, what);
 }
 
+int sa3d_prior_category_ok(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n >= sizeof(((sa3d_prior *)0)->category)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] < 0x20 || name[i] > 0x7e || name[i] == '"' || name[i] == '\\' || name[i] == '/') return 0;
+    return 1;
+}
+
 sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *L, sa3d_error *err) {
     size_t n = (size_t)p->n_slots, C = (size_t)p->C, D = (size_t)p->n_dense;
     uint8_t is_used[SA3D_PRIOR_MAX_SLOTS] = { 0 };
@@ -381,6 +389,11 @@ static sa3d_status load_handle(sa3d_prior **out, const sa3d_safetensors *st, con
     if (!cat || strlen(cat) >= sizeof p->category || !seed || !fm || !fs || !nu) {
         sa3d_fail(err, SA3D_ERR_FORMAT, "%s: __metadata__: category (< %zu chars), seed, focal_mean, focal_sd and "
                   "n_used are required", L, sizeof p->category);
+        goto fail;
+    }
+    if (!sa3d_prior_category_ok(cat)) {
+        sa3d_fail(err, SA3D_ERR_FORMAT, "%s: __metadata__: category: not a category name (printable ASCII without "
+                  "'\"', '\\' or '/')", L);
         goto fail;
     }
     snprintf(p->category, sizeof p->category, "%s", cat);
