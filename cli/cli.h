@@ -47,6 +47,10 @@ void cli_progress_end(cli_progress *p);
 /* sa3d_progress_fn over a cli_progress (user): one step per call; a non-zero return (SIGINT) cancels the run. */
 int cli_eval_progress(void *user, long done, long total, const char *item);
 
+/* sa3d_provider_hook over a cli_progress (user; its total unknown): counts the maps a network computed, with a
+ * line as cli_progress_step draws them; a non-zero return (SIGINT) cancels the provider's call. */
+int cli_provider_hook(void *user, const char *category, const char *id, int flip);
+
 /* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
 void cli_warn(void *user, const char *msg);
 

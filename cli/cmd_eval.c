@@ -184,6 +184,9 @@ int cmd_eval(int argc, char **argv) {
     }
     sa3d_baseline_params bp = smp.match.baseline;   /* the baseline method and the fallback of semalign3d */
     if (sa3d_feature_provider_new(&fp, ds, &pp, &err) || sa3d_baseline_matcher_new(&bm, fp, size, &bp, &err)) goto done;
+    cli_progress maps;   /* the network's maps, a category's at a time: progress and Ctrl-C inside a category */
+    cli_progress_start(&maps, "eval: feature maps", 0, quiet);
+    if (m) sa3d_provider_set_hook(fp, cli_provider_hook, &maps);
     if (adapt_flip == SA3D_FLIP_MASK || (sa3d && strcmp(masks, "none"))) {
         sa3d_provider_params mq = sa3d_provider_params_default();
         mq.kind = strcmp(masks, "bbox") ? SA3D_SOURCE_SEGMENTATION : SA3D_SOURCE_BBOX;

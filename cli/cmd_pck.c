@@ -23,7 +23,8 @@ static void help(void) {
            "  --predictions FILE   the JSON-lines predictions\n"
            "  --json FILE          also write the report as JSON (atomically)\n"
            "  --allow-missing      score only the predicted pairs (the report says how many are missing)\n"
-           "  --categories LIST    comma-separated subset of categories\n"
+           "  --categories LIST    comma-separated subset of categories (lines for pairs of the others are counted and\n"
+           "                       skipped, so a whole split's predictions score against the subset)\n"
            "  --strict             malformed annotation records are errors (default: skipped with a warning)\n"
            "example:\n"
            "  semalign3d pck --dataset SPair-71k --split test --predictions preds.jsonl --json report.json\n");
@@ -58,10 +59,13 @@ int cmd_pck(int argc, char **argv) {
     rep->kind = dataset.kind;
     if (cli_dataset_open(&dataset, &ds, &err)) goto done;
     if (sa3d_pck_score_file(rep, ds, dataset.split, preds, allow_missing, &missing, &err)) goto done;
-    char title[640], skipped_str[16], skipped_note[80];
+    char title[1024], skipped_str[16], skipped_note[80], other_str[24];
     cli_skipped_records(ds, dataset.split, ", ", skipped_str, skipped_note);
-    snprintf(title, sizeof title, "PCK of %s on %s split %s (%ld pairs scored, %ld missing%s)", preds,
-             dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, missing, skipped_note);
+    snprintf(other_str, sizeof other_str, "%ld", rep->other_categories);
+    snprintf(title, sizeof title, "PCK of %s on %s split %s%s%s (%ld pairs scored, %ld missing%s)", preds,
+             dataset.root, dataset.split, dataset.categories ? ", categories " : "",
+             dataset.categories ? dataset.categories : "", rep->overall.pairs + rep->skipped_empty, missing,
+             skipped_note);
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);
@@ -70,7 +74,9 @@ int cmd_pck(int argc, char **argv) {
         char miss[32];
         snprintf(miss, sizeof miss, "%ld", missing);
         const char *meta[] = { "dataset", dataset.root, "kind", dataset.kind_s, "split", dataset.split,
-                               "predictions", preds, "missing_pairs", miss, "skipped_records", skipped_str, NULL };
+                               "predictions", preds, "missing_pairs", miss, "skipped_records", skipped_str,
+                               "other_category_pairs", other_str, "categories", dataset.categories ? dataset.categories
+                               : "all", NULL };
         if (sa3d_pck_write_json(rep, json, meta, &err)) goto done;
     }
     rc = EXIT_OK;

@@ -262,6 +262,10 @@ int cmd_build_prior(int argc, char **argv) {
     if (sa3d_feature_provider_new(&fp, ds, &pf, &err) || sa3d_depth_provider_new(&dp, ds, &pd, &err) ||
         sa3d_mask_provider_new(&mp, ds, &pm, &err))
         goto done;
+    cli_progress quiet_maps;   /* Ctrl-C between two images of a network's batch; the stages draw the progress */
+    cli_progress_start(&quiet_maps, "build-prior: maps", 0, 1);
+    sa3d_provider_set_hook(fp, cli_provider_hook, &quiet_maps);
+    sa3d_provider_set_hook(dp, cli_provider_hook, &quiet_maps);
     if (sa3d_mkdirs(out, &err)) goto done;
     /* a prior made with the default processor keeps the record it had before processors were read */
     record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm,

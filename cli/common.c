@@ -104,7 +104,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int cli_run_error(const char *cmd, const sa3d_error *err) {
-    fprintf(stderr, "semalign3d %s: %s\n", cmd, err->msg[0] ? err->msg : sa3d_status_name(err->code));
+    const char *msg = err->msg[0] ? err->msg : sa3d_status_name(err->code);
+    size_t n = strlen(cmd);
+    if (!strncmp(msg, cmd, n) && !strncmp(msg + n, ": ", 2)) msg += n + 2;   /* "eval: eval: ..." once */
+    fprintf(stderr, "semalign3d %s: %s\n", cmd, msg);
     return err->code == SA3D_ERR_CANCELLED ? EXIT_INTERRUPTED : EXIT_RUN;
 }
 
@@ -284,6 +287,19 @@ int cli_eval_progress(void *user, long done, long total, const char *item) {
     p->total = total;
     p->done = done - 1;
     cli_progress_step(p, item);
+    return cli_interrupted;
+}
+
+int cli_provider_hook(void *user, const char *category, const char *id, int flip) {
+    cli_progress *p = user;
+    p->done++;
+    double t = now_s();
+    if (!p->quiet && (p->tty || t - p->last >= 5.0)) {
+        p->last = t;
+        fprintf(stderr, "%s%s: %ld computed (%s/%s%s)  elapsed %.0fs%s", p->tty ? "\r\033[K" : "", p->what, p->done,
+                category, id, flip ? ", mirrored" : "", t - p->t0, p->tty ? "" : "\n");
+        fflush(stderr);
+    }
     return cli_interrupted;
 }
 

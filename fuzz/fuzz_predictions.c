@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (next) *next++ = '\0';
         float pts[SA3D_MAX_KPS][2];
         sa3d_error err = { 0 };
-        const sa3d_pair *p = sa3d_pred_parse_line(ds, "test", "fuzz.jsonl", ++lineno, line, pts, &err);
+        const sa3d_pair *p = sa3d_pred_parse_line(ds, "test", "fuzz.jsonl", ++lineno, line, pts, NULL, &err);
         if (p) {
             if (sa3d_dataset_find_pair(ds, "test", p->id) != p) abort();
             for (int i = 0; i < p->n_kps; i++)

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "base/base.h"
 #include "base/rng.h"
@@ -435,6 +436,21 @@ static void case_written_predictions(void) {
     T_CHECK(resumed == 0);
     T_OK(sa3d_eval_run(ds, &ep, edge_match, &em, &again, &resumed, &err), &err);
     T_CHECK(resumed == n);
+    {   /* a --limit rerun takes the first pairs of each whole part and leaves the parts whole */
+        char part[800];
+        snprintf(part, sizeof part, "%s/parts/%s.jsonl", out, sa3d_dataset_pair(ds, "test", 0)->category);
+        struct stat before, after;
+        T_CHECK(stat(part, &before) == 0);
+        sa3d_eval_params lim = ep;
+        lim.limit = 3;
+        sa3d_pck_report r3;
+        sa3d_pck_init(&r3);
+        T_OK(sa3d_eval_run(ds, &lim, edge_match, &em, &r3, &resumed, &err), &err);
+        T_CHECK(resumed == 6 && r3.overall.pairs == 6 && stat(part, &after) == 0 && after.st_size == before.st_size);
+        sa3d_pck_init(&r3);
+        T_OK(sa3d_eval_run(ds, &ep, edge_match, &em, &r3, &resumed, &err), &err);   /* and whole again */
+        T_CHECK(resumed == n && same_report(&fresh, &r3));
+    }
     snprintf(path, sizeof path, "%s/predictions.jsonl", out);
     T_OK(sa3d_pck_score_file(&rescored, ds, "test", path, 0, &missing, &err), &err);
     sa3d_pck_finish(&rescored);
@@ -444,6 +460,24 @@ static void case_written_predictions(void) {
     T_CHECK(crossing > 0);
     T_CHECK(sa3d_pck_per_image(&fresh.overall, 0) == 100.0);
     T_CHECK(same_report(&fresh, &again) && same_report(&fresh, &rescored));
+    {   /* the whole split's file against a dataset opened for one category: the others' lines counted, skipped */
+        const char *cat = sa3d_dataset_pair(ds, "test", 0)->category;
+        long n_cat = 0;
+        for (int i = 0; i < n; i++) n_cat += !strcmp(sa3d_dataset_pair(ds, "test", i)->category, cat);
+        sa3d_dataset_params dp = sa3d_dataset_params_default();
+        dp.categories = cat;
+        sa3d_dataset *one = NULL;
+        sa3d_pck_report sub;
+        sa3d_pck_init(&sub);
+        T_OK(sa3d_dataset_open(&one, root, &dp, &err), &err);
+        T_CHECK(sa3d_dataset_load_split(one, "test", &err) == (int)n_cat);
+        T_OK(sa3d_pck_score_file(&sub, one, "test", path, 0, &missing, &err), &err);
+        printf("  scored against %s alone: %ld pairs, %ld of other categories skipped\n", cat, sub.overall.pairs,
+               sub.other_categories);
+        T_CHECK(n_cat > 0 && n_cat < n && sub.overall.pairs == n_cat && sub.other_categories == n - n_cat &&
+                missing == 0 && sub.n_categories == 1);
+        sa3d_dataset_close(one);
+    }
     /* bad values, pair by pair and by category: refused with the pair named, no predictions.jsonl */
     const float bad[3] = { NAN, INFINITY, 3e38f };
     for (int v = 0; v < 6; v++) {

@@ -193,6 +193,14 @@ static void case_depth_cache(void) {
     sa3d_model_free(m);
 }
 
+typedef struct hook_count { int calls, cancel_at; } hook_count;
+
+static int count_maps(void *user, const char *category, const char *image_id, int flip) {
+    hook_count *h = user;
+    (void)category; (void)image_id; (void)flip;
+    return ++h->calls == h->cancel_at;
+}
+
 /* sa3d_provider_get_many on computed features gives every item what sa3d_provider_get gives it, bit for bit (the
  * CPU runs a batch's images one after another, test_nn 3.3), for `batch` 1, 2 and 4 (batches, then singles for
  * the rest): an image with and without flip (decoded once), a repeated item, a missing image failing alone and
@@ -263,6 +271,29 @@ static void case_features_many(void) {
             T_CHECK(st[1].computed == st[0].computed && st[1].cache_hits == st[0].cache_hits + 7 &&
                     st[1].rejected == 0);
             sa3d_provider_free(many);
+        }
+        {   /* the hook sees each computed map and cancels the rest of the call; the next call runs whole */
+            hook_count hc = { 0, 2 };
+            p.batch = 1;
+            p.cache_dir = NULL;
+            sa3d_provider *fp = NULL;
+            T_OK(sa3d_feature_provider_new(&fp, ds, &p, &err), &err);
+            sa3d_provider_set_hook(fp, count_maps, &hc);
+            for (int call = 0; call < 2 && fp; call++) {
+                sa3d_provider_item it[4];
+                const char *hid[4] = { ids[0], ids[1], ids[2], ids[0] };
+                for (int i = 0; i < 4; i++) it[i] = (sa3d_provider_item){ .category = cat, .id = hid[i], .flip = i == 3 };
+                sa3d_status s = sa3d_provider_get_many(fp, it, 4, &err);
+                int ok = call == 0 ? s == SA3D_ERR_CANCELLED && hc.calls == 2 : s == SA3D_OK && hc.calls == 6;
+                for (int i = 0; i < 4; i++) {
+                    ok &= call == 1 || i < 2 ? it[i].status == SA3D_OK && it[i].map.data
+                                             : it[i].status == SA3D_ERR_CANCELLED && !it[i].map.data;
+                    free(it[i].map.data);
+                }
+                if (!ok) T_FAIL("%s: hook call %d: status %s, %d hook calls (%s)", dirs[d], call, sa3d_status_name(s),
+                                hc.calls, err.msg);
+            }
+            sa3d_provider_free(fp);
         }
         /* the Nth counted allocation failing, N = 1, 2, ... until a call succeeds: every item then either has its
          * map or says out of memory, and nothing leaks (a fresh provider each time: the workspaces are made) */

@@ -166,6 +166,8 @@ SA3D_API int sa3d_dataset_n_skipped(const sa3d_dataset *ds, const char *split);
 /* Pair i of a loaded split in sorted order, or NULL (split not loaded, i out of range). Borrowed: valid until
  * sa3d_dataset_close. */
 SA3D_API const sa3d_pair *sa3d_dataset_pair(const sa3d_dataset *ds, const char *split, int i);
+/* 1 when category passes the dataset's selection (params.categories; every category passes without one). */
+SA3D_API int sa3d_dataset_category_selected(const sa3d_dataset *ds, const char *category);
 /* The pair with this id in a loaded split (binary search), or NULL. */
 SA3D_API const sa3d_pair *sa3d_dataset_find_pair(const sa3d_dataset *ds, const char *split, const char *pair_id);
 

@@ -41,6 +41,8 @@ typedef struct sa3d_pck_report {
     sa3d_pck_cell overall;
     sa3d_pck_cell by_flag[SA3D_PCK_N_FLAGS][SA3D_PCK_FLAG_VALUES];
     long skipped_empty;                        /* pairs with no keypoint (not counted) */
+    long other_categories;                     /* sa3d_pck_score_file: predicted pairs of categories outside the
+                                                  dataset's selection (params.categories), not scored */
     sa3d_dataset_kind kind;                    /* names the threshold rule in the text and JSON (init: SPair) */
 } sa3d_pck_report;
 /* The threshold rule of a dataset kind, for reports: SPair and AP-10K "alpha x max(w, h) of the target bbox",
@@ -71,7 +73,9 @@ SA3D_API sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *p
 
 /* Predictions file (JSON lines): {"pair": "<pair id>", "trg_kps": [[x, y], ...]} with one point per src_kps
  * entry of the pair, in original target pixels. Reads and scores every pair of the split; pairs with no line
- * are an error unless allow_missing (then they are left out and counted in *missing). Errors name file:line. */
+ * are an error unless allow_missing (then they are left out and counted in *missing). A line for a pair of a
+ * category outside the dataset's selection (params.categories) is skipped and counted in r->other_categories, so a
+ * whole split's file scores against a subset. Errors name file:line. */
 SA3D_API sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, const char *split,
                                          const char *path, int allow_missing, long *missing, sa3d_error *err);
 
@@ -80,7 +84,9 @@ typedef sa3d_status (*sa3d_pair_matcher)(void *ctx, const sa3d_pair *pair, float
 /* A matcher for many pairs at once: pred[i] for pairs[i] (the rows hold SA3D_MAX_KPS points). */
 typedef sa3d_status (*sa3d_batch_matcher)(void *ctx, const sa3d_pair *const *pairs, int n,
                                           float (*pred)[SA3D_MAX_KPS][2], sa3d_error *err);
-/* Progress: called after each pair (with a batch matcher: after each category); a non-zero return cancels the run (SA3D_ERR_CANCELLED). */
+/* Progress: called after each pair (with a batch matcher: after each category); a non-zero return cancels the run
+ * (SA3D_ERR_CANCELLED) unless every pair is done. A matcher may also return SA3D_ERR_CANCELLED itself (a provider's
+ * hook, sa3d_provider_set_hook): the run stops the same way. */
 typedef int (*sa3d_progress_fn)(void *user, long done, long total, const char *item);
 
 typedef struct sa3d_eval_params {
@@ -90,7 +96,8 @@ typedef struct sa3d_eval_params {
     const char *settings;         /* NULL, or everything else that changes the predictions (one line per setting):
                                      kept in out_dir/parts/settings.txt, and a rerun into the same out_dir with
                                      other settings fails instead of mixing their predictions with these */
-    long limit;                   /* 0: every pair; else the first `limit` pairs of each category */
+    long limit;                   /* 0: every pair; else the first `limit` pairs of each category (a part file with
+                                     more pairs, from a run with a larger limit, is reused, not cut) */
     sa3d_batch_matcher match_batch;   /* NULL: the pair matcher, pair by pair; else this, one call per category
                                          (same ctx); the outputs are the same either way */
     sa3d_progress_fn progress;
@@ -100,8 +107,8 @@ SA3D_API sa3d_eval_params sa3d_eval_params_default(void);
 #define SA3D_EVAL_MAX_DIR 1900   /* out_dir's longest name: its files' paths are built in fixed buffers */
 
 /* Runs the matcher on every pair of the split, category by category (sorted). Each finished category is
- * written to out_dir/parts/<category>.jsonl atomically; a rerun reuses complete, valid part files (resume)
- * and recomputes the rest. At the end all predictions go to out_dir/predictions.jsonl (atomically) and are
+ * written to out_dir/parts/<category>.jsonl atomically; a rerun reuses valid part files that hold the category's
+ * pairs asked for (resume) and recomputes the rest. At the end all predictions go to out_dir/predictions.jsonl (atomically) and are
  * scored into r. The split must be loaded. */
 SA3D_API sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair_matcher match, void *ctx,
                                    sa3d_pck_report *r, long *resumed_pairs, sa3d_error *err);

@@ -84,6 +84,13 @@ typedef struct sa3d_provider_item {
  * as sa3d_provider_get. The counters may count an item repeated in the list as computed twice. */
 SA3D_API sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items, int n, sa3d_error *err);
 
+/* Progress and cancellation over the minutes a network takes on many images: fn(user, category, id, flip) is
+ * called on the calling thread after each map a computing provider's network made; a non-zero return cancels the
+ * rest of that sa3d_provider_get / sa3d_provider_get_many call (the items not yet computed fail with
+ * SA3D_ERR_CANCELLED; a map already made is kept, cached and returned). fn NULL: none. Imports never call it. */
+typedef int (*sa3d_provider_hook)(void *user, const char *category, const char *id, int flip);
+SA3D_API void sa3d_provider_set_hook(sa3d_provider *pr, sa3d_provider_hook fn, void *user);
+
 /* 1 when sa3d_provider_get may be called from several threads at once on this provider (imported features,
  * depth or masks: each call reads its own file), 0 otherwise (a computing provider owns one workspace). */
 SA3D_API int sa3d_provider_concurrent(const sa3d_provider *pr);

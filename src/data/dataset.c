@@ -124,6 +124,10 @@ int sa3d_ds_category_selected(const sa3d_dataset *ds, const char *category) {
     return 0;
 }
 
+int sa3d_dataset_category_selected(const sa3d_dataset *ds, const char *category) {
+    return sa3d_ds_category_selected(ds, category);
+}
+
 sa3d_status sa3d_ds_bad_record(sa3d_dataset *ds, const sa3d_error *rec, sa3d_error *err) {
     if (ds->strict || rec->code == SA3D_ERR_NOMEM) {
         if (err) *err = *rec;

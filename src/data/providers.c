@@ -30,6 +30,9 @@ struct sa3d_provider {
     sa3d_dpt_preprocess_params dpt; /* depth: the processor (p.depth_processor or the default) */
     char settings[768];          /* cache key part: source, model identity, sizes, a non-default processor */
     sa3d_provider_stats stats;
+    sa3d_provider_hook hook;     /* sa3d_provider_set_hook */
+    void *hook_user;
+    int cancelled;               /* the hook asked to stop the current call */
 };
 
 sa3d_provider_params sa3d_provider_params_default(void) {
@@ -473,6 +476,20 @@ static sa3d_status finish_map(sa3d_provider *pr, const char *cat, const char *id
     return s;
 }
 
+void sa3d_provider_set_hook(sa3d_provider *pr, sa3d_provider_hook fn, void *user) {
+    pr->hook = fn;
+    pr->hook_user = user;
+}
+
+/* After a computed map: the hook, which may cancel the rest of the call. */
+static void computed(sa3d_provider *pr, const char *category, const char *id, int flip) {
+    if (pr->hook && pr->hook(pr->hook_user, category, id, flip)) pr->cancelled = 1;
+}
+
+static sa3d_status cancelled_item(sa3d_error *err, const char *category, const char *id) {
+    return sa3d_fail(err, SA3D_ERR_CANCELLED, "%s/%s: cancelled", category, id);
+}
+
 sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const char *id, int flip, sa3d_map *out,
                               sa3d_error *err) {
     if (pr->kind == KIND_FEATURES && pr->p.kind == SA3D_SOURCE_COMPUTE) {   /* DINOv2: METHOD.md 3.1 */
@@ -485,6 +502,7 @@ sa3d_status sa3d_provider_get(sa3d_provider *pr, const char *category, const cha
     if (cache_get(pr, category, id, flip, out, &ce)) return SA3D_OK;
     int checked = 0;
     sa3d_status s = get_uncached(pr, category, id, flip, out, &checked, err);
+    if (!s && pr->p.kind == SA3D_SOURCE_COMPUTE) computed(pr, category, id, flip);
     return finish_map(pr, category, id, s, checked, &ce, out, err);
 }
 
@@ -567,7 +585,8 @@ static void many_features(sa3d_provider *pr, sa3d_provider_item *it, many_slot *
         int nb = n_ready - r >= nb_max ? nb_max : 1, S = pr->p.input_size;
         sa3d_workspace **ws = nb > 1 ? &pr->ws_batch : &pr->ws;
         sa3d_error e;
-        sa3d_status s = *ws ? SA3D_OK : sa3d_workspace_new_batch(ws, pr->p.model, S, S, nb, SA3D_WS_NO_DOWNLOAD, &e);
+        sa3d_status s = pr->cancelled ? cancelled_item(&e, it[ready[r]].category, it[ready[r]].id) : SA3D_OK;
+        if (!s && !*ws) s = sa3d_workspace_new_batch(ws, pr->p.model, S, S, nb, SA3D_WS_NO_DOWNLOAD, &e);
         if (!s) s = many_run(pr, *ws, it, sl, ready + r, nb, &e);
         for (int b = 0; b < nb; b++) {
             sa3d_provider_item *x = &it[ready[r + b]];
@@ -580,6 +599,7 @@ static void many_features(sa3d_provider *pr, sa3d_provider_item *it, many_slot *
             }
             sa3d_features_normalize(x->map.data, x->map.c, x->map.h * x->map.w);
             x->status = finish_map(pr, x->category, x->id, SA3D_OK, 0, &sl[ready[r + b]].ce, &x->map, &x->err);
+            computed(pr, x->category, x->id, x->flip);
         }
         r += nb;
     }
@@ -587,6 +607,7 @@ static void many_features(sa3d_provider *pr, sa3d_provider_item *it, many_slot *
 }
 
 sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items, int n, sa3d_error *err) {
+    pr->cancelled = 0;
     for (int i = 0; i < n; i++) {
         memset(&items[i].map, 0, sizeof items[i].map);
         items[i].status = SA3D_OK;
@@ -611,7 +632,8 @@ sa3d_status sa3d_provider_get_many(sa3d_provider *pr, sa3d_provider_item *items,
         #pragma omp parallel for schedule(dynamic, 1) if (n > 1 && sa3d_provider_concurrent(pr))
         for (int i = 0; i < n; i++) {
             sa3d_provider_item *x = &items[i];
-            x->status = sa3d_provider_get(pr, x->category, x->id, x->flip, &x->map, &x->err);
+            x->status = pr->cancelled ? cancelled_item(&x->err, x->category, x->id)
+                                      : sa3d_provider_get(pr, x->category, x->id, x->flip, &x->map, &x->err);
         }
     }
     for (int i = 0; i < n; i++)

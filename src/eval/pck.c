@@ -143,10 +143,12 @@ char *sa3d_pck_format(const sa3d_pck_report *r, const char *title) {
               "0.05", "0.01", "0.10", "0.05", "0.01");
     for (int i = 0; i < r->n_categories; i++) row(&b, r->category[i], &r->cat[i]);
     sb_printf(&b, "\n");
-    sb_printf(&b, "%-22s %7d %8s |", "All: category mean", r->n_categories, "");
+    sb_printf(&b, "%-22s %7s %8s |", "All: category mean", "-", "-");   /* its pairs differ by category */
     for (int a = 0; a < SA3D_PCK_N_ALPHA; a++) sb_pct(&b, sa3d_pck_category_mean(r, a));
-    sb_printf(&b, " | (mean of the per-image rows above)\n");
+    sb_printf(&b, " |  %5s  %5s  %5s\n", "-", "-", "-");
     row(&b, "All: pair-weighted", &r->overall);
+    sb_printf(&b, "(category mean: the mean of the %d categories' per-image PCK, each category counting once)\n",
+              r->n_categories);
     int any_flag = 0;
     for (int f = 0; f < SA3D_PCK_N_FLAGS; f++)
         for (int v = 0; v < SA3D_PCK_FLAG_VALUES; v++) any_flag |= r->by_flag[f][v].pairs > 0;
@@ -161,6 +163,9 @@ char *sa3d_pck_format(const sa3d_pck_report *r, const char *title) {
             }
     }
     if (r->skipped_empty) sb_printf(&b, "\n%ld pairs without keypoints were not counted\n", r->skipped_empty);
+    if (r->other_categories)
+        sb_printf(&b, "\n%ld predicted pairs of categories outside the selection were not scored\n",
+                  r->other_categories);
     if (b.oom) { free(b.s); return NULL; }
     return b.s;
 }
@@ -196,6 +201,8 @@ sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *path, cons
     cJSON_AddItemToObject(overall, "per_keypoint", alpha_obj(&r->overall, 0));
     cJSON_AddNumberToObject(overall, "pairs", (double)r->overall.pairs);
     cJSON_AddNumberToObject(overall, "keypoints", (double)r->overall.keypoints);
+    cJSON_AddNumberToObject(overall, "pairs_without_keypoints", (double)r->skipped_empty);
+    cJSON_AddNumberToObject(overall, "pairs_of_other_categories", (double)r->other_categories);
     cJSON *cats = cJSON_AddObjectToObject(root, "categories");
     for (int i = 0; i < r->n_categories; i++) cJSON_AddItemToObject(cats, r->category[i], cell_obj(&r->cat[i]));
     cJSON *diff = cJSON_AddObjectToObject(root, "difficulty");

@@ -12,8 +12,9 @@
 #include "semalign3d/eval.h"
 
 const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split, const char *path, long lineno,
-                                   const char *line, float (*pts)[2], sa3d_error *err) {
+                                   const char *line, float (*pts)[2], int *other_category, sa3d_error *err) {
     cJSON *o = cJSON_Parse(line);
+    if (other_category) *other_category = 0;
     const sa3d_pair *pair = NULL;
     if (!cJSON_IsObject(o)) {
         sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: not a JSON object", path, lineno);
@@ -22,6 +23,11 @@ const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split,
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "pair"), *kps = cJSON_GetObjectItemCaseSensitive(o, "trg_kps");
     if (!cJSON_IsString(id)) { sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"pair\": expected a string", path, lineno); goto done; }
     const sa3d_pair *p = sa3d_dataset_find_pair(ds, split, id->valuestring);
+    const char *cat = strrchr(id->valuestring, ':');
+    if (!p && other_category && cat && cat[1] && !sa3d_dataset_category_selected(ds, cat + 1)) {
+        *other_category = 1;
+        goto done;
+    }
     if (!p) {
         sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: pair '%.160s' is not in split %s", path, lineno, id->valuestring, split);
         goto done;
@@ -55,7 +61,9 @@ sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, cons
                                 int allow_missing, long *missing, sa3d_error *err) {
     *missing = 0;
     int n = sa3d_dataset_n_pairs(ds, split);
-    if (n <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "%s: split %s has no pairs (not loaded?)", path, split);
+    if (n <= 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: split %s has no pairs of the selected categories (or is not loaded)",
+                         path, split);
     FILE *f = fopen(path, "rb");
     if (!f) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -81,7 +89,9 @@ sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, cons
         for (ssize_t k = 0; k < len && blank; k++) blank = line[k] == ' ' || line[k] == '\t' || line[k] == '\n' || line[k] == '\r';
         if (blank) continue;
         float pts[SA3D_MAX_KPS][2];
-        const sa3d_pair *p = sa3d_pred_parse_line(ds, split, path, lineno, line, pts, err);
+        int other = 0;
+        const sa3d_pair *p = sa3d_pred_parse_line(ds, split, path, lineno, line, pts, &other, err);
+        if (other) { r->other_categories++; continue; }
         if (!p) { s = err ? err->code : SA3D_ERR_FORMAT; goto done; }
         int lo = 0, hi = n - 1, idx = -1;   /* a split's pairs are sorted by id (data.h) */
         while (lo <= hi && idx < 0) {

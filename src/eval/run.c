@@ -39,17 +39,19 @@ static int append_line(char **buf, size_t *len, size_t *cap, const sa3d_pair *pa
     return 1;
 }
 
-/* Loads a part file holding exactly the pairs idx[0..n) in order; returns 1 when complete and valid. */
+/* Loads a part file whose first lines are the pairs idx[0..n) in order; returns 1 when they are there and valid.
+ * Lines past n are the rest of the category, from a run with a larger limit (or none): a --limit rerun reuses them
+ * and leaves the file as it is. */
 static int load_part(const char *path, const sa3d_dataset *ds, const char *split, const int *idx, int n, pred_row *rows) {
     char *text = NULL;
     size_t len;
     if (!sa3d_file_exists(path) || sa3d_read_file(path, (size_t)1 << 30, &text, &len, NULL) != SA3D_OK) return 0;
     int k = 0, ok = 1;
     char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line && ok; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(text, "\n", &save); line && ok && k < n; line = strtok_r(NULL, "\n", &save)) {
         /* the same validation as a scored predictions file, and the pairs in the expected order */
-        ok = k < n && sa3d_pred_parse_line(ds, split, path, k + 1, line, rows[k].kps, NULL) ==
-                          sa3d_dataset_pair(ds, split, idx[k]);
+        ok = sa3d_pred_parse_line(ds, split, path, k + 1, line, rows[k].kps, NULL, NULL) ==
+             sa3d_dataset_pair(ds, split, idx[k]);
         k++;
     }
     sa3d_free(text);
@@ -150,7 +152,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
         if (load_part(part, ds, p->split, idx, m, stage)) {
             *resumed_pairs += m;
             progressed += m;
-            if (p->progress && p->progress(p->progress_user, progressed, total, cats[c])) {
+            if (p->progress && p->progress(p->progress_user, progressed, total, cats[c]) && progressed < total) {
                 sa3d_free(stage);
                 s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled");
                 goto out;
@@ -163,7 +165,12 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
             sa3d_free(prs);
             for (int j = 0; j < m && !s; j++)
                 s = sa3d_pred_check(sa3d_dataset_pair(ds, p->split, idx[j]), (const float (*)[2])stage[j].kps, err);
-            if (s) { sa3d_error_prefix(err, "%s", cats[c]); sa3d_free(stage); goto out; }
+            if (s == SA3D_ERR_CANCELLED)   /* by the matcher's own hooks, inside the category */
+                s = sa3d_fail(err, s, "eval: cancelled during %s after %ld pairs (finished categories are kept)",
+                              cats[c], progressed);
+            else if (s)
+                sa3d_error_prefix(err, "%s", cats[c]);
+            if (s) { sa3d_free(stage); goto out; }
             len = 0;
             for (int j = 0; j < m; j++)
                 if (!append_line(&buf, &len, &cap, sa3d_dataset_pair(ds, p->split, idx[j]),
@@ -174,7 +181,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                 }
             if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
             progressed += m;   /* after the part file, so a cancel here keeps this category */
-            if (p->progress && p->progress(p->progress_user, progressed, total, cats[c])) {
+            if (p->progress && p->progress(p->progress_user, progressed, total, cats[c]) && progressed < total) {
                 sa3d_free(stage);
                 s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
                 goto out;
@@ -185,6 +192,8 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                 const sa3d_pair *pr = sa3d_dataset_pair(ds, p->split, idx[j]);
                 if ((s = match(ctx, pr, stage[j].kps, err)) == SA3D_OK)
                     s = sa3d_pred_check(pr, (const float (*)[2])stage[j].kps, err);   /* names the pair */
+                else if (s == SA3D_ERR_CANCELLED)
+                    s = sa3d_fail(err, s, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
                 else
                     sa3d_error_prefix(err, "%s", pr->id);
                 if (s) {
@@ -197,7 +206,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                     goto out;
                 }
                 progressed++;
-                if (p->progress && p->progress(p->progress_user, progressed, total, pr->id)) {
+                if (p->progress && p->progress(p->progress_user, progressed, total, pr->id) && progressed < total) {
                     sa3d_free(stage);
                     s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
                     goto out;
