@@ -38,10 +38,11 @@
 /* The aligner's inputs of one image (flip: its mirror) exactly as the dataset matcher builds them: the feature
  * map and the mask and pseudo-depth cells (malloc'd, the caller frees them, also on failure). */
 static sa3d_status load_inputs(sa3d_provider *fp, sa3d_provider *mk, sa3d_provider *dp, const char *cat,
-                               const char *id, int flip, int size, sa3d_map *fm, float **mask_c, float **depth_c,
-                               sa3d_error *err) {
-    sa3d_status s = sa3d_provider_get(fp, cat, id, flip, fm, err);
-    return s ? s : sa3d_align_cells(mk, dp, cat, id, flip, size, fm->h, mask_c, depth_c, err);
+                               const sa3d_image_anno *im, int flip, int size, sa3d_map *fm, float **mask_c,
+                               float **depth_c, sa3d_error *err) {
+    sa3d_status s = sa3d_provider_get(fp, cat, im->id, flip, fm, err);
+    return s ? s : sa3d_align_cells(mk, dp, cat, im->id, flip, im->width, im->height, size, fm->h, mask_c, depth_c,
+                                    err);
 }
 
 typedef struct pose_eval { double E, t[5]; int hits, mirror_hits; } pose_eval;
@@ -163,8 +164,8 @@ int main(int argc, char **argv) {
         float *cells[4] = { NULL, NULL, NULL, NULL };   /* mask, depth; the other view's mask, depth */
         int other = mp.align.w_mirror > 0.0;   /* the mirror term needs the image seen the other way too */
         if (sa3d_dataset_image(ds, cat, id, &im, &err) ||
-            load_inputs(fp, mk, dp, cat, id, mirror, size, &fm, &cells[0], &cells[1], &err) ||
-            (other && load_inputs(fp, mk, dp, cat, id, !mirror, size, &fm2, &cells[2], &cells[3], &err))) {
+            load_inputs(fp, mk, dp, cat, im, mirror, size, &fm, &cells[0], &cells[1], &err) ||
+            (other && load_inputs(fp, mk, dp, cat, im, !mirror, size, &fm2, &cells[2], &cells[3], &err))) {
             fprintf(stderr, "diag_align: %s\n", err.msg);
             for (int q = 0; q < 4; q++) free(cells[q]);
             free(fm.data);

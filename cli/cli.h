@@ -51,6 +51,10 @@ int cli_eval_progress(void *user, long done, long total, const char *item);
  * line as cli_progress_step draws them; a non-zero return (SIGINT) cancels the provider's call. */
 int cli_provider_hook(void *user, const char *category, const char *id, int flip);
 
+/* An output file option checked before any work (NULL passes): its folder exists and it is not a folder itself;
+ * else a usage error naming the option, and 0. */
+int cli_output_file_ok(const char *cmd, const char *opt, const char *path);
+
 /* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
 void cli_warn(void *user, const char *msg);
 
@@ -63,6 +67,10 @@ void cli_install_fatal_signals(void);
 void cli_install_sigint(void);
 /* A library cancel callback (user unused): cli_interrupted. */
 int cli_cancel_requested(void *user);
+
+/* SA3D_ERR_ARG naming the option and folder when the model opened from dir is not of the kind a command needs. */
+sa3d_status cli_model_kind_check(const sa3d_model *m, const char *opt, const char *dir, sa3d_model_kind want,
+                                 sa3d_error *err);
 
 /* Commands that run a network over image files (features, depth): the options they share, the model, and the
  * loop over images with progress, resume (the callback skips images whose output is up to date), per-image
@@ -77,13 +85,13 @@ typedef struct cli_net_args {
  * as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
 int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a);
 /* 1 when a file's metadata says this model made it from this image: its model_id and dtype (files without a dtype
- * were written before it was recorded, in fp32) and image_digest equal to image_digest (cli_image_digest; files
+ * were written before it was recorded, in fp32) and image_digest equal to image_digest (cli_file_digest; files
  * without one are redone). The up-to-date test of `features` and `depth`. */
 int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *image_digest);
 /* 16 hex digits of FNV-1a over the bytes of the file at path, so an output made from another image of the same
  * name (replaced, or from another folder) is not taken as up to date; "" when it cannot be read (the image's own
  * load then says why). */
-void cli_image_digest(const char *path, char out[17]);
+void cli_file_digest(const char *path, char out[17]);
 /* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
  * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);
@@ -122,6 +130,9 @@ typedef struct cli_param_sets {
 int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_sets *s);
 /* Applies the sets to p in order. Returns -1 when the command should go on, EXIT_USAGE after an error (printed),
  * EXIT_RUN when out of memory, or EXIT_OK when one of them was `list` (the options printed on stdout). */
+/* --set list given: prints the options with the defaults and the other --set values applied (no other option
+ * needed) and returns the exit code; -1 when list was not asked for. */
+int cli_param_sets_list_only(const char *cmd, const cli_param_sets *s);
 int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p);
 /* --device NAME for the aligner: "cpu" or "cuda" into p->align.device. 1 when valid, else 0 after a usage error. */
 int cli_align_device(const char *cmd, const char *name, sa3d_sa3d_matcher_params *p);

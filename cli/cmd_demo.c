@@ -2,9 +2,12 @@
  * known 3D truth (synth3d), its prior built from the training split, the GeoAware baseline and SemAlign3D
  * evaluated on the test split, the PCK table overall and by viewpoint variation, pictures, and the numbers as
  * JSON. */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "base/base.h"
 #include "cli.h"
 #include "semalign3d/align.h"
@@ -53,6 +56,18 @@ static int prior_cancel(void *user, const char *stage, long done, long total) {
 }
 
 typedef struct method_run { const char *name; sa3d_pck_report r; } method_run;
+
+/* 1 when path does not exist or is an empty folder. */
+static int folder_new_or_empty(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return errno == ENOENT;
+    DIR *d = S_ISDIR(st.st_mode) ? opendir(path) : NULL;
+    if (!d) return 0;
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return entries == 0;
+}
 
 static sa3d_status run_eval(sa3d_dataset *ds, const char *split, const char *out, const char *name,
                             sa3d_pair_matcher match, void *ctx, int quiet, sa3d_pck_report *r, sa3d_error *err) {
@@ -194,7 +209,8 @@ int cmd_demo(int argc, char **argv) {
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
     int seed;
-    if (!cli_int(cmd, "--seed", s_seed, 0, 2000000000, &seed)) return EXIT_USAGE;
+    if (!cli_int(cmd, "--seed", s_seed, 0, 2000000000, &seed) || !cli_output_file_ok(cmd, "--json", json))
+        return EXIT_USAGE;
     sa3d_synth3d_difficulty level;
     if (!strcmp(diff, "easy")) level = SA3D_SYNTH3D_EASY;
     else if (!strcmp(diff, "medium")) level = SA3D_SYNTH3D_MEDIUM;
@@ -209,6 +225,9 @@ int cmd_demo(int argc, char **argv) {
     if (!cli_align_device(cmd, device, &smp)) return EXIT_USAGE;
     int set_rc = cli_param_sets_apply(cmd, &sets, &smp);
     if (set_rc >= 0) return set_rc;
+    if (out && !folder_new_or_empty(out))
+        return cli_usage_error(cmd, "--out %s: not a new or empty folder (the demo writes dataset/, the prior, "
+                               "the evaluations and pictures there)", out);
 
     cli_install_sigint();
     sa3d_error err = { 0 };

@@ -50,7 +50,7 @@ static int up_to_date(const char *path, const char *png, const sa3d_model *m, co
 /* One image's buffers (cli/pipeline.c). */
 typedef struct depth_slot {
     const char *image;
-    char digest[17];               /* cli_image_digest of the image file */
+    char digest[17];               /* cli_file_digest of the image file */
     char *path, *png;              /* the output files */
     int iw, ih;                    /* image size */
     float *px;                     /* the processor's input [3][ph][pw] */
@@ -79,7 +79,7 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
     sl->path = sa3d_path_join(j->out_dir, name);
     sl->png = sa3d_path_join(j->out_dir, pname);
     if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    cli_image_digest(image, sl->digest);
+    cli_file_digest(image, sl->digest);
     if (up_to_date(sl->path, sl->png, j->m, sl->digest, &j->pre, j->pre_text)) {
         *skip = 1;
         return SA3D_OK;

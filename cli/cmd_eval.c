@@ -97,6 +97,8 @@ int cmd_eval(int argc, char **argv) {
         }
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
+    int list_rc = cli_param_sets_list_only(cmd, &sets);
+    if (list_rc >= 0) return list_rc;
     if (!dataset.root) return cli_usage_error(cmd, "--dataset is required");
     int sa3d = !strcmp(method, "semalign3d"), seed = 0;
     if (!sa3d && strcmp(method, "baseline") != 0)
@@ -160,6 +162,8 @@ int cmd_eval(int argc, char **argv) {
     sa3d_pck_report *rep = malloc(sizeof *rep);
     int rc = EXIT_RUN;
     char *settings = NULL;
+    static char prior_digests[SA3D_N_SPAIR_CATEGORIES * 64 + 64 * 64];   /* "prior.<cat>=<digest>" lines */
+    prior_digests[0] = '\0';
     sa3d_set_threads(threads);
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
@@ -175,7 +179,9 @@ int cmd_eval(int argc, char **argv) {
         mp.device = device;
         mp.dtype = dtype;
         mp.positions = positions;
-        if (sa3d_model_open(&m, model_dir, &mp, &err)) goto done;
+        if (sa3d_model_open(&m, model_dir, &mp, &err) ||
+            cli_model_kind_check(m, "--model", model_dir, SA3D_MODEL_DINOV2, &err))
+            goto done;
         pp.kind = SA3D_SOURCE_COMPUTE;
         pp.model = m;
     } else {
@@ -206,7 +212,15 @@ int cmd_eval(int argc, char **argv) {
             char pp_path[4200];
             snprintf(pp_path, sizeof pp_path, "%s/%s.prior.safetensors", priors_dir, cat);
             if (sa3d_prior_load(&priors[n_priors], pp_path, &err)) goto done;
-            n_priors++;
+            if (strcmp(priors[n_priors++]->category, cat)) {   /* a renamed file: the matcher would find no prior */
+                sa3d_fail(&err, SA3D_ERR_FORMAT, "%s: a prior of category '%s', expected '%s'", pp_path,
+                          priors[n_priors - 1]->category, cat);
+                goto done;
+            }
+            char digest[17];   /* a prior rebuilt at the same path must not resume the old one's predictions */
+            cli_file_digest(pp_path, digest);
+            size_t used = strlen(prior_digests);
+            snprintf(prior_digests + used, sizeof prior_digests - used, "prior.%s=%s\n", cat, digest);
         }
         sa3d_provider_params dq = sa3d_provider_params_default();
         if (depth_dir) {
@@ -224,7 +238,7 @@ int cmd_eval(int argc, char **argv) {
     ep.split = dataset.split;
     ep.out_dir = out;
     ep.limit = limit;
-    char head[8800];
+    char head[8800 + sizeof prior_digests];
     int hl = snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\n", method,
                       feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "", depth_dir ? depth_dir : "",
                       masks);
@@ -234,7 +248,8 @@ int cmd_eval(int argc, char **argv) {
      * did not say which network, are refused) */
     if (m)
         hl += snprintf(head + hl, sizeof head - (size_t)hl, "network=%s %s\n", sa3d_model_id(m), sa3d_model_dtype(m));
-    if (device && strcmp(device, "cpu")) snprintf(head + hl, sizeof head - (size_t)hl, "device=%s\n", device);
+    if (device && strcmp(device, "cpu")) hl += snprintf(head + hl, sizeof head - (size_t)hl, "device=%s\n", device);
+    snprintf(head + hl, sizeof head - (size_t)hl, "%s", prior_digests);
     if (!(settings = cli_settings_text(head, &smp))) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     ep.settings = settings;
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */
@@ -245,10 +260,17 @@ int cmd_eval(int argc, char **argv) {
                          : sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);
     cli_progress_end(&prog);
     if (s) goto done;
-    char title[640], skipped_str[16], skipped_note[80];
+    char title[2048], skipped_str[16], skipped_note[80], options[1024] = "";
     cli_skipped_records(ds, dataset.split, "; ", skipped_str, skipped_note);
-    snprintf(title, sizeof title, "semalign3d eval: method %s, %s split %s, %ld pairs (%ld resumed from %s/parts)%s",
-             method, dataset.root, dataset.split, rep->overall.pairs + rep->skipped_empty, resumed, out, skipped_note);
+    for (int k = 0; k < sets.n; k++) {   /* the protocol in the title: GeoAware's flip and window, ... */
+        size_t used = strlen(options);
+        snprintf(options + used, sizeof options - used, "%s%s", used ? ", " : " (", sets.v[k]);
+    }
+    if (options[0]) snprintf(options + strlen(options), sizeof options - strlen(options), ")");
+    snprintf(title, sizeof title, "semalign3d eval: method %s%s, %s split %s%s%s, %ld pairs (%ld resumed from "
+             "%s/parts)%s", method, options, dataset.root, dataset.split, dataset.categories ? ", categories " : "",
+             dataset.categories ? dataset.categories : "", rep->overall.pairs + rep->skipped_empty, resumed, out,
+             skipped_note);
     char *text = sa3d_pck_format(rep, title);
     if (!text) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     fputs(text, stdout);
@@ -260,7 +282,9 @@ int cmd_eval(int argc, char **argv) {
     const char *meta[] = { "method", method, "dataset", dataset.root, "kind", dataset.kind_s,
                            "split", dataset.split, "features", feat_dir ? feat_dir : "computed",
                            "model", model_dir ? model_dir : "-", "input_size", size_str,
-                           "limit_per_category", limit_str, "skipped_records", skipped_str, NULL };
+                           "limit_per_category", limit_str, "skipped_records", skipped_str,
+                           "categories", dataset.categories ? dataset.categories : "all",
+                           "settings", settings, NULL };   /* parts/settings.txt: every option and input */
     if (sa3d_pck_write_json(rep, path, meta, &err)) goto done;
     sa3d_provider_stats st = sa3d_provider_get_stats(fp);
     if (adapt_flip) {

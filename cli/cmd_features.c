@@ -39,7 +39,8 @@ static int up_to_date(const char *path, const sa3d_model *m, const char *digest,
     sa3d_safetensors *st;
     if (!sa3d_file_exists(path) || sa3d_st_open(&st, path, NULL) != SA3D_OK) return 0;
     const char *b = sa3d_st_metadata(st, "size"), *c = sa3d_st_metadata(st, "flip");
-    int ok = cli_made_by(st, m, digest) && b && c && !strcmp(b, size) && !strcmp(c, flip ? "1" : "0") &&
+    /* a file with the mirror's map serves a run without --flip too (rewriting it would drop that map) */
+    int ok = cli_made_by(st, m, digest) && b && c && !strcmp(b, size) && (!flip || !strcmp(c, "1")) &&
              sa3d_st_find(st, "feature_map") && (!flip || sa3d_st_find(st, "feature_map_flip"));
     sa3d_st_close(st);
     return ok;
@@ -48,7 +49,7 @@ static int up_to_date(const char *path, const sa3d_model *m, const char *digest,
 /* One image's buffers (cli/pipeline.c): its pixels, then the maps run copied out of the workspace. */
 typedef struct features_slot {
     const char *image;
-    char digest[17];               /* cli_image_digest of the image file */
+    char digest[17];               /* cli_file_digest of the image file */
     char *path;                    /* the output file */
     float *px[2];                  /* [3][size][size] of the image and, with --flip, of its mirror */
     float *maps;                   /* [1 + flip][n], allocated once */
@@ -74,7 +75,7 @@ static sa3d_status features_prepare(void *ctx, int slot, const char *image, cons
     sl->image = image;
     if (!(sl->path = sa3d_path_join(j->out_dir, name)))
         return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    cli_image_digest(image, sl->digest);
+    cli_file_digest(image, sl->digest);
     if (up_to_date(sl->path, j->m, sl->digest, j->size_s, j->flip)) {
         *skip = 1;
         return SA3D_OK;

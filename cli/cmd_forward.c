@@ -47,6 +47,7 @@ int cmd_forward(int argc, char **argv) {
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
     if (!model_dir || !input || !output) return cli_usage_error(cmd, "--model, --input and --output are required");
+    if (!cli_output_file_ok(cmd, "--output", output)) return EXIT_USAGE;
     int threads = 0;
     if (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)) return EXIT_USAGE;
     if (!cli_model_names_ok(cmd, device, dtype, positions)) return EXIT_USAGE;

@@ -19,7 +19,11 @@ static void help(void) {
            "Aligns the prior (`build-prior`) to both images and matches each point of IMAGE1 (original pixels) into\n"
            "IMAGE2 through the two alignments (METHOD.md 6.2; docs/ALIGN.md), with the GeoAware baseline as the\n"
            "fallback where an alignment is implausible. Prints the matches as JSON (or writes --json) and draws\n"
-           "IMAGE1 | IMAGE2 with a line per match (blue: through the alignments, grey: baseline fallback).\n\n"
+           "IMAGE1 | IMAGE2 with a line per match (blue: through the alignments, grey: baseline fallback).\n"
+           "JSON: category; points (IMAGE1 pixels); matches (IMAGE2 pixels, one per point; the soft-argmax may land\n"
+           "in the square's padding, just outside the image); fallback (1 where the baseline gave the match);\n"
+           "energy and focal: the two alignments' final energy and focal length (units of max(W, H)), [IMAGE1,\n"
+           "IMAGE2].\n\n"
            "options:\n"
            "  --points LIST       query points of IMAGE1: x,y pairs separated by ';' (at most %d)\n"
            "  --prior FILE        the category's prior (<category>.prior.safetensors)\n"
@@ -127,7 +131,7 @@ static sa3d_status features_read(const char *file, const sa3d_image *img, const 
     const char *made_from = sa3d_st_metadata(st, "image_digest");   /* `features` records it */
     char digest[17];
     if (!(s = sa3d_features_check_size(st, file, size, err))) {
-        cli_image_digest(img_path, digest);
+        cli_file_digest(img_path, digest);
         if (made_from && digest[0] && strcmp(made_from, digest))
             s = sa3d_fail(err, SA3D_ERR_ARG, "%s: computed from another image than %s (image_digest %s, the "
                           "image's %s)", file, img_path, made_from, digest);
@@ -167,12 +171,16 @@ int cmd_match(int argc, char **argv) {
         if (img_path[1]) return cli_usage_error(cmd, "more than two images given");
         img_path[img_path[0] ? 1 : 0] = argv[i];
     }
+    int list_rc = cli_param_sets_list_only(cmd, &sets);
+    if (list_rc >= 0) return list_rc;
     if (!img_path[1]) return cli_usage_error(cmd, "two images are required");
     if (!points || !prior_path) return cli_usage_error(cmd, "--points and --prior are required");
     if (!model_dir == !(feat_path[0] && feat_path[1]) || (!!feat_path[0] != !!feat_path[1]))
         return cli_usage_error(cmd, "give either --model or both --features1 and --features2");
     if ((dtype || positions) && !model_dir) return cli_usage_error(cmd, "--dtype and --positions belong to --model");
-    if (!cli_model_names_ok(cmd, NULL, dtype, positions)) return EXIT_USAGE;
+    if (!cli_model_names_ok(cmd, NULL, dtype, positions) || !cli_output_file_ok(cmd, "--json", json) ||
+        !cli_output_file_ok(cmd, "--png", png))
+        return EXIT_USAGE;
     int size, seed, threads = 0;
     if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) || !cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed) ||
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)))
@@ -217,6 +225,7 @@ int cmd_match(int argc, char **argv) {
         mp.positions = positions;
         mp.n_threads = threads;
         if (sa3d_model_open(&m, model_dir, &mp, &err) ||
+            cli_model_kind_check(m, "--model", model_dir, SA3D_MODEL_DINOV2, &err) ||
             sa3d_workspace_new(&ws, m, size, size, SA3D_WS_NO_DOWNLOAD, &err))   /* feature_map alone comes back */
             goto done;
     }

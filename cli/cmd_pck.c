@@ -47,7 +47,7 @@ int cmd_pck(int argc, char **argv) {
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
     if (!dataset.root || !preds) return cli_usage_error(cmd, "--dataset and --predictions are required");
-    if (!cli_dataset_check(cmd, &dataset)) return EXIT_USAGE;
+    if (!cli_dataset_check(cmd, &dataset) || !cli_output_file_ok(cmd, "--json", json)) return EXIT_USAGE;
 
     sa3d_error err = { 0 };
     sa3d_dataset *ds = NULL;

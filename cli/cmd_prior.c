@@ -47,7 +47,7 @@ static void help_build(void) {
            "  --refine-iters N      sparse AdamW refinement iterations, at most (default %d)\n"
            "  --refine-tol X        stop the refinement once L_geom falls by less than X (1 + |L|) over 250 steps\n"
            "                        (default %g; 0 runs every iteration, as the authors do)\n"
-           "  --grid N              grid points per axis of the sparse placement (default %d)\n"
+           "  --grid N              grid points per axis of the sparse placement, 8..512 (default %d)\n"
            "  --focal-iters N       focal-length iterations (default %d)\n"
            "  --kmeans-k N          dense cluster count (default %d)\n"
            "  --threads N           threads (default 0 = all cores)\n"
@@ -110,7 +110,8 @@ static int prior_current(const char *path, const char *cat, const char *record) 
     cJSON *o = cJSON_Parse(record);
     int ok = o && fmt && !strcmp(fmt, SA3D_PRIOR_FORMAT) && c && !strcmp(c, cat) && v && !strcmp(v, sa3d_version());
     const cJSON *e;
-    cJSON_ArrayForEach(e, o) {
+    cJSON_ArrayForEach(e, o) {   /* the feature dimensions come from the inputs, which "features" names */
+        if (!strcmp(e->string, "feat_channels") || !strcmp(e->string, "feat_grid")) continue;
         const char *m = sa3d_st_metadata(st, e->string);
         ok = ok && m && cJSON_IsString(e) && !strcmp(m, e->valuestring);
     }
@@ -126,9 +127,33 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
                      const char *record, int force, int quiet, sa3d_error *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s.prior.safetensors", out, cat);
-    if (!force && prior_current(path, cat, record)) {
+    /* the record of this category: also which training images, with their annotations (a dataset that changed
+     * under the same root must not keep the prior of the old one) */
+    const char *const *ids = NULL;
+    int n = sa3d_dataset_split_images(ds, split, cat, &ids, err);
+    if (n < 0) return 1;
+    if (max_images > 0 && n > max_images) n = max_images;
+    uint64_t h = SA3D_FNV_OFFSET;
+    for (int i = 0; i < n; i++) {
+        const sa3d_image_anno *a;
+        if (sa3d_dataset_image(ds, cat, ids[i], &a, err)) return 1;
+        h = sa3d_fnv1a(h, a->id, strlen(a->id) + 1);
+        h = sa3d_fnv1a(h, &a->width, sizeof a->width);
+        h = sa3d_fnv1a(h, &a->height, sizeof a->height);
+        h = sa3d_fnv1a(h, a->bbox, sizeof a->bbox);
+        h = sa3d_fnv1a(h, a->kps, (size_t)a->n_slots * sizeof a->kps[0]);
+        h = sa3d_fnv1a(h, a->visible, (size_t)a->n_slots);
+    }
+    char images[48];
+    snprintf(images, sizeof images, "%d %016llx", n, (unsigned long long)h);
+    cJSON *rec = cJSON_Parse(record);
+    char *cat_record = rec && cJSON_AddStringToObject(rec, "images", images) ? cJSON_PrintUnformatted(rec) : NULL;
+    cJSON_Delete(rec);
+    if (!cat_record) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"), 1;
+    if (!force && prior_current(path, cat, cat_record)) {
         printf("%s: kept %s (made by this version from the same inputs and settings; --force rebuilds it)\n", cat,
                path);
+        cJSON_free(cat_record);
         return 0;
     }
     prog_ctx pc = { .quiet = quiet };
@@ -138,8 +163,20 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
     sa3d_prior_build_report rep;
     sa3d_status s = sa3d_prior_build_dataset(&prior, ds, split, cat, max_images, fp, dp, mp, bp, &rep, err);
     if (pc.stage) cli_progress_end(&pc.bar);
-    if (s) return 1;
-    s = sa3d_prior_save(prior, path, record, err);
+    if (s) { cJSON_free(cat_record); return 1; }
+    /* the record as built: the feature dimensions the maps had (the build set them in bp), not the defaults */
+    rec = cJSON_Parse(cat_record);
+    cJSON_free(cat_record);
+    char dims[2][16];
+    snprintf(dims[0], sizeof dims[0], "%d", bp->feat_channels);
+    snprintf(dims[1], sizeof dims[1], "%d", bp->feat_grid);
+    char *built = rec && cJSON_ReplaceItemInObject(rec, "feat_channels", cJSON_CreateString(dims[0])) &&
+                  cJSON_ReplaceItemInObject(rec, "feat_grid", cJSON_CreateString(dims[1]))
+                      ? cJSON_PrintUnformatted(rec) : NULL;
+    cJSON_Delete(rec);
+    if (!built) s = sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
+    else if (!(s = sa3d_mkdirs(out, err))) s = sa3d_prior_save(prior, path, built, err);   /* only once there is one */
+    cJSON_free(built);
     if (!s) {
         double total = 0;
         for (int k = 0; k < SA3D_PRIOR_N_STAGES; k++) total += rep.stage_s[k];
@@ -206,13 +243,15 @@ int cmd_build_prior(int argc, char **argv) {
         (s_seed && !cli_int(cmd, "--seed", s_seed, 0, 2147483647, &seed)) ||
         (s_refine && !cli_int(cmd, "--refine-iters", s_refine, 0, 100000000, &bp.refine_iters)) ||
         (s_tol && !cli_real(cmd, "--refine-tol", s_tol, 0.0, 1.0, &bp.refine_tol)) ||
-        (s_grid && !cli_int(cmd, "--grid", s_grid, 1, SA3D_PRIOR_MAX_GRID, &bp.cube_n)) ||
+        (s_grid && !cli_int(cmd, "--grid", s_grid, SA3D_PRIOR_MIN_GRID, SA3D_PRIOR_MAX_GRID, &bp.cube_n)) ||
         (s_focal && !cli_int(cmd, "--focal-iters", s_focal, 0, 10000000, &bp.focal_iters)) ||
         (s_k && !cli_int(cmd, "--kmeans-k", s_k, 1, 1000000, &bp.kmeans_k)) ||
         (s_thr && !cli_int(cmd, "--threads", s_thr, 0, 1024, &bp.n_threads)) ||
         (s_size && !cli_int(cmd, "--size", s_size, 14, 8400, &size)))
         return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
+    if (sa3d_file_exists(out))   /* made only when a prior is saved: said here, not after the build */
+        return cli_usage_error(cmd, "--out %s: a file; give a folder (new or existing)", out);
     bp.seed = (uint64_t)seed;
 
     cli_install_sigint();
@@ -222,6 +261,7 @@ int cmd_build_prior(int argc, char **argv) {
     sa3d_provider *fp = NULL, *dp = NULL, *mp = NULL;
     char *record = NULL;
     int rc = EXIT_RUN;
+    int failed = 0;   /* categories of --all that failed, each printed when it did */
     sa3d_set_threads(bp.n_threads);
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
     dsp.categories = cat;
@@ -236,7 +276,9 @@ int cmd_build_prior(int argc, char **argv) {
     pf.input_size = size;
     pf.cache_dir = pd.cache_dir = cache;
     if (fmodel) {
-        if (sa3d_model_open(&fm, fmodel, &mparams, &err)) goto done;
+        if (sa3d_model_open(&fm, fmodel, &mparams, &err) ||
+            cli_model_kind_check(fm, "--features-model", fmodel, SA3D_MODEL_DINOV2, &err))
+            goto done;
         pf.kind = SA3D_SOURCE_COMPUTE;
         pf.model = fm;
     } else {
@@ -248,6 +290,7 @@ int cmd_build_prior(int argc, char **argv) {
     char dpre_text[512];
     if (dmodel) {
         if (sa3d_model_open(&dm, dmodel, &mparams, &err) ||
+            cli_model_kind_check(dm, "--depth-model", dmodel, SA3D_MODEL_DEPTH_ANYTHING, &err) ||
             sa3d_dpt_preprocess_params_find(&dpre, dmodel, NULL, 0, &err))
             goto done;
         sa3d_dpt_preprocess_params_text(&dpre, dpre_text, sizeof dpre_text);
@@ -266,12 +309,12 @@ int cmd_build_prior(int argc, char **argv) {
     cli_progress_start(&quiet_maps, "build-prior: maps", 0, 1);
     sa3d_provider_set_hook(fp, cli_provider_hook, &quiet_maps);
     sa3d_provider_set_hook(dp, cli_provider_hook, &quiet_maps);
-    if (sa3d_mkdirs(out, &err)) goto done;
     /* a prior made with the default processor keeps the record it had before processors were read */
     record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm,
                           dm && !sa3d_dpt_preprocess_params_is_default(&dpre) ? dpre_text : NULL);
     if (!record) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
-    int failed = 0;
+    int tried = 0;
+    char failed_names[SA3D_N_SPAIR_CATEGORIES * 16] = "";
     for (int c = 0; c < SA3D_N_SPAIR_CATEGORIES; c++) {
         const char *name = cat ? cat : sa3d_spair_category(c);
         if (!cat) {   /* --all: the categories that have training images */
@@ -280,16 +323,27 @@ int cmd_build_prior(int argc, char **argv) {
             if (n < 0) goto done;
             if (n == 0) continue;
         }
+        tried++;
         if (build_one(ds, name, split, max_images, out, fp, dp, mp, &bp, record, force, quiet, &err)) {
             if (cat || err.code == SA3D_ERR_CANCELLED) goto done;
             fprintf(stderr, "semalign3d %s: %s\n", cmd, err.msg);   /* --all goes on with the next category */
-            failed++;
+            size_t used = strlen(failed_names);
+            snprintf(failed_names + used, sizeof failed_names - used, "%s%s", failed++ ? ", " : "", name);
         }
         if (cat) break;
     }
-    rc = failed ? EXIT_RUN : EXIT_OK;
+    if (!tried) {
+        sa3d_fail(&err, SA3D_ERR_ARG, "%s: no category has images in split %s", root, split);
+        goto done;
+    }
+    if (failed) {   /* each failure is printed above */
+        fprintf(stderr, "semalign3d %s: %d of %d categories failed: %s\n", cmd, failed, tried, failed_names);
+        rc = EXIT_RUN;
+        goto done;
+    }
+    rc = EXIT_OK;
 done:
-    if (rc == EXIT_RUN && err.code) rc = cli_run_error(cmd, &err);
+    if (rc == EXIT_RUN && err.code && !failed) rc = cli_run_error(cmd, &err);
     sa3d_provider_free(fp); sa3d_provider_free(dp); sa3d_provider_free(mp);
     sa3d_model_free(fm); sa3d_model_free(dm);
     sa3d_dataset_close(ds);
@@ -320,7 +374,9 @@ int cmd_show_prior(int argc, char **argv) {
     }
     int size = 640;
     if (!file) return cli_usage_error(cmd, "a prior file is required");
-    if (s_size && !cli_int(cmd, "--size", s_size, 16, 8192, &size)) return EXIT_USAGE;
+    if ((s_size && !cli_int(cmd, "--size", s_size, 16, 8192, &size)) || !cli_output_file_ok(cmd, "--ply", ply) ||
+        !cli_output_file_ok(cmd, "--png", png))
+        return EXIT_USAGE;
     sa3d_error err = { 0 };
     sa3d_prior *p = NULL;
     if (sa3d_prior_load(&p, file, &err)) return cli_run_error(cmd, &err);

@@ -8,13 +8,15 @@
 static void help(void) {
     printf("usage: semalign3d synth-spair --out DIR [options]\n\n"
            "Writes JPEGImages/, Segmentation/, ImageAnnotation/, PairAnnotation/{trn,val,test}/, Layout/large/ and\n"
-           "Features/<category>/<id>.features.safetensors into DIR (new or empty). See include/semalign3d/synth.h.\n\n"
+           "Features/<category>/<id>.features.safetensors into DIR (new or empty), and last synth_params.json (the\n"
+           "settings; its presence marks a complete dataset). See include/semalign3d/synth.h.\n\n"
            "options:\n"
            "  --out DIR          output root\n"
            "  --seed N           random seed (default 0); the same seed gives byte-identical files\n"
            "  --categories N     number of categories, 1..18 (default 2)\n"
            "  --images N         images per category (default 6)\n"
-           "  --pairs-test N     test pairs over all categories (default 8)\n"
+           "  --pairs-test N     test pairs over all categories (default 8); every distinct pair of a split's\n"
+           "                     images is drawn once before any repeats\n"
            "example:\n"
            "  semalign3d synth-spair --out synth && semalign3d eval --dataset synth --features synth/Features\n");
 }

@@ -238,7 +238,7 @@ int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *ima
            image_digest[0] && digest && !strcmp(digest, image_digest);
 }
 
-void cli_image_digest(const char *path, char out[17]) {
+void cli_file_digest(const char *path, char out[17]) {
     out[0] = '\0';
     FILE *f = fopen(path, "rb");
     if (!f) return;
@@ -260,6 +260,13 @@ int cli_model_names_ok(const char *cmd, const char *device, const char *dtype, c
     return 1;
 }
 
+sa3d_status cli_model_kind_check(const sa3d_model *m, const char *opt, const char *dir, sa3d_model_kind want,
+                                 sa3d_error *err) {
+    if (sa3d_model_get_kind(m) == want) return SA3D_OK;
+    return sa3d_fail(err, SA3D_ERR_ARG, "%s %s: not a %s model (config.json model_type)", opt, dir,
+                     want == SA3D_MODEL_DINOV2 ? "DINOv2" : "Depth Anything");
+}
+
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err) {
     int threads = 0;
     if (!a->model_dir || !a->out_dir) return cli_usage_error(cmd, "--model and --out are required");
@@ -272,9 +279,7 @@ int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, s
     if (a->dtype) p.dtype = a->dtype;
     if (a->positions) p.positions = a->positions;
     if (sa3d_model_open(m, a->model_dir, &p, err)) return EXIT_RUN;
-    if (sa3d_model_get_kind(*m) != kind) {
-        snprintf(err->msg, sizeof err->msg, "%s: not a %s model (config.json model_type)", a->model_dir,
-                 kind == SA3D_MODEL_DINOV2 ? "DINOv2" : "Depth Anything");
+    if (cli_model_kind_check(*m, "--model", a->model_dir, kind, err)) {
         sa3d_model_free(*m);
         *m = NULL;
         return EXIT_RUN;
@@ -288,6 +293,20 @@ int cli_eval_progress(void *user, long done, long total, const char *item) {
     p->done = done - 1;
     cli_progress_step(p, item);
     return cli_interrupted;
+}
+
+int cli_output_file_ok(const char *cmd, const char *opt, const char *path) {
+    if (!path) return 1;
+    if (sa3d_dir_exists(path)) return cli_usage_error(cmd, "%s %s: a folder; give a file name", opt, path), 0;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return 1;   /* the current folder */
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    if (!sa3d_dir_exists(dir))
+        return cli_usage_error(cmd, "%s %s: the folder %s does not exist", opt, path, dir), 0;
+    return 1;
 }
 
 int cli_provider_hook(void *user, const char *category, const char *id, int flip) {
@@ -310,6 +329,15 @@ int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_
     if (s->n == CLI_MAX_SETS) { cli_usage_error(cmd, "--set: more than %d options", CLI_MAX_SETS); return -1; }
     s->v[s->n++] = v;
     return 1;
+}
+
+int cli_param_sets_list_only(const char *cmd, const cli_param_sets *s) {
+    for (int k = 0; k < s->n; k++)
+        if (!strcmp(s->v[k], "list")) {
+            sa3d_sa3d_matcher_params p = sa3d_sa3d_matcher_params_default();
+            return cli_param_sets_apply(cmd, s, &p);
+        }
+    return -1;
 }
 
 int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p) {

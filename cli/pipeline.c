@@ -118,7 +118,7 @@ int cli_net_each_image(const char *cmd, const cli_net_args *a, const sa3d_model 
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     slot_state slots[CLI_PIPELINE_SLOTS];
     memset(slots, 0, sizeof slots);
-    int failed = 0, n = a->n_images, k;
+    int failed = 0, kept = 0, reported = 0, n = a->n_images, k;
     cli_progress prog;
     cli_progress_start(&prog, cmd, n, a->quiet);
     static const int stage_of[3] = { RUN, PREPARE, FINISH }, lag[3] = { 1, 0, 2 };   /* the order step() wants */
@@ -142,6 +142,8 @@ int cli_net_each_image(const char *cmd, const cli_net_args *a, const sa3d_model 
                 fprintf(stderr, "semalign3d %s: %s\n", cmd, sl->err.msg[0] ? sl->err.msg : "out of memory");
                 failed++;
             }
+            kept += !sl->s && sl->skip;
+            reported++;
             st->release(ctx, (k - 2) % CLI_PIPELINE_SLOTS);
             sl->busy = 0;
             cli_progress_step(&prog, sl->stem);
@@ -150,6 +152,9 @@ int cli_net_each_image(const char *cmd, const cli_net_args *a, const sa3d_model 
     for (int i = 0; i < CLI_PIPELINE_SLOTS; i++)   /* after SIGINT: the images still in flight */
         if (slots[i].busy) st->release(ctx, i);
     cli_progress_end(&prog);
+    if (!a->quiet)   /* a resumed run says what it redid */
+        fprintf(stderr, "%s: %d computed, %d up to date (kept), %d failed\n", cmd, reported - failed - kept, kept,
+                failed);
     sa3d_error err = { 0 };
     if (cli_interrupted) {
         err.code = SA3D_ERR_CANCELLED;

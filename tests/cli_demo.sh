@@ -40,6 +40,13 @@ grep -q "prior.safetensors" "$T/e" || { echo "FAIL the missing prior file is not
 grep -q "other settings" "$T/e" || { echo "FAIL other-settings message: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
   --limit 20 --out "$T/ev" > "$T/ev2.log" 2>&1; check "eval resume, same settings" 0 $?
+# the same path, other prior bytes (its seed, "1" from demo --seed 1, made "7"): no resume of the old predictions
+mkdir -p "$T/p5" && sed 's/"seed":"1"/"seed":"7"/' "$T/d/dog.prior.safetensors" > "$T/p5/dog.prior.safetensors"
+cmp -s "$T/d/dog.prior.safetensors" "$T/p5/dog.prior.safetensors" && { echo "FAIL the prior copy is unchanged"; fail=1; }
+cp -r "$T/ev" "$T/ev5" && sed -i "s|^priors=.*|priors=$T/p5|" "$T/ev5/parts/settings.txt"
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/p5" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev5" --quiet > /dev/null 2>"$T/e"; check "eval resume with a rebuilt prior" 1 $?
+grep -q "other settings" "$T/e" || { echo "FAIL rebuilt prior message: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
   --limit 20 --out "$T/ev3" --quiet --set match.anchor_snap=0 --set match.w_direct=0 > /dev/null 2>&1
 check "eval --set" 0 $?
@@ -65,6 +72,8 @@ for opt in align.rec_mode=3 align.sigma_start=-1 align.focal_init=25 match.sigma
   grep -q "option ${name#*.} " "$T/e" && [ ! -e "$T/dbad" ] || { echo "FAIL demo --set $opt: $(cat "$T/e")"; fail=1; }
 done
 "$BIN" demo --device gpu > /dev/null 2>&1; check "demo --device unknown" 2 $?
+"$BIN" demo --out "$T/d" > /dev/null 2>"$T/e"; check "demo --out a folder not empty" 2 $?   # before any work
+grep -q "not a new or empty folder" "$T/e" || { echo "FAIL demo --out not empty: $(cat "$T/e")"; fail=1; }
 # --device cuda where it cannot run: refused before any work, nothing written (where it can, this is skipped)
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --device cuda \
   --limit 1 --out "$T/evx" --quiet > /dev/null 2>&1 ||
@@ -79,9 +88,9 @@ margs=("$D/JPEGImages/dog/$a.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.p
 "$BIN" match "${margs[@]}" --points "100,100;120,90" --json "$T/m.json" --png "$T/m.png"; check "match" 0 $?
 grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match outputs"; fail=1; }
 grep -q '"per_image"' "$T/d/semalign3d/report.json" || { echo "FAIL demo report.json without PCK"; fail=1; }
-# an unwritable --json: nothing written, the PNG included (it was written first and left behind)
+# a --json in a folder that does not exist: a usage error before the work, nothing written
 "$BIN" match "${margs[@]}" --points "100,100" --json "$T/nodir/m.json" --png "$T/m3.png" 2>/dev/null
-check "match with --json in a missing folder" 1 $?
+check "match with --json in a missing folder" 2 $?
 [ ! -e "$T/m3.png" ] || { echo "FAIL match wrote its PNG although the JSON failed"; fail=1; }
 "$BIN" match "${margs[@]}" --points "100,abc" --json "$T/m2.json" 2>/dev/null; check "match malformed points" 2 $?
 "$BIN" match "${margs[@]}" --points "100,100" --set match.lift=1 --json "$T/m2.json" 2>"$T/e"
@@ -98,6 +107,6 @@ grep -q "empty value" "$T/e" || { echo "FAIL demo --out '': $(cat "$T/e")"; fail
 "$BIN" demo --difficulty extreme > /dev/null 2>&1; check "demo --difficulty extreme" 2 $?
 "$BIN" demo --split trn > /dev/null 2>&1; check "demo --split trn" 2 $?
 mkdir -p "$T/full/dataset"; touch "$T/full/dataset/x"
-"$BIN" demo --out "$T/full" --json "$T/full.json" --quiet > /dev/null 2>&1; check "demo into a used folder" 1 $?
+"$BIN" demo --out "$T/full" --json "$T/full.json" --quiet > /dev/null 2>&1; check "demo into a used folder" 2 $?
 [ ! -e "$T/full.json" ] || { echo "FAIL JSON written after a failure"; fail=1; }
 exit $fail

@@ -131,6 +131,21 @@ grep -q "bad.jsonl:2" "$T/e" || { echo "FAIL message does not name file:line"; f
 [ ! -e "$T/bad.json" ] || { echo "FAIL report written after a failure"; fail=1; }
 echo '{"pair": 5' > "$T/bad2.jsonl"
 "$BIN" pck --dataset "$T/ds" --predictions "$T/bad2.jsonl" >/dev/null 2>&1; check "pck malformed JSON" 1 $?
+# an output file in a folder that does not exist, or a folder given as the file: usage errors before any work
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --json "$T/no/such/r.json" >/dev/null 2>"$T/e"
+check "pck --json in a missing folder" 2 $?
+grep -q "the folder $T/no/such does not exist" "$T/e" || { echo "FAIL missing folder: $(cat "$T/e")"; fail=1; }
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --json "$T/ds" >/dev/null 2>"$T/e"
+check "pck --json a folder" 2 $?
+# two records on one line (the second would go unread), or one with a second "pair" key
+{ l1=$(head -n 1 "$T/ev/predictions.jsonl"); echo "$l1 $l1"; } > "$T/bad3.jsonl"
+"$BIN" pck --dataset "$T/ds" --predictions "$T/bad3.jsonl" --allow-missing >/dev/null 2>"$T/e"
+check "pck two records on a line" 1 $?
+grep -q "bad3.jsonl:1: not one JSON object" "$T/e" || { echo "FAIL two records: $(cat "$T/e")"; fail=1; }
+head -n 1 "$T/ev/predictions.jsonl" | sed 's/^{/{"pair": "x", /' > "$T/bad4.jsonl"
+"$BIN" pck --dataset "$T/ds" --predictions "$T/bad4.jsonl" --allow-missing >/dev/null 2>"$T/e"
+check "pck a key twice" 1 $?
+grep -q 'bad4.jsonl:1: "pair" given twice' "$T/e" || { echo "FAIL key twice: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" >/dev/null 2>&1; check "eval without features" 2 $?
 "$BIN" pck --dataset "$T/nope" --predictions "$T/bad.jsonl" >/dev/null 2>&1; check "pck missing dataset" 1 $?
 
@@ -181,6 +196,13 @@ rm -rf "$T/evm"
 "$BIN" eval --dataset "$T/ds" --model "$dino" --size 112 --cache "$T/cache" --out "$T/evm" --quiet >/dev/null 2>"$T/e"
 check "eval with a corrupt cache entry" 0 $?
 grep -q "1 stale cache entries replaced" "$T/e" || { echo "FAIL corrupt cache entry not replaced: $(cat "$T/e")"; fail=1; }
+# an image whose file is not the size its annotation says (every prediction would be scaled): refused, naming both
+cp -r "$T/ds" "$T/dsz"
+rec=$(ls "$T"/dsz/ImageAnnotation/*/*.json | head -1)
+sed -i 's/"image_width": \([0-9]*\)/"image_width": 9\1/' "$rec"
+"$BIN" eval --dataset "$T/dsz" --model "$dino" --size 112 --out "$T/evz" --quiet >/dev/null 2>"$T/e"
+check "eval --model, an image of another size than its annotation" 1 $?
+grep -q "its annotation says 9" "$T/e" || { echo "FAIL image size mismatch: $(cat "$T/e")"; fail=1; }
 
 # features computed during eval equal the files of `features --flip`, whatever images share a network pass (--batch;
 # the CPU runs a batch image by image): the same predictions, byte for byte

@@ -188,4 +188,13 @@ if [ $rc -ne 0 ]; then
   check "match --device cuda without a usable GPU" 1 $rc
   grep -q "device cuda" "$T/e" && [ ! -e "$T/mc.json" ] || { echo "FAIL match --device cuda: $(cat "$T/e")"; fail=1; }
 fi
+# the training images are inputs too: the same root with changed annotations rebuilds instead of keeping
+"$BIN" synth-spair --out "$T/ds5" --categories 1 --images 8 --pairs-test 4 2>/dev/null
+B5=("$BIN" build-prior --dataset "$T/ds5" --category aeroplane --features-dir "$T/ds5/Features" --depth-model "$da"
+    --out "$T/out5" $FAST)
+"${B5[@]}" >/dev/null 2>&1; "${B5[@]}" >"$T/stdout" 2>&1
+grep -q "aeroplane: kept" "$T/stdout" || { echo "FAIL unchanged dataset not kept: $(cat "$T/stdout")"; fail=1; }
+sed -i 's/"0": \[[0-9]*, [0-9]*\]/"0": null/' "$T/ds5"/ImageAnnotation/aeroplane/*.json
+"${B5[@]}" >"$T/stdout" 2>&1; check "build-prior, annotations changed" 0 $?
+grep -q "slots placed" "$T/stdout" || { echo "FAIL changed annotations kept the old prior: $(cat "$T/stdout")"; fail=1; }
 exit $fail

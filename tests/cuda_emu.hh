@@ -153,15 +153,21 @@ inline cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
     return cudaMallocHost(p, n);
 }
 inline int emu_multiprocessors = 6;   // what cudaDeviceGetAttribute reports: few, so small grids count as full
-typedef enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 } cudaDeviceAttr;
+inline int emu_cc_major = 9, emu_cc_minor = 0;   // compute capability: a Hopper, unless a test says otherwise
+typedef enum cudaDeviceAttr {
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrComputeCapabilityMajor = 75,
+    cudaDevAttrComputeCapabilityMinor = 76
+} cudaDeviceAttr;
 inline cudaError_t cudaGetDevice(int *d) {
     *d = 0;
     return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr attr, int dev) {
-    (void)attr;
     (void)dev;
-    *v = emu_multiprocessors;
+    *v = attr == cudaDevAttrComputeCapabilityMajor   ? emu_cc_major
+         : attr == cudaDevAttrComputeCapabilityMinor ? emu_cc_minor
+                                                     : emu_multiprocessors;
     return cudaSuccess;
 }
 
@@ -692,6 +698,12 @@ inline void emu_resume(emu_fiber &f) {
 // Runs body() as the kernel's grid x threads (threads a multiple of 32), one block after another. A kernel whose
 // block 0 reaches no barrier (an element-wise one) runs its other blocks' threads as plain calls, without fibers.
 template <class F> void emu_launch(dim3 grid, unsigned threads, F body) {
+    // the hardware's limits, which a real launch would fail on: gridDim.y and z at most 65535, 1024 threads a block
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u ||
+        threads == 0 || threads > 1024u) {
+        fprintf(stderr, "cuda_emu: invalid launch grid (%u, %u, %u) x %u threads\n", grid.x, grid.y, grid.z, threads);
+        abort();
+    }
     blockDim = dim3(threads);
     gridDim = grid;
     emu_body = body;

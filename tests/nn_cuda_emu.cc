@@ -8,3 +8,9 @@
 // The emulator's device bytes held now, for test_nn_cuda.c's memory case (a weak reference there: absent, and
 // that check skipped, in the GPU build).
 extern "C" size_t t_device_live_bytes(void) { return emu_device_live; }
+
+// The emulated GPU's compute capability, for test_nn_cuda.c's check that an older GPU is refused at open.
+extern "C" void t_set_compute_capability(int major, int minor) {
+    emu_cc_major = major;
+    emu_cc_minor = minor;
+}

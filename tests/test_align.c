@@ -951,6 +951,12 @@ static void case_args(void) {
                 mp.align.seed == before.align.seed);   /* nothing changed */
     }
     T_CONTAINS(err.msg, "NAME=VALUE");
+    {   /* a soft-argmax temperature whose 60 x beta overflows a float: refused, not NaN matches */
+        sa3d_baseline_params bp = sa3d_baseline_params_default();
+        bp.temperature = 6e36f;
+        T_STATUS(sa3d_baseline_params_check(&bp, &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "temperature");
+    }
     in.F = &s.fm;
     {   /* every option out of its domain is refused, naming it (NaN and infinities too, which --set cannot give) */
 #define OPT_D(name, v) { #name, offsetof(sa3d_align_params, name), 1, v }
@@ -969,6 +975,9 @@ static void case_args(void) {
             OPT_D(w_sparse, -1.0), OPT_D(sparse_from, 1.0), OPT_D(dense_end, HUGE_VAL), OPT_D(dense_end, -1.0),
             OPT_D(sparse_outlier, -HUGE_VAL), OPT_D(sparse_outlier, (double)NAN), OPT_D(sparse_outlier, -1e300),
             OPT_D(sparse_outlier, 1.0), OPT_D(w_mirror, 1.5), OPT_D(w_mirror, (double)NAN),
+            /* finite, but every hypothesis would go non-finite: refused before the work */
+            OPT_D(lr, 1e300), OPT_D(sigma_start, 1e-300), OPT_D(init_scale, 1e300), OPT_D(focal_init, 1e-300),
+            OPT_D(depth_default, 1e300),
         };
 #undef OPT_D
 #undef OPT_I

@@ -812,6 +812,10 @@ static void e_bbox_short(cJSON *j) {
     int b[3] = { 3, 4, 5 };
     set(j, "trg_bndbox", cJSON_CreateIntArray(b, 3));
 }
+static void e_bbox_float_overflow(cJSON *j) {   /* finite as double, inf as float: a threshold of inf */
+    double b[4] = { -1e39, 0, 1e39, 10 };
+    set(j, "trg_bndbox", cJSON_CreateDoubleArray(b, 4));
+}
 static void e_root_array(cJSON *j) { (void)j; }
 
 static const bad_case bad_pairs[] = {
@@ -838,6 +842,7 @@ static const bad_case bad_pairs[] = {
     { "box min > max", "src_bndbox", e_bbox_order, NULL, NULL },
     { "empty target box", "trg_bndbox", e_bbox_empty, NULL, NULL },
     { "box of three numbers", "trg_bndbox", e_bbox_short, NULL, NULL },
+    { "box beyond float range", "trg_bndbox: coordinate", e_bbox_float_overflow, NULL, NULL },
     { "infinite box coordinate", "src_bndbox[0]", NULL,
       "{\"category\": \"aeroplane\", \"src_imname\": \"s.jpg\", \"trg_imname\": \"t.jpg\", "
       "\"src_imsize\": [9, 9], \"trg_imsize\": [9, 9], \"src_bndbox\": [1e999, 0, 1, 1]}",

@@ -564,6 +564,35 @@ static void case_device_memory(void) {
     T_CHECK(n > 0);
 }
 
+void t_set_compute_capability(int major, int minor) __attribute__((weak));
+
+/* A GPU older than the kernels' sm_80 is refused when the model opens, naming its compute capability, instead of
+ * failing at the first launch (emulator only: it sets the GPU's capability). */
+static void case_old_gpu(void) {
+    if (!t_set_compute_capability) {
+        printf("  (a real GPU: its own capability stands)\n");
+        return;
+    }
+    char **dirs;
+    int n = t_model_fixture_dirs(&dirs);
+    T_CHECK(n > 0);
+    sa3d_model_params p = sa3d_model_params_default();
+    p.device = "cuda";
+    sa3d_error err = { 0 };
+    sa3d_model *m = NULL;
+    t_set_compute_capability(7, 5);
+    T_STATUS(sa3d_model_open(&m, dirs[0], &p, &err), SA3D_ERR_UNSUPPORTED, &err);
+    T_CONTAINS(err.msg, "compute capability 7.5");
+    T_CHECK(m == NULL);
+    printf("  %s\n", err.msg);
+    t_set_compute_capability(8, 0);
+    T_OK(sa3d_model_open(&m, dirs[0], &p, &err), &err);
+    sa3d_model_free(m);
+    t_set_compute_capability(9, 0);
+    for (int i = 0; i < n; i++) free(dirs[i]);
+    free(dirs);
+}
+
 int main(int argc, char **argv) {
     if (!cuda_available()) return 77;
     static const t_case cases[] = {
@@ -574,6 +603,7 @@ int main(int argc, char **argv) {
         { "1.5", "device memory: weights once in the pass dtype, workspace without unused scratch", case_device_memory },
         { "2.1", "deferred download, graph replay, non-finite input", case_download_and_replay },
         { "2.2", "a resized workspace equals one made for the size", case_resize },
+        { "2.3", "a GPU older than compute capability 8.0 is refused at open", case_old_gpu },
     };
     return t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
 }

@@ -444,6 +444,16 @@ static void case_file_negative(void) {
     p->rig[3] = 0.0f;
     p->rig[7] = 0.5f; expect_bad(p, "rig row not summing to 1", "'rig': element 6: row does not sum to 1");
     p->rig[7] = 1.0f;
+    float am = p->anchor_attn_mean[2];
+    p->anchor_attn_mean[2] = 1e30f; expect_bad(p, "cosine mean of 1e30", "'anchor_attn_mean': element 2");
+    p->anchor_attn_mean[2] = am;
+    p->dense_attn_mean[1] = -1.5f; expect_bad(p, "cosine mean of -1.5", "'dense_attn_mean': element 1");
+    p->dense_attn_mean[1] = 0.7f;
+    double fm = p->focal_mean;
+    p->focal_mean = 0.0; expect_bad(p, "focal length 0", "focal_mean");
+    p->focal_mean = -3.0; expect_bad(p, "negative focal length", "focal_mean");
+    p->focal_mean = 1e300; expect_bad(p, "focal length 1e300", "focal_mean");
+    p->focal_mean = fm;
     { sa3d_error e2 = { 0 }; T_OK(sa3d_prior_check_values(p, "restored", &e2), &e2); }
     /* a file that is not a prior at all, and one with a tensor missing */
     sa3d_error err = { 0 };
@@ -860,9 +870,9 @@ static void case_build_negative(void) {
     T_CONTAINS(err.msg, "kmeans_k");
     /* reals out of their ranges, each named (cutoff 1 built a prior without dense points; kmeans_tol inf stopped
      * k-means after one pass; cube_n 4096 wanted 275 GB after three stages of work) */
-    const char *names[8] = { "cutoff", "cutoff", "kmeans_tol", "noise_rate", "focal_init", "refine_wd", "cube_n",
-                             "refine_lr" };
-    for (int k = 0; k < 8; k++) {
+    const char *names[9] = { "cutoff", "cutoff", "kmeans_tol", "noise_rate", "focal_init", "refine_wd", "cube_n",
+                             "refine_lr", "cube_n" };
+    for (int k = 0; k < 9; k++) {
         p = test_params();
         if (k == 0) p.cutoff = 1.0;
         if (k == 1) p.cutoff = (double)NAN;
@@ -872,6 +882,7 @@ static void case_build_negative(void) {
         if (k == 5) p.refine_wd = HUGE_VAL;
         if (k == 6) p.cube_n = SA3D_PRIOR_MAX_GRID + 1;
         if (k == 7) p.refine_lr = 0.0;
+        if (k == 8) p.cube_n = 1;   /* every slot on one grid point: a collinear cloud */
         T_STATUS(sa3d_prior_build_params_check(&p, &err), SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, names[k]);
         T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL,

@@ -48,7 +48,7 @@ enum { SA3D_REC_MIXTURE = 0,     /* METHOD.md 5.3 reading (a): per-cell soft-max
 typedef struct sa3d_align_params {
     int n_hyp;              /* B = 100 random rotations (METHOD.md 5.2); 1..1e6 */
     int n_iter;             /* 100 Adam iterations (opt_data's default); 0..1e6 */
-    double lr;              /* 0.01: Adam step on Y (units of S) and on phi */
+    double lr;              /* 0.01: Adam step on Y (units of S) and on phi; (0, 10] */
     uint64_t seed;          /* 0: the rotations; stream b of the seed for hypothesis b */
     int n_threads;          /* 0 = all cores; results do not depend on it */
     int device;             /* SA3D_ALIGN_ON_CPU; SA3D_ALIGN_ON_CUDA evaluates the hypotheses' energies on the GPU
@@ -59,17 +59,19 @@ typedef struct sa3d_align_params {
                                its annealing widens the basin as (a)'s does (METHOD.md 5.3; docs/ALIGN.md);
                                0: the raw maps */
     double w_rec, w_geom, w_bg, w_depth;   /* 1, 0.05, 1, 1 (0 switches a term off) */
-    double sigma_start, sigma_end;         /* p_spatial sd in cells, annealed geometrically: g/8 -> 1 */
+    double sigma_start, sigma_end;         /* p_spatial sd in cells, annealed geometrically: g/8 -> 1 (0 means
+                                              these defaults; else in [0.001, 1000]) */
     double tau;             /* 1: soft-max temperature over points (1 = log of the sum, -> 0 = max) */
     int top_k;              /* 16: candidate points per cell (the best p_sem) in reading (a) */
     double outlier_logp;    /* -12: log density of the per-cell outlier component (background cells) */
     double sem_sd_floor;    /* 0.05: floor on a point's attn sd in p_sem */
     int use_tets;           /* 1: L_geom includes the tetrahedron relations */
     int max_pairs, max_tets;   /* 400, 400: evenly strided subset of the prior's relations (0 = all) */
-    double init_scale;      /* 1.0: canonical extent = init_scale x the extent of the back-projected mask */
-    double focal_init;      /* 0: start at the prior's focal_mean (1.5 when the prior has none), else in (0, 20]:
+    double init_scale;      /* 1.0: canonical extent = init_scale x the extent of the back-projected mask;
+                               [1e-6, 1e6] */
+    double focal_init;      /* 0: start at the prior's focal_mean (1.5 when the prior has none), else in [0.001, 20]:
                                f = 1/phi stays <= 20 throughout (docs/ALIGN.md) */
-    double depth_default;   /* 1.0: depth of every cell when no depth map is given, and then d* */
+    double depth_default;   /* 1.0: depth of every cell when no depth map is given, and then d*; [1e-6, 1e6] */
     double prune_at;        /* 0.3: after this share of the iterations keep only ... */
     int prune_keep;         /* 10 ... the best hypotheses (0 = never prune) */
     /* [NOTE2]'s schedule, "dense weight down, sparse weight up": from sparse_from of the iterations on, the

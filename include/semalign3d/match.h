@@ -53,7 +53,7 @@ typedef struct sa3d_baseline_params {
                              fallback queries never flip */
 } sa3d_baseline_params;
 SA3D_API sa3d_baseline_params sa3d_baseline_params_default(void);
-/* SA3D_OK when window_radius is in 0..SA3D_WINDOW_MAX_RADIUS, temperature finite and > 0 and adapt_flip a
+/* SA3D_OK when window_radius is in 0..SA3D_WINDOW_MAX_RADIUS, temperature in [1e-6, 1e6] and adapt_flip a
  * sa3d_flip_metric; else SA3D_ERR_ARG naming the first option that is not. Every function taking these
  * parameters checks them. */
 #define SA3D_WINDOW_MAX_RADIUS 1000

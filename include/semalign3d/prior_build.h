@@ -58,6 +58,7 @@ typedef struct sa3d_prior_source {
 typedef int (*sa3d_prior_progress_fn)(void *user, const char *stage, long done, long total);
 
 #define SA3D_PRIOR_MAX_GRID 512   /* cube_n: 512^3 floats = 0.5 GiB of grid energies */
+#define SA3D_PRIOR_MIN_GRID 8     /* a coarser grid places slots on a handful of points: a flat or collinear cloud */
 
 typedef struct sa3d_prior_build_params {
     uint64_t seed;           /* 0: noise augmentation, pixel subsampling, k-means++ */
@@ -70,7 +71,8 @@ typedef struct sa3d_prior_build_params {
     double noise_rate;       /* 0.2 x the smallest keypoint distance */
     int min_sample_imgs;     /* 4: a relation needs 4 x noise_samples samples (4.3) */
     double cube_size;        /* 1.0 (4.5) */
-    int cube_n;              /* 100, at most SA3D_PRIOR_MAX_GRID (cube_n^3 floats of energies per placement) */
+    int cube_n;              /* 100, SA3D_PRIOR_MIN_GRID..SA3D_PRIOR_MAX_GRID (cube_n^3 floats of energies per
+                                placement) */
     int n_max_comb;          /* 100 */
     int grid_exhaustive;     /* 0: branch and bound over the grid; 1: screen every point (same answer, slower) */
     int refine_iters;        /* 20000 */

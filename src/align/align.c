@@ -59,7 +59,8 @@ static const char *bad_option(const sa3d_align_params *p) {
 #define FIN(x) isfinite(p->x)
     if (p->n_hyp < 1 || p->n_hyp > 1000000) return "n_hyp (1..1000000)";
     if (p->n_iter < 0 || p->n_iter > 1000000) return "n_iter (0..1000000)";
-    if (!(p->lr > 0.0) || !FIN(lr)) return "lr (> 0)";
+    /* bounds beyond which every hypothesis goes non-finite: refused up front, not after the work */
+    if (!(p->lr > 0.0 && p->lr <= 10.0)) return "lr ((0, 10])";
     if (p->n_threads < 0) return "n_threads (0: all cores, or > 0)";
     if (p->rec_mode != SA3D_REC_MIXTURE && p->rec_mode != SA3D_REC_POINT) return "rec_mode (0 mixture, 1 point)";
     if (p->point_blur != 0 && p->point_blur != 1) return "point_blur (0 or 1)";
@@ -68,18 +69,20 @@ static const char *bad_option(const sa3d_align_params *p) {
     if (!(p->w_geom >= 0.0) || !FIN(w_geom)) return "w_geom (>= 0)";
     if (!(p->w_bg >= 0.0) || !FIN(w_bg)) return "w_bg (>= 0)";
     if (!(p->w_depth >= 0.0) || !FIN(w_depth)) return "w_depth (>= 0)";
-    if (!(p->sigma_start >= 0.0) || !FIN(sigma_start)) return "sigma_start (0: g/8, else > 0)";
-    if (!(p->sigma_end >= 0.0) || !FIN(sigma_end)) return "sigma_end (0: 1, else > 0)";
+    if (!(p->sigma_start == 0.0 || (p->sigma_start >= 1e-3 && p->sigma_start <= 1e3)))
+        return "sigma_start (0: g/8, else in [0.001, 1000] cells)";
+    if (!(p->sigma_end == 0.0 || (p->sigma_end >= 1e-3 && p->sigma_end <= 1e3)))
+        return "sigma_end (0: 1, else in [0.001, 1000] cells)";
     if (!(p->tau > 0.0) || !FIN(tau)) return "tau (> 0)";
     if (p->top_k < 1 || p->top_k > 64) return "top_k (1..64)";
     if (!FIN(outlier_logp)) return "outlier_logp (finite)";
     if (!(p->sem_sd_floor > 0.0) || !FIN(sem_sd_floor)) return "sem_sd_floor (> 0)";
     if (p->max_pairs < 0) return "max_pairs (0: all, or > 0)";
     if (p->max_tets < 0) return "max_tets (0: all, or > 0)";
-    if (!(p->init_scale > 0.0) || !FIN(init_scale)) return "init_scale (> 0)";
-    if (!(p->focal_init == 0.0 || (p->focal_init > 0.0 && p->focal_init <= 1.0 / SA3D_ALIGN_PHI_MIN)))
-        return "focal_init (0: the prior's, else in (0, 20])";
-    if (!(p->depth_default > 0.0) || !FIN(depth_default)) return "depth_default (> 0)";
+    if (!(p->init_scale >= 1e-6 && p->init_scale <= 1e6)) return "init_scale ([1e-6, 1e6])";
+    if (!(p->focal_init == 0.0 || (p->focal_init >= 1e-3 && p->focal_init <= 1.0 / SA3D_ALIGN_PHI_MIN)))
+        return "focal_init (0: the prior's, else in [0.001, 20])";
+    if (!(p->depth_default >= 1e-6 && p->depth_default <= 1e6)) return "depth_default ([1e-6, 1e6])";
     if (!(p->prune_at >= 0.0 && p->prune_at <= 1.0)) return "prune_at ([0, 1])";
     if (p->prune_keep < 0) return "prune_keep (0: never, or > 0)";
     if (!(p->w_sparse >= 0.0) || !FIN(w_sparse)) return "w_sparse (>= 0)";

@@ -70,10 +70,11 @@ sa3d_align_stage sa3d_align_stage_at(const sa3d_align_params *p, int g, int t);
 
 /* The aligner's per-cell inputs of one image (flip: its mirror) from the mask and depth providers, exactly as the
  * dataset matcher builds them: *mask_c [g][g] the mask's foreground share of each cell, *depth_c [g][g]
- * METHOD.md 3.2's pseudo depth averaged per cell. A NULL provider leaves its output NULL. The outputs are
- * malloc'd and the caller's to free, also on failure; errors are prefixed with category/id. */
+ * METHOD.md 3.2's pseudo depth averaged per cell. Both maps must have the image's size W x H (the annotation's):
+ * another size would be registered to the wrong cells (SA3D_ERR_FORMAT). A NULL provider leaves its output NULL.
+ * The outputs are malloc'd and the caller's to free, also on failure; errors are prefixed with category/id. */
 sa3d_status sa3d_align_cells(sa3d_provider *masks, sa3d_provider *depth, const char *cat, const char *id, int flip,
-                             int input_size, int g, float **mask_c, float **depth_c, sa3d_error *err);
+                             int W, int H, int input_size, int g, float **mask_c, float **depth_c, sa3d_error *err);
 
 sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *prior, const sa3d_align_input *in,
                                 const sa3d_align_params *p, sa3d_error *err);

@@ -101,7 +101,7 @@ void sa3d_geoaware_from_square(int w, int h, int size, float x, float y, float *
 const char *sa3d_baseline_bad_option(const sa3d_baseline_params *p) {
     if (p->window_radius < 0 || p->window_radius > SA3D_WINDOW_MAX_RADIUS)
         return "baseline.window_radius (0..1000)";
-    if (!(p->temperature > 0.0f) || !isfinite(p->temperature)) return "baseline.temperature (> 0)";
+    if (!(p->temperature >= 1e-6f && p->temperature <= 1e6f)) return "baseline.temperature ([1e-6, 1e6])";
     if (p->adapt_flip < SA3D_FLIP_OFF || p->adapt_flip > SA3D_FLIP_MUTUAL_NN)
         return "baseline.adapt_flip (0 off, 1 mask, 2 mutual-nn)";
     return NULL;

@@ -285,12 +285,18 @@ static sa3d_status load_features(sa3d_sa3d_matcher *m, const char *cat, const ch
 }
 
 sa3d_status sa3d_align_cells(sa3d_provider *masks, sa3d_provider *depth, const char *cat, const char *id, int flip,
-                             int input_size, int g, float **mask_c, float **depth_c, sa3d_error *err) {
+                             int W, int H, int input_size, int g, float **mask_c, float **depth_c, sa3d_error *err) {
     sa3d_map mask = { 0 }, disp = { 0 };
     float *z = NULL;
     sa3d_status s = SA3D_OK;
     if (masks && (s = sa3d_provider_get(masks, cat, id, flip, &mask, err))) goto done;
     if (depth && (s = sa3d_provider_get(depth, cat, id, flip, &disp, err))) goto done;
+    if ((masks && (mask.w != W || mask.h != H)) || (depth && (disp.w != W || disp.h != H))) {
+        int mw = masks && (mask.w != W || mask.h != H);
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s is %d x %d; the image is %d x %d", mw ? "mask" : "depth map",
+                      mw ? mask.w : disp.w, mw ? mask.h : disp.h, W, H);
+        goto done;
+    }
     if ((masks && !(*mask_c = malloc((size_t)g * g * sizeof(float)))) ||
         (depth && !(*depth_c = malloc((size_t)g * g * sizeof(float)))) ||
         (depth && !(z = malloc((size_t)disp.w * disp.h * sizeof(float))))) {
@@ -321,8 +327,8 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
     sa3d_align_input in = { .F = &F }, mi = { .F = &Fm };
     int mirror = m->p.align.w_mirror > 0.0;   /* the mirrored image's map: read once here, not cached */
     sa3d_status s = load_features(m, cat, id, W, H, &F, mirror ? &fm : NULL, err);
-    if (s || (s = sa3d_align_cells(m->masks, m->depth, cat, id, 0, m->p.input_size, F.g, &cells[0], &cells[1],
-                                   err)))
+    if (s || (s = sa3d_align_cells(m->masks, m->depth, cat, id, 0, W, H, m->p.input_size, F.g, &cells[0],
+                                   &cells[1], err)))
         goto done;
     in.mask = cells[0];
     in.depth = cells[1];
@@ -333,7 +339,8 @@ static sa3d_status alignment_of(sa3d_sa3d_matcher *m, const sa3d_prior *prior, c
                           cat, id, fm.c, fm.h, fm.w);
             goto done;
         }
-        if ((s = sa3d_align_cells(m->masks, m->depth, cat, id, 1, m->p.input_size, F.g, &cells[2], &cells[3], err)))
+        if ((s = sa3d_align_cells(m->masks, m->depth, cat, id, 1, W, H, m->p.input_size, F.g, &cells[2], &cells[3],
+                                  err)))
             goto done;
         mi.mask = cells[2];
         mi.depth = cells[3];

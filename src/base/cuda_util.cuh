@@ -85,4 +85,23 @@ static inline sa3d_status cuda_fail(sa3d_error *err, const char *where, const ch
                      what, cudaGetErrorString(e));
 }
 
+/* A GPU the kernels run on: one present, of compute capability 8.0 or later (the build's architectures, 80 and 90:
+ * mma.sync tiles, cp.async, bf16). An older GPU would open and then fail at the first launch with "no kernel
+ * image is available"; this says so at open. SA3D_ERR_UNSUPPORTED naming `what` otherwise. */
+static inline sa3d_status cuda_device_check(sa3d_error *err, const char *what) {
+    int n_dev = 0, dev = 0, major = 0, minor = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device cuda: no usable GPU (%s)", what,
+                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device cuda: cannot read the GPU's compute capability", what);
+    if (major < 8)
+        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device cuda: the GPU has compute capability %d.%d; the "
+                         "kernels need 8.0 or later (Ampere, Ada, Hopper)", what, major, minor);
+    return SA3D_OK;
+}
+
 #endif

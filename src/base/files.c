@@ -79,6 +79,7 @@ void sa3d_atomic_remove_temps(void) {
 
 sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error *err) {
     memset(af, 0, sizeof *af);
+    if (sa3d_dir_exists(path)) return sa3d_fail(err, SA3D_ERR_IO, "%s: is a directory, not a file name", path);
     size_t n = strlen(path) + 32;
     af->path = sa3d_strdup(path);
     af->tmp_path = sa3d_malloc(n);
@@ -90,7 +91,8 @@ sa3d_status sa3d_atomic_open(sa3d_atomic_file *af, const char *path, sa3d_error 
     af->slot = temp_list(af->tmp_path);   /* before the file exists: a signal in between finds nothing to remove */
     af->f = fopen(af->tmp_path, "wb");
     if (!af->f) {
-        sa3d_status s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+        sa3d_status s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create (as %s): %s", path, af->tmp_path,
+                                  strerror(errno));
         sa3d_atomic_abort(af);
         return s;
     }

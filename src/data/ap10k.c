@@ -74,6 +74,8 @@ static sa3d_status parse_image(const cJSON *root, const char *file, const char *
         return sa3d_fail(err, SA3D_ERR_FORMAT,
                          "%s: bbox: [%g, %g, %g, %g] is not [x, y, w, h] with w, h >= 0", file, b[0], b[1],
                          b[2], b[3]);
+    double corners[4] = { b[0], b[1], b[0] + b[2], b[1] + b[3] };
+    if ((s = sa3d_check_bbox(corners, file, "bbox", err))) return s;
     if ((s = sa3d_json_numbers(cJSON_GetObjectItemCaseSensitive(root, "keypoints"), "keypoints", file, 0,
                                AP10K_MAX_VALUES, v, &nv, err)))
         return s;

@@ -322,13 +322,31 @@ static sa3d_status import_features(sa3d_provider *pr, const char *cat, const cha
                      pr->import_dir, cat, id, id, id, flip ? "_flip" : "");
 }
 
-static sa3d_status load_image(sa3d_provider *pr, const char *cat, const char *id, int flip, sa3d_image *img,
+/* The annotated size of cat/id (its image record), which the decoded image must have. Not thread-safe (the
+ * dataset caches records): called before any parallel decoding. */
+static sa3d_status record_size(sa3d_provider *pr, const char *cat, const char *id, int size[2], sa3d_error *err) {
+    const sa3d_image_anno *a;
+    sa3d_status s = sa3d_dataset_image(pr->ds, cat, id, &a, err);
+    if (!s) {
+        size[0] = a->width;
+        size[1] = a->height;
+    }
+    return s;
+}
+
+/* The image file of cat/id, decoded. Keypoints, boxes and masks are in the annotation's pixels, so an image of
+ * another size (size: the record's) would scale every prediction: refused, naming both sizes. */
+static sa3d_status load_image(sa3d_provider *pr, const char *cat, const char *id, const int size[2], sa3d_image *img,
                               sa3d_error *err) {
     char *path = sa3d_dataset_image_path(pr->ds, cat, id);
     if (!path) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
     sa3d_status s = sa3d_image_load(img, path, err);
+    if (!s && (img->w != size[0] || img->h != size[1])) {
+        s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s: the image is %d x %d; its annotation says %d x %d", path, img->w,
+                      img->h, size[0], size[1]);
+        sa3d_image_free(img);
+    }
     free(path);
-    if (!s && flip) sa3d_image_flip_lr(img);
     return s;
 }
 
@@ -337,9 +355,9 @@ static sa3d_status compute_depth(sa3d_provider *pr, const char *cat, const char 
                                  sa3d_error *err) {
     sa3d_image img = { 0 };
     float *px = NULL;
-    int pw, ph;
+    int pw, ph, size[2];
     sa3d_status s;
-    if ((s = load_image(pr, cat, id, 0, &img, err)) ||
+    if ((s = record_size(pr, cat, id, size, err)) || (s = load_image(pr, cat, id, size, &img, err)) ||
         (s = sa3d_dpt_preprocess(&img, &pr->dpt, &px, &pw, &ph, err)))
         goto done;
     /* the processor keeps the aspect ratio, so the input size changes between images: one workspace, resized */
@@ -513,6 +531,9 @@ typedef struct many_slot {
     cache_entry ce;
     int hit;                      /* served from the cache */
     int first;                    /* index of the chunk's first item of the same image (decoded there) */
+    int size[2];                  /* the image record's size (record_size), read before the parallel decode */
+    sa3d_status rec_s;            /* its failure */
+    sa3d_error rec_err;
     float *px;                    /* [3][S][S] */
 } many_slot;
 
@@ -524,7 +545,8 @@ static void many_prepare(sa3d_provider *pr, sa3d_provider_item *it, many_slot *s
     sa3d_error e;
     for (int j = i; j < n; j++) {
         if (sl[j].hit || sl[j].first != i) continue;
-        if (!img.rgb && (s = load_image(pr, it[i].category, it[i].id, 0, &img, &e))) break;
+        if (!img.rgb && (s = sl[i].rec_s) != SA3D_OK) { e = sl[i].rec_err; break; }
+        if (!img.rgb && (s = load_image(pr, it[i].category, it[i].id, sl[i].size, &img, &e))) break;
         if (it[j].flip != flipped) {
             sa3d_image_flip_lr(&img);
             flipped = !flipped;
@@ -574,6 +596,8 @@ static void many_features(sa3d_provider *pr, sa3d_provider_item *it, many_slot *
         for (int j = 0; j < i && sl[i].first == i; j++)
             if (!sl[j].hit && !strcmp(it[j].category, it[i].category) && !strcmp(it[j].id, it[i].id))
                 sl[i].first = sl[j].first;
+        if (!sl[i].hit && sl[i].first == i)
+            sl[i].rec_s = record_size(pr, it[i].category, it[i].id, sl[i].size, &sl[i].rec_err);
     }
     #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
     for (int i = 0; i < n; i++)

@@ -211,6 +211,10 @@ sa3d_status sa3d_check_bbox(const double b[4], const char *file, const char *fie
                          "%s: %s: [%g, %g, %g, %g] is not [x_min, y_min, x_max, y_max] with "
                          "min <= max",
                          file, field, b[0], b[1], b[2], b[3]);
+    for (int i = 0; i < 4; i++)   /* stored as float, and x_max - x_min sets the PCK threshold: no overflow */
+        if (fabs(b[i]) > 10.0 * SA3D_MAX_IMAGE_SIDE)
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: %s: coordinate %g beyond +-%g", file, field, b[i],
+                             10.0 * SA3D_MAX_IMAGE_SIDE);
     return SA3D_OK;
 }
 

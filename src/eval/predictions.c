@@ -13,11 +13,21 @@
 
 const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split, const char *path, long lineno,
                                    const char *line, float (*pts)[2], int *other_category, sa3d_error *err) {
-    cJSON *o = cJSON_Parse(line);
+    /* nothing but white space after the object: a second record on the line would otherwise go unread */
+    cJSON *o = cJSON_ParseWithOpts(line, NULL, 1);
     if (other_category) *other_category = 0;
     const sa3d_pair *pair = NULL;
     if (!cJSON_IsObject(o)) {
-        sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: not a JSON object", path, lineno);
+        sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: not one JSON object", path, lineno);
+        goto done;
+    }
+    int n_pair = 0, n_kps = 0;   /* cJSON would take the first of a repeated key */
+    for (const cJSON *c = o->child; c; c = c->next) {
+        n_pair += c->string && !strcmp(c->string, "pair");
+        n_kps += c->string && !strcmp(c->string, "trg_kps");
+    }
+    if (n_pair > 1 || n_kps > 1) {
+        sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"%s\" given twice", path, lineno, n_pair > 1 ? "pair" : "trg_kps");
         goto done;
     }
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "pair"), *kps = cJSON_GetObjectItemCaseSensitive(o, "trg_kps");

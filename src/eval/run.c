@@ -86,9 +86,8 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
     if (n <= 0) return sa3d_fail(err, SA3D_ERR_ARG, "split %s has no pairs", p->split);
     char parts[2048];
     snprintf(parts, sizeof parts, "%s/parts", p->out_dir);
-    mkdir(p->out_dir, 0777);
-    mkdir(parts, 0777);
-    if (!sa3d_dir_exists(parts)) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create the output directory", parts);
+    sa3d_status ms = sa3d_mkdirs(parts, err);   /* with the parents of out_dir, as the other commands' --out */
+    if (ms) return ms;
     if (p->settings) {   /* resume only what these settings made */
         char path[2100], *old = NULL;
         size_t len;

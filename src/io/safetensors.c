@@ -314,8 +314,9 @@ static sa3d_status st_parse(sa3d_safetensors *st, sa3d_error *err) {
     }
     uint64_t hlen = load_le64(st->buf);
     if (hlen > SA3D_ST_MAX_HEADER)
-        return bad(err, F, path, NULL, "header length is too large; expected at most %u bytes, got %" PRIu64,
-                   SA3D_ST_MAX_HEADER, hlen);
+        return bad(err, F, path, NULL, "header length is too large; expected at most %u bytes, got %" PRIu64
+                   "%s", SA3D_ST_MAX_HEADER, hlen,
+                   st->len > 8 && st->buf[8] != '{' ? " (not a safetensors file?)" : "");
     if (hlen > (uint64_t)(st->len - 8))
         return bad(err, F, path, NULL, "header length runs past the end of the file; expected at most %zu "
                    "bytes, got %" PRIu64, st->len - 8, hlen);

@@ -636,7 +636,8 @@ sa3d_status sa3d_prior_build_params_check(const sa3d_prior_build_params *p, sa3d
     struct { const char *name; long v, lo, hi; } iv[] = {
         { "feat_channels", p->feat_channels, 1, 65536 }, { "feat_grid", p->feat_grid, 1, 1024 },
         { "focal_iters", p->focal_iters, 0, 10000000 }, { "noise_samples", p->noise_samples, 1, 1000 },
-        { "min_sample_imgs", p->min_sample_imgs, 1, 100000 }, { "cube_n", p->cube_n, 1, SA3D_PRIOR_MAX_GRID },
+        { "min_sample_imgs", p->min_sample_imgs, 1, 100000 },
+        { "cube_n", p->cube_n, SA3D_PRIOR_MIN_GRID, SA3D_PRIOR_MAX_GRID },
         { "n_max_comb", p->n_max_comb, 1, 1000000 },
         { "grid_exhaustive", p->grid_exhaustive, 0, 1 }, { "refine_iters", p->refine_iters, 0, 100000000 },
         { "dense_max_src", p->dense_max_src, 1, 100000000 }, { "dense_max_pts", p->dense_max_pts, 1, 100000000 },

@@ -98,6 +98,7 @@ sa3d_status sa3d_prior_build_dataset(sa3d_prior **out, sa3d_dataset *ds, const c
     int n = sa3d_dataset_split_images(ds, split, category, &ids, err);
     if (n < 0) return err ? err->code : SA3D_ERR_ARG;
     if (max_images > 0 && n > max_images) n = max_images;
+    if (n == 0) return sa3d_fail(err, SA3D_ERR_ARG, "%s: no pair of split %s names this category", category, split);
     if (n < 2) return sa3d_fail(err, SA3D_ERR_ARG, "%s: %d %s images; at least 2 are needed", category, n, split);
     int flip[SA3D_MAX_KPS];
     int n_slots = sa3d_flip_map(sa3d_dataset_get_kind(ds), category, flip);

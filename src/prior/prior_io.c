@@ -22,6 +22,8 @@
 /* Canonical coordinates: the seed edge has length 0.035, a built cloud spans a few units; far beyond that, squared
  * distances and the camera's divisions lose all precision (the aligner would see inf or 0) */
 #define MAX_COORD 1e6
+#define MAX_COSINE 1.001f      /* attention means are means of cosines; float rounding may pass 1 by a little */
+#define MAX_FOCAL 1e4          /* focal lengths in units of max(W, H); 20 is already a long telephoto */
 
 /* ---- allocation -------------------------------------------------------------------------------------------- */
 
@@ -305,7 +307,12 @@ sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *L, sa3d_err
         }
         if (!(fabs(sum - 1.0) <= 1e-3)) return bad(err, L, "rig", i * n, "row does not sum to 1");
     }
+    for (size_t k = 0; k < n; k++)   /* means of cosines */
+        if (!(fabsf(p->anchor_attn_mean[k]) <= MAX_COSINE))
+            return bad(err, L, "anchor_attn_mean", k, "a mean cosine outside [-1, 1]");
     for (size_t i = 0; i < D; i++) {
+        if (!(fabsf(p->dense_attn_mean[i]) <= MAX_COSINE))
+            return bad(err, L, "dense_attn_mean", i, "a mean cosine outside [-1, 1]");
         if (p->dense_attn_sd[i] < 0.0f) return bad(err, L, "dense_attn_sd", i, "negative");
         if (p->dense_weight[i] < 0.0f) return bad(err, L, "dense_weight", i, "negative");
         int32_t a = p->dense_anchor[i];
@@ -317,8 +324,9 @@ sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *L, sa3d_err
         if (f < 0 || f >= p->n_slots || p->slot_flip[f] != (int32_t)k)
             return bad(err, L, "slot_flip", k, "not an involution on the slots");
     }
-    if (!isfinite(p->focal_mean) || !isfinite(p->focal_sd) || p->focal_sd < 0.0)
-        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: __metadata__.focal_mean/focal_sd: not finite (sd >= 0)", L);
+    if (!(p->focal_mean > 0.0 && p->focal_mean <= MAX_FOCAL) || !(p->focal_sd >= 0.0 && p->focal_sd <= MAX_FOCAL))
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: __metadata__.focal_mean/focal_sd: %g/%g; expected a mean in (0, "
+                         "%g] and an sd in [0, %g]", L, p->focal_mean, p->focal_sd, MAX_FOCAL, MAX_FOCAL);
     return SA3D_OK;
 }
 

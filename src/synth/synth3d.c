@@ -723,9 +723,12 @@ static int pair_candidates(void *ctx, int split, int ci, int *valid, sa3d_error 
             if (a != b && split_of(a, n) == split && split_of(b, n) == split &&
                 common_kps(&sy->images[first + a], &sy->images[first + b]) > 0)
                 valid[n_valid++] = a * n + b;
-    if (n_valid == 0)
-        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: %s: no two %s images share a visible keypoint",
-                         shapes[ci].name, sa3d_synth_split_names[split]), -1;
+    int in_split = 0;
+    for (int a = 0; a < n; a++) in_split += split_of(a, n) == split;
+    if (n_valid == 0)   /* few images in a split may all face different ways: more of them, or other views */
+        return sa3d_fail(err, SA3D_ERR_ARG, "synthetic 3D: %s: no two of the %d %s images share a visible keypoint; "
+                         "give more --images (%d per category now) or another --seed", shapes[ci].name, in_split,
+                         sa3d_synth_split_names[split], n), -1;
     return n_valid;
 }
 

@@ -153,14 +153,7 @@ extern "C" void sa3d_align_gpu_free(sa3d_align_gpu *g) {
     free(g);
 }
 
-extern "C" sa3d_status sa3d_align_gpu_check(sa3d_error *err) {
-    int n_dev = 0;
-    cudaError_t e = cudaGetDeviceCount(&n_dev);
-    if (e != cudaSuccess || n_dev == 0)
-        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "align: device cuda: no usable GPU (%s)",
-                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    return SA3D_OK;
-}
+extern "C" sa3d_status sa3d_align_gpu_check(sa3d_error *err) { return cuda_device_check(err, "align"); }
 
 extern "C" sa3d_status sa3d_align_gpu_similarity(sa3d_align_ctx *c, const float *feat, const float *F,
                                                  sa3d_error *err) {

@@ -166,11 +166,8 @@ static void cuda_model_release(sa3d_model *m) {
 }
 
 static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
-    int n_dev = 0;
-    cudaError_t e = cudaGetDeviceCount(&n_dev);
-    if (e != cudaSuccess || n_dev == 0)
-        return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: device cuda: no usable GPU (%s)", m->dir,
-                         e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    sa3d_status st = cuda_device_check(err, m->dir);
+    if (st != SA3D_OK) return st;
     const sa3d_vit_config *c = &m->vit;
     dmodel *d = (dmodel *)calloc(1, sizeof *d);
     if (!d || !(d->L = (dlayer *)calloc((size_t)c->n_layers, sizeof *d->L))) {
@@ -243,7 +240,7 @@ static sa3d_status cuda_model_init(sa3d_model *m, sa3d_error *err) {
         d->head_c2_w = up_mat(d, v->head_c2_w, NULL, NULL, Hh * Fh * 9); d->head_c2_b = up_f32(d, v->head_c2_b, Hh);
         d->head_c3_w = up_f32(d, v->head_c3_w, Hh); d->head_c3_b = up_f32(d, v->head_c3_b, 1);
     }
-    e = d->mem.first != cudaSuccess ? d->mem.first : cudaDeviceSynchronize();
+    cudaError_t e = d->mem.first != cudaSuccess ? d->mem.first : cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaGetLastError();
     if (e != cudaSuccess) {
         cuda_model_release(m);
