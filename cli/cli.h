@@ -54,6 +54,9 @@ int cli_provider_hook(void *user, const char *category, const char *id, int flip
 /* An output file option checked before any work (NULL passes): its folder exists and it is not a folder itself;
  * else a usage error naming the option, and 0. */
 int cli_output_file_ok(const char *cmd, const char *opt, const char *path);
+/* An input folder option checked before any work (NULL passes): it exists and is a folder; else a usage error
+ * naming the option, and 0. */
+int cli_input_dir_ok(const char *cmd, const char *opt, const char *dir);
 
 /* Warning callback for library readers (sa3d_dataset_params.warn): one line on stderr. */
 void cli_warn(void *user, const char *msg);

@@ -209,7 +209,11 @@ int cmd_demo(int argc, char **argv) {
         return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
     }
     int seed;
-    if (!cli_int(cmd, "--seed", s_seed, 0, 2000000000, &seed) || !cli_output_file_ok(cmd, "--json", json))
+    /* --json's folder must exist, unless it is --out or under it, which the demo makes */
+    size_t out_len = out ? strlen(out) : 0;
+    int json_in_out = json && out && !strncmp(json, out, out_len) && json[out_len] == '/';
+    if (!cli_int(cmd, "--seed", s_seed, 0, 2000000000, &seed) ||
+        (!json_in_out && !cli_output_file_ok(cmd, "--json", json)))
         return EXIT_USAGE;
     sa3d_synth3d_difficulty level;
     if (!strcmp(diff, "easy")) level = SA3D_SYNTH3D_EASY;

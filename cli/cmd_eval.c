@@ -62,6 +62,17 @@ static void help(void) {
            "  semalign3d eval --dataset SPair-71k --split test --method baseline --features geoaware_feats\n");
 }
 
+/* What a category's SemAlign3D predictions were made from beyond the settings: its prior file's bytes. */
+typedef struct prior_key { char cat[32], key[48]; } prior_key;
+typedef struct prior_keys { const prior_key *k; int n; } prior_keys;
+
+static const char *prior_key_of(void *user, const char *category) {
+    const prior_keys *pk = user;
+    for (int i = 0; i < pk->n; i++)
+        if (!strcmp(pk->k[i].cat, category)) return pk->k[i].key;
+    return NULL;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *method = "baseline", *feat_dir = NULL, *model_dir = NULL, *size_s = "840",
                *cache = NULL, *out = NULL, *limit_s = NULL, *threads_s = NULL, *priors_dir = NULL,
@@ -110,7 +121,10 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error(cmd, "--masks %s: expected segmentation, bbox or none", masks);
     if (!cli_int(cmd, "--seed", seed_s, 0, 2000000000, &seed)) return EXIT_USAGE;
     if (!!feat_dir == !!model_dir) return cli_usage_error(cmd, "give exactly one of --features and --model");
-    if (!cli_dataset_check(cmd, &dataset)) return EXIT_USAGE;
+    if (!cli_dataset_check(cmd, &dataset) || !cli_input_dir_ok(cmd, "--features", feat_dir) ||
+        !cli_input_dir_ok(cmd, "--model", model_dir) || !cli_input_dir_ok(cmd, "--priors", priors_dir) ||
+        !cli_input_dir_ok(cmd, "--depth", depth_dir))
+        return EXIT_USAGE;
     if (!cli_int(cmd, "--size", size_s, 14, 8400, &size) ||
         (limit_s && !cli_int(cmd, "--limit", limit_s, 1, 1000000000, &limit)) ||
         (threads_s && !cli_int(cmd, "--threads", threads_s, 0, 1024, &threads)) ||
@@ -162,8 +176,7 @@ int cmd_eval(int argc, char **argv) {
     sa3d_pck_report *rep = malloc(sizeof *rep);
     int rc = EXIT_RUN;
     char *settings = NULL;
-    static char prior_digests[SA3D_N_SPAIR_CATEGORIES * 64 + 64 * 64];   /* "prior.<cat>=<digest>" lines */
-    prior_digests[0] = '\0';
+    static prior_key keys[SA3D_N_SPAIR_CATEGORIES + 64];   /* one per prior loaded: its file's digest */
     sa3d_set_threads(threads);
     if (!rep) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     sa3d_pck_init(rep);
@@ -217,10 +230,11 @@ int cmd_eval(int argc, char **argv) {
                           priors[n_priors - 1]->category, cat);
                 goto done;
             }
-            char digest[17];   /* a prior rebuilt at the same path must not resume the old one's predictions */
+            /* a prior rebuilt at the same path must not resume the old one's predictions (its category's part) */
+            char digest[17];
             cli_file_digest(pp_path, digest);
-            size_t used = strlen(prior_digests);
-            snprintf(prior_digests + used, sizeof prior_digests - used, "prior.%s=%s\n", cat, digest);
+            snprintf(keys[n_priors - 1].cat, sizeof keys[0].cat, "%s", cat);
+            snprintf(keys[n_priors - 1].key, sizeof keys[0].key, "prior %s", digest);
         }
         sa3d_provider_params dq = sa3d_provider_params_default();
         if (depth_dir) {
@@ -238,7 +252,7 @@ int cmd_eval(int argc, char **argv) {
     ep.split = dataset.split;
     ep.out_dir = out;
     ep.limit = limit;
-    char head[8800 + sizeof prior_digests];
+    char head[8800];
     int hl = snprintf(head, sizeof head, "method=%s\nfeatures=%s\nsize=%d\npriors=%s\ndepth=%s\nmasks=%s\n", method,
                       feat_dir ? feat_dir : model_dir, size, priors_dir ? priors_dir : "", depth_dir ? depth_dir : "",
                       masks);
@@ -248,13 +262,17 @@ int cmd_eval(int argc, char **argv) {
      * did not say which network, are refused) */
     if (m)
         hl += snprintf(head + hl, sizeof head - (size_t)hl, "network=%s %s\n", sa3d_model_id(m), sa3d_model_dtype(m));
-    if (device && strcmp(device, "cpu")) hl += snprintf(head + hl, sizeof head - (size_t)hl, "device=%s\n", device);
-    snprintf(head + hl, sizeof head - (size_t)hl, "%s", prior_digests);
+    if (device && strcmp(device, "cpu")) snprintf(head + hl, sizeof head - (size_t)hl, "device=%s\n", device);
     if (!(settings = cli_settings_text(head, &smp))) { snprintf(err.msg, sizeof err.msg, "out of memory"); goto done; }
     ep.settings = settings;
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */
     ep.progress = cli_eval_progress;
     ep.progress_user = &prog;
+    prior_keys pk = { keys, n_priors };
+    if (sa3d) {
+        ep.part_key = prior_key_of;
+        ep.part_key_user = &pk;
+    }
     long resumed = 0;
     sa3d_status s = sa3d ? sa3d_eval_run(ds, &ep, sa3d_sa3d_matcher_match, sm, rep, &resumed, &err)
                          : sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);

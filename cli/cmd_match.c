@@ -178,7 +178,8 @@ int cmd_match(int argc, char **argv) {
     if (!model_dir == !(feat_path[0] && feat_path[1]) || (!!feat_path[0] != !!feat_path[1]))
         return cli_usage_error(cmd, "give either --model or both --features1 and --features2");
     if ((dtype || positions) && !model_dir) return cli_usage_error(cmd, "--dtype and --positions belong to --model");
-    if (!cli_model_names_ok(cmd, NULL, dtype, positions) || !cli_output_file_ok(cmd, "--json", json) ||
+    if (!cli_model_names_ok(cmd, NULL, dtype, positions) || !cli_input_dir_ok(cmd, "--model", model_dir) ||
+        !cli_output_file_ok(cmd, "--json", json) ||
         !cli_output_file_ok(cmd, "--png", png))
         return EXIT_USAGE;
     int size, seed, threads = 0;

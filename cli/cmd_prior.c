@@ -113,6 +113,7 @@ static int prior_current(const char *path, const char *cat, const char *record) 
     cJSON_ArrayForEach(e, o) {   /* the feature dimensions come from the inputs, which "features" names */
         if (!strcmp(e->string, "feat_channels") || !strcmp(e->string, "feat_grid")) continue;
         const char *m = sa3d_st_metadata(st, e->string);
+        if (!m && !strcmp(e->string, "images")) continue;   /* made before the images were recorded: cannot say */
         ok = ok && m && cJSON_IsString(e) && !strcmp(m, e->valuestring);
     }
     cJSON_Delete(o);
@@ -250,6 +251,9 @@ int cmd_build_prior(int argc, char **argv) {
         (s_size && !cli_int(cmd, "--size", s_size, 14, 8400, &size)))
         return EXIT_USAGE;
     if (size % 14) return cli_usage_error(cmd, "--size %d: must be a multiple of 14", size);
+    if (!cli_input_dir_ok(cmd, "--features-dir", fdir) || !cli_input_dir_ok(cmd, "--depth-dir", ddir) ||
+        !cli_input_dir_ok(cmd, "--features-model", fmodel) || !cli_input_dir_ok(cmd, "--depth-model", dmodel))
+        return EXIT_USAGE;
     if (sa3d_file_exists(out))   /* made only when a prior is saved: said here, not after the build */
         return cli_usage_error(cmd, "--out %s: a file; give a folder (new or existing)", out);
     bp.seed = (uint64_t)seed;
@@ -261,7 +265,8 @@ int cmd_build_prior(int argc, char **argv) {
     sa3d_provider *fp = NULL, *dp = NULL, *mp = NULL;
     char *record = NULL;
     int rc = EXIT_RUN;
-    int failed = 0;   /* categories of --all that failed, each printed when it did */
+    int failed = 0, tried = 0, summarized = 0;   /* --all: categories failed (each printed when it did), tried */
+    char failed_names[SA3D_N_SPAIR_CATEGORIES * 16] = "";
     sa3d_set_threads(bp.n_threads);
     sa3d_dataset_params dsp = sa3d_dataset_params_default();
     dsp.categories = cat;
@@ -313,8 +318,6 @@ int cmd_build_prior(int argc, char **argv) {
     record = build_record(&bp, root, split, max_images, masks, fdir, fm, size, ddir, dm,
                           dm && !sa3d_dpt_preprocess_params_is_default(&dpre) ? dpre_text : NULL);
     if (!record) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
-    int tried = 0;
-    char failed_names[SA3D_N_SPAIR_CATEGORIES * 16] = "";
     for (int c = 0; c < SA3D_N_SPAIR_CATEGORIES; c++) {
         const char *name = cat ? cat : sa3d_spair_category(c);
         if (!cat) {   /* --all: the categories that have training images */
@@ -336,14 +339,12 @@ int cmd_build_prior(int argc, char **argv) {
         sa3d_fail(&err, SA3D_ERR_ARG, "%s: no category has images in split %s", root, split);
         goto done;
     }
-    if (failed) {   /* each failure is printed above */
-        fprintf(stderr, "semalign3d %s: %d of %d categories failed: %s\n", cmd, failed, tried, failed_names);
-        rc = EXIT_RUN;
-        goto done;
-    }
-    rc = EXIT_OK;
+    rc = failed ? EXIT_RUN : EXIT_OK;
+    summarized = 1;
 done:
-    if (rc == EXIT_RUN && err.code && !failed) rc = cli_run_error(cmd, &err);
+    if (failed)   /* each failure is printed above; this names them all, also before a cancel or a fatal error */
+        fprintf(stderr, "semalign3d %s: %d of %d categories failed: %s\n", cmd, failed, tried, failed_names);
+    if (rc == EXIT_RUN && !summarized) rc = cli_run_error(cmd, &err);
     sa3d_provider_free(fp); sa3d_provider_free(dp); sa3d_provider_free(mp);
     sa3d_model_free(fm); sa3d_model_free(dm);
     sa3d_dataset_close(ds);

@@ -104,10 +104,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int cli_run_error(const char *cmd, const sa3d_error *err) {
-    const char *msg = err->msg[0] ? err->msg : sa3d_status_name(err->code);
-    size_t n = strlen(cmd);
-    if (!strncmp(msg, cmd, n) && !strncmp(msg + n, ": ", 2)) msg += n + 2;   /* "eval: eval: ..." once */
-    fprintf(stderr, "semalign3d %s: %s\n", cmd, msg);
+    fprintf(stderr, "semalign3d %s: %s\n", cmd, err->msg[0] ? err->msg : sa3d_status_name(err->code));
     return err->code == SA3D_ERR_CANCELLED ? EXIT_INTERRUPTED : EXIT_RUN;
 }
 
@@ -204,6 +201,21 @@ sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_
         fprintf(stderr, "warning: %s split %s: %d malformed pair records skipped (above); results cover the other %d "
                 "pairs (--strict makes a malformed record an error)\n", o->root, o->split, skipped,
                 sa3d_dataset_n_pairs(*ds, o->split));
+    for (const char *c = o->categories; c && *c;) {   /* a listed category this dataset has no pair of */
+        size_t len = strcspn(c, ","), skip = strspn(c, " \t");   /* trimmed as the reader trims them */
+        const char *next = c + len + (c[len] == ',');
+        c += skip < len ? skip : len;
+        len -= skip < len ? skip : len;
+        while (len && (c[len - 1] == ' ' || c[len - 1] == '\t')) len--;
+        int found = 0;
+        for (int i = 0; i < sa3d_dataset_n_pairs(*ds, o->split) && !found; i++) {
+            const char *pc = sa3d_dataset_pair(*ds, o->split, i)->category;
+            found = strlen(pc) == len && !strncmp(pc, c, len);
+        }
+        if (!found && len)
+            fprintf(stderr, "warning: --categories: %.*s has no pair in %s split %s\n", (int)len, c, o->root, o->split);
+        c = next;
+    }
     return SA3D_OK;
 }
 
@@ -273,6 +285,7 @@ int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, s
     if (!cli_model_names_ok(cmd, a->device, a->dtype, a->positions)) return EXIT_USAGE;
     if (!a->n_images) return cli_usage_error(cmd, "no images given");
     if (a->threads_s && !cli_int(cmd, "--threads", a->threads_s, 0, 1024, &threads)) return EXIT_USAGE;
+    if (!cli_input_dir_ok(cmd, "--model", a->model_dir)) return EXIT_USAGE;
     sa3d_model_params p = sa3d_model_params_default();
     p.n_threads = threads;
     if (a->device) p.device = a->device;
@@ -307,6 +320,12 @@ int cli_output_file_ok(const char *cmd, const char *opt, const char *path) {
     if (!sa3d_dir_exists(dir))
         return cli_usage_error(cmd, "%s %s: the folder %s does not exist", opt, path, dir), 0;
     return 1;
+}
+
+int cli_input_dir_ok(const char *cmd, const char *opt, const char *dir) {
+    if (!dir || sa3d_dir_exists(dir)) return 1;
+    cli_usage_error(cmd, "%s %s: %s", opt, dir, sa3d_file_exists(dir) ? "a file, not a folder" : "no such folder");
+    return 0;
 }
 
 int cli_provider_hook(void *user, const char *category, const char *id, int flip) {

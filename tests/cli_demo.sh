@@ -31,8 +31,21 @@ D="$T/d/dataset"
 [ -s "$T/ev/predictions.jsonl" ] && [ -s "$T/ev/report.json" ] || { echo "FAIL eval outputs missing"; fail=1; }
 "$BIN" eval --dataset "$D" --method semalign3d --features "$D/Features" > /dev/null 2>&1; check "eval semalign3d without --priors" 2 $?
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/none" --features "$D/Features" --out "$T/ev2" > /dev/null 2>"$T/e"
+check "eval semalign3d, no priors folder" 2 $?
+grep -q "priors $T/none: no such folder" "$T/e" || { echo "FAIL the missing folder is not named: $(cat "$T/e")"; fail=1; }
+mkdir -p "$T/none"
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/none" --features "$D/Features" --out "$T/ev2" > /dev/null 2>"$T/e"
 check "eval semalign3d, no prior file" 1 $?
 grep -q "prior.safetensors" "$T/e" || { echo "FAIL the missing prior file is not named"; fail=1; }
+# a segmentation mask of another size than its image (it would be laid over the wrong cells): refused, named
+cp -r "$D" "$T/dm"
+src=$(ls "$T/dm/PairAnnotation/test" | head -n 1 | cut -d- -f2)
+w=$(grep -o '"image_width": [0-9]*' "$T/dm/ImageAnnotation/dog/$src.json")
+other=$(grep -L "$w," "$T"/dm/ImageAnnotation/dog/*.json | head -n 1 | xargs basename | sed 's/\.json$//')
+cp "$T/dm/Segmentation/dog/$other.png" "$T/dm/Segmentation/dog/$src.png"
+"$BIN" eval --dataset "$T/dm" --method semalign3d --priors "$T/d" --features "$D/Features" --limit 20 --out "$T/evm" \
+  --quiet > /dev/null 2>"$T/e"; check "eval semalign3d, a mask of another size" 1 $?
+grep -q "dog/$src: mask is .* the image is " "$T/e" || { echo "FAIL mask size message: $(cat "$T/e")"; fail=1; }
 # --set: a rerun into the same folder with other settings refuses instead of mixing predictions; the same
 # settings resume; the options are listed; bad names and values exit 2
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
@@ -40,13 +53,20 @@ grep -q "prior.safetensors" "$T/e" || { echo "FAIL the missing prior file is not
 grep -q "other settings" "$T/e" || { echo "FAIL other-settings message: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
   --limit 20 --out "$T/ev" > "$T/ev2.log" 2>&1; check "eval resume, same settings" 0 $?
-# the same path, other prior bytes (its seed, "1" from demo --seed 1, made "7"): no resume of the old predictions
+# the same path, other prior bytes (its seed, "1" from demo --seed 1, made "7"): the category is recomputed, not
+# resumed from the old prior's predictions (parts/dog.key holds the prior's digest); a part without a key file,
+# from an earlier version, is reused
 mkdir -p "$T/p5" && sed 's/"seed":"1"/"seed":"7"/' "$T/d/dog.prior.safetensors" > "$T/p5/dog.prior.safetensors"
 cmp -s "$T/d/dog.prior.safetensors" "$T/p5/dog.prior.safetensors" && { echo "FAIL the prior copy is unchanged"; fail=1; }
 cp -r "$T/ev" "$T/ev5" && sed -i "s|^priors=.*|priors=$T/p5|" "$T/ev5/parts/settings.txt"
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/p5" --features "$D/Features" --depth "$D/Depth" \
-  --limit 20 --out "$T/ev5" --quiet > /dev/null 2>"$T/e"; check "eval resume with a rebuilt prior" 1 $?
-grep -q "other settings" "$T/e" || { echo "FAIL rebuilt prior message: $(cat "$T/e")"; fail=1; }
+  --limit 20 --out "$T/ev5" > "$T/out5" 2>"$T/e"; check "eval with a rebuilt prior" 0 $?
+grep -q "(0 resumed" "$T/out5" && ! cmp -s "$T/ev/parts/dog.key" "$T/ev5/parts/dog.key" ||
+  { echo "FAIL a rebuilt prior's category was resumed: $(head -1 "$T/out5")"; fail=1; }
+rm "$T/ev5/parts/dog.key"
+"$BIN" eval --dataset "$D" --method semalign3d --priors "$T/p5" --features "$D/Features" --depth "$D/Depth" \
+  --limit 20 --out "$T/ev5" > "$T/out5" 2>"$T/e"; check "eval, a part without its key file" 0 $?
+grep -q "(20 resumed" "$T/out5" || { echo "FAIL a part without a key was not reused: $(head -1 "$T/out5")"; fail=1; }
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --depth "$D/Depth" \
   --limit 20 --out "$T/ev3" --quiet --set match.anchor_snap=0 --set match.w_direct=0 > /dev/null 2>&1
 check "eval --set" 0 $?

@@ -137,6 +137,16 @@ check "pck --json in a missing folder" 2 $?
 grep -q "the folder $T/no/such does not exist" "$T/e" || { echo "FAIL missing folder: $(cat "$T/e")"; fail=1; }
 "$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --json "$T/ds" >/dev/null 2>"$T/e"
 check "pck --json a folder" 2 $?
+# --categories: the whole split's predictions scored against one category (the other's lines counted and skipped);
+# a malformed line, or one of no category the dataset kind has, is still an error
+cat1=$(head -n 1 "$T/ev/predictions.jsonl" | sed 's/^{"pair": "[^:]*:\([a-z]*\)".*/\1/')
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --categories "$cat1" >"$T/table" 2>"$T/e"
+check "pck --categories $cat1 on the whole split" 0 $?
+grep -q "predicted pairs of categories outside the selection were not scored" "$T/table" ||
+  { echo "FAIL pck --categories: $(cat "$T/table" "$T/e")"; fail=1; }
+{ cat "$T/ev/predictions.jsonl"; echo '{"pair": "9-a-b:spaceship", "trg_kps": [[1, 2]]}'; } > "$T/bad5.jsonl"
+"$BIN" pck --dataset "$T/ds" --predictions "$T/bad5.jsonl" --categories "$cat1" >/dev/null 2>"$T/e"
+check "pck --categories, a line of no known category" 1 $?
 # two records on one line (the second would go unread), or one with a second "pair" key
 { l1=$(head -n 1 "$T/ev/predictions.jsonl"); echo "$l1 $l1"; } > "$T/bad3.jsonl"
 "$BIN" pck --dataset "$T/ds" --predictions "$T/bad3.jsonl" --allow-missing >/dev/null 2>"$T/e"

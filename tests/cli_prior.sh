@@ -114,6 +114,10 @@ n=$(grep "element vertex" "$T/a.ply" | awk '{print $3}')
 grep -q spaceship "$T/e" || { echo "FAIL message does not name the category: $(cat "$T/e")"; fail=1; }
 [ -z "$(ls "$T/o4" 2>/dev/null)" ] || { echo "FAIL output after a failure"; fail=1; }
 "$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/nofeat" --depth-model "$da" \
+  --out "$T/o5" $FAST >/dev/null 2>"$T/e"; check "build-prior missing features folder" 2 $?
+grep -q "features-dir $T/nofeat: no such folder" "$T/e" || { echo "FAIL missing folder: $(cat "$T/e")"; fail=1; }
+mkdir -p "$T/nofeat"
+"$BIN" build-prior --dataset "$T/ds" --category aeroplane --features-dir "$T/nofeat" --depth-model "$da" \
   --out "$T/o5" $FAST >/dev/null 2>"$T/e"; check "build-prior missing features" 1 $?
 [ -z "$(ls "$T/o5" 2>/dev/null)" ] || { echo "FAIL output after a failure"; fail=1; }
 "$BIN" build-prior --dataset "$T/ds" --category aeroplane --out "$T/o6" >/dev/null 2>&1

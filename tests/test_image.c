@@ -434,6 +434,7 @@ static void test_wrong_magic(void) {
     sa3d_error err = { 0 };
     T_STATUS(sa3d_image_load_memory(&img, gif, sizeof gif - 1, "x.gif", &err), SA3D_ERR_FORMAT, &err);
     T_CONTAINS(err.msg, "not a JPEG or PNG");
+    T_CONTAINS(err.msg, "first bytes: 47 49 46 38 39 61");   /* "GIF89a", every byte shown (only the first was) */
     T_STATUS(sa3d_image_load_memory(&img, NULL, 0, NULL, &err), SA3D_ERR_FORMAT, &err);
     T_CONTAINS(err.msg, "<memory>");
 }

@@ -102,6 +102,12 @@ typedef struct sa3d_eval_params {
                                          (same ctx); the outputs are the same either way */
     sa3d_progress_fn progress;
     void *progress_user;
+    /* NULL, or what a category's predictions were made from beyond `settings` (the SemAlign3D matcher's prior: its
+     * file's digest), kept as out_dir/parts/<category>.key beside the part. A part whose key differs from this
+     * run's is recomputed (another category's is still reused); one without a key file, from an earlier
+     * version, is reused. */
+    const char *(*part_key)(void *user, const char *category);
+    void *part_key_user;
 } sa3d_eval_params;
 SA3D_API sa3d_eval_params sa3d_eval_params_default(void);
 #define SA3D_EVAL_MAX_DIR 1900   /* out_dir's longest name: its files' paths are built in fixed buffers */

@@ -211,7 +211,8 @@ sa3d_status sa3d_mkdirs(const char *path, sa3d_error *err) {
     if (mkdir(buf, 0777) != 0) {
         int e = errno;   /* the check below calls stat(), which sets errno */
         if (!sa3d_dir_exists(buf))
-            return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf, strerror(e));
+            return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot create directory: %s", buf,
+                             e == EEXIST ? "exists and is not a directory" : strerror(e));
     }
     return SA3D_OK;
 }

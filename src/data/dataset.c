@@ -128,6 +128,12 @@ int sa3d_dataset_category_selected(const sa3d_dataset *ds, const char *category)
     return sa3d_ds_category_selected(ds, category);
 }
 
+static int known_category(const sa3d_dataset *ds, const char *name);
+
+int sa3d_dataset_category_known(const sa3d_dataset *ds, const char *category) {
+    return known_category(ds, category) == 1;
+}
+
 sa3d_status sa3d_ds_bad_record(sa3d_dataset *ds, const sa3d_error *rec, sa3d_error *err) {
     if (ds->strict || rec->code == SA3D_ERR_NOMEM) {
         if (err) *err = *rec;

@@ -34,7 +34,19 @@ const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split,
     if (!cJSON_IsString(id)) { sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"pair\": expected a string", path, lineno); goto done; }
     const sa3d_pair *p = sa3d_dataset_find_pair(ds, split, id->valuestring);
     const char *cat = strrchr(id->valuestring, ':');
-    if (!p && other_category && cat && cat[1] && !sa3d_dataset_category_selected(ds, cat + 1)) {
+    if (!p && other_category && cat && cat[1] && !sa3d_dataset_category_selected(ds, cat + 1) &&
+        sa3d_dataset_category_known(ds, cat + 1)) {   /* a well-formed line of a category left out: counted */
+        int ok = cJSON_IsArray(kps), i = 0;
+        const cJSON *pt;
+        cJSON_ArrayForEach(pt, kps) {
+            const cJSON *x = cJSON_GetArrayItem(pt, 0), *y = cJSON_GetArrayItem(pt, 1);
+            ok = ok && cJSON_IsArray(pt) && cJSON_GetArraySize(pt) == 2 && cJSON_IsNumber(x) && cJSON_IsNumber(y) &&
+                 isfinite(x->valuedouble) && isfinite(y->valuedouble) && ++i <= SA3D_MAX_KPS;
+        }
+        if (!ok) {
+            sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"trg_kps\": expected [[x, y], ...] finite numbers", path, lineno);
+            goto done;
+        }
         *other_category = 1;
         goto done;
     }

@@ -58,6 +58,17 @@ static int load_part(const char *path, const sa3d_dataset *ds, const char *split
     return ok && k == n;
 }
 
+/* Whether a part may be reused under this run's key (sa3d_eval_params.part_key): no key, no key file beside the
+ * part (an earlier version wrote none), or the same key. */
+static int part_key_ok(const char *key_path, const char *key) {
+    if (!key || !sa3d_file_exists(key_path)) return 1;
+    char *old = NULL;
+    size_t len;
+    int same = sa3d_read_file(key_path, 4096, &old, &len, NULL) == SA3D_OK && !strcmp(old, key);
+    sa3d_free(old);
+    return same;
+}
+
 /* Whether the parts folder holds a category's predictions (<category>.jsonl). */
 static int has_part_files(const char *parts) {
     DIR *d = opendir(parts);
@@ -144,16 +155,18 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
         int m = 0;
         for (int i = 0; i < n && (p->limit <= 0 || m < p->limit); i++)
             if (!strcmp(sa3d_dataset_pair(ds, p->split, i)->category, cats[c])) idx[m++] = i;
-        char part[4096];
+        char part[4096], key_path[4096];
         snprintf(part, sizeof part, "%.2047s/%.31s.jsonl", parts, cats[c]);
+        snprintf(key_path, sizeof key_path, "%.2047s/%.31s.key", parts, cats[c]);
+        const char *key = p->part_key ? p->part_key(p->part_key_user, cats[c]) : NULL;
         pred_row *stage = sa3d_malloc((size_t)m * sizeof *stage);
         if (!stage) { s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory"); goto out; }
-        if (load_part(part, ds, p->split, idx, m, stage)) {
+        if (part_key_ok(key_path, key) && load_part(part, ds, p->split, idx, m, stage)) {
             *resumed_pairs += m;
             progressed += m;
             if (p->progress && p->progress(p->progress_user, progressed, total, cats[c]) && progressed < total) {
                 sa3d_free(stage);
-                s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled");
+                s = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
                 goto out;
             }
         } else if (p->match_batch) {   /* the whole category in one call, then its lines in pair order */
@@ -165,7 +178,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
             for (int j = 0; j < m && !s; j++)
                 s = sa3d_pred_check(sa3d_dataset_pair(ds, p->split, idx[j]), (const float (*)[2])stage[j].kps, err);
             if (s == SA3D_ERR_CANCELLED)   /* by the matcher's own hooks, inside the category */
-                s = sa3d_fail(err, s, "eval: cancelled during %s after %ld pairs (finished categories are kept)",
+                s = sa3d_fail(err, s, "cancelled during %s after %ld pairs (finished categories are kept)",
                               cats[c], progressed);
             else if (s)
                 sa3d_error_prefix(err, "%s", cats[c]);
@@ -178,11 +191,16 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                     s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory");
                     goto out;
                 }
-            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
+            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err)) ||
+                (key && (s = sa3d_write_file_atomic(key_path, key, strlen(key), err)))) {
+                sa3d_free(stage);
+                goto out;
+            }
             progressed += m;   /* after the part file, so a cancel here keeps this category */
             if (p->progress && p->progress(p->progress_user, progressed, total, cats[c]) && progressed < total) {
                 sa3d_free(stage);
-                s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
+                s = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled after %ld pairs (finished categories are kept)",
+                              progressed);
                 goto out;
             }
         } else {
@@ -192,7 +210,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                 if ((s = match(ctx, pr, stage[j].kps, err)) == SA3D_OK)
                     s = sa3d_pred_check(pr, (const float (*)[2])stage[j].kps, err);   /* names the pair */
                 else if (s == SA3D_ERR_CANCELLED)
-                    s = sa3d_fail(err, s, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
+                    s = sa3d_fail(err, s, "cancelled after %ld pairs (finished categories are kept)", progressed);
                 else
                     sa3d_error_prefix(err, "%s", pr->id);
                 if (s) {
@@ -207,11 +225,16 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                 progressed++;
                 if (p->progress && p->progress(p->progress_user, progressed, total, pr->id) && progressed < total) {
                     sa3d_free(stage);
-                    s = sa3d_fail(err, SA3D_ERR_CANCELLED, "eval: cancelled after %ld pairs (finished categories are kept)", progressed);
+                    s = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled after %ld pairs (finished categories are kept)",
+                                  progressed);
                     goto out;
                 }
             }
-            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err))) { sa3d_free(stage); goto out; }
+            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err)) ||
+                (key && (s = sa3d_write_file_atomic(key_path, key, strlen(key), err)))) {
+                sa3d_free(stage);
+                goto out;
+            }
         }
         for (int j = 0; j < m; j++) {
             rows[idx[j]] = stage[j];

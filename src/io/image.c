@@ -312,8 +312,9 @@ sa3d_status sa3d_image_load_memory(sa3d_image *img, const void *buf, size_t len,
     if (len == 0)
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: empty file; expected a JPEG or PNG image", label);
     char hex[3 * 8 + 1] = "";
-    for (size_t i = 0; i < len && i < 8; i++) snprintf(hex + 3 * i, 4, "%s%02x", i ? " " : "", b[i]);
-    return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: not a JPEG or PNG file (first bytes %s)", label, hex);
+    for (size_t i = 0, at = 0; i < len && i < 8; i++) at += (size_t)snprintf(hex + at, sizeof hex - at, "%s%02x",
+                                                                              i ? " " : "", b[i]);
+    return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: not a JPEG or PNG file (first bytes: %s)", label, hex);
 }
 
 sa3d_status sa3d_image_load(sa3d_image *img, const char *path, sa3d_error *err) {

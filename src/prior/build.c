@@ -249,6 +249,8 @@ static sa3d_status stage_focal(build *b, double *focal_mean, double *focal_sd, s
     for (int i = 0; i < b->N; i++) f[i] = fabs(f[i] - *focal_mean);
     qsort(f, (size_t)b->N, sizeof *f, cmp_double);
     *focal_sd = 1.4826 * median_sorted(f, b->N);
+    *focal_mean = fmin(*focal_mean, SA3D_PRIOR_MAX_FOCAL);   /* few images, most of them degenerate */
+    *focal_sd = fmin(*focal_sd, SA3D_PRIOR_MAX_FOCAL);
     sa3d_free(f);
     for (int i = 0; i < I; i++)
         for (int k = 0; k < n; k++)

@@ -106,6 +106,10 @@ size_t sa3d_prior_energy_scratch(const sa3d_geom_terms *g, int n);
  * it never saves a prior the loader would refuse. */
 sa3d_status sa3d_prior_check_values(const sa3d_prior *p, const char *label, sa3d_error *err);
 
+/* The largest focal length (units of max(W, H)) a prior records; the builder clamps its median there (one image
+ * that barely constrains f can reach 1e6, and the aligner starts at f <= 20 whatever the prior says). */
+#define SA3D_PRIOR_MAX_FOCAL 1e4
+
 /* A category name a prior may carry: 1 to 63 printable ASCII characters without '"', '\\' or '/', since it
  * becomes part of file names (<category>.prior.safetensors) and of JSON that commands print. */
 int sa3d_prior_category_ok(const char *name);

@@ -23,7 +23,7 @@
  * distances and the camera's divisions lose all precision (the aligner would see inf or 0) */
 #define MAX_COORD 1e6
 #define MAX_COSINE 1.001f      /* attention means are means of cosines; float rounding may pass 1 by a little */
-#define MAX_FOCAL 1e4          /* focal lengths in units of max(W, H); 20 is already a long telephoto */
+#define MAX_FOCAL SA3D_PRIOR_MAX_FOCAL   /* units of max(W, H); 20 is already a long telephoto */
 
 /* ---- allocation -------------------------------------------------------------------------------------------- */
 
