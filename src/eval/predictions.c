@@ -33,30 +33,22 @@ const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split,
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "pair"), *kps = cJSON_GetObjectItemCaseSensitive(o, "trg_kps");
     if (!cJSON_IsString(id)) { sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"pair\": expected a string", path, lineno); goto done; }
     const sa3d_pair *p = sa3d_dataset_find_pair(ds, split, id->valuestring);
+    /* a pair of a category the dataset was opened without (and one its kind has): checked, then counted */
     const char *cat = strrchr(id->valuestring, ':');
-    if (!p && other_category && cat && cat[1] && !sa3d_dataset_category_selected(ds, cat + 1) &&
-        sa3d_dataset_category_known(ds, cat + 1)) {   /* a well-formed line of a category left out: counted */
-        int ok = cJSON_IsArray(kps), i = 0;
-        const cJSON *pt;
-        cJSON_ArrayForEach(pt, kps) {
-            const cJSON *x = cJSON_GetArrayItem(pt, 0), *y = cJSON_GetArrayItem(pt, 1);
-            ok = ok && cJSON_IsArray(pt) && cJSON_GetArraySize(pt) == 2 && cJSON_IsNumber(x) && cJSON_IsNumber(y) &&
-                 isfinite(x->valuedouble) && isfinite(y->valuedouble) && ++i <= SA3D_MAX_KPS;
-        }
-        if (!ok) {
-            sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"trg_kps\": expected [[x, y], ...] finite numbers", path, lineno);
-            goto done;
-        }
-        *other_category = 1;
-        goto done;
-    }
-    if (!p) {
+    int other = !p && other_category && cat && cat[1] && !sa3d_dataset_category_selected(ds, cat + 1) &&
+                sa3d_dataset_category_known(ds, cat + 1);
+    if (!p && !other) {
         sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: pair '%.160s' is not in split %s", path, lineno, id->valuestring, split);
         goto done;
     }
-    if (!cJSON_IsArray(kps) || cJSON_GetArraySize(kps) != p->n_kps) {
+    if (p && (!cJSON_IsArray(kps) || cJSON_GetArraySize(kps) != p->n_kps)) {
         sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"trg_kps\": expected %d points (one per src_kps entry of %s)",
                   path, lineno, p->n_kps, p->id);
+        goto done;
+    }
+    if (!p && (!cJSON_IsArray(kps) || cJSON_GetArraySize(kps) > SA3D_MAX_KPS)) {
+        sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"trg_kps\": expected at most %d points", path, lineno,
+                  SA3D_MAX_KPS);
         goto done;
     }
     int i = 0;
@@ -69,10 +61,13 @@ const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split,
             sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: \"trg_kps\"[%d]: expected [x, y] finite numbers", path, lineno, i);
             goto done;
         }
-        pts[i][0] = (float)x->valuedouble;
-        pts[i][1] = (float)y->valuedouble;
+        if (p) {
+            pts[i][0] = (float)x->valuedouble;
+            pts[i][1] = (float)y->valuedouble;
+        }
         i++;
     }
+    if (other) *other_category = 1;
     pair = p;
 done:
     cJSON_Delete(o);

@@ -69,6 +69,13 @@ static int part_key_ok(const char *key_path, const char *key) {
     return same;
 }
 
+/* A finished category: its lines, then its key (part_key) beside them, each written atomically. */
+static sa3d_status write_part(const char *part, const char *buf, size_t len, const char *key_path, const char *key,
+                              sa3d_error *err) {
+    sa3d_status s = sa3d_write_file_atomic(part, buf ? buf : "", len, err);
+    return !s && key ? sa3d_write_file_atomic(key_path, key, strlen(key), err) : s;
+}
+
 /* Whether the parts folder holds a category's predictions (<category>.jsonl). */
 static int has_part_files(const char *parts) {
     DIR *d = opendir(parts);
@@ -191,11 +198,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                     s = sa3d_fail(err, SA3D_ERR_NOMEM, "eval: out of memory");
                     goto out;
                 }
-            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err)) ||
-                (key && (s = sa3d_write_file_atomic(key_path, key, strlen(key), err)))) {
-                sa3d_free(stage);
-                goto out;
-            }
+            if ((s = write_part(part, buf, len, key_path, key, err))) { sa3d_free(stage); goto out; }
             progressed += m;   /* after the part file, so a cancel here keeps this category */
             if (p->progress && p->progress(p->progress_user, progressed, total, cats[c]) && progressed < total) {
                 sa3d_free(stage);
@@ -230,11 +233,7 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
                     goto out;
                 }
             }
-            if ((s = sa3d_write_file_atomic(part, buf ? buf : "", len, err)) ||
-                (key && (s = sa3d_write_file_atomic(key_path, key, strlen(key), err)))) {
-                sa3d_free(stage);
-                goto out;
-            }
+            if ((s = write_part(part, buf, len, key_path, key, err))) { sa3d_free(stage); goto out; }
         }
         for (int j = 0; j < m; j++) {
             rows[idx[j]] = stage[j];
