@@ -1,6 +1,5 @@
 /* semalign3d forward: runs the network a model folder names on a pixel tensor read from a safetensors file and
  * writes every output under its Hugging Face name (the contract the parity checks use). */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
@@ -89,12 +88,7 @@ int cmd_forward(int argc, char **argv) {
         snprintf(err.msg, sizeof err.msg, "%s: out of memory", input);
         goto fail;
     }
-    if (sa3d_st_read_f32(t, pixels, t->numel, &err)) goto fail;
-    for (size_t i = 0; i < t->numel; i++)   /* named here: the network would name the model, not this file */
-        if (!isfinite(pixels[i])) {
-            snprintf(err.msg, sizeof err.msg, "%s: tensor '%s': non-finite value at index %zu", input, key, i);
-            goto fail;
-        }
+    if (sa3d_st_read_f32_finite(t, pixels, t->numel, &err)) goto fail;   /* the network would name the model */
     if (sa3d_workspace_new(&ws, m, (int)H, (int)W, SA3D_WS_HIDDEN_STATES, &err)) goto fail;
     if (sa3d_model_forward(m, ws, pixels, &err)) goto fail;
     if (!(w = sa3d_st_writer_new())) {

@@ -112,9 +112,7 @@ static sa3d_status features_tensor(const sa3d_safetensors *st, const char *file,
     int C = (int)t->shape[t->ndim - 3], g = (int)t->shape[t->ndim - 1];
     float *data = malloc(t->numel * sizeof(float));
     if (!data) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
-    sa3d_status s = sa3d_st_read_f32(t, data, t->numel, err);
-    for (size_t i = 0; !s && i < t->numel; i++)
-        if (!isfinite(data[i])) s = sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: %s: non-finite value at %zu", file, key, i);
+    sa3d_status s = sa3d_st_read_f32_finite(t, data, t->numel, err);
     if (s) { free(data); return s; }
     sa3d_features_normalize(data, C, g * g);
     *F = (sa3d_feature_map){ C, g, data, img->w, img->h, size };

@@ -201,20 +201,12 @@ sa3d_status cli_dataset_open(const cli_dataset_opts *o, sa3d_dataset **ds, sa3d_
         fprintf(stderr, "warning: %s split %s: %d malformed pair records skipped (above); results cover the other %d "
                 "pairs (--strict makes a malformed record an error)\n", o->root, o->split, skipped,
                 sa3d_dataset_n_pairs(*ds, o->split));
-    for (const char *c = o->categories; c && *c;) {   /* a listed category this dataset has no pair of */
-        size_t len = strcspn(c, ","), skip = strspn(c, " \t");   /* trimmed as the reader trims them */
-        const char *next = c + len + (c[len] == ',');
-        c += skip < len ? skip : len;
-        len -= skip < len ? skip : len;
-        while (len && (c[len - 1] == ' ' || c[len - 1] == '\t')) len--;
+    const char *c;
+    for (int k = 0; (c = sa3d_dataset_selected_category(*ds, k)); k++) {   /* a listed category without a pair */
         int found = 0;
-        for (int i = 0; i < sa3d_dataset_n_pairs(*ds, o->split) && !found; i++) {
-            const char *pc = sa3d_dataset_pair(*ds, o->split, i)->category;
-            found = strlen(pc) == len && !strncmp(pc, c, len);
-        }
-        if (!found && len)
-            fprintf(stderr, "warning: --categories: %.*s has no pair in %s split %s\n", (int)len, c, o->root, o->split);
-        c = next;
+        for (int i = 0; i < sa3d_dataset_n_pairs(*ds, o->split) && !found; i++)
+            found = !strcmp(sa3d_dataset_pair(*ds, o->split, i)->category, c);
+        if (!found) fprintf(stderr, "warning: --categories: %s has no pair in %s split %s\n", c, o->root, o->split);
     }
     return SA3D_OK;
 }

@@ -120,6 +120,13 @@ grep -q "does not compute" "$T/e" || { echo "FAIL match.lift message: $(cat "$T/
 "$BIN" match "$T/none.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.prior.safetensors" --points "1,1" \
   --features1 x --features2 y --json "$T/m2.json" 2>/dev/null; check "match missing image" 1 $?
 [ ! -e "$T/m2.json" ] || { echo "FAIL match wrote JSON after a failure"; fail=1; }
+# a NaN in a features file: refused naming the file, tensor and index, nothing written
+"$SA3D_T_TOOL" poison "$D/Features/dog/$b.features.safetensors" feature_map 7 "$T/nan.features.safetensors"
+check "t_tool poison" 0 $?
+"$BIN" match "${margs[@]:0:6}" --features2 "$T/nan.features.safetensors" --points "100,100" --json "$T/m2.json" \
+  2>"$T/e"; check "match with a NaN feature" 1 $?
+grep -q "nan.features.safetensors: tensor 'feature_map': non-finite value at index 7" "$T/e" && [ ! -e "$T/m2.json" ] ||
+  { echo "FAIL NaN feature: $(cat "$T/e")"; fail=1; }
 
 "$BIN" demo --seed x > /dev/null 2>&1; check "demo --seed x" 2 $?
 "$BIN" demo --out "" > /dev/null 2>"$T/e"; check "demo --out ''" 2 $?   # "" + "/dataset" was a folder under /

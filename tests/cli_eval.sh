@@ -144,6 +144,12 @@ cat1=$(head -n 1 "$T/ev/predictions.jsonl" | sed 's/^{"pair": "[^:]*:\([a-z]*\)"
 check "pck --categories $cat1 on the whole split" 0 $?
 grep -q "predicted pairs of categories outside the selection were not scored" "$T/table" ||
   { echo "FAIL pck --categories: $(cat "$T/table" "$T/e")"; fail=1; }
+# a listed category without a pair in the split is named once, trimmed, however often it is listed
+"$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --categories " $cat1 , tvmonitor,tvmonitor " \
+  >/dev/null 2>"$T/e"
+check "pck --categories with a category of no pair" 0 $?
+[ "$(grep -c "warning: --categories: tvmonitor has no pair in $T/ds split test" "$T/e")" = 1 ] &&
+  ! grep -q "$cat1 has no pair" "$T/e" || { echo "FAIL category without pairs: $(cat "$T/e")"; fail=1; }
 { cat "$T/ev/predictions.jsonl"; echo '{"pair": "9-a-b:spaceship", "trg_kps": [[1, 2]]}'; } > "$T/bad5.jsonl"
 "$BIN" pck --dataset "$T/ds" --predictions "$T/bad5.jsonl" --categories "$cat1" >/dev/null 2>"$T/e"
 check "pck --categories, a line of no known category" 1 $?

@@ -48,6 +48,11 @@ for d in "$FIX"/*/; do
   "$BIN" forward --model "$d" --input "$d/reference.safetensors" --input-key nope --output "$T/$name.bad" 2>"$T/e"
   check "forward $name bad key" 1 $?
   [ ! -e "$T/$name.bad" ] || { echo "FAIL partial output"; fail=1; }
+  # a NaN pixel: the input file is named (not the model), no output
+  "$SA3D_T_TOOL" poison "$d/reference.safetensors" pixel_values 5 "$T/nan.st"; check "t_tool poison $name" 0 $?
+  "$BIN" forward --model "$d" --input "$T/nan.st" --output "$T/$name.nan" 2>"$T/e"; check "forward $name NaN pixel" 1 $?
+  grep -q "nan.st: tensor 'pixel_values': non-finite value at index 5" "$T/e" && [ ! -e "$T/$name.nan" ] ||
+    { echo "FAIL NaN pixel: $(cat "$T/e")"; fail=1; }
   n=$((n + 1))
 done
 [ $n -gt 0 ] || { echo "FAIL no model fixtures under $FIX"; fail=1; }

@@ -1,10 +1,14 @@
-/* TEST HELPER for the CLI scripts (tests/cli_pipeline.sh), not library code:
+/* TEST HELPER for the CLI scripts (tests/cli_*.sh), not library code:
  *   t_tool mirror IN OUT.png              writes the left-right mirror of image IN as a PNG (lossless)
  *   t_tool same FILE_A KEY_A FILE_B KEY_B  exit 0 when the two safetensors tensors have the same shape and bytes,
  *                                          1 when they differ, 2 when a file or tensor cannot be read (so a check
  *                                          that expects 1 does not pass on a missing file)
+ *   t_tool poison IN KEY INDEX OUT         copies safetensors IN (every tensor and metadata entry) to OUT with
+ *                                          element INDEX of F32 tensor KEY set to NaN
  * so a script can check `features --flip`'s mirror map against the features of a mirrored copy of the image. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "semalign3d/image.h"
 #include "semalign3d/safetensors.h"
@@ -46,9 +50,46 @@ static int same(const char *fa, const char *ka, const char *fb, const char *kb) 
     return rc;
 }
 
+static int poison(const char *in, const char *key, const char *index, const char *out) {
+    sa3d_error err = { 0 };
+    sa3d_safetensors *st = NULL;
+    sa3d_st_writer *w = sa3d_st_writer_new();
+    float *copy = NULL;
+    int ok = w && sa3d_st_open(&st, in, &err) == SA3D_OK;
+    for (int i = 0; ok && i < sa3d_st_metadata_count(st); i++) {
+        const char *k = sa3d_st_metadata_key(st, i);
+        ok = sa3d_st_writer_set_metadata(w, k, sa3d_st_metadata(st, k), &err) == SA3D_OK;
+    }
+    for (int i = 0; ok && i < sa3d_st_count(st); i++) {
+        const sa3d_st_tensor *t = sa3d_st_get(st, i);
+        size_t at = strtoul(index, NULL, 10);
+        if (!strcmp(t->name, key)) {
+            ok = t->dtype == SA3D_DTYPE_F32 && at < t->numel && !copy && (copy = malloc(t->nbytes));
+            if (ok) {
+                memcpy(copy, t->data, t->nbytes);
+                copy[at] = NAN;
+                ok = sa3d_st_writer_add_f32(w, t->name, t->ndim, t->shape, copy, &err) == SA3D_OK;
+            } else {
+                snprintf(err.msg, sizeof err.msg, "%s: %s is not F32 or has no element %s", in, key, index);
+            }
+        } else {
+            ok = sa3d_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err) == SA3D_OK;
+        }
+    }
+    if (ok && !copy) snprintf(err.msg, sizeof err.msg, "%s: no tensor %s", in, key), ok = 0;
+    if (ok) ok = sa3d_st_writer_write(w, out, &err) == SA3D_OK;
+    if (!ok) fprintf(stderr, "t_tool poison: %s\n", err.msg);
+    free(copy);
+    sa3d_st_writer_free(w);
+    sa3d_st_close(st);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "mirror")) return mirror(argv[2], argv[3]);
     if (argc == 6 && !strcmp(argv[1], "same")) return same(argv[2], argv[3], argv[4], argv[5]);
-    fprintf(stderr, "usage: t_tool mirror IN OUT.png | t_tool same FILE_A KEY_A FILE_B KEY_B\n");
+    if (argc == 6 && !strcmp(argv[1], "poison")) return poison(argv[2], argv[3], argv[4], argv[5]);
+    fprintf(stderr, "usage: t_tool mirror IN OUT.png | t_tool same FILE_A KEY_A FILE_B KEY_B | "
+            "t_tool poison IN KEY INDEX OUT\n");
     return 3;
 }

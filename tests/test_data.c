@@ -672,6 +672,10 @@ static void case_synthetic_filter_layout(void) {
     T_CHECK(sa3d_dataset_load_split(ds, "test", &err) == 3);
     for (int i = 0; i < sa3d_dataset_n_pairs(ds, "test"); i++)
         T_CHECK(strcmp(sa3d_dataset_pair(ds, "test", i)->category, "aeroplane"));
+    /* the selection as parsed: trimmed, the repeat dropped, in the order given */
+    const char *sel0 = sa3d_dataset_selected_category(ds, 0), *sel1 = sa3d_dataset_selected_category(ds, 1);
+    T_CHECK(sel0 && sel1 && !strcmp(sel0, "bus") && !strcmp(sel1, "cat"));
+    T_CHECK(!sa3d_dataset_selected_category(ds, 2) && !sa3d_dataset_selected_category(ds, -1));
     sa3d_dataset_close(ds);
 
     warnings w = { 0 };
@@ -680,6 +684,7 @@ static void case_synthetic_filter_layout(void) {
     p.warn = collect;
     p.warn_user = &w;
     T_OK(sa3d_dataset_open(&ds, root, &p, &err), &err);
+    T_CHECK(!sa3d_dataset_selected_category(ds, 0) && !sa3d_dataset_selected_category(NULL, 0));   /* no selection */
     int n = sa3d_dataset_load_split(ds, "test", &err); /* listed twice: kept once; the bad line warns */
     T_CHECK(n == 2 && w.n == 1);
     T_CHECK(n == 2 && !strcmp(sa3d_dataset_pair(ds, "test", 0)->id, "000001-c1-c2:cat") &&

@@ -409,6 +409,30 @@ static void case_read_args(void) {
     sa3d_st_writer_free(NULL);
 }
 
+/* sa3d_st_read_f32_finite: finite data reads as sa3d_st_read_f32 does; a NaN, an infinity or an F64 beyond the
+ * float range (inf after conversion) is refused naming file, tensor and index; argument errors pass through. */
+static void case_read_finite(void) {
+    float x[4] = { 1.0f, -2.0f, 0x1p-149f, 3.0e38f }, y[4];
+    sa3d_st_tensor t = mem_tensor(SA3D_DTYPE_F32, x, 4);
+    t.name = "pixel_values";
+    sa3d_error err = { 0 };
+    T_OK(sa3d_st_read_f32_finite(&t, y, 4, &err), &err);
+    T_CHECK(memcmp(x, y, sizeof x) == 0);
+    x[2] = NAN;
+    T_STATUS(sa3d_st_read_f32_finite(&t, y, 4, &err), SA3D_ERR_NUMERIC, &err);
+    T_CONTAINS(err.msg, "<test>: tensor 'pixel_values': non-finite value at index 2");
+    x[2] = 0.0f;
+    x[0] = -INFINITY;
+    T_STATUS(sa3d_st_read_f32_finite(&t, y, 4, &err), SA3D_ERR_NUMERIC, &err);
+    T_CONTAINS(err.msg, "at index 0");
+    double d[2] = { 1.0, 1e300 };
+    sa3d_st_tensor td = mem_tensor(SA3D_DTYPE_F64, d, 2);
+    T_STATUS(sa3d_st_read_f32_finite(&td, y, 2, &err), SA3D_ERR_NUMERIC, &err);
+    T_CONTAINS(err.msg, "at index 1");
+    T_STATUS(sa3d_st_read_f32_finite(&t, y, 3, &err), SA3D_ERR_ARG, &err);
+    T_STATUS(sa3d_st_read_f32_finite(NULL, y, 3, &err), SA3D_ERR_ARG, &err);
+}
+
 static void case_many(void) {
     enum { N = 1000 };
     static float v[N];
@@ -986,7 +1010,8 @@ int main(int argc, char **argv) {
         { "1.3", "F16 to F32 exact for all 65536 values", case_f16 },
         { "1.4", "BF16 to F32 exact for all 65536 values", case_bf16 },
         { "1.5", "read_f32 arguments, unaligned data, NULL handles", case_read_args },
-        { "1.6", "1000 tensors added out of order: find each", case_many },
+        { "1.6", "read_f32_finite refuses NaN, inf, F64 overflow", case_read_finite },
+        { "1.7", "1000 tensors added out of order: find each", case_many },
         { "2.1", "every fixture *.safetensors opens and reads", case_fixtures },
         { "2.2", "every fixture folder opens as a checkpoint", case_fixture_checkpoints },
         { "3.1", "sharded checkpoint: 2 shards + index", case_sharded },

@@ -168,6 +168,9 @@ SA3D_API int sa3d_dataset_n_skipped(const sa3d_dataset *ds, const char *split);
 SA3D_API const sa3d_pair *sa3d_dataset_pair(const sa3d_dataset *ds, const char *split, int i);
 /* 1 when category passes the dataset's selection (params.categories; every category passes without one). */
 SA3D_API int sa3d_dataset_category_selected(const sa3d_dataset *ds, const char *category);
+/* Category i of the selection (params.categories as parsed: trimmed, repeats dropped, in the order given), or NULL
+ * past its end and for a dataset opened without one. Borrowed: valid until sa3d_dataset_close. */
+SA3D_API const char *sa3d_dataset_selected_category(const sa3d_dataset *ds, int i);
 /* 1 when category names one of the dataset kind's categories (SPair's 18, PF-PASCAL's 20; for AP-10K a species or
  * family folder of the dataset, or "all"), selected or not. */
 SA3D_API int sa3d_dataset_category_known(const sa3d_dataset *ds, const char *category);

@@ -79,6 +79,9 @@ SA3D_API const char *sa3d_st_metadata_key(const sa3d_safetensors *st, int i);
 /* Converts a tensor of any numeric dtype to float32 into dst (n must equal t->numel). F16 and BF16 are
  * converted exactly (every value is representable); F64 rounds to nearest. */
 SA3D_API sa3d_status sa3d_st_read_f32(const sa3d_st_tensor *t, float *dst, size_t n, sa3d_error *err);
+/* The same, for inputs (pixels, feature maps): a NaN or infinity is refused as SA3D_ERR_NUMERIC, naming the file,
+ * tensor and index, since downstream it would only surface as a non-finite result far from its cause. */
+SA3D_API sa3d_status sa3d_st_read_f32_finite(const sa3d_st_tensor *t, float *dst, size_t n, sa3d_error *err);
 
 /* A checkpoint: one file, or the shards listed by model.safetensors.index.json ("weight_map"). */
 typedef struct sa3d_checkpoint sa3d_checkpoint;

@@ -128,6 +128,10 @@ int sa3d_dataset_category_selected(const sa3d_dataset *ds, const char *category)
     return sa3d_ds_category_selected(ds, category);
 }
 
+const char *sa3d_dataset_selected_category(const sa3d_dataset *ds, int i) {
+    return ds && ds->cats && i >= 0 && i < ds->n_cats ? ds->cats[i] : NULL;
+}
+
 static int known_category(const sa3d_dataset *ds, const char *name);
 
 int sa3d_dataset_category_known(const sa3d_dataset *ds, const char *category) {

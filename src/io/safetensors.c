@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -712,6 +713,15 @@ sa3d_status sa3d_st_read_f32(const sa3d_st_tensor *t, float *dst, size_t n, sa3d
         break;
     }
     return SA3D_OK;
+}
+
+sa3d_status sa3d_st_read_f32_finite(const sa3d_st_tensor *t, float *dst, size_t n, sa3d_error *err) {
+    sa3d_status s = sa3d_st_read_f32(t, dst, n, err);
+    for (size_t i = 0; !s && i < n; i++)   /* F64 values beyond FLT_MAX became inf above: refused here too */
+        if (!isfinite(dst[i]))
+            return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: tensor '%s': non-finite value at index %zu",
+                             t->file ? t->file : "<memory>", t->name, i);
+    return s;
 }
 
 /* ------------------------------------------------------------------------------------------------------ */
