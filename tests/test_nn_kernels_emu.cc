@@ -5,8 +5,8 @@
 //     and bf16; the query/key/value biases folded in) against the library's double-precision attention. Each
 //     launch runs in both of the emulator's orders: late copies in lockstep, early copies with warp 0 running
 //     ahead.
-//   - The row kernels (residual + layer norm, bias + activation, SwiGLU), 4 elements per access and 1, against
-//     double precision.
+//   - The row kernels (residual + layer norm, bias + activation, SwiGLU), 4 elements per access and 1, and the
+//     unfused attention's softmax, against double precision.
 //   - The DPT's implicit-GEMM convolution (fp16, bf16 and TF32; 32 and 64 channels a block; strides 1 and 2)
 //     against a double-precision convolution.
 //
@@ -252,6 +252,49 @@ static void case_rows_fp16(void) { row_kernels<__half>(ldexp(1.0, -11)); }
 static void case_rows_bf16(void) { row_kernels<__nv_bfloat16>(ldexp(1.0, -8)); }
 static void case_rows_fp32(void) { row_kernels<float>(ldexp(1.0, -23) * 4); }
 
+// k_softmax (the unfused attention's): rows of fp32 scores in [-20, 20] (logits of real attention reach that) into
+// probabilities of type P written over the scores, with pitch > n. Each probability within one rounding to P of
+// the double-precision softmax of the same fp32 scores, plus 64 fp32 ulps for the exponentials and sums and, in
+// fp16, half its smallest subnormal; the padding columns [n, pitch) exactly 0. Rows of 300 take the registers
+// path, rows of 5000 the re-reading path, whose in-place writes need a barrier per chunk (both emulator orders).
+// Scores rounded to the 16-bit type before the softmax, as the path once did, miss the bound 16-20 fold.
+template <typename P> static void check_softmax(int rows, int n, int pitch, double u, double floor_abs) {
+    size_t per_row = (size_t)pitch * sizeof(float) / sizeof(P);   // the probabilities' pitch in P elements
+    sa3d_rng rng = sa3d_rng_for(10, (uint64_t)n, (uint64_t)sizeof(P));
+    std::vector<float> scores((size_t)rows * pitch), buf;
+    for (auto &v : scores) v = uniform(&rng, 20.0f);
+    double worst = 0.0;
+    in_both_orders([&] {
+        buf = scores;
+        emu_launch(dim3((unsigned)rows), 256, [&] { k_softmax<P>(buf.data(), n, pitch); });
+        const P *out = (const P *)buf.data();
+        for (int r = 0; r < rows; r++) {
+            const float *sr = scores.data() + (size_t)r * pitch;
+            double mx = -INFINITY, sum = 0.0;
+            for (int j = 0; j < n; j++) mx = fmax(mx, (double)sr[j]);
+            for (int j = 0; j < n; j++) sum += exp((double)sr[j] - mx);
+            for (int j = 0; j < pitch; j++) {
+                double want = j < n ? exp((double)sr[j] - mx) / sum : 0.0;
+                double got = to_f(out[(size_t)r * per_row + j]);
+                double e = j < n ? fabs(got - want) / ((u + 64 * ldexp(1.0, -24)) * want + floor_abs)
+                                 : (got == 0.0 ? 0.0 : HUGE_VAL);
+                if (!(e <= worst)) worst = e;
+            }
+        }
+    });
+    printf("       rows %d, n %4d, pitch %4d: %.2g of bound\n", rows, n, pitch, worst);
+    if (!(worst <= 1.0)) T_FAIL("k_softmax, n %d: %.3g of the bound", n, worst);
+}
+template <typename P> static void softmax_shapes(double u, double floor_abs) {
+    check_softmax<P>(3, 300, 304, u, floor_abs);
+    check_softmax<P>(2, 5000, 5008, u, floor_abs);
+}
+static void case_softmax(void) {
+    softmax_shapes<__half>(ldexp(1.0, -11), ldexp(1.0, -25));
+    softmax_shapes<__nv_bfloat16>(ldexp(1.0, -8), 1e-38);
+    softmax_shapes<float>(ldexp(1.0, -24), 1e-38);
+}
+
 // k_conv_mma (the DPT's k x k convolutions) against a double-precision convolution of the same rounded operands:
 // weights in T, inputs relu'd (relu_in) then rounded to T, as the kernel gathers them; for T = float both rounded to
 // TF32 (round_tf32; the emulated tensor core truncates what is not). The products are exact in fp32 and only the
@@ -339,6 +382,7 @@ int main(int argc, char **argv) {
         { "3.1", "row kernels, fp16: residual + norm, bias + GELU, SwiGLU; 4 and 1 per access", case_rows_fp16 },
         { "3.2", "row kernels, bf16", case_rows_bf16 },
         { "3.3", "row kernels, fp32", case_rows_fp32 },
+        { "3.4", "softmax of fp32 scores into fp16 / bf16 / fp32 in place; long rows; padding", case_softmax },
         { "4.1", "implicit-GEMM convolution, fp16: shapes, strides, partial tiles, epilogue", case_conv_fp16 },
         { "4.2", "implicit-GEMM convolution, bf16", case_conv_bf16 },
         { "4.3", "implicit-GEMM convolution, fp32 maps and weights by TF32 tensor cores", case_conv_tf32 },

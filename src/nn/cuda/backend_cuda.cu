@@ -6,7 +6,7 @@
  *   - Matrix products go to cuBLAS (cublasGemmEx): TF32 tensor cores for fp32 (SA3D_CUDA_TF32=0 turns them off),
  *     fp16/bf16 inputs with fp32 accumulation otherwise. Attention is one fused kernel for fp16/bf16 with 64-wide
  *     heads (kernels.cuh), which also applies the query/key/value biases, else two strided-batched products around
- *     a row softmax; the residual stream, norms and softmax sums stay fp32 in every dtype.
+ *     a row softmax of fp32 scores; the residual stream, norms and softmax sums stay fp32 in every dtype.
  *   - Between the products, one row kernel per step: each residual add also computes the next norm, and Linear
  *     biases ride with the activation or the residual add.
  *   - The DPT neck and head keep fp32 maps. Each k x k convolution is one implicit-GEMM kernel (k_conv_mma:
@@ -430,8 +430,9 @@ static sa3d_status cuda_workspace_fit(sa3d_workspace *ws, sa3d_error *err) {
     FIT(w->tok, void *, B * Np * D * es);
     FIT(w->xn, void *, B * T * D * es);
     FIT(w->qkv, void *, (B * T + 8) * 3 * D * es);   /* + the key/value rows the padded products read */
-    /* the two-GEMM attention's scores: H T^2 (416 MB for ViT-L at 840 px in fp16), unused by the fused kernel */
-    FIT(w->scores, void *, fused_attention(w, d, c) ? 16 : H * T * (size_t)pad8((int)T) * es);
+    /* the two-GEMM attention's scores, fp32 in every dtype (k_softmax): H T^2 (832 MB for ViT-L at 840 px), unused
+     * by the fused kernel */
+    FIT(w->scores, void *, fused_attention(w, d, c) ? 16 : H * T * (size_t)pad8((int)T) * sizeof(float));
     FIT(w->ctx, void *, B * T * D * es);
     FIT(w->tmp, void *, B * T * D * es);
     FIT(w->mlp, void *, B * T * M * (c->use_swiglu ? 2 : 1) * es);
@@ -595,12 +596,13 @@ static void vit_pass(const sa3d_model *m, sa3d_workspace *ws, dws *w, const dmod
             mark(w, "attention");
         } else for (int b = 0; b < B; b++) {
             const A *q = (const A *)w->qkv + (size_t)b * T * 3 * D;
-            gemm_batched(w, d->at, d->at, d->ct, 0, 1, T, Tp, Dh, scale, q, 3 * D, Dh, q + D, 3 * D, Dh, w->scores,
-                         Tp, (long long)T * Tp, H);
+            gemm_batched(w, d->at, CUDA_R_32F, d->ct, 0, 1, T, Tp, Dh, scale, q, 3 * D, Dh, q + D, 3 * D, Dh,
+                         w->scores, Tp, (long long)T * Tp, H);
             mark(w, "scores_gemm");
-            SA3D_LAUNCH(k_softmax<A>, (unsigned)(H * T), 256, st, (A *)w->scores, T, Tp);
+            SA3D_LAUNCH(k_softmax<A>, (unsigned)(H * T), 256, st, (float *)w->scores, T, Tp);
             mark(w, "softmax");
-            gemm_batched(w, d->at, d->at, d->ct, 0, 0, T, Dh, Tp, 1.0f, w->scores, Tp, (long long)T * Tp, q + 2 * D,
+            int pp = Tp * (int)(sizeof(float) / sizeof(A));   /* the probabilities' pitch, in A elements */
+            gemm_batched(w, d->at, d->at, d->ct, 0, 0, T, Dh, Tp, 1.0f, w->scores, pp, (long long)T * pp, q + 2 * D,
                          3 * D, Dh, (A *)w->ctx + (size_t)b * TD, D, Dh, H);
             mark(w, "pv_gemm");
         }
