@@ -95,6 +95,10 @@ int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *ima
  * name (replaced, or from another folder) is not taken as up to date; "" when it cannot be read (the image's own
  * load then says why). */
 void cli_file_digest(const char *path, char out[17]);
+/* The bytes of an image file (*data, free with sa3d_free) and their digest (cli_file_digest's value), read once
+ * for both: a device, FIFO or file above SA3D_IMAGE_MAX_FILE_BYTES is refused before any byte is hashed, and the
+ * digest recorded is of the bytes decoded (sa3d_image_load_memory). */
+sa3d_status cli_image_bytes(const char *path, char **data, size_t *len, char digest[17], sa3d_error *err);
 /* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
  * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);

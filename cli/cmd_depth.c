@@ -19,6 +19,7 @@ static void help(void) {
            "or as every Depth-Anything-V2-*-hf says when it has neither (518, aspect kept, multiple of 14, bicubic).\n"
            "Existing outputs made from the same image bytes with the same model and preprocessing are kept, so an\n"
            "interrupted run resumes.\n"
+           "Images: JPEG or PNG, read as GeoAware-SC reads them (RGB; alpha dropped, EXIF orientation ignored).\n"
            "Images must have distinct names (stems). On a GPU (--device cuda) helper threads decode the next image\n"
            "and write the previous one while the network runs.\n\n"
            "options:\n"
@@ -79,13 +80,18 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
     sl->path = sa3d_path_join(j->out_dir, name);
     sl->png = sa3d_path_join(j->out_dir, pname);
     if (!sl->path || !sl->png) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    cli_file_digest(image, sl->digest);
-    if (up_to_date(sl->path, sl->png, j->m, sl->digest, &j->pre, j->pre_text)) {
+    char *data;
+    size_t len;
+    sa3d_status s = cli_image_bytes(image, &data, &len, sl->digest, err);
+    if (!s && up_to_date(sl->path, sl->png, j->m, sl->digest, &j->pre, j->pre_text)) {
+        sa3d_free(data);
         *skip = 1;
         return SA3D_OK;
     }
     sa3d_image img = { 0 };
-    sa3d_status s = sa3d_image_load(&img, image, err);   /* its messages name the file */
+    if (!s) s = sa3d_image_load_memory(&img, data, len, image, err);   /* its messages name the file */
+    if (!s && img.warning[0]) cli_warn(NULL, img.warning);
+    sa3d_free(data);
     if (!s && (s = sa3d_dpt_preprocess(&img, &j->pre, &sl->px, &sl->pw, &sl->ph, err)))
         sa3d_error_prefix(err, "%s", image);
     sl->iw = img.w;

@@ -17,6 +17,7 @@ static void help(void) {
            "and the settings (model id and dtype, input size, flip, the image's path and a digest of its bytes)\n"
            "in the metadata. Existing outputs made from the same image bytes with the same settings are kept, so\n"
            "an interrupted run resumes.\n"
+           "Images: JPEG or PNG, read as GeoAware-SC reads them (RGB; alpha dropped, EXIF orientation ignored).\n"
            "Images must have distinct names (stems). On a GPU (--device cuda) helper threads decode the next image\n"
            "and write the previous one while the network runs.\n\n"
            "options:\n"
@@ -75,13 +76,18 @@ static sa3d_status features_prepare(void *ctx, int slot, const char *image, cons
     sl->image = image;
     if (!(sl->path = sa3d_path_join(j->out_dir, name)))
         return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: out of memory", image);
-    cli_file_digest(image, sl->digest);
-    if (up_to_date(sl->path, j->m, sl->digest, j->size_s, j->flip)) {
+    char *data;
+    size_t len;
+    sa3d_status s = cli_image_bytes(image, &data, &len, sl->digest, err);
+    if (!s && up_to_date(sl->path, j->m, sl->digest, j->size_s, j->flip)) {
+        sa3d_free(data);
         *skip = 1;
         return SA3D_OK;
     }
     sa3d_image img = { 0 };
-    sa3d_status s = sa3d_image_load(&img, image, err);   /* its messages name the file */
+    if (!s) s = sa3d_image_load_memory(&img, data, len, image, err);   /* its messages name the file */
+    if (!s && img.warning[0]) cli_warn(NULL, img.warning);
+    sa3d_free(data);
     for (int pass = 0; !s && pass <= j->flip; pass++) {
         if (pass) sa3d_image_flip_lr(&img);
         if ((s = sa3d_geoaware_preprocess(&img, j->size, &sl->px[pass], err))) sa3d_error_prefix(err, "%s", image);

@@ -25,7 +25,8 @@ static void help(void) {
            "energy and focal: the two alignments' final energy and focal length (units of max(W, H)), [IMAGE1,\n"
            "IMAGE2].\n\n"
            "options:\n"
-           "  --points LIST       query points of IMAGE1: x,y pairs separated by ';' (at most %d)\n"
+           "  --points LIST       query points of IMAGE1: x,y pairs separated by ';' (at most %d), in the stored\n"
+           "                      pixel grid (EXIF orientation is ignored, as GeoAware-SC ignores it)\n"
            "  --prior FILE        the category's prior (<category>.prior.safetensors)\n"
            "  --model DIR         DINOv2 model to compute the features (GeoAware-SC input, --size square), of each\n"
            "                      image and of its mirror (the aligner's mirror term, align.w_mirror)\n"
@@ -77,7 +78,7 @@ static int parse_points(const char *cmd, const char *s, float (*pts)[2]) {
 static sa3d_status features_compute(const sa3d_model *m, sa3d_workspace *ws, const sa3d_image *img, int size,
                                     int flip, sa3d_feature_map *F, sa3d_error *err) {
     float *px = NULL;
-    sa3d_image mirrored = { img->w, img->h, NULL };
+    sa3d_image mirrored = { .w = img->w, .h = img->h, .rgb = NULL };
     if (flip) {
         size_t nb = (size_t)img->w * (size_t)img->h * 3;
         if (!(mirrored.rgb = malloc(nb))) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
@@ -208,8 +209,10 @@ int cmd_match(int argc, char **argv) {
     uint8_t fallback[SA3D_MAX_KPS], *canvas = NULL;
     char *text = NULL;
     int rc = EXIT_RUN;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 2; k++) {
         if (sa3d_image_load(&img[k], img_path[k], &err)) goto done;
+        if (img[k].warning[0]) cli_warn(NULL, img[k].warning);
+    }
     for (int q = 0; q < n; q++)
         if (pts[q][0] < 0 || pts[q][1] < 0 || pts[q][0] > (float)img[0].w || pts[q][1] > (float)img[0].h) {
             sa3d_fail(&err, SA3D_ERR_ARG, "--points: point %d (%g, %g) is outside %s (%d x %d)", q + 1,
@@ -234,8 +237,10 @@ int cmd_match(int argc, char **argv) {
         sa3d_feature_map *mirror = ap.w_mirror > 0.0 ? &Fm[k] : NULL;
         if (m ? features_compute(m, ws, &img[k], size, 0, &F[k], &err) ||
                     (mirror && features_compute(m, ws, &img[k], size, 1, mirror, &err))
-              : features_read(feat_path[k], &img[k], img_path[k], size, &F[k], mirror, &err))
+              : features_read(feat_path[k], &img[k], img_path[k], size, &F[k], mirror, &err)) {
+            if (m) sa3d_error_prefix(&err, "%s", img_path[k]);   /* the features file names itself */
             goto done;
+        }
         sa3d_align_input in_m = { .F = &Fm[k] };
         sa3d_align_input in = { .F = &F[k], .mirror = mirror ? &in_m : NULL };
         if (sa3d_align_image(&a[k], prior, &in, &ap, &err)) {

@@ -1,11 +1,13 @@
 /* Option parsing, error printing, progress lines and SIGINT handling shared by the commands. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "base/base.h"
@@ -242,16 +244,30 @@ int cli_made_by(const sa3d_safetensors *st, const sa3d_model *m, const char *ima
            image_digest[0] && digest && !strcmp(digest, image_digest);
 }
 
+static void digest_text(uint64_t h, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)h); }
+
 void cli_file_digest(const char *path, char out[17]) {
     out[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);   /* a FIFO would block the open */
+    struct stat st;
+    FILE *f = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? fdopen(fd, "rb") : NULL;
+    if (!f) {   /* not a regular file (a device would never end): the caller's own read says why */
+        if (fd >= 0) close(fd);
+        return;
+    }
     uint64_t h = SA3D_FNV_OFFSET;
     unsigned char buf[65536];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = sa3d_fnv1a(h, buf, n);
-    if (!ferror(f)) snprintf(out, 17, "%016llx", (unsigned long long)h);
+    if (!ferror(f)) digest_text(h, out);
     fclose(f);
+}
+
+sa3d_status cli_image_bytes(const char *path, char **data, size_t *len, char digest[17], sa3d_error *err) {
+    sa3d_status s = sa3d_read_file(path, SA3D_IMAGE_MAX_FILE_BYTES, data, len, err);
+    digest[0] = '\0';
+    if (!s) digest_text(sa3d_fnv1a(SA3D_FNV_OFFSET, *data, *len), digest);
+    return s;
 }
 
 int cli_model_names_ok(const char *cmd, const char *device, const char *dtype, const char *positions) {

@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         sa3d_dpt_preprocess_size(&p, 640, 480, &w, &h);
         if (w < 0 || h < 0 || (w == 0) != (h == 0)) abort();
         static uint8_t rgb[3 * 3 * 3] = { 0, 255, 1, 254, 128, 127, 0, 0, 0, 255, 255, 255, 7, 9, 11, 3, 5, 200 };
-        sa3d_image img = { 3, 3, rgb };
+        sa3d_image img = { .w = 3, .h = 3, .rgb = rgb };
         sa3d_dpt_preprocess_size(&p, img.w, img.h, &w, &h);
         for (int impl = SA3D_DPT_TORCHVISION; impl <= SA3D_DPT_PIL && w > 0 && (long)w * h <= 4096; impl++) {
             float *px = NULL; /* small outputs only: every pixel the network would get is finite */

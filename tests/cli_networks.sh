@@ -134,6 +134,19 @@ if [ -f "$img" ] && [ -n "$dino" ] && [ -n "$da" ]; then
     check "$cmd, another image of the same name" 0 $?
     [ "$(date -r "$f" +%Y)" != 2001 ] || { echo "FAIL $cmd kept the output of another image"; fail=1; }
   done
+  # not regular files: refused at once, naming the file (a device was hashed forever, a FIFO blocked the open)
+  mkfifo "$T/fifo.jpg"
+  for bad in /dev/zero "$T/fifo.jpg"; do
+    timeout 60 "$BIN" features --model "$dino" --out "$T/o3" --size 112 --quiet "$bad" 2>"$T/e"
+    check "features on $bad" 1 $?
+    grep -q "$bad: not a regular file" "$T/e" || { echo "FAIL $bad: $(cat "$T/e")"; fail=1; }
+  done
+  # damaged data (bytes between the scan and the EOI, which libjpeg skips with a warning): decoded, and said so
+  jpg=$(ls "$T"/sy/JPEGImages/*/*.jpg | head -1)
+  { head -c $(($(stat -c %s "$jpg") - 2)) "$jpg"; printf 'damaged\377\331'; } > "$T/damaged.jpg"
+  "$BIN" depth --model "$da" --out "$T/o3" --quiet "$T/damaged.jpg" 2>"$T/e"; check "depth on a damaged JPEG" 0 $?
+  grep -q "warning: $T/damaged.jpg: damaged JPEG data decoded as libjpeg repairs it" "$T/e" ||
+    { echo "FAIL damaged JPEG not named: $(cat "$T/e")"; fail=1; }
   echo '{"size": {"height": 518}}' > "$T/da2/preprocessor_config.json"
   "$BIN" depth --model "$T/da2" --out "$T/o2" --quiet "$img" 2>"$T/e"; check "depth, broken processor" 1 $?
   grep -q "$T/da2/preprocessor_config.json: size" "$T/e" || { echo "FAIL config message: $(cat "$T/e")"; fail=1; }

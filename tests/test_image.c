@@ -101,6 +101,36 @@ static buf make_jpeg(int w, int h, J_COLOR_SPACE in_space, const uint8_t *pix, i
     return b;
 }
 
+/* An RGB 4:4:4 progressive JPEG with the given scan script (libjpeg validates it). */
+static buf make_jpeg_scans(int w, int h, const uint8_t *pix, const jpeg_scan_info *scans, int n_scans) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *mem = NULL;
+    unsigned long len = 0;
+    jpeg_mem_dest(&c, &mem, &len);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    c.comp_info[0].h_samp_factor = c.comp_info[0].v_samp_factor = 1;
+    c.scan_info = scans;
+    c.num_scans = n_scans;
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)(pix + (size_t)c.next_scanline * (size_t)w * 3);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    buf b = { 0 };
+    buf_put(&b, mem, len);
+    free(mem);
+    return b;
+}
+
 static uint8_t *gradient_rgb(int w, int h) {
     uint8_t *p = malloc((size_t)w * h * 3);
     for (int y = 0; y < h; y++)
@@ -143,11 +173,23 @@ static size_t jpeg_sof(const uint8_t *j, size_t n) {
     return 0;
 }
 
+/* Offset just past the entropy-coded data of scan k (1 = the first): the next marker after that scan's SOS
+ * segment (0xff followed by neither 0x00, a stuffed byte, nor a restart marker). 0 when there is no such scan. */
+static size_t jpeg_scan_end(const uint8_t *j, size_t n, int k) {
+    for (size_t i = 2; i + 3 < n; i++) {
+        if (j[i] != 0xff || j[i + 1] != 0xda || --k > 0) continue;
+        for (size_t e = i + 2 + ((size_t)j[i + 2] << 8 | j[i + 3]); e + 1 < n; e++)
+            if (j[e] == 0xff && j[e + 1] != 0x00 && (j[e + 1] < 0xd0 || j[e + 1] > 0xd7)) return e;
+        return 0;
+    }
+    return 0;
+}
+
 /* Loads from memory and checks the failure contract: status want (or any failure if want is SA3D_OK... not
  * used), image zeroed, label in the message. Returns the status. */
 static sa3d_status load_expect_fail(const uint8_t *d, size_t n, const char *label, sa3d_status want,
                                     int quiet) {
-    sa3d_image img = { 7, 7, (uint8_t *)1 };
+    sa3d_image img = { .w = 7, .h = 7, .rgb = (uint8_t *)1 };
     sa3d_error err = { 0 };
     sa3d_status s = sa3d_image_load_memory(&img, d, n, label, &err);
     if (s == SA3D_OK) {
@@ -391,16 +433,24 @@ static void test_truncations(void) {
             load_expect_fail(copy, n, names[f], SA3D_ERR_FORMAT, 0);
             free(copy);
         }
-        /* cut files with an EOI marker appended: the entropy data ends early */
+        /* cut files with an EOI marker appended: the entropy data ends early. A progressive file cut after a
+         * whole scan is complete by the standard (coarser; test 2.8): only there may one decode. */
+        size_t first_scan_end = f == 2 ? jpeg_scan_end(files[f].p, files[f].n, 1) : 0;
+        int decoded = 0;
         for (size_t n = 8; f > 0 && n + 2 < files[f].n; n += 7) {
             uint8_t *copy = malloc(n + 2);
             memcpy(copy, files[f].p, n);
             copy[n] = 0xff;
             copy[n + 1] = 0xd9;
-            load_expect_fail(copy, n + 2, names[f], SA3D_ERR_FORMAT, 0);
+            if (f == 2 && n >= first_scan_end && load_expect_fail(copy, n + 2, names[f], SA3D_ERR_FORMAT, 1) == 0)
+                decoded++;
+            else
+                load_expect_fail(copy, n + 2, names[f], SA3D_ERR_FORMAT, 0);
             free(copy);
         }
-        printf("       %s: %zu truncations rejected\n", names[f], files[f].n);
+        printf("       %s: %zu truncations rejected", names[f], files[f].n);
+        if (f == 2) printf("; of the cuts + EOI, %d after a whole scan decoded", decoded);
+        printf("\n");
     }
     T_CHECK(sa3d_alloc_live_blocks() == live);
     /* On disk: the message names the path */
@@ -437,6 +487,15 @@ static void test_wrong_magic(void) {
     T_CONTAINS(err.msg, "first bytes: 47 49 46 38 39 61");   /* "GIF89a", every byte shown (only the first was) */
     T_STATUS(sa3d_image_load_memory(&img, NULL, 0, NULL, &err), SA3D_ERR_FORMAT, &err);
     T_CONTAINS(err.msg, "<memory>");
+    /* a file cut inside the signature is a truncated PNG or JPEG, not another format */
+    T_STATUS(sa3d_image_load_memory(&img, almost_png, 7, "cut.png", &err), SA3D_ERR_FORMAT, &err);
+    T_CONTAINS(err.msg, "cut.png: truncated PNG: the file ends after 7 bytes");
+    T_STATUS(sa3d_image_load_memory(&img, jpeg_soi_only, 2, "cut.jpg", &err), SA3D_ERR_FORMAT, &err);
+    T_CONTAINS(err.msg, "cut.jpg: truncated JPEG: the file ends after 2 bytes");
+    T_STATUS(sa3d_image_load_memory(&img, jpeg_soi_only, 1, "cut1.jpg", &err), SA3D_ERR_FORMAT, &err);
+    T_CONTAINS(err.msg, "truncated JPEG");
+    T_STATUS(sa3d_image_load_memory(&img, bmp, 1, "b.bmp", &err), SA3D_ERR_FORMAT, &err);
+    T_CONTAINS(err.msg, "not a JPEG or PNG");
 }
 
 /* 2.6 Forged dimensions: above SA3D_IMAGE_MAX_SIDE, zero, and beyond 2^31, in PNG IHDR (CRC fixed) and JPEG
@@ -495,7 +554,7 @@ static void test_forged_dims(void) {
 static void test_missing_file(void) {
     char path[128];
     snprintf(path, sizeof path, "%s/does-not-exist.png", tmp_dir);
-    sa3d_image img = { 3, 3, NULL };
+    sa3d_image img = { .w = 3, .h = 3, .rgb = NULL };
     sa3d_error err = { 0 };
     T_STATUS(sa3d_image_load(&img, path, &err), SA3D_ERR_IO, &err);
     T_CONTAINS(err.msg, path);
@@ -591,7 +650,7 @@ static void test_atomic_write(void) {
 
 /* 2.9 */
 static void test_flip(void) {
-    sa3d_image img = { 5, 2, malloc(5 * 2 * 3) };
+    sa3d_image img = { .w = 5, .h = 2, .rgb = malloc(5 * 2 * 3) };
     for (int i = 0; i < 30; i++) img.rgb[i] = (uint8_t)i;
     sa3d_image_flip_lr(&img);
     int bad = 0;
@@ -603,7 +662,7 @@ static void test_flip(void) {
     sa3d_image_flip_lr(&img);
     for (int i = 0; i < 30; i++) bad += img.rgb[i] != i;
     T_CHECK(bad == 0);
-    sa3d_image one = { 1, 1, img.rgb };
+    sa3d_image one = { .w = 1, .h = 1, .rgb = img.rgb };
     sa3d_image_flip_lr(&one);
     sa3d_image_flip_lr(NULL);
     free(img.rgb);
@@ -686,6 +745,119 @@ static void test_corrupt_bytes(void) {
     free(g);
 }
 
+/* Offset of the k-th SOS marker (1 = the first), or 0. */
+static size_t jpeg_sos(const uint8_t *j, size_t n, int k) {
+    for (size_t i = 2; i + 1 < n; i++)
+        if (j[i] == 0xff && j[i + 1] == 0xda && --k == 0) return i;
+    return 0;
+}
+
+/* The first n bytes of a JPEG, then an EOI. */
+static buf jpeg_cut(const buf *b, size_t n) {
+    buf c = { 0 };
+    buf_put(&c, b->p, n);
+    buf_put(&c, "\xff\xd9", 2);
+    return c;
+}
+
+/* 2.12 Progressive JPEGs as the standard allows them and as an attacker writes them: one cut after any whole scan
+ * (the last scans missing) decodes, coarser, as libjpeg and Pillow decode it; a file in which a component's DC
+ * coefficients never come (cut before that component's first scan; libjpeg's encoder refuses to write one) is
+ * FORMAT naming the component; SA3D_JPEG_MAX_SCANS scans decode, one more (the last scan repeated) is UNSUPPORTED
+ * before the decoder spends a pass on each; damaged entropy data is decoded and named in img.warning. */
+static void test_progressive_scans(void) {
+    enum { W = 24, H = 17 };
+    uint8_t *g = gradient_rgb(W, H);
+    sa3d_image img;
+    sa3d_error err = { 0 };
+    buf full = make_jpeg(W, H, JCS_RGB, g, 90, 1);
+    int n_scans = 0;
+    while (jpeg_sos(full.p, full.n, n_scans + 1)) n_scans++;
+    T_CHECK(n_scans == 10);   /* jpeg_simple_progression for 3 components */
+    T_OK(sa3d_image_load_memory(&img, full.p, full.n, "full.jpg", &err), &err);
+    T_CHECK(!img.warning[0]);
+    sa3d_image whole = img;
+    const uint8_t *want = whole.rgb;
+    for (int k = 2; k <= n_scans; k++) {   /* scans k.. missing */
+        buf c = jpeg_cut(&full, jpeg_sos(full.p, full.n, k));
+        sa3d_image part;
+        T_OK(sa3d_image_load_memory(&part, c.p, c.n, "cut.jpg", &err), &err);
+        T_CHECK(part.w == W && part.h == H && part.rgb);
+        if (k == n_scans) {   /* only the last refinement missing: within a few levels of the whole */
+            int maxd = 0;
+            for (int i = 0; i < W * H * 3 && part.rgb && want; i++)
+                maxd = abs(part.rgb[i] - want[i]) > maxd ? abs(part.rgb[i] - want[i]) : maxd;
+            T_CHECK(maxd <= 8);
+        }
+        sa3d_image_free(&part);
+        free(c.p);
+    }
+    buf c = jpeg_cut(&full, jpeg_sos(full.p, full.n, 1));   /* no scan at all */
+    load_expect_fail(c.p, c.n, "noscan.jpg", SA3D_ERR_FORMAT, 0);
+    free(c.p);
+
+    /* one component after the other: DC, then AC, of Y, Cb, Cr */
+    jpeg_scan_info seq[6] = { { 1, { 0 }, 0, 0, 0, 0 }, { 1, { 0 }, 1, 63, 0, 0 }, { 1, { 1 }, 0, 0, 0, 0 },
+                              { 1, { 1 }, 1, 63, 0, 0 }, { 1, { 2 }, 0, 0, 0, 0 }, { 1, { 2 }, 1, 63, 0, 0 } };
+    buf bycomp = make_jpeg_scans(W, H, g, seq, 6);
+    T_OK(sa3d_image_load_memory(&img, bycomp.p, bycomp.n, "bycomp.jpg", &err), &err);
+    sa3d_image_free(&img);
+    for (int comp = 1; comp <= 2; comp++) {   /* cut at that component's DC scan */
+        c = jpeg_cut(&bycomp, jpeg_sos(bycomp.p, bycomp.n, 2 * comp + 1));
+        T_STATUS(sa3d_image_load_memory(&img, c.p, c.n, "nodc.jpg", &err), SA3D_ERR_FORMAT, &err);
+        char want_msg[64];
+        snprintf(want_msg, sizeof want_msg, "nodc.jpg: truncated progressive JPEG: no scan holds component %d", comp);
+        T_CONTAINS(err.msg, want_msg);
+        T_CHECK(!img.rgb && !img.w);
+        free(c.p);
+    }
+
+    /* the last scan (Cr's AC coefficients, to full precision) repeated: legal, each repeat a pass */
+    size_t last = jpeg_sos(bycomp.p, bycomp.n, 6);
+    for (int total = SA3D_JPEG_MAX_SCANS; total <= SA3D_JPEG_MAX_SCANS + 1; total++) {
+        buf many = { 0 };
+        buf_put(&many, bycomp.p, bycomp.n - 2);
+        for (int r = 6; r < total; r++) buf_put(&many, bycomp.p + last, bycomp.n - 2 - last);
+        buf_put(&many, "\xff\xd9", 2);
+        sa3d_status s = sa3d_image_load_memory(&img, many.p, many.n, "many.jpg", &err);
+        if (total == SA3D_JPEG_MAX_SCANS) {
+            T_OK(s, &err);
+            sa3d_image_free(&img);
+        } else {
+            T_STATUS(s, SA3D_ERR_UNSUPPORTED, &err);
+            char want_msg[64];
+            snprintf(want_msg, sizeof want_msg, "many.jpg: JPEG of more than %d scans", SA3D_JPEG_MAX_SCANS);
+            T_CONTAINS(err.msg, want_msg);
+        }
+        free(many.p);
+    }
+
+    /* damaged entropy data in a baseline file: 16 one bits (ff 00 ff 00, stuffed), longer than any Huffman
+     * code, written over the middle of the scan */
+    buf base = make_jpeg(W, H, JCS_RGB, g, 90, 0);
+    size_t data = jpeg_sos(base.p, base.n, 1) + 14, warned = 0, tried = 0;
+    for (size_t i = data; i + 8 < base.n; i += 9, tried++) {
+        uint8_t keep[4];
+        memcpy(keep, base.p + i, 4);
+        memcpy(base.p + i, "\xff\x00\xff\x00", 4);
+        if (sa3d_image_load_memory(&img, base.p, base.n, "damaged.jpg", &err) == SA3D_OK) {
+            warned += img.warning[0] != 0;
+            if (img.warning[0] && !strstr(img.warning, "damaged.jpg: damaged JPEG data decoded as libjpeg repairs it"))
+                T_FAIL("warning: %s", img.warning);
+            sa3d_image_free(&img);
+        }
+        memcpy(base.p + i, keep, 4);
+    }
+    printf("       %d scans; cuts after scans 1..9 decode; %d scans decode, %d refused; %zu of %zu damaged files "
+           "named\n", n_scans, SA3D_JPEG_MAX_SCANS, SA3D_JPEG_MAX_SCANS + 1, warned, tried);
+    T_CHECK(warned > 0);
+    free(base.p);
+    free(bycomp.p);
+    sa3d_image_free(&whole);
+    free(full.p);
+    free(g);
+}
+
 int main(int argc, char **argv) {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/sa3d_image_XXXXXX");
     if (!mkdtemp(tmp_dir)) {
@@ -705,6 +877,7 @@ int main(int argc, char **argv) {
         { "2.9", "left-right flip", test_flip },
         { "2.10", "allocation faults", test_alloc_faults },
         { "2.11", "corrupt bytes never crash", test_corrupt_bytes },
+        { "2.12", "progressive: missing last scans, no DC, scan limit; damage named", test_progressive_scans },
     };
     int rc = t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
     rmdir(tmp_dir);

@@ -255,7 +255,7 @@ static void test_dpt_sizes(void) {
     /* A 5000 x 1 image: width fits (scale 0.1036), height 0.1 rounds to 0 -> no valid output. */
     sa3d_dpt_preprocess_size(&p, 5000, 1, &w, &h);
     T_CHECK(h == 0);
-    sa3d_image img = { 5000, 1, calloc(5000 * 3, 1) };
+    sa3d_image img = { .w = 5000, .h = 1, .rgb = calloc(5000 * 3, 1) };
     float *px = (float *)1;
     sa3d_error err = { 0 };
     T_STATUS(sa3d_dpt_preprocess(&img, &p, &px, &w, &h, &err), SA3D_ERR_ARG, &err);
@@ -493,7 +493,7 @@ static void test_dpt_params_load(void) {
     }
     sa3d_dpt_preprocess_params p = sa3d_dpt_preprocess_params_default();
     sa3d_error err = { 0 };
-    sa3d_image img = { 4, 3, pattern(4, 3, 3, 7) };
+    sa3d_image img = { .w = 4, .h = 3, .rgb = pattern(4, 3, 3, 7) };
     float *px = (float *)1;
     int w, h;
     p.mean[1] = 1e38f; /* params made in code get the same check as a file's */
@@ -622,7 +622,7 @@ static void test_geoaware_layout(void) {
 static void test_geoaware_pixels(void) {
     static const float mean[3] = { 0.485f, 0.456f, 0.406f }, std[3] = { 0.229f, 0.224f, 0.225f };
     sa3d_error err = { 0 };
-    sa3d_image img = { 23, 17, pattern(23, 17, 3, 23 * 1000 + 17) };
+    sa3d_image img = { .w = 23, .h = 17, .rgb = pattern(23, 17, 3, 23 * 1000 + 17) };
     float *px = NULL;
     T_OK(sa3d_geoaware_preprocess(&img, 28, &px, &err), &err);
     uint8_t rs[28 * 21 * 3];
@@ -654,7 +654,7 @@ static void test_geoaware_pixels(void) {
 
 /* 1.11 Every allocation failing in turn gives SA3D_ERR_NOMEM and no leak, then success. */
 static void test_alloc_faults(void) {
-    sa3d_image img = { 50, 37, pattern(50, 37, 3, 5) };
+    sa3d_image img = { .w = 50, .h = 37, .rgb = pattern(50, 37, 3, 5) };
     sa3d_dpt_preprocess_params p = sa3d_dpt_preprocess_params_default();
     long live = sa3d_alloc_live_blocks();
     for (int which = 0; which < 2; which++) {

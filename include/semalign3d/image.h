@@ -26,10 +26,13 @@ extern "C" {
 
 #define SA3D_IMAGE_MAX_SIDE 16384
 #define SA3D_IMAGE_MAX_FILE_BYTES ((size_t)1 << 30) /* sa3d_image_load refuses larger files */
+#define SA3D_JPEG_MAX_SCANS 500 /* libjpeg's simple progression has 10; each scan is a pass over the image */
 
 typedef struct sa3d_image {
     int w, h;
-    uint8_t *rgb; /* [h][w][3], owned; free with sa3d_image_free */
+    uint8_t *rgb;      /* [h][w][3], owned; free with sa3d_image_free */
+    char warning[200]; /* "" or, for a JPEG decoded despite damaged data, "FILE: ..." naming libjpeg's first
+                          complaint and their count, for the caller to show (the pixels may be partly grey) */
 } sa3d_image;
 
 /* Decodes a JPEG or PNG file (chosen by its first bytes, not by its name). Grey, palette, 16-bit and alpha
@@ -42,9 +45,13 @@ typedef struct sa3d_image {
  * (path or label). Statuses: SA3D_ERR_IO (cannot open/read), SA3D_ERR_FORMAT (neither JPEG nor PNG, corrupt,
  * truncated - including a JPEG that ends before its EOI marker and a PNG without IEND - or a side of 0 or
  * more than SA3D_IMAGE_MAX_SIDE), SA3D_ERR_NOMEM, SA3D_ERR_UNSUPPORTED (a progressive JPEG whose coefficient
- * buffer would exceed 512 MiB). A JPEG whose entropy-coded data ends before the image is complete (cut file,
- * with or without an EOI appended) is SA3D_ERR_FORMAT, where Pillow pads it with grey; other damaged entropy
- * data that libjpeg skips with a warning is accepted, as Pillow accepts it. */
+ * buffer would exceed 512 MiB, or a JPEG of more than SA3D_JPEG_MAX_SCANS scans: each scan costs a pass over
+ * the coefficients, so a few MB of repeated scans would take minutes). A JPEG whose entropy-coded data ends
+ * inside a scan (cut file, with or without an EOI appended) is SA3D_ERR_FORMAT, where Pillow pads it with grey;
+ * so is a progressive JPEG that never sends a component's DC coefficients (libjpeg's encoder refuses to write
+ * one). A progressive JPEG whose last scans are missing is complete by the standard (as libjpeg and Pillow
+ * decode it, coarser). Other damaged entropy data that libjpeg skips is accepted, as Pillow accepts it, and
+ * named in img->warning. */
 SA3D_API sa3d_status sa3d_image_load(sa3d_image *img, const char *path, sa3d_error *err);
 /* Same from memory (buf borrowed, len bytes). label names the data in messages (may be NULL: "<memory>"). */
 SA3D_API sa3d_status sa3d_image_load_memory(sa3d_image *img, const void *buf, size_t len, const char *label,

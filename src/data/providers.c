@@ -11,6 +11,7 @@
 #include <omp.h>
 #endif
 #include "base/base.h"
+#include "data/records.h"
 #include "semalign3d/image.h"
 #include "semalign3d/match.h"
 #include "semalign3d/providers.h"
@@ -341,6 +342,7 @@ static sa3d_status load_image(sa3d_provider *pr, const char *cat, const char *id
     char *path = sa3d_dataset_image_path(pr->ds, cat, id);
     if (!path) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
     sa3d_status s = sa3d_image_load(img, path, err);
+    if (!s && img->warning[0] && pr->ds->warn) pr->ds->warn(pr->ds->warn_user, img->warning);
     if (!s && (img->w != size[0] || img->h != size[1])) {
         s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s: the image is %d x %d; its annotation says %d x %d", path, img->w,
                       img->h, size[0], size[1]);
@@ -551,7 +553,8 @@ static void many_prepare(sa3d_provider *pr, sa3d_provider_item *it, many_slot *s
             sa3d_image_flip_lr(&img);
             flipped = !flipped;
         }
-        it[j].status = sa3d_geoaware_preprocess(&img, pr->p.input_size, &sl[j].px, &it[j].err);
+        if ((it[j].status = sa3d_geoaware_preprocess(&img, pr->p.input_size, &sl[j].px, &it[j].err)))
+            sa3d_error_prefix(&it[j].err, "%s/%s", it[j].category, it[j].id);
     }
     for (int j = i; s && j < n; j++)   /* the decoder's failure is every item's of this image */
         if (!sl[j].hit && sl[j].first == i) {

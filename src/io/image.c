@@ -66,9 +66,11 @@ static sa3d_status alloc_rgb(uint8_t **out, long w, long h, const char *label, c
 typedef struct jpeg_state {
     struct jpeg_decompress_struct cinfo;
     struct jpeg_error_mgr mgr; /* first-class member: cinfo.err points here */
+    struct jpeg_progress_mgr progress;
     jmp_buf jmp;
     char msg[JMSG_LENGTH_MAX];
-    int msg_code;
+    char first_warning[JMSG_LENGTH_MAX];
+    int msg_code;              /* libjpeg's, or MSG_TOO_MANY_SCANS */
     uint8_t *rgb; /* [h][w][3] output being filled */
     uint8_t *row; /* [w][4] CMYK scanline */
 } jpeg_state;
@@ -91,8 +93,20 @@ static void jpeg_on_error(j_common_ptr c) {
 static void jpeg_on_message(j_common_ptr c, int level) {
     if (level < 0) {
         if (c->err->msg_code == JWRN_JPEG_EOF || c->err->msg_code == JWRN_HIT_MARKER) jpeg_on_error(c);
-        c->err->num_warnings++;
+        if (c->err->num_warnings++ == 0) c->err->format_message(c, jpeg_state_of(c)->first_warning);
     }
+}
+
+/* Called by libjpeg as it consumes input: stops a file of more than SA3D_JPEG_MAX_SCANS scans (djpeg's -maxscans
+ * check; repeated scans are legal and each costs a pass over the whole coefficient buffer). */
+#define MSG_TOO_MANY_SCANS (-1)
+static void jpeg_on_progress(j_common_ptr c) {
+    int scan = ((j_decompress_ptr)c)->input_scan_number;
+    if (scan <= SA3D_JPEG_MAX_SCANS) return;
+    jpeg_state *st = jpeg_state_of(c);
+    st->msg_code = MSG_TOO_MANY_SCANS;
+    snprintf(st->msg, sizeof st->msg, "more than %d scans", SA3D_JPEG_MAX_SCANS);
+    longjmp(st->jmp, 1);
 }
 
 static void jpeg_no_output(j_common_ptr c) { (void)c; }
@@ -115,13 +129,18 @@ static sa3d_status jpeg_run(jpeg_state *st, const uint8_t *buf, size_t len, cons
     st->mgr.error_exit = jpeg_on_error;
     st->mgr.emit_message = jpeg_on_message;
     st->mgr.output_message = jpeg_no_output;
+    st->progress.progress_monitor = jpeg_on_progress;
     if (setjmp(st->jmp)) {
+        if (st->msg_code == MSG_TOO_MANY_SCANS)
+            return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: JPEG of %s (a progressive file has about 10; each "
+                             "costs a pass over the image)", label, st->msg);
         if (st->msg_code == JERR_NO_BACKING_STORE || st->msg_code == JERR_OUT_OF_MEMORY)
             return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: JPEG decoder out of memory (limit %ld MiB): %s", label,
                              JPEG_MEMORY_LIMIT >> 20, st->msg);
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: corrupt or truncated JPEG: %s", label, st->msg);
     }
     jpeg_create_decompress(ci);
+    ci->progress = &st->progress;
     ci->mem->max_memory_to_use = JPEG_MEMORY_LIMIT;
     jpeg_mem_src(ci, buf, (unsigned long)len);
     jpeg_read_header(ci, TRUE);
@@ -170,15 +189,14 @@ static sa3d_status jpeg_run(jpeg_state *st, const uint8_t *buf, size_t len, cons
         }
     }
     if (ci->progressive_mode && ci->coef_bits) {
-        /* Every coefficient must have reached full precision (coef_bits 0; -1 = never sent): a progressive
-         * file cut between scans, with an EOI appended, is otherwise a valid but degraded image. */
+        /* The standard lets a progressive file stop before every coefficient has all its bits (jpegtran -scans
+         * writes such files; libjpeg and Pillow decode them coarser), but libjpeg's encoder insists on some DC
+         * data for every component (jcmaster.c validate_script): a component without any (coef_bits -1) is a
+         * file cut before its first scan, all grey. */
         for (int c = 0; c < ci->num_components; c++)
-            for (int k = 0; k < DCTSIZE2; k++)
-                if (ci->coef_bits[c][k] != 0)
-                    return sa3d_fail(err, SA3D_ERR_FORMAT,
-                                     "%s: truncated progressive JPEG: component %d "
-                                     "coefficient %d incomplete after the last scan (%s)",
-                                     label, c, k, ci->coef_bits[c][k] < 0 ? "never sent" : "bits missing");
+            if (ci->coef_bits[c][0] < 0)
+                return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: truncated progressive JPEG: no scan holds component "
+                                 "%d's DC coefficients", label, c);
     }
     jpeg_finish_decompress(ci); /* reads up to EOI: a missing tail is JWRN_JPEG_EOF, made fatal above */
     *w_out = (int)w;
@@ -198,6 +216,10 @@ static sa3d_status decode_jpeg(sa3d_image *img, const uint8_t *buf, size_t len, 
         img->w = w;
         img->h = h;
         img->rgb = st->rgb;
+        long n = st->mgr.num_warnings;
+        if (n > 0)
+            snprintf(img->warning, sizeof img->warning, "%s: damaged JPEG data decoded as libjpeg repairs it (%ld "
+                     "warning%s; first: %.80s)", label, n, n == 1 ? "" : "s", st->first_warning);
     } else {
         sa3d_free(st->rgb);
     }
@@ -229,9 +251,8 @@ static void png_on_warning(png_structp png, png_const_charp msg) {
 
 static void png_read_mem(png_structp png, png_bytep out, size_t n) {
     png_state *st = png_get_io_ptr(png);
-    if (n > st->len - st->pos) {
-        snprintf(st->msg, sizeof st->msg, "file ends at byte %zu; %zu more bytes needed", st->len,
-                 n - (st->len - st->pos));
+    if (n > st->len - st->pos) {   /* (how much is missing is unknown: libpng asks for one piece at a time) */
+        snprintf(st->msg, sizeof st->msg, "file ends at byte %zu, inside the image data or a chunk", st->len);
         png_longjmp(png, 2);
     }
     memcpy(out, st->buf + st->pos, n);
@@ -311,6 +332,9 @@ sa3d_status sa3d_image_load_memory(sa3d_image *img, const void *buf, size_t len,
     if (len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return decode_jpeg(img, b, len, label, err);
     if (len == 0)
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: empty file; expected a JPEG or PNG image", label);
+    if ((len < 8 && memcmp(b, png_magic, len) == 0) || (len < 3 && b[0] == 0xff && (len < 2 || b[1] == 0xd8)))
+        return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: truncated %s: the file ends after %zu bytes", label,
+                         b[0] == 0xff ? "JPEG" : "PNG", len);
     char hex[3 * 8 + 1] = "";
     for (size_t i = 0, at = 0; i < len && i < 8; i++) at += (size_t)snprintf(hex + at, sizeof hex - at, "%s%02x",
                                                                               i ? " " : "", b[i]);
