@@ -84,8 +84,8 @@ typedef struct cli_net_args {
     const char **images;          /* the positional arguments */
     int n_images;
 } cli_net_args;
-/* Matches argv[*i] against the shared options (--model, --out, --threads, --device, --dtype, --quiet) or takes it
- * as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
+/* Matches argv[*i] against the shared options (--model, --out, --threads, --device, --dtype, --positions, --quiet)
+ * or takes it as an image; 1 when taken, 0 when it is another option for the command, -1 after a usage error. */
 int cli_net_arg(const char *cmd, int argc, char **argv, int *i, cli_net_args *a);
 /* 1 when a file's metadata says this model made it from this image: its model_id and dtype (files without a dtype
  * were written before it was recorded, in fp32) and image_digest equal to image_digest (cli_file_digest; files
@@ -135,11 +135,11 @@ typedef struct cli_param_sets {
 } cli_param_sets;
 /* Matches --set VALUE / --set=VALUE: 1 when taken, 0 otherwise, -1 after a usage error. */
 int cli_param_set_arg(const char *cmd, int argc, char **argv, int *i, cli_param_sets *s);
-/* Applies the sets to p in order. Returns -1 when the command should go on, EXIT_USAGE after an error (printed),
- * EXIT_RUN when out of memory, or EXIT_OK when one of them was `list` (the options printed on stdout). */
 /* --set list given: prints the options with the defaults and the other --set values applied (no other option
  * needed) and returns the exit code; -1 when list was not asked for. */
 int cli_param_sets_list_only(const char *cmd, const cli_param_sets *s);
+/* Applies the sets to p in order. Returns -1 when the command should go on, EXIT_USAGE after an error (printed),
+ * EXIT_RUN when out of memory, or EXIT_OK when one of them was `list` (the options printed on stdout). */
 int cli_param_sets_apply(const char *cmd, const cli_param_sets *s, sa3d_sa3d_matcher_params *p);
 /* --device NAME for the aligner: "cpu" or "cuda" into p->align.device. 1 when valid, else 0 after a usage error. */
 int cli_align_device(const char *cmd, const char *name, sa3d_sa3d_matcher_params *p);

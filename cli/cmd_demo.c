@@ -25,7 +25,7 @@ static void help(void) {
            "Generates a synthetic category with known 3D structure (the dog of `semalign3d synth3d`: 60 images,\n"
            "64-channel mirror-ambiguous features, relative depth, masks), builds its prior from the trn split,\n"
            "evaluates the GeoAware baseline, the baseline with GeoAware's test-time adaptive flip (its zero-shot\n"
-           "protocol: match.baseline.adapt_flip, 1 unless set) and SemAlign3D on the test split (or --split),\n"
+           "protocol: match.baseline.adapt_flip 1, or 2 when set to 2) and SemAlign3D on the test split (or --split),\n"
            "prints PCK@0.1 overall and by viewpoint variation, and writes into OUT (default: a new folder under\n"
            "/tmp):\n"
            "  dataset/                       the generated dataset (SPair layout)\n"
@@ -33,8 +33,9 @@ static void help(void) {
            "  baseline/, baseline_flip/, semalign3d/   predictions.jsonl and report.json of each method\n"
            "  matches_baseline.png, matches_semalign3d.png   a hard pair, source | target, green = correct\n"
            "  aligned.png                    the aligned representation drawn over that pair's target image\n"
-           "With --json, the numbers under baseline_pck10, baseline_flip_pck10, semalign3d_pck10 and the same\n"
-           "with _hard (per-image PCK@0.1 in %%, pair-weighted; hard = viewpoint variation 2).\n"
+           "With --json: semalign3d_version, seed, difficulty, split, pairs, and the numbers under baseline_pck10,\n"
+           "baseline_flip_pck10, semalign3d_pck10 and the same with _hard (per-image PCK@0.1 in %%, pair-weighted;\n"
+           "hard = viewpoint variation 2).\n"
            "The prior is built with the default settings (100^3 placement grid, refinement to convergence).\n\n"
            "options:\n"
            "  --seed N            dataset, prior and alignment seed (default 0)\n"
@@ -321,12 +322,13 @@ int cmd_demo(int argc, char **argv) {
     if (json) {
         char text[1024];
         int len = snprintf(text, sizeof text,
-                           "{\"seed\": %d, \"difficulty\": \"%s\", \"split\": \"%s\", \"pairs\": %ld, "
+                           "{\"semalign3d_version\": \"%s\", \"seed\": %d, \"difficulty\": \"%s\", "
+                           "\"split\": \"%s\", \"pairs\": %ld, "
                            "\"hard_pairs\": %ld, "
                            "\"baseline_pck10\": %.4f, \"semalign3d_pck10\": %.4f, \"baseline_pck10_hard\": %.4f, "
                            "\"semalign3d_pck10_hard\": %.4f, \"baseline_flip_pck10\": %.4f, "
                            "\"baseline_flip_pck10_hard\": %.4f, \"seconds\": %.1f}\n",
-                           seed, diff, split, rb.overall.pairs, rb.by_flag[0][2].pairs, pck10(&rb.overall),
+                           sa3d_version(), seed, diff, split, rb.overall.pairs, rb.by_flag[0][2].pairs, pck10(&rb.overall),
                            pck10(&rs.overall), pck10(&rb.by_flag[0][2]), pck10(&rs.by_flag[0][2]),
                            pck10(&rf.overall), pck10(&rf.by_flag[0][2]), sa3d_now() - t0);
         if (sa3d_write_file_atomic(json, text, (size_t)len, &err)) goto done;

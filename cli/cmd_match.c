@@ -1,5 +1,6 @@
 /* semalign3d match: SemAlign3D on two arbitrary images (METHOD.md 5, 6): the prior aligned to each image, query
  * points of image 1 matched into image 2 through both alignments; the matches as JSON and a side-by-side PNG. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +21,11 @@ static void help(void) {
            "IMAGE2 through the two alignments (METHOD.md 6.2; docs/ALIGN.md), with the GeoAware baseline as the\n"
            "fallback where an alignment is implausible. Prints the matches as JSON (or writes --json) and draws\n"
            "IMAGE1 | IMAGE2 with a line per match (blue: through the alignments, grey: baseline fallback).\n"
-           "JSON: category; points (IMAGE1 pixels); matches (IMAGE2 pixels, one per point; the soft-argmax may land\n"
-           "in the square's padding, just outside the image); fallback (1 where the baseline gave the match);\n"
-           "energy and focal: the two alignments' final energy and focal length (units of max(W, H)), [IMAGE1,\n"
-           "IMAGE2].\n\n"
+           "JSON: semalign3d_version, images, prior, features or model, size, seed, settings (the --set options\n"
+           "away from their defaults: what made it); category; points (IMAGE1 pixels); matches (IMAGE2 pixels, one\n"
+           "per point; the soft-argmax may land in the square's padding, just outside the image); fallback (1 where\n"
+           "the baseline gave the match); energy and focal: the two alignments' final energy and focal length\n"
+           "(units of max(W, H)), [IMAGE1, IMAGE2].\n\n"
            "options:\n"
            "  --points LIST       query points of IMAGE1: x,y pairs separated by ';' (at most %d), in the stored\n"
            "                      pixel grid (EXIF orientation is ignored, as GeoAware-SC ignores it)\n"
@@ -120,6 +122,31 @@ static sa3d_status features_tensor(const sa3d_safetensors *st, const char *file,
     return SA3D_OK;
 }
 
+/* What made the matches, as the JSON's first fields: the version, the inputs, the size, seed and the --set options
+ * that differ from their defaults. cJSON escapes the paths. NULL when out of memory; free with cJSON_free. */
+static char *run_record(const char *const img_path[2], const char *prior_path, const char *model_dir,
+                        const char *const feat_path[2], int size, int seed, const sa3d_sa3d_matcher_params *p) {
+    cJSON *o = cJSON_CreateObject(), *settings = cJSON_CreateObject();
+    int ok = o && settings && cJSON_AddStringToObject(o, "semalign3d_version", sa3d_version()) &&
+             cJSON_AddItemToObject(o, "images", cJSON_CreateStringArray(img_path, 2)) &&
+             cJSON_AddStringToObject(o, "prior", prior_path) &&
+             (model_dir ? cJSON_AddStringToObject(o, "model", model_dir) != NULL
+                        : cJSON_AddItemToObject(o, "features", cJSON_CreateStringArray(feat_path, 2))) &&
+             cJSON_AddNumberToObject(o, "size", size) && cJSON_AddNumberToObject(o, "seed", seed);
+    sa3d_sa3d_matcher_params d = sa3d_sa3d_matcher_params_default();
+    char v[64], dv[64];
+    const char *name;
+    for (int i = 0; ok && (name = sa3d_sa3d_matcher_params_field(p, i, v, sizeof v)); i++) {
+        sa3d_sa3d_matcher_params_field(&d, i, dv, sizeof dv);
+        if (strcmp(v, dv)) ok = cJSON_AddStringToObject(settings, name, v) != NULL;
+    }
+    if (ok) ok = cJSON_AddItemToObject(o, "settings", settings);
+    else cJSON_Delete(settings);
+    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return text;
+}
+
 /* The unit feature maps of an image read from its `features` file (key feature_map) and, where Fm is given, of its
  * mirror (feature_map_flip): one open, one check that the file was made from these image bytes. */
 static sa3d_status features_read(const char *file, const sa3d_image *img, const char *img_path, int size,
@@ -198,6 +225,8 @@ int cmd_match(int argc, char **argv) {
     float pts[SA3D_MAX_KPS][2], pred[SA3D_MAX_KPS][2];
     int n = parse_points(cmd, points, pts);
     if (n < 0) return EXIT_USAGE;
+    sa3d_error derr = { 0 };
+    if (sa3d_align_device_check(smp.align.device, &derr)) return cli_run_error(cmd, &derr);   /* before the work */
 
     sa3d_error err = { 0 };
     sa3d_image img[2] = { { 0 }, { 0 } };
@@ -207,7 +236,7 @@ int cmd_match(int argc, char **argv) {
     sa3d_model *m = NULL;
     sa3d_workspace *ws = NULL;
     uint8_t fallback[SA3D_MAX_KPS], *canvas = NULL;
-    char *text = NULL;
+    char *text = NULL, *meta = NULL;
     int rc = EXIT_RUN;
     for (int k = 0; k < 2; k++) {
         if (sa3d_image_load(&img[k], img_path[k], &err)) goto done;
@@ -251,9 +280,14 @@ int cmd_match(int argc, char **argv) {
     if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &smp.match, pred, fallback,
                         &err))
         goto done;
-    size_t cap = 512 + (size_t)n * 96, len = 0;
+    if (!(meta = run_record(img_path, prior_path, model_dir, feat_path, size, seed, &smp))) {
+        sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t cap = 512 + (size_t)n * 96 + strlen(meta), len = 0;
     if (!(text = malloc(cap))) { sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory"); goto done; }
-    len += (size_t)snprintf(text + len, cap - len, "{\"category\": \"%s\", \"points\": [", prior->category);
+    len += (size_t)snprintf(text + len, cap - len, "%.*s, \"category\": \"%s\", \"points\": [",
+                            (int)strlen(meta) - 1, meta, prior->category);   /* meta without its closing brace */
     for (int q = 0; q < n; q++)
         len += (size_t)snprintf(text + len, cap - len, "%s[%.2f, %.2f]", q ? ", " : "", (double)pts[q][0],
                                 (double)pts[q][1]);
@@ -287,6 +321,7 @@ int cmd_match(int argc, char **argv) {
 done:
     if (rc != EXIT_OK) rc = cli_run_error(cmd, &err);
     free(text);
+    cJSON_free(meta);
     free(canvas);
     for (int k = 0; k < 2; k++) {
         sa3d_image_free(&img[k]);

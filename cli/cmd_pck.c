@@ -19,7 +19,7 @@ static void help(void) {
            "  --dataset DIR        SPair-71k root (official layout)\n"
            "  --kind KIND          dataset layout: spair (default), pfpascal (PF-PASCAL; PCK threshold alpha x\n"
            "                       max(W, H) of the target image) or ap10k (AP-10K, GeoAware-SC's pair benchmark)\n"
-           "  --split NAME         trn, val or test (default test)\n"
+           "  --split NAME         trn, val or test (default test); AP-10K: any folder of PairAnnotation/\n"
            "  --predictions FILE   the JSON-lines predictions\n"
            "  --json FILE          also write the report as JSON (atomically)\n"
            "  --allow-missing      score only the predicted pairs (the report says how many are missing)\n"

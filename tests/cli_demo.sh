@@ -14,6 +14,7 @@ for k in baseline_pck10 semalign3d_pck10 baseline_pck10_hard semalign3d_pck10_ha
          baseline_flip_pck10_hard; do
   grep -q "\"$k\": [0-9]" "$T/d.json" || { echo "FAIL key $k missing or not a number"; fail=1; }
 done
+grep -q '^{"semalign3d_version": "[0-9.]*", "seed": 1,' "$T/d.json" || { echo "FAIL demo JSON: $(cat "$T/d.json")"; fail=1; }
 b=$(sed 's/.*"baseline_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 s=$(sed 's/.*"semalign3d_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 awk -v b="$b" -v s="$s" 'BEGIN { exit !(s > b) }' || { echo "FAIL SemAlign3D $s not above the baseline $b"; fail=1; }
@@ -98,7 +99,11 @@ grep -q "not a new or empty folder" "$T/e" || { echo "FAIL demo --out not empty:
 "$BIN" eval --dataset "$D" --method semalign3d --priors "$T/d" --features "$D/Features" --device cuda \
   --limit 1 --out "$T/evx" --quiet > /dev/null 2>&1 ||
   { "$BIN" demo --device cuda --out "$T/dx" > /dev/null 2>"$T/e"; check "demo --device cuda without a GPU" 1 $?
-    grep -q "device cuda" "$T/e" && [ ! -e "$T/dx" ] || { echo "FAIL demo --device cuda: $(cat "$T/e")"; fail=1; }; }
+    grep -q "device cuda" "$T/e" && [ ! -e "$T/dx" ] || { echo "FAIL demo --device cuda: $(cat "$T/e")"; fail=1; }
+    # match: before reading any file (it blamed the image it was aligning)
+    "$BIN" match "$T/none1.jpg" "$T/none2.jpg" --prior "$T/none.prior.safetensors" --features1 x --features2 y \
+      --points 1,1 --device cuda > /dev/null 2>"$T/e"; check "match --device cuda without a GPU" 1 $?
+    grep -q "device cuda" "$T/e" && ! grep -q none "$T/e" || { echo "FAIL match --device cuda: $(cat "$T/e")"; fail=1; }; }
 
 # match on two images of the dataset through the demo's prior (imported features)
 ids=$(ls "$D/JPEGImages/dog" | head -2 | sed 's/\.jpg$//')
@@ -107,6 +112,12 @@ margs=("$D/JPEGImages/dog/$a.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.p
        --features1 "$D/Features/dog/$a.features.safetensors" --features2 "$D/Features/dog/$b.features.safetensors")
 "$BIN" match "${margs[@]}" --points "100,100;120,90" --json "$T/m.json" --png "$T/m.png"; check "match" 0 $?
 grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match outputs"; fail=1; }
+# the JSON records what made it: version, inputs, size, seed and the options set away from their defaults
+"$BIN" match "${margs[@]}" --points "100,100" --seed 3 --set align.n_hyp=24 --json "$T/m4.json"
+check "match with --seed and --set" 0 $?
+grep -q '"semalign3d_version":"[0-9.]*","images":\[".*\.jpg",".*\.jpg"\],"prior":".*dog.prior.safetensors",'\
+'"features":\[.*\],"size":840,"seed":3,"settings":{"align.n_hyp":"24","align.seed":"3"}, "category": "dog"' "$T/m4.json" ||
+  { echo "FAIL match JSON record: $(cat "$T/m4.json")"; fail=1; }
 grep -q '"per_image"' "$T/d/semalign3d/report.json" || { echo "FAIL demo report.json without PCK"; fail=1; }
 # a --json in a folder that does not exist: a usage error before the work, nothing written
 "$BIN" match "${margs[@]}" --points "100,100" --json "$T/nodir/m.json" --png "$T/m3.png" 2>/dev/null

@@ -116,6 +116,10 @@ check "pck, a malformed pair record" 0 $?
 grep -q "1 malformed pair records skipped" "$T/table2" && grep -Eq '"skipped_records":[[:space:]]*"1"' "$T/r2.json" ||
   { echo "FAIL pck does not report the skipped record"; fail=1; }
 grep -Eq '"skipped_records":[[:space:]]*"0"' "$T/r.json" || { echo "FAIL pck report lacks skipped_records 0"; fail=1; }
+# the whole split's predictions (made before the record broke): the line of the skipped pair is named as such
+"$BIN" pck --dataset "$T/ds2" --predictions "$T/ev/predictions.jsonl" >/dev/null 2>"$T/e"
+check "pck, a line for the skipped record" 1 $?
+grep -q "or its record is one of those skipped as malformed" "$T/e" || { echo "FAIL skipped line: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds2" --features "$T/ds/Features" --out "$T/ev3" --strict --quiet >/dev/null 2>"$T/e"
 check "eval --strict, a malformed pair record" 1 $?
 grep -q "$victim" "$T/e" || { echo "FAIL --strict message does not name the record: $(cat "$T/e")"; fail=1; }

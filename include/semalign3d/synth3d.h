@@ -113,7 +113,7 @@ typedef struct sa3d_synth3d_params {
     uint64_t seed;               /* 0 */
     int difficulty;              /* the preset the noise fields came from (recorded only) */
     int n_categories;            /* 1: the first n of "dog", "horse"; 1..SA3D_SYNTH3D_N_CATEGORIES */
-    int images_per_category;     /* 60; 6..1000 */
+    int images_per_category;     /* 60; 12..1000 */
     int pairs_trn, pairs_val, pairs_test;   /* 150, 30, 200 over all categories; 0..999999 */
     int min_side, max_side;      /* 192, 256: image width and height in pixels, 64..2048 */
     int feature_channels;        /* C: 64; 4..4096 */

@@ -38,7 +38,10 @@ const sa3d_pair *sa3d_pred_parse_line(const sa3d_dataset *ds, const char *split,
     int other = !p && other_category && cat && cat[1] && !sa3d_dataset_category_selected(ds, cat + 1) &&
                 sa3d_dataset_category_known(ds, cat + 1);
     if (!p && !other) {
-        sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: pair '%.160s' is not in split %s", path, lineno, id->valuestring, split);
+        int skipped = sa3d_dataset_n_skipped(ds, split);
+        sa3d_fail(err, SA3D_ERR_FORMAT, "%s:%ld: pair '%.160s' is not in split %s%s", path, lineno, id->valuestring,
+                  split, skipped ? " (or its record is one of those skipped as malformed, named in the warnings "
+                                   "above; remove its line to score the rest)" : "");
         goto done;
     }
     if (p && (!cJSON_IsArray(kps) || cJSON_GetArraySize(kps) != p->n_kps)) {
