@@ -69,8 +69,10 @@ static buf make_png(int w, int h, int color_type, int depth, int interlace, cons
     return b;
 }
 
-/* in_space JCS_RGB (3 bytes per pixel), JCS_GRAYSCALE (1) or JCS_CMYK (4). */
-static buf make_jpeg(int w, int h, J_COLOR_SPACE in_space, const uint8_t *pix, int quality, int progressive) {
+/* in_space JCS_RGB (3 bytes per pixel), JCS_GRAYSCALE (1) or JCS_CMYK (4); progressive by libjpeg's simple
+ * script, or by the given one (scans: n_scans entries, which libjpeg validates). */
+static buf make_jpeg_script(int w, int h, J_COLOR_SPACE in_space, const uint8_t *pix, int quality, int progressive,
+                            const jpeg_scan_info *scans, int n_scans) {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr e;
     c.err = jpeg_std_error(&e);
@@ -88,6 +90,10 @@ static buf make_jpeg(int w, int h, J_COLOR_SPACE in_space, const uint8_t *pix, i
         c.comp_info[0].h_samp_factor = c.comp_info[0].v_samp_factor = 1;
     }
     if (progressive) jpeg_simple_progression(&c);
+    if (scans) {
+        c.scan_info = scans;
+        c.num_scans = n_scans;
+    }
     jpeg_start_compress(&c, TRUE);
     while (c.next_scanline < c.image_height) {
         JSAMPROW row = (JSAMPROW)(pix + (size_t)c.next_scanline * (size_t)w * (size_t)c.input_components);
@@ -101,34 +107,8 @@ static buf make_jpeg(int w, int h, J_COLOR_SPACE in_space, const uint8_t *pix, i
     return b;
 }
 
-/* An RGB 4:4:4 progressive JPEG with the given scan script (libjpeg validates it). */
-static buf make_jpeg_scans(int w, int h, const uint8_t *pix, const jpeg_scan_info *scans, int n_scans) {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr e;
-    c.err = jpeg_std_error(&e);
-    jpeg_create_compress(&c);
-    unsigned char *mem = NULL;
-    unsigned long len = 0;
-    jpeg_mem_dest(&c, &mem, &len);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    c.comp_info[0].h_samp_factor = c.comp_info[0].v_samp_factor = 1;
-    c.scan_info = scans;
-    c.num_scans = n_scans;
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = (JSAMPROW)(pix + (size_t)c.next_scanline * (size_t)w * 3);
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    buf b = { 0 };
-    buf_put(&b, mem, len);
-    free(mem);
-    return b;
+static buf make_jpeg(int w, int h, J_COLOR_SPACE in_space, const uint8_t *pix, int quality, int progressive) {
+    return make_jpeg_script(w, h, in_space, pix, quality, progressive, NULL, 0);
 }
 
 static uint8_t *gradient_rgb(int w, int h) {
@@ -799,7 +779,7 @@ static void test_progressive_scans(void) {
     /* one component after the other: DC, then AC, of Y, Cb, Cr */
     jpeg_scan_info seq[6] = { { 1, { 0 }, 0, 0, 0, 0 }, { 1, { 0 }, 1, 63, 0, 0 }, { 1, { 1 }, 0, 0, 0, 0 },
                               { 1, { 1 }, 1, 63, 0, 0 }, { 1, { 2 }, 0, 0, 0, 0 }, { 1, { 2 }, 1, 63, 0, 0 } };
-    buf bycomp = make_jpeg_scans(W, H, g, seq, 6);
+    buf bycomp = make_jpeg_script(W, H, JCS_RGB, g, 90, 0, seq, 6);
     T_OK(sa3d_image_load_memory(&img, bycomp.p, bycomp.n, "bycomp.jpg", &err), &err);
     sa3d_image_free(&img);
     for (int comp = 1; comp <= 2; comp++) {   /* cut at that component's DC scan */

@@ -990,21 +990,28 @@ static void case_build_degenerate(void) {
     sa3d_prior_synth_free(sy);
 }
 
-/* Progress of the build's stages; cancels at the first call of cancel_at (a stage name), if set. */
+/* Progress of the build's stages; cancels at the first call of cancel_at (a stage name), if set, that reports at
+ * least cancel_done items done (0: the stage's first call, at its start). */
 typedef struct stage_log {
     const char *cancel_at;
-    int sparse_calls, refine_calls;
+    long cancel_done;
+    int sparse_calls, refine_calls, focal_calls, relation_calls, cluster_calls;
     long sparse_last, sparse_total;
 } stage_log;
 static int log_progress(void *user, const char *stage, long done, long total) {
     stage_log *l = user;
     if (!strcmp(stage, "sparse") && total > 1) { l->sparse_calls++; l->sparse_last = done; l->sparse_total = total; }
     if (!strcmp(stage, "refine")) l->refine_calls++;
-    return l->cancel_at && !strcmp(stage, l->cancel_at);
+    l->focal_calls += !strcmp(stage, "focal") && done > 0;
+    l->relation_calls += !strcmp(stage, "relations") && done > 0;
+    l->cluster_calls += !strcmp(stage, "cluster") && done > 0;
+    return l->cancel_at && !strcmp(stage, l->cancel_at) && done >= l->cancel_done;
 }
 
 /* The sparse stage reports each placement and the refinement every 250 steps (it reported nothing for the
- * whole stage, seconds to minutes at real size), and either can be cancelled there. */
+ * whole stage, seconds to minutes at real size), and either can be cancelled there; so can the focal lengths
+ * (every SA3D_FOCAL_POLL iterations), the relation fits (in chunks) and the clustering (after k-means), which
+ * were polled only at their start (5 to 7 s each at real size). */
 static void case_build_progress(void) {
     sa3d_prior_synth_params sp;
     sa3d_prior_synth_params_default(&sp);
@@ -1022,16 +1029,23 @@ static void case_build_progress(void) {
            log.sparse_total, log.refine_calls, p.refine_iters);
     T_CHECK(log.sparse_calls == log.sparse_total && log.sparse_last == log.sparse_total && log.sparse_total >= 1);
     T_CHECK(log.refine_calls == p.refine_iters / 250 - 1);   /* after steps 250, 500, 750 */
+    printf("  inside the stages: focal %d calls over %d iterations, relations %d, cluster %d\n", log.focal_calls,
+           p.focal_iters, log.relation_calls, log.cluster_calls);
+    T_CHECK(log.focal_calls == p.focal_iters / SA3D_FOCAL_POLL - 1 && log.relation_calls >= 1 &&
+            log.cluster_calls == 1);
     sa3d_prior_free(pr);
     pr = NULL;
     sa3d_prior_source src = sa3d_prior_synth_source(sy);
-    const char *at[2] = { "sparse", "refine" };
-    for (int k = 0; k < 2; k++) {
-        stage_log c = { .cancel_at = at[k] };
+    const char *at[5] = { "sparse", "refine", "focal", "relations", "cluster" };
+    for (int k = 0; k < 5; k++) {
+        stage_log c = { .cancel_at = at[k], .cancel_done = k < 2 ? 0 : 1 };
         p.progress_user = &c;
         T_STATUS(sa3d_prior_build(&pr, "synth", sp.n_slots, sy->flip, sy->anno_ptrs, sp.n_images, &src, &p, NULL,
                                   &err), SA3D_ERR_CANCELLED, &err);
-        T_CHECK(pr == NULL && (k == 0 ? c.refine_calls == 0 : c.refine_calls == 1));
+        T_CHECK(pr == NULL && c.refine_calls == (k == 1 ? 1 : k == 4 ? p.refine_iters / 250 - 1 : 0));
+        T_CHECK(k != 2 || (c.focal_calls == 1 && c.relation_calls == 0));   /* stopped at the first poll */
+        T_CHECK(k != 3 || (c.relation_calls == 1 && c.sparse_calls == 0));
+        T_CHECK(k != 4 || c.cluster_calls == 1);
     }
     sa3d_prior_synth_free(sy);
 }
@@ -1049,7 +1063,7 @@ int main(int argc, char **argv) {
         { "4.3", "build: the refinement's convergence stop matches the full run", case_refine_stop },
         { "4.4", "build: bad inputs and no surviving relation", case_build_negative },
         { "4.5", "build: unreachable slots, no dense point (2 ways), a NaN feature", case_build_degenerate },
-        { "4.6", "build: the sparse stage reports progress and can be cancelled", case_build_progress },
+        { "4.6", "build: progress inside the long stages, each of which can be cancelled", case_build_progress },
     };
     int rc = t_run(cases, (int)(sizeof cases / sizeof cases[0]), argc, argv);
     if (tmpdir[0]) {

@@ -198,6 +198,8 @@ sa3d_focal_opt_params sa3d_focal_opt_params_default(void) {
     sa3d_focal_opt_params p;
     p.n_iter = 1000;
     p.adam = sa3d_adamw_params_default();
+    p.progress = NULL;
+    p.progress_user = NULL;
     return p;
 }
 
@@ -234,6 +236,10 @@ sa3d_status sa3d_focal_optimize(double *phi /* [N] */, double *final_loss, const
             break;
         }
         if (it == p->n_iter) break;
+        if (it > 0 && it % SA3D_FOCAL_POLL == 0 && p->progress && p->progress(p->progress_user, "focal", it, p->n_iter)) {
+            st = sa3d_fail(err, SA3D_ERR_CANCELLED, "focal optimisation: cancelled at iteration %d", it);
+            break;
+        }
         memcpy(keep, phi, N * sizeof(double));
         sa3d_adamw_step(phi, m, v, g, N, (long)it + 1, &p->adam);
     }

@@ -373,7 +373,12 @@ void sa3d_adamw_step(double *x /* [n] */, double *m /* [n] */, double *v /* [n] 
 typedef struct sa3d_focal_opt_params {
     int n_iter;               /* 1000 (METHOD.md 3.3) */
     sa3d_adamw_params adam;   /* PyTorch AdamW defaults, lr 1e-3 */
+    /* NULL, or called as ("focal", iterations done, n_iter) every SA3D_FOCAL_POLL iterations: a non-zero return
+     * stops the optimisation with SA3D_ERR_CANCELLED (phi then holds the last iterate) */
+    int (*progress)(void *user, const char *stage, long done, long total);
+    void *progress_user;
 } sa3d_focal_opt_params;
+#define SA3D_FOCAL_POLL 50   /* 0.25 s at real size (1000 iterations in 5 s) */
 sa3d_focal_opt_params sa3d_focal_opt_params_default(void);
 
 /* METHOD.md 3.3 (opt_data): minimises sa3d_focal_loss over phi (in/out; start 0.2 in the authors' code) with

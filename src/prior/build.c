@@ -224,6 +224,8 @@ static sa3d_status stage_focal(build *b, double *focal_mean, double *focal_sd, s
     }
     sa3d_focal_opt_params fp = sa3d_focal_opt_params_default();
     fp.n_iter = b->p->focal_iters;
+    fp.progress = b->p->progress;
+    fp.progress_user = b->p->progress_user;
     if ((st = sa3d_focal_optimize(b->phi, NULL, hw, xy, z, vis, I, n, &fp, err))) {
         sa3d_error_prefix(err, "focal lengths");
         goto done;
@@ -314,6 +316,61 @@ static void fit(double *ab, const double *x, size_t m, double lo, double hi) {
 
 static int beta_ok(const double *ab) { return ab[0] > 1.0 && ab[1] > 1.0 && isfinite(ab[0]) && isfinite(ab[1]); }
 
+/* Relations fitted between two polls of the progress callback: about 0.5 s at real size (2 x 10^5 in 7 s). */
+#define RELATION_CHUNK ((size_t)16384)
+
+/* Edge pair e of rel: its ratio and angle over the samples X where its four vertices are visible, Beta fits into
+ * par_p[4e..], kept when both fits hold and the ratio's mode is in range. f1, f2: [M] scratch. */
+static void fit_edge_pair(const build *b, const sa3d_geom_relations *rel, size_t e, const double *X, double *f1,
+                          double *f2, size_t min_samples, double *par_p, uint8_t *keep_p) {
+    int I = b->I, n = b->n, S = b->p->noise_samples;
+    const int32_t *a = rel->e1 + 2 * e, *c = rel->e2 + 2 * e;
+    size_t m = 0;
+    for (int i = 0; i < I; i++) {
+        const uint8_t *v = b->inst[i].vis;
+        if (!(v[a[0]] && v[a[1]] && v[c[0]] && v[c[1]])) continue;
+        for (int s = 0; s < S; s++, m++) {
+            const double *x = X + ((size_t)i * S + s) * (size_t)n * 3;
+            double va[3], vb[3];
+            for (int d = 0; d < 3; d++) {
+                va[d] = x[3 * a[0] + d] - x[3 * a[1] + d];
+                vb[d] = x[3 * c[0] + d] - x[3 * c[1] + d];
+            }
+            sa3d_edge_pair_fwd(&f2[m], &f1[m], va, vb);   /* f1 = R, f2 = A */
+        }
+    }
+    if (m < min_samples) return;
+    double *pp = par_p + 4 * e;
+    fit(pp, f1, m, 0.0, 1.0);
+    fit(pp + 2, f2, m, -1.0, 1.0);
+    float mode = sa3d_beta_mode_f32((float)pp[0], (float)pp[1]);
+    keep_p[e] = beta_ok(pp) && beta_ok(pp + 2) && mode >= RATIO_MODE_LO && mode <= RATIO_MODE_HI;
+}
+
+/* Tet relation k of rel likewise: its three frame coordinates, fits into par_t[6k..]. f1..f3: [M] scratch. */
+static void fit_tet(const build *b, const sa3d_geom_relations *rel, size_t k, const double *X, double *f1,
+                    double *f2, double *f3, size_t min_samples, double *par_t, uint8_t *keep_t) {
+    int I = b->I, n = b->n, S = b->p->noise_samples;
+    const int32_t *t = rel->t + 3 * k;
+    int32_t vv = rel->v[k];
+    size_t m = 0;
+    for (int i = 0; i < I; i++) {
+        const uint8_t *v = b->inst[i].vis;
+        if (!(v[t[0]] && v[t[1]] && v[t[2]] && v[vv])) continue;
+        for (int s = 0; s < S; s++, m++) {
+            const double *x = X + ((size_t)i * S + s) * (size_t)n * 3;
+            sa3d_tet_frame fr;
+            sa3d_tet_fwd(&fr, &f1[m], &f2[m], &f3[m], x + 3 * t[0], x + 3 * t[1], x + 3 * t[2], x + 3 * vv);
+        }
+    }
+    if (m < min_samples) return;
+    double *pt = par_t + 6 * k;
+    fit(pt, f1, m, -1.0, 1.0);
+    fit(pt + 2, f2, m, -1.0, 1.0);
+    fit(pt + 4, f3, m, -1.0, 1.0);
+    keep_t[k] = beta_ok(pt) && beta_ok(pt + 2) && beta_ok(pt + 4);
+}
+
 static sa3d_status stage_relations(build *b, fitted *out, size_t *n_pairs_all, size_t *n_tets_all, sa3d_error *err) {
     int I = b->I, n = b->n, S = b->p->noise_samples;
     size_t M = (size_t)I * (size_t)S, min_samples = (size_t)b->p->min_sample_imgs * (size_t)S;
@@ -352,63 +409,30 @@ static sa3d_status stage_relations(build *b, fitted *out, size_t *n_pairs_all, s
                     x[3 * k + a] = b->inst[i].vis[k] ? P[3 * k + a] + sigma * sa3d_rng_normal(&r) : 0.0;
         }
     }
-    /* every relation on its own: gather the samples where all its vertices are visible, fit, filter */
-    #pragma omp parallel
-    {
-        double *f1 = sa3d_malloc((M + 1) * sizeof(double)), *f2 = sa3d_malloc((M + 1) * sizeof(double));
-        double *f3 = sa3d_malloc((M + 1) * sizeof(double));
-        if (!f1 || !f2 || !f3) {
-            #pragma omp atomic write
-            fail = 1;
-        }
-        #pragma omp for schedule(dynamic, 256)
-        for (size_t e = 0; e < rel.n_pairs; e++) {
-            if (!f1 || !f2 || !f3) continue;
-            const int32_t *a = rel.e1 + 2 * e, *c = rel.e2 + 2 * e;
-            size_t m = 0;
-            for (int i = 0; i < I; i++) {
-                const uint8_t *v = b->inst[i].vis;
-                if (!(v[a[0]] && v[a[1]] && v[c[0]] && v[c[1]])) continue;
-                for (int s = 0; s < S; s++, m++) {
-                    const double *x = X + ((size_t)i * S + s) * (size_t)n * 3;
-                    double va[3], vb[3];
-                    for (int d = 0; d < 3; d++) {
-                        va[d] = x[3 * a[0] + d] - x[3 * a[1] + d];
-                        vb[d] = x[3 * c[0] + d] - x[3 * c[1] + d];
-                    }
-                    sa3d_edge_pair_fwd(&f2[m], &f1[m], va, vb);   /* f1 = R, f2 = A */
-                }
+    /* every relation on its own: gather the samples where all its vertices are visible, fit, filter. In chunks,
+     * between which the progress callback may cancel (the whole loop takes seconds at real size). */
+    size_t total = rel.n_pairs + rel.n_tets;
+    for (size_t c0 = 0; c0 < total && !fail; c0 += RELATION_CHUNK) {
+        size_t c1 = total - c0 < RELATION_CHUNK ? total : c0 + RELATION_CHUNK;
+        #pragma omp parallel
+        {
+            double *f = sa3d_malloc(3 * (M + 1) * sizeof(double));   /* one relation's samples, 3 features */
+            if (!f) {
+                #pragma omp atomic write
+                fail = 1;
             }
-            if (m < min_samples) continue;
-            double *pp = par_p + 4 * e;
-            fit(pp, f1, m, 0.0, 1.0);
-            fit(pp + 2, f2, m, -1.0, 1.0);
-            float mode = sa3d_beta_mode_f32((float)pp[0], (float)pp[1]);
-            keep_p[e] = beta_ok(pp) && beta_ok(pp + 2) && mode >= RATIO_MODE_LO && mode <= RATIO_MODE_HI;
-        }
-        #pragma omp for schedule(dynamic, 256)
-        for (size_t k = 0; k < rel.n_tets; k++) {
-            if (!f1 || !f2 || !f3) continue;
-            const int32_t *t = rel.t + 3 * k;
-            int32_t vv = rel.v[k];
-            size_t m = 0;
-            for (int i = 0; i < I; i++) {
-                const uint8_t *v = b->inst[i].vis;
-                if (!(v[t[0]] && v[t[1]] && v[t[2]] && v[vv])) continue;
-                for (int s = 0; s < S; s++, m++) {
-                    const double *x = X + ((size_t)i * S + s) * (size_t)n * 3;
-                    sa3d_tet_frame fr;
-                    sa3d_tet_fwd(&fr, &f1[m], &f2[m], &f3[m], x + 3 * t[0], x + 3 * t[1], x + 3 * t[2], x + 3 * vv);
-                }
+            #pragma omp for schedule(dynamic, 256)
+            for (size_t q = c0; q < c1; q++) {
+                if (!f) continue;
+                if (q < rel.n_pairs) fit_edge_pair(b, &rel, q, X, f, f + M + 1, min_samples, par_p, keep_p);
+                else fit_tet(b, &rel, q - rel.n_pairs, X, f, f + M + 1, f + 2 * (M + 1), min_samples, par_t, keep_t);
             }
-            if (m < min_samples) continue;
-            double *pt = par_t + 6 * k;
-            fit(pt, f1, m, -1.0, 1.0);
-            fit(pt + 2, f2, m, -1.0, 1.0);
-            fit(pt + 4, f3, m, -1.0, 1.0);
-            keep_t[k] = beta_ok(pt) && beta_ok(pt + 2) && beta_ok(pt + 4);
+            sa3d_free(f);
         }
-        sa3d_free(f1); sa3d_free(f2); sa3d_free(f3);
+        if (!fail && progress(b, "relations", (long)c1, (long)total)) {
+            st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
+            goto done;
+        }
     }
     if (fail) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "relations: out of memory"); goto done; }
     /* kept relations in index order. A kept relation has >= 40 samples, so each of its ids is annotated somewhere:
@@ -810,8 +834,10 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "clustering: out of memory");
         goto fail;
     }
+    if (progress(&b, "cluster", 0, 2)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
     rep->kmeans_iters = sa3d_kmeans(centres, assign, mg.xyz, mg.n, k, p->seed, p->kmeans_iters, p->kmeans_tol, err);
     if (rep->kmeans_iters < 0) { st = err ? err->code : SA3D_ERR_NOMEM; goto fail; }
+    if (progress(&b, "cluster", 1, 2)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
     int ids[SA3D_PRIOR_MAX_SLOTS], j = 0;
     for (int s = 0; s < b.n; s++)
         if (b.used[s]) {
