@@ -21,11 +21,11 @@ static void help(void) {
            "IMAGE2 through the two alignments (METHOD.md 6.2; docs/ALIGN.md), with the GeoAware baseline as the\n"
            "fallback where an alignment is implausible. Prints the matches as JSON (or writes --json) and draws\n"
            "IMAGE1 | IMAGE2 with a line per match (blue: through the alignments, grey: baseline fallback).\n"
-           "JSON: semalign3d_version, images, prior, features or model, size, seed, settings (the --set options\n"
-           "away from their defaults: what made it); category; points (IMAGE1 pixels); matches (IMAGE2 pixels, one\n"
-           "per point; the soft-argmax may land in the square's padding, just outside the image); fallback (1 where\n"
-           "the baseline gave the match); energy and focal: the two alignments' final energy and focal length\n"
-           "(units of max(W, H)), [IMAGE1, IMAGE2].\n\n"
+           "JSON: what made it (semalign3d_version, images, prior, features or network and dtype, size, device, the\n"
+           "alignments' seed, settings: the other options away from their defaults); category; points (IMAGE1\n"
+           "pixels); matches (IMAGE2 pixels, one per point; the soft-argmax may land in the square's padding, just\n"
+           "outside the image); fallback (1 where the baseline gave the match); energy and focal: the two\n"
+           "alignments' final energy and focal length (units of max(W, H)), [IMAGE1, IMAGE2].\n\n"
            "options:\n"
            "  --points LIST       query points of IMAGE1: x,y pairs separated by ';' (at most %d), in the stored\n"
            "                      pixel grid (EXIF orientation is ignored, as GeoAware-SC ignores it)\n"
@@ -122,25 +122,38 @@ static sa3d_status features_tensor(const sa3d_safetensors *st, const char *file,
     return SA3D_OK;
 }
 
-/* What made the matches, as the JSON's first fields: the version, the inputs, the size, seed and the --set options
- * that differ from their defaults. cJSON escapes the paths. NULL when out of memory; free with cJSON_free. */
-static char *run_record(const char *const img_path[2], const char *prior_path, const char *model_dir,
-                        const char *const feat_path[2], int size, int seed, const sa3d_sa3d_matcher_params *p) {
+/* Adds item under key, or frees it (cJSON leaves an item that failed to be added to the caller). */
+static int json_add(cJSON *o, const char *key, cJSON *item) {
+    if (item && cJSON_AddItemToObject(o, key, item)) return 1;
+    cJSON_Delete(item);
+    return 0;
+}
+
+/* What made the matches, as the JSON's first fields: the version; the inputs (images, prior, and the features files
+ * or the network: its id, which names its position rule, and dtype); size, device and the seed the alignments ran
+ * with; the other options away from their defaults, however given. cJSON escapes the paths. NULL when out of
+ * memory; free with cJSON_free. */
+static char *run_record(const char *const img_path[2], const char *prior_path, const sa3d_model *m,
+                        const char *const feat_path[2], int size, const char *device,
+                        const sa3d_sa3d_matcher_params *p) {
     cJSON *o = cJSON_CreateObject(), *settings = cJSON_CreateObject();
-    int ok = o && settings && cJSON_AddStringToObject(o, "semalign3d_version", sa3d_version()) &&
-             cJSON_AddItemToObject(o, "images", cJSON_CreateStringArray(img_path, 2)) &&
-             cJSON_AddStringToObject(o, "prior", prior_path) &&
-             (model_dir ? cJSON_AddStringToObject(o, "model", model_dir) != NULL
-                        : cJSON_AddItemToObject(o, "features", cJSON_CreateStringArray(feat_path, 2))) &&
-             cJSON_AddNumberToObject(o, "size", size) && cJSON_AddNumberToObject(o, "seed", seed);
+    int ok = o && settings && json_add(o, "semalign3d_version", cJSON_CreateString(sa3d_version())) &&
+             json_add(o, "images", cJSON_CreateStringArray(img_path, 2)) &&
+             json_add(o, "prior", cJSON_CreateString(prior_path)) &&
+             (m ? json_add(o, "network", cJSON_CreateString(sa3d_model_id(m))) &&
+                      json_add(o, "dtype", cJSON_CreateString(sa3d_model_dtype(m)))
+                : json_add(o, "features", cJSON_CreateStringArray(feat_path, 2))) &&
+             json_add(o, "size", cJSON_CreateNumber(size)) && json_add(o, "device", cJSON_CreateString(device)) &&
+             json_add(o, "seed", cJSON_CreateNumber((double)p->align.seed));
     sa3d_sa3d_matcher_params d = sa3d_sa3d_matcher_params_default();
     char v[64], dv[64];
     const char *name;
     for (int i = 0; ok && (name = sa3d_sa3d_matcher_params_field(p, i, v, sizeof v)); i++) {
         sa3d_sa3d_matcher_params_field(&d, i, dv, sizeof dv);
-        if (strcmp(v, dv)) ok = cJSON_AddStringToObject(settings, name, v) != NULL;
+        if (strcmp(v, dv) && strcmp(name, "align.seed"))   /* recorded above */
+            ok = json_add(settings, name, cJSON_CreateString(v));
     }
-    if (ok) ok = cJSON_AddItemToObject(o, "settings", settings);
+    if (ok) ok = json_add(o, "settings", settings);   /* which frees it on failure */
     else cJSON_Delete(settings);
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
@@ -149,15 +162,13 @@ static char *run_record(const char *const img_path[2], const char *prior_path, c
 
 /* The unit feature maps of an image read from its `features` file (key feature_map) and, where Fm is given, of its
  * mirror (feature_map_flip): one open, one check that the file was made from these image bytes. */
-static sa3d_status features_read(const char *file, const sa3d_image *img, const char *img_path, int size,
-                                 sa3d_feature_map *F, sa3d_feature_map *Fm, sa3d_error *err) {
+static sa3d_status features_read(const char *file, const sa3d_image *img, const char *img_path, const char *digest,
+                                 int size, sa3d_feature_map *F, sa3d_feature_map *Fm, sa3d_error *err) {
     sa3d_safetensors *st;
     sa3d_status s = sa3d_st_open(&st, file, err);
     if (s) return s;
     const char *made_from = sa3d_st_metadata(st, "image_digest");   /* `features` records it */
-    char digest[17];
     if (!(s = sa3d_features_check_size(st, file, size, err))) {
-        cli_file_digest(img_path, digest);
         if (made_from && digest[0] && strcmp(made_from, digest))
             s = sa3d_fail(err, SA3D_ERR_ARG, "%s: computed from another image than %s (image_digest %s, the "
                           "image's %s)", file, img_path, made_from, digest);
@@ -238,8 +249,14 @@ int cmd_match(int argc, char **argv) {
     uint8_t fallback[SA3D_MAX_KPS], *canvas = NULL;
     char *text = NULL, *meta = NULL;
     int rc = EXIT_RUN;
+    char digest[2][17];   /* of the bytes decoded, for the features files' image_digest */
     for (int k = 0; k < 2; k++) {
-        if (sa3d_image_load(&img[k], img_path[k], &err)) goto done;
+        char *bytes;
+        size_t len;
+        if (cli_image_bytes(img_path[k], &bytes, &len, digest[k], &err)) goto done;
+        sa3d_status s = sa3d_image_load_memory(&img[k], bytes, len, img_path[k], &err);
+        sa3d_free(bytes);
+        if (s) goto done;
         if (img[k].warning[0]) cli_warn(NULL, img[k].warning);
     }
     for (int q = 0; q < n; q++)
@@ -266,7 +283,7 @@ int cmd_match(int argc, char **argv) {
         sa3d_feature_map *mirror = ap.w_mirror > 0.0 ? &Fm[k] : NULL;
         if (m ? features_compute(m, ws, &img[k], size, 0, &F[k], &err) ||
                     (mirror && features_compute(m, ws, &img[k], size, 1, mirror, &err))
-              : features_read(feat_path[k], &img[k], img_path[k], size, &F[k], mirror, &err)) {
+              : features_read(feat_path[k], &img[k], img_path[k], digest[k], size, &F[k], mirror, &err)) {
             if (m) sa3d_error_prefix(&err, "%s", img_path[k]);   /* the features file names itself */
             goto done;
         }
@@ -280,7 +297,7 @@ int cmd_match(int argc, char **argv) {
     if (sa3d_match_sa3d(prior, a[0], &F[0], a[1], &F[1], (const float (*)[2])pts, n, &smp.match, pred, fallback,
                         &err))
         goto done;
-    if (!(meta = run_record(img_path, prior_path, model_dir, feat_path, size, seed, &smp))) {
+    if (!(meta = run_record(img_path, prior_path, m, feat_path, size, device, &smp))) {
         sa3d_fail(&err, SA3D_ERR_NOMEM, "out of memory");
         goto done;
     }

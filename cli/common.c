@@ -1,6 +1,5 @@
 /* Option parsing, error printing, progress lines and SIGINT handling shared by the commands. */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -248,13 +247,9 @@ static void digest_text(uint64_t h, char out[17]) { snprintf(out, 17, "%016llx",
 
 void cli_file_digest(const char *path, char out[17]) {
     out[0] = '\0';
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);   /* a FIFO would block the open */
     struct stat st;
-    FILE *f = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? fdopen(fd, "rb") : NULL;
-    if (!f) {   /* not a regular file (a device would never end): the caller's own read says why */
-        if (fd >= 0) close(fd);
-        return;
-    }
+    FILE *f = sa3d_open_regular(path, &st, NULL);   /* a device would never end: the caller's own read says why */
+    if (!f) return;
     uint64_t h = SA3D_FNV_OFFSET;
     unsigned char buf[65536];
     size_t n;

@@ -112,11 +112,12 @@ margs=("$D/JPEGImages/dog/$a.jpg" "$D/JPEGImages/dog/$b.jpg" --prior "$T/d/dog.p
        --features1 "$D/Features/dog/$a.features.safetensors" --features2 "$D/Features/dog/$b.features.safetensors")
 "$BIN" match "${margs[@]}" --points "100,100;120,90" --json "$T/m.json" --png "$T/m.png"; check "match" 0 $?
 grep -q '"matches": \[\[' "$T/m.json" && [ -s "$T/m.png" ] || { echo "FAIL match outputs"; fail=1; }
-# the JSON records what made it: version, inputs, size, seed and the options set away from their defaults
-"$BIN" match "${margs[@]}" --points "100,100" --seed 3 --set align.n_hyp=24 --json "$T/m4.json"
+# the JSON records what made it: version, inputs, size, device, the seed the alignments ran with (--set after
+# --seed) and the other options set away from their defaults
+"$BIN" match "${margs[@]}" --points "100,100" --seed 3 --set align.n_hyp=24 --set align.seed=9 --json "$T/m4.json"
 check "match with --seed and --set" 0 $?
 grep -q '"semalign3d_version":"[0-9.]*","images":\[".*\.jpg",".*\.jpg"\],"prior":".*dog.prior.safetensors",'\
-'"features":\[.*\],"size":840,"seed":3,"settings":{"align.n_hyp":"24","align.seed":"3"}, "category": "dog"' "$T/m4.json" ||
+'"features":\[.*\],"size":840,"device":"cpu","seed":9,"settings":{"align.n_hyp":"24"}, "category": "dog"' "$T/m4.json" ||
   { echo "FAIL match JSON record: $(cat "$T/m4.json")"; fail=1; }
 grep -q '"per_image"' "$T/d/semalign3d/report.json" || { echo "FAIL demo report.json without PCK"; fail=1; }
 # a --json in a folder that does not exist: a usage error before the work, nothing written

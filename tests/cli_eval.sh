@@ -92,6 +92,9 @@ fi
 "$BIN" pck --dataset "$T/ds" --predictions "$T/ds" --allow-missing --json "$T/rd.json" >/dev/null 2>"$T/e"
 check "pck --predictions a folder" 1 $?   # it read as an empty file
 grep -q "not a regular file" "$T/e" && [ ! -e "$T/rd.json" ] || { echo "FAIL pck folder: $(cat "$T/e")"; fail=1; }
+mkfifo "$T/fifo.jsonl"   # without a writer: the open itself blocked
+timeout 60 "$BIN" pck --dataset "$T/ds" --predictions "$T/fifo.jsonl" >/dev/null 2>"$T/e"; check "pck --predictions a FIFO" 1 $?
+grep -q "fifo.jsonl: not a regular file" "$T/e" || { echo "FAIL FIFO: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
 grep -q "(12 resumed" "$T/table2" || { echo "FAIL rerun did not resume the finished categories"; fail=1; }

@@ -85,7 +85,7 @@ check "match --model" 0 $?
   --features2 "$T/s3f/$s2.features.safetensors" --json "$T/mf.json" >/dev/null 2>"$T/e"
 check "match --features1/2" 0 $?
 results() { sed 's/^.*, "category"/"category"/' "$1"; }   # what follows the record of the inputs
-grep -q '"matches": \[\[' "$T/mm.json" && grep -q '"model":' "$T/mm.json" && grep -q '"features":' "$T/mf.json" &&
+grep -q '"matches": \[\[' "$T/mm.json" && grep -q '"network":' "$T/mm.json" && grep -q '"features":' "$T/mf.json" &&
   cmp -s <(results "$T/mm.json") <(results "$T/mf.json") ||
   { echo "FAIL match --model differs from the features files: $(cat "$T/e")"; fail=1; }
 "$BIN" match "${imgs[0]}" "${imgs[1]}" --points "40,40" --prior "$T/pm/dog.prior.safetensors" \

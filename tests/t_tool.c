@@ -5,11 +5,15 @@
  *                                          that expects 1 does not pass on a missing file)
  *   t_tool poison IN KEY INDEX OUT         copies safetensors IN (every tensor and metadata entry) to OUT with
  *                                          element INDEX of F32 tensor KEY set to NaN
+ *   t_tool damage IN.jpg OUT.jpg           writes a copy of JPEG IN with 32 one bits (ff 00 ff 00, stuffed: no
+ *                                          Huffman code is that long) over its scan at the first place, in
+ *                                          steps of 7 bytes, where the decoder repairs the data with a warning
  * so a script can check `features --flip`'s mirror map against the features of a mirrored copy of the image. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/base.h"
 #include "semalign3d/image.h"
 #include "semalign3d/safetensors.h"
 
@@ -85,11 +89,39 @@ static int poison(const char *in, const char *key, const char *index, const char
     return ok ? 0 : 1;
 }
 
+static int damage(const char *in, const char *out) {
+    sa3d_error err = { 0 };
+    char *b = NULL;
+    size_t n = 0;
+    if (sa3d_read_file(in, SA3D_IMAGE_MAX_FILE_BYTES, &b, &n, &err)) {
+        fprintf(stderr, "t_tool damage: %s\n", err.msg);
+        return 2;
+    }
+    size_t sos = 0;
+    for (size_t i = 0; i + 1 < n && !sos; i++) sos = (uint8_t)b[i] == 0xff && (uint8_t)b[i + 1] == 0xda ? i : 0;
+    int rc = 1;
+    for (size_t i = sos + 20; sos && i + 8 < n && rc == 1; i += 7) {
+        char keep[4];
+        memcpy(keep, b + i, 4);
+        memcpy(b + i, "\xff\x00\xff\x00", 4);
+        sa3d_image img;
+        if (sa3d_image_load_memory(&img, b, n, in, &err) == SA3D_OK) {
+            if (img.warning[0]) rc = sa3d_write_file_atomic(out, b, n, &err) == SA3D_OK ? 0 : 2;
+            sa3d_image_free(&img);
+        }
+        memcpy(b + i, keep, 4);
+    }
+    if (rc) fprintf(stderr, "t_tool damage: %s: no place found (%s)\n", in, err.msg);
+    sa3d_free(b);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "mirror")) return mirror(argv[2], argv[3]);
     if (argc == 6 && !strcmp(argv[1], "same")) return same(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 6 && !strcmp(argv[1], "poison")) return poison(argv[2], argv[3], argv[4], argv[5]);
+    if (argc == 4 && !strcmp(argv[1], "damage")) return damage(argv[2], argv[3]);
     fprintf(stderr, "usage: t_tool mirror IN OUT.png | t_tool same FILE_A KEY_A FILE_B KEY_B | "
-            "t_tool poison IN KEY INDEX OUT\n");
+            "t_tool poison IN KEY INDEX OUT | t_tool damage IN.jpg OUT.jpg\n");
     return 3;
 }

@@ -740,10 +740,10 @@ static buf jpeg_cut(const buf *b, size_t n) {
     return c;
 }
 
-/* 2.12 Progressive JPEGs as the standard allows them and as an attacker writes them: one cut after any whole scan
- * (the last scans missing) decodes, coarser, as libjpeg and Pillow decode it; a file in which a component's DC
- * coefficients never come (cut before that component's first scan; libjpeg's encoder refuses to write one) is
- * FORMAT naming the component; SA3D_JPEG_MAX_SCANS scans decode, one more (the last scan repeated) is UNSUPPORTED
+/* 2.12 Multi-scan JPEGs as the standard allows them and as an attacker writes them: a progressive file cut after
+ * any whole scan (the last scans missing) decodes, coarser, as libjpeg and Pillow decode it; a file, progressive or
+ * sequential, in which no scan holds some component (cut before that component's first scan; libjpeg's encoder
+ * refuses to write one) is FORMAT naming the component; a JFIF revision note is no damage; SA3D_JPEG_MAX_SCANS scans decode, one more (the last scan repeated) is UNSUPPORTED
  * before the decoder spends a pass on each; damaged entropy data is decoded and named in img.warning. */
 static void test_progressive_scans(void) {
     enum { W = 24, H = 17 };
@@ -786,11 +786,22 @@ static void test_progressive_scans(void) {
         c = jpeg_cut(&bycomp, jpeg_sos(bycomp.p, bycomp.n, 2 * comp + 1));
         T_STATUS(sa3d_image_load_memory(&img, c.p, c.n, "nodc.jpg", &err), SA3D_ERR_FORMAT, &err);
         char want_msg[64];
-        snprintf(want_msg, sizeof want_msg, "nodc.jpg: truncated progressive JPEG: no scan holds component %d", comp);
+        snprintf(want_msg, sizeof want_msg, "nodc.jpg: truncated JPEG: no scan holds component %d", comp);
         T_CONTAINS(err.msg, want_msg);
         T_CHECK(!img.rgb && !img.w);
         free(c.p);
     }
+
+    /* the same in a sequential file of one scan per component (a baseline multi-scan file) */
+    jpeg_scan_info seq3[3] = { { 1, { 0 }, 0, 63, 0, 0 }, { 1, { 1 }, 0, 63, 0, 0 }, { 1, { 2 }, 0, 63, 0, 0 } };
+    buf seqf = make_jpeg_script(W, H, JCS_RGB, g, 90, 0, seq3, 3);
+    T_OK(sa3d_image_load_memory(&img, seqf.p, seqf.n, "seq.jpg", &err), &err);
+    sa3d_image_free(&img);
+    c = jpeg_cut(&seqf, jpeg_sos(seqf.p, seqf.n, 3));
+    T_STATUS(sa3d_image_load_memory(&img, c.p, c.n, "seqcut.jpg", &err), SA3D_ERR_FORMAT, &err);
+    T_CONTAINS(err.msg, "seqcut.jpg: truncated JPEG: no scan holds component 2");
+    free(c.p);
+    free(seqf.p);
 
     /* the last scan (Cr's AC coefficients, to full precision) repeated: legal, each repeat a pass */
     size_t last = jpeg_sos(bycomp.p, bycomp.n, 6);
@@ -828,6 +839,12 @@ static void test_progressive_scans(void) {
         }
         memcpy(base.p + i, keep, 4);
     }
+    /* libjpeg's notes on metadata (here an unknown JFIF revision) are not damage: no warning */
+    T_CHECK(!memcmp(base.p + 6, "JFIF", 4));
+    base.p[11] = 2;
+    T_OK(sa3d_image_load_memory(&img, base.p, base.n, "jfif2.jpg", &err), &err);
+    T_CHECK(img.rgb && !img.warning[0]);
+    sa3d_image_free(&img);
     printf("       %d scans; cuts after scans 1..9 decode; %d scans decode, %d refused; %zu of %zu damaged files "
            "named\n", n_scans, SA3D_JPEG_MAX_SCANS, SA3D_JPEG_MAX_SCANS + 1, warned, tried);
     T_CHECK(warned > 0);

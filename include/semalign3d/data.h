@@ -133,7 +133,9 @@ typedef struct sa3d_dataset_params {
     sa3d_dataset_kind kind;      /* SA3D_DATASET_SPAIR */
     int strict;                  /* 0: skip malformed records with a warning; 1: fail (see the rule above) */
     const char *categories;      /* comma-separated subset, or NULL for all; copied at open */
-    sa3d_warning_fn warn;        /* called once per skipped record; NULL = silent */
+    sa3d_warning_fn warn;        /* called once per skipped record, and by the providers for an image decoded
+                                    despite damaged data (sa3d_image.warning; each time it is decoded, from any
+                                    thread, one call at a time); NULL = silent */
     void *warn_user;
     const char *layout;          /* SPair only: NULL = every file of PairAnnotation/<split>; "large" or
                                     "small" = the pairs listed in Layout/<layout>/<split>.txt; copied */

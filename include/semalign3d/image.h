@@ -48,10 +48,12 @@ typedef struct sa3d_image {
  * buffer would exceed 512 MiB, or a JPEG of more than SA3D_JPEG_MAX_SCANS scans: each scan costs a pass over
  * the coefficients, so a few MB of repeated scans would take minutes). A JPEG whose entropy-coded data ends
  * inside a scan (cut file, with or without an EOI appended) is SA3D_ERR_FORMAT, where Pillow pads it with grey;
- * so is a progressive JPEG that never sends a component's DC coefficients (libjpeg's encoder refuses to write
- * one). A progressive JPEG whose last scans are missing is complete by the standard (as libjpeg and Pillow
- * decode it, coarser). Other damaged entropy data that libjpeg skips is accepted, as Pillow accepts it, and
- * named in img->warning. */
+ * so is a multi-scan JPEG in which no scan holds some component, or (progressive) its DC coefficients: a file cut
+ * before them, grey in that component (libjpeg's encoder refuses to write one). A progressive JPEG whose last
+ * refinement scans are missing is complete by the standard (as libjpeg and Pillow decode it, coarser). Other
+ * damaged entropy data that libjpeg repairs is accepted, as Pillow accepts it, and named in img->warning.
+ * Arithmetic-coded JPEGs (rare) are decoded, but libjpeg does not report their entropy data ending early: a cut
+ * one decodes with the rest grey. A multi-scan JPEG is also refused (UNSUPPORTED) past 2^27 scans x blocks. */
 SA3D_API sa3d_status sa3d_image_load(sa3d_image *img, const char *path, sa3d_error *err);
 /* Same from memory (buf borrowed, len bytes). label names the data in messages (may be NULL: "<memory>"). */
 SA3D_API sa3d_status sa3d_image_load_memory(sa3d_image *img, const void *buf, size_t len, const char *label,

@@ -32,6 +32,10 @@ int sa3d_mul3_ok(size_t a, size_t b, size_t c, size_t *out);
 
 /* Reads a whole file into a NUL-terminated buffer owned by the caller (sa3d_free). max_bytes caps the size. */
 sa3d_status sa3d_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len, sa3d_error *err);
+/* Opens path for reading only when it is a regular file (*st filled), else NULL with SA3D_ERR_IO naming it: a
+ * directory would read as empty, a device never end, a FIFO without a writer block the open itself. */
+struct stat;
+FILE *sa3d_open_regular(const char *path, struct stat *st, sa3d_error *err);
 
 /* Atomic output: write to "<path>.tmp.<pid>" in the same directory, then fsync + rename. On any failure the
  * temp file is removed and the old content of path (if any) stays. */

@@ -15,19 +15,31 @@
 #endif
 #include "base.h"
 
+FILE *sa3d_open_regular(const char *path, struct stat *st, sa3d_error *err) {
+    /* O_NONBLOCK: a FIFO without a writer would block the open itself, before fstat could refuse it */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    int regular = fstat(fd, st) == 0 && S_ISREG(st->st_mode);
+    int flags = regular ? fcntl(fd, F_GETFL) : -1;   /* blocking reads again: POSIX leaves the flag's effect on */
+    if (flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0) {   /* regular files unspecified */
+        FILE *f = fdopen(fd, "rb");
+        if (f) return f;
+    }
+    int e = errno;
+    close(fd);
+    sa3d_fail(err, SA3D_ERR_IO, "%s: %s", path, regular ? strerror(e) : "not a regular file");
+    return NULL;
+}
+
 sa3d_status sa3d_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len, sa3d_error *err) {
     *out = NULL;
     if (out_len) *out_len = 0;
-    /* O_NONBLOCK: a FIFO without a writer would block the open itself, before fstat could refuse it */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    FILE *f = regular ? fdopen(fd, "rb") : NULL;
-    if (!f) {
-        close(fd);
-        return sa3d_fail(err, SA3D_ERR_IO, "%s: %s", path, regular ? "cannot open" : "not a regular file");
-    }
+    FILE *f = sa3d_open_regular(path, &st, err);
+    if (!f) return err ? err->code : SA3D_ERR_IO;
     if ((uint64_t)st.st_size > max_bytes) {
         fclose(f);
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,

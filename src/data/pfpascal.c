@@ -4,6 +4,7 @@
  * target image (GeoAware's alpha x image size; SemAlign3D's bbox [0, 0, W, H]). Also the header-only image
  * size probe (JPEG SOF / PNG IHDR). data.h states the layout and the rules. */
 #include <errno.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,9 @@
 
 sa3d_status sa3d_image_header_size(const char *path, int *width, int *height, sa3d_error *err) {
     *width = *height = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    FILE *f = sa3d_open_regular(path, &st, err);
+    if (!f) return SA3D_ERR_IO;
     unsigned char b[32];
     sa3d_status s = SA3D_OK;
     long w = 0, h = 0;

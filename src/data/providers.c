@@ -342,7 +342,10 @@ static sa3d_status load_image(sa3d_provider *pr, const char *cat, const char *id
     char *path = sa3d_dataset_image_path(pr->ds, cat, id);
     if (!path) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s/%s: out of memory", cat, id);
     sa3d_status s = sa3d_image_load(img, path, err);
-    if (!s && img->warning[0] && pr->ds->warn) pr->ds->warn(pr->ds->warn_user, img->warning);
+    if (!s && img->warning[0] && pr->ds->warn) {   /* images are decoded on every core (many_prepare) */
+        #pragma omp critical(sa3d_dataset_warn)
+        pr->ds->warn(pr->ds->warn_user, img->warning);
+    }
     if (!s && (img->w != size[0] || img->h != size[1])) {
         s = sa3d_fail(err, SA3D_ERR_FORMAT, "%s: the image is %d x %d; its annotation says %d x %d", path, img->w,
                       img->h, size[0], size[1]);

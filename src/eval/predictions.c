@@ -84,13 +84,9 @@ sa3d_status sa3d_pck_score_file(sa3d_pck_report *r, const sa3d_dataset *ds, cons
     if (n <= 0)
         return sa3d_fail(err, SA3D_ERR_ARG, "%s: split %s has no pairs of the selected categories (or is not loaded)",
                          path, split);
-    FILE *f = fopen(path, "rb");
-    if (!f) return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {   /* a folder opens, then reads as empty */
-        fclose(f);
-        return sa3d_fail(err, SA3D_ERR_IO, "%s: not a regular file", path);
-    }
+    FILE *f = sa3d_open_regular(path, &sb, err);   /* a folder would read as empty, a FIFO block */
+    if (!f) return SA3D_ERR_IO;
     unsigned char *seen = sa3d_calloc((size_t)n, 1);
     const sa3d_pair **by_index = sa3d_calloc((size_t)n, sizeof *by_index);
     float (*preds)[SA3D_MAX_KPS][2] = sa3d_calloc((size_t)n, sizeof *preds);

@@ -18,6 +18,10 @@
  * manager, so the size is checked here before jpeg_start_decompress allocates it: a forged header cannot
  * claim gigabytes. 512 MiB allows e.g. 9000 x 9000 4:4:4 or 16384 x 10000 4:2:0. */
 #define JPEG_COEF_LIMIT ((size_t)512 << 20)
+/* Scans x blocks of a multi-scan JPEG: a small file can repeat a scan over a large image (500 scans over
+ * 16384^2 took 132 s). 2^27 lets libjpeg's 10-scan progression cover a 16384^2 4:4:4 image (12.6 M blocks) and
+ * costs at most about 8 s. */
+#define JPEG_BLOCK_PASSES ((size_t)1 << 27)
 #define JPEG_MEMORY_LIMIT \
     ((long)1 << 30) /* also set as max_memory_to_use, for libjpeg builds that honour it */
 
@@ -71,6 +75,8 @@ typedef struct jpeg_state {
     char msg[JMSG_LENGTH_MAX];
     char first_warning[JMSG_LENGTH_MAX];
     int msg_code;              /* libjpeg's, or MSG_TOO_MANY_SCANS */
+    unsigned comps_seen;       /* bit c: component c was in a scan read so far */
+    size_t blocks;             /* DCT blocks of a multi-scan image (every scan passes over them), else 0 */
     uint8_t *rgb; /* [h][w][3] output being filled */
     uint8_t *row; /* [w][4] CMYK scanline */
 } jpeg_state;
@@ -92,20 +98,36 @@ static void jpeg_on_error(j_common_ptr c) {
  * fill the rest with grey; here they are errors. Trace messages (level >= 0) are dropped; nothing prints. */
 static void jpeg_on_message(j_common_ptr c, int level) {
     if (level < 0) {
-        if (c->err->msg_code == JWRN_JPEG_EOF || c->err->msg_code == JWRN_HIT_MARKER) jpeg_on_error(c);
-        if (c->err->num_warnings++ == 0) c->err->format_message(c, jpeg_state_of(c)->first_warning);
+        int code = c->err->msg_code;
+        if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER) jpeg_on_error(c);
+        /* counted: what libjpeg repaired in the image data; not its notes on metadata (a JFIF revision, a
+         * thumbnail size, an ICC profile) or on junk bytes between segments, which leave the pixels exact */
+        if (code == JWRN_HUFF_BAD_CODE || code == JWRN_ARITH_BAD_CODE || code == JWRN_MUST_RESYNC ||
+            code == JWRN_NOT_SEQUENTIAL || code == JWRN_BOGUS_PROGRESSION)
+            if (c->err->num_warnings++ == 0) c->err->format_message(c, jpeg_state_of(c)->first_warning);
     }
 }
 
-/* Called by libjpeg as it consumes input: stops a file of more than SA3D_JPEG_MAX_SCANS scans (djpeg's -maxscans
- * check; repeated scans are legal and each costs a pass over the whole coefficient buffer). */
+/* Bit c set for each component of the scan whose header was read last. */
+static unsigned scan_components(j_decompress_ptr d) {
+    unsigned bits = 0;
+    for (int i = 0; i < d->comps_in_scan; i++) bits |= 1u << d->cur_comp_info[i]->component_index;
+    return bits;
+}
+
+/* Called by libjpeg as it consumes input (before each step, so after each scan header): notes the scan's
+ * components; stops a file of more than SA3D_JPEG_MAX_SCANS scans (djpeg's -maxscans check; repeated scans are
+ * legal and each costs a pass over the whole coefficient buffer). */
 #define MSG_TOO_MANY_SCANS (-1)
 static void jpeg_on_progress(j_common_ptr c) {
-    int scan = ((j_decompress_ptr)c)->input_scan_number;
-    if (scan <= SA3D_JPEG_MAX_SCANS) return;
     jpeg_state *st = jpeg_state_of(c);
+    int scan = ((j_decompress_ptr)c)->input_scan_number;
+    st->comps_seen |= scan_components((j_decompress_ptr)c);
+    if (scan <= SA3D_JPEG_MAX_SCANS && (size_t)scan * st->blocks <= JPEG_BLOCK_PASSES) return;
     st->msg_code = MSG_TOO_MANY_SCANS;
-    snprintf(st->msg, sizeof st->msg, "more than %d scans", SA3D_JPEG_MAX_SCANS);
+    if (scan > SA3D_JPEG_MAX_SCANS) snprintf(st->msg, sizeof st->msg, "more than %d scans", SA3D_JPEG_MAX_SCANS);
+    else snprintf(st->msg, sizeof st->msg, "%d scans over %zu blocks, more than %zu block passes", scan, st->blocks,
+                  JPEG_BLOCK_PASSES);
     longjmp(st->jmp, 1);
 }
 
@@ -132,8 +154,8 @@ static sa3d_status jpeg_run(jpeg_state *st, const uint8_t *buf, size_t len, cons
     st->progress.progress_monitor = jpeg_on_progress;
     if (setjmp(st->jmp)) {
         if (st->msg_code == MSG_TOO_MANY_SCANS)
-            return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: JPEG of %s (a progressive file has about 10; each "
-                             "costs a pass over the image)", label, st->msg);
+            return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: JPEG of %s (a progressive file has about 10 scans; "
+                             "each costs a pass over the image)", label, st->msg);
         if (st->msg_code == JERR_NO_BACKING_STORE || st->msg_code == JERR_OUT_OF_MEMORY)
             return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: JPEG decoder out of memory (limit %ld MiB): %s", label,
                              JPEG_MEMORY_LIMIT >> 20, st->msg);
@@ -144,12 +166,12 @@ static sa3d_status jpeg_run(jpeg_state *st, const uint8_t *buf, size_t len, cons
     ci->mem->max_memory_to_use = JPEG_MEMORY_LIMIT;
     jpeg_mem_src(ci, buf, (unsigned long)len);
     jpeg_read_header(ci, TRUE);
+    st->comps_seen = scan_components(ci);   /* the first scan's header came with the frame's */
     long w = (long)ci->image_width, h = (long)ci->image_height;
     int cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
     ci->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
-    sa3d_status s = alloc_rgb(&st->rgb, w, h, label, "JPEG", err);
-    if (s != SA3D_OK) return s;
-    if (ci->progressive_mode || ci->comps_in_scan < ci->num_components) {
+    int sides_ok = w > 0 && h > 0 && w <= SA3D_IMAGE_MAX_SIDE && h <= SA3D_IMAGE_MAX_SIDE;   /* else alloc_rgb says */
+    if (sides_ok && (ci->progressive_mode || ci->comps_in_scan < ci->num_components)) {   /* before the pixels */
         /* whole-image coefficient buffer: blocks of each component, padded to its sampling factors */
         size_t blocks = 0;
         for (int c = 0; c < ci->num_components; c++) {
@@ -164,12 +186,18 @@ static sa3d_status jpeg_run(jpeg_state *st, const uint8_t *buf, size_t len, cons
                              "%s: multi-scan JPEG of %ld x %ld needs %zu MiB of "
                              "coefficient memory, more than the %zu MiB allowed",
                              label, w, h, need >> 20, JPEG_COEF_LIMIT >> 20);
+        st->blocks = blocks;   /* each scan is a pass over them: the monitor bounds scans x blocks */
     }
+    sa3d_status s = alloc_rgb(&st->rgb, w, h, label, "JPEG", err);
+    if (s != SA3D_OK) return s;
     if (cmyk) {
         st->row = sa3d_malloc((size_t)w * 4);
         if (!st->row) return sa3d_fail(err, SA3D_ERR_NOMEM, "%s: cannot allocate a JPEG scanline", label);
     }
-    jpeg_start_decompress(ci);
+    jpeg_start_decompress(ci);   /* a multi-scan file is read to its end here, the monitor seeing every scan */
+    for (int c = 0; c < ci->num_components; c++)
+        if (!(st->comps_seen >> c & 1u))   /* a file cut before that component's scans: all grey */
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: truncated JPEG: no scan holds component %d", label, c);
     if ((long)ci->output_width != w || (long)ci->output_height != h ||
         ci->output_components != (cmyk ? 4 : 3))
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED,
@@ -195,8 +223,8 @@ static sa3d_status jpeg_run(jpeg_state *st, const uint8_t *buf, size_t len, cons
          * file cut before its first scan, all grey. */
         for (int c = 0; c < ci->num_components; c++)
             if (ci->coef_bits[c][0] < 0)
-                return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: truncated progressive JPEG: no scan holds component "
-                                 "%d's DC coefficients", label, c);
+                return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: progressive JPEG: no scan holds component %d's DC "
+                                 "coefficients (a file cut before them)", label, c);
     }
     jpeg_finish_decompress(ci); /* reads up to EOI: a missing tail is JWRN_JPEG_EOF, made fatal above */
     *w_out = (int)w;

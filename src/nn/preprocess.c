@@ -414,11 +414,13 @@ sa3d_status sa3d_dpt_preprocess(const sa3d_image *img, const sa3d_dpt_preprocess
     if (s != SA3D_OK || (s = sa3d_dpt_preprocess_params_check(p, err)) != SA3D_OK) return s;
     int w, h;
     sa3d_dpt_preprocess_size(p, img->w, img->h, &w, &h);
-    if (w < 1 || h < 1 || w > SA3D_IMAGE_MAX_SIDE || h > SA3D_IMAGE_MAX_SIDE)
-        return sa3d_fail(err, SA3D_ERR_ARG,   /* (w, h are 0 then: the size function has no partial answer) */
-                         "dpt preprocess: a %d x %d image has no input size: resized towards %d x %d in multiples "
-                         "of %d, a side would be 0 or more than %d pixels", img->w, img->h, p->target_w, p->target_h,
-                         p->multiple, SA3D_IMAGE_MAX_SIDE);
+    if (w < 1 || h < 1 || w > SA3D_IMAGE_MAX_SIDE || h > SA3D_IMAGE_MAX_SIDE) {
+        char got[48] = "a side of 0";   /* the size function gives 0 x 0 when a side rounds below 1 */
+        if (w > 0 && h > 0) snprintf(got, sizeof got, "%d x %d", w, h);
+        return sa3d_fail(err, SA3D_ERR_ARG, "dpt preprocess: a %d x %d image resized towards %d x %d in multiples "
+                         "of %d gives %s; each side must be in [1, %d]", img->w, img->h, p->target_w, p->target_h,
+                         p->multiple, got, SA3D_IMAGE_MAX_SIDE);
+    }
     size_t n = (size_t)w * (size_t)h;
     uint8_t *rs = sa3d_malloc(n * 3);
     float *out = sa3d_malloc(n * 3 * sizeof(float));
