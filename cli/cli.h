@@ -99,6 +99,9 @@ void cli_file_digest(const char *path, char out[17]);
  * for both: a device, FIFO or file above SA3D_IMAGE_MAX_FILE_BYTES is refused before any byte is hashed, and the
  * digest recorded is of the bytes decoded (sa3d_image_load_memory). */
 sa3d_status cli_image_bytes(const char *path, char **data, size_t *len, char digest[17], sa3d_error *err);
+/* Decodes those bytes into img (messages name path), prints the decoder's warning if it gave one, and frees data
+ * (NULL passes, after a failed read). */
+sa3d_status cli_image_decode(const char *path, char *data, size_t len, sa3d_image *img, sa3d_error *err);
 /* Checks the shared arguments, opens the model (which must be of `kind`; *m is the caller's to free, also on
  * failure) and creates the output folder; EXIT_OK, EXIT_USAGE (message printed) or EXIT_RUN (err set). */
 int cli_net_open(const char *cmd, const cli_net_args *a, sa3d_model_kind kind, sa3d_model **m, sa3d_error *err);

@@ -328,8 +328,8 @@ int cmd_demo(int argc, char **argv) {
                            "\"baseline_pck10\": %.4f, \"semalign3d_pck10\": %.4f, \"baseline_pck10_hard\": %.4f, "
                            "\"semalign3d_pck10_hard\": %.4f, \"baseline_flip_pck10\": %.4f, "
                            "\"baseline_flip_pck10_hard\": %.4f, \"seconds\": %.1f}\n",
-                           sa3d_version(), seed, diff, split, rb.overall.pairs, rb.by_flag[0][2].pairs, pck10(&rb.overall),
-                           pck10(&rs.overall), pck10(&rb.by_flag[0][2]), pck10(&rs.by_flag[0][2]),
+                           sa3d_version(), seed, diff, split, rb.overall.pairs, rb.by_flag[0][2].pairs,
+                           pck10(&rb.overall), pck10(&rs.overall), pck10(&rb.by_flag[0][2]), pck10(&rs.by_flag[0][2]),
                            pck10(&rf.overall), pck10(&rf.by_flag[0][2]), sa3d_now() - t0);
         if (sa3d_write_file_atomic(json, text, (size_t)len, &err)) goto done;
     }

@@ -89,9 +89,7 @@ static sa3d_status depth_prepare(void *ctx, int slot, const char *image, const c
         return SA3D_OK;
     }
     sa3d_image img = { 0 };
-    if (!s) s = sa3d_image_load_memory(&img, data, len, image, err);   /* its messages name the file */
-    if (!s && img.warning[0]) cli_warn(NULL, img.warning);
-    sa3d_free(data);
+    if (!s) s = cli_image_decode(image, data, len, &img, err);
     if (!s && (s = sa3d_dpt_preprocess(&img, &j->pre, &sl->px, &sl->pw, &sl->ph, err)))
         sa3d_error_prefix(err, "%s", image);
     sl->iw = img.w;

@@ -85,9 +85,7 @@ static sa3d_status features_prepare(void *ctx, int slot, const char *image, cons
         return SA3D_OK;
     }
     sa3d_image img = { 0 };
-    if (!s) s = sa3d_image_load_memory(&img, data, len, image, err);   /* its messages name the file */
-    if (!s && img.warning[0]) cli_warn(NULL, img.warning);
-    sa3d_free(data);
+    if (!s) s = cli_image_decode(image, data, len, &img, err);
     for (int pass = 0; !s && pass <= j->flip; pass++) {
         if (pass) sa3d_image_flip_lr(&img);
         if ((s = sa3d_geoaware_preprocess(&img, j->size, &sl->px[pass], err))) sa3d_error_prefix(err, "%s", image);

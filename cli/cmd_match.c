@@ -253,11 +253,9 @@ int cmd_match(int argc, char **argv) {
     for (int k = 0; k < 2; k++) {
         char *bytes;
         size_t len;
-        if (cli_image_bytes(img_path[k], &bytes, &len, digest[k], &err)) goto done;
-        sa3d_status s = sa3d_image_load_memory(&img[k], bytes, len, img_path[k], &err);
-        sa3d_free(bytes);
-        if (s) goto done;
-        if (img[k].warning[0]) cli_warn(NULL, img[k].warning);
+        if (cli_image_bytes(img_path[k], &bytes, &len, digest[k], &err) ||
+            cli_image_decode(img_path[k], bytes, len, &img[k], &err))
+            goto done;
     }
     for (int q = 0; q < n; q++)
         if (pts[q][0] < 0 || pts[q][1] < 0 || pts[q][0] > (float)img[0].w || pts[q][1] > (float)img[0].h) {

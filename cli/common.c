@@ -265,6 +265,13 @@ sa3d_status cli_image_bytes(const char *path, char **data, size_t *len, char dig
     return s;
 }
 
+sa3d_status cli_image_decode(const char *path, char *data, size_t len, sa3d_image *img, sa3d_error *err) {
+    sa3d_status s = sa3d_image_load_memory(img, data, len, path, err);
+    if (!s && img->warning[0]) cli_warn(NULL, img->warning);
+    sa3d_free(data);
+    return s;
+}
+
 int cli_model_names_ok(const char *cmd, const char *device, const char *dtype, const char *positions) {
     if (device && strcmp(device, "cpu") && strcmp(device, "cuda"))
         return !cli_usage_error(cmd, "--device %s: expected cpu or cuda", device);

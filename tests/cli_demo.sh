@@ -14,7 +14,8 @@ for k in baseline_pck10 semalign3d_pck10 baseline_pck10_hard semalign3d_pck10_ha
          baseline_flip_pck10_hard; do
   grep -q "\"$k\": [0-9]" "$T/d.json" || { echo "FAIL key $k missing or not a number"; fail=1; }
 done
-grep -q '^{"semalign3d_version": "[0-9.]*", "seed": 1,' "$T/d.json" || { echo "FAIL demo JSON: $(cat "$T/d.json")"; fail=1; }
+grep -q '^{"semalign3d_version": "[0-9.]*", "seed": 1,' "$T/d.json" ||
+  { echo "FAIL demo JSON: $(cat "$T/d.json")"; fail=1; }
 b=$(sed 's/.*"baseline_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 s=$(sed 's/.*"semalign3d_pck10": \([0-9.]*\).*/\1/' "$T/d.json")
 awk -v b="$b" -v s="$s" 'BEGIN { exit !(s > b) }' || { echo "FAIL SemAlign3D $s not above the baseline $b"; fail=1; }
@@ -103,7 +104,8 @@ grep -q "not a new or empty folder" "$T/e" || { echo "FAIL demo --out not empty:
     # match: before reading any file (it blamed the image it was aligning)
     "$BIN" match "$T/none1.jpg" "$T/none2.jpg" --prior "$T/none.prior.safetensors" --features1 x --features2 y \
       --points 1,1 --device cuda > /dev/null 2>"$T/e"; check "match --device cuda without a GPU" 1 $?
-    grep -q "device cuda" "$T/e" && ! grep -q none "$T/e" || { echo "FAIL match --device cuda: $(cat "$T/e")"; fail=1; }; }
+    grep -q "device cuda" "$T/e" && ! grep -q none "$T/e" ||
+      { echo "FAIL match --device cuda: $(cat "$T/e")"; fail=1; }; }
 
 # match on two images of the dataset through the demo's prior (imported features)
 ids=$(ls "$D/JPEGImages/dog" | head -2 | sed 's/\.jpg$//')

@@ -93,7 +93,8 @@ fi
 check "pck --predictions a folder" 1 $?   # it read as an empty file
 grep -q "not a regular file" "$T/e" && [ ! -e "$T/rd.json" ] || { echo "FAIL pck folder: $(cat "$T/e")"; fail=1; }
 mkfifo "$T/fifo.jsonl"   # without a writer: the open itself blocked
-timeout 60 "$BIN" pck --dataset "$T/ds" --predictions "$T/fifo.jsonl" >/dev/null 2>"$T/e"; check "pck --predictions a FIFO" 1 $?
+timeout 60 "$BIN" pck --dataset "$T/ds" --predictions "$T/fifo.jsonl" >/dev/null 2>"$T/e"
+check "pck --predictions a FIFO" 1 $?
 grep -q "fifo.jsonl: not a regular file" "$T/e" || { echo "FAIL FIFO: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
@@ -122,7 +123,8 @@ grep -Eq '"skipped_records":[[:space:]]*"0"' "$T/r.json" || { echo "FAIL pck rep
 # the whole split's predictions (made before the record broke): the line of the skipped pair is named as such
 "$BIN" pck --dataset "$T/ds2" --predictions "$T/ev/predictions.jsonl" >/dev/null 2>"$T/e"
 check "pck, a line for the skipped record" 1 $?
-grep -q "or its record is one of those skipped as malformed" "$T/e" || { echo "FAIL skipped line: $(cat "$T/e")"; fail=1; }
+grep -q "or its record is one of those skipped as malformed" "$T/e" ||
+  { echo "FAIL skipped line: $(cat "$T/e")"; fail=1; }
 "$BIN" eval --dataset "$T/ds2" --features "$T/ds/Features" --out "$T/ev3" --strict --quiet >/dev/null 2>"$T/e"
 check "eval --strict, a malformed pair record" 1 $?
 grep -q "$victim" "$T/e" || { echo "FAIL --strict message does not name the record: $(cat "$T/e")"; fail=1; }

@@ -765,10 +765,11 @@ static void test_corrupt_bytes(void) {
 }
 
 /* 2.12 Multi-scan JPEGs as the standard allows them and as an attacker writes them: a progressive file cut after
- * any whole scan (the last scans missing) decodes, coarser, as libjpeg and Pillow decode it; a file, progressive or
- * sequential, in which no scan holds some component (cut before that component's first scan; libjpeg's encoder
- * refuses to write one) is FORMAT naming the component; a JFIF revision note is no damage; SA3D_JPEG_MAX_SCANS scans decode, one more (the last scan repeated) is UNSUPPORTED
- * before the decoder spends a pass on each; damaged entropy data is decoded and named in img.warning. */
+ * any whole scan (the last scans missing) decodes, coarser, as libjpeg and Pillow decode it; a file, progressive
+ * or sequential, in which no scan holds some component (cut before that component's first scan; libjpeg's encoder
+ * refuses to write one) is FORMAT naming the component; a JFIF revision note is no damage; SA3D_JPEG_MAX_SCANS
+ * scans decode, one more (the last scan repeated) is UNSUPPORTED before the decoder spends a pass on each;
+ * damaged entropy data is decoded and named in img.warning. */
 static void test_progressive_scans(void) {
     enum { W = 24, H = 17 };
     uint8_t *g = gradient_rgb(W, H);

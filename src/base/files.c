@@ -39,7 +39,7 @@ sa3d_status sa3d_read_file(const char *path, size_t max_bytes, char **out, size_
     if (out_len) *out_len = 0;
     struct stat st;
     FILE *f = sa3d_open_regular(path, &st, err);
-    if (!f) return err ? err->code : SA3D_ERR_IO;
+    if (!f) return SA3D_ERR_IO;
     if ((uint64_t)st.st_size > max_bytes) {
         fclose(f);
         return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,

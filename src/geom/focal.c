@@ -236,7 +236,8 @@ sa3d_status sa3d_focal_optimize(double *phi /* [N] */, double *final_loss, const
             break;
         }
         if (it == p->n_iter) break;
-        if (it > 0 && it % SA3D_FOCAL_POLL == 0 && p->progress && p->progress(p->progress_user, "focal", it, p->n_iter)) {
+        if (it > 0 && it % SA3D_FOCAL_POLL == 0 && p->progress &&
+            p->progress(p->progress_user, "focal", it, p->n_iter)) {
             st = sa3d_fail(err, SA3D_ERR_CANCELLED, "focal optimisation: cancelled at iteration %d", it);
             break;
         }

@@ -118,8 +118,11 @@ typedef struct build {
     double anchors[SA3D_PRIOR_MAX_SLOTS * 3];
 } build;
 
-static int progress(const build *b, const char *stage, long done, long total) {
-    return b->p->progress ? b->p->progress(b->p->progress_user, stage, done, total) : 0;
+/* Reports a stage's progress; SA3D_ERR_CANCELLED when the callback asks to stop. */
+static sa3d_status progress(const build *b, const char *stage, long done, long total, sa3d_error *err) {
+    if (b->p->progress && b->p->progress(b->p->progress_user, stage, done, total))
+        return sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
+    return SA3D_OK;
 }
 
 static float zat(const build *b, const instance *in, int u, int v) {
@@ -186,7 +189,7 @@ static sa3d_status stage_keypoints(build *b, const sa3d_image_anno *const *image
                 in->vis[slot] = 1;
             }
         }
-        if (progress(b, "keypoints", i + 1, b->N)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto done; }
+        if ((st = progress(b, "keypoints", i + 1, b->N, err))) goto done;
     }
 done:
     sa3d_free(disp); sa3d_free(m); sa3d_free(e1); sa3d_free(e2);
@@ -429,10 +432,7 @@ static sa3d_status stage_relations(build *b, fitted *out, size_t *n_pairs_all, s
             }
             sa3d_free(f);
         }
-        if (!fail && progress(b, "relations", (long)c1, (long)total)) {
-            st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled");
-            goto done;
-        }
+        if (!fail && (st = progress(b, "relations", (long)c1, (long)total, err))) goto done;
     }
     if (fail) { st = sa3d_fail(err, SA3D_ERR_NOMEM, "relations: out of memory"); goto done; }
     /* kept relations in index order. A kept relation has >= 40 samples, so each of its ids is annotated somewhere:
@@ -602,7 +602,7 @@ static sa3d_status stage_dense(build *b, merged *mg, const sa3d_prior_source *sr
             if (in->vis[k])
                 cell_feat(b, F, in, in->raw[k][0], in->raw[k][1], mg->kfeat + ((size_t)i * n + k) * (size_t)C);
         if (nu >= 4 && (st = warp_instance(b, mg, in, F, info_c, Tc, scratch, err))) goto done;
-        if (progress(b, "dense warp", i + 1, I)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto done; }
+        if ((st = progress(b, "dense warp", i + 1, I, err))) goto done;
     }
 done:
     sa3d_free(tc); sa3d_free(info_c); sa3d_free(F); sa3d_free(scratch);
@@ -760,15 +760,15 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     if ((st = stage_keypoints(&b, images, flip, src, err))) goto fail;
     double t1 = sa3d_now();
     rep->stage_s[0] = t1 - t0;
-    if (progress(&b, "focal", 0, 1)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
+    if ((st = progress(&b, "focal", 0, 1, err))) goto fail;
     if ((st = stage_focal(&b, &focal_mean, &focal_sd, err))) goto fail;
     double t2 = sa3d_now();
     rep->stage_s[1] = t2 - t1;
-    if (progress(&b, "relations", 0, 1)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
+    if ((st = progress(&b, "relations", 0, 1, err))) goto fail;
     if ((st = stage_relations(&b, &fr, &rep->n_pairs_all, &rep->n_tets_all, err))) goto fail;
     double t3 = sa3d_now();
     rep->stage_s[2] = t3 - t2;
-    if (progress(&b, "sparse", 0, 1)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
+    if ((st = progress(&b, "sparse", 0, 1, err))) goto fail;
     sa3d_geom_terms g = { fr.n_pairs, fr.e1, fr.e2, fr.R, fr.A, fr.n_tets, fr.t, fr.v, fr.cx, fr.cy, fr.cz };
     sa3d_sparse_params sp = sa3d_sparse_params_default();
     sp.cube_size = p->cube_size;
@@ -834,10 +834,10 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
         st = sa3d_fail(err, SA3D_ERR_NOMEM, "clustering: out of memory");
         goto fail;
     }
-    if (progress(&b, "cluster", 0, 2)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
+    if ((st = progress(&b, "cluster", 0, 2, err))) goto fail;
     rep->kmeans_iters = sa3d_kmeans(centres, assign, mg.xyz, mg.n, k, p->seed, p->kmeans_iters, p->kmeans_tol, err);
     if (rep->kmeans_iters < 0) { st = err ? err->code : SA3D_ERR_NOMEM; goto fail; }
-    if (progress(&b, "cluster", 1, 2)) { st = sa3d_fail(err, SA3D_ERR_CANCELLED, "cancelled"); goto fail; }
+    if ((st = progress(&b, "cluster", 1, 2, err))) goto fail;
     int ids[SA3D_PRIOR_MAX_SLOTS], j = 0;
     for (int s = 0; s < b.n; s++)
         if (b.used[s]) {
@@ -927,7 +927,7 @@ sa3d_status sa3d_prior_build(sa3d_prior **out, const char *category, int n_slots
     snprintf(label, sizeof label, "prior build: %s: the built prior", category);
     if ((st = sa3d_prior_check_values(pr, label, err))) goto fail;
     rep->stage_s[5] = sa3d_now() - t5;
-    progress(&b, "done", 1, 1);
+    (void)progress(&b, "done", 1, 1, NULL);
     *out = pr;
     pr = NULL;
     st = SA3D_OK;
