@@ -132,19 +132,25 @@ static void case_attention_twin(void) {
 }
 
 static void case_conv_twin(void) {
-    int Ci = 5, H = 23, W = 17, Co = 7;
-    for (int stride = 1; stride <= 2; stride++) {
-        int Ho = (H + 2 - 3) / stride + 1, Wo = (W + 2 - 3) / stride + 1;
-        float *in = malloc((size_t)Ci * H * W * 4), *w = malloc((size_t)Co * Ci * 9 * 4), *b = malloc((size_t)Co * 4);
+    /* kernel, padding, stride, width: the DPT's 3x3 (stride 1 and 2) and shapes whose padding reaches past a
+     * whole row of the input (width 2 with a 5x5 kernel) */
+    static const int cases[][4] = { { 3, 1, 1, 17 }, { 3, 1, 2, 17 }, { 3, 0, 1, 17 }, { 1, 0, 1, 17 },
+                                    { 5, 2, 2, 17 }, { 3, 2, 1, 16 }, { 5, 3, 1, 2 },  { 5, 2, 3, 2 } };
+    int Ci = 5, H = 23, Co = 7;
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        int k = cases[t][0], pad = cases[t][1], stride = cases[t][2], W = cases[t][3];
+        int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1, K = Ci * k * k;
+        float *in = malloc((size_t)Ci * H * W * 4), *w = malloc((size_t)Co * K * 4), *b = malloc((size_t)Co * 4);
         float *o = malloc((size_t)Co * Ho * Wo * 4), *r = malloc((size_t)Co * Ho * Wo * 4);
-        size_t colf = 64;   /* tiny scratch: forces many bands */
-        float *col = malloc((size_t)Ci * 9 * Wo * colf * 4);
-        fill_random(in, (size_t)Ci * H * W, 4, 1.0f); fill_random(w, (size_t)Co * Ci * 9, 5, 0.5f); fill_random(b, Co, 6, 1.0f);
-        sa3d_conv2d(o, in, w, b, Ci, H, W, Co, 3, stride, 1, col, (size_t)Ci * 9 * Wo * 2);
-        sa3d_ref_conv2d(r, in, w, b, Ci, H, W, Co, 3, stride, 1);
+        float *col = malloc((size_t)K * Wo * 2 * 4);   /* two output rows: forces many bands */
+        fill_random(in, (size_t)Ci * H * W, 4, 1.0f);
+        fill_random(w, (size_t)Co * K, 5, 0.5f);
+        fill_random(b, Co, 6, 1.0f);
+        sa3d_conv2d(o, in, w, b, Ci, H, W, Co, k, stride, pad, col, (size_t)K * Wo * 2);
+        sa3d_ref_conv2d(r, in, w, b, Ci, H, W, Co, k, stride, pad);
         size_t worst;
         double e = max_err(o, r, (size_t)Co * Ho * Wo, &worst);
-        printf("  conv2d stride %d vs ref: max|err| %.3g\n", stride, e);
+        printf("  conv2d %dx%d pad %d stride %d width %d vs ref: max|err| %.3g\n", k, k, pad, stride, W, e);
         T_CHECK(e <= PARITY_REL);
         free(in); free(w); free(b); free(o); free(r); free(col);
     }

@@ -84,12 +84,11 @@ void sa3d_dpt_carve(const sa3d_model *m, sa3d_workspace *ws, float **cursor) {
 static void preact_residual(sa3d_workspace *ws, float *out, const float *x, const float *c1w, const float *c1b,
                             const float *c2w, const float *c2b, int F, int h, int w, float *tmp) {
     size_t n = (size_t)F * h * w;
-    memcpy(tmp, x, n * sizeof(float));
-    sa3d_relu(tmp, n);
+    sa3d_relu_copy(tmp, x, n);
     sa3d_conv2d(out, tmp, c1w, c1b, F, h, w, F, 3, 1, 1, ws->col, ws->col_floats);
     sa3d_relu(out, n);
     sa3d_conv2d(tmp, out, c2w, c2b, F, h, w, F, 3, 1, 1, ws->col, ws->col_floats);
-    for (size_t i = 0; i < n; i++) out[i] = tmp[i] + x[i];
+    sa3d_add(out, tmp, x, n);
 }
 
 void sa3d_dpt_forward(const sa3d_model *m, sa3d_workspace *ws) {
@@ -127,8 +126,7 @@ void sa3d_dpt_forward(const sa3d_model *m, sa3d_workspace *ws) {
         const float *x = ws->feat[s];
         if (idx > 0) {
             preact_residual(ws, ws->res_a, ws->feat[s], L->r1c1_w, L->r1c1_b, L->r1c2_w, L->r1c2_b, F, fh, fw, ws->res_b);
-            size_t n = (size_t)F * fh * fw;
-            for (size_t i = 0; i < n; i++) ws->fused[i] += ws->res_a[i];
+            sa3d_add(ws->fused, ws->fused, ws->res_a, (size_t)F * fh * fw);
             x = ws->fused;
         }
         preact_residual(ws, ws->res_a, x, L->r2c1_w, L->r2c1_b, L->r2c2_w, L->r2c2_b, F, fh, fw, ws->res_b);

@@ -2,6 +2,7 @@
  * row-wise loops are split across OpenMP threads by rows, so results do not depend on the thread count. */
 #include <cblas.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 #include "tensor/kernels.h"
@@ -80,6 +81,16 @@ void sa3d_gelu_tanh(float *x, size_t n) {
 void sa3d_relu(float *x, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void sa3d_relu_copy(float *y, const float *x, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void sa3d_add(float *y, const float *a, const float *b, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
 void sa3d_silu(float *x, size_t n) {
@@ -250,19 +261,28 @@ void sa3d_conv2d(float *out, const float *in, const float *w, const float *b, in
             int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
             float *dst = col + (size_t)r * n;
             const float *src = in + (size_t)ci * H * W;
+            /* the output columns [xa, xb) read inside the image (ix = x stride - pad + kx in [0, W)); the rest is
+             * zero padding, so the inner loop needs no bounds test (and is a copy at stride 1) */
+            int xa = pad - kx > 0 ? (pad - kx + stride - 1) / stride : 0;
+            int xb = W - 1 + pad - kx >= 0 ? (W - 1 + pad - kx) / stride + 1 : 0;
+            if (xb > Wo) xb = Wo;
+            if (xb < xa) xb = xa;
             for (int y = 0; y < rows; y++) {
                 int iy = (y0 + y) * stride - pad + ky;
                 float *d = dst + (size_t)y * Wo;
                 if (iy < 0 || iy >= H) { memset(d, 0, (size_t)Wo * sizeof(float)); continue; }
-                for (int x = 0; x < Wo; x++) {
-                    int ix = x * stride - pad + kx;
-                    d[x] = (ix >= 0 && ix < W) ? src[(size_t)iy * W + ix] : 0.0f;
-                }
+                ptrdiff_t at = (ptrdiff_t)iy * W - pad + kx;   /* src[at + x stride]: input column ix */
+                memset(d, 0, (size_t)xa * sizeof(float));
+                if (stride == 1) memcpy(d + xa, src + at + xa, (size_t)(xb - xa) * sizeof(float));
+                else
+                    for (int x = xa; x < xb; x++) d[x] = src[at + (ptrdiff_t)x * stride];
+                memset(d + xb, 0, (size_t)(Wo - xb) * sizeof(float));
             }
         }
         float *o = out + (size_t)y0 * Wo;
         float beta = 0.0f;
         if (b) {
+            #pragma omp parallel for schedule(static)
             for (int c = 0; c < Co; c++)
                 for (int i = 0; i < n; i++) o[(size_t)c * plane + i] = b[c];
             beta = 1.0f;
@@ -322,22 +342,34 @@ static float compute_scale(int in, int out, int align_corners) {
     return (float)in / (float)out;
 }
 
+/* Output columns per chunk of precomputed source columns and weights (on the stack; reused by every row). */
+#define RESIZE_CHUNK 256
+
 void sa3d_resize_bilinear(float *out, const float *in, int C, int H, int W, int Ho, int Wo, int align_corners) {
     float sh = compute_scale(H, Ho, align_corners), sw = compute_scale(W, Wo, align_corners);
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const float *src = in + (size_t)c * H * W;
         float *dst = out + (size_t)c * Ho * Wo;
-        for (int y = 0; y < Ho; y++) {
-            float ry = src_index(sh, y, align_corners, 0);
-            int y0 = (int)ry, y1 = y0 + (y0 < H - 1);
-            float ly1 = ry - (float)y0, ly0 = 1.0f - ly1;
-            for (int x = 0; x < Wo; x++) {
-                float rx = src_index(sw, x, align_corners, 0);
-                int x0 = (int)rx, x1 = x0 + (x0 < W - 1);
-                float lx1 = rx - (float)x0, lx0 = 1.0f - lx1;
-                dst[(size_t)y * Wo + x] = ly0 * (lx0 * src[(size_t)y0 * W + x0] + lx1 * src[(size_t)y0 * W + x1]) +
-                                          ly1 * (lx0 * src[(size_t)y1 * W + x0] + lx1 * src[(size_t)y1 * W + x1]);
+        int x0[RESIZE_CHUNK], x1[RESIZE_CHUNK];
+        float lx0[RESIZE_CHUNK], lx1[RESIZE_CHUNK];
+        for (int xc = 0; xc < Wo; xc += RESIZE_CHUNK) {
+            int nx = Wo - xc < RESIZE_CHUNK ? Wo - xc : RESIZE_CHUNK;
+            for (int j = 0; j < nx; j++) {
+                float rx = src_index(sw, xc + j, align_corners, 0);
+                x0[j] = (int)rx;
+                x1[j] = x0[j] + (x0[j] < W - 1);
+                lx1[j] = rx - (float)x0[j];
+                lx0[j] = 1.0f - lx1[j];
+            }
+            for (int y = 0; y < Ho; y++) {
+                float ry = src_index(sh, y, align_corners, 0);
+                int y0 = (int)ry, y1 = y0 + (y0 < H - 1);
+                float ly1 = ry - (float)y0, ly0 = 1.0f - ly1;
+                const float *r0 = src + (size_t)y0 * W, *r1 = src + (size_t)y1 * W;
+                float *d = dst + (size_t)y * Wo + xc;
+                for (int j = 0; j < nx; j++)
+                    d[j] = ly0 * (lx0[j] * r0[x0[j]] + lx1[j] * r0[x1[j]]) + ly1 * (lx0[j] * r1[x0[j]] + lx1[j] * r1[x1[j]]);
             }
         }
     }

@@ -22,6 +22,9 @@ void sa3d_silu(float *x, size_t n);
 void sa3d_swiglu(float *out, const float *in, int T, int M);
 /* Layer scale + residual: x[T][D] += s[D] * y[T][D]. */
 void sa3d_add_scaled(float *x, const float *y, const float *s, int T, int D);
+/* y = relu(x) into another buffer; y = a + b (y may be a or b). */
+void sa3d_relu_copy(float *y, const float *x, size_t n);
+void sa3d_add(float *y, const float *a, const float *b, size_t n);
 
 /* S[M][N] = A[M][K] . B[K][N] with every element the fmaf chain over k = 0..K-1 in order: bit-identical for
  * any M, any row position, any thread count and the naive twin (OpenBLAS is not; see kernels.c). OpenMP over
