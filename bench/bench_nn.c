@@ -890,7 +890,7 @@ int main(int argc, char **argv) {
     cJSON *probe = NULL;
     if (peer) {
         char *out = NULL;
-        char *const pargv[] = { (char *)python, (char *)peer_path, "--probe", NULL };
+        char *const pargv[] = { (char *)python, (char *)peer_path, "--probe", "--threads", threads_s, NULL };
         if (run_child(pargv, env_set, 2, &out, msg, sizeof msg) != 0 || !(probe = last_json_line(out))) {
             fprintf(stderr, "bench_nn: the PyTorch peer does not start (%s %s --probe: %s); "
                     "it needs python3 with torch and numpy, or run with --no-peer\n", python, peer_path,
@@ -911,9 +911,13 @@ int main(int argc, char **argv) {
            sysconf(_SC_NPROCESSORS_ONLN), threads, (unsigned long long)seed, warmup, runs, tiny ? ", TINY models" : "");
     printf("# ours: semalign3d %s, commit %s, flags: %s\n", sa3d_version(), commit, SA3D_BUILD_FLAGS);
     printf("# ours BLAS: %s (core %s, %s)\n", openblas_get_config(), openblas_get_corename(), par);
-    if (probe)
+    if (probe) {
         printf("# peer: PyTorch %s (python %s, numpy %s), eager attention, BLAS %s\n", json_str(probe, "torch"),
                json_str(probe, "python"), json_str(probe, "numpy"), json_str(probe, "blas"));
+        /* the peer's own GEMM rate: a torch whose BLAS runs on fewer cores than asked is slow for that reason */
+        printf("# peer matmul (torch.matmul 2048x2048x2048, %d threads, best of 5): %.1f GFLOP/s\n", threads,
+               json_num(probe, "matmul_2048_gflops"));
+    }
     fflush(stdout);
 
     /* the machine's SGEMM rate with our BLAS and thread count: two shapes now, the square one again before each

@@ -10,7 +10,8 @@ with json + numpy; no safetensors package). Weights are memory-mapped copy-on-wr
         times the forward pass on input's "pixel_values" [1][3][H][W] (warm-up, then best of R) and prints one
         JSON line: best ms, every run, peak RSS (VmHWM), and, with --ours, the largest difference from bench_nn's
         output for the same input.
-    torch_nn.py --probe                 prints torch's version and BLAS as one JSON line.
+    torch_nn.py --probe [--threads N]   prints torch's version, its BLAS and its matmul rate (2048^3 float32 at
+                                        N threads, GFLOP/s) as one JSON line.
     torch_nn.py --check-fixture DIR     runs DIR's reference.safetensors input (a Hugging Face model folder with
                                         reference outputs, ../shared/fixtures) and compares with the reference.
 Exit status: 0 on success, 1 on any error (message on stderr), 2 when --check-fixture exceeds its bound.
@@ -270,6 +271,21 @@ def blas_library():
     return ", ".join(sorted(libs)) or "unknown"
 
 
+def matmul_gflops(threads, n=2048, runs=5):
+    """torch.matmul's rate on an n x n x n float32 product at the run's thread count, best of runs after one
+    warm-up: the peer's own GEMM rate, to read beside ours (a BLAS that runs torch's products on fewer cores than
+    asked would otherwise pass for slow attention or kernels)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
 def compare(ours, ref):
     d = (ours.double() - ref.double()).abs().max().item() if ref.numel() else 0.0
     ref_max = ref.double().abs().max().item() if ref.numel() else 0.0
@@ -328,7 +344,8 @@ def main():
     a = ap.parse_args()
     if a.probe:
         print(json.dumps({"torch": torch.__version__, "numpy": np.__version__, "blas": blas_library(),
-                          "python": sys.version.split()[0]}), flush=True)
+                          "python": sys.version.split()[0], "threads": a.threads,
+                          "matmul_2048_gflops": matmul_gflops(a.threads)}), flush=True)
         return 0
     if a.check_fixture:
         return cmd_check_fixture(a)
