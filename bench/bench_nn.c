@@ -438,6 +438,13 @@ static long peak_rss_kb(void) {
     return ru.ru_maxrss;
 }
 
+/* Minor page faults of this process so far (a page touched for the first time since it was mapped). */
+static long minor_faults(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
 static int parse_int(const char *s, long lo, long hi, int *out) {
     char *end;
     errno = 0;
@@ -484,12 +491,14 @@ static int run_case_child(int argc, char **argv) {
     for (int i = 0; i < warmup; i++)
         if (sa3d_model_forward(m, ws, pixels, &err)) goto done;
     double best = (double)INFINITY;
+    long faults0 = minor_faults();
     for (int i = 0; i < runs; i++) {
         double t1 = sa3d_now();
         if (sa3d_model_forward(m, ws, pixels, &err)) goto done;
         times[i] = (sa3d_now() - t1) * 1e3;
         if (times[i] < best) best = times[i];
     }
+    double faults_per_run = (double)(minor_faults() - faults0) / runs;
     const char *out_name = sa3d_model_get_kind(m) == SA3D_MODEL_DEPTH_ANYTHING ? "predicted_depth"
                                                                                : "last_hidden_state";
     const sa3d_tensor_view *v = sa3d_workspace_output(ws, out_name);
@@ -500,8 +509,9 @@ static int run_case_child(int argc, char **argv) {
         goto done;
     printf("{\"ms\": %.6g, \"runs_ms\": [", best);
     for (int i = 0; i < runs; i++) printf("%s%.6g", i ? ", " : "", times[i]);
-    printf("], \"peak_rss_kb\": %ld, \"n_params\": %zu, \"workspace_bytes\": %zu, \"open_ms\": %.6g}\n",
-           peak_rss_kb(), sa3d_model_n_params(m), sa3d_workspace_bytes(ws), open_ms);
+    printf("], \"peak_rss_kb\": %ld, \"faults_per_run\": %.6g, \"n_params\": %zu, \"workspace_bytes\": %zu, "
+           "\"open_ms\": %.6g}\n", peak_rss_kb(), faults_per_run, sa3d_model_n_params(m), sa3d_workspace_bytes(ws),
+           open_ms);
     fflush(stdout);
     rc = EXIT_OK;
 done:
@@ -728,6 +738,7 @@ static void remove_tree(const char *root) {
 typedef struct case_result {
     int selected, ran, ok, peer_ran;
     double flops, sgemm, ours_ms, torch_ms, ours_rss_mb, torch_rss_mb, max_abs, max_rel;
+    double ours_faults, torch_faults;   /* minor page faults per timed pass */
     cJSON *ours, *peer;         /* the children's JSON lines */
     char error[600];
 } case_result;
@@ -763,7 +774,7 @@ static int usage_error(const char *fmt, ...) {
 }
 
 static void print_row(const case_spec *cs, int H, int W, const case_result *r, double sgemm_ref, int peer) {
-    char input[32], torch_ms[32] = "-", ratio[32] = "-", trss[32] = "-", diff[32] = "-";
+    char input[32], torch_ms[32] = "-", ratio[32] = "-", trss[32] = "-", diff[32] = "-", tflt[32] = "-";
     snprintf(input, sizeof input, "%dx%d", H, W);
     if (!r->ok) {
         printf("%-12s %-9s FAILED: %s\n", cs->name, input, r->error);
@@ -775,12 +786,14 @@ static void print_row(const case_spec *cs, int H, int W, const case_result *r, d
         snprintf(ratio, sizeof ratio, "%.2fx", r->torch_ms / r->ours_ms);
         snprintf(trss, sizeof trss, "%.0f", r->torch_rss_mb);
         snprintf(diff, sizeof diff, "%.1e", r->max_rel);
+        snprintf(tflt, sizeof tflt, "%.1f", r->torch_faults * 1e-3);
     } else if (peer) {
         snprintf(torch_ms, sizeof torch_ms, "failed");
     }
     double gfs = r->flops / (r->ours_ms * 1e-3) * 1e-9;
-    printf("%-12s %-9s %10.1f %10s %8s %8.2f %8.1f %6.1f%% %8.0f %8s %9s\n", cs->name, input, r->ours_ms, torch_ms,
-           ratio, r->flops * 1e-9, gfs, 100.0 * gfs / sgemm_ref, r->ours_rss_mb, trss, diff);
+    printf("%-12s %-9s %10.1f %10s %8s %8.2f %8.1f %6.1f%% %8.0f %8s %9s %9.1f %9s\n", cs->name, input, r->ours_ms,
+           torch_ms, ratio, r->flops * 1e-9, gfs, 100.0 * gfs / sgemm_ref, r->ours_rss_mb, trss, diff,
+           r->ours_faults * 1e-3, tflt);
     if (r->error[0]) printf("%-12s   peer: %s\n", "", r->error);
     fflush(stdout);
 }
@@ -989,6 +1002,7 @@ int main(int argc, char **argv) {
         text = NULL;
         r->ours_ms = json_num(r->ours, "ms");
         r->ours_rss_mb = json_num(r->ours, "peak_rss_kb") * 1024.0 * 1e-6;
+        r->ours_faults = json_num(r->ours, "faults_per_run");
         r->ok = 1;
         fprintf(stderr, "[%s] ours: %.1f ms, peak RSS %.0f MB\n", cs->name, r->ours_ms, r->ours_rss_mb);
         if (peer && !g_interrupted) {
@@ -1005,6 +1019,7 @@ int main(int argc, char **argv) {
                 r->peer_ran = 1;
                 r->torch_ms = json_num(r->peer, "ms");
                 r->torch_rss_mb = json_num(r->peer, "peak_rss_kb") * 1024.0 * 1e-6;
+                r->torch_faults = json_num(r->peer, "faults_per_run");
                 r->max_abs = json_num(r->peer, "max_abs_diff");
                 r->max_rel = json_num(r->peer, "max_rel_diff");
                 fprintf(stderr, "[%s] torch: %.1f ms, peak RSS %.0f MB, max rel diff %.1e\n", cs->name, r->torch_ms,
@@ -1028,8 +1043,9 @@ int main(int argc, char **argv) {
     printf("# SGEMM (cblas_sgemm, %d threads, best of %d): %dx%dx%d %.1f GFLOP/s, %dx%dx%d (ViT-B/14@840 fc1) "
            "%.1f GFLOP/s at the start, %dx%dx%d %.1f GFLOP/s at the end; %% of SGEMM is of the best seen: %.1f\n",
            threads, sreps, sq, sq, sq, sg_sq, vm, vn, vk, sg_vit, sq, sq, sq, sg_end, sg_ref);
-    printf("%-12s %-9s %10s %10s %8s %8s %8s %7s %8s %8s %9s\n", "case", "input", "ours ms", "torch ms", "ratio",
-           "GFLOP", "GFLOP/s", "%SGEMM", "ours MB", "torch MB", "max rel");
+    printf("%-12s %-9s %10s %10s %8s %8s %8s %7s %8s %8s %9s %9s %9s\n", "case", "input", "ours ms", "torch ms",
+           "ratio", "GFLOP", "GFLOP/s", "%SGEMM", "ours MB", "torch MB", "max rel", "ours kflt", "torch kflt");
+    printf("# kflt: thousands of minor page faults per timed pass (pages touched for the first time since mapped)\n");
     for (int c = 0; c < N_CASES; c++) {
         if (!res[c].ran) continue;
         const case_spec *cs = &CASES[c];
@@ -1097,6 +1113,7 @@ int main(int argc, char **argv) {
                 cJSON_AddNumberToObject(o, "gflops", gfs);
                 cJSON_AddNumberToObject(o, "pct_sgemm", 100.0 * gfs / sg_ref);
                 cJSON_AddNumberToObject(o, "ours_peak_rss_mb", r->ours_rss_mb);
+                cJSON_AddNumberToObject(o, "ours_faults_per_run", r->ours_faults);
                 cJSON_AddItemToObject(o, "n_params", dup_or_null(r->ours, "n_params"));
                 cJSON_AddItemToObject(o, "workspace_bytes", dup_or_null(r->ours, "workspace_bytes"));
                 cJSON_AddItemToObject(o, "open_ms", dup_or_null(r->ours, "open_ms"));
@@ -1105,6 +1122,7 @@ int main(int argc, char **argv) {
                 cJSON_AddNumberToObject(o, "torch_ms", r->torch_ms);
                 cJSON_AddItemToObject(o, "torch_runs_ms", dup_or_null(r->peer, "runs_ms"));
                 cJSON_AddNumberToObject(o, "torch_peak_rss_mb", r->torch_rss_mb);
+                cJSON_AddNumberToObject(o, "torch_faults_per_run", r->torch_faults);
                 cJSON_AddNumberToObject(o, "ratio_torch_over_ours", r->torch_ms / r->ours_ms);
                 cJSON_AddNumberToObject(o, "max_abs_diff", r->max_abs);
                 cJSON_AddNumberToObject(o, "max_rel_diff", r->max_rel);

@@ -8,8 +8,8 @@ with json + numpy; no safetensors package). Weights are memory-mapped copy-on-wr
 
     torch_nn.py --model DIR --input in.safetensors [--ours out.safetensors] --threads N --warmup W --runs R
         times the forward pass on input's "pixel_values" [1][3][H][W] (warm-up, then best of R) and prints one
-        JSON line: best ms, every run, peak RSS (VmHWM), and, with --ours, the largest difference from bench_nn's
-        output for the same input.
+        JSON line: best ms, every run, peak RSS (VmHWM), minor page faults per timed run, and, with --ours, the
+        largest difference from bench_nn's output for the same input.
     torch_nn.py --probe [--threads N]   prints torch's version, its BLAS and its matmul rate (2048^3 float32 at
                                         N threads, GFLOP/s) as one JSON line.
     torch_nn.py --check-fixture DIR     runs DIR's reference.safetensors input (a Hugging Face model folder with
@@ -300,13 +300,16 @@ def cmd_run(a):
     with torch.no_grad():
         for _ in range(a.warmup):
             y = fwd(w, cfg, px)
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(a.runs):
             t0 = time.perf_counter()
             y = fwd(w, cfg, px)
             times.append((time.perf_counter() - t0) * 1e3)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / a.runs
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"{out_name}: non-finite output")
-    r = {"ms": min(times), "runs_ms": times, "peak_rss_kb": peak_rss_kb(), "threads": torch.get_num_threads(),
+    r = {"ms": min(times), "runs_ms": times, "peak_rss_kb": peak_rss_kb(), "faults_per_run": faults,
+         "threads": torch.get_num_threads(),
          "output": out_name, "shape": list(y.shape)}
     if a.ours:
         ours = read_safetensors(a.ours)[out_name]
