@@ -133,9 +133,10 @@ static void case_attention_twin(void) {
 
 static void case_conv_twin(void) {
     /* kernel, padding, stride, width: the DPT's 3x3 (stride 1 and 2) and shapes whose padding reaches past a
-     * whole row of the input (width 2 with a 5x5 kernel) */
+     * whole row of the input (widths 1 and 2 with a 5x5 kernel: some kernel columns read no input column) */
     static const int cases[][4] = { { 3, 1, 1, 17 }, { 3, 1, 2, 17 }, { 3, 0, 1, 17 }, { 1, 0, 1, 17 },
-                                    { 5, 2, 2, 17 }, { 3, 2, 1, 16 }, { 5, 3, 1, 2 },  { 5, 2, 3, 2 } };
+                                    { 5, 2, 2, 17 }, { 3, 2, 1, 16 }, { 5, 3, 1, 2 },  { 5, 2, 3, 2 },
+                                    { 5, 2, 1, 1 },  { 5, 2, 2, 1 } };
     int Ci = 5, H = 23, Co = 7;
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         int k = cases[t][0], pad = cases[t][1], stride = cases[t][2], W = cases[t][3];

@@ -265,6 +265,7 @@ void sa3d_conv2d(float *out, const float *in, const float *w, const float *b, in
              * zero padding, so the inner loop needs no bounds test (and is a copy at stride 1) */
             int xa = pad - kx > 0 ? (pad - kx + stride - 1) / stride : 0;
             int xb = W - 1 + pad - kx >= 0 ? (W - 1 + pad - kx) / stride + 1 : 0;
+            if (xa > Wo) xa = Wo;   /* a kernel wider than the padded input reaches past every output column */
             if (xb > Wo) xb = Wo;
             if (xb < xa) xb = xa;
             for (int y = 0; y < rows; y++) {
