@@ -287,7 +287,35 @@ static void png_read_mem(png_structp png, png_bytep out, size_t n) {
     st->pos += n;
 }
 
+/* libpng allocates a chunk's declared length before it reads the chunk (a text chunk claiming 1.6 GB in a
+ * 120-byte file: 1.6 GB), and inflates compressed text and ICC profiles without bound unless told: so the chunk
+ * lengths are checked against the bytes there before libpng runs, and libpng's per-chunk allocations and
+ * ancillary chunk count are capped (we read none of those chunks; above the caps they are skipped). */
+#define PNG_CHUNK_MALLOC_MAX 8000000
+#define PNG_CHUNK_CACHE_MAX 1000
+
+static sa3d_status png_check_chunks(const uint8_t *buf, size_t len, const char *label, sa3d_error *err) {
+    for (size_t pos = 8; len - pos >= 8;) {   /* after the signature: [length][type][data][crc] */
+        const uint8_t *c = buf + pos;
+        uint32_t n = (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3];
+        char type[5];
+        for (int i = 0; i < 4; i++) type[i] = c[4 + i] >= 0x20 && c[4 + i] < 0x7f ? (char)c[4 + i] : '?';
+        type[4] = '\0';
+        if ((uint64_t)n + 12 > len - pos)
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: truncated PNG: chunk '%s' at byte %zu declares %lu bytes of "
+                             "data; the file has %zu after its header", label, type, pos, (unsigned long)n,
+                             len - pos - 8);
+        if (!memcmp(type, "IEND", 4)) break;
+        pos += 12 + (size_t)n;
+    }
+    return SA3D_OK;   /* a file that ends between chunks or without IEND: libpng says so */
+}
+
 static sa3d_status png_run(png_state *st, const char *label, int *w_out, int *h_out, sa3d_error *err) {
+    sa3d_status cs = png_check_chunks(st->buf, st->len, label, err);
+    if (cs) return cs;
+    png_set_chunk_malloc_max(st->png, PNG_CHUNK_MALLOC_MAX);
+    png_set_chunk_cache_max(st->png, PNG_CHUNK_CACHE_MAX);
     int jumped = setjmp(png_jmpbuf(st->png));
     if (jumped == 2) return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: truncated PNG: %s", label, st->msg);
     if (jumped) return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: corrupt PNG: %s", label, st->msg);
