@@ -287,8 +287,8 @@ static void png_read_mem(png_structp png, png_bytep out, size_t n) {
     st->pos += n;
 }
 
-/* libpng allocates a chunk's declared length before it reads the chunk (a text chunk claiming 1.6 GB in a
- * 120-byte file: 1.6 GB), and inflates compressed text and ICC profiles without bound unless told: so the chunk
+/* libpng allocates a chunk's declared length before it reads the chunk (a text chunk claiming 1.67 GB in an
+ * 84-byte file: 1.67 GB), and inflates compressed text and ICC profiles without bound unless told: so the chunk
  * lengths are checked against the bytes there before libpng runs, and libpng's per-chunk allocations and
  * ancillary chunk count are capped (we read none of those chunks; above the caps they are skipped). */
 #define PNG_CHUNK_MALLOC_MAX 8000000

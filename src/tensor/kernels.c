@@ -78,15 +78,12 @@ void sa3d_gelu_tanh(float *x, size_t n) {
     }
 }
 
-void sa3d_relu(float *x, size_t n) {
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
 void sa3d_relu_copy(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
+
+void sa3d_relu(float *x, size_t n) { sa3d_relu_copy(x, x, n); }   /* each element read before it is written */
 
 void sa3d_add(float *y, const float *a, const float *b, size_t n) {
     #pragma omp parallel for schedule(static)

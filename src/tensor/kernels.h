@@ -22,7 +22,7 @@ void sa3d_silu(float *x, size_t n);
 void sa3d_swiglu(float *out, const float *in, int T, int M);
 /* Layer scale + residual: x[T][D] += s[D] * y[T][D]. */
 void sa3d_add_scaled(float *x, const float *y, const float *s, int T, int D);
-/* y = relu(x) into another buffer; y = a + b (y may be a or b). */
+/* y = relu(x) (y may be x: sa3d_relu); y = a + b (y may be a or b). */
 void sa3d_relu_copy(float *y, const float *x, size_t n);
 void sa3d_add(float *y, const float *a, const float *b, size_t n);
 
