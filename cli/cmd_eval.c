@@ -16,7 +16,8 @@ static void help(void) {
            "                       (--features DIR | --model DIR) [options]\n\n"
            "Matches the source keypoints of every pair of a split into the target image and scores them\n"
            "(see 'semalign3d pck --help' for the PCK definitions). Writes OUT/predictions.jsonl, OUT/report.json\n"
-           "and OUT/parts/<category>.jsonl; a rerun reuses finished categories (resume).\n\n"
+           "and OUT/parts/<category>.jsonl; a rerun with the same settings reuses finished categories (resume),\n"
+           "except those whose prior or imported feature or depth files (size, modification time) changed.\n\n"
            "methods:\n"
            "  baseline   GeoAware-SC feature matching: cosine similarity on the 60 x 60 grid, window soft-argmax\n"
            "             (15 x 15 window, temperature 0.02). --set match.baseline.adapt_flip=1 adds GeoAware's\n"
@@ -63,15 +64,46 @@ static void help(void) {
            "  semalign3d eval --dataset SPair-71k --split test --method baseline --features geoaware_feats\n");
 }
 
-/* What a category's SemAlign3D predictions were made from beyond the settings: its prior file's bytes. */
+/* What a category's predictions were made from beyond the settings (sa3d_eval_params.part_key): the SemAlign3D
+ * prior's file digest, and the imported features' and depth maps' files (sa3d_provider_stamp over the category's
+ * images), which --features and --depth name only by folder; likewise imported masks. */
 typedef struct prior_key { char cat[32], key[48]; } prior_key;
-typedef struct prior_keys { const prior_key *k; int n; } prior_keys;
+typedef struct part_keys {
+    const prior_key *priors;
+    int n_priors;
+    sa3d_dataset *ds;
+    const char *split;
+    const sa3d_provider *features, *depth, *masks;   /* depth, masks NULL: none */
+    char key[160];
+} part_keys;
 
-static const char *prior_key_of(void *user, const char *category) {
-    const prior_keys *pk = user;
-    for (int i = 0; i < pk->n; i++)
-        if (!strcmp(pk->k[i].cat, category)) return pk->k[i].key;
-    return NULL;
+static const char *part_key_of(void *user, const char *category) {
+    part_keys *pk = user;
+    int len = 0;
+    pk->key[0] = '\0';
+    for (int i = 0; i < pk->n_priors; i++)
+        if (!strcmp(pk->priors[i].cat, category)) len = snprintf(pk->key, sizeof pk->key, "%s; ", pk->priors[i].key);
+    uint64_t f = SA3D_STAMP_START, d = SA3D_STAMP_START, m = SA3D_STAMP_START;
+    for (int i = 0; i < sa3d_dataset_n_pairs(pk->ds, pk->split); i++) {
+        const sa3d_pair *pr = sa3d_dataset_pair(pk->ds, pk->split, i);
+        if (strcmp(pr->category, category)) continue;
+        for (int t = 0; t < 2; t++) {
+            const char *id = t ? pr->trg : pr->src;
+            f = sa3d_provider_stamp(pk->features, category, id, f);
+            if (pk->depth) d = sa3d_provider_stamp(pk->depth, category, id, d);
+            if (pk->masks) m = sa3d_provider_stamp(pk->masks, category, id, m);
+        }
+    }
+    /* only the parts that apply: a run on computed features and a prior keeps the key earlier versions wrote */
+    if (f != SA3D_STAMP_START)
+        len += snprintf(pk->key + len, sizeof pk->key - (size_t)len, "features %016llx; ", (unsigned long long)f);
+    if (d != SA3D_STAMP_START)
+        len += snprintf(pk->key + len, sizeof pk->key - (size_t)len, "depth %016llx; ", (unsigned long long)d);
+    if (m != SA3D_STAMP_START)
+        len += snprintf(pk->key + len, sizeof pk->key - (size_t)len, "masks %016llx; ", (unsigned long long)m);
+    if (len < 2) return NULL;   /* nothing beyond the settings */
+    pk->key[len - 2] = '\0';
+    return pk->key;
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -269,11 +301,10 @@ int cmd_eval(int argc, char **argv) {
     ep.match_batch = sa3d ? NULL : sa3d_baseline_matcher_match_batch;   /* baseline: grouped by target image */
     ep.progress = cli_eval_progress;
     ep.progress_user = &prog;
-    prior_keys pk = { keys, n_priors };
-    if (sa3d) {
-        ep.part_key = prior_key_of;
-        ep.part_key_user = &pk;
-    }
+    part_keys pk = { .priors = keys, .n_priors = n_priors, .ds = ds, .split = dataset.split, .features = fp,
+                     .depth = dpv, .masks = mpv };
+    ep.part_key = part_key_of;
+    ep.part_key_user = &pk;
     long resumed = 0;
     sa3d_status s = sa3d ? sa3d_eval_run(ds, &ep, sa3d_sa3d_matcher_match, sm, rep, &resumed, &err)
                          : sa3d_eval_run(ds, &ep, sa3d_baseline_matcher_match, bm, rep, &resumed, &err);

@@ -99,6 +99,16 @@ grep -q "fifo.jsonl: not a regular file" "$T/e" || { echo "FAIL FIFO: $(cat "$T/
 "$BIN" eval --dataset "$T/ds" --features "$T/ds/Features" --out "$T/ev" --quiet >"$T/table2" 2>"$T/e"
 check "eval rerun" 0 $?
 grep -q "(12 resumed" "$T/table2" || { echo "FAIL rerun did not resume the finished categories"; fail=1; }
+# features written again into the same folder (same settings text): their category is redone, the other resumed
+cp -r "$T/ds/Features" "$T/feat"
+"$BIN" eval --dataset "$T/ds" --features "$T/feat" --out "$T/evt" --quiet >/dev/null 2>&1
+c=$(ls "$T/feat" | head -n 1)
+touch -d 2001-01-01 "$T/feat/$c"/*
+"$BIN" eval --dataset "$T/ds" --features "$T/feat" --out "$T/evt" --quiet >"$T/table2" 2>"$T/e"
+check "eval rerun, one category's features rewritten" 0 $?
+n=$(grep -o "([0-9]* resumed" "$T/table2" | tr -dc 0-9)
+[ -n "$n" ] && [ "$n" -gt 0 ] && [ "$n" -lt 12 ] && grep -q "features [0-9a-f]*" "$T/evt/parts/$c.key" ||
+  { echo "FAIL rewritten features: $(head -n 1 "$T/table2"), key $(cat "$T/evt/parts/$c.key")"; fail=1; }
 "$BIN" pck --dataset "$T/ds" --predictions "$T/ev/predictions.jsonl" --json "$T/r.json" >/dev/null 2>&1
 check "pck" 0 $?
 cmp -s <(grep -v semalign3d_version "$T/r.json" | grep -A3 '"per_keypoint"' | head -4) \

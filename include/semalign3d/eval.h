@@ -102,10 +102,10 @@ typedef struct sa3d_eval_params {
                                          (same ctx); the outputs are the same either way */
     sa3d_progress_fn progress;
     void *progress_user;
-    /* NULL, or what a category's predictions were made from beyond `settings` (the SemAlign3D matcher's prior: its
-     * file's digest), kept as out_dir/parts/<category>.key beside the part. A part whose key differs from this
-     * run's is recomputed (another category's is still reused); one without a key file, from an earlier
-     * version, is reused. */
+    /* NULL, or what a category's predictions were made from beyond `settings` (`semalign3d eval`: the SemAlign3D
+     * prior's file digest, the imported maps' sa3d_provider_stamp), kept as out_dir/parts/<category>.key beside
+     * the part. A part whose key differs from this run's is recomputed (another category's is still reused); one
+     * without a key file, from an earlier version, is reused. part_key returns NULL for no key. */
     const char *(*part_key)(void *user, const char *category);
     void *part_key_user;
 } sa3d_eval_params;

@@ -20,6 +20,7 @@
 #define SEMALIGN3D_PROVIDERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "semalign3d/data.h"
 #include "semalign3d/image.h"
 #include "semalign3d/nn.h"
@@ -94,6 +95,14 @@ SA3D_API void sa3d_provider_set_hook(sa3d_provider *pr, sa3d_provider_hook fn, v
 /* 1 when sa3d_provider_get may be called from several threads at once on this provider (imported features,
  * depth or masks: each call reads its own file), 0 otherwise (a computing provider owns one workspace). */
 SA3D_API int sa3d_provider_concurrent(const sa3d_provider *pr);
+
+/* h (start: SA3D_STAMP_START) folded with a stamp of the files an importing provider may read for category/id: the
+ * size and modification time of each, or its absence. sa3d_eval_run keys a category's resumable predictions with
+ * it (sa3d_eval_params.part_key), so maps written again into the same folder are not taken for the ones those
+ * predictions were made from. Providers that read no files of their own return h: computed maps (the network's
+ * id is in the run's settings) and the dataset's segmentations and boxes. */
+#define SA3D_STAMP_START 1469598103934665603ull
+SA3D_API uint64_t sa3d_provider_stamp(const sa3d_provider *pr, const char *category, const char *id, uint64_t h);
 
 /* Counters since creation: maps served from the cache, computed (or imported), and cache entries rejected as
  * stale or corrupt. */

@@ -209,6 +209,35 @@ static int find_import(const char *dir, const char *cat, const char *name, char 
     return sa3d_file_exists(buf);
 }
 
+uint64_t sa3d_provider_stamp(const sa3d_provider *pr, const char *cat, const char *id, uint64_t h) {
+    if (pr->p.kind != SA3D_SOURCE_IMPORT) return h;
+    /* every name get_uncached may read for id, in both places find_import looks (a file added to the category's
+     * folder shadows the one beside it) */
+    static const char *const names[][3] = { { "%s.features.safetensors", "%s.npy", "%s_flip.npy" },
+                                            { "%s.depth.safetensors", NULL, NULL },
+                                            { "%s.png", NULL, NULL } };
+    for (int k = 0; k < 3 && names[pr->kind][k]; k++) {
+        char name[256], path[4400];
+        snprintf(name, sizeof name, names[pr->kind][k], id);
+        for (int flat = 0; flat < 2; flat++) {
+            if (flat) snprintf(path, sizeof path, "%s/%s", pr->import_dir, name);
+            else snprintf(path, sizeof path, "%s/%s/%s", pr->import_dir, cat, name);
+            h = sa3d_fnv1a(h, path, strlen(path) + 1);
+            struct stat st;
+            /* size and modification time, as make and rsync judge a file: a file written again (ours are
+             * written to a temporary name and renamed) has a new time; an absent one counts as such */
+            int64_t v[3] = { -1, 0, 0 };
+            if (stat(path, &st) == 0) {
+                v[0] = (int64_t)st.st_size;
+                v[1] = (int64_t)st.st_mtim.tv_sec;
+                v[2] = (int64_t)st.st_mtim.tv_nsec;
+            }
+            h = sa3d_fnv1a(h, v, sizeof v);
+        }
+    }
+    return h;
+}
+
 /* Reads tensor key ([C][H][W] or [H][W], optionally with a leading 1) from a safetensors file. */
 static sa3d_status import_safetensors(const char *path, const char *key, int want_ndim, sa3d_map *out,
                                       sa3d_error *err) {

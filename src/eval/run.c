@@ -1,5 +1,6 @@
 /* Running a matcher over a dataset split with per-category resume files, then scoring (eval.h). */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,11 +70,18 @@ static int part_key_ok(const char *key_path, const char *key) {
     return same;
 }
 
-/* A finished category: its lines, then its key (part_key) beside them, each written atomically. */
+/* A finished category: the old part goes, then the new key (part_key; none: the old one goes too), then the new
+ * lines, each file written atomically. Stopped anywhere in between, no part is left beside a key it was not made
+ * under (the part first, then the key, left the new part beside the old key when stopped between the two). */
 static sa3d_status write_part(const char *part, const char *buf, size_t len, const char *key_path, const char *key,
                               sa3d_error *err) {
-    sa3d_status s = sa3d_write_file_atomic(part, buf ? buf : "", len, err);
-    return !s && key ? sa3d_write_file_atomic(key_path, key, strlen(key), err) : s;
+    if (remove(part) != 0 && errno != ENOENT)
+        return sa3d_fail(err, SA3D_ERR_IO, "%s: cannot replace: %s", part, strerror(errno));
+    sa3d_status s = SA3D_OK;
+    if (key) s = sa3d_write_file_atomic(key_path, key, strlen(key), err);
+    else if (remove(key_path) != 0 && errno != ENOENT)
+        s = sa3d_fail(err, SA3D_ERR_IO, "%s: cannot remove: %s", key_path, strerror(errno));
+    return s ? s : sa3d_write_file_atomic(part, buf ? buf : "", len, err);
 }
 
 /* Whether the parts folder holds a category's predictions (<category>.jsonl). */
