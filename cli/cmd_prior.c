@@ -28,7 +28,9 @@ static void help_build(void) {
            "  --dataset DIR         SPair-71k root (official layout)\n"
            "  --category NAME       one category; --all: every category of the dataset in turn\n"
            "  --force               rebuild a category whose prior OUT already holds, made by this version from the\n"
-           "                        same inputs and settings (kept otherwise, so an interrupted --all resumes)\n"
+           "                        same inputs and settings (kept otherwise, so an interrupted --all resumes;\n"
+           "                        inputs: the training images' annotations, imported maps' files by size and\n"
+           "                        modification time, the networks by checkpoint and dtype)\n"
            "  --out DIR             output folder (created)\n"
            "  --features-dir DIR    import feature maps (DIR[/<category>]/<id>.features.safetensors or .npy, with flip)\n"
            "  --features-model DIR  compute DINOv2 features instead (--size N, default 840 -> 60 x 60)\n"
@@ -73,7 +75,8 @@ static int on_progress(void *user, const char *stage, long done, long total) {
 }
 
 /* What made a prior, recorded in its metadata: the build settings (sa3d_prior_build_params_json) and the inputs,
- * all strings. Imported maps are known by their folder, computed ones by the network's identity and dtype, and
+ * all strings. Imported maps are known by their folder (and build_one adds their files' sa3d_provider_stamp),
+ * computed ones by the network's identity and dtype, and
  * depth by a processor other than the default (dpre: its text, NULL for the default). NULL when out of memory;
  * free with cJSON_free. */
 static char *build_record(const sa3d_prior_build_params *bp, const char *root, const char *split, int max_images,
@@ -145,10 +148,20 @@ static int build_one(sa3d_dataset *ds, const char *cat, const char *split, int m
         h = sa3d_fnv1a(h, a->kps, (size_t)a->n_slots * sizeof a->kps[0]);
         h = sa3d_fnv1a(h, a->visible, (size_t)a->n_slots);
     }
-    char images[48];
+    /* and the imported maps' files (their folders alone named them: maps written again there kept the prior) */
+    uint64_t files = SA3D_STAMP_START;
+    for (int i = 0; i < n; i++) {
+        files = sa3d_provider_stamp(fp, cat, ids[i], files);
+        if (dp) files = sa3d_provider_stamp(dp, cat, ids[i], files);
+        if (mp) files = sa3d_provider_stamp(mp, cat, ids[i], files);
+    }
+    char images[48], input_files[24];
     snprintf(images, sizeof images, "%d %016llx", n, (unsigned long long)h);
+    snprintf(input_files, sizeof input_files, "%016llx", (unsigned long long)files);
     cJSON *rec = cJSON_Parse(record);
-    char *cat_record = rec && cJSON_AddStringToObject(rec, "images", images) ? cJSON_PrintUnformatted(rec) : NULL;
+    int ok = rec && cJSON_AddStringToObject(rec, "images", images) &&   /* input_files only where maps are read */
+             (files == SA3D_STAMP_START || cJSON_AddStringToObject(rec, "input_files", input_files));
+    char *cat_record = ok ? cJSON_PrintUnformatted(rec) : NULL;
     cJSON_Delete(rec);
     if (!cat_record) return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory"), 1;
     if (!force && prior_current(path, cat, cat_record)) {

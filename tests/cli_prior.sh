@@ -203,4 +203,10 @@ grep -q "aeroplane: kept" "$T/stdout" || { echo "FAIL unchanged dataset not kept
 sed -i 's/"0": \[[0-9]*, [0-9]*\]/"0": null/' "$T/ds5"/ImageAnnotation/aeroplane/*.json
 "${B5[@]}" >"$T/stdout" 2>&1; check "build-prior, annotations changed" 0 $?
 grep -q "slots placed" "$T/stdout" || { echo "FAIL changed annotations kept the old prior: $(cat "$T/stdout")"; fail=1; }
+# and so are the imported maps' files: features written again into the same folder rebuild
+"${B5[@]}" >"$T/stdout" 2>&1
+grep -q "aeroplane: kept" "$T/stdout" || { echo "FAIL unchanged inputs not kept: $(cat "$T/stdout")"; fail=1; }
+touch -d 2001-01-01 "$T/ds5"/Features/aeroplane/*
+"${B5[@]}" >"$T/stdout" 2>&1; check "build-prior, features written again" 0 $?
+grep -q "slots placed" "$T/stdout" || { echo "FAIL rewritten features kept the old prior: $(cat "$T/stdout")"; fail=1; }
 exit $fail
