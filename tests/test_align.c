@@ -856,6 +856,27 @@ static void case_match(void) {
         T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
                  SA3D_ERR_ARG, &err);
         T_CONTAINS(err.msg, "w_direct");
+        mv = sa3d_match_params_default();   /* a query that is not a number, named */
+        float keep = q[n - 1][0];
+        q[n - 1][0] = (float)INFINITY;
+        T_STATUS(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
+                 SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "query");
+        q[n - 1][0] = keep;
+        float keep_p[2] = { a1->proj[0], a1->proj[1] };   /* a projection beyond int's range (was cast to int) */
+        a1->proj[0] = 3e9f;
+        a1->proj[1] = -3e9f;
+        for (int v = 0; v < 3; v++) {   /* the z-buffer and visibility, query_norm's windows, the lift */
+            mv = sa3d_match_params_default();
+            mv.vis_tol = 0.5;
+            mv.query_norm = v == 1;
+            mv.lift = v == 2 ? SA3D_LIFT_MODEL : 0;
+            T_OK(sa3d_match_sa3d(s1.prior, a1, &s1.fm, a2, &s2.fm, (const float(*)[2])q, n, &mv, pred, fb, &err),
+                 &err);
+            for (int k = 0; k < n; k++) T_CHECK(isfinite(pred[k][0]) && isfinite(pred[k][1]));
+        }
+        a1->proj[0] = keep_p[0];
+        a1->proj[1] = keep_p[1];
         {   /* the rest of the options' domains, each value refused naming its option */
 #define M_D(name, v) { #name, offsetof(sa3d_match_params, name), 1, v }
 #define M_I(name, v) { #name, offsetof(sa3d_match_params, name), 0, v }
@@ -994,6 +1015,28 @@ static void case_args(void) {
         }
         p = sa3d_align_params_default();
         T_OK(sa3d_align_params_check(&p, &err), &err);
+    }
+    {   /* mask and depth cells: a NaN, a fraction out of [0, 1], depth 0, negative or infinite are refused by
+         * cell (a NaN depth under a zero weight made d* NaN; depth 0 "succeeded" with the model at the camera) */
+        p = sa3d_align_params_default();
+        int q = s.g * s.g / 2;
+        float *maps[2] = { s.mask, s.depth }, bads[2][4] = { { NAN, -0.5f, 1.5f, INFINITY },
+                                                             { NAN, 0.0f, -1.0f, INFINITY } };
+        sa3d_align_input in_md = { .F = &s.fm, .mask = s.mask, .depth = s.depth };
+        for (int m = 0; m < 2; m++)
+            for (int k = 0; k < 4; k++) {
+                float keep = maps[m][q];
+                maps[m][q] = bads[m][k];
+                T_STATUS(sa3d_align_image(&a, s.prior, &in_md, &p, &err), SA3D_ERR_ARG, &err);
+                T_CONTAINS(err.msg, m ? "depth cell" : "mask cell");
+                T_CHECK(a == NULL);
+                maps[m][q] = keep;
+            }
+        s.mask[q] = 0.0f;   /* a NaN depth where the weight is 0 */
+        s.depth[q] = NAN;
+        T_STATUS(sa3d_align_image(&a, s.prior, &in_md, &p, &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "depth cell");
+        s.depth[q] = 1.0f;
     }
     /* the mirror term: a weight in [0, 1], the mirrored image, and a twin for every used anchor */
     p = sa3d_align_params_default();

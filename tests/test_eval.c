@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "base/base.h"
+#include "align/baseline_internal.h"
 #include "base/rng.h"
 #include "semalign3d/eval.h"
 #include "semalign3d/match.h"
@@ -725,6 +726,21 @@ static void case_adapt_flip(void) {
         }
         T_STATUS(sa3d_match_baseline(&src, &fl, (const float (*)[2])kps, n, NULL, pred, work, &err), SA3D_ERR_ARG,
                  &err);
+        /* a query that is not a number is refused, naming it (its cell came from (int)floor(NaN): undefined) */
+        float keep = kps[1][1];
+        kps[1][1] = NAN;
+        sa3d_baseline_params b = sa3d_baseline_params_default();
+        T_STATUS(sa3d_match_baseline(&src, &fl, (const float (*)[2])kps, n, &b, pred, work, &err), SA3D_ERR_ARG,
+                 &err);
+        T_CONTAINS(err.msg, "query 1 is");
+        b.adapt_flip = SA3D_FLIP_MUTUAL_NN;
+        sa3d_flip_inputs fi = { &src, &fl, &fl, all, all, all, (const float (*)[2])kps, ids, n, fmap };
+        T_STATUS(sa3d_baseline_adapt_flip(&fi, &b, pred, work, NULL, &err), SA3D_ERR_ARG, &err);
+        T_CONTAINS(err.msg, "query 1 is");
+        kps[1][1] = keep;
+        /* and a finite query far outside the image takes the border cell (it was cast to int unclamped) */
+        T_CHECK(sa3d_baseline_query_cell(1e30f, -1e30f, 840, 60) == 59);
+        T_CHECK(sa3d_baseline_query_cell(-1e30f, 1e30f, 840, 60) == 59 * 60);
     }
     /* contract: a metric must be chosen, the mask metric needs its masks */
     sa3d_flip_inputs in = { &src, &fl, &fl, NULL, all, all, (const float (*)[2])kps, ids, n, fmap };

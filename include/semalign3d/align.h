@@ -196,8 +196,8 @@ SA3D_API sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignme
 /* The mean of an image-size map img [H][W] over each cell of the GeoAware square (input_size, g x g cells; the
  * pixel (u, v) falls in the cell of sa3d_geoaware_to_square(u, v)); cells no pixel reaches (the padding) get
  * `outside`. Used for the aligner's mask (foreground share) and depth (pseudo depth) inputs. */
-SA3D_API void sa3d_image_to_cells(float *out /* [g][g] */, const float *img, int W, int H, int input_size, int g,
-                                  float outside);
+SA3D_API sa3d_status sa3d_image_to_cells(float *out /* [g][g] */, const float *img, int W, int H, int input_size,
+                                         int g, float outside, sa3d_error *err);
 
 typedef struct sa3d_sa3d_matcher_params {
     sa3d_align_params align;

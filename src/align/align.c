@@ -306,6 +306,17 @@ sa3d_status sa3d_align_ctx_init(sa3d_align_ctx *c, const sa3d_prior *pr, const s
         return sa3d_fail(err, SA3D_ERR_ARG, "align: prior has %d used anchors and %d dense points, grid %d",
                          pr->n_used, pr->n_dense, F->g);
     if (sa3d_align_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
+    /* one bad cell would otherwise pass silently: a NaN weight leaves d* at depth_default and a NaN depth under a
+     * zero weight makes d* NaN (0 x NaN), which fails every hypothesis as if the optimiser had diverged; depth 0
+     * puts the whole model at the camera centre and still "succeeds" */
+    for (int q = 0; q < F->g * F->g; q++) {
+        if (in->mask && !(in->mask[q] >= 0.0f && in->mask[q] <= 1.0f))
+            return sa3d_fail(err, SA3D_ERR_ARG, "align: mask cell %d is %g (a foreground fraction in [0, 1])", q,
+                             (double)in->mask[q]);
+        if (in->depth && !(in->depth[q] > 0.0f && isfinite(in->depth[q])))
+            return sa3d_fail(err, SA3D_ERR_ARG, "align: depth cell %d is %g (finite and positive)", q,
+                             (double)in->depth[q]);
+    }
     c->N = pr->n_dense;
     c->n = pr->n_used;
     c->g = F->g;

@@ -115,12 +115,12 @@ sa3d_status sa3d_baseline_params_check(const sa3d_baseline_params *p, sa3d_error
 
 size_t sa3d_baseline_work_floats(int C, int g, int n) { return (size_t)n * ((size_t)C + (size_t)g * g); }
 
+/* clamped before the cast: a float beyond int's range (or NaN) has no defined conversion */
+static int clamp_cell(float v, int g) { return !(v >= 0.0f) ? 0 : v >= (float)g ? g - 1 : (int)v; }
+
 size_t sa3d_baseline_query_cell(float x, float y, int input_size, int g) {
     float cell_px = (float)input_size / (float)g;
-    int cx = (int)floorf(x / cell_px), cy = (int)floorf(y / cell_px);
-    cx = cx < 0 ? 0 : (cx >= g ? g - 1 : cx);
-    cy = cy < 0 ? 0 : (cy >= g ? g - 1 : cy);
-    return (size_t)cy * g + cx;
+    return (size_t)clamp_cell(floorf(y / cell_px), g) * g + (size_t)clamp_cell(floorf(x / cell_px), g);
 }
 
 sa3d_status sa3d_match_baseline_cells(const sa3d_feature_map *src, const sa3d_feature_map *trg, const size_t *cells_q,
@@ -155,6 +155,10 @@ sa3d_status sa3d_match_baseline(const sa3d_feature_map *src, const sa3d_feature_
                                 int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
                                 sa3d_error *err) {
     if (n <= 0 || src->g <= 0) return sa3d_match_baseline_cells(src, trg, NULL, n, p, pred, work, err);
+    long bad = sa3d_first_nonfinite(&src_kps[0][0], (size_t)n * 2);   /* cells come from (int)floor(x) */
+    if (bad >= 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "baseline match: query %ld is (%g, %g)", bad / 2,
+                         (double)src_kps[bad / 2][0], (double)src_kps[bad / 2][1]);
     size_t cells_q[SA3D_MAX_KPS];
     for (int done = 0; done < n; done += SA3D_MAX_KPS) {   /* a row's bits do not depend on the row count */
         int k = n - done < SA3D_MAX_KPS ? n - done : SA3D_MAX_KPS;

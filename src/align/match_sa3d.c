@@ -17,6 +17,7 @@
 #include "align/baseline_internal.h"
 #include "base/base.h"
 #include "semalign3d/eval.h"
+#include "tensor/kernels.h"
 
 #define MAX_SOFT 16   /* most points step 3 mixes (soft_points) */
 
@@ -73,6 +74,13 @@ static double query_evidence(const sa3d_prior *prior, int i, double s, const sa3
     return p->query_sem == SA3D_QUERY_DENSITY ? lp - log(sd) : lp;
 }
 
+/* floor(v) as an int, clamped to [-2 lim, 2 lim]: far enough out that every test against [0, lim) and every
+ * window of a few cells around it sees the same as with the exact value, while a projection beyond int's range
+ * (an implausible but finite alignment: a point just in front of the camera) has no defined conversion. */
+static int floor_clamped(double v, int lim) {
+    return !(v > -2.0 * lim) ? -2 * lim : v >= 2.0 * lim ? 2 * lim : (int)floor(v);
+}
+
 /* zbuf[g][g]: the front-most depth of alignment a's dense points at each cell, each point claiming the cells whose
  * centre lies within `radius` of its projection; +inf where none does. A point behind the camera (depth below
  * SA3D_ALIGN_ZMIN) claims nothing: its projection, through the clamped depth, is no place on the image. */
@@ -82,7 +90,7 @@ static void zbuffer(float *zbuf, const sa3d_alignment *a, double radius) {
     for (int i = 0; i < a->n_dense; i++) {
         if (!((double)a->depth[i] >= SA3D_ALIGN_ZMIN)) continue;
         double px = (double)a->proj[2 * i], py = (double)a->proj[2 * i + 1];
-        int cx = (int)floor(px), cy = (int)floor(py);
+        int cx = floor_clamped(px, g + R), cy = floor_clamped(py, g + R);
         for (int y = cy - R; y <= cy + R; y++)
             for (int x = cx - R; x <= cx + R; x++) {
                 if (x < 0 || y < 0 || x >= g || y >= g) continue;
@@ -107,7 +115,7 @@ static void visible_points(uint8_t *vis, const sa3d_alignment *a, double tol, co
         for (int j = 0; j < 3; j++) r2 += (a->Y[3 * k + j] - m[j]) * (a->Y[3 * k + j] - m[j]) / a->n_used;
     double slack = tol * sqrt(r2);
     for (int i = 0; i < N; i++) {
-        int cx = (int)floor((double)a->proj[2 * i]), cy = (int)floor((double)a->proj[2 * i + 1]);
+        int cx = floor_clamped((double)a->proj[2 * i], g), cy = floor_clamped((double)a->proj[2 * i + 1], g);
         vis[i] = (double)a->depth[i] >= SA3D_ALIGN_ZMIN &&   /* behind the camera: hidden */
                  (cx < 0 || cy < 0 || cx >= g || cy >= g || (double)a->depth[i] <= (double)zbuf[cy * g + cx] + slack);
     }
@@ -191,7 +199,8 @@ typedef struct lift_ctx {
 static int lift_query(double *gx, double *gy, const sa3d_alignment *a1, const sa3d_alignment *a2,
                       const sa3d_feature_map *F1, float u, float v, const double *sim, const lift_ctx *L) {
     const double *z1 = L->z1;
-    int g = a1->g, W = F1->img_w, H = F1->img_h, qu = (int)floorf(u), qv = (int)floorf(v), bu = qu, bv = qv;
+    int g = a1->g, W = F1->img_w, H = F1->img_h, qu = floor_clamped((double)u, W + H), bu = qu;
+    int qv = floor_clamped((double)v, W + H), bv = qv;
     double x, y;
     pixel_to_grid(F1, qu + 0.5, qv + 0.5, &x, &y);
     double s_q = cell_bilinear(sim, g, x, y), z_q = cell_bilinear(z1, g, x, y), z_best = HUGE_VAL;
@@ -207,7 +216,7 @@ static int lift_query(double *gx, double *gy, const sa3d_alignment *a1, const sa
      * pseudo depth or (SA3D_LIFT_MODEL) the model's front-most depth at its cell */
     pixel_to_grid(F1, bu, bv, &x, &y);
     double Z = z_best + L->shift;
-    int cx = (int)floor(x), cy = (int)floor(y);
+    int cx = floor_clamped(x, g), cy = floor_clamped(y, g);
     if (L->mode == SA3D_LIFT_MODEL && cx >= 0 && cy >= 0 && cx < g && cy < g && isfinite(L->zbuf[cy * g + cx]))
         Z = (double)L->zbuf[cy * g + cx];
     double s = Z * a1->phi / g, q[3] = { (x - 0.5 * g) * s, (y - 0.5 * g) * s, Z };
@@ -245,7 +254,8 @@ static void query_log_norms(double *logZ, const sa3d_prior *prior, const sa3d_al
         if (!vis[i]) continue;
         const float *f = prior->dense_feat + (size_t)i * C;
         double px = (double)a1->proj[2 * i], py = (double)a1->proj[2 * i + 1], mx = -HUGE_VAL, sum = 0.0;
-        int x0 = (int)floor(px - r), x1 = (int)ceil(px + r), y0 = (int)floor(py - r), y1 = (int)ceil(py + r);
+        int x0 = floor_clamped(px - r, g), x1 = -floor_clamped(-(px + r), g), y0 = floor_clamped(py - r, g),
+            y1 = -floor_clamped(-(py + r), g);   /* ceil */
         for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < g; y++)
             for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < g; x++) {
                 double dx = x + 0.5 - px, dy = y + 0.5 - py, d2 = dx * dx + dy * dy;
@@ -325,6 +335,10 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: missing argument or n = %d", n);
     if (sa3d_match_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     if (n == 0) return SA3D_OK;
+    long bad = sa3d_first_nonfinite(&src_kps[0][0], (size_t)n * 2);   /* cells come from (int)floor(x) */
+    if (bad >= 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: query %ld is (%g, %g)", bad / 2, (double)src_kps[bad / 2][0],
+                         (double)src_kps[bad / 2][1]);
     if (F1->C != prior->C || F2->C != prior->C || F1->g != F2->g || a1->g != F1->g || a2->g != F2->g ||
         a1->n_dense != prior->n_dense || a2->n_dense != prior->n_dense)
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: prior (C %d, %d points), maps (C %d/%d, grid %d/%d) and "
@@ -380,7 +394,7 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         for (int i = 0; i < N; i++) {
             double dx = qx - (double)a1->proj[2 * i], dy = qy - (double)a1->proj[2 * i + 1], d2 = dx * dx + dy * dy;
             if (d2 < dmin2) dmin2 = d2;
-            if (p->anchor_snap <= 0.0 || prior->dense_anchor[i] < 0 || !vis[i]) continue;
+            if (p->anchor_snap <= 0.0 || !prior->dense_anchor || prior->dense_anchor[i] < 0 || !vis[i]) continue;
             if (p->snap_front) {
                 if (d2 <= snap2 && (double)a1->depth[i] < za) { za = (double)a1->depth[i]; ja = i; }
             } else if (d2 <= da) { da = d2; ja = i; }

@@ -115,26 +115,30 @@ const char *sa3d_sa3d_matcher_params_field(const sa3d_sa3d_matcher_params *p, in
     return f->name;
 }
 
-void sa3d_image_to_cells(float *out, const float *img, int W, int H, int input_size, int g, float outside) {
+sa3d_status sa3d_image_to_cells(float *out, const float *img, int W, int H, int input_size, int g, float outside,
+                                sa3d_error *err) {
     size_t cells = (size_t)g * g;
     double *sum = calloc(cells, sizeof *sum);
     int *count = calloc(cells, sizeof *count);
-    if (sum && count) {
-        float cell = (float)input_size / (float)g;
-        for (int v = 0; v < H; v++)
-            for (int u = 0; u < W; u++) {
-                float x, y;
-                sa3d_geoaware_to_square(W, H, input_size, (float)u, (float)v, &x, &y);
-                int cx = (int)floorf(x / cell), cy = (int)floorf(y / cell);
-                if (cx < 0 || cy < 0 || cx >= g || cy >= g) continue;
-                sum[(size_t)cy * g + cx] += (double)img[(size_t)v * W + u];
-                count[(size_t)cy * g + cx]++;
-            }
+    if (!sum || !count) {   /* not a map of `outside`, which would align as if there were no evidence */
+        free(sum);
+        free(count);
+        return sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory for %zu cells", cells);
     }
-    for (size_t c = 0; c < cells; c++)
-        out[c] = sum && count && count[c] ? (float)(sum[c] / count[c]) : outside;
+    float cell = (float)input_size / (float)g;
+    for (int v = 0; v < H; v++)
+        for (int u = 0; u < W; u++) {
+            float x, y;
+            sa3d_geoaware_to_square(W, H, input_size, (float)u, (float)v, &x, &y);
+            int cx = (int)floorf(x / cell), cy = (int)floorf(y / cell);
+            if (cx < 0 || cy < 0 || cx >= g || cy >= g) continue;
+            sum[(size_t)cy * g + cx] += (double)img[(size_t)v * W + u];
+            count[(size_t)cy * g + cx]++;
+        }
+    for (size_t c = 0; c < cells; c++) out[c] = count[c] ? (float)(sum[c] / count[c]) : outside;
     free(sum);
     free(count);
+    return SA3D_OK;
 }
 
 typedef struct aligned_image {
@@ -303,10 +307,10 @@ sa3d_status sa3d_align_cells(sa3d_provider *masks, sa3d_provider *depth, const c
         s = sa3d_fail(err, SA3D_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (masks) sa3d_image_to_cells(*mask_c, mask.data, mask.w, mask.h, input_size, g, 0.0f);
+    if (masks && (s = sa3d_image_to_cells(*mask_c, mask.data, mask.w, mask.h, input_size, g, 0.0f, err))) goto done;
     /* METHOD.md 3.2: z = 1 - 0.3 d / max d, averaged per cell */
     if (depth && !(s = sa3d_pseudo_depth_f32(z, disp.data, disp.h, disp.w, 0, err)))
-        sa3d_image_to_cells(*depth_c, z, disp.w, disp.h, input_size, g, 1.0f);
+        s = sa3d_image_to_cells(*depth_c, z, disp.w, disp.h, input_size, g, 1.0f, err);
 done:
     if (s) sa3d_error_prefix(err, "%s/%s%s", cat, id, flip ? " (mirrored)" : "");
     free(z);
