@@ -156,6 +156,29 @@ static void case_pck_variants(void) {
     float bad[4][2] = { { NAN, 0 } };
     T_STATUS(sa3d_pck_add(&r, &p1, (const float (*)[2])bad, &err), SA3D_ERR_NUMERIC, &err);
     T_CONTAINS(err.msg, "p1");
+    /* PF-PASCAL is reported at 0.10, 0.05, 0.15 (GeoAware-SC's compute_pck, the field's convention): pair 1's
+     * distances 0, 0.999, 5, 9.99 are all < 15, so its third column is 100, in the table and under "0.15" */
+    sa3d_pck_report rp;
+    sa3d_pck_init(&rp);
+    rp.kind = SA3D_DATASET_PFPASCAL;
+    T_OK(sa3d_pck_add(&rp, &p1, (const float (*)[2])pr1, &err), &err);
+    sa3d_pck_finish(&rp);
+    T_NEAR(sa3d_pck_per_image(&rp.cat[0], 2), 100.0, 1e-9);
+    T_NEAR(sa3d_pck_per_image(&rp.cat[0], 1), 50.0, 1e-9);
+    T_CHECK(sa3d_pck_alphas(SA3D_DATASET_PFPASCAL)[2] == 0.15 && sa3d_pck_alphas(SA3D_DATASET_AP10K)[2] == 0.01);
+    text = sa3d_pck_format(&rp, "pfpascal");
+    T_CHECK(text && strstr(text, "0.15") && !strstr(text, "0.01"));
+    free(text);
+    char path2[] = "/tmp/sa3d_pck_XXXXXX";
+    fd = mkstemp(path2);
+    if (fd >= 0) close(fd);
+    T_OK(sa3d_pck_write_json(&rp, path2, meta, &err), &err);
+    j = load_json(path2);
+    a = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "categories"), "b");
+    T_CHECK(a && cJSON_GetObjectItem(cJSON_GetObjectItem(a, "per_image"), "0.15") &&
+            !cJSON_GetObjectItem(cJSON_GetObjectItem(a, "per_image"), "0.01"));
+    cJSON_Delete(j);
+    unlink(path2);
 }
 
 /* ---- the batched baseline equals the per-pair baseline ---------------------------------------------------- */

@@ -20,7 +20,11 @@ extern "C" {
 #endif
 
 #define SA3D_PCK_N_ALPHA 3
-extern SA3D_API const double sa3d_pck_alphas[SA3D_PCK_N_ALPHA];   /* 0.10, 0.05, 0.01 */
+/* The alphas a dataset's PCK is reported at, as GeoAware-SC's compute_pck does: 0.10, 0.05, 0.01; PF-PASCAL 0.10,
+ * 0.05, 0.15 (its field's convention, against the image size). */
+SA3D_API const double *sa3d_pck_alphas(sa3d_dataset_kind kind);
+/* alpha a of kind as the report's JSON keys write it: "0.1", "0.05", "0.01" / "0.15" */
+SA3D_API const char *sa3d_pck_alpha_key(sa3d_dataset_kind kind, int a);
 
 /* Counts for one group of pairs (a category, a difficulty value, or everything). */
 typedef struct sa3d_pck_cell {

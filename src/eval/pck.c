@@ -9,8 +9,13 @@
 #include "base/base.h"
 #include "semalign3d/eval.h"
 
-const double sa3d_pck_alphas[SA3D_PCK_N_ALPHA] = { 0.10, 0.05, 0.01 };
-static const char *alpha_keys[SA3D_PCK_N_ALPHA] = { "0.1", "0.05", "0.01" };
+static const double alphas[2][SA3D_PCK_N_ALPHA] = { { 0.10, 0.05, 0.01 }, { 0.10, 0.05, 0.15 } };
+static const char *alpha_keys[2][SA3D_PCK_N_ALPHA] = { { "0.1", "0.05", "0.01" }, { "0.1", "0.05", "0.15" } };
+
+const double *sa3d_pck_alphas(sa3d_dataset_kind kind) { return alphas[kind == SA3D_DATASET_PFPASCAL]; }
+const char *sa3d_pck_alpha_key(sa3d_dataset_kind kind, int a) {
+    return a >= 0 && a < SA3D_PCK_N_ALPHA ? alpha_keys[kind == SA3D_DATASET_PFPASCAL][a] : "?";
+}
 static const char *flag_names[SA3D_PCK_N_FLAGS] = { "viewpoint_variation", "scale_variation", "truncation",
                                                     "occlusion", "mirror" };
 
@@ -51,6 +56,7 @@ sa3d_status sa3d_pck_add(sa3d_pck_report *r, const sa3d_pair *pair, const float 
     if (slot < 0)
         return sa3d_fail(err, SA3D_ERR_UNSUPPORTED, "%s: more than %d categories", pair->id, SA3D_PCK_MAX_CATEGORIES);
     long correct[SA3D_PCK_N_ALPHA] = { 0 };
+    const double *alpha = sa3d_pck_alphas(r->kind);
     for (int i = 0; i < pair->n_kps; i++) {
         if (!isfinite(pred[i][0]) || !isfinite(pred[i][1]))
             return sa3d_fail(err, SA3D_ERR_NUMERIC, "%s: prediction %d is not finite", pair->id, i);
@@ -58,7 +64,7 @@ sa3d_status sa3d_pck_add(sa3d_pck_report *r, const sa3d_pair *pair, const float 
         double dy = (double)pred[i][1] - (double)pair->trg_kps[i][1];
         double d = sqrt(dx * dx + dy * dy);
         for (int a = 0; a < SA3D_PCK_N_ALPHA; a++)
-            if (d < sa3d_pck_alphas[a] * (double)pair->threshold_base) correct[a]++;   /* strict < */
+            if (d < alpha[a] * (double)pair->threshold_base) correct[a]++;   /* strict < */
     }
     cell_add(&r->cat[slot], pair->n_kps, correct);
     cell_add(&r->overall, pair->n_kps, correct);
@@ -139,8 +145,11 @@ char *sa3d_pck_format(const sa3d_pck_report *r, const char *title) {
     sb_printf(&b, "correct: |pred - gt| < %s; values in %%\n", sa3d_pck_threshold_rule(r->kind));
     sb_printf(&b, "per-image: mean over pairs of each pair's fraction correct; per-keypoint: all keypoints pooled\n\n");
     sb_printf(&b, "%-22s %7s %8s | %-20s | %-20s\n", "", "", "", "per-image PCK @", "per-keypoint PCK @");
-    sb_printf(&b, "%-22s %7s %8s |  %5s  %5s  %5s |  %5s  %5s  %5s\n", "category", "pairs", "keypts", "0.10",
-              "0.05", "0.01", "0.10", "0.05", "0.01");
+    const double *alpha = sa3d_pck_alphas(r->kind);
+    sb_printf(&b, "%-22s %7s %8s |", "category", "pairs", "keypts");
+    for (int k = 0; k < 2 * SA3D_PCK_N_ALPHA; k++)
+        sb_printf(&b, "  %5.2f%s", alpha[k % SA3D_PCK_N_ALPHA], k == SA3D_PCK_N_ALPHA - 1 ? " |" : "");
+    sb_printf(&b, "\n");
     for (int i = 0; i < r->n_categories; i++) row(&b, r->category[i], &r->cat[i]);
     sb_printf(&b, "\n");
     sb_printf(&b, "%-22s %7s %8s |", "All: category mean", "-", "-");   /* its pairs differ by category */
@@ -174,19 +183,20 @@ char *sa3d_pck_format(const sa3d_pck_report *r, const char *title) {
 
 static cJSON *num_or_null(double v) { return isnan(v) ? cJSON_CreateNull() : cJSON_CreateNumber(v); }
 
-static cJSON *alpha_obj(const sa3d_pck_cell *c, int per_image) {
+static cJSON *alpha_obj(const sa3d_pck_cell *c, int per_image, sa3d_dataset_kind kind) {
     cJSON *o = cJSON_CreateObject();
     for (int a = 0; a < SA3D_PCK_N_ALPHA; a++)
-        cJSON_AddItemToObject(o, alpha_keys[a], num_or_null(per_image ? sa3d_pck_per_image(c, a) : sa3d_pck_per_keypoint(c, a)));
+        cJSON_AddItemToObject(o, sa3d_pck_alpha_key(kind, a),
+                              num_or_null(per_image ? sa3d_pck_per_image(c, a) : sa3d_pck_per_keypoint(c, a)));
     return o;
 }
 
-static cJSON *cell_obj(const sa3d_pck_cell *c) {
+static cJSON *cell_obj(const sa3d_pck_cell *c, sa3d_dataset_kind kind) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "pairs", (double)c->pairs);
     cJSON_AddNumberToObject(o, "keypoints", (double)c->keypoints);
-    cJSON_AddItemToObject(o, "per_image", alpha_obj(c, 1));
-    cJSON_AddItemToObject(o, "per_keypoint", alpha_obj(c, 0));
+    cJSON_AddItemToObject(o, "per_image", alpha_obj(c, 1, kind));
+    cJSON_AddItemToObject(o, "per_keypoint", alpha_obj(c, 0, kind));
     return o;
 }
 
@@ -195,16 +205,17 @@ sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *path, cons
     cJSON *overall = cJSON_AddObjectToObject(root, "overall");
     cJSON *pi = cJSON_AddObjectToObject(overall, "per_image");
     cJSON *cm = cJSON_CreateObject();
-    for (int a = 0; a < SA3D_PCK_N_ALPHA; a++) cJSON_AddItemToObject(cm, alpha_keys[a], num_or_null(sa3d_pck_category_mean(r, a)));
+    for (int a = 0; a < SA3D_PCK_N_ALPHA; a++)
+        cJSON_AddItemToObject(cm, sa3d_pck_alpha_key(r->kind, a), num_or_null(sa3d_pck_category_mean(r, a)));
     cJSON_AddItemToObject(pi, "category_mean", cm);
-    cJSON_AddItemToObject(pi, "pair_weighted", alpha_obj(&r->overall, 1));
-    cJSON_AddItemToObject(overall, "per_keypoint", alpha_obj(&r->overall, 0));
+    cJSON_AddItemToObject(pi, "pair_weighted", alpha_obj(&r->overall, 1, r->kind));
+    cJSON_AddItemToObject(overall, "per_keypoint", alpha_obj(&r->overall, 0, r->kind));
     cJSON_AddNumberToObject(overall, "pairs", (double)r->overall.pairs);
     cJSON_AddNumberToObject(overall, "keypoints", (double)r->overall.keypoints);
     cJSON_AddNumberToObject(overall, "pairs_without_keypoints", (double)r->skipped_empty);
     cJSON_AddNumberToObject(overall, "pairs_of_other_categories", (double)r->other_categories);
     cJSON *cats = cJSON_AddObjectToObject(root, "categories");
-    for (int i = 0; i < r->n_categories; i++) cJSON_AddItemToObject(cats, r->category[i], cell_obj(&r->cat[i]));
+    for (int i = 0; i < r->n_categories; i++) cJSON_AddItemToObject(cats, r->category[i], cell_obj(&r->cat[i], r->kind));
     cJSON *diff = cJSON_AddObjectToObject(root, "difficulty");
     for (int f = 0; f < SA3D_PCK_N_FLAGS; f++) {
         cJSON *fo = NULL;
@@ -213,7 +224,7 @@ sa3d_status sa3d_pck_write_json(const sa3d_pck_report *r, const char *path, cons
             if (!fo) fo = cJSON_AddObjectToObject(diff, flag_names[f]);
             char key[8];
             snprintf(key, sizeof key, "%d", v);
-            cJSON_AddItemToObject(fo, key, cell_obj(&r->by_flag[f][v]));
+            cJSON_AddItemToObject(fo, key, cell_obj(&r->by_flag[f][v], r->kind));
         }
     }
     cJSON *m = cJSON_AddObjectToObject(root, "meta");
