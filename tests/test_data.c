@@ -723,6 +723,8 @@ static void case_synthetic_images(void) {
     T_STATUS(sa3d_dataset_image(ds, "aeroplane", "a7", &a, &err), SA3D_ERR_IO, &err);
     T_CHECK(a == NULL);
     T_STATUS(sa3d_dataset_image(ds, "aeroplane", "../bus/b1", &a, &err), SA3D_ERR_ARG, &err);
+    T_STATUS(sa3d_dataset_image(ds, "aeroplane", "a\"1", &a, &err), SA3D_ERR_ARG, &err);   /* no JSON string */
+    T_STATUS(sa3d_dataset_image(ds, "aeroplane", "a\n1", &a, &err), SA3D_ERR_ARG, &err);
     T_STATUS(sa3d_dataset_image(ds, "", "a1", &a, &err), SA3D_ERR_ARG, &err);
     char *ip = sa3d_dataset_image_path(ds, "aeroplane", "a1"),
          *mp = sa3d_dataset_mask_path(ds, "aeroplane", "a1");

@@ -119,6 +119,12 @@ static void topology_case(const char *path) {
            cJSON_GetArrayItem(sf, 0)->valueint, cJSON_GetArrayItem(sf, 1)->valueint);
     T_CHECK(v1 == cJSON_GetArrayItem(se, 0)->valueint && v2 == cJSON_GetArrayItem(se, 1)->valueint);
     T_CHECK(f1 == cJSON_GetArrayItem(sf, 0)->valueint && f2 == cJSON_GetArrayItem(sf, 1)->valueint);
+    {   /* every mode exactly 0.5 compares no edge: no seed, not the diagonal (0, 0) */
+        float half[2] = { 0.5f, 0.5f };
+        int32_t a1[4] = { 0, 1, 1, 2 }, a2[4] = { 1, 2, 0, 2 };
+        int h1, h2;
+        T_CHECK(sa3d_prior_seed_edge(&h1, &h2, half, a1, a2, 2, 3, 0) == 0);
+    }
     /* order */
     int32_t order[SA3D_PRIOR_MAX_SLOTS];
     int no = sa3d_prior_order(order, mode, e1, e2, P, n, v1, v2);

@@ -34,6 +34,9 @@ int sa3d_ds_copy(char *dst, size_t cap, const char *s) {
 int sa3d_ds_safe_name(const char *s, size_t cap) {
     size_t n = s ? strlen(s) : 0;
     if (n == 0 || n >= cap || strchr(s, '/') || strchr(s, '\\')) return 0;
+    /* names are written into JSON lines (predictions, parts) as they are: no quote, no control byte */
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '"' || (unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
     return strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 

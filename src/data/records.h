@@ -110,7 +110,8 @@ sa3d_status sa3d_ds_list_dir(const char *dir, const char *suffix, int dirs, char
 void sa3d_ds_free_names(char **names, int n);
 /* sa3d_malloc'ed "a/b/c..." (NULL-terminated list of parts); NULL when out of memory. */
 char *sa3d_ds_path(const char *first, ...);
-/* 1 when s is a usable single path component: non-empty, shorter than cap, no '/', not "." or "..". */
+/* 1 when s is a usable single path component and JSON string: non-empty, shorter than cap, no '/', '\\', '"' or
+ * control byte, not "." or "..". */
 int sa3d_ds_safe_name(const char *s, size_t cap);
 /* Copies at most cap - 1 bytes of s and terminates; returns 0 when s did not fit. */
 int sa3d_ds_copy(char *dst, size_t cap, const char *s);

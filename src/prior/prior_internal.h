@@ -23,7 +23,7 @@ sa3d_status sa3d_prior_load_memory(sa3d_prior **out, const void *buf, size_t len
  * r = 1 - mode (find_farthest = 0) or r = mode (find_farthest = 1): r < 0.5 marks e1 with 0 and, where still -1,
  * e2 with 1; r > 0.5 the other way round (both orders of each edge). (*v1, *v2) = the first maximum of M in
  * row-major order. mode [P] holds float32 modes of the ratio Betas; 1 - mode is formed in float32. Returns 0
- * when there is no edge pair (no seed), else 1. */
+ * when there is no edge pair or every mode is exactly 0.5 (no seed), else 1. */
 int sa3d_prior_seed_edge(int *v1, int *v2, const float *mode /* [P] */, const int32_t *e1 /* [P][2] */,
                          const int32_t *e2 /* [P][2] */, size_t n_pairs, int n, int find_farthest);
 

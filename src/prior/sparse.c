@@ -42,7 +42,7 @@ int sa3d_prior_seed_edge(int *v1, int *v2, const float *mode, const int32_t *e1,
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++)
             if (M[i][j] > best) { best = M[i][j]; *v1 = i; *v2 = j; }
-    return 1;
+    return best >= 0;   /* every ratio mode exactly 0.5: no edge was compared, and (0, 0) is no edge */
 }
 
 /* ---- step 2: placement order ---------------------------------------------------------------------------------- */
