@@ -190,6 +190,11 @@ SA3D_API int sa3d_dataset_split_images(sa3d_dataset *ds, const char *split, cons
  * SA3D_ERR_ARG (id or category with '/' or empty), SA3D_ERR_NOMEM. */
 SA3D_API sa3d_status sa3d_dataset_image(sa3d_dataset *ds, const char *category, const char *id,
                                         const sa3d_image_anno **out, sa3d_error *err);
+/* SA3D_ERR_FORMAT naming the pair when its src_imsize or trg_imsize differs from the width and height of the
+ * image's record: matchers map the pair's keypoints to feature cells through the pair's size, features are made
+ * at the image's, and the difference would move every match with no other sign. A record that cannot be read
+ * passes (the caller meets it where it needs it). */
+SA3D_API sa3d_status sa3d_dataset_pair_check_sizes(sa3d_dataset *ds, const sa3d_pair *pair, sa3d_error *err);
 /* Paths, allocated with malloc (free with free()); NULL when out of memory or an argument is NULL. The files
  * need not exist.
  * SPair: JPEGImages/<cat>/<id>.jpg and Segmentation/<cat>/<id>.png. PF-PASCAL: JPEGImages/<id>.jpg and

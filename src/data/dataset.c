@@ -523,6 +523,20 @@ sa3d_status sa3d_dataset_image(sa3d_dataset *ds, const char *category, const cha
     return SA3D_OK;
 }
 
+sa3d_status sa3d_dataset_pair_check_sizes(sa3d_dataset *ds, const sa3d_pair *pair, sa3d_error *err) {
+    for (int t = 0; t < 2; t++) {
+        const char *id = t ? pair->trg : pair->src;
+        const int *size = t ? pair->trg_size : pair->src_size;
+        const sa3d_image_anno *a;
+        if (sa3d_dataset_image(ds, pair->category, id, &a, NULL) != SA3D_OK) continue;
+        if (a->width != size[0] || a->height != size[1])
+            return sa3d_fail(err, SA3D_ERR_FORMAT, "%s: %s %d x %d, but the record of image %s/%s says %d x %d",
+                             pair->id, t ? "trg_imsize" : "src_imsize", size[0], size[1], pair->category, id,
+                             a->width, a->height);
+    }
+    return SA3D_OK;
+}
+
 /* malloc'ed (the public contract says free()) "<root>/<top>/<middle>/<id><ext>". */
 static char *public_path(const char *root, const char *top, const char *middle, const char *id,
                          const char *ext) {

@@ -166,6 +166,16 @@ sa3d_status sa3d_eval_run(sa3d_dataset *ds, const sa3d_eval_params *p, sa3d_pair
         for (int i = 0; i < n; i++) k += !strcmp(sa3d_dataset_pair(ds, p->split, i)->category, cats[c]);
         total += p->limit > 0 && k > p->limit ? p->limit : k;
     }
+    /* every pair the run will score, before any work: one whose image sizes disagree with its images' records
+     * fails now, not hours in */
+    for (int c = 0; c < n_cats && !s; c++)
+        for (int i = 0, k = 0; i < n && !s && (p->limit <= 0 || k < p->limit); i++) {
+            const sa3d_pair *pr = sa3d_dataset_pair(ds, p->split, i);
+            if (strcmp(pr->category, cats[c])) continue;
+            k++;
+            s = sa3d_dataset_pair_check_sizes(ds, pr, err);
+        }
+    if (s) goto out;
     for (int c = 0; c < n_cats; c++) {
         int m = 0;
         for (int i = 0; i < n && (p->limit <= 0 || m < p->limit); i++)
