@@ -84,15 +84,16 @@ static const char *part_key_of(void *user, const char *category) {
     for (int i = 0; i < pk->n_priors; i++)
         if (!strcmp(pk->priors[i].cat, category)) len = snprintf(pk->key, sizeof pk->key, "%s; ", pk->priors[i].key);
     uint64_t f = SA3D_STAMP_START, d = SA3D_STAMP_START, m = SA3D_STAMP_START;
-    for (int i = 0; i < sa3d_dataset_n_pairs(pk->ds, pk->split); i++) {
-        const sa3d_pair *pr = sa3d_dataset_pair(pk->ds, pk->split, i);
-        if (strcmp(pr->category, category)) continue;
-        for (int t = 0; t < 2; t++) {
-            const char *id = t ? pr->trg : pr->src;
-            f = sa3d_provider_stamp(pk->features, category, id, f);
-            if (pk->depth) d = sa3d_provider_stamp(pk->depth, category, id, d);
-            if (pk->masks) m = sa3d_provider_stamp(pk->masks, category, id, m);
-        }
+    const char *const *ids;
+    int n = sa3d_dataset_split_images(pk->ds, pk->split, category, &ids, NULL);   /* each image once */
+    if (n < 0) {   /* out of memory: a key no part has, so the category is redone rather than trusted */
+        snprintf(pk->key + len, sizeof pk->key - (size_t)len, "inputs unknown");
+        return pk->key;
+    }
+    for (int i = 0; i < n; i++) {
+        f = sa3d_provider_stamp(pk->features, category, ids[i], f);
+        if (pk->depth) d = sa3d_provider_stamp(pk->depth, category, ids[i], d);
+        if (pk->masks) m = sa3d_provider_stamp(pk->masks, category, ids[i], m);
     }
     /* only the parts that apply: a run on computed features and a prior keeps the key earlier versions wrote */
     if (f != SA3D_STAMP_START)

@@ -123,6 +123,14 @@ size_t sa3d_baseline_query_cell(float x, float y, int input_size, int g) {
     return (size_t)clamp_cell(floorf(y / cell_px), g) * g + (size_t)clamp_cell(floorf(x / cell_px), g);
 }
 
+sa3d_status sa3d_queries_check(const float (*kps)[2], int n, const char *who, sa3d_error *err) {
+    long bad = n > 0 ? sa3d_first_nonfinite(&kps[0][0], (size_t)n * 2) : -1;
+    if (bad >= 0)
+        return sa3d_fail(err, SA3D_ERR_ARG, "%s: query %ld is (%g, %g)", who, bad / 2, (double)kps[bad / 2][0],
+                         (double)kps[bad / 2][1]);
+    return SA3D_OK;
+}
+
 sa3d_status sa3d_match_baseline_cells(const sa3d_feature_map *src, const sa3d_feature_map *trg, const size_t *cells_q,
                                       int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
                                       sa3d_error *err) {
@@ -155,10 +163,8 @@ sa3d_status sa3d_match_baseline(const sa3d_feature_map *src, const sa3d_feature_
                                 int n, const sa3d_baseline_params *p, float (*pred)[2], float *work,
                                 sa3d_error *err) {
     if (n <= 0 || src->g <= 0) return sa3d_match_baseline_cells(src, trg, NULL, n, p, pred, work, err);
-    long bad = sa3d_first_nonfinite(&src_kps[0][0], (size_t)n * 2);   /* cells come from (int)floor(x) */
-    if (bad >= 0)
-        return sa3d_fail(err, SA3D_ERR_ARG, "baseline match: query %ld is (%g, %g)", bad / 2,
-                         (double)src_kps[bad / 2][0], (double)src_kps[bad / 2][1]);
+    sa3d_status qs = sa3d_queries_check(src_kps, n, "baseline match", err);
+    if (qs) return qs;
     size_t cells_q[SA3D_MAX_KPS];
     for (int done = 0; done < n; done += SA3D_MAX_KPS) {   /* a row's bits do not depend on the row count */
         int k = n - done < SA3D_MAX_KPS ? n - done : SA3D_MAX_KPS;

@@ -219,10 +219,8 @@ sa3d_status sa3d_baseline_adapt_flip(const sa3d_flip_inputs *in, const sa3d_base
     if (sa3d_baseline_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     if (!src || !fl || !trg || !in->flip_map || in->n < 0 || in->n > SA3D_MAX_KPS || (in->n && !in->kp_ids))
         return sa3d_fail(err, SA3D_ERR_ARG, "adaptive flip: missing input (maps, flip map or %d keypoints)", in->n);
-    long bad = in->n ? sa3d_first_nonfinite(&in->src_kps[0][0], (size_t)in->n * 2) : -1;
-    if (bad >= 0)
-        return sa3d_fail(err, SA3D_ERR_ARG, "adaptive flip: query %ld is (%g, %g)", bad / 2,
-                         (double)in->src_kps[bad / 2][0], (double)in->src_kps[bad / 2][1]);
+    sa3d_status qs = sa3d_queries_check(in->src_kps, in->n, "adaptive flip", err);
+    if (qs) return qs;
     if (fl->C != src->C || fl->g != src->g || fl->input_size != src->input_size)
         return sa3d_fail(err, SA3D_ERR_ARG, "adaptive flip: the mirrored source's map (%d x %d) differs from the "
                          "source's (%d x %d)", fl->C, fl->g, src->C, src->g);

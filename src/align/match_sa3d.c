@@ -17,7 +17,6 @@
 #include "align/baseline_internal.h"
 #include "base/base.h"
 #include "semalign3d/eval.h"
-#include "tensor/kernels.h"
 
 #define MAX_SOFT 16   /* most points step 3 mixes (soft_points) */
 
@@ -335,10 +334,8 @@ sa3d_status sa3d_match_sa3d(const sa3d_prior *prior, const sa3d_alignment *a1, c
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: missing argument or n = %d", n);
     if (sa3d_match_params_check(p, err) != SA3D_OK) return SA3D_ERR_ARG;
     if (n == 0) return SA3D_OK;
-    long bad = sa3d_first_nonfinite(&src_kps[0][0], (size_t)n * 2);   /* cells come from (int)floor(x) */
-    if (bad >= 0)
-        return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: query %ld is (%g, %g)", bad / 2, (double)src_kps[bad / 2][0],
-                         (double)src_kps[bad / 2][1]);
+    sa3d_status qs = sa3d_queries_check(src_kps, n, "match sa3d", err);
+    if (qs) return qs;
     if (F1->C != prior->C || F2->C != prior->C || F1->g != F2->g || a1->g != F1->g || a2->g != F2->g ||
         a1->n_dense != prior->n_dense || a2->n_dense != prior->n_dense)
         return sa3d_fail(err, SA3D_ERR_ARG, "match sa3d: prior (C %d, %d points), maps (C %d/%d, grid %d/%d) and "
